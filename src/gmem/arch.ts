@@ -1,0 +1,26 @@
+// What guest_memfd needs from the layers above it, passed down as interfaces the way the kernel
+// passes kvm_arch_gmem_prepare / kvm_arch_gmem_invalidate and calls into the MMU.
+
+export interface ArchGmemHooks {
+  /** kvm_arch_gmem_prepare_needed: only SNP VMs register pages on prepare. */
+  prepareNeeded(vm: number): boolean;
+  /** kvm_arch_gmem_prepare: returns 0 or -errno. */
+  prepare(vm: number, gfn: number, pfn: number): number;
+  /** kvm_arch_gmem_invalidate: called as a folio is freed, before its pfn is reused. */
+  invalidate(pfn: number): void;
+  /** False when a host write to `pfn` would take an RMP fault (the page belongs to a guest). */
+  hostWritable(pfn: number): boolean;
+}
+
+/** What guest_memfd calls in KVM proper: MMU notifications for the gfn ranges its bindings map, and the memslot side of a file going away. */
+export interface GmemKvmOps {
+  /** kvm_mmu_invalidate_begin + range_add + unmap, under mmu_lock; `ranges` is [start, end)*. */
+  invalidateBegin(vm: number, ranges: readonly number[]): void;
+  /** kvm_mmu_invalidate_end under mmu_lock. */
+  invalidateEnd(vm: number): void;
+  /** WRITE_ONCE(slot->gmem.file, NULL) as a file is released. */
+  detachSlot(vm: number, slot: number): void;
+}
+
+/** kvm_gmem_populate's post_populate callback (SNP: sev_gmem_post_populate). */
+export type PostPopulate = (vm: number, gfn: number, pfn: number, srcIndex: number) => number;

@@ -1,0 +1,31 @@
+// The per-thread guest_memfd context: views of the shared tables plus the hooks from above.
+
+import type { Mem } from '../shm/layout.js';
+import type { Sync } from '../shm/sync.js';
+import { PfnAllocator } from './allocator.js';
+import type { ArchGmemHooks, GmemKvmOps } from './arch.js';
+import { Files } from './file.js';
+import { Folios } from './folio.js';
+import { Inodes } from './inode.js';
+import type { Policy } from './policy.js';
+
+export class GmemCtx {
+  readonly folios: Folios;
+  readonly alloc: PfnAllocator;
+  readonly inodes: Inodes;
+  readonly files: Files;
+
+  constructor(
+    readonly mem: Mem,
+    readonly sync: Sync,
+    readonly stats: Float64Array,
+    readonly policy: Policy,
+    readonly arch: ArchGmemHooks,
+    readonly kvm: GmemKvmOps,
+  ) {
+    this.folios = new Folios(mem);
+    this.alloc = new PfnAllocator(mem, sync);
+    this.inodes = new Inodes(mem);
+    this.files = new Files(mem);
+  }
+}

@@ -1,0 +1,126 @@
+// The page cache operations guest_memfd uses: grab (find or create, locked), folio_put with the
+// free path (kvm_gmem_free_folio), truncate, and the host writes that must respect the RMP.
+
+import { Errno } from '../shm/errno.js';
+import { PAGE_SIZE } from '../shm/limits.js';
+import { C, LockClass } from '../shm/stats.js';
+import type { GmemCtx } from './ctx.js';
+import { HOST_PATTERN, PG_FREE, PG_PUNCH_RACE } from './folio.js';
+
+// folio_lock
+export function folioLock(g: GmemCtx, pfn: number): void {
+  g.sync.mutexLock(g.folios.lockWord(pfn), LockClass.FOLIO);
+}
+
+// folio_unlock
+export function folioUnlock(g: GmemCtx, pfn: number): void {
+  g.sync.mutexUnlock(g.folios.lockWord(pfn));
+}
+
+// folio_put: the last reference frees the folio through kvm_gmem_free_folio.
+export function folioPut(g: GmemCtx, pfn: number): void {
+  if (g.folios.putTestZero(pfn)) freeFolio(g, pfn);
+}
+
+// kvm_gmem_free_folio: the arch invalidate makes the page the host's again before it is reused.
+function freeFolio(g: GmemCtx, pfn: number): void {
+  g.arch.invalidate(pfn);
+  hostFill(g, pfn, HOST_PATTERN);
+  g.folios.markFree(pfn);
+  g.stats[C.foliosFreed]++;
+  g.alloc.free(pfn);
+}
+
+/** A host write of a whole page; an RMP-assigned page refuses it (counted: a host bug). */
+export function hostFill(g: GmemCtx, pfn: number, byte: number): boolean {
+  if (!g.arch.hostWritable(pfn)) {
+    g.stats[C.hostRmpFaults]++;
+    return false;
+  }
+  g.mem.host.fill(byte, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+  return true;
+}
+
+/** Copies `src` (one page) into pfn as the host; false on an RMP fault. */
+export function hostCopy(g: GmemCtx, pfn: number, src: Uint8Array): boolean {
+  if (!g.arch.hostWritable(pfn)) {
+    g.stats[C.hostRmpFaults]++;
+    return false;
+  }
+  g.mem.host.set(src.subarray(0, PAGE_SIZE), pfn * PAGE_SIZE);
+  return true;
+}
+
+/**
+ * filemap_grab_folio (find or create, locked, with a reference for the caller).
+ * Returns the pfn, or -ENOMEM when the allocator is empty.
+ */
+export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number {
+  const w = g.mem.w;
+  const slot = g.inodes.slotWord(ino, index);
+  for (;;) {
+    const v = Atomics.load(w, slot);
+    if (v !== 0) {
+      const pfn = v - 1;
+      // Speculative lookup: the folio may be on its way out; re-check once it is locked.
+      if (!g.folios.tryGet(pfn)) continue;
+      folioLock(g, pfn);
+      if (Atomics.load(w, slot) === v && g.folios.inode(pfn) === ino) return pfn;
+      folioUnlock(g, pfn);
+      folioPut(g, pfn);
+      continue;
+    }
+    const pfn = g.alloc.alloc();
+    if (pfn < 0) return -Errno.ENOMEM;
+    g.folios.initNew(pfn, ino, index, g.inodes.punching(ino) ? PG_PUNCH_RACE : 0);
+    // A new folio is locked before anyone can find it, as __filemap_add_folio does.
+    folioLock(g, pfn);
+    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
+      g.stats[C.foliosAllocated]++;
+      return pfn;
+    }
+    // Lost the race to insert: give the page back without a free-path invalidate (never used).
+    folioUnlock(g, pfn);
+    g.folios.markFree(pfn);
+    g.alloc.free(pfn);
+  }
+}
+
+/** filemap_lock_folio without creating: the locked pfn with a reference, or -1 for a hole. */
+export function filemapLockFolio(g: GmemCtx, ino: number, index: number): number {
+  const w = g.mem.w;
+  const slot = g.inodes.slotWord(ino, index);
+  for (;;) {
+    const v = Atomics.load(w, slot);
+    if (v === 0) return -1;
+    const pfn = v - 1;
+    if (!g.folios.tryGet(pfn)) continue;
+    folioLock(g, pfn);
+    if (Atomics.load(w, slot) === v && g.folios.inode(pfn) === ino) return pfn;
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
+}
+
+// truncate_inode_pages_range: removes each cached folio of [start, end) and drops the cache's
+// reference; a folio a fault still holds is freed when that fault lets go.
+export function truncateRange(g: GmemCtx, ino: number, start: number, end: number): number {
+  let removed = 0;
+  const w = g.mem.w;
+  for (let index = start; index < end; index++) {
+    const pfn = filemapLockFolio(g, ino, index);
+    if (pfn < 0) continue;
+    Atomics.store(w, g.inodes.slotWord(ino, index), 0);
+    g.folios.detach(pfn);
+    folioUnlock(g, pfn);
+    folioPut(g, pfn); // our lookup reference
+    folioPut(g, pfn); // the page cache's reference
+    removed++;
+  }
+  return removed;
+}
+
+/** Asserts the pfn handed out is live; a free one here means the model itself is broken. */
+export function assertNotFree(g: GmemCtx, pfn: number): void {
+  if (g.folios.test(pfn, PG_FREE)) throw new Error(`pfn ${pfn} used while on the free list`);
+}

@@ -1,0 +1,133 @@
+// struct folio, one per host pfn (order 0 only): lock, flags, refcount, owning inode and index.
+// Owns the 'folios' region. The pfn allocator (free list) lives in allocator.ts.
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { PAGE_SIZE } from '../shm/limits.js';
+
+export const FOLIO_WORDS = 8;
+const F_LOCK = 0;
+const F_FLAGS = 1;
+const F_REF = 2;
+/** Inode id + 1 while the folio is in that inode's filemap, else 0 (folio->mapping). */
+const F_INODE = 3;
+const F_INDEX = 4;
+/** Bumped on every allocation, so the auditor can tell one life of a pfn from the next. */
+const F_GEN = 5;
+
+/** folio_test_uptodate: cleared (and, per policy, registered) with the guest. */
+export const PG_UPTODATE = 1;
+export const PG_HWPOISON = 2;
+/** Not a kernel flag: the pfn is in the free list. Lets the auditor see use after free. */
+export const PG_FREE = 4;
+/** Not a kernel flag: created while a PUNCH_HOLE over its index was in flight. */
+export const PG_PUNCH_RACE = 8;
+
+/** Byte written over every freed page, so stale host data is visible to a guest that reads it. */
+export const HOST_PATTERN = 0xa5;
+
+const REGION = 'folios';
+
+export function declareFolios(lb: LayoutBuilder, nrPfns: number): void {
+  lb.add(REGION, nrPfns * FOLIO_WORDS, 'gmem/folio.ts');
+}
+
+export class Folios {
+  readonly base: number;
+  readonly nrPfns: number;
+  private readonly w: Int32Array;
+  private readonly host: Uint8Array;
+
+  constructor(mem: Mem) {
+    this.base = regionBase(mem, REGION);
+    this.nrPfns = mem.limits.nrPfns;
+    this.w = mem.w;
+    this.host = mem.host;
+  }
+
+  /** Word index of the folio lock (for Sync.mutexLock). */
+  lockWord(pfn: number): number {
+    return this.base + pfn * FOLIO_WORDS + F_LOCK;
+  }
+  refWord(pfn: number): number {
+    return this.base + pfn * FOLIO_WORDS + F_REF;
+  }
+  ownsWord(i: number): boolean {
+    return i >= this.base && i < this.base + this.nrPfns * FOLIO_WORDS;
+  }
+  pfnOfWord(i: number): number {
+    return Math.floor((i - this.base) / FOLIO_WORDS);
+  }
+
+  flags(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_FLAGS);
+  }
+  test(pfn: number, flag: number): boolean {
+    return (this.flags(pfn) & flag) !== 0;
+  }
+  set(pfn: number, flag: number): void {
+    Atomics.or(this.w, this.base + pfn * FOLIO_WORDS + F_FLAGS, flag);
+  }
+  clear(pfn: number, flag: number): void {
+    Atomics.and(this.w, this.base + pfn * FOLIO_WORDS + F_FLAGS, ~flag);
+  }
+  refcount(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_REF);
+  }
+  /** Inode id the folio is cached in, or -1 (folio->mapping == NULL). */
+  inode(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_INODE) - 1;
+  }
+  index(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_INDEX);
+  }
+  generation(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_GEN);
+  }
+  lockHolder(pfn: number): number {
+    return (Atomics.load(this.w, this.lockWord(pfn)) & ((1 << 30) - 1)) - 1;
+  }
+
+  /** Starts a new life of a pfn taken from the allocator: two references (cache + caller). */
+  initNew(pfn: number, inode: number, index: number, flags: number): void {
+    const b = this.base + pfn * FOLIO_WORDS;
+    Atomics.store(this.w, b + F_FLAGS, flags);
+    Atomics.store(this.w, b + F_REF, 2);
+    Atomics.store(this.w, b + F_INODE, inode + 1);
+    Atomics.store(this.w, b + F_INDEX, index);
+    Atomics.add(this.w, b + F_GEN, 1);
+  }
+
+  /** folio->mapping = NULL: removed from its filemap. */
+  detach(pfn: number): void {
+    Atomics.store(this.w, this.base + pfn * FOLIO_WORDS + F_INODE, 0);
+  }
+
+  /** folio_try_get: takes a reference unless the folio is already on its way to being freed. */
+  tryGet(pfn: number): boolean {
+    const i = this.base + pfn * FOLIO_WORDS + F_REF;
+    for (let r = Atomics.load(this.w, i); r > 0; ) {
+      const prev = Atomics.compareExchange(this.w, i, r, r + 1);
+      if (prev === r) return true;
+      r = prev;
+    }
+    return false;
+  }
+
+  /** Drops a reference; returns true when it was the last one and the caller must free the pfn. */
+  putTestZero(pfn: number): boolean {
+    const left = Atomics.sub(this.w, this.base + pfn * FOLIO_WORDS + F_REF, 1) - 1;
+    if (left < 0) throw new Error(`folio_put: pfn ${pfn} refcount underflow`);
+    return left === 0;
+  }
+
+  markFree(pfn: number): void {
+    const b = this.base + pfn * FOLIO_WORDS;
+    Atomics.store(this.w, b + F_FLAGS, PG_FREE);
+    Atomics.store(this.w, b + F_INODE, 0);
+  }
+
+  /** The page's bytes (a view, not a copy). */
+  page(pfn: number): Uint8Array {
+    return this.host.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+  }
+}

@@ -1,0 +1,402 @@
+// virt/kvm/guest_memfd.c: create, link, release, fallocate, bind/unbind, get_pfn, populate.
+// Functions return 0 / a value, or -errno, as the kernel does; nothing here throws for a user error.
+
+import { Errno } from '../shm/errno.js';
+import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
+import { P } from '../shm/points.js';
+import { C, LockClass } from '../shm/stats.js';
+import type { PostPopulate } from './arch.js';
+import type { GmemCtx } from './ctx.js';
+import { PG_HWPOISON, PG_PUNCH_RACE, PG_UPTODATE } from './folio.js';
+import { filemapGrabFolio, filemapLockFolio, folioPut, folioUnlock, hostFill, truncateRange } from './filemap.js';
+import { Policy } from './policy.js';
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** KVM_CREATE_GUEST_MEMFD accepts no flags in 6.11. */
+export const GUEST_MEMFD_VALID_FLAGS = 0;
+
+function withTableLock<T>(g: GmemCtx, fn: () => T): T {
+  g.sync.mutexLock(g.inodes.tableLockWord, LockClass.OTHER);
+  try {
+    return fn();
+  } finally {
+    g.sync.mutexUnlock(g.inodes.tableLockWord);
+  }
+}
+
+// __kvm_gmem_create: a new inode with one file owned by `vm`. Returns the file id or -errno.
+export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number): number {
+  if (flags & ~GUEST_MEMFD_VALID_FLAGS) return -Errno.EINVAL;
+  if (!(size > 0) || !isPageAligned(size)) return -Errno.EINVAL;
+  const pages = size / PAGE_SIZE;
+  return withTableLock(g, () => {
+    if (g.files.freeSlotCount() === 0) throw new SandboxLimitError('guest_memfd', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
+    const ino = g.inodes.create(pages);
+    if (typeof ino === 'string') throw new SandboxLimitError('size', ino);
+    const f = g.files.alloc(ino, vm);
+    g.inodes.addFile(ino, f);
+    return f;
+  });
+}
+
+// KVM_LINK_GUEST_MEMFD (never merged; an experiment here): a second file on the same inode for
+// another VM, put first in the inode's list as list_add does.
+export function gmemLink(g: GmemCtx, file: number, vm: number): number {
+  if (!g.files.isOpen(file)) return -Errno.EBADF;
+  return withTableLock(g, () => {
+    const ino = g.files.inode(file);
+    if (g.inodes.nfiles(ino) >= LIMITS.MAX_FILES_PER_INODE) {
+      throw new SandboxLimitError('link', `at most ${LIMITS.MAX_FILES_PER_INODE} files may share one guest_memfd inode`);
+    }
+    if (g.files.freeSlotCount() === 0) throw new SandboxLimitError('link', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
+    const f = g.files.alloc(ino, vm);
+    g.inodes.addFile(ino, f);
+    return f;
+  });
+}
+
+/** The index range's bound gfn ranges, per file of the inode: [file, vm, ranges][] */
+function boundRanges(g: GmemCtx, ino: number, start: number, end: number): Array<[number, number[]]> {
+  const out: Array<[number, number[]]> = [];
+  const n = g.inodes.nfiles(ino);
+  for (let k = 0; k < n; k++) {
+    const f = g.inodes.file(ino, k);
+    const ranges = g.files.boundGfnRanges(f, start, end);
+    if (ranges.length > 0) out.push([g.files.vm(f), ranges]);
+  }
+  return out;
+}
+
+// kvm_gmem_invalidate_begin for one file's bindings over [start, end).
+function invalidateBegin(g: GmemCtx, per: Array<[number, number[]]>): void {
+  for (const [vm, ranges] of per) g.kvm.invalidateBegin(vm, ranges);
+}
+
+// kvm_gmem_invalidate_end
+function invalidateEnd(g: GmemCtx, per: Array<[number, number[]]>): void {
+  for (const [vm] of per) g.kvm.invalidateEnd(vm);
+}
+
+// kvm_gmem_release, called with the VM's slots_lock held by the caller. The inode, and its
+// folios, live on until its last file is gone.
+export function gmemRelease(g: GmemCtx, file: number): void {
+  const ino = g.files.inode(file);
+  const lock = g.inodes.invalidateLockWord(ino);
+  g.sync.downWrite(lock, LockClass.INVALIDATE);
+  const vm = g.files.vm(file);
+  for (const slot of g.files.boundSlots(file)) g.kvm.detachSlot(vm, slot);
+  const all = g.files.boundGfnRanges(file, 0, g.inodes.sizePages(ino));
+  const per: Array<[number, number[]]> = all.length > 0 ? [[vm, all]] : [];
+  invalidateBegin(g, per);
+  invalidateEnd(g, per);
+  const left = withTableLock(g, () => {
+    const n = g.inodes.removeFile(ino, file);
+    g.files.free(file);
+    return n;
+  });
+  g.sync.upWrite(lock);
+  if (left === 0) evictInode(g, ino);
+}
+
+// kvm_gmem_evict_inode / truncate_inode_pages_final: the last file is gone.
+function evictInode(g: GmemCtx, ino: number): void {
+  truncateRange(g, ino, 0, g.inodes.sizePages(ino));
+  withTableLock(g, () => g.inodes.destroy(ino));
+}
+
+// kvm_gmem_fallocate
+export function gmemFallocate(g: GmemCtx, file: number, mode: number, offset: number, len: number): number {
+  if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL; // vfs_fallocate
+  if (!(mode & FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return -Errno.EOPNOTSUPP;
+  if (!isPageAligned(offset) || !isPageAligned(len)) return -Errno.EINVAL;
+  const ino = g.files.inode(file);
+  return mode & FALLOC_FL_PUNCH_HOLE ? gmemPunchHole(g, ino, offset, len) : gmemAllocate(g, ino, offset, len);
+}
+
+// kvm_gmem_allocate: under the invalidate lock shared; a signal stops it with EINTR, keeping
+// what was done.
+function gmemAllocate(g: GmemCtx, ino: number, offset: number, len: number): number {
+  const size = g.inodes.sizePages(ino) * PAGE_SIZE;
+  if (offset + len > size) return -Errno.EINVAL;
+  const lock = g.inodes.invalidateLockWord(ino);
+  g.sync.downRead(lock, LockClass.INVALIDATE);
+  let r = 0;
+  const end = (offset + len) >> PAGE_SHIFT;
+  for (let index = offset >> PAGE_SHIFT; index < end; index++) {
+    if (g.sync.signalPending()) {
+      r = -Errno.EINTR;
+      break;
+    }
+    const pfn = filemapGrabFolio(g, ino, index);
+    if (pfn < 0) {
+      r = pfn;
+      break;
+    }
+    g.sync.point(P['fallocate.after_grab']);
+    if (g.policy === Policy.ON_ALLOCATE) {
+      // 6.10: kvm_gmem_get_folio(inode, index, prepare=true)
+      const pr = prepareFolioAllVms(g, ino, index, pfn);
+      if (pr < 0) {
+        folioUnlock(g, pfn);
+        folioPut(g, pfn);
+        r = pr;
+        break;
+      }
+    }
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
+  g.sync.upRead(lock);
+  g.stats[C.fallocates]++;
+  return r;
+}
+
+// kvm_gmem_punch_hole
+function gmemPunchHole(g: GmemCtx, ino: number, offset: number, len: number): number {
+  const lock = g.inodes.invalidateLockWord(ino);
+  const size = g.inodes.sizePages(ino);
+  const start = Math.min(offset >> PAGE_SHIFT, size);
+  const end = Math.min((offset + len) >> PAGE_SHIFT, size);
+  g.sync.downWrite(lock, LockClass.INVALIDATE);
+  const per = boundRanges(g, ino, start, end);
+  g.inodes.punchBegin(ino);
+  invalidateBegin(g, per);
+  g.sync.point(P['punch_hole.after_invalidate_begin']);
+  truncateRange(g, ino, start, end);
+  g.sync.point(P['punch_hole.after_truncate']);
+  invalidateEnd(g, per);
+  g.inodes.punchEnd(ino);
+  // A fault that ran between truncate and invalidate end left a folio behind: allowed, counted.
+  for (let index = start; index < end; index++) {
+    const pfn = g.inodes.peek(ino, index);
+    if (pfn >= 0 && g.folios.test(pfn, PG_PUNCH_RACE)) {
+      g.folios.clear(pfn, PG_PUNCH_RACE);
+      g.stats[C.punchHoleLeftovers]++;
+    }
+  }
+  g.sync.upWrite(lock);
+  g.stats[C.punchHoles]++;
+  return 0;
+}
+
+// kvm_gmem_bind: `file` resolved from the fd by the caller (EBADF / not-gmem EINVAL done there).
+export function gmemBind(g: GmemCtx, file: number, vm: number, slot: number, baseGfn: number, offset: number, npages: number): number {
+  if (g.files.vm(file) !== vm) return -Errno.EINVAL;
+  const ino = g.files.inode(file);
+  const size = g.inodes.sizePages(ino) * PAGE_SIZE;
+  if (offset < 0 || !isPageAligned(offset) || offset + npages * PAGE_SIZE > size) return -Errno.EINVAL;
+  const lock = g.inodes.invalidateLockWord(ino);
+  g.sync.downWrite(lock, LockClass.INVALIDATE);
+  try {
+    const start = offset >> PAGE_SHIFT;
+    if (g.files.anyBound(file, start, start + npages)) return -Errno.EINVAL;
+    if (g.files.freeBindingSlots(file) === 0) {
+      throw new SandboxLimitError('guest_memfd', `one guest_memfd file may hold at most ${LIMITS.MAX_BINDINGS_PER_FILE} memslot bindings`);
+    }
+    g.files.addBinding(file, { pgoff: start, npages, slot, baseGfn });
+    return 0;
+  } finally {
+    g.sync.upWrite(lock);
+  }
+}
+
+// kvm_gmem_unbind
+export function gmemUnbind(g: GmemCtx, file: number, slot: number): void {
+  if (!g.files.isOpen(file)) return;
+  const lock = g.inodes.invalidateLockWord(g.files.inode(file));
+  g.sync.downWrite(lock, LockClass.INVALIDATE);
+  g.files.removeBinding(file, slot);
+  g.sync.upWrite(lock);
+}
+
+/** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
+function clearPage(g: GmemCtx, pfn: number): void {
+  hostFill(g, pfn, 0);
+  g.stats[C.clears]++;
+}
+
+/** One arch prepare call for `vm` at `gfn` (counted only where the arch needs it). */
+function archPrepare(g: GmemCtx, vm: number, gfn: number, pfn: number): number {
+  if (!g.arch.prepareNeeded(vm)) return 0;
+  g.stats[C.archPrepareCalls]++;
+  return g.arch.prepare(vm, gfn, pfn);
+}
+
+// kvm_gmem_prepare_folio as of 6.10 and b85524314a: the arch hook runs for every VM with a
+// binding at `index`, in the inode's file list order (newest file first).
+function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number): number {
+  const n = g.inodes.nfiles(ino);
+  for (let k = 0; k < n; k++) {
+    const f = g.inodes.file(ino, k);
+    const b = g.files.bindingAt(f, index);
+    if (b < 0) continue;
+    const r = archPrepare(g, g.files.vm(f), g.files.bindingGfn(f, b, index), pfn);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+// 6.10 kvm_gmem_get_folio(prepare=true): clear if not up to date, then the arch hook every time.
+function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number): number {
+  if (!g.folios.test(pfn, PG_UPTODATE)) {
+    clearPage(g, pfn);
+    g.folios.set(pfn, PG_UPTODATE);
+    g.stats[C.prepares]++;
+  }
+  return archPrepareAllVms(g, ino, index, pfn);
+}
+
+// kvm_gmem_get_pfn: the folio backing `index` of `file` for a fault on `gfn` through memslot
+// `slot`, prepared per policy. Returns the pfn holding one reference for the caller, or -errno.
+export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, gfn: number, index: number): number {
+  // slot->gmem.file is gone (released): the caller passes -1.
+  if (file < 0 || !g.files.isOpen(file)) return -Errno.EFAULT;
+  const b = g.files.bindingAt(file, index);
+  if (b < 0 || g.files.bindingSlot(file, b) !== slot) return -Errno.EIO;
+  const ino = g.files.inode(file);
+  const pfn = filemapGrabFolio(g, ino, index);
+  if (pfn < 0) return pfn;
+  g.sync.point(P['get_pfn.after_grab']);
+  if (g.folios.test(pfn, PG_HWPOISON)) {
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+    return -Errno.EHWPOISON;
+  }
+  let r = 0;
+  g.sync.point(P['get_pfn.before_prepare']);
+  switch (g.policy) {
+    case Policy.ON_ALLOCATE:
+      r = prepareFolioAllVms(g, ino, index, pfn);
+      break;
+    case Policy.ON_FAULT:
+      if (!g.folios.test(pfn, PG_UPTODATE)) {
+        clearPage(g, pfn);
+        r = archPrepareAllVms(g, ino, index, pfn);
+        if (r === 0) markPrepared(g, pfn);
+      }
+      break;
+    case Policy.ON_FAULT_OWN_VM:
+      if (!g.folios.test(pfn, PG_UPTODATE)) {
+        clearPage(g, pfn);
+        r = archPrepare(g, vm, gfn, pfn);
+        if (r === 0) markPrepared(g, pfn);
+      }
+      break;
+  }
+  folioUnlock(g, pfn);
+  if (r < 0) {
+    folioPut(g, pfn);
+    return r;
+  }
+  return pfn;
+}
+
+// kvm_gmem_mark_prepared
+function markPrepared(g: GmemCtx, pfn: number): void {
+  g.folios.set(pfn, PG_UPTODATE);
+  g.stats[C.prepares]++;
+}
+
+/** The memslot facts populate needs, looked up by KVM under slots_lock. */
+export interface PopulateSlot {
+  file: number; // -1 when slot->gmem.file is gone
+  slot: number;
+  baseGfn: number;
+  npages: number;
+  pgoff: number;
+}
+
+// kvm_gmem_populate: the caller holds slots_lock and has checked the slot can be private.
+// Returns the pages done, or -errno if none was.
+export function gmemPopulate(
+  g: GmemCtx,
+  vm: number,
+  s: PopulateSlot,
+  startGfn: number,
+  npages: number,
+  isPrivate: (gfn: number) => boolean,
+  post: PostPopulate,
+): number {
+  if (npages < 0) return -Errno.EINVAL;
+  if (s.file < 0 || !g.files.isOpen(s.file)) return -Errno.EFAULT;
+  const ino = g.files.inode(s.file);
+  const lock = g.inodes.invalidateLockWord(ino);
+  g.sync.downWrite(lock, LockClass.INVALIDATE);
+  npages = Math.min(npages, s.npages - (startGfn - s.baseGfn));
+  let ret = 0;
+  let i = 0;
+  for (; i < npages; i++) {
+    if (g.sync.signalPending()) {
+      ret = -Errno.EINTR;
+      break;
+    }
+    const gfn = startGfn + i;
+    const index = gfn - s.baseGfn + s.pgoff;
+    // __kvm_gmem_get_pfn without preparing.
+    const b = g.files.bindingAt(s.file, index);
+    if (b < 0 || g.files.bindingSlot(s.file, b) !== s.slot) {
+      ret = -Errno.EIO;
+      break;
+    }
+    const pfn = filemapGrabFolio(g, ino, index);
+    if (pfn < 0) {
+      ret = pfn;
+      break;
+    }
+    if (g.folios.test(pfn, PG_HWPOISON)) {
+      folioUnlock(g, pfn);
+      folioPut(g, pfn);
+      ret = -Errno.EHWPOISON;
+      break;
+    }
+    if (g.policy === Policy.ON_ALLOCATE) {
+      // 6.10: kvm_gmem_get_folio(prepare=false) still clears a new folio and marks it up to date.
+      if (!g.folios.test(pfn, PG_UPTODATE)) {
+        clearPage(g, pfn);
+        g.folios.set(pfn, PG_UPTODATE);
+      }
+    } else if (g.folios.test(pfn, PG_UPTODATE)) {
+      folioUnlock(g, pfn);
+      folioPut(g, pfn);
+      ret = -Errno.EEXIST;
+      break;
+    }
+    folioUnlock(g, pfn);
+    if (!isPrivate(gfn)) {
+      folioPut(g, pfn);
+      ret = -Errno.EINVAL;
+      break;
+    }
+    g.sync.point(P['populate.before_post_populate']);
+    ret = post(vm, gfn, pfn, i);
+    if (ret === 0) {
+      g.folios.set(pfn, PG_UPTODATE);
+      g.stats[C.populatedPages]++;
+    }
+    folioPut(g, pfn);
+    if (ret < 0) break;
+  }
+  g.sync.upWrite(lock);
+  return ret < 0 && i === 0 ? ret : i;
+}
+
+// memory_failure -> kvm_gmem_error_folio: poison the folio at `index` and zap its mappings.
+// Returns 0, or -ENOENT when no folio is cached there.
+export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number {
+  const ino = g.files.inode(file);
+  if (index < 0 || index >= g.inodes.sizePages(ino)) return -Errno.EINVAL;
+  const lock = g.inodes.invalidateLockWord(ino);
+  const pfn = filemapLockFolio(g, ino, index);
+  if (pfn < 0) return -Errno.ENOENT;
+  g.folios.set(pfn, PG_HWPOISON);
+  folioUnlock(g, pfn);
+  folioPut(g, pfn);
+  g.sync.downRead(lock, LockClass.INVALIDATE);
+  const per = boundRanges(g, ino, index, index + 1);
+  invalidateBegin(g, per);
+  invalidateEnd(g, per);
+  g.sync.upRead(lock);
+  return 0;
+}

@@ -1,0 +1,20 @@
+// The prepare policies: where a folio is cleared and registered, before and after b85524314a.
+
+export const POLICIES = ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'] as const;
+export type PolicyName = (typeof POLICIES)[number];
+
+export const Policy = {
+  /** Linux 6.10: fallocate and every get_pfn prepare, for every VM bound to the inode. */
+  ON_ALLOCATE: 0,
+  /** b85524314a: only get_pfn prepares, once per folio, for every VM bound to the inode. */
+  ON_FAULT: 1,
+  /** 6.11 release: only get_pfn prepares, once per folio, for the faulting VM only. */
+  ON_FAULT_OWN_VM: 2,
+} as const;
+export type Policy = (typeof Policy)[keyof typeof Policy];
+
+export function policyId(name: string): Policy {
+  const i = (POLICIES as readonly string[]).indexOf(name);
+  if (i < 0) throw new Error(`policy: must be one of ${POLICIES.join(', ')}; got '${name}'`);
+  return i as Policy;
+}

@@ -1,0 +1,13 @@
+// gmem-sandbox: the public library API.
+
+export { Sandbox, Vm, GuestMemfd, Vcpu } from './vmm/sandbox.js';
+export type { GuestAccessResult, RmpQuery, FolioInfo, UserMemoryRegion2Args } from './vmm/sandbox.js';
+export type { SandboxOptions } from './vmm/build.js';
+export { KvmError, ArgumentError } from './vmm/errors.js';
+export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
+export { POLICIES, type PolicyName } from './gmem/policy.js';
+export { VM_TYPES, type VmTypeName } from './kvm/vm.js';
+export { HOST_PATTERN } from './gmem/folio.js';
+export { PvalidateRet, SevRet } from './kvm/psp.js';
+export type { ErrnoCode } from './shm/errno.js';
+export { LockTimeoutError, SyncAbortError } from './shm/sync.js';

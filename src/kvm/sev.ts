@@ -1,0 +1,119 @@
+// arch/x86/kvm/svm/sev.c: the guest_memfd arch hooks for SNP and the SNP launch ioctls.
+
+import type { ArchGmemHooks, PostPopulate } from '../gmem/arch.js';
+import { hostCopy } from '../gmem/filemap.js';
+import { gmemPopulate } from '../gmem/guest_memfd.js';
+import { Errno } from '../shm/errno.js';
+import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
+import { C, LockClass } from '../shm/stats.js';
+import type { KvmCtx } from './kvm.js';
+import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { SevRet, SnpPageType, type SnpPlatform } from './psp.js';
+import { SnpPhase } from './vm.js';
+
+export class SevArch implements ArchGmemHooks {
+  constructor(
+    private readonly k: KvmCtx,
+    private readonly psp: SnpPlatform,
+  ) {}
+
+  // kvm_arch_gmem_prepare_needed
+  prepareNeeded(vm: number): boolean {
+    return this.k.vms.isSnp(vm);
+  }
+
+  // sev_gmem_prepare
+  prepare(vm: number, gfn: number, pfn: number): number {
+    if (!this.k.vms.isSnp(vm)) return 0;
+    if (this.psp.rmpAssigned(pfn)) return 0;
+    this.k.stats[C.rmpUpdates]++;
+    return this.psp.rmpMakePrivate(pfn, gfn, this.k.vms.asid(vm), false) < 0 ? -Errno.EINVAL : 0;
+  }
+
+  // sev_gmem_invalidate
+  invalidate(pfn: number): void {
+    this.k.stats[C.archInvalidateCalls]++;
+    if (!this.psp.rmpAssigned(pfn)) return;
+    this.k.stats[C.rmpUpdates]++;
+    this.psp.rmpMakeShared(pfn);
+  }
+
+  hostWritable(pfn: number): boolean {
+    return !this.psp.rmpAssigned(pfn);
+  }
+}
+
+/** Why the last LAUNCH_UPDATE failed: the populate errno behind the ioctl's EIO, and fw_error. */
+export interface LaunchUpdateResult {
+  /** 0 or -errno as the ioctl returns it. */
+  ret: number;
+  pagesDone: number;
+  /** kvm_gmem_populate's own error when it failed (the ioctl reports EIO for all of them). */
+  populateErr: number;
+  fwError: number;
+}
+
+// snp_launch_start
+export function snpLaunchStart(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
+  if (k.vms.snpPhase(vm) !== SnpPhase.NONE) return -Errno.EINVAL;
+  const fw = psp.launchStart(k.vms.asid(vm));
+  k.stats[C.firmwareCommands]++;
+  if (fw !== SevRet.SUCCESS) return -Errno.EIO;
+  k.vms.setSnpPhase(vm, SnpPhase.LAUNCHING);
+  return 0;
+}
+
+const VALID_PAGE_TYPES: ReadonlySet<number> = new Set(Object.values(SnpPageType));
+
+// snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
+export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
+  const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
+  if (!k.vms.isSnp(vm)) return fail(-Errno.ENOTTY);
+  if (k.vms.snpPhase(vm) === SnpPhase.NONE) return fail(-Errno.EINVAL);
+  if (!isPageAligned(len) || len < 0 || !VALID_PAGE_TYPES.has(type)) return fail(-Errno.EINVAL);
+  if (type !== SnpPageType.ZERO && (src === null || src.length < len)) return fail(-Errno.EFAULT);
+  const npages = len / PAGE_SIZE;
+  let fwError = 0;
+  const asid = k.vms.asid(vm);
+  const post: PostPopulate = (_vm, gfn, pfn, i) => {
+    // sev_gmem_post_populate, one page
+    if (psp.rmpAssigned(pfn)) return -Errno.EEXIST;
+    if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
+    k.stats[C.rmpUpdates]++;
+    if (psp.rmpMakePrivate(pfn, gfn, asid, true) < 0) return -Errno.EINVAL;
+    k.stats[C.firmwareCommands]++;
+    const fw = psp.launchUpdate(asid, pfn, gfn, type);
+    if (fw !== SevRet.SUCCESS) {
+      fwError = fw;
+      psp.rmpMakeShared(pfn);
+      return -Errno.EIO;
+    }
+    return 0;
+  };
+  const slotsLock = k.vms.slotsLockWord(vm);
+  k.sync.mutexLock(slotsLock, LockClass.SLOTS);
+  try {
+    const s = k.memslots.slotOf(vm, gfnStart);
+    // kvm_slot_can_be_private
+    if (s < 0 || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
+    const m = k.memslots.info(vm, s);
+    const count = gmemPopulate(k.g, vm, { file: m.gmemFile, slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff }, gfnStart, npages, (gfn) => k.attrs.isPrivate(vm, gfn), post);
+    if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError };
+    return { ret: 0, pagesDone: count, populateErr: 0, fwError };
+  } finally {
+    k.sync.mutexUnlock(slotsLock);
+  }
+}
+
+// snp_launch_finish
+export function snpLaunchFinish(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
+  if (k.vms.snpPhase(vm) === SnpPhase.NONE) return -Errno.EINVAL;
+  k.stats[C.firmwareCommands]++;
+  const fw = psp.launchFinish(k.vms.asid(vm));
+  if (fw !== SevRet.SUCCESS) return -Errno.EIO;
+  k.vms.setSnpPhase(vm, SnpPhase.FINISHED);
+  k.vms.setPreFaultAllowed(vm);
+  return 0;
+}

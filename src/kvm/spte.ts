@@ -1,0 +1,61 @@
+// The stage-2 page table per VM, one SPTE per gfn (the TDP MMU's leaf entries).
+// Owns the 'sptes' region. An SPTE is frame + 1, with SPTE_PRIVATE for a guest_memfd pfn; a
+// shared SPTE's frame is a page of VMM userspace memory.
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+
+export const SPTE_PRIVATE = 1 << 30;
+const FRAME_MASK = SPTE_PRIVATE - 1;
+
+const REGION = 'sptes';
+
+export function declareSptes(lb: LayoutBuilder, maxVms: number, gfnsPerVm: number): void {
+  lb.add(REGION, maxVms * gfnsPerVm, 'kvm/spte.ts');
+}
+
+export function spteFrame(spte: number): number {
+  return (spte & FRAME_MASK) - 1;
+}
+export function sptePrivate(spte: number): boolean {
+  return (spte & SPTE_PRIVATE) !== 0;
+}
+export function makeSpte(frame: number, priv: boolean): number {
+  return (frame + 1) | (priv ? SPTE_PRIVATE : 0);
+}
+
+export class Sptes {
+  readonly base: number;
+  readonly gfnsPerVm: number;
+  readonly w: Int32Array;
+
+  constructor(mem: Mem) {
+    this.base = regionBase(mem, REGION);
+    this.gfnsPerVm = mem.limits.gfnsPerVm;
+    this.w = mem.w;
+  }
+
+  /** Word of (vm, gfn): callers check gfn is in range first. */
+  word(vm: number, gfn: number): number {
+    return this.base + vm * this.gfnsPerVm + gfn;
+  }
+  get(vm: number, gfn: number): number {
+    if (gfn < 0 || gfn >= this.gfnsPerVm) return 0;
+    return Atomics.load(this.w, this.base + vm * this.gfnsPerVm + gfn);
+  }
+  set(vm: number, gfn: number, spte: number): void {
+    Atomics.store(this.w, this.base + vm * this.gfnsPerVm + gfn, spte);
+  }
+  /** Zaps [start, end); returns how many were present. Caller holds mmu_lock for write. */
+  zap(vm: number, start: number, end: number): number {
+    const b = this.base + vm * this.gfnsPerVm;
+    const hi = Math.min(end, this.gfnsPerVm);
+    let n = 0;
+    for (let g = Math.max(0, start); g < hi; g++) {
+      if (Atomics.load(this.w, b + g) !== 0) {
+        Atomics.store(this.w, b + g, 0);
+        n++;
+      }
+    }
+    return n;
+  }
+}

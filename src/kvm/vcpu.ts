@@ -1,0 +1,119 @@
+// struct kvm_vcpu: which VM, the exit the fault path prepared, and vcpu->mode / requests in
+// shared memory so kvm_flush_remote_tlbs can wait for a vCPU to leave any access that may use a
+// zapped translation (the IPI a TLB shootdown sends). Owns the 'vcpus' region.
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { LIMITS } from '../shm/limits.js';
+import type { Sync } from '../shm/sync.js';
+
+/** KVM_MEMORY_EXIT_FLAG_PRIVATE */
+export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;
+
+export interface MemoryFaultExit {
+  reason: 'memory_fault';
+  gpa: number;
+  size: number;
+  flags: number;
+}
+
+const VCPU_WORDS = 16; // a cache line each: the vCPU writes MODE and ACK on its hot path
+const VC_VM = 0; // vm + 1; 0 = unused
+const VC_MODE = 1;
+const VC_REQ = 2;
+const VC_ACK = 3;
+const VC_FLUSH_WAITERS = 4;
+
+export const OUTSIDE_GUEST_MODE = 0;
+export const IN_GUEST_MODE = 1;
+/** Spin this many loads for an ack before sleeping. */
+const ACK_SPIN = 200;
+
+const REGION = 'vcpus';
+
+export function declareVcpus(lb: LayoutBuilder): void {
+  lb.add(REGION, LIMITS.MAX_THREADS * VCPU_WORDS, 'kvm/vcpu.ts');
+}
+
+export class VcpuTable {
+  readonly base: number;
+  private readonly w: Int32Array;
+  constructor(mem: Mem) {
+    this.base = regionBase(mem, REGION);
+    this.w = mem.w;
+  }
+  at(slot: number): number {
+    return this.base + slot * VCPU_WORDS;
+  }
+  /** Claims a slot for a vCPU of `vm`; -1 when all are taken. */
+  claim(vm: number): number {
+    for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
+      if (Atomics.compareExchange(this.w, this.at(s) + VC_VM, 0, vm + 1) === 0) {
+        Atomics.store(this.w, this.at(s) + VC_MODE, OUTSIDE_GUEST_MODE);
+        return s;
+      }
+    }
+    return -1;
+  }
+  release(slot: number): void {
+    Atomics.store(this.w, this.at(slot) + VC_MODE, OUTSIDE_GUEST_MODE);
+    Atomics.store(this.w, this.at(slot) + VC_VM, 0);
+  }
+
+  // kvm_flush_remote_tlbs: every vCPU of `vm` in guest mode must finish its current access.
+  flushRemoteTlbs(sync: Sync, vm: number): void {
+    const w = this.w;
+    for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
+      const b = this.at(s);
+      if (Atomics.load(w, b + VC_VM) !== vm + 1) continue;
+      const req = Atomics.add(w, b + VC_REQ, 1) + 1;
+      if (Atomics.load(w, b + VC_MODE) !== IN_GUEST_MODE) continue;
+      Atomics.add(w, b + VC_FLUSH_WAITERS, 1);
+      try {
+        for (let ack = Atomics.load(w, b + VC_ACK); ack - req < 0 && Atomics.load(w, b + VC_MODE) === IN_GUEST_MODE; ack = Atomics.load(w, b + VC_ACK)) {
+          sync.waitWhileEquals(b + VC_ACK, ack, ACK_SPIN);
+        }
+      } finally {
+        Atomics.sub(w, b + VC_FLUSH_WAITERS, 1);
+      }
+    }
+  }
+}
+
+export class KvmVcpu {
+  /** kvm_run->memory_fault, set by kvm_mmu_prepare_memory_fault_exit. */
+  exit: MemoryFaultExit | null = null;
+  private readonly b: number;
+  private readonly w: Int32Array;
+
+  constructor(
+    readonly vm: number,
+    readonly id: number,
+    readonly slot: number,
+    table: VcpuTable,
+    mem: Mem,
+    private readonly sync: Sync,
+  ) {
+    this.b = table.at(slot);
+    this.w = mem.w;
+  }
+
+  /** vcpu->mode = IN_GUEST_MODE: from now on guest accesses use SPTEs without a lock. */
+  enterGuest(): void {
+    Atomics.store(this.w, this.b + VC_MODE, IN_GUEST_MODE);
+  }
+  /** Leaves guest mode and acknowledges any flush asked meanwhile. */
+  exitGuest(): void {
+    Atomics.store(this.w, this.b + VC_MODE, OUTSIDE_GUEST_MODE);
+    this.ackRequests();
+  }
+  /** Called between two guest accesses: a pending flush is acknowledged (one load otherwise). */
+  checkRequests(): void {
+    if (Atomics.load(this.w, this.b + VC_REQ) !== Atomics.load(this.w, this.b + VC_ACK)) this.ackRequests();
+  }
+  private ackRequests(): void {
+    const req = Atomics.load(this.w, this.b + VC_REQ);
+    if (Atomics.load(this.w, this.b + VC_ACK) === req) return;
+    Atomics.store(this.w, this.b + VC_ACK, req);
+    if (Atomics.load(this.w, this.b + VC_FLUSH_WAITERS) > 0) this.sync.wake(this.b + VC_ACK, Infinity);
+  }
+}

@@ -1,0 +1,144 @@
+// struct kvm: type, ASID, slots_lock, mmu_lock and the mmu_invalidate_* fields, SNP launch phase.
+// Owns the 'vms' region.
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { LIMITS } from '../shm/limits.js';
+import { RWSEM_WORDS } from '../shm/sync.js';
+
+export const VM_TYPES = ['default', 'sw-protected', 'snp'] as const;
+export type VmTypeName = (typeof VM_TYPES)[number];
+export const VmType = { DEFAULT: 0, SW_PROTECTED: 1, SNP: 2 } as const;
+
+/** KVM-side SNP launch phase (sev->snp_context and what LAUNCH_FINISH sets). */
+export const SnpPhase = { NONE: 0, LAUNCHING: 1, FINISHED: 2 } as const;
+
+const VM_WORDS = 32;
+const V_STATE = 0;
+const V_TYPE = 1;
+const V_ASID = 2;
+const V_PRE_FAULT_ALLOWED = 3;
+const V_SNP_PHASE = 4;
+const V_SLOTS_LOCK = 5;
+const V_MMU_SEQ = 6;
+const V_MMU_IN_PROGRESS = 7;
+const V_RANGE_START = 8;
+const V_RANGE_END = 9;
+/** Faults sleeping until mmu_invalidate_seq moves. */
+const V_SEQ_SLEEPERS = 10;
+const V_NR_VCPUS = 11;
+const V_MMU_LOCK = 16;
+
+/** mmu_invalidate_range_start/end while no range is set (INVALID_GPA). */
+export const INVALID_GFN = -1;
+
+const REGION = 'vms';
+
+export function declareVms(lb: LayoutBuilder, maxVms: number): void {
+  lb.add(REGION, maxVms * VM_WORDS, 'kvm/vm.ts');
+  if (V_MMU_LOCK + RWSEM_WORDS > VM_WORDS) throw new Error('vm layout overflow');
+}
+
+export class Vms {
+  readonly base: number;
+  readonly maxVms: number;
+  private readonly w: Int32Array;
+
+  constructor(mem: Mem) {
+    this.base = regionBase(mem, REGION);
+    this.maxVms = mem.limits.maxVms;
+    this.w = mem.w;
+  }
+
+  private at(vm: number): number {
+    return this.base + vm * VM_WORDS;
+  }
+
+  /** kvm_create_vm: returns the VM id, or -1 when the table is full. */
+  create(type: number): number {
+    for (let vm = 0; vm < this.maxVms; vm++) {
+      const b = this.at(vm);
+      if (Atomics.load(this.w, b + V_STATE) !== 0) continue;
+      for (let k = 0; k < VM_WORDS; k++) Atomics.store(this.w, b + k, 0);
+      Atomics.store(this.w, b + V_TYPE, type);
+      // An SNP guest's ASID comes with KVM_SEV_INIT2, folded into creation here.
+      Atomics.store(this.w, b + V_ASID, type === VmType.SNP ? vm + 1 : 0);
+      // kvm_arch_init_vm / svm_vm_init: SNP may pre-fault only after LAUNCH_FINISH.
+      Atomics.store(this.w, b + V_PRE_FAULT_ALLOWED, type === VmType.SNP ? 0 : 1);
+      Atomics.store(this.w, b + V_RANGE_START, INVALID_GFN);
+      Atomics.store(this.w, b + V_RANGE_END, INVALID_GFN);
+      Atomics.store(this.w, b + V_STATE, 1);
+      return vm;
+    }
+    return -1;
+  }
+
+  live(vm: number): boolean {
+    return vm >= 0 && vm < this.maxVms && Atomics.load(this.w, this.at(vm) + V_STATE) === 1;
+  }
+  type(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_TYPE);
+  }
+  /** kvm_arch_has_private_mem */
+  hasPrivateMem(vm: number): boolean {
+    return this.type(vm) !== VmType.DEFAULT;
+  }
+  isSnp(vm: number): boolean {
+    return this.type(vm) === VmType.SNP;
+  }
+  asid(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_ASID);
+  }
+  preFaultAllowed(vm: number): boolean {
+    return Atomics.load(this.w, this.at(vm) + V_PRE_FAULT_ALLOWED) !== 0;
+  }
+  setPreFaultAllowed(vm: number): void {
+    Atomics.store(this.w, this.at(vm) + V_PRE_FAULT_ALLOWED, 1);
+  }
+  snpPhase(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_SNP_PHASE);
+  }
+  setSnpPhase(vm: number, phase: number): void {
+    Atomics.store(this.w, this.at(vm) + V_SNP_PHASE, phase);
+  }
+  addVcpu(vm: number): number {
+    const n = Atomics.add(this.w, this.at(vm) + V_NR_VCPUS, 1);
+    if (n >= LIMITS.MAX_VCPUS_PER_VM) {
+      Atomics.sub(this.w, this.at(vm) + V_NR_VCPUS, 1);
+      return -1;
+    }
+    return n;
+  }
+
+  slotsLockWord(vm: number): number {
+    return this.at(vm) + V_SLOTS_LOCK;
+  }
+  mmuLockWord(vm: number): number {
+    return this.at(vm) + V_MMU_LOCK;
+  }
+  seqWord(vm: number): number {
+    return this.at(vm) + V_MMU_SEQ;
+  }
+  seqSleepersWord(vm: number): number {
+    return this.at(vm) + V_SEQ_SLEEPERS;
+  }
+  inProgressWord(vm: number): number {
+    return this.at(vm) + V_MMU_IN_PROGRESS;
+  }
+  rangeStartWord(vm: number): number {
+    return this.at(vm) + V_RANGE_START;
+  }
+  rangeEndWord(vm: number): number {
+    return this.at(vm) + V_RANGE_END;
+  }
+  /** Which VM and lock a word is, for reports. */
+  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' } | null {
+    const rel = i - this.base;
+    if (rel < 0 || rel >= this.maxVms * VM_WORDS) return null;
+    const vm = Math.floor(rel / VM_WORDS);
+    const off = rel % VM_WORDS;
+    if (off === V_SLOTS_LOCK) return { vm, what: 'slots_lock' };
+    if (off === V_MMU_LOCK) return { vm, what: 'mmu_lock' };
+    if (off === V_MMU_SEQ) return { vm, what: 'mmu_invalidate_seq' };
+    return null;
+  }
+}

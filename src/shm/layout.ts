@@ -1,0 +1,95 @@
+// Carves the sandbox's shared memory into named regions. Each region has exactly one owner
+// module, which declares its size here and computes offsets only within its own region.
+
+import { CACHE_LINE, PAGE_SIZE, type SandboxLimits, assert, checkLimit } from './limits.js';
+
+const WORDS_PER_LINE = CACHE_LINE / 4;
+
+export interface Region {
+  /** First Int32 word of the region in the meta buffer (cache-line aligned). */
+  readonly base: number;
+  readonly words: number;
+  /** Who owns the region's layout, for reports and reviewers. */
+  readonly owner: string;
+}
+
+/** Serializable description of every region: sent once to each worker at start-up. */
+export interface Layout {
+  readonly regions: Readonly<Record<string, Region>>;
+  readonly totalWords: number;
+}
+
+export class LayoutBuilder {
+  private next = 0;
+  private readonly regions: Record<string, Region> = {};
+
+  /** Declares a region of `words` Int32 words, aligned to a cache line. */
+  add(name: string, words: number, owner: string): void {
+    assert(!(name in this.regions), `region ${name} declared twice`);
+    assert(Number.isInteger(words) && words >= 0, `region ${name} size`);
+    const base = this.next;
+    this.regions[name] = { base, words, owner };
+    this.next = base + Math.ceil(words / WORDS_PER_LINE) * WORDS_PER_LINE;
+  }
+
+  build(): Layout {
+    // Float64 views over the same buffer need 8-byte alignment: regions are line-aligned already.
+    return { regions: { ...this.regions }, totalWords: this.next };
+  }
+}
+
+/** The sandbox's shared buffers; the same object shape exists on every thread. */
+export interface SharedBuffers {
+  readonly meta: SharedArrayBuffer;
+  /** Host pages backing guest_memfd folios: nrPfns * 4 KiB. */
+  readonly host: SharedArrayBuffer;
+  /** VMM userspace memory that backs shared guest memory: userPages * 4 KiB. */
+  readonly user: SharedArrayBuffer;
+  readonly layout: Layout;
+  readonly limits: SandboxLimits;
+}
+
+/** Per-thread typed views over the shared buffers. */
+export interface Mem {
+  readonly w: Int32Array;
+  readonly f64: Float64Array;
+  readonly host: Uint8Array;
+  readonly user: Uint8Array;
+  readonly layout: Layout;
+  readonly limits: SandboxLimits;
+  readonly buffers: SharedBuffers;
+}
+
+/** Most memory one sandbox's metadata may take; a bigger configuration is refused up front. */
+export const MAX_META_BYTES = 1 << 30;
+
+export function allocateBuffers(layout: Layout, limits: SandboxLimits): SharedBuffers {
+  const metaBytes = layout.totalWords * 4;
+  checkLimit(metaBytes <= MAX_META_BYTES, 'memory', `metadata would take ${metaBytes} bytes, more than ${MAX_META_BYTES}`);
+  return {
+    meta: new SharedArrayBuffer(metaBytes),
+    host: new SharedArrayBuffer(limits.nrPfns * PAGE_SIZE),
+    user: new SharedArrayBuffer(limits.userPages * PAGE_SIZE),
+    layout,
+    limits,
+  };
+}
+
+export function mapBuffers(buffers: SharedBuffers): Mem {
+  return {
+    w: new Int32Array(buffers.meta),
+    f64: new Float64Array(buffers.meta),
+    host: new Uint8Array(buffers.host),
+    user: new Uint8Array(buffers.user),
+    layout: buffers.layout,
+    limits: buffers.limits,
+    buffers,
+  };
+}
+
+/** Base word of a region; only the region's owner module should call this. */
+export function regionBase(mem: Mem, name: string): number {
+  const r = mem.layout.regions[name];
+  assert(r !== undefined, `region ${name} is not declared`);
+  return r.base;
+}

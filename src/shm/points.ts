@@ -1,0 +1,26 @@
+// The named points in the kernel paths where an actor can be held (pause points) and where the
+// controlled scheduler may switch actors. Ids index a bitmask, so there are at most 31.
+
+export const POINTS = [
+  'fault.begin',
+  'fault.after_get_pfn',
+  'fault.before_mmu_lock',
+  'get_pfn.after_grab',
+  'get_pfn.before_prepare',
+  'punch_hole.after_invalidate_begin',
+  'punch_hole.after_truncate',
+  'fallocate.after_grab',
+  'populate.before_post_populate',
+  'set_attributes.after_invalidate_begin',
+  'firmware.before_command',
+  'guest.before_access',
+] as const;
+export type PointName = (typeof POINTS)[number];
+
+export const P = Object.fromEntries(POINTS.map((n, i) => [n, i])) as { readonly [K in PointName]: number };
+
+export function pointId(name: string): number {
+  const i = (POINTS as readonly string[]).indexOf(name);
+  if (i < 0) throw new Error(`unknown pause point '${name}'; known: ${POINTS.join(', ')}`);
+  return i;
+}

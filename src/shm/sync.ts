@@ -1,0 +1,444 @@
+// The synchronisation primitives: every lock, wait and wake in the sandbox goes through a Sync.
+// Futex style: a compareExchange fast path, a short bounded spin, then Atomics.wait in slices so
+// that an abort or the watchdog can end any wait. `point()` marks where another actor may run:
+// the free mode only checks pause points there; a controlled mode can schedule there instead.
+
+import { LayoutBuilder, type Mem, regionBase } from './layout.js';
+import { POINTS } from './points.js';
+import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, type LockClass, threadStats } from './stats.js';
+
+/** Mutex word: 0 = free, else holder tid + 1, with WAITERS set while sleepers may exist. */
+const WAITERS = 1 << 30;
+const OWNER_MASK = WAITERS - 1;
+
+/** Read/write semaphore: RWSEM_WORDS words. STATE is reader count or WRITER. */
+export const RWSEM_WORDS = 8;
+const RW_STATE = 0;
+const RW_SLEEPERS = 1;
+const RW_WRITERS_WAITING = 2;
+const RW_OWNER = 3;
+const RW_SEQ = 4;
+const WRITER = 1 << 30;
+
+/** Control words (region 'sync'). */
+const CTL_ABORT = 0;
+const CTL_WATCHDOG_MS = 1;
+const CTL_ARMED_MASK = 2;
+const CTL_SPIN = 3;
+const CTL_PAUSE_SEQ = 4;
+const CTL_WAITING_ON = 16;
+export const MAX_PAUSES = 8;
+const PAUSE_WORDS = 4; // point+1, tid filter (-1: any), state, holder tid
+const PAUSE_FREE = 0;
+const PAUSE_ARMED = 1;
+const PAUSE_HELD = 2;
+const PAUSE_RELEASED = 3;
+
+/** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
+const WAIT_SLICE_MS = 10;
+export const DEFAULT_WATCHDOG_MS = 5000;
+export const DEFAULT_SPIN = 200;
+
+const REGION = 'sync';
+
+export function declareSync(lb: LayoutBuilder, maxThreads: number): void {
+  lb.add(REGION, CTL_WAITING_ON + 2 * maxThreads + MAX_PAUSES * PAUSE_WORDS, 'shm/sync.ts');
+}
+
+/** The sandbox was torn down while this thread waited. */
+export class SyncAbortError extends Error {
+  constructor(reason: number) {
+    super(`sandbox aborted (reason ${reason}) while waiting`);
+    this.name = 'SyncAbortError';
+  }
+}
+
+/** A wait outlived the watchdog: the message names the lock and who holds it. */
+export class LockTimeoutError extends Error {
+  constructor(
+    readonly lock: string,
+    readonly holder: string,
+    readonly waiter: number,
+    readonly waitedMs: number,
+  ) {
+    super(`watchdog: thread ${waiter} waited ${waitedMs.toFixed(0)} ms on ${lock}, held by ${holder}`);
+    this.name = 'LockTimeoutError';
+  }
+}
+
+/** Names a shared word for reports: installed by the layer that knows every region. */
+export interface WordInfo {
+  readonly name: string;
+  readonly kind: 'mutex' | 'rwsem' | 'word';
+}
+export type WordDescriber = (wordIndex: number) => WordInfo;
+
+export interface Sync {
+  readonly tid: number;
+  mutexLock(i: number, cls: LockClass): void;
+  mutexTryLock(i: number): boolean;
+  mutexUnlock(i: number): void;
+  downRead(i: number, cls: LockClass): void;
+  upRead(i: number): void;
+  downWrite(i: number, cls: LockClass): void;
+  upWrite(i: number): void;
+  /** Blocks while w[i] === value (spinning up to `spin` loads first). */
+  waitWhileEquals(i: number, value: number, spin: number): void;
+  /** Wakes up to `count` threads blocked on w[i]. */
+  wake(i: number, count: number): void;
+  /** A named point where this actor may be held or descheduled. */
+  point(p: number): void;
+  /** True once the sandbox asked every actor to stop. */
+  aborted(): boolean;
+  /** signal_pending(current), consuming the signal as its delivery would. */
+  signalPending(): boolean;
+}
+
+/** Shared control operations, usable from any thread including the controller. */
+export class SyncControl {
+  readonly base: number;
+  constructor(readonly mem: Mem) {
+    this.base = regionBase(mem, REGION);
+  }
+  init(watchdogMs = DEFAULT_WATCHDOG_MS, spin = DEFAULT_SPIN): void {
+    Atomics.store(this.mem.w, this.base + CTL_WATCHDOG_MS, watchdogMs);
+    Atomics.store(this.mem.w, this.base + CTL_SPIN, spin);
+  }
+  abort(reason = 1): void {
+    Atomics.store(this.mem.w, this.base + CTL_ABORT, reason);
+  }
+  abortReason(): number {
+    return Atomics.load(this.mem.w, this.base + CTL_ABORT);
+  }
+  setWatchdogMs(ms: number): void {
+    Atomics.store(this.mem.w, this.base + CTL_WATCHDOG_MS, ms);
+  }
+  /** Makes a signal pending for thread `tid` (its next interruptible loop returns EINTR). */
+  raiseSignal(tid: number): void {
+    Atomics.store(this.mem.w, this.base + CTL_WAITING_ON + this.mem.limits.maxThreads + tid, 1);
+  }
+  /** Word index a thread is blocked on (+1), or 0. */
+  waitingOn(tid: number): number {
+    return Atomics.load(this.mem.w, this.base + CTL_WAITING_ON + tid);
+  }
+  private pauseBase(slot: number): number {
+    return this.base + CTL_WAITING_ON + 2 * this.mem.limits.maxThreads + slot * PAUSE_WORDS;
+  }
+  /** Arms a one-shot pause: the first thread (matching `tid`, -1 for any) to reach `point` is held. */
+  armPause(point: number, tid = -1): number {
+    const w = this.mem.w;
+    for (let s = 0; s < MAX_PAUSES; s++) {
+      const b = this.pauseBase(s);
+      if (Atomics.compareExchange(w, b + 2, PAUSE_FREE, PAUSE_ARMED) === PAUSE_FREE) {
+        Atomics.store(w, b + 1, tid);
+        Atomics.store(w, b, point + 1);
+        Atomics.or(w, this.base + CTL_ARMED_MASK, 1 << point);
+        return s;
+      }
+    }
+    throw new Error(`pause: at most ${MAX_PAUSES} pauses may be armed at once`);
+  }
+  pauseState(slot: number): 'armed' | 'held' | 'released' | 'free' {
+    const st = Atomics.load(this.mem.w, this.pauseBase(slot) + 2);
+    return (['free', 'armed', 'held', 'released'] as const)[st];
+  }
+  pauseHolder(slot: number): number {
+    return Atomics.load(this.mem.w, this.pauseBase(slot) + 3);
+  }
+  /** Resolves once a thread is held at the pause (without blocking the caller's thread). */
+  async whenHeld(slot: number, timeoutMs: number): Promise<number> {
+    const w = this.mem.w;
+    const b = this.pauseBase(slot);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const st = Atomics.load(w, b + 2);
+      if (st === PAUSE_HELD) return Atomics.load(w, b + 3);
+      if (st !== PAUSE_ARMED) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`pause at '${POINTS[Atomics.load(w, b) - 1]}' was not reached within ${timeoutMs} ms`);
+      const r = Atomics.waitAsync(w, b + 2, PAUSE_ARMED, Math.min(left, 50));
+      if (r.async) await r.value;
+    }
+  }
+  /** Lets the held thread go on and frees the slot for reuse once it has left. */
+  release(slot: number): void {
+    const w = this.mem.w;
+    const b = this.pauseBase(slot);
+    const st = Atomics.load(w, b + 2);
+    if (st === PAUSE_ARMED) {
+      // Never reached: disarm.
+      Atomics.store(w, b, 0);
+      Atomics.store(w, b + 2, PAUSE_FREE);
+      this.recomputeMask();
+      return;
+    }
+    Atomics.store(w, b + 2, PAUSE_RELEASED);
+    Atomics.notify(w, b + 2);
+  }
+  private recomputeMask(): void {
+    let mask = 0;
+    for (let s = 0; s < MAX_PAUSES; s++) {
+      const b = this.pauseBase(s);
+      const st = Atomics.load(this.mem.w, b + 2);
+      if (st === PAUSE_ARMED) mask |= 1 << (Atomics.load(this.mem.w, b) - 1);
+    }
+    Atomics.store(this.mem.w, this.base + CTL_ARMED_MASK, mask);
+  }
+  /** Called by the held thread when it leaves a released pause. */
+  freeSlot(slot: number): void {
+    const b = this.pauseBase(slot);
+    Atomics.store(this.mem.w, b, 0);
+    Atomics.store(this.mem.w, b + 2, PAUSE_FREE);
+    this.recomputeMask();
+  }
+  /** Slot armed for `point` that `tid` may take, or -1. */
+  claimPause(point: number, tid: number): number {
+    const w = this.mem.w;
+    for (let s = 0; s < MAX_PAUSES; s++) {
+      const b = this.pauseBase(s);
+      if (Atomics.load(w, b) !== point + 1) continue;
+      const f = Atomics.load(w, b + 1);
+      if (f !== -1 && f !== tid) continue;
+      if (Atomics.compareExchange(w, b + 2, PAUSE_ARMED, PAUSE_HELD) === PAUSE_ARMED) {
+        Atomics.store(w, b + 3, tid);
+        Atomics.notify(w, b + 2);
+        this.recomputeMask();
+        return s;
+      }
+    }
+    return -1;
+  }
+  pauseStateWord(slot: number): number {
+    return this.pauseBase(slot) + 2;
+  }
+}
+
+/** Real threads, real contention. Pause points cost one Atomics.load when none is armed. */
+export class FreeSync implements Sync {
+  private readonly w: Int32Array;
+  private readonly me: number;
+  private readonly ctl: SyncControl;
+  private readonly stats: Float64Array;
+  private readonly spin: number;
+
+  constructor(
+    mem: Mem,
+    readonly tid: number,
+    private readonly describe: WordDescriber = (i) => ({ name: `word ${i}`, kind: 'word' }),
+  ) {
+    this.w = mem.w;
+    this.me = tid + 1;
+    this.ctl = new SyncControl(mem);
+    this.stats = threadStats(mem, tid);
+    this.spin = Atomics.load(mem.w, this.ctl.base + CTL_SPIN) || DEFAULT_SPIN;
+  }
+
+  // mutex_lock
+  mutexLock(i: number, cls: LockClass): void {
+    if (Atomics.compareExchange(this.w, i, 0, this.me) !== 0) this.mutexLockSlow(i, cls);
+  }
+
+  mutexTryLock(i: number): boolean {
+    return Atomics.compareExchange(this.w, i, 0, this.me) === 0;
+  }
+
+  private mutexLockSlow(i: number, cls: LockClass): void {
+    const w = this.w;
+    const t0 = performance.now();
+    for (let n = 0; n < this.spin; n++) {
+      if (Atomics.load(w, i) === 0 && Atomics.compareExchange(w, i, 0, this.me) === 0) {
+        this.account(cls, t0);
+        return;
+      }
+    }
+    let c = Atomics.load(w, i);
+    for (;;) {
+      if (c === 0) {
+        // Take it with WAITERS set: others may still sleep on it (Drepper's "state 2").
+        c = Atomics.compareExchange(w, i, 0, this.me | WAITERS);
+        if (c === 0) break;
+        continue;
+      }
+      if ((c & WAITERS) === 0) {
+        const prev = Atomics.compareExchange(w, i, c, c | WAITERS);
+        if (prev !== c) {
+          c = prev;
+          continue;
+        }
+        c |= WAITERS;
+      }
+      this.sleep(i, c, i, t0);
+      c = Atomics.load(w, i);
+    }
+    this.account(cls, t0);
+  }
+
+  // mutex_unlock
+  mutexUnlock(i: number): void {
+    const old = Atomics.exchange(this.w, i, 0);
+    if ((old & OWNER_MASK) !== this.me) {
+      throw new Error(`mutex ${this.describe(i).name} unlocked by thread ${this.tid} but held by ${holderName(old)}`);
+    }
+    if (old & WAITERS) Atomics.notify(this.w, i, 1);
+  }
+
+  // down_read
+  downRead(i: number, cls: LockClass): void {
+    const w = this.w;
+    const s = Atomics.load(w, i + RW_STATE);
+    if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
+    this.downReadSlow(i, cls);
+  }
+
+  private downReadSlow(i: number, cls: LockClass): void {
+    const w = this.w;
+    const t0 = performance.now();
+    for (let n = 0; ; n++) {
+      const s = Atomics.load(w, i + RW_STATE);
+      if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0) {
+        if (Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) break;
+        continue;
+      }
+      if (n >= this.spin) this.rwSleep(i, t0, (st) => st < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0);
+    }
+    this.account(cls, t0);
+  }
+
+  // up_read
+  upRead(i: number): void {
+    const w = this.w;
+    const left = Atomics.sub(w, i + RW_STATE, 1) - 1;
+    if (left < 0 || left >= WRITER) throw new Error(`up_read of ${this.describe(i).name} not read-held (state ${left + 1})`);
+    if (left === 0 && Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
+  }
+
+  // down_write
+  downWrite(i: number, cls: LockClass): void {
+    const w = this.w;
+    if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) {
+      Atomics.store(w, i + RW_OWNER, this.me);
+      return;
+    }
+    this.downWriteSlow(i, cls);
+  }
+
+  private downWriteSlow(i: number, cls: LockClass): void {
+    const w = this.w;
+    const t0 = performance.now();
+    // Announce the writer so new readers hold back and it is not starved.
+    Atomics.add(w, i + RW_WRITERS_WAITING, 1);
+    try {
+      for (let n = 0; ; n++) {
+        if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) break;
+        if (n >= this.spin) this.rwSleep(i, t0, (st) => st === 0);
+      }
+    } finally {
+      if (Atomics.sub(w, i + RW_WRITERS_WAITING, 1) === 1 && Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
+    }
+    Atomics.store(w, i + RW_OWNER, this.me);
+    this.account(cls, t0);
+  }
+
+  // up_write
+  upWrite(i: number): void {
+    const w = this.w;
+    if (Atomics.load(w, i + RW_STATE) !== WRITER || Atomics.load(w, i + RW_OWNER) !== this.me) {
+      throw new Error(`up_write of ${this.describe(i).name} by thread ${this.tid}, not its writer`);
+    }
+    Atomics.store(w, i + RW_OWNER, 0);
+    Atomics.store(w, i + RW_STATE, 0);
+    if (Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
+  }
+
+  /** Sleeps on the rwsem's wake sequence until `ready(state)` may hold; the caller re-checks. */
+  private rwSleep(i: number, t0: number, ready: (state: number) => boolean): void {
+    const w = this.w;
+    Atomics.add(w, i + RW_SLEEPERS, 1);
+    try {
+      const seq = Atomics.load(w, i + RW_SEQ);
+      if (ready(Atomics.load(w, i + RW_STATE))) return;
+      this.sleep(i + RW_SEQ, seq, i, t0);
+    } finally {
+      Atomics.sub(w, i + RW_SLEEPERS, 1);
+    }
+  }
+
+  private rwWake(i: number): void {
+    Atomics.add(this.w, i + RW_SEQ, 1);
+    Atomics.notify(this.w, i + RW_SEQ);
+  }
+
+  waitWhileEquals(i: number, value: number, spin: number): void {
+    const w = this.w;
+    for (let n = 0; n < spin; n++) if (Atomics.load(w, i) !== value) return;
+    const t0 = performance.now();
+    while (Atomics.load(w, i) === value) this.sleep(i, value, i, t0);
+  }
+
+  wake(i: number, count: number): void {
+    Atomics.notify(this.w, i, count);
+  }
+
+  point(p: number): void {
+    if ((Atomics.load(this.w, this.ctl.base + CTL_ARMED_MASK) & (1 << p)) !== 0) this.pauseHere(p);
+  }
+
+  private pauseHere(p: number): void {
+    const slot = this.ctl.claimPause(p, this.tid);
+    if (slot < 0) return;
+    const word = this.ctl.pauseStateWord(slot);
+    const t0 = performance.now();
+    while (Atomics.load(this.w, word) === PAUSE_HELD) this.sleep(word, PAUSE_HELD, word, t0, true);
+    this.ctl.freeSlot(slot);
+  }
+
+  aborted(): boolean {
+    return Atomics.load(this.w, this.ctl.base + CTL_ABORT) !== 0;
+  }
+
+  signalPending(): boolean {
+    const i = this.ctl.base + CTL_WAITING_ON + this.ctl.mem.limits.maxThreads + this.tid;
+    return Atomics.load(this.w, i) !== 0 && Atomics.exchange(this.w, i, 0) !== 0;
+  }
+
+  /** One bounded sleep on w[i] === expected, or until abort / watchdog. `what` names the lock. */
+  private sleep(i: number, expected: number, what: number, t0: number, noWatchdog = false): void {
+    const w = this.w;
+    const ctl = this.ctl.base;
+    Atomics.store(w, ctl + CTL_WAITING_ON + this.tid, what + 1);
+    try {
+      const abort = Atomics.load(w, ctl + CTL_ABORT);
+      if (abort !== 0) throw new SyncAbortError(abort);
+      Atomics.wait(w, i, expected, WAIT_SLICE_MS);
+      const waited = performance.now() - t0;
+      const limit = Atomics.load(w, ctl + CTL_WATCHDOG_MS);
+      if (!noWatchdog && limit > 0 && waited > limit) {
+        throw new LockTimeoutError(this.describe(what).name, this.holderOf(what), this.tid, waited);
+      }
+    } finally {
+      Atomics.store(w, ctl + CTL_WAITING_ON + this.tid, 0);
+    }
+  }
+
+  private holderOf(i: number): string {
+    const v = Atomics.load(this.w, i);
+    switch (this.describe(i).kind) {
+      case 'rwsem':
+        return v === WRITER ? `writer ${holderName(Atomics.load(this.w, i + RW_OWNER))}` : `${v} reader(s)`;
+      case 'mutex':
+        return holderName(v);
+      default:
+        return `value ${v}`;
+    }
+  }
+
+  private account(cls: LockClass, t0: number): void {
+    this.stats[LOCK_CONTENDED_BASE + cls]++;
+    this.stats[LOCK_WAIT_NS_BASE + cls] += (performance.now() - t0) * 1e6;
+  }
+}
+
+function holderName(word: number): string {
+  const owner = word & OWNER_MASK;
+  return owner === 0 ? 'nobody' : `thread ${owner - 1}`;
+}

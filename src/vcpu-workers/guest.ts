@@ -1,0 +1,152 @@
+// The CPU running one vCPU's guest: a guest access walks the SPTEs, takes the KVM fault path on
+// a miss (on this thread, as the kernel does), and applies the SNP hardware checks (RMP
+// violation, #VC for an unvalidated page) before touching the page's bytes.
+
+import { Rmp } from '../firmware/rmp.js';
+import type { KvmCtx } from '../kvm/kvm.js';
+import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
+import { spteFrame, sptePrivate } from '../kvm/spte.js';
+import type { KvmVcpu } from '../kvm/vcpu.js';
+import { PAGE_SIZE } from '../shm/limits.js';
+import { P } from '../shm/points.js';
+import { C } from '../shm/stats.js';
+
+/** How a guest access ended. */
+export const Exit = {
+  NONE: 0,
+  /** KVM_EXIT_MEMORY_FAULT: attribute mismatch, or guest_memfd could not supply the page. */
+  MEMORY_FAULT: 1,
+  /** #NPF for an RMP check failure: the page is not the guest's at this GPA. */
+  RMP_VIOLATION: 2,
+  /** #VC: the page is the guest's but was never PVALIDATEd. */
+  VC: 3,
+  /** No memslot: KVM would emulate MMIO. */
+  MMIO: 4,
+} as const;
+export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio'] as const;
+export type ExitName = (typeof EXIT_NAMES)[number];
+
+export class GuestCpu {
+  /** The fault path's errno for the last MEMORY_FAULT exit. */
+  lastErrno = 0;
+  private readonly rmp: Rmp;
+  private readonly asid: number;
+  private readonly snp: boolean;
+  private readonly sptes: Int32Array;
+  private readonly spteBase: number;
+  private readonly gfnsPerVm: number;
+
+  constructor(
+    readonly k: KvmCtx,
+    readonly vcpu: KvmVcpu,
+  ) {
+    this.rmp = new Rmp(k.mem);
+    this.asid = k.vms.asid(vcpu.vm);
+    this.snp = k.vms.isSnp(vcpu.vm);
+    this.sptes = k.mem.w;
+    this.spteBase = k.sptes.word(vcpu.vm, 0);
+    this.gfnsPerVm = k.mem.limits.gfnsPerVm;
+  }
+
+  /**
+   * Translates gfn for an access of the given kind, faulting it in if needed. Returns the frame
+   * (host pfn for private, userspace page for shared) or -(Exit code). Runs in guest mode; the
+   * fault path runs outside it.
+   */
+  translate(gfn: number, priv: boolean): number {
+    if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
+    for (;;) {
+      const spte = Atomics.load(this.sptes, this.spteBase + gfn);
+      if (spte !== 0 && sptePrivate(spte) === priv) {
+        const frame = spteFrame(spte);
+        if (priv && this.snp) {
+          const c = this.rmp.guestCheck(frame, this.asid, gfn);
+          if (c !== 0) {
+            this.k.stats[c === 1 ? C.rmpViolations : C.vcExceptions]++;
+            return c === 1 ? -Exit.RMP_VIOLATION : -Exit.VC;
+          }
+        }
+        return frame;
+      }
+      // EPT violation: exit to KVM, fault, and re-enter.
+      this.vcpu.exitGuest();
+      this.vcpu.exit = null;
+      const r = kvmTdpPageFault(this.k, this.vcpu, gfn, priv);
+      this.vcpu.enterGuest();
+      if (r === RET_PF_FIXED) continue;
+      if (r === RET_PF_EMULATE) return -Exit.MMIO;
+      this.lastErrno = -r;
+      return -Exit.MEMORY_FAULT;
+    }
+  }
+
+  /**
+   * One guest read (write when `data` is given) of `len` bytes at gpa. Bytes read go to `out`.
+   * Returns Exit.NONE or the exit that stopped it (bytes before the failing page are done).
+   */
+  access(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
+    this.k.sync.point(P['guest.before_access']);
+    this.vcpu.enterGuest();
+    try {
+      let done = 0;
+      while (done < len) {
+        const addr = gpa + done;
+        const gfn = Math.floor(addr / PAGE_SIZE);
+        const off = addr % PAGE_SIZE;
+        const n = Math.min(len - done, PAGE_SIZE - off);
+        const frame = this.translate(gfn, priv);
+        if (frame < 0) return -frame;
+        const mem = priv ? this.k.mem.host : this.k.mem.user;
+        const at = frame * PAGE_SIZE + off;
+        if (data !== null) {
+          mem.set(data.subarray(done, done + n), at);
+          this.k.stats[C.guestWrites]++;
+        } else {
+          out!.set(mem.subarray(at, at + n), done);
+          this.k.stats[C.guestReads]++;
+        }
+        done += n;
+        this.vcpu.checkRequests();
+      }
+      return Exit.NONE;
+    } finally {
+      this.vcpu.exitGuest();
+    }
+  }
+
+  /** PVALIDATE of the page at gpa: a PvalidateRet code, or -(Exit code). */
+  pvalidate(gpa: number, validate: boolean): number {
+    const gfn = Math.floor(gpa / PAGE_SIZE);
+    this.vcpu.enterGuest();
+    try {
+      for (;;) {
+        const spte = Atomics.load(this.sptes, this.spteBase + gfn);
+        if (spte !== 0 && sptePrivate(spte)) {
+          this.k.stats[C.pvalidates]++;
+          const r = this.k.psp.pvalidate(this.asid, spteFrame(spte), gfn, validate);
+          if (r < 0) {
+            this.k.stats[C.rmpViolations]++;
+            return -Exit.RMP_VIOLATION;
+          }
+          return r;
+        }
+        const f = this.translateForPvalidate(gfn);
+        if (f < 0) return f;
+      }
+    } finally {
+      this.vcpu.exitGuest();
+    }
+  }
+
+  /** PVALIDATE faults the page in as a private access, without the RMP check of a data access. */
+  private translateForPvalidate(gfn: number): number {
+    this.vcpu.exitGuest();
+    this.vcpu.exit = null;
+    const r = kvmTdpPageFault(this.k, this.vcpu, gfn, true);
+    this.vcpu.enterGuest();
+    if (r === RET_PF_FIXED) return 0;
+    if (r === RET_PF_EMULATE) return -Exit.MMIO;
+    this.lastErrno = -r;
+    return -Exit.MEMORY_FAULT;
+  }
+}

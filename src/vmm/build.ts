@@ -1,0 +1,100 @@
+// Builds a sandbox's shared memory: every region declared by its owner, buffers allocated,
+// allocator filled, free pages painted with the host pattern.
+
+import { declareFirmwareLock } from '../firmware/direct.js';
+import { declareRmp } from '../firmware/rmp.js';
+import { declareSnpGuests } from '../firmware/snp.js';
+import { declareAllocator, PfnAllocator } from '../gmem/allocator.js';
+import { declareFiles } from '../gmem/file.js';
+import { HOST_PATTERN, declareFolios, Folios } from '../gmem/folio.js';
+import { declareInodes } from '../gmem/inode.js';
+import { POLICIES, type PolicyName, policyId } from '../gmem/policy.js';
+import { declareAttributes } from '../kvm/attributes.js';
+import { declareMemslots } from '../kvm/memslots.js';
+import { declareSptes } from '../kvm/spte.js';
+import { declareVcpus } from '../kvm/vcpu.js';
+import { declareVms } from '../kvm/vm.js';
+import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../shm/layout.js';
+import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
+import { declareStats } from '../shm/stats.js';
+import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
+import { ArgumentError } from './errors.js';
+import { parseSize } from './units.js';
+
+export interface SandboxOptions {
+  /** Prepare policy (default: 'prepare-on-fault-own-vm', the 6.11 release). */
+  policy?: PolicyName;
+  /** Host memory for guest_memfd folios (default 64MiB). */
+  memory?: number | string;
+  /** Guest physical address space per VM (default: the larger of 1GiB and twice `memory`). */
+  gpaSpace?: number | string;
+  /** VMM userspace memory backing shared guest pages (default 16MiB). */
+  userMemory?: number | string;
+  /** Total guest_memfd size over the sandbox's life (default: 4 x memory, at least gpaSpace). */
+  gmemSpace?: number | string;
+  maxVms?: number;
+  /** A wait longer than this is reported as a hang, naming the lock and its holder (default 5000). */
+  watchdogMs?: number;
+  /** Loads a waiter spins before it sleeps (default 200). */
+  spin?: number;
+}
+
+/** Everything a thread needs to join the sandbox; structured-cloneable. */
+export interface SandboxDescriptor {
+  buffers: SharedBuffers;
+  policy: PolicyName;
+}
+
+function pages(v: number | string | undefined, dflt: number, field: string): number {
+  const bytes = v === undefined ? dflt : parseSize(v, field);
+  if (!(bytes > 0) || !isPageAligned(bytes)) throw new ArgumentError(field, `must be a positive multiple of ${PAGE_SIZE} bytes, got ${bytes}`);
+  return bytes / PAGE_SIZE;
+}
+
+export function resolveLimits(o: SandboxOptions): SandboxLimits {
+  const nrPfns = pages(o.memory, 64 << 20, 'memory');
+  checkLimit(nrPfns <= LIMITS.MAX_PFNS, 'memory', `at most ${(LIMITS.MAX_PFNS * PAGE_SIZE) / (1 << 30)} GiB`);
+  const gfnsPerVm = pages(o.gpaSpace, Math.max(1 << 30, 2 * nrPfns * PAGE_SIZE), 'gpaSpace');
+  checkLimit(gfnsPerVm <= LIMITS.MAX_GFNS, 'gpaSpace', `at most ${(LIMITS.MAX_GFNS * PAGE_SIZE) / (1 << 30)} GiB`);
+  const userPages = pages(o.userMemory, 16 << 20, 'userMemory');
+  checkLimit(userPages <= LIMITS.MAX_PFNS, 'userMemory', `at most ${(LIMITS.MAX_PFNS * PAGE_SIZE) / (1 << 30)} GiB`);
+  const filemapPages = pages(o.gmemSpace, Math.max(4 * nrPfns, gfnsPerVm) * PAGE_SIZE, 'gmemSpace');
+  const maxVms = o.maxVms ?? 4;
+  if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > LIMITS.MAX_VMS) throw new ArgumentError('maxVms', `must be an integer from 1 to ${LIMITS.MAX_VMS}, got ${maxVms}`);
+  return { nrPfns, gfnsPerVm, userPages, filemapPages, maxVms, maxThreads: LIMITS.MAX_THREADS };
+}
+
+export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
+  const policy = o.policy ?? 'prepare-on-fault-own-vm';
+  if (!(POLICIES as readonly string[]).includes(policy)) throw new ArgumentError('policy', `must be one of ${POLICIES.join(', ')}, got '${policy}'`);
+  policyId(policy);
+  const watchdogMs = o.watchdogMs ?? DEFAULT_WATCHDOG_MS;
+  if (!Number.isInteger(watchdogMs) || watchdogMs < 0) throw new ArgumentError('watchdogMs', `must be a non-negative integer, got ${watchdogMs}`);
+  const spin = o.spin ?? DEFAULT_SPIN;
+  if (!Number.isInteger(spin) || spin < 1) throw new ArgumentError('spin', `must be a positive integer, got ${spin}`);
+  const limits = resolveLimits(o);
+  const lb = new LayoutBuilder();
+  declareSync(lb, limits.maxThreads);
+  declareStats(lb, limits.maxThreads);
+  declareFolios(lb, limits.nrPfns);
+  declareAllocator(lb, limits.nrPfns);
+  declareInodes(lb, limits.filemapPages);
+  declareFiles(lb);
+  declareVms(lb, limits.maxVms);
+  declareVcpus(lb);
+  declareMemslots(lb, limits.maxVms, limits.gfnsPerVm);
+  declareAttributes(lb, limits.maxVms, limits.gfnsPerVm);
+  declareSptes(lb, limits.maxVms, limits.gfnsPerVm);
+  declareRmp(lb, limits.nrPfns);
+  declareSnpGuests(lb, limits.maxVms);
+  declareFirmwareLock(lb);
+  const buffers = allocateBuffers(lb.build(), limits);
+  const mem = mapBuffers(buffers);
+  new SyncControl(mem).init(watchdogMs, spin);
+  const folios = new Folios(mem);
+  for (let pfn = 0; pfn < limits.nrPfns; pfn++) folios.markFree(pfn);
+  new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(limits.nrPfns);
+  mem.host.fill(HOST_PATTERN);
+  return { buffers, policy };
+}
+

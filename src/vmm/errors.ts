@@ -1,0 +1,41 @@
+// Errors a user of the library sees.
+
+import { Errno, type ErrnoCode, errnoName } from '../shm/errno.js';
+
+/** A refused ioctl or syscall, with the errno the kernel would return. */
+export class KvmError extends Error {
+  readonly code: ErrnoCode;
+  readonly errno: number;
+  constructor(
+    readonly op: string,
+    errno: number,
+    detail?: string,
+    /** For an ioctl that reports a wrapped error (LAUNCH_UPDATE returns EIO): the inner errno. */
+    readonly populateError?: ErrnoCode,
+    /** For SEV commands: the firmware status (argp->error). */
+    readonly fwError?: number,
+  ) {
+    const code = errnoName(errno);
+    super(`${op}: ${code}${populateError ? ` (populate: ${populateError})` : ''}${detail ? `: ${detail}` : ''}`);
+    this.name = 'KvmError';
+    this.code = code;
+    this.errno = Errno[code];
+  }
+}
+
+/** Throws a KvmError for a negative return, else passes the value through. */
+export function check(op: string, r: number, detail?: string): number {
+  if (r < 0) throw new KvmError(op, r, detail);
+  return r;
+}
+
+/** A bad argument to the library itself (wrong type, unknown name): names the field and the rule. */
+export class ArgumentError extends Error {
+  constructor(
+    readonly field: string,
+    readonly rule: string,
+  ) {
+    super(`${field}: ${rule}`);
+    this.name = 'ArgumentError';
+  }
+}

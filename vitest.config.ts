@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // Worker-thread tests need the cores; run files one at a time on this 2-core machine.
+    fileParallelism: false,
+    pool: 'forks',
+  },
+});
