@@ -129,6 +129,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
           return -Errno.EFAULT;
         }
         const index = gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s);
+        k.sync.point(P['fault.before_get_pfn']);
         frame = gmemGetPfn(k.g, k.memslots.gmemFile(vm, s), s, vm, gfn, index);
         if (frame < 0) {
           memoryFaultExit(v, gfn, true);

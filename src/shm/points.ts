@@ -3,6 +3,7 @@
 
 export const POINTS = [
   'fault.begin',
+  'fault.before_get_pfn',
   'fault.after_get_pfn',
   'fault.before_mmu_lock',
   'get_pfn.after_grab',

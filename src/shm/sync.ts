@@ -84,8 +84,12 @@ export interface Sync {
   upWrite(i: number): void;
   /** Blocks while w[i] === value (spinning up to `spin` loads first). */
   waitWhileEquals(i: number, value: number, spin: number): void;
+  /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */
+  idleWhileEquals(i: number, value: number, spin: number): void;
   /** Wakes up to `count` threads blocked on w[i]. */
   wake(i: number, count: number): void;
+  /** Sleeps about `ms` milliseconds (rate limiting); ends early, throwing, on abort. */
+  sleepMs(ms: number): void;
   /** A named point where this actor may be held or descheduled. */
   point(p: number): void;
   /** True once the sandbox asked every actor to stop. */
@@ -375,8 +379,26 @@ export class FreeSync implements Sync {
     while (Atomics.load(w, i) === value) this.sleep(i, value, i, t0);
   }
 
+  idleWhileEquals(i: number, value: number, spin: number): void {
+    const w = this.w;
+    for (let n = 0; n < spin; n++) if (Atomics.load(w, i) !== value) return;
+    const t0 = performance.now();
+    while (Atomics.load(w, i) === value) this.sleep(i, value, i, t0, true);
+  }
+
   wake(i: number, count: number): void {
     Atomics.notify(this.w, i, count);
+  }
+
+  sleepMs(ms: number): void {
+    const i = this.ctl.base + CTL_WAITING_ON + this.tid;
+    const end = performance.now() + ms;
+    for (let left = ms; left > 0; left = end - performance.now()) {
+      const abort = Atomics.load(this.w, this.ctl.base + CTL_ABORT);
+      if (abort !== 0) throw new SyncAbortError(abort);
+      // Our own waiting-on word is 0 while we are not blocked on a lock: nobody changes it.
+      Atomics.wait(this.w, i, 0, Math.min(left, WAIT_SLICE_MS));
+    }
   }
 
   point(p: number): void {

@@ -2,6 +2,7 @@
 // allocator filled, free pages painted with the host pattern.
 
 import { declareFirmwareLock } from '../firmware/direct.js';
+import { declareFirmwareMailbox } from '../firmware/mailbox.js';
 import { declareRmp } from '../firmware/rmp.js';
 import { declareSnpGuests } from '../firmware/snp.js';
 import { declareAllocator, PfnAllocator } from '../gmem/allocator.js';
@@ -17,6 +18,7 @@ import { declareVms } from '../kvm/vm.js';
 import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../shm/layout.js';
 import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
 import { declareStats } from '../shm/stats.js';
+import { declareRunctl } from '../vcpu-workers/runctl.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
 import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
@@ -88,6 +90,8 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareRmp(lb, limits.nrPfns);
   declareSnpGuests(lb, limits.maxVms);
   declareFirmwareLock(lb);
+  declareFirmwareMailbox(lb);
+  declareRunctl(lb, limits.maxVms, limits.gfnsPerVm);
   const buffers = allocateBuffers(lb.build(), limits);
   const mem = mapBuffers(buffers);
   new SyncControl(mem).init(watchdogMs, spin);

@@ -3,6 +3,7 @@
 // the kernel's errno when the kernel would refuse it; a refused call changes nothing.
 
 import { DirectPlatform } from '../firmware/direct.js';
+import { MailboxPlatform } from '../firmware/mailbox.js';
 import { FwCmd } from '../firmware/snp.js';
 import { PG_HWPOISON, PG_UPTODATE } from '../gmem/folio.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate, gmemLink } from '../gmem/guest_memfd.js';
@@ -62,18 +63,22 @@ function int(v: unknown, field: string, min = 0): number {
 export class Sandbox {
   readonly mem: Mem;
   readonly k: KvmCtx;
-  readonly psp: DirectPlatform;
+  readonly psp: DirectPlatform | MailboxPlatform;
   readonly control: SyncControl;
   readonly policy: PolicyName;
   private readonly fds = new Map<number, FdEntry>();
   private nextFd = 3;
   private closed = false;
 
-  private constructor(readonly descriptor: SandboxDescriptor) {
+  private constructor(
+    readonly descriptor: SandboxDescriptor,
+    tid = TID_CONTROLLER,
+    platform: 'direct' | 'mailbox' = 'direct',
+  ) {
     this.mem = mapBuffers(descriptor.buffers);
     this.policy = descriptor.policy;
-    const sync = new FreeSync(this.mem, TID_CONTROLLER, wordDescriber(this.mem));
-    this.psp = new DirectPlatform(this.mem, sync);
+    const sync = new FreeSync(this.mem, tid, wordDescriber(this.mem));
+    this.psp = platform === 'direct' ? new DirectPlatform(this.mem, sync) : new MailboxPlatform(this.mem, sync);
     this.k = new KvmCtx(this.mem, sync, this.psp, policyId(descriptor.policy));
     this.control = new SyncControl(this.mem);
   }
@@ -81,6 +86,14 @@ export class Sandbox {
   /** Builds a sandbox; options are checked first and a bad one throws naming the field. */
   static async create(options: SandboxOptions = {}): Promise<Sandbox> {
     return new Sandbox(buildSandboxMemory(options));
+  }
+
+  /**
+   * Joins an existing sandbox from another thread (the VMM worker): same shared memory, its own
+   * thread id, and firmware commands through the firmware worker's mailbox.
+   */
+  static attach(descriptor: SandboxDescriptor, tid: number): Sandbox {
+    return new Sandbox(descriptor, tid, 'mailbox');
   }
 
   /** Same as create, for callers that cannot await (tests of single-threaded rules, tools). */
@@ -205,6 +218,9 @@ export class Vm {
 
   /** KVM_LINK_GUEST_MEMFD (experimental): this VM gets its own file on `gmem`'s inode. */
   async linkGuestMemfd(gmem: GuestMemfd | number): Promise<GuestMemfd> {
+    return this.linkGuestMemfdSync(gmem);
+  }
+  linkGuestMemfdSync(gmem: GuestMemfd | number): GuestMemfd {
     const fd = typeof gmem === 'number' ? gmem : gmem.fd;
     const file = check('KVM_LINK_GUEST_MEMFD', this.sb.gmemFileOfFd(fd));
     const f = check('KVM_LINK_GUEST_MEMFD', gmemLink(this.sb.k.g, file, this.id));
@@ -250,6 +266,9 @@ export class Vm {
 
   // KVM_SEV_SNP_LAUNCH_START
   async snpLaunchStart(): Promise<void> {
+    this.snpLaunchStartSync();
+  }
+  snpLaunchStartSync(): void {
     check('KVM_SEV_SNP_LAUNCH_START', snpLaunchStart(this.sb.k, this.sb.psp, this.id));
   }
 
@@ -259,6 +278,9 @@ export class Vm {
    * with the populate errno (EEXIST, EINVAL, ...) in `cause`.
    */
   async snpLaunchUpdate(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): Promise<{ pagesDone: number }> {
+    return this.snpLaunchUpdateSync(a);
+  }
+  snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): { pagesDone: number } {
     const gpa = int(a.gpa, 'gpa');
     const len = a.len === undefined ? (a.data?.length ?? PAGE_SIZE) : int(a.len, 'len');
     const typeName = a.type ?? 'normal';
@@ -279,6 +301,9 @@ export class Vm {
 
   // KVM_SEV_SNP_LAUNCH_FINISH
   async snpLaunchFinish(): Promise<void> {
+    this.snpLaunchFinishSync();
+  }
+  snpLaunchFinishSync(): void {
     check('KVM_SEV_SNP_LAUNCH_FINISH', snpLaunchFinish(this.sb.k, this.sb.psp, this.id));
   }
 
@@ -370,6 +395,9 @@ export class GuestMemfd {
 
   /** memory_failure on the folio at `offset` (fault injection). */
   async hwpoison(offset: number | string): Promise<void> {
+    this.hwpoisonSync(offset);
+  }
+  hwpoisonSync(offset: number | string): void {
     this.requireOpen('hwpoison');
     const off = int(offset, 'offset');
     check('hwpoison', gmemErrorFolio(this.sb.k.g, this.file, Math.floor(off / PAGE_SIZE)));

@@ -1,0 +1,96 @@
+// The firmware's command mailbox: the client side is an SnpPlatform any thread can use; the
+// server side dispatches to SnpFirmwareCore on the firmware worker's thread. RMP reads stay
+// plain shared-memory reads, as snp_lookup_rmpentry is.
+
+import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
+import { LayoutBuilder, type Mem } from '../shm/layout.js';
+import { Mailbox, type MailboxTuning, declareMailbox } from '../shm/mailbox.js';
+import { P } from '../shm/points.js';
+import type { Sync } from '../shm/sync.js';
+import { SnpFirmwareCore } from './snp.js';
+
+export const FIRMWARE_MAILBOX = 'firmware_mailbox';
+
+const Cmd = {
+  RMP_MAKE_PRIVATE: 1,
+  RMP_MAKE_SHARED: 2,
+  LAUNCH_START: 3,
+  LAUNCH_UPDATE: 4,
+  LAUNCH_FINISH: 5,
+  PVALIDATE: 6,
+  NOP: 7,
+} as const;
+
+export function declareFirmwareMailbox(lb: LayoutBuilder): void {
+  declareMailbox(lb, FIRMWARE_MAILBOX, 'firmware/mailbox.ts');
+}
+
+export class MailboxPlatform implements SnpPlatform {
+  readonly mailbox: Mailbox;
+  readonly core: SnpFirmwareCore;
+
+  constructor(mem: Mem, sync: Sync, tuning?: MailboxTuning) {
+    this.mailbox = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
+    // Only for reads of the RMP and the digest: commands go through the mailbox.
+    this.core = new SnpFirmwareCore(mem);
+  }
+
+  rmpAssigned(pfn: number): boolean {
+    return this.core.rmp.assigned(pfn);
+  }
+  rmpLookup(pfn: number): RmpEntry {
+    return this.core.rmp.lookup(pfn);
+  }
+  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
+    return this.mailbox.call(Cmd.RMP_MAKE_PRIVATE, pfn, gfn, asid, immutable ? 1 : 0);
+  }
+  rmpMakeShared(pfn: number): number {
+    return this.mailbox.call(Cmd.RMP_MAKE_SHARED, pfn);
+  }
+  launchStart(asid: number): number {
+    return this.mailbox.call(Cmd.LAUNCH_START, asid);
+  }
+  launchUpdate(asid: number, pfn: number, gfn: number, type: number): number {
+    return this.mailbox.call(Cmd.LAUNCH_UPDATE, asid, pfn, gfn, type);
+  }
+  launchFinish(asid: number): number {
+    return this.mailbox.call(Cmd.LAUNCH_FINISH, asid);
+  }
+  launchDigest(asid: number): Uint8Array {
+    return this.core.launchDigest(asid);
+  }
+  pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number {
+    return this.mailbox.call(Cmd.PVALIDATE, asid, pfn, gfn, validate ? 1 : 0);
+  }
+  /** An empty command: a bare mailbox round trip, for benchmarks. */
+  nop(): number {
+    return this.mailbox.call(Cmd.NOP);
+  }
+}
+
+/** Serves firmware commands one at a time until the mailbox is stopped; returns the count. */
+export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): number {
+  const core = new SnpFirmwareCore(mem);
+  const mb = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
+  return mb.serve((_client, cmd, a0, a1, a2, a3) => {
+    sync.point(P['firmware.before_command']);
+    switch (cmd) {
+      case Cmd.RMP_MAKE_PRIVATE:
+        return core.rmpMakePrivate(a0, a1, a2, a3 !== 0);
+      case Cmd.RMP_MAKE_SHARED:
+        return core.rmpMakeShared(a0);
+      case Cmd.LAUNCH_START:
+        return core.launchStart(a0);
+      case Cmd.LAUNCH_UPDATE:
+        return core.launchUpdate(a0, a1, a2, a3);
+      case Cmd.LAUNCH_FINISH:
+        return core.launchFinish(a0);
+      case Cmd.PVALIDATE:
+        return core.pvalidate(a0, a1, a2, a3 !== 0);
+      case Cmd.NOP:
+        return 0;
+      default:
+        throw new Error(`firmware: unknown command ${cmd}`);
+    }
+  });
+}

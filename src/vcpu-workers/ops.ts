@@ -1,0 +1,58 @@
+// The guest-side steps a vCPU thread executes: guest accesses, PVALIDATE and the vCPU ioctl
+// KVM_PRE_FAULT_MEMORY, each turned into an Outcome.
+
+import { kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { errnoName } from '../shm/errno.js';
+import { EXIT_NAMES, Exit, type GuestCpu } from './guest.js';
+import { type Outcome, hex } from './outcome.js';
+
+export type GuestOp =
+  | { op: 'guest_read'; gpa: number; len: number; private?: boolean }
+  | { op: 'guest_write'; gpa: number; data: string; private?: boolean }
+  | { op: 'pvalidate'; gpa: number; validate?: boolean }
+  | { op: 'pre_fault_memory'; gpa: number; size: number; flags?: number };
+
+export const GUEST_OPS = ['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory'] as const;
+
+/** Hex string (optionally 0x-prefixed) to bytes. */
+export function bytesOfHex(s: string): Uint8Array {
+  const h = s.startsWith('0x') ? s.slice(2) : s;
+  return Uint8Array.from(Buffer.from(h, 'hex'));
+}
+
+function exitOutcome(cpu: GuestCpu, code: number): Outcome {
+  const name = EXIT_NAMES[code];
+  if (code === Exit.MEMORY_FAULT) {
+    const mf = cpu.vcpu.exit;
+    return { result: name, exit: name, value: { errno: errnoName(cpu.lastErrno), ...(mf ? { gpa: mf.gpa, size: mf.size, flags: mf.flags } : {}) } };
+  }
+  return { result: name, exit: name };
+}
+
+export function execGuestOp(cpu: GuestCpu, op: GuestOp): Outcome {
+  const k = cpu.k;
+  const vm = cpu.vcpu.vm;
+  switch (op.op) {
+    case 'guest_read': {
+      const out = new Uint8Array(op.len);
+      const priv = op.private ?? k.attrs.isPrivate(vm, Math.floor(op.gpa / 4096));
+      const code = cpu.access(op.gpa, op.len, priv, out, null);
+      return code === Exit.NONE ? { result: 'ok', value: hex(out) } : exitOutcome(cpu, code);
+    }
+    case 'guest_write': {
+      const data = bytesOfHex(op.data);
+      const priv = op.private ?? k.attrs.isPrivate(vm, Math.floor(op.gpa / 4096));
+      const code = cpu.access(op.gpa, data.length, priv, null, data);
+      return code === Exit.NONE ? { result: 'ok' } : exitOutcome(cpu, code);
+    }
+    case 'pvalidate': {
+      const r = cpu.pvalidate(op.gpa, op.validate ?? true);
+      return r >= 0 ? { result: 'ok', value: r } : exitOutcome(cpu, -r);
+    }
+    case 'pre_fault_memory': {
+      const range = { gpa: op.gpa, size: op.size, flags: op.flags ?? 0 };
+      const r = kvmVcpuPreFaultMemory(k, cpu.vcpu, range);
+      return r < 0 ? { result: errnoName(r), value: range } : { result: 'ok', value: range };
+    }
+  }
+}

@@ -1,0 +1,104 @@
+// Runs one ioctl-like scenario step against a Sandbox on the calling thread (the VMM worker),
+// resolving VM and guest_memfd names, and reports its Outcome.
+
+import { hex, type Outcome, outcomeOfError } from '../vcpu-workers/outcome.js';
+import { bytesOfHex } from '../vcpu-workers/ops.js';
+import type { GuestMemfd, Sandbox, Vm } from './sandbox.js';
+import type { IoctlStep } from './scenario/schema.js';
+
+export class IoctlExecutor {
+  readonly vms = new Map<string, Vm>();
+  readonly fds = new Map<string, GuestMemfd>();
+
+  constructor(readonly sb: Sandbox) {}
+
+  private fdNumber(ref: string | number): number {
+    if (typeof ref === 'number') return ref;
+    const g = this.fds.get(ref);
+    if (g === undefined) throw new Error(`no guest_memfd named '${ref}'`);
+    return g.fd;
+  }
+  private gmem(ref: string | number): GuestMemfd | number {
+    return typeof ref === 'number' ? ref : (this.fds.get(ref) ?? this.fdNumber(ref));
+  }
+  private vm(name: string): Vm {
+    const v = this.vms.get(name);
+    if (v === undefined) throw new Error(`no VM named '${name}'`);
+    return v;
+  }
+
+  exec(st: IoctlStep): Outcome {
+    try {
+      return this.run(st);
+    } catch (e) {
+      return outcomeOfError(e);
+    }
+  }
+
+  private run(st: IoctlStep): Outcome {
+    switch (st.op) {
+      case 'create_guest_memfd': {
+        const g = this.vm(st.vm).createGuestMemfdSync({ size: st.size, flags: st.flags ?? 0 });
+        this.fds.set(st.as, g);
+        return { result: 'ok', value: { fd: g.fd } };
+      }
+      case 'link_guest_memfd': {
+        const g = this.vm(st.vm).linkGuestMemfdSync(this.gmem(st.fd));
+        this.fds.set(st.as, g);
+        return { result: 'ok', value: { fd: g.fd } };
+      }
+      case 'close':
+        this.sb.closeFd(this.fdNumber(st.fd));
+        return { result: 'ok' };
+      case 'set_user_memory_region2':
+        this.vm(st.vm).setUserMemoryRegion2Sync({
+          slot: st.slot,
+          flags: st.flags ?? 0,
+          guestPhysAddr: st.guest_phys_addr,
+          memorySize: st.memory_size,
+          userspaceAddr: st.userspace_addr ?? 0,
+          guestMemfd: st.guest_memfd === undefined ? undefined : this.gmem(st.guest_memfd),
+          guestMemfdOffset: st.guest_memfd_offset ?? 0,
+        });
+        return { result: 'ok' };
+      case 'set_memory_attributes':
+        this.vm(st.vm).setMemoryAttributesSync({ address: st.address, size: st.size, attributes: st.attributes, flags: st.flags ?? 0 });
+        return { result: 'ok' };
+      case 'fallocate': {
+        const g = this.gmem(st.fd);
+        if (typeof g === 'number') return { result: 'EBADF' };
+        g.fallocateSync(st.mode, st.offset, st.len);
+        return { result: 'ok' };
+      }
+      case 'snp_launch_start':
+        this.vm(st.vm).snpLaunchStartSync();
+        return { result: 'ok' };
+      case 'snp_launch_update': {
+        const r = this.vm(st.vm).snpLaunchUpdateSync({
+          gpa: st.gpa,
+          len: st.len,
+          type: (st.type ?? 'normal') as 'normal',
+          ...(st.data !== undefined ? { data: bytesOfHex(st.data) } : {}),
+        });
+        return { result: 'ok', value: { pages_done: r.pagesDone, digest: this.vm(st.vm).snpLaunchDigest() } };
+      }
+      case 'snp_launch_finish':
+        this.vm(st.vm).snpLaunchFinishSync();
+        return { result: 'ok', value: { digest: this.vm(st.vm).snpLaunchDigest() } };
+      case 'hwpoison': {
+        const g = this.gmem(st.fd);
+        if (typeof g === 'number') return { result: 'EBADF' };
+        g.hwpoisonSync(st.offset);
+        return { result: 'ok' };
+      }
+      case 'rmp_query':
+        return { result: 'ok', value: this.vm(st.vm).rmpQuery(st.gpa) };
+      case 'folio_query': {
+        const g = this.gmem(st.fd);
+        if (typeof g === 'number') return { result: 'EBADF' };
+        const f = g.folioAt(st.offset);
+        return { result: 'ok', value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) } };
+      }
+    }
+  }
+}

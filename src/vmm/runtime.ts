@@ -1,0 +1,241 @@
+// The controller's side of a threaded sandbox: starts the firmware, VMM and vCPU workers on one
+// shared memory, drives them over comlink, turns a crash, an exit or a hang into a report, and
+// tears everything down without hanging the process. The controller never blocks on a lock.
+
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import type { FirmwareWorkerApi } from '../firmware/worker.js';
+import { Mailbox, type MailboxTuning } from '../shm/mailbox.js';
+import { FIRMWARE_MAILBOX } from '../firmware/mailbox.js';
+import type { VmTypeName } from '../kvm/vm.js';
+import { wordDescriber } from '../kvm/describe.js';
+import { type Mem, mapBuffers } from '../shm/layout.js';
+import { type Remote, wrapWorker } from '../shm/rpc.js';
+import { type StatsSnapshot, sumStats } from '../shm/stats.js';
+import { FreeSync, SyncControl } from '../shm/sync.js';
+import { RunControl } from '../vcpu-workers/runctl.js';
+import type { VcpuWorkerApi } from '../vcpu-workers/worker.js';
+import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemory } from './build.js';
+import type { VmmWorkerApi } from './vmm-worker.js';
+
+export const TID_VMM = 1;
+export const TID_FIRMWARE = 2;
+export const TID_FIRST_VCPU = 3;
+
+/** Where a worker's compiled entry lives: workers always run the built JavaScript in dist/. */
+export function workerFile(rel: string): string {
+  const here = fileURLToPath(import.meta.url);
+  // Running from dist/src/vmm/runtime.js: siblings. Running from src/vmm/runtime.ts (vitest): dist/.
+  const root = here.replace(/[\\/](dist[\\/])?src[\\/]vmm[\\/]runtime\.[jt]s$/, '');
+  return `${root}/dist/src/${rel}`;
+}
+
+export interface CrashReport {
+  actor: string;
+  kind: 'error' | 'exit' | 'timeout';
+  message: string;
+  stack?: string;
+}
+
+export class WorkerCrashError extends Error {
+  constructor(readonly report: CrashReport) {
+    super(`${report.actor} ${report.kind === 'exit' ? 'exited' : report.kind === 'timeout' ? 'hung' : 'crashed'}: ${report.message}`);
+    this.name = 'WorkerCrashError';
+  }
+}
+
+export interface Actor<T> {
+  name: string;
+  tid: number;
+  worker: Worker;
+  api: Remote<T>;
+  /** Rejects when the worker dies; never resolves. */
+  dead: Promise<never>;
+}
+
+export interface VcpuActor extends Actor<VcpuWorkerApi> {
+  vm: number;
+  vmName: string;
+  index: number;
+}
+
+export interface RuntimeVm {
+  name: string;
+  type: VmTypeName;
+  vcpus: number;
+}
+
+export interface RuntimeOptions {
+  sandbox: SandboxOptions;
+  /** Mailbox spin tuning for the firmware and its clients. */
+  mailbox?: MailboxTuning;
+  /** Longest a single control-plane call may take before the run is declared hung (default 60 s). */
+  callTimeoutMs?: number;
+}
+
+export class Runtime {
+  readonly mem: Mem;
+  readonly control: SyncControl;
+  readonly rc: RunControl;
+  readonly crashes: CrashReport[] = [];
+  readonly vcpus: VcpuActor[] = [];
+  readonly vmIds = new Map<string, number>();
+  private readonly sync: FreeSync;
+  private firmwareDone: Promise<number> | null = null;
+  private stopped = false;
+  private nextTid = TID_FIRST_VCPU;
+
+  private constructor(
+    readonly descriptor: SandboxDescriptor,
+    readonly vmm: Actor<VmmWorkerApi>,
+    readonly firmware: Actor<FirmwareWorkerApi>,
+    readonly opts: RuntimeOptions,
+  ) {
+    this.mem = mapBuffers(descriptor.buffers);
+    this.control = new SyncControl(this.mem);
+    this.rc = new RunControl(this.mem);
+    this.sync = new FreeSync(this.mem, 0, wordDescriber(this.mem));
+  }
+
+  /** Builds the shared memory and starts the firmware and VMM workers. */
+  static async start(opts: RuntimeOptions): Promise<Runtime> {
+    const descriptor = buildSandboxMemory(opts.sandbox);
+    const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
+    const vmm = spawn<VmmWorkerApi>('vmm/vmm-worker.js', 'vmm', TID_VMM);
+    const rt = new Runtime(descriptor, vmm, fw, opts);
+    for (const a of [fw, vmm]) rt.watch(a);
+    rt.firmwareDone = rt.call(fw, () => fw.api.serve(descriptor.buffers, TID_FIRMWARE, opts.mailbox), 0);
+    rt.firmwareDone.catch(() => undefined);
+    await rt.call(vmm, () => vmm.api.init(descriptor, TID_VMM));
+    return rt;
+  }
+
+  private watch(a: Actor<unknown>): void {
+    a.dead.catch((e: WorkerCrashError) => {
+      if (!this.crashes.includes(e.report)) this.crashes.push(e.report);
+      // One actor down: stop the others' waits so nothing hangs on a lock it held.
+      if (!this.stopped) this.control.abort(2);
+    });
+  }
+
+  /** Starts one vCPU worker for VM `vm`. */
+  async addVcpu(vmName: string, vm: number, index: number): Promise<VcpuActor> {
+    const tid = this.nextTid++;
+    const a = spawn<VcpuWorkerApi>('vcpu-workers/worker.js', `vcpu ${index} of vm ${vmName}`, tid) as VcpuActor;
+    a.vm = vm;
+    a.vmName = vmName;
+    a.index = index;
+    this.watch(a);
+    this.vcpus.push(a);
+    await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, policy: this.descriptor.policy, tid, vm }));
+    return a;
+  }
+
+  /** Creates VMs on the VMM worker and a vCPU worker for each of their vCPUs. */
+  async createVms(vms: RuntimeVm[]): Promise<void> {
+    const ids = await this.call(this.vmm, () => this.vmm.api.createVms(vms.map((v) => ({ name: v.name, type: v.type }))));
+    vms.forEach((v, i) => this.vmIds.set(v.name, ids[i]));
+    for (const v of vms) for (let c = 0; c < v.vcpus; c++) await this.addVcpu(v.name, ids[vms.indexOf(v)], c);
+  }
+
+  vcpu(vmName: string, index: number): VcpuActor {
+    const a = this.vcpus.find((v) => v.vmName === vmName && v.index === index);
+    if (a === undefined) throw new Error(`no vCPU ${index} of VM '${vmName}'`);
+    return a;
+  }
+
+  /**
+   * Runs a control-plane call on an actor: rejects with a WorkerCrashError if the worker dies
+   * or (timeoutMs > 0) does not answer in time.
+   */
+  call<R>(a: Actor<unknown>, fn: () => Promise<R>, timeoutMs = this.opts.callTimeoutMs ?? 60_000): Promise<R> {
+    const racers: Array<Promise<R>> = [fn(), a.dead];
+    let timer: NodeJS.Timeout | undefined;
+    if (timeoutMs > 0) {
+      racers.push(
+        new Promise<R>((_, reject) => {
+          timer = setTimeout(() => {
+            const report: CrashReport = { actor: a.name, kind: 'timeout', message: `no answer within ${timeoutMs} ms; ${this.whoWaits()}` };
+            this.crashes.push(report);
+            this.control.abort(3);
+            reject(new WorkerCrashError(report));
+          }, timeoutMs);
+          timer.unref();
+        }),
+      );
+    }
+    return Promise.race(racers).finally(() => clearTimeout(timer));
+  }
+
+  /** Who is blocked on what, from the sync layer's waiting-on words. */
+  whoWaits(): string {
+    const d = wordDescriber(this.mem);
+    const parts: string[] = [];
+    for (let t = 0; t < this.mem.limits.maxThreads; t++) {
+      const w = this.control.waitingOn(t);
+      if (w !== 0) parts.push(`thread ${t} waits on ${d(w - 1).name}`);
+    }
+    return parts.length ? parts.join('; ') : 'no thread is blocked on a lock';
+  }
+
+  stats(): StatsSnapshot {
+    return sumStats(this.mem);
+  }
+
+  /** Parks every worker loop at its next checkpoint; resolves once `expected` loops are parked. */
+  async quiesce(expected: number, timeoutMs = 10_000): Promise<void> {
+    this.rc.setPause(true, this.sync);
+    const end = Date.now() + timeoutMs;
+    while (this.rc.parked() < expected) {
+      if (Date.now() > end) throw new Error(`quiesce: only ${this.rc.parked()} of ${expected} loops parked within ${timeoutMs} ms; ${this.whoWaits()}`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+  resume(): void {
+    this.rc.setPause(false, this.sync);
+  }
+
+  /**
+   * Stops every worker: asks loops to stop, stops the firmware mailbox, then aborts any wait
+   * and terminates the threads. Never hangs: each stage has a deadline.
+   */
+  async shutdown(graceMs = 2000): Promise<void> {
+    if (this.stopped) return;
+    this.rc.setStop(true);
+    const mb = new Mailbox(this.mem, FIRMWARE_MAILBOX, this.sync);
+    mb.stop();
+    await Promise.race([this.firmwareDone?.catch(() => undefined), delay(graceMs)]);
+    this.stopped = true;
+    this.control.abort(1);
+    const all: Array<Actor<unknown>> = [this.vmm, this.firmware, ...this.vcpus];
+    await Promise.race([Promise.all(all.map((a) => a.worker.terminate().catch(() => 0))), delay(graceMs)]);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+function spawn<T>(rel: string, name: string, tid: number): Actor<T> {
+  const worker = new Worker(workerFile(rel), { name });
+  let fail: (e: WorkerCrashError) => void = () => undefined;
+  const dead = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  dead.catch(() => undefined);
+  let exitedOnPurpose = false;
+  worker.on('error', (err: Error) => {
+    const report: CrashReport = { actor: name, kind: 'error', message: err.message, ...(err.stack ? { stack: err.stack } : {}) };
+    fail(new WorkerCrashError(report));
+  });
+  worker.on('exit', (code) => {
+    if (exitedOnPurpose) return;
+    fail(new WorkerCrashError({ actor: name, kind: 'exit', message: `thread exited with code ${code}` }));
+  });
+  const origTerminate = worker.terminate.bind(worker);
+  worker.terminate = () => {
+    exitedOnPurpose = true;
+    return origTerminate();
+  };
+  return { name, tid, worker, api: wrapWorker<T>(worker), dead };
+}

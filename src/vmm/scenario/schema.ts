@@ -1,0 +1,167 @@
+// The scenario file format, validated with zod so that every bad field is reported with its
+// path and the rule it breaks, before anything runs.
+
+import { z } from 'zod';
+import { POLICIES } from '../../gmem/policy.js';
+import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
+import { VM_TYPES } from '../../kvm/vm.js';
+import { Errno } from '../../shm/errno.js';
+import { LIMITS } from '../../shm/limits.js';
+import { POINTS } from '../../shm/points.js';
+import { EXIT_NAMES } from '../../vcpu-workers/guest.js';
+import { parseSize } from '../units.js';
+
+/** A size or address: a number, a hex string ("0x1000") or a size ("4KiB", "2MiB"). */
+const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseSize(v, 'value');
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^value: /, '') });
+    return z.NEVER;
+  }
+});
+
+const name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a name of letters, digits, "_" or "-"');
+const fdRef = z.union([name, z.number().int()]);
+const hexData = z.string().regex(/^(0x)?([0-9a-fA-F]{2})*$/, 'must be hex bytes, e.g. "deadbeef"');
+
+export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT'] as const;
+const expect = z.enum(OUTCOMES as unknown as [string, ...string[]]).optional();
+
+const base = { expect, expect_value: z.unknown().optional(), note: z.string().optional() };
+const vmStep = { vm: name, ...base };
+const vcpuStep = { vm: name, vcpu: z.number().int().min(0), ...base };
+
+const actor = z.union([z.literal('vmm'), z.strictObject({ vm: name, vcpu: z.number().int().min(0) })]);
+
+const leafSteps = [
+  z.strictObject({ op: z.literal('create_guest_memfd'), ...vmStep, as: name, size, flags: z.number().int().optional() }),
+  z.strictObject({ op: z.literal('link_guest_memfd'), ...vmStep, fd: fdRef, as: name }),
+  z.strictObject({ op: z.literal('close'), fd: fdRef, ...base }),
+  z.strictObject({
+    op: z.literal('set_user_memory_region2'),
+    ...vmStep,
+    slot: z.number().int(),
+    flags: z.union([z.array(z.enum(['guest_memfd', 'readonly', 'log_dirty_pages'])), z.number().int()]).optional(),
+    guest_phys_addr: size,
+    memory_size: size,
+    userspace_addr: size.optional(),
+    guest_memfd: fdRef.optional(),
+    guest_memfd_offset: size.optional(),
+  }),
+  z.strictObject({ op: z.literal('set_memory_attributes'), ...vmStep, address: size, size, attributes: z.enum(['private', 'shared']), flags: z.number().int().optional() }),
+  z.strictObject({
+    op: z.literal('fallocate'),
+    fd: fdRef,
+    mode: z.union([z.array(z.enum(['keep_size', 'punch_hole'])), z.number().int()]),
+    offset: size,
+    len: size,
+    ...base,
+  }),
+  z.strictObject({ op: z.literal('snp_launch_start'), ...vmStep }),
+  z.strictObject({
+    op: z.literal('snp_launch_update'),
+    ...vmStep,
+    gpa: size,
+    len: size,
+    type: z.enum(Object.keys(SNP_PAGE_TYPE_NAMES) as [string, ...string[]]).optional(),
+    data: hexData.optional(),
+  }),
+  z.strictObject({ op: z.literal('snp_launch_finish'), ...vmStep }),
+  z.strictObject({ op: z.literal('pre_fault_memory'), ...vcpuStep, gpa: size, size, flags: z.number().int().optional() }),
+  z.strictObject({ op: z.literal('guest_read'), ...vcpuStep, gpa: size, len: size, private: z.boolean().optional() }),
+  z.strictObject({ op: z.literal('guest_write'), ...vcpuStep, gpa: size, data: hexData, private: z.boolean().optional() }),
+  z.strictObject({ op: z.literal('pvalidate'), ...vcpuStep, gpa: size }),
+  z.strictObject({ op: z.literal('hwpoison'), fd: fdRef, offset: size, ...base }),
+  z.strictObject({ op: z.literal('rmp_query'), ...vmStep, gpa: size }),
+  z.strictObject({ op: z.literal('folio_query'), fd: fdRef, offset: size, ...base }),
+  z.strictObject({ op: z.literal('pause'), point: z.enum(POINTS as unknown as [string, ...string[]]), actor: actor.optional(), ...base }),
+  z.strictObject({ op: z.literal('resume'), point: z.enum(POINTS as unknown as [string, ...string[]]), ...base }),
+  z.strictObject({ op: z.literal('signal'), actor, ...base }),
+  z.strictObject({ op: z.literal('stats'), ...base }),
+] as const;
+
+const leaf = z.discriminatedUnion('op', leafSteps);
+const parallel = z.strictObject({ op: z.literal('parallel'), steps: z.array(leaf).min(1), ...base });
+export const step = z.discriminatedUnion('op', [...leafSteps, parallel]);
+
+export const scenarioSchema = z.strictObject({
+  policy: z.enum(POLICIES),
+  memory: size.optional(),
+  seed: z.number().int().optional(),
+  watchdog_ms: z.number().int().min(0).optional(),
+  vms: z
+    .array(z.strictObject({ name, type: z.enum(VM_TYPES), vcpus: z.number().int().min(0).max(LIMITS.MAX_VCPUS_PER_VM).default(1) }))
+    .min(1)
+    .max(LIMITS.MAX_VMS),
+  steps: z.array(step),
+});
+
+export type Scenario = z.output<typeof scenarioSchema>;
+export type Step = z.output<typeof step>;
+export type LeafStep = z.output<typeof leaf>;
+export type IoctlStep = Extract<
+  LeafStep,
+  {
+    op:
+      | 'create_guest_memfd'
+      | 'link_guest_memfd'
+      | 'close'
+      | 'set_user_memory_region2'
+      | 'set_memory_attributes'
+      | 'fallocate'
+      | 'snp_launch_start'
+      | 'snp_launch_update'
+      | 'snp_launch_finish'
+      | 'hwpoison'
+      | 'rmp_query'
+      | 'folio_query';
+  }
+>;
+
+export class ScenarioError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid scenario:\n  ${problems.join('\n  ')}`);
+    this.name = 'ScenarioError';
+  }
+}
+
+/** Validates raw JSON; throws a ScenarioError listing every problem as "path: rule". */
+export function parseScenario(raw: unknown): Scenario {
+  const r = scenarioSchema.safeParse(raw);
+  if (!r.success) {
+    throw new ScenarioError(r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`));
+  }
+  checkNames(r.data);
+  return r.data;
+}
+
+/** Names must be defined before use: fds by `as`, VMs in `vms`, vCPUs by count. */
+function checkNames(s: Scenario): void {
+  const problems: string[] = [];
+  const vms = new Map(s.vms.map((v) => [v.name, v]));
+  if (vms.size !== s.vms.length) problems.push('vms: VM names must be unique');
+  const fds = new Set<string>();
+  const visit = (st: Step, path: string): void => {
+    if ('vm' in st && typeof st.vm === 'string' && !vms.has(st.vm)) problems.push(`${path}.vm: no VM named '${st.vm}' in vms`);
+    if ('vcpu' in st && typeof st.vm === 'string' && vms.has(st.vm) && st.vcpu >= vms.get(st.vm)!.vcpus) {
+      problems.push(`${path}.vcpu: VM '${st.vm}' has ${vms.get(st.vm)!.vcpus} vCPU(s)`);
+    }
+    if ('actor' in st && typeof st.actor === 'object' && st.actor !== null) {
+      const a = st.actor;
+      if (!vms.has(a.vm)) problems.push(`${path}.actor.vm: no VM named '${a.vm}'`);
+      else if (a.vcpu >= vms.get(a.vm)!.vcpus) problems.push(`${path}.actor.vcpu: VM '${a.vm}' has ${vms.get(a.vm)!.vcpus} vCPU(s)`);
+    }
+    for (const f of ['fd', 'guest_memfd'] as const) {
+      const v = (st as Record<string, unknown>)[f];
+      if (typeof v === 'string' && !fds.has(v)) problems.push(`${path}.${f}: no guest_memfd named '${v}' was created by an earlier step`);
+    }
+    if ('as' in st) {
+      if (fds.has(st.as)) problems.push(`${path}.as: '${st.as}' is already used`);
+      fds.add(st.as);
+    }
+    if (st.op === 'parallel') st.steps.forEach((c, j) => visit(c, `${path}.steps.${j}`));
+  };
+  s.steps.forEach((st, i) => visit(st, `steps.${i}`));
+  if (problems.length) throw new ScenarioError(problems);
+}
