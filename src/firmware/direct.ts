@@ -4,7 +4,7 @@
 
 import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
-import { LockClass } from '../shm/stats.js';
+import { C, LockClass, threadStats } from '../shm/stats.js';
 import type { Sync } from '../shm/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
@@ -17,6 +17,7 @@ export function declareFirmwareLock(lb: LayoutBuilder): void {
 export class DirectPlatform implements SnpPlatform {
   readonly core: SnpFirmwareCore;
   private readonly lock: number;
+  private readonly stats: Float64Array;
 
   constructor(
     mem: Mem,
@@ -24,9 +25,11 @@ export class DirectPlatform implements SnpPlatform {
   ) {
     this.core = new SnpFirmwareCore(mem);
     this.lock = regionBase(mem, REGION);
+    this.stats = threadStats(mem, sync.tid);
   }
 
   private run<T>(fn: () => T): T {
+    this.stats[C.firmwareCommands]++;
     this.sync.mutexLock(this.lock, LockClass.OTHER);
     try {
       return fn();
@@ -57,7 +60,7 @@ export class DirectPlatform implements SnpPlatform {
     return this.run(() => this.core.launchFinish(asid));
   }
   launchDigest(asid: number): Uint8Array {
-    return this.run(() => this.core.launchDigest(asid));
+    return this.core.launchDigest(asid);
   }
   pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number {
     return this.run(() => this.core.pvalidate(asid, pfn, gfn, validate));

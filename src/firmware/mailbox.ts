@@ -6,6 +6,7 @@ import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
 import { LayoutBuilder, type Mem } from '../shm/layout.js';
 import { Mailbox, type MailboxTuning, declareMailbox } from '../shm/mailbox.js';
 import { P } from '../shm/points.js';
+import { C, threadStats } from '../shm/stats.js';
 import type { Sync } from '../shm/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
@@ -72,8 +73,10 @@ export class MailboxPlatform implements SnpPlatform {
 export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): number {
   const core = new SnpFirmwareCore(mem);
   const mb = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
+  const stats = threadStats(mem, sync.tid);
   return mb.serve((_client, cmd, a0, a1, a2, a3) => {
     sync.point(P['firmware.before_command']);
+    if (cmd !== Cmd.NOP) stats[C.firmwareCommands]++;
     switch (cmd) {
       case Cmd.RMP_MAKE_PRIVATE:
         return core.rmpMakePrivate(a0, a1, a2, a3 !== 0);

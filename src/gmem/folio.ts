@@ -122,6 +122,7 @@ export class Folios {
 
   markFree(pfn: number): void {
     const b = this.base + pfn * FOLIO_WORDS;
+    Atomics.store(this.w, b + F_REF, 0);
     Atomics.store(this.w, b + F_FLAGS, PG_FREE);
     Atomics.store(this.w, b + F_INODE, 0);
   }

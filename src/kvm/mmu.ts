@@ -119,7 +119,15 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
         return -Errno.EFAULT;
       }
       const s = k.memslots.slotOf(vm, gfn);
-      if (s < 0) return RET_PF_EMULATE;
+      if (s < 0) {
+        // kvm_handle_noslot_fault: a private access cannot be emulated MMIO, it exits to the VMM.
+        if (isPrivate) {
+          memoryFaultExit(v, gfn, true);
+          stats[C.memoryFaultExits]++;
+          return -Errno.EFAULT;
+        }
+        return RET_PF_EMULATE;
+      }
       let frame: number;
       if (isPrivate) {
         // kvm_faultin_pfn_private

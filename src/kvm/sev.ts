@@ -58,7 +58,6 @@ export function snpLaunchStart(k: KvmCtx, psp: SnpPlatform, vm: number): number 
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) !== SnpPhase.NONE) return -Errno.EINVAL;
   const fw = psp.launchStart(k.vms.asid(vm));
-  k.stats[C.firmwareCommands]++;
   if (fw !== SevRet.SUCCESS) return -Errno.EIO;
   k.vms.setSnpPhase(vm, SnpPhase.LAUNCHING);
   return 0;
@@ -81,8 +80,9 @@ export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStar
     if (psp.rmpAssigned(pfn)) return -Errno.EEXIST;
     if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
     k.stats[C.rmpUpdates]++;
-    if (psp.rmpMakePrivate(pfn, gfn, asid, true) < 0) return -Errno.EINVAL;
-    k.stats[C.firmwareCommands]++;
+    // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.
+    const rr = psp.rmpMakePrivate(pfn, gfn, asid, true);
+    if (rr < 0) return rr;
     const fw = psp.launchUpdate(asid, pfn, gfn, type);
     if (fw !== SevRet.SUCCESS) {
       fwError = fw;
@@ -110,7 +110,6 @@ export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStar
 export function snpLaunchFinish(k: KvmCtx, psp: SnpPlatform, vm: number): number {
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) === SnpPhase.NONE) return -Errno.EINVAL;
-  k.stats[C.firmwareCommands]++;
   const fw = psp.launchFinish(k.vms.asid(vm));
   if (fw !== SevRet.SUCCESS) return -Errno.EIO;
   k.vms.setSnpPhase(vm, SnpPhase.FINISHED);

@@ -63,7 +63,7 @@ export class RunControl {
   epoch(vm: number, gfn: number): number {
     return Atomics.load(this.w, this.epochBase + vm * this.gfnsPerVm + gfn);
   }
-  /** The VMM is about to discard [start, end) of vm's memory (punch, convert, unbind). */
+  /** The VMM is about to discard, or has just discarded, [start, end) of vm's memory. */
   bumpEpochs(vm: number, start: number, end: number): void {
     const b = this.epochBase + vm * this.gfnsPerVm;
     for (let g = Math.max(0, start); g < Math.min(end, this.gfnsPerVm); g++) Atomics.add(this.w, b + g, 1);

@@ -75,8 +75,11 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
     const start = rng.below(t.pages - len + 1);
     switch (op) {
       case 'punch':
+        // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
+        // the window may be lost legitimately, and the guest will not call it data loss.
         for (const vm of t.vms) rc.bumpEpochs(vm, start, start + len);
         note(gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start * PAGE_SIZE, len * PAGE_SIZE), op);
+        for (const vm of t.vms) rc.bumpEpochs(vm, start, start + len);
         break;
       case 'fallocate':
         note(gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE, start * PAGE_SIZE, len * PAGE_SIZE), op);
@@ -88,6 +91,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         let r = kvmSetMemoryAttributes(k, vm, start * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
         // A VMM discards the private backing of memory converted to shared (QEMU does).
         if (r === 0 && !toPrivate && t.vms.length === 1) r = gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start * PAGE_SIZE, len * PAGE_SIZE);
+        rc.bumpEpochs(vm, start, start + len);
         note(r, op);
         break;
       }

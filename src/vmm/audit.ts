@@ -1,0 +1,176 @@
+// The auditor: checks the invariants of DESIGN.md section 7 over the whole shared state, at a
+// quiescent point (every loop parked, so no lock is legitimately held) and at teardown.
+
+import { Rmp } from '../firmware/rmp.js';
+import { PfnAllocator } from '../gmem/allocator.js';
+import { Files } from '../gmem/file.js';
+import { Folios, PG_FREE } from '../gmem/folio.js';
+import { Inodes } from '../gmem/inode.js';
+import { Policy, type PolicyName, policyId } from '../gmem/policy.js';
+import { MemAttributes } from '../kvm/attributes.js';
+import { Memslots } from '../kvm/memslots.js';
+import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
+import { Vms } from '../kvm/vm.js';
+import type { Mem } from '../shm/layout.js';
+import { LIMITS } from '../shm/limits.js';
+import { sumStats } from '../shm/stats.js';
+import { FreeSync } from '../shm/sync.js';
+import { INVARIANTS, type Invariant, type Violation, ViolationLog } from '../vcpu-workers/violations.js';
+
+export interface AuditReport {
+  violations: Violation[];
+  counts: Record<Invariant, number>;
+  findings: { punchHoleLeftovers: number; crossVmPrepare: number };
+  checkedSptes: number;
+}
+
+class Views {
+  readonly folios: Folios;
+  readonly inodes: Inodes;
+  readonly files: Files;
+  readonly vms: Vms;
+  readonly memslots: Memslots;
+  readonly attrs: MemAttributes;
+  readonly sptes: Sptes;
+  readonly rmp: Rmp;
+  readonly alloc: PfnAllocator;
+  constructor(readonly mem: Mem) {
+    this.folios = new Folios(mem);
+    this.inodes = new Inodes(mem);
+    this.files = new Files(mem);
+    this.vms = new Vms(mem);
+    this.memslots = new Memslots(mem);
+    this.attrs = new MemAttributes(mem);
+    this.sptes = new Sptes(mem);
+    this.rmp = new Rmp(mem);
+    this.alloc = new PfnAllocator(mem, new FreeSync(mem, 0));
+  }
+}
+
+function emptyCounts(): Record<Invariant, number> {
+  return Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
+}
+
+/** Does another VM bound to the inode behind (vm, gfn) own `pfn`'s RMP entry? */
+function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
+  const n = v.inodes.nfiles(ino);
+  for (let k = 0; k < n; k++) {
+    const vm = v.files.vm(v.inodes.file(ino, k));
+    if (v.vms.asid(vm) === asid) return true;
+  }
+  return false;
+}
+
+/** Full check at a quiescent point. */
+export function auditQuiescent(mem: Mem, policy: PolicyName): AuditReport {
+  const v = new Views(mem);
+  const log = new ViolationLog(50);
+  const counts = emptyCounts();
+  const add = (x: Violation): void => {
+    counts[x.invariant]++;
+    log.add(x);
+  };
+  let crossVm = 0;
+  let checked = 0;
+  const pol = policyId(policy);
+  const w = mem.w;
+  for (let vm = 0; vm < v.vms.maxVms; vm++) {
+    if (!v.vms.live(vm)) continue;
+    const snp = v.vms.isSnp(vm);
+    const asid = v.vms.asid(vm);
+    if (Atomics.load(w, v.vms.inProgressWord(vm)) !== 0) add({ invariant: 'balance', by: 'auditor', vm, detail: 'mmu_invalidate_in_progress is not 0 at a quiescent point' });
+    for (const lock of [v.vms.mmuLockWord(vm), v.vms.slotsLockWord(vm)]) {
+      if (Atomics.load(w, lock) !== 0) add({ invariant: 'balance', by: 'auditor', vm, detail: `a lock of vm ${vm} is held at a quiescent point` });
+    }
+    for (let gfn = 0; gfn < v.sptes.gfnsPerVm; gfn++) {
+      const spte = v.sptes.get(vm, gfn);
+      if (spte === 0 || !sptePrivate(spte)) continue;
+      checked++;
+      const pfn = spteFrame(spte);
+      if (v.folios.test(pfn, PG_FREE)) {
+        add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn}, which is on the free list` });
+        continue;
+      }
+      if (!v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
+      const s = v.memslots.slotOf(vm, gfn);
+      const file = s < 0 ? -1 : v.memslots.gmemFile(vm, s);
+      if (file < 0 || !v.files.isOpen(file)) {
+        add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE survives its memslot or guest_memfd' });
+        continue;
+      }
+      const ino = v.files.inode(file);
+      const index = gfn - v.memslots.baseGfn(vm, s) + v.memslots.gmemPgoff(vm, s);
+      const cached = v.inodes.peek(ino, index);
+      if (cached !== pfn) {
+        add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn} but index ${index} of its guest_memfd holds ${cached < 0 ? 'nothing' : `pfn ${cached}`}` });
+        continue;
+      }
+      if (!snp) continue;
+      const e = v.rmp.lookup(pfn);
+      if (e.assigned && e.asid === asid && e.gfn === gfn) continue;
+      if (e.assigned && e.asid !== asid && pol !== Policy.ON_FAULT_OWN_VM && ownedByCoBoundVm(v, ino, e.asid)) {
+        crossVm++;
+        continue;
+      }
+      add({
+        invariant: 'rmpAgreement',
+        by: 'auditor',
+        vm,
+        gfn,
+        pfn,
+        detail: e.assigned ? `RMP entry of pfn ${pfn} is assigned to ASID ${e.asid} at gfn ${e.gfn}, not ASID ${asid} at gfn ${gfn}` : `RMP entry of pfn ${pfn} is hypervisor-owned`,
+      });
+    }
+  }
+  for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
+    if (Atomics.load(w, v.folios.lockWord(pfn)) !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `folio lock of pfn ${pfn} held at a quiescent point` });
+    if (v.folios.test(pfn, PG_FREE)) {
+      if (v.rmp.assigned(pfn)) add({ invariant: 'hostIsolation', by: 'auditor', pfn, detail: `free pfn ${pfn} is still assigned to ASID ${v.rmp.asid(pfn)} in the RMP` });
+      if (v.folios.refcount(pfn) !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `free pfn ${pfn} has refcount ${v.folios.refcount(pfn)}` });
+    } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1) {
+      add({ invariant: 'balance', by: 'auditor', pfn, detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected 1)` });
+    }
+  }
+  for (let ino = 0; ino < LIMITS.MAX_INODES; ino++) {
+    if (!v.inodes.live(ino)) continue;
+    if (Atomics.load(w, v.inodes.invalidateLockWord(ino)) !== 0) add({ invariant: 'balance', by: 'auditor', detail: `invalidate_lock of inode ${ino} held at a quiescent point` });
+  }
+  const stats = sumStats(mem);
+  if (stats.hostRmpFaults > 0) add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+  return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: crossVm + stats['finding.crossVmPrepare'] }, checkedSptes: checked };
+}
+
+/** At teardown, after every guest_memfd was closed: everything is back where it started. */
+export function auditTeardown(mem: Mem): AuditReport {
+  const v = new Views(mem);
+  const log = new ViolationLog(50);
+  const counts = emptyCounts();
+  const add = (x: Violation): void => {
+    counts[x.invariant]++;
+    log.add(x);
+  };
+  const free = v.alloc.freeCount();
+  if (free !== v.folios.nrPfns) add({ invariant: 'balance', by: 'auditor', detail: `${v.folios.nrPfns - free} pfn(s) not back in the allocator at teardown` });
+  let notFree = 0;
+  let assigned = 0;
+  for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
+    if (!v.folios.test(pfn, PG_FREE) || v.folios.refcount(pfn) !== 0) notFree++;
+    if (v.rmp.assigned(pfn)) assigned++;
+  }
+  if (notFree) add({ invariant: 'balance', by: 'auditor', detail: `${notFree} folio(s) not free with refcount 0 at teardown` });
+  if (assigned) add({ invariant: 'balance', by: 'auditor', detail: `${assigned} RMP entr${assigned === 1 ? 'y is' : 'ies are'} still guest-owned at teardown` });
+  const stats = sumStats(mem);
+  return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: stats['finding.crossVmPrepare'] }, checkedSptes: 0 };
+}
+
+/** Adds b's counts and violations into a. */
+export function mergeAudit(a: AuditReport, b: AuditReport): AuditReport {
+  const counts = emptyCounts();
+  for (const i of INVARIANTS) counts[i] = a.counts[i] + b.counts[i];
+  return {
+    violations: [...a.violations, ...b.violations].slice(0, 50),
+    counts,
+    findings: { punchHoleLeftovers: Math.max(a.findings.punchHoleLeftovers, b.findings.punchHoleLeftovers), crossVmPrepare: Math.max(a.findings.crossVmPrepare, b.findings.crossVmPrepare) },
+    checkedSptes: a.checkedSptes + b.checkedSptes,
+  };
+}

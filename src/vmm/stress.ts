@@ -1,0 +1,224 @@
+// A stress campaign: vCPU workers run guest workloads while the VMM worker punches, allocates,
+// converts and pre-faults; the auditor checks every invariant at quiescent points and at the
+// end; the report counts faults, retries, prepares, firmware calls, exits, leftovers and
+// violations per invariant, with the seed that reproduces the run.
+
+import type { PolicyName } from '../gmem/policy.js';
+import type { VmTypeName } from '../kvm/vm.js';
+import { PAGE_SIZE } from '../shm/limits.js';
+import { subSeed } from '../shm/prng.js';
+import type { StatsSnapshot } from '../shm/stats.js';
+import { INVARIANTS, type Invariant } from '../vcpu-workers/violations.js';
+import type { Pattern, WorkloadResult } from '../vcpu-workers/workload.js';
+import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from './audit.js';
+import { parseSize } from './units.js';
+import { type CrashReport, Runtime } from './runtime.js';
+import { type VmmOpsResult, parseMix } from './stress-ops.js';
+
+export interface StressOptions {
+  policy?: PolicyName;
+  vmType?: VmTypeName;
+  vcpus?: number;
+  vms?: number;
+  memory?: string | number;
+  /** Guest memory each VM maps and the workload touches (default: a quarter of `memory`). */
+  guestMemory?: string | number;
+  durationMs?: number;
+  ops?: string;
+  opRate?: number;
+  pattern?: Pattern;
+  writeRatio?: number;
+  seed?: number;
+  /** Audit at a quiescent point this often (0: only at the end). */
+  auditEveryMs?: number;
+  watchdogMs?: number;
+  onProgress?: (p: StressProgress) => void;
+}
+
+export interface StressProgress {
+  elapsedMs: number;
+  durationMs: number;
+  stats: StatsSnapshot;
+  violations: number;
+}
+
+export interface StressReport {
+  seed: number;
+  config: Required<Omit<StressOptions, 'onProgress'>>;
+  elapsedMs: number;
+  counters: Record<string, number>;
+  vmmOps: VmmOpsResult['ops'];
+  vmmErrors: Record<string, number>;
+  guestAccesses: number;
+  exits: Record<string, number>;
+  violations: Record<Invariant, number>;
+  violationDetails: AuditReport['violations'];
+  findings: { punchHoleLeftovers: number; crossVmPrepare: number };
+  crashes: CrashReport[];
+  faultsPerSecond: number;
+  ok: boolean;
+}
+
+const REPORTED_COUNTERS = [
+  'faults',
+  'faultRetries',
+  'memoryFaultExits',
+  'prepares',
+  'clears',
+  'archPrepareCalls',
+  'archInvalidateCalls',
+  'rmpUpdates',
+  'firmwareCommands',
+  'foliosAllocated',
+  'foliosFreed',
+  'fallocates',
+  'punchHoles',
+  'conversions',
+  'preFaultedPages',
+  'sptesInstalled',
+  'sptesZapped',
+  'pvalidates',
+  'vcExceptions',
+  'rmpViolations',
+  'guestReads',
+  'guestWrites',
+] as const;
+
+export function resolveStressOptions(o: StressOptions): Required<Omit<StressOptions, 'onProgress'>> {
+  const memory = o.memory ?? '64MiB';
+  const memBytes = parseSize(memory, 'memory');
+  const guest = o.guestMemory ?? Math.min(memBytes / 4, 16 << 20);
+  const cfg = {
+    policy: o.policy ?? 'prepare-on-fault-own-vm',
+    vmType: o.vmType ?? 'snp',
+    vcpus: o.vcpus ?? 2,
+    vms: o.vms ?? 1,
+    memory,
+    guestMemory: guest,
+    durationMs: o.durationMs ?? 5000,
+    ops: o.ops ?? 'punch=3,fallocate=1,convert=2,prefault=1',
+    opRate: o.opRate ?? 2000,
+    pattern: o.pattern ?? 'random',
+    writeRatio: o.writeRatio ?? 0.3,
+    seed: o.seed ?? (Date.now() % 1_000_000),
+    auditEveryMs: o.auditEveryMs ?? 1000,
+    watchdogMs: o.watchdogMs ?? 5000,
+  } as Required<Omit<StressOptions, 'onProgress'>>;
+  const checks: Array<[boolean, string]> = [
+    [Number.isInteger(cfg.vcpus) && cfg.vcpus >= 1 && cfg.vcpus <= 32, `vcpus: must be an integer from 1 to 32, got ${cfg.vcpus}`],
+    [Number.isInteger(cfg.vms) && cfg.vms >= 1 && cfg.vms <= 8, `vms: must be an integer from 1 to 8, got ${cfg.vms}`],
+    [cfg.durationMs > 0, `duration: must be positive, got ${cfg.durationMs} ms`],
+    [cfg.writeRatio >= 0 && cfg.writeRatio <= 1, `write-ratio: must be between 0 and 1, got ${cfg.writeRatio}`],
+    [cfg.opRate >= 0, `op-rate: must be >= 0, got ${cfg.opRate}`],
+    [['snp', 'sw-protected'].includes(cfg.vmType), `vm-type: must be snp or sw-protected, got ${cfg.vmType}`],
+  ];
+  for (const [ok, msg] of checks) if (!ok) throw new Error(msg);
+  const gb = parseSize(guest, 'guest-memory');
+  if (gb % PAGE_SIZE !== 0 || gb <= 0 || gb > memBytes) throw new Error(`guest-memory: must be a positive multiple of 4KiB no larger than memory (${memBytes}), got ${gb}`);
+  parseMix(cfg.ops);
+  return cfg;
+}
+
+export async function runStress(o: StressOptions = {}): Promise<StressReport> {
+  const cfg = resolveStressOptions(o);
+  const pages = parseSize(cfg.guestMemory, 'guest-memory') / PAGE_SIZE;
+  const rt = await Runtime.start({
+    sandbox: { policy: cfg.policy, memory: cfg.memory, watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
+    callTimeoutMs: cfg.durationMs + 30_000,
+  });
+  let audit: AuditReport | null = null;
+  const results: WorkloadResult[] = [];
+  let vmmResult: VmmOpsResult = { ops: { punch: 0, fallocate: 0, convert: 0, prefault: 0 }, errors: {}, elapsedMs: 0 };
+  const t0 = performance.now();
+  try {
+    const layout = await rt.call(rt.vmm, () => rt.vmm.api.setupStress({ vmType: cfg.vmType, vms: cfg.vms, pages, privateShare: 0.75 }));
+    for (let v = 0; v < cfg.vms; v++) for (let c = 0; c < cfg.vcpus; c++) await rt.addVcpu(`vm${v}`, layout.vms[v], c);
+    const runs = rt.vcpus.map((a, i) =>
+      rt.call(a, () =>
+        a.api.run({
+          gfnStart: 0,
+          gfnCount: pages,
+          pattern: cfg.pattern,
+          writeRatio: cfg.writeRatio,
+          hotRatio: 0.8,
+          seed: subSeed(cfg.seed, i + 1),
+          writerIndex: a.index,
+          writers: cfg.vcpus,
+          durationMs: cfg.durationMs,
+          maxAccesses: 0,
+          multiVm: cfg.vms > 1,
+        }),
+      ),
+    );
+    const vmmRun = rt.call(rt.vmm, () =>
+      rt.vmm.api.runOps({ mix: parseMix(cfg.ops), rate: cfg.opRate, maxPages: 16, seed: subSeed(cfg.seed, 0), durationMs: cfg.durationMs, maxOps: 0 }),
+    );
+    const loops = rt.vcpus.length + 1;
+    let settled = false;
+    const all = Promise.all([Promise.all(runs), vmmRun]).finally(() => {
+      settled = true;
+    });
+    all.catch(() => undefined);
+    while (!settled) {
+      await Promise.race([all, sleep(cfg.auditEveryMs > 0 ? cfg.auditEveryMs : 250)]);
+      const elapsed = performance.now() - t0;
+      if (settled || rt.crashes.length > 0) break;
+      if (cfg.auditEveryMs > 0 && elapsed < cfg.durationMs - 300) {
+        await rt.quiesce(loops);
+        const a = auditQuiescent(rt.mem, cfg.policy);
+        audit = audit === null ? a : mergeAudit(audit, a);
+        rt.resume();
+      }
+      o.onProgress?.({ elapsedMs: elapsed, durationMs: cfg.durationMs, stats: rt.stats(), violations: totalViolations(audit) });
+    }
+    const [r, vr] = await all;
+    results.push(...r);
+    vmmResult = vr;
+    const end = auditQuiescent(rt.mem, cfg.policy);
+    audit = audit === null ? end : mergeAudit(audit, end);
+    await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+    for (const a of rt.vcpus) await rt.call(a, () => a.api.release());
+    audit = mergeAudit(audit, auditTeardown(rt.mem));
+  } catch (e) {
+    if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message, ...((e as Error).stack ? { stack: (e as Error).stack } : {}) });
+  } finally {
+    await rt.shutdown();
+  }
+  const elapsedMs = performance.now() - t0;
+  const stats = rt.stats();
+  const counts = Object.fromEntries(INVARIANTS.map((i) => [i, audit?.counts[i] ?? 0])) as Record<Invariant, number>;
+  const exits: Record<string, number> = {};
+  for (const r of results) {
+    for (const [k, n] of Object.entries(r.exits)) exits[k] = (exits[k] ?? 0) + n;
+    for (const v of r.violations) {
+      counts[v.invariant]++;
+    }
+  }
+  for (const c of rt.crashes) if (c.kind === 'timeout' || /watchdog/.test(c.message)) counts.liveness++;
+  const details = [...results.flatMap((r) => r.violations), ...(audit?.violations ?? [])].slice(0, 50);
+  const ok = INVARIANTS.every((i) => counts[i] === 0) && rt.crashes.length === 0;
+  return {
+    seed: cfg.seed,
+    config: cfg,
+    elapsedMs,
+    counters: Object.fromEntries(REPORTED_COUNTERS.map((k) => [k, stats[k]])),
+    vmmOps: vmmResult.ops,
+    vmmErrors: vmmResult.errors,
+    guestAccesses: results.reduce((a, r) => a + r.accesses, 0),
+    exits,
+    violations: counts,
+    violationDetails: details,
+    findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: Math.max(audit?.findings.crossVmPrepare ?? 0, stats['finding.crossVmPrepare']) },
+    crashes: rt.crashes,
+    faultsPerSecond: stats.faults / (cfg.durationMs / 1000),
+    ok,
+  };
+}
+
+function totalViolations(a: AuditReport | null): number {
+  return a === null ? 0 : INVARIANTS.reduce((s, i) => s + a.counts[i], 0);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
