@@ -99,20 +99,23 @@ export class SnpFirmwareCore {
     if (e.gfn !== gfn) return SevRet.INVALID_PARAM;
     const page = this.host.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
     if (type === SnpPageType.ZERO || type === SnpPageType.SECRETS) page.fill(0);
-    if (type !== SnpPageType.UNMEASURED) this.extendDigest(asid, page, gfn, type);
+    this.extendDigest(asid, type === SnpPageType.UNMEASURED ? null : page, gfn, type);
     Atomics.add(this.w, g + G_PAGES, 1);
     this.rmp.write(pfn, RMP_ASSIGNED | RMP_VALIDATED, asid, gfn);
     return SevRet.SUCCESS;
   }
 
-  /** digest' = SHA-384(digest || SHA-384(page) || gpa || type), as the PAGE_INFO chain does. */
-  private extendDigest(asid: number, page: Uint8Array, gfn: number, type: number): void {
+  /**
+   * digest' = SHA-384(digest || contents || gpa || type), as the PAGE_INFO chain does; contents
+   * is SHA-384(page), or zeros for an UNMEASURED page (its GPA and type are still measured).
+   */
+  private extendDigest(asid: number, page: Uint8Array | null, gfn: number, type: number): void {
     const dw = this.g(asid) + G_DIGEST;
     const prev = new Uint8Array(new Int32Array(this.w.slice(dw, dw + DIGEST_BYTES / 4)).buffer);
     const info = Buffer.alloc(16);
     info.writeBigUInt64LE(BigInt(gfn) * BigInt(PAGE_SIZE), 0);
     info.writeUInt32LE(type, 8);
-    const next = createHash('sha384').update(prev).update(createHash('sha384').update(page).digest()).update(info).digest();
+    const next = createHash('sha384').update(prev).update(page === null ? new Uint8Array(DIGEST_BYTES) : createHash('sha384').update(page).digest()).update(info).digest();
     const words = new Int32Array(next.buffer, next.byteOffset, DIGEST_BYTES / 4);
     for (let k = 0; k < DIGEST_BYTES / 4; k++) Atomics.store(this.w, dw + k, words[k]);
   }

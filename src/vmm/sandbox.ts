@@ -275,7 +275,7 @@ export class Vm {
   /**
    * KVM_SEV_SNP_LAUNCH_UPDATE: populates [gpa, gpa + len) with `data` (or zeros for type 'zero').
    * Returns the pages done. A failure of kvm_gmem_populate throws EIO, as the kernel returns,
-   * with the populate errno (EEXIST, EINVAL, ...) in `cause`.
+   * with the populate errno (EEXIST, EINVAL, ...) in `populateError`.
    */
   async snpLaunchUpdate(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): Promise<{ pagesDone: number }> {
     return this.snpLaunchUpdateSync(a);

@@ -25,7 +25,7 @@ const name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a name of le
 const fdRef = z.union([name, z.number().int()]);
 const hexData = z.string().regex(/^(0x)?([0-9a-fA-F]{2})*$/, 'must be hex bytes, e.g. "deadbeef"');
 
-export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT'] as const;
+export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT', 'ETIMEDOUT'] as const;
 const expect = z.enum(OUTCOMES as unknown as [string, ...string[]]).optional();
 
 const base = { expect, expect_value: z.unknown().optional(), note: z.string().optional() };
@@ -77,6 +77,7 @@ const leafSteps = [
   z.strictObject({ op: z.literal('folio_query'), fd: fdRef, offset: size, ...base }),
   z.strictObject({ op: z.literal('pause'), point: z.enum(POINTS as unknown as [string, ...string[]]), actor: actor.optional(), ...base }),
   z.strictObject({ op: z.literal('resume'), point: z.enum(POINTS as unknown as [string, ...string[]]), ...base }),
+  z.strictObject({ op: z.literal('await_held'), point: z.enum(POINTS as unknown as [string, ...string[]]), timeout_ms: z.number().int().min(1).optional(), ...base }),
   z.strictObject({ op: z.literal('signal'), actor, ...base }),
   z.strictObject({ op: z.literal('stats'), ...base }),
 ] as const;

@@ -1,0 +1,48 @@
+// Human-readable reports for the terminal.
+
+import type { ScenarioReport } from '../vmm/scenario/runner.js';
+import type { StressReport } from '../vmm/stress.js';
+
+function rows(pairs: Array<[string, string | number]>, indent = '  '): string {
+  const w = Math.max(...pairs.map(([k]) => k.length));
+  return pairs.map(([k, v]) => `${indent}${k.padEnd(w)}  ${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join('\n');
+}
+
+export function formatStress(r: StressReport): string {
+  const c = r.config;
+  const out: string[] = [];
+  out.push(`gmem-sandbox stress: ${r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed}; rerun with --seed ${r.seed})`);
+  out.push(
+    `  policy ${c.policy}, ${c.vmType} x${c.vms}, ${c.vcpus} vCPU(s) per VM, memory ${c.memory}, guest memory ${c.guestMemory}, ${(c.durationMs / 1000).toFixed(1)} s, ops ${c.ops} at ${c.opRate}/s`,
+  );
+  out.push('', 'kernel paths');
+  out.push(rows(Object.entries(r.counters)));
+  out.push(rows([['faults/s', Math.round(r.faultsPerSecond)], ['guest accesses', r.guestAccesses]]));
+  out.push('', 'VMM operations');
+  out.push(rows(Object.entries(r.vmmOps)));
+  if (Object.keys(r.vmmErrors).length) out.push(rows(Object.entries(r.vmmErrors).map(([k, v]) => [`error ${k}`, v])));
+  out.push('', 'guest exits');
+  out.push(rows(Object.entries(r.exits)));
+  out.push('', 'findings (allowed by the kernel, maybe surprising)');
+  out.push(rows([['punch-hole leftovers', r.findings.punchHoleLeftovers], ['cross-VM prepares', r.findings.crossVmPrepare]]));
+  out.push('', 'violations per invariant');
+  out.push(rows(Object.entries(r.violations)));
+  for (const v of r.violationDetails.slice(0, 10)) out.push(`  ! ${v.invariant} (${v.by}${v.gfn !== undefined ? `, gfn ${v.gfn}` : ''}): ${v.detail}`);
+  for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);
+  return out.join('\n');
+}
+
+export function formatScenario(r: ScenarioReport): string {
+  const out: string[] = [];
+  for (const s of r.steps) {
+    const json = s.value === undefined ? '' : JSON.stringify(s.value);
+    const v = json.length > 160 ? ` ${json.slice(0, 157)}...` : json ? ` ${json}` : '';
+    out.push(`${s.pass ? ' ok ' : 'FAIL'} [${s.index}] ${s.op} -> ${s.result}${v}${s.mismatch ? `\n       ${s.mismatch}` : ''}`);
+  }
+  out.push('', `audit: ${r.audit.ok ? 'all invariants hold' : 'VIOLATIONS'} ${JSON.stringify(r.audit.counts)}`);
+  for (const v of r.audit.violations.slice(0, 10)) out.push(`  ! ${v.invariant}: ${v.detail}`);
+  out.push(`findings: punch-hole leftovers ${r.findings.punchHoleLeftovers}, cross-VM prepares ${r.findings.crossVmPrepare}`);
+  for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);
+  out.push(r.ok ? 'PASS' : 'FAIL');
+  return out.join('\n');
+}

@@ -1,0 +1,108 @@
+// The gmem-sandbox command line.
+
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { POLICIES } from '../gmem/policy.js';
+import { parseScenario, ScenarioError } from '../vmm/scenario/schema.js';
+import { runScenario } from '../vmm/scenario/runner.js';
+import { runStress } from '../vmm/stress.js';
+import { PATTERNS } from '../vcpu-workers/workload.js';
+import { formatScenario, formatStress } from './format.js';
+import { Progress } from './progress.js';
+
+function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+}
+function numArg(name: string, min: number, max = Infinity) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+}
+
+const program = new Command();
+program.name('gmem-sandbox').description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory').showHelpAfterError();
+
+program
+  .command('stress')
+  .description('vCPU workers fault pages while the VMM punches holes, converts and pre-faults; the auditor checks every invariant')
+  .option('--vcpus <n>', 'vCPU worker threads per VM', intArg('--vcpus', 1, 32), 2)
+  .option('--vms <n>', 'VMs bound to one guest_memfd (linked)', intArg('--vms', 1, 8), 1)
+  .option('--memory <size>', 'host memory for guest_memfd', '64MiB')
+  .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
+  .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
+  .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
+  .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
+  .option('--ops <mix>', 'VMM operation weights', 'punch=3,fallocate=1,convert=2,prefault=1')
+  .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
+  .addOption(new Option('--pattern <pattern>', 'guest access pattern').choices([...PATTERNS]).default('random'))
+  .option('--write-ratio <r>', 'share of guest accesses that write', numArg('--write-ratio', 0, 1), 0.3)
+  .option('--audit-every <ms>', 'audit at a quiescent point this often (0: only at the end)', intArg('--audit-every', 0), 1000)
+  .option('--seed <n>', 'seed (printed on every run, so any run can be replayed)', intArg('--seed', 0, 2 ** 32 - 1))
+  .option('--json', 'print the report as JSON on stdout')
+  .action(async (o) => {
+    const progress = new Progress(false);
+    const report = await runStress({
+      vcpus: o.vcpus,
+      vms: o.vms,
+      memory: o.memory,
+      ...(o.guestMemory ? { guestMemory: o.guestMemory } : {}),
+      durationMs: Math.round(o.duration * 1000),
+      policy: o.policy,
+      vmType: o.vmType,
+      ops: o.ops,
+      opRate: o.opRate,
+      pattern: o.pattern,
+      writeRatio: o.writeRatio,
+      auditEveryMs: o.auditEvery,
+      ...(o.seed !== undefined ? { seed: o.seed } : {}),
+      onProgress: (p) =>
+        progress.update(p.elapsedMs / p.durationMs, `${(p.elapsedMs / 1000).toFixed(1)}s faults ${p.stats.faults} retries ${p.stats.faultRetries} punches ${p.stats.punchHoles} violations ${p.violations}`),
+    });
+    progress.done();
+    process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
+    process.exitCode = report.ok ? 0 : 1;
+  });
+
+program
+  .command('run')
+  .description('run a JSON scenario and print each step\'s outcome')
+  .argument('<file>', 'scenario file')
+  .option('--json', 'print {steps, audit, findings} as JSON on stdout')
+  .action(async (file: string, o) => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      process.stderr.write(`gmem-sandbox run: cannot read ${file}: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    let scenario;
+    try {
+      scenario = parseScenario(raw);
+    } catch (e) {
+      if (!(e instanceof ScenarioError)) throw e;
+      process.stderr.write(`gmem-sandbox run: ${file}: ${e.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    const r = await runScenario(scenario);
+    if (o.json) {
+      const steps = r.steps.map((s) => ({ op: s.op, result: s.result, ...(s.value !== undefined ? { value: s.value } : {}), ...(s.exit ? { exit: s.exit } : {}), ...(s.detail ? { detail: s.detail } : {}), ...(s.mismatch ? { mismatch: s.mismatch } : {}) }));
+      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, ok: r.ok }, null, 2)}\n`);
+    } else {
+      process.stdout.write(`${formatScenario(r)}\n`);
+    }
+    process.exitCode = r.ok ? 0 : 1;
+  });
+
+program.parseAsync(process.argv).catch((e: Error) => {
+  process.stderr.write(`gmem-sandbox: ${e.message}\n`);
+  process.exitCode = 2;
+});

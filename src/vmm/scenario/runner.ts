@@ -1,0 +1,210 @@
+// Runs a scenario on a threaded sandbox: ioctl steps on the VMM worker, guest steps on their
+// vCPU's worker, pause/resume through the sync layer's pause points. A step that an armed pause
+// holds is left in flight and the run goes on, so a script can interleave actors exactly; its
+// outcome is recorded when it completes.
+
+import { isDeepStrictEqual } from 'node:util';
+import { pointId } from '../../shm/points.js';
+import type { GuestOp } from '../../vcpu-workers/ops.js';
+import type { Outcome } from '../../vcpu-workers/outcome.js';
+import { INVARIANTS, type Invariant, type Violation } from '../../vcpu-workers/violations.js';
+import { auditQuiescent, auditTeardown, mergeAudit } from '../audit.js';
+import { type Actor, type CrashReport, Runtime } from '../runtime.js';
+import type { IoctlStep, LeafStep, Scenario, Step } from './schema.js';
+
+export interface StepReport extends Outcome {
+  index: string;
+  op: string;
+  expect?: string;
+  pass: boolean;
+  /** Why the step failed its expectation. */
+  mismatch?: string;
+}
+
+export interface ScenarioReport {
+  steps: StepReport[];
+  audit: { ok: boolean; counts: Record<Invariant, number>; violations: Violation[] };
+  findings: { punchHoleLeftovers: number; crossVmPrepare: number };
+  crashes: CrashReport[];
+  ok: boolean;
+}
+
+const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
+
+/** True when every field of `want` is in `got` with an equal value (recursively). */
+export function matchesPartial(got: unknown, want: unknown): boolean {
+  if (want !== null && typeof want === 'object' && !Array.isArray(want)) {
+    if (got === null || typeof got !== 'object') return false;
+    return Object.entries(want as Record<string, unknown>).every(([k, v]) => matchesPartial((got as Record<string, unknown>)[k], v));
+  }
+  return isDeepStrictEqual(got, want);
+}
+
+interface InFlight {
+  report: StepReport;
+  step: LeafStep;
+  promise: Promise<Outcome>;
+}
+
+export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void): Promise<ScenarioReport> {
+  const rt = await Runtime.start({ sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 }, callTimeoutMs: 30_000 });
+  const steps: StepReport[] = [];
+  const pauses = new Map<string, { slot: number; tid: number }>();
+  const held: InFlight[] = [];
+  let audit = { ok: true, counts: Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>, violations: [] as Violation[] };
+  let findings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
+
+  const actorOf = (st: LeafStep): Actor<unknown> => (GUEST.has(st.op) ? rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : rt.vmm);
+  const tidOf = (a: 'vmm' | { vm: string; vcpu: number } | undefined): number => (a === undefined ? -1 : a === 'vmm' ? rt.vmm.tid : rt.vcpu(a.vm, a.vcpu).tid);
+
+  const finish = (r: StepReport, st: LeafStep, o: Outcome): void => {
+    Object.assign(r, o);
+    r.pass = true;
+    if (st.expect !== undefined && o.result !== st.expect) {
+      r.pass = false;
+      r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
+    } else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value)) {
+      r.pass = false;
+      r.mismatch = `expected value ${JSON.stringify(st.expect_value)}, got ${JSON.stringify(o.value)}`;
+    }
+    onStep?.(r);
+  };
+
+  const start = (st: LeafStep): Promise<Outcome> => {
+    if (GUEST.has(st.op)) {
+      const a = rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu);
+      return rt.call(a, () => a.api.exec(toGuestOp(st)));
+    }
+    return rt.call(rt.vmm, () => rt.vmm.api.exec(st as IoctlStep));
+  };
+
+  /** Waits for a step unless a pause holds its actor; then it is left in flight. */
+  const settle = async (st: LeafStep, index: string): Promise<StepReport> => {
+    const r: StepReport = { index, op: st.op, result: 'pending', pass: false, ...(st.expect ? { expect: st.expect } : {}) };
+    steps.push(r);
+    if (st.op === 'await_held') {
+      const p = pauses.get(st.point);
+      if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
+      else {
+        try {
+          finish(r, st, { result: 'ok', value: { holder: await rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000) } });
+        } catch (e) {
+          finish(r, st, { result: 'ETIMEDOUT', detail: (e as Error).message });
+        }
+      }
+      return r;
+    }
+    const local = runLocal(st);
+    if (local !== null) {
+      finish(r, st, local);
+      return r;
+    }
+    const tid = actorOf(st).tid;
+    const promise = start(st);
+    let done = false;
+    promise.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    for (;;) {
+      if (done) {
+        finish(r, st, await promise);
+        return r;
+      }
+      if ([...pauses.values()].some((p) => rt.control.pauseState(p.slot) === 'held' && rt.control.pauseHolder(p.slot) === tid)) {
+        r.result = 'held';
+        held.push({ report: r, step: st, promise });
+        return r;
+      }
+      await new Promise((res) => setTimeout(res, 1));
+    }
+  };
+
+  /** Steps the controller runs itself. */
+  const runLocal = (st: LeafStep): Outcome | null => {
+    switch (st.op) {
+      case 'pause': {
+        if (pauses.has(st.point)) return { result: 'EBUSY', detail: `a pause at ${st.point} is already armed` };
+        const tid = tidOf(st.actor);
+        pauses.set(st.point, { slot: rt.control.armPause(pointId(st.point), tid), tid });
+        return { result: 'ok' };
+      }
+      case 'resume': {
+        const p = pauses.get(st.point);
+        if (p === undefined) return { result: 'ENOENT', detail: `no pause armed at ${st.point}` };
+        const wasHeld = rt.control.pauseState(p.slot) === 'held';
+        rt.control.release(p.slot);
+        pauses.delete(st.point);
+        return { result: 'ok', value: { was_held: wasHeld } };
+      }
+      case 'signal':
+        rt.control.raiseSignal(tidOf(st.actor));
+        return { result: 'ok' };
+      case 'stats':
+        return { result: 'ok', value: rt.stats() };
+      default:
+        return null;
+    }
+  };
+
+  const drainHeld = async (): Promise<void> => {
+    for (const p of pauses.values()) rt.control.release(p.slot);
+    pauses.clear();
+    for (const h of held.splice(0)) {
+      try {
+        finish(h.report, h.step, await h.promise);
+      } catch (e) {
+        h.report.result = 'error';
+        h.report.pass = false;
+        h.report.mismatch = (e as Error).message;
+      }
+    }
+  };
+
+  try {
+    await rt.createVms(s.vms);
+    for (let i = 0; i < s.steps.length && rt.crashes.length === 0; i++) {
+      const st: Step = s.steps[i];
+      if (st.op === 'parallel') {
+        const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
+        steps.push(r);
+        await Promise.all(st.steps.map((c, j) => settle(c, `${i}.${j}`)));
+        onStep?.(r);
+        continue;
+      }
+      await settle(st, String(i));
+    }
+    // Let anything a pause still holds finish: release every pause, then wait.
+    await drainHeld();
+    // Completed held steps: their outcome landed after the steps that ran while they waited.
+    for (const h of steps) if (h.result === 'held') h.pass = false;
+    if (rt.crashes.length === 0) {
+      const q = auditQuiescent(rt.mem, s.policy);
+      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+      const t = mergeAudit(q, auditTeardown(rt.mem));
+      audit = { ok: INVARIANTS.every((i) => t.counts[i] === 0), counts: t.counts, violations: t.violations };
+      findings = t.findings;
+    }
+  } catch (e) {
+    if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
+  } finally {
+    await rt.shutdown();
+  }
+  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass);
+  return { steps, audit, findings, crashes: rt.crashes, ok };
+}
+
+function toGuestOp(st: LeafStep): GuestOp {
+  switch (st.op) {
+    case 'guest_read':
+      return { op: 'guest_read', gpa: st.gpa, len: st.len, ...(st.private !== undefined ? { private: st.private } : {}) };
+    case 'guest_write':
+      return { op: 'guest_write', gpa: st.gpa, data: st.data, ...(st.private !== undefined ? { private: st.private } : {}) };
+    case 'pvalidate':
+      return { op: 'pvalidate', gpa: st.gpa };
+    case 'pre_fault_memory':
+      return { op: 'pre_fault_memory', gpa: st.gpa, size: st.size, flags: st.flags ?? 0 };
+    default:
+      throw new Error(`${st.op} is not a guest step`);
+  }
+}
