@@ -3,6 +3,7 @@
 import type { Mem } from '../shm/layout.js';
 import type { Sync } from '../shm/sync.js';
 import { PfnAllocator } from './allocator.js';
+import { readBugs } from './bugs.js';
 import type { ArchGmemHooks, GmemKvmOps } from './arch.js';
 import { Files } from './file.js';
 import { Folios } from './folio.js';
@@ -14,6 +15,8 @@ export class GmemCtx {
   readonly alloc: PfnAllocator;
   readonly inodes: Inodes;
   readonly files: Files;
+  /** Planted bugs enabled for this run (gmem/bugs.ts); 0 in any normal run. */
+  readonly bugs: number;
 
   constructor(
     readonly mem: Mem,
@@ -27,5 +30,6 @@ export class GmemCtx {
     this.alloc = new PfnAllocator(mem, sync);
     this.inodes = new Inodes(mem);
     this.files = new Files(mem);
+    this.bugs = readBugs(mem);
   }
 }

@@ -5,6 +5,7 @@ import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { C, LockClass } from '../shm/stats.js';
 import type { GmemCtx } from './ctx.js';
+import { Bug } from './bugs.js';
 import { HOST_PATTERN, PG_FREE, PG_PUNCH_RACE } from './folio.js';
 
 // folio_lock
@@ -24,7 +25,7 @@ export function folioPut(g: GmemCtx, pfn: number): void {
 
 // kvm_gmem_free_folio: the arch invalidate makes the page the host's again before it is reused.
 function freeFolio(g: GmemCtx, pfn: number): void {
-  g.arch.invalidate(pfn);
+  if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfn);
   hostFill(g, pfn, HOST_PATTERN);
   g.folios.markFree(pfn);
   g.stats[C.foliosFreed]++;

@@ -7,6 +7,7 @@ import { P } from '../shm/points.js';
 import { C, LockClass } from '../shm/stats.js';
 import type { PostPopulate } from './arch.js';
 import type { GmemCtx } from './ctx.js';
+import { Bug } from './bugs.js';
 import { PG_HWPOISON, PG_PUNCH_RACE, PG_UPTODATE } from './folio.js';
 import { filemapGrabFolio, filemapLockFolio, folioPut, folioUnlock, hostFill, truncateRange } from './filemap.js';
 import { Policy } from './policy.js';
@@ -162,11 +163,13 @@ function gmemPunchHole(g: GmemCtx, ino: number, offset: number, len: number): nu
   g.sync.downWrite(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, start, end);
   g.inodes.punchBegin(ino);
+  if (g.bugs & Bug['punch-frees-before-zap']) truncateRange(g, ino, start, end);
   invalidateBegin(g, per);
   g.sync.point(P['punch_hole.after_invalidate_begin']);
-  truncateRange(g, ino, start, end);
+  if (g.bugs & Bug['invalidate-end-before-truncate']) invalidateEnd(g, per);
+  if ((g.bugs & Bug['punch-frees-before-zap']) === 0) truncateRange(g, ino, start, end);
   g.sync.point(P['punch_hole.after_truncate']);
-  invalidateEnd(g, per);
+  if ((g.bugs & Bug['invalidate-end-before-truncate']) === 0) invalidateEnd(g, per);
   g.inodes.punchEnd(ino);
   // A fault that ran between truncate and invalidate end left a folio behind: allowed, counted.
   for (let index = start; index < end; index++) {
@@ -213,6 +216,8 @@ export function gmemUnbind(g: GmemCtx, file: number, slot: number): void {
 
 /** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
 function clearPage(g: GmemCtx, pfn: number): void {
+  g.sync.point(P['get_pfn.before_clear']);
+  if (g.bugs & Bug['prepare-skips-clear']) return;
   hostFill(g, pfn, 0);
   g.stats[C.clears]++;
 }
@@ -266,6 +271,9 @@ export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, g
   }
   let r = 0;
   g.sync.point(P['get_pfn.before_prepare']);
+  // The planted bug: the folio lock no longer covers the prepare.
+  const unlocked = (g.bugs & Bug['get-pfn-unlocked-prepare']) !== 0;
+  if (unlocked) folioUnlock(g, pfn);
   switch (g.policy) {
     case Policy.ON_ALLOCATE:
       r = prepareFolioAllVms(g, ino, index, pfn);
@@ -285,7 +293,7 @@ export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, g
       }
       break;
   }
-  folioUnlock(g, pfn);
+  if (!unlocked) folioUnlock(g, pfn);
   if (r < 0) {
     folioPut(g, pfn);
     return r;
@@ -357,7 +365,7 @@ export function gmemPopulate(
         clearPage(g, pfn);
         g.folios.set(pfn, PG_UPTODATE);
       }
-    } else if (g.folios.test(pfn, PG_UPTODATE)) {
+    } else if (g.folios.test(pfn, PG_UPTODATE) && (g.bugs & Bug['populate-no-uptodate-check']) === 0) {
       folioUnlock(g, pfn);
       folioPut(g, pfn);
       ret = -Errno.EEXIST;

@@ -29,7 +29,7 @@ export class KvmCtx implements GmemKvmOps {
   constructor(
     readonly mem: Mem,
     readonly sync: Sync,
-    readonly psp: SnpPlatform,
+    readonly psp: SnpPlatform & { readonly core?: unknown },
     policy: Policy,
   ) {
     this.vms = new Vms(mem);

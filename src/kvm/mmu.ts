@@ -1,6 +1,7 @@
 // arch/x86/kvm/mmu/mmu.c and the mmu_invalidate_* helpers of kvm_main.c: invalidation begin/end,
 // and the TDP fault path for one gfn with its mmu_invalidate_seq retry.
 
+import { Bug } from '../gmem/bugs.js';
 import { folioPut } from '../gmem/filemap.js';
 import { gmemGetPfn } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
@@ -154,7 +155,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
       const lock = k.vms.mmuLockWord(vm);
       k.sync.downRead(lock, LockClass.MMU);
       // is_page_fault_stale
-      if (invalidateRetryGfn(k, vm, seq, gfn)) {
+      if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
         k.sync.upRead(lock);
         if (isPrivate) folioPut(k.g, frame);
         stats[C.faultRetries]++;

@@ -149,4 +149,8 @@ export class Mailbox {
   served(): number {
     return Atomics.load(this.w, this.base + H_SERVED);
   }
+  /** True while the server is asleep on the doorbell (benchmarks use it to time a cold call). */
+  serverSleeping(): boolean {
+    return Atomics.load(this.w, this.base + H_SERVER_SLEEPING) !== 0;
+  }
 }

@@ -8,6 +8,7 @@ export const POINTS = [
   'fault.before_mmu_lock',
   'get_pfn.after_grab',
   'get_pfn.before_prepare',
+  'get_pfn.before_clear',
   'punch_hole.after_invalidate_begin',
   'punch_hole.after_truncate',
   'fallocate.after_grab',

@@ -8,24 +8,23 @@ import { POINTS } from './points.js';
 import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, type LockClass, threadStats } from './stats.js';
 
 /** Mutex word: 0 = free, else holder tid + 1, with WAITERS set while sleepers may exist. */
-const WAITERS = 1 << 30;
-const OWNER_MASK = WAITERS - 1;
+export const WAITERS = 1 << 30;
+export const OWNER_MASK = WAITERS - 1;
 
 /** Read/write semaphore: RWSEM_WORDS words. STATE is reader count or WRITER. */
 export const RWSEM_WORDS = 8;
-const RW_STATE = 0;
+export const RW_STATE = 0;
 const RW_SLEEPERS = 1;
 const RW_WRITERS_WAITING = 2;
-const RW_OWNER = 3;
+export const RW_OWNER = 3;
 const RW_SEQ = 4;
-const WRITER = 1 << 30;
+export const WRITER = 1 << 30;
 
 /** Control words (region 'sync'). */
 const CTL_ABORT = 0;
 const CTL_WATCHDOG_MS = 1;
 const CTL_ARMED_MASK = 2;
 const CTL_SPIN = 3;
-const CTL_PAUSE_SEQ = 4;
 const CTL_WAITING_ON = 16;
 export const MAX_PAUSES = 8;
 const PAUSE_WORDS = 4; // point+1, tid filter (-1: any), state, holder tid

@@ -1,14 +1,11 @@
 // A vCPU thread: joins the sandbox's shared memory and runs guest steps and workloads; a fault
 // runs the KVM fault path here, on this thread, as the kernel runs it on the vCPU's thread.
 
-import { MailboxPlatform } from '../firmware/mailbox.js';
-import { policyId, type PolicyName } from '../gmem/policy.js';
-import { wordDescriber } from '../kvm/describe.js';
-import { KvmCtx } from '../kvm/kvm.js';
+import { asActor, openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
+import type { PolicyName } from '../gmem/policy.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
-import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
+import type { SharedBuffers } from '../shm/layout.js';
 import { exposeToParent } from '../shm/rpc.js';
-import { FreeSync } from '../shm/sync.js';
 import { GuestCpu } from './guest.js';
 import { type GuestOp, execGuestOp } from './ops.js';
 import type { Outcome } from './outcome.js';
@@ -20,6 +17,8 @@ export interface VcpuInit {
   policy: PolicyName;
   tid: number;
   vm: number;
+  mode?: SyncMode;
+  platform?: PlatformKind;
 }
 
 class VcpuWorker {
@@ -27,14 +26,12 @@ class VcpuWorker {
   private rc: RunControl | null = null;
 
   init(init: VcpuInit): { id: number; slot: number } {
-    const mem = mapBuffers(init.buffers);
-    const sync = new FreeSync(mem, init.tid, wordDescriber(mem));
-    const k = new KvmCtx(mem, sync, new MailboxPlatform(mem, sync), policyId(init.policy));
+    const k = openKernel({ buffers: init.buffers, policy: init.policy, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
     const id = k.vms.addVcpu(init.vm);
     const slot = k.vcpus.claim(init.vm);
     if (id < 0 || slot < 0) throw new Error(`vm ${init.vm}: no vCPU slot left`);
-    this.cpu = new GuestCpu(k, new KvmVcpu(init.vm, id, slot, k.vcpus, mem, sync));
-    this.rc = new RunControl(mem);
+    this.cpu = new GuestCpu(k, new KvmVcpu(init.vm, id, slot, k.vcpus, k.mem, k.sync));
+    this.rc = new RunControl(k.mem);
     return { id, slot };
   }
 
@@ -44,11 +41,11 @@ class VcpuWorker {
   }
 
   exec(op: GuestOp): Outcome {
-    return execGuestOp(this.c, op);
+    return asActor(this.c.k.sync, () => execGuestOp(this.c, op));
   }
 
   run(cfg: WorkloadConfig): WorkloadResult {
-    return runWorkload(this.c, this.rc!, cfg);
+    return asActor(this.c.k.sync, () => runWorkload(this.c, this.rc!, cfg));
   }
 
   /** Throws inside the worker: for tests of crash reporting. */

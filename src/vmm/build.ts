@@ -6,6 +6,7 @@ import { declareFirmwareMailbox } from '../firmware/mailbox.js';
 import { declareRmp } from '../firmware/rmp.js';
 import { declareSnpGuests } from '../firmware/snp.js';
 import { declareAllocator, PfnAllocator } from '../gmem/allocator.js';
+import { declareBugs } from '../gmem/bugs.js';
 import { declareFiles } from '../gmem/file.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../gmem/folio.js';
 import { declareInodes } from '../gmem/inode.js';
@@ -18,6 +19,7 @@ import { declareVms } from '../kvm/vm.js';
 import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../shm/layout.js';
 import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
 import { declareStats } from '../shm/stats.js';
+import { declareSched } from '../shm/sched.js';
 import { declareRunctl } from '../vcpu-workers/runctl.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
 import { ArgumentError } from './errors.js';
@@ -45,6 +47,8 @@ export interface SandboxOptions {
 export interface SandboxDescriptor {
   buffers: SharedBuffers;
   policy: PolicyName;
+  watchdogMs: number;
+  spin: number;
 }
 
 function pages(v: number | string | undefined, dflt: number, field: string): number {
@@ -92,13 +96,27 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareFirmwareLock(lb);
   declareFirmwareMailbox(lb);
   declareRunctl(lb, limits.maxVms, limits.gfnsPerVm);
+  declareBugs(lb);
+  declareSched(lb, limits.maxThreads);
   const buffers = allocateBuffers(lb.build(), limits);
-  const mem = mapBuffers(buffers);
-  new SyncControl(mem).init(watchdogMs, spin);
+  const d: SandboxDescriptor = { buffers, policy, watchdogMs, spin };
+  resetSandboxMemory(d);
+  return d;
+}
+
+/**
+ * Puts a sandbox's shared memory back to its state after build: every table empty, every pfn
+ * free and painted with the host pattern. Only while no other thread touches it (the explorer
+ * reuses one sandbox for many schedules).
+ */
+export function resetSandboxMemory(d: SandboxDescriptor): void {
+  const mem = mapBuffers(d.buffers);
+  mem.w.fill(0);
+  mem.user.fill(0);
+  new SyncControl(mem).init(d.watchdogMs, d.spin);
   const folios = new Folios(mem);
-  for (let pfn = 0; pfn < limits.nrPfns; pfn++) folios.markFree(pfn);
-  new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(limits.nrPfns);
+  for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) folios.markFree(pfn);
+  new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(mem.limits.nrPfns);
   mem.host.fill(HOST_PATTERN);
-  return { buffers, policy };
 }
 

@@ -127,7 +127,8 @@ export class Runtime {
     a.index = index;
     this.watch(a);
     this.vcpus.push(a);
-    await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, policy: this.descriptor.policy, tid, vm }));
+    // vm < 0: the caller initialises the worker itself later (the explorer, once per schedule).
+    if (vm >= 0) await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, policy: this.descriptor.policy, tid, vm }));
     return a;
   }
 

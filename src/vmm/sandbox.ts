@@ -2,15 +2,15 @@
 // Every call validates its arguments, runs the modelled ioctl, and throws a KvmError carrying
 // the kernel's errno when the kernel would refuse it; a refused call changes nothing.
 
-import { DirectPlatform } from '../firmware/direct.js';
-import { MailboxPlatform } from '../firmware/mailbox.js';
+import type { DirectPlatform } from '../firmware/direct.js';
+import type { MailboxPlatform } from '../firmware/mailbox.js';
+import { openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
 import { FwCmd } from '../firmware/snp.js';
 import { PG_HWPOISON, PG_UPTODATE } from '../gmem/folio.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate, gmemLink } from '../gmem/guest_memfd.js';
-import { type PolicyName, policyId } from '../gmem/policy.js';
+import type { PolicyName } from '../gmem/policy.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
-import { wordDescriber } from '../kvm/describe.js';
-import { KvmCtx } from '../kvm/kvm.js';
+import type { KvmCtx } from '../kvm/kvm.js';
 import { kvmGmemRelease, kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../kvm/memslots.js';
 import { SNP_PAGE_TYPE_NAMES, SnpPageType } from '../kvm/psp.js';
@@ -18,10 +18,10 @@ import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../kvm/sev.js'
 import { KvmVcpu, type MemoryFaultExit } from '../kvm/vcpu.js';
 import { VM_TYPES, type VmTypeName } from '../kvm/vm.js';
 import { Errno, errnoName, type ErrnoCode } from '../shm/errno.js';
-import { type Mem, mapBuffers } from '../shm/layout.js';
+import type { Mem } from '../shm/layout.js';
 import { PAGE_SIZE, SandboxLimitError } from '../shm/limits.js';
 import { type StatsSnapshot, sumStats } from '../shm/stats.js';
-import { FreeSync, SyncControl } from '../shm/sync.js';
+import { SyncControl } from '../shm/sync.js';
 import { EXIT_NAMES, Exit, type ExitName, GuestCpu } from '../vcpu-workers/guest.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemory } from './build.js';
 import { ArgumentError, KvmError, check } from './errors.js';
@@ -73,13 +73,12 @@ export class Sandbox {
   private constructor(
     readonly descriptor: SandboxDescriptor,
     tid = TID_CONTROLLER,
-    platform: 'direct' | 'mailbox' = 'direct',
+    opts: { mode?: SyncMode; platform?: PlatformKind } = {},
   ) {
-    this.mem = mapBuffers(descriptor.buffers);
     this.policy = descriptor.policy;
-    const sync = new FreeSync(this.mem, tid, wordDescriber(this.mem));
-    this.psp = platform === 'direct' ? new DirectPlatform(this.mem, sync) : new MailboxPlatform(this.mem, sync);
-    this.k = new KvmCtx(this.mem, sync, this.psp, policyId(descriptor.policy));
+    this.k = openKernel({ buffers: descriptor.buffers, policy: descriptor.policy, tid, mode: opts.mode ?? 'free', platform: opts.platform ?? 'direct' });
+    this.mem = this.k.mem;
+    this.psp = this.k.psp as DirectPlatform | MailboxPlatform;
     this.control = new SyncControl(this.mem);
   }
 
@@ -92,8 +91,8 @@ export class Sandbox {
    * Joins an existing sandbox from another thread (the VMM worker): same shared memory, its own
    * thread id, and firmware commands through the firmware worker's mailbox.
    */
-  static attach(descriptor: SandboxDescriptor, tid: number): Sandbox {
-    return new Sandbox(descriptor, tid, 'mailbox');
+  static attach(descriptor: SandboxDescriptor, tid: number, opts: { mode?: SyncMode; platform?: PlatformKind } = {}): Sandbox {
+    return new Sandbox(descriptor, tid, { platform: 'mailbox', ...opts });
   }
 
   /** Same as create, for callers that cannot await (tests of single-threaded rules, tools). */

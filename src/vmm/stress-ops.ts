@@ -4,6 +4,8 @@
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemFallocate } from '../gmem/guest_memfd.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { SnpPageType } from '../kvm/psp.js';
+import { snpLaunchUpdate } from '../kvm/sev.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
@@ -11,12 +13,15 @@ import { Prng } from '../shm/prng.js';
 import type { RunControl } from '../vcpu-workers/runctl.js';
 import type { Sandbox } from './sandbox.js';
 
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault'] as const;
+export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate'] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
+
+/** The page a 'populate' op measures into the launching VM: bytes no guest tag can match. */
+const LAUNCH_IMAGE = new Uint8Array(PAGE_SIZE).fill(0x5a);
 
 export interface VmmOpsConfig {
   /** Relative weights; an op with weight 0 never runs. */
-  mix: Record<VmmOp, number>;
+  mix: Partial<Record<VmmOp, number>>;
   /** Operations per second (0: as fast as possible). */
   rate: number;
   /** Largest range one op touches, in pages. */
@@ -33,6 +38,8 @@ export interface StressTarget {
   vms: number[];
   /** One handle per VM for KVM_PRE_FAULT_MEMORY, issued from the VMM thread. */
   prefaultVcpus: KvmVcpu[];
+  /** An SNP VM still launching, whose pages the 'populate' op LAUNCH_UPDATEs (-1: none). */
+  populateVm: number;
 }
 
 export interface VmmOpsResult {
@@ -44,7 +51,7 @@ export interface VmmOpsResult {
 export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: VmmOpsConfig): VmmOpsResult {
   const k = sb.k;
   const rng = new Prng(cfg.seed);
-  const ops: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0 };
+  const ops: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 };
   const errors: Record<string, number> = {};
   const weights = VMM_OPS.map((o) => Math.max(0, cfg.mix[o] ?? 0));
   const total = weights.reduce((a, b) => a + b, 0);
@@ -95,6 +102,12 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         note(r, op);
         break;
       }
+      case 'populate': {
+        if (t.populateVm < 0) break;
+        const r = snpLaunchUpdate(k, k.psp, t.populateVm, start, PAGE_SIZE, SnpPageType.NORMAL, LAUNCH_IMAGE);
+        note(r.ret < 0 ? r.populateErr || r.ret : 0, op);
+        break;
+      }
       case 'prefault': {
         const i = rng.below(t.vms.length);
         const range = { gpa: start * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
@@ -109,7 +122,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
 
 /** Parses "punch=3,convert=1" (names from VMM_OPS); unknown names or bad weights throw. */
 export function parseMix(s: string): Record<VmmOp, number> {
-  const mix: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0 };
+  const mix: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 };
   for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
     const [name, w] = part.split('=');
     if (!(VMM_OPS as readonly string[]).includes(name)) throw new Error(`--ops: unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);

@@ -1,6 +1,7 @@
 // The VMM thread: the user-space VMM's ioctls (scenario steps, and the stress op mix) on a
 // Sandbox attached to the shared memory, firmware commands going through the mailbox.
 
+import { asActor, type PlatformKind, type SyncMode } from '../firmware/open.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
 import type { VmTypeName } from '../kvm/vm.js';
@@ -21,6 +22,8 @@ export interface StressSetup {
   pages: number;
   /** Share of the range made private at the start (the rest is shared). */
   privateShare: number;
+  /** VM 0 is an SNP VM left between LAUNCH_START and LAUNCH_FINISH, for 'populate' ops. */
+  populateFirstVm?: boolean;
 }
 
 class VmmWorker {
@@ -29,9 +32,11 @@ class VmmWorker {
   private target: StressTarget | null = null;
   private stressFds: GuestMemfd[] = [];
 
-  init(descriptor: SandboxDescriptor, tid: number): void {
-    this.sb = Sandbox.attach(descriptor, tid);
+  init(descriptor: SandboxDescriptor, tid: number, opts: { mode?: SyncMode; platform?: PlatformKind } = {}): void {
+    this.sb = Sandbox.attach(descriptor, tid, opts);
     this.ex = new IoctlExecutor(this.sb);
+    this.target = null;
+    this.stressFds = [];
   }
 
   private get s(): Sandbox {
@@ -57,7 +62,7 @@ class VmmWorker {
     const sb = this.s;
     const size = cfg.pages * PAGE_SIZE;
     const vms: Vm[] = [];
-    for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: cfg.vmType }));
+    for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
     const first = vms[0].createGuestMemfdSync({ size });
     this.stressFds = [first];
     const prefaultVcpus: KvmVcpu[] = [];
@@ -67,22 +72,23 @@ class VmmWorker {
       vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: size, userspaceAddr: 0, guestMemfd: gmem, guestMemfdOffset: 0 });
       const priv = Math.floor(cfg.pages * cfg.privateShare);
       if (priv > 0) vm.setMemoryAttributesSync({ address: 0, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
-      if (cfg.vmType === 'snp') {
+      if (vm.type === 'snp') {
         vm.snpLaunchStartSync();
-        vm.snpLaunchFinishSync();
+        if (!(i === 0 && cfg.populateFirstVm)) vm.snpLaunchFinishSync();
       }
       const k = sb.k;
       const id = k.vms.addVcpu(vm.id);
       const slot = k.vcpus.claim(vm.id);
       prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
     });
-    this.target = { file: first.file, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus };
+    this.target = { file: first.file, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
     return { vms: this.target.vms, file: first.file };
   }
 
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
-    if (this.target === null) throw new Error('runOps before setupStress');
-    return runVmmOps(this.s, new RunControl(this.s.mem), this.target, cfg);
+    const t = this.target;
+    if (t === null) throw new Error('runOps before setupStress');
+    return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg));
   }
 
   /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */

@@ -1,0 +1,41 @@
+// Opens the kernel as one thread sees it: views of the shared tables, this thread's Sync (free
+// or controlled), and the firmware reached in process or through the firmware worker's mailbox.
+
+import { policyId, type PolicyName } from '../gmem/policy.js';
+import { wordDescriber } from '../kvm/describe.js';
+import { KvmCtx } from '../kvm/kvm.js';
+import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
+import { ControlledSync } from '../shm/sched.js';
+import { FreeSync, type Sync } from '../shm/sync.js';
+import { DirectPlatform } from './direct.js';
+import { MailboxPlatform } from './mailbox.js';
+
+export type SyncMode = 'free' | 'controlled';
+export type PlatformKind = 'direct' | 'mailbox';
+
+export interface KernelOptions {
+  buffers: SharedBuffers;
+  policy: PolicyName;
+  tid: number;
+  mode?: SyncMode;
+  platform?: PlatformKind;
+}
+
+export function openKernel(o: KernelOptions): KvmCtx {
+  const mem = mapBuffers(o.buffers);
+  const describe = wordDescriber(mem);
+  const sync: Sync = o.mode === 'controlled' ? new ControlledSync(mem, o.tid, describe) : new FreeSync(mem, o.tid, describe);
+  const psp = o.platform === 'direct' ? new DirectPlatform(mem, sync) : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
+  return new KvmCtx(mem, sync, psp, policyId(o.policy));
+}
+
+/** Runs `job` as an actor of a controlled run (register, run, exit); as is in free mode. */
+export function asActor<T>(sync: Sync, job: () => T, server = false): T {
+  if (!(sync instanceof ControlledSync)) return job();
+  sync.register(server);
+  try {
+    return job();
+  } finally {
+    sync.exit();
+  }
+}

@@ -1,0 +1,41 @@
+// A catalogue of planted bugs, compiled in and off unless a run names them: each is a mistake
+// from guest_memfd's history or a plausible one, for the explorer to find. Owns the 'bugs'
+// region (one bitmask word, read once when a thread builds its kernel context).
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+
+export const BUGS = {
+  'prepare-skips-clear': { bit: 1 << 0, what: 'get_pfn prepares a folio without clearing it, so the guest sees what the page held before' },
+  'fault-skips-seq-recheck': { bit: 1 << 1, what: 'the fault installs its SPTE without re-checking mmu_invalidate_seq under mmu_lock' },
+  'get-pfn-unlocked-prepare': { bit: 1 << 2, what: 'get_pfn drops the folio lock before preparing, so two faults can prepare one folio at once' },
+  'punch-frees-before-zap': { bit: 1 << 3, what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them' },
+  'populate-no-uptodate-check': { bit: 1 << 4, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
+  'invalidate-end-before-truncate': { bit: 1 << 5, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
+  'skip-arch-invalidate-on-free': { bit: 1 << 6, what: 'a freed folio goes back to the allocator without the arch invalidate (RMP stays guest-owned)' },
+} as const;
+export type BugName = keyof typeof BUGS;
+export const BUG_NAMES = Object.keys(BUGS) as BugName[];
+
+export const Bug = Object.fromEntries(Object.entries(BUGS).map(([k, v]) => [k, v.bit])) as { readonly [K in BugName]: number };
+
+const REGION = 'bugs';
+
+export function declareBugs(lb: LayoutBuilder): void {
+  lb.add(REGION, 1, 'gmem/bugs.ts');
+}
+
+export function bugMask(names: readonly string[]): number {
+  let m = 0;
+  for (const n of names) {
+    if (!(n in BUGS)) throw new Error(`bug: unknown planted bug '${n}'; known: ${BUG_NAMES.join(', ')}`);
+    m |= BUGS[n as BugName].bit;
+  }
+  return m;
+}
+
+export function setBugs(mem: Mem, mask: number): void {
+  Atomics.store(mem.w, regionBase(mem, REGION), mask);
+}
+export function readBugs(mem: Mem): number {
+  return Atomics.load(mem.w, regionBase(mem, REGION));
+}

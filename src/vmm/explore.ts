@@ -1,0 +1,235 @@
+// Seeded exploration of interleavings: one small sandbox, reused for every schedule, whose VMM
+// and vCPU workers run in the controlled mode of the sync layer. Each schedule is a seed (plus,
+// for replay, the forced choices); a schedule that breaks an invariant is saved, replayed, and
+// shrunk to fewer context switches.
+
+import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
+import type { PolicyName } from '../gmem/policy.js';
+import type { VmTypeName } from '../kvm/vm.js';
+import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
+import { subSeed } from '../shm/prng.js';
+import type { Violation } from '../vcpu-workers/violations.js';
+import type { WorkloadResult } from '../vcpu-workers/workload.js';
+import { auditQuiescent } from './audit.js';
+import { resetSandboxMemory } from './build.js';
+import { Runtime, type VcpuActor } from './runtime.js';
+import { parseMix } from './stress-ops.js';
+
+export interface ExploreWorkload {
+  vmType: VmTypeName;
+  vms: number;
+  /** Guest pages every VM maps: few, so actors collide. */
+  pages: number;
+  vcpus: number;
+  accesses: number;
+  writeRatio: number;
+  ops: string;
+  vmmOps: number;
+  populateFirstVm: boolean;
+}
+
+export const DEFAULT_WORKLOAD: ExploreWorkload = {
+  vmType: 'snp',
+  vms: 1,
+  pages: 4,
+  vcpus: 2,
+  accesses: 8,
+  writeRatio: 0.5,
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1',
+  vmmOps: 3,
+  populateFirstVm: false,
+};
+
+/** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
+export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
+  'populate-no-uptodate-check': { vmType: 'sw-protected', vms: 2, populateFirstVm: true, ops: 'populate=1', vmmOps: 4, vcpus: 1, accesses: 10 },
+  'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
+};
+
+export interface ExploreConfig {
+  policy: PolicyName;
+  bug: BugName | null;
+  strategy: StrategyName;
+  depth: number;
+  maxSteps: number;
+  workload: ExploreWorkload;
+}
+
+export interface ScheduleResult {
+  seed: number;
+  steps: number;
+  switches: number;
+  outcome: 'ok' | 'violation' | 'deadlock' | 'step-limit';
+  violations: Violation[];
+  choices: number[];
+}
+
+/** A saved schedule: everything needed to rerun it exactly. */
+export interface ScheduleFile {
+  version: 1;
+  config: ExploreConfig;
+  seed: number;
+  choices: number[];
+  outcome: ScheduleResult['outcome'];
+  violations: Violation[];
+}
+
+export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {
+  return { ...DEFAULT_WORKLOAD, ...(bug ? BUG_WORKLOADS[bug] : {}), ...over };
+}
+
+export class Explorer {
+  private rt: Runtime | null = null;
+  private sched: SchedControl | null = null;
+  private runners: VcpuActor[] = [];
+  schedulesRun = 0;
+
+  constructor(readonly cfg: ExploreConfig) {
+    parseMix(cfg.workload.ops);
+    if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
+  }
+
+  private async runtime(): Promise<Runtime> {
+    if (this.rt !== null) return this.rt;
+    const w = this.cfg.workload;
+    const rt = await Runtime.start({
+      sandbox: { policy: this.cfg.policy, memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
+      callTimeoutMs: 20_000,
+    });
+    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+    const running = w.vms - (w.populateFirstVm ? 1 : 0);
+    for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
+    this.runners = [...rt.vcpus];
+    this.rt = rt;
+    this.sched = new SchedControl(rt.mem);
+    return rt;
+  }
+
+  /** Runs one schedule; `forced` replays choices (strategy 'replay' then applies past them). */
+  async runSchedule(seed: number, forced?: readonly number[]): Promise<ScheduleResult> {
+    const rt = await this.runtime();
+    const sched = this.sched!;
+    const w = this.cfg.workload;
+    resetSandboxMemory(rt.descriptor);
+    setBugs(rt.mem, this.cfg.bug ? bugMask([this.cfg.bug]) : 0);
+    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+    const layout = await rt.call(rt.vmm, () =>
+      rt.vmm.api.setupStress({ vmType: w.vmType, vms: w.vms, pages: w.pages, privateShare: 1, populateFirstVm: w.populateFirstVm }),
+    );
+    const runVms = w.populateFirstVm ? layout.vms.slice(1) : layout.vms;
+    for (const a of this.runners) {
+      const vmIndex = Math.floor(this.runners.indexOf(a) / w.vcpus);
+      a.vm = runVms[vmIndex];
+      await rt.call(a, () => a.api.init({ buffers: rt.descriptor.buffers, policy: this.cfg.policy, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct' }));
+    }
+    sched.configure({
+      strategy: forced ? 'replay' : this.cfg.strategy,
+      seed,
+      actors: 1 + this.runners.length,
+      maxSteps: this.cfg.maxSteps,
+      depth: this.cfg.depth,
+      estimatedSteps: 400,
+      ...(forced ? { forced } : {}),
+    });
+    const vmmJob = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix(w.ops), rate: 0, maxPages: 2, seed: subSeed(seed, 0), durationMs: 0, maxOps: w.vmmOps }));
+    const jobs = this.runners.map((a, i) =>
+      rt.call(a, () =>
+        a.api.run({
+          gfnStart: 0,
+          gfnCount: w.pages,
+          pattern: 'random',
+          writeRatio: w.writeRatio,
+          hotRatio: 0.8,
+          seed: subSeed(seed, i + 1),
+          writerIndex: i % w.vcpus,
+          writers: w.vcpus,
+          durationMs: 0,
+          maxAccesses: w.accesses,
+          multiVm: w.vms > 1,
+        }),
+      ),
+    );
+    const settled = await Promise.allSettled([vmmJob, ...jobs]);
+    this.schedulesRun++;
+    const violations: Violation[] = [];
+    for (const r of settled.slice(1)) if (r.status === 'fulfilled') violations.push(...(r.value as WorkloadResult).violations);
+    const crashed = settled.find((r) => r.status === 'rejected' && !/aborted/.test(String((r as PromiseRejectedResult).reason)));
+    if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
+    const outcome = sched.outcome();
+    if (outcome === SchedOutcome.DEADLOCK) {
+      const who = sched.blocked().map((b) => `thread ${b.tid} waits on word ${b.word}`).join('; ');
+      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run (${who})` });
+    } else if (outcome === SchedOutcome.RUNNING) {
+      violations.push(...auditQuiescent(rt.mem, this.cfg.policy).violations);
+    }
+    return {
+      seed,
+      steps: sched.steps(),
+      switches: sched.switches(),
+      outcome: violations.length > 0 ? (outcome === SchedOutcome.DEADLOCK ? 'deadlock' : 'violation') : outcome === SchedOutcome.STEP_LIMIT ? 'step-limit' : 'ok',
+      violations,
+      choices: sched.log(),
+    };
+  }
+
+  /** The scheduler's event trace of the last schedule. */
+  trace() {
+    return this.sched?.trace() ?? [];
+  }
+
+  /** Actor names by thread id, for traces. */
+  actorNames(): Map<number, string> {
+    const m = new Map<number, string>();
+    if (this.rt) {
+      m.set(this.rt.vmm.tid, 'vmm');
+      for (const a of this.runners) m.set(a.tid, `vcpu ${a.index} (vm ${a.vm})`);
+    }
+    return m;
+  }
+
+  /**
+   * Shrinks a failing schedule: first the shortest forced prefix that still fails (the rest runs
+   * without preemption), then each remaining context switch is dropped if the run still fails.
+   */
+  async shrink(failing: ScheduleResult, budget = 150): Promise<ScheduleResult> {
+    let best = failing;
+    let tries = 0;
+    const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
+    let lo = 0;
+    let hi = failing.choices.length;
+    while (lo < hi && tries < budget) {
+      const mid = (lo + hi) >> 1;
+      tries++;
+      const r = await this.runSchedule(failing.seed, failing.choices.slice(0, mid));
+      if (fails(r)) {
+        hi = mid;
+        best = { ...r, choices: r.choices.slice(0, Math.max(mid, 0)) };
+      } else lo = mid + 1;
+    }
+    let forced = best.choices.slice(0, hi);
+    for (let i = forced.length - 1; i > 0 && tries < budget; i--) {
+      if (forced[i] === forced[i - 1]) continue;
+      const trial = forced.slice();
+      trial[i] = trial[i - 1];
+      tries++;
+      const r = await this.runSchedule(failing.seed, trial);
+      if (fails(r)) {
+        forced = trial;
+        best = { ...r, choices: trial };
+      }
+    }
+    return best;
+  }
+
+  async close(): Promise<void> {
+    await this.rt?.shutdown();
+    this.rt = null;
+  }
+}
+
+/** Context switches in a list of choices. */
+export function switchesIn(choices: readonly number[]): number {
+  let n = 0;
+  for (let i = 1; i < choices.length; i++) if (choices[i] !== choices[i - 1]) n++;
+  return n;
+}
