@@ -2,11 +2,13 @@
 
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES } from '../gmem/policy.js';
 import { parseScenario, ScenarioError } from '../vmm/scenario/schema.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
+import { exploreCommand, replayCommand } from './explore.js';
 import { formatScenario, formatStress } from './format.js';
 import { Progress } from './progress.js';
 
@@ -100,6 +102,32 @@ program
       process.stdout.write(`${formatScenario(r)}\n`);
     }
     process.exitCode = r.ok ? 0 : 1;
+  });
+
+program
+  .command('explore')
+  .description('run seeded controlled schedules until an invariant breaks; save, shrink and report the schedule')
+  .option('--schedules <n>', 'schedules to try', intArg('--schedules', 1), 1000)
+  .addOption(new Option('--strategy <s>', 'scheduling strategy').choices(['random', 'pct']).default('random'))
+  .option('--depth <d>', 'PCT bug depth', intArg('--depth', 1, 17), 3)
+  .option('--seed <n>', 'first seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
+  .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
+  .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
+  .option('--out <dir>', 'where failing schedules are saved', '.')
+  .option('--no-shrink', 'do not shrink a failing schedule')
+  .option('--json', 'print results as JSON')
+  .action(async (o) => {
+    process.exitCode = await exploreCommand(o);
+  });
+
+program
+  .command('replay')
+  .description('rerun a saved schedule exactly; optionally write a Chrome trace of every step and lock wait')
+  .argument('<file>', 'schedule file written by explore')
+  .option('--trace <out.json>', 'write Chrome trace event JSON (Perfetto, chrome://tracing)')
+  .option('--json', 'print the result as JSON')
+  .action(async (file: string, o) => {
+    process.exitCode = await replayCommand(file, o);
   });
 
 program.parseAsync(process.argv).catch((e: Error) => {

@@ -309,7 +309,7 @@ export class ControlledSync implements Sync {
     Atomics.store(w, this.a + A_SERVER, server ? 1 : 0);
     Atomics.store(w, this.a + A_STATE, ST_RUNNABLE);
     this.active = true;
-    this.trace(Ev.REGISTER, server ? 1 : 0);
+    // Not traced: actors arrive in any order; the run proper starts with the first choice.
     // The last actor to arrive makes the first choice; who arrives last does not matter.
     if (Atomics.add(w, this.base + H_REGISTERED, 1) + 1 === Atomics.load(w, this.base + H_EXPECTED)) {
       const next = decide(w, this.base, this.maxThreads, -1);

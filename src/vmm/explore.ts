@@ -6,6 +6,7 @@
 import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import type { VmTypeName } from '../kvm/vm.js';
+import type { Mem } from '../shm/layout.js';
 import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
 import { subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
@@ -172,6 +173,12 @@ export class Explorer {
     };
   }
 
+  /** The shared memory of the explored sandbox (valid until close). */
+  mem(): Mem {
+    if (this.rt === null) throw new Error('explorer not started');
+    return this.rt.mem;
+  }
+
   /** The scheduler's event trace of the last schedule. */
   trace() {
     return this.sched?.trace() ?? [];
@@ -191,32 +198,38 @@ export class Explorer {
    * Shrinks a failing schedule: first the shortest forced prefix that still fails (the rest runs
    * without preemption), then each remaining context switch is dropped if the run still fails.
    */
-  async shrink(failing: ScheduleResult, budget = 150): Promise<ScheduleResult> {
-    let best = failing;
-    let tries = 0;
+  async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult> {
     const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
-    let lo = 0;
-    let hi = failing.choices.length;
-    while (lo < hi && tries < budget) {
-      const mid = (lo + hi) >> 1;
+    let tries = 0;
+    const attempt = async (forced: number[]): Promise<ScheduleResult | null> => {
       tries++;
-      const r = await this.runSchedule(failing.seed, failing.choices.slice(0, mid));
-      if (fails(r)) {
-        hi = mid;
-        best = { ...r, choices: r.choices.slice(0, Math.max(mid, 0)) };
-      } else lo = mid + 1;
-    }
-    let forced = best.choices.slice(0, hi);
-    for (let i = forced.length - 1; i > 0 && tries < budget; i--) {
-      if (forced[i] === forced[i - 1]) continue;
-      const trial = forced.slice();
-      trial[i] = trial[i - 1];
-      tries++;
-      const r = await this.runSchedule(failing.seed, trial);
-      if (fails(r)) {
-        forced = trial;
-        best = { ...r, choices: trial };
+      const r = await this.runSchedule(failing.seed, forced);
+      // Keep the choices the run really made, so the saved schedule replays exactly.
+      return fails(r) ? { ...r, choices: r.choices.slice(0, forced.length) } : null;
+    };
+    let best: ScheduleResult = failing;
+    for (let round = 0; round < 3 && tries < budget; round++) {
+      const before = best.choices.length + switchesIn(best.choices);
+      // The shortest forced prefix that still fails (the rest runs without preemption).
+      let lo = 0;
+      let hi = best.choices.length;
+      while (lo < hi && tries < budget) {
+        const mid = (lo + hi) >> 1;
+        const r = await attempt(best.choices.slice(0, mid));
+        if (r) {
+          best = r;
+          hi = r.choices.length;
+        } else lo = mid + 1;
       }
+      // Then drop context switches one by one, latest first.
+      for (let i = best.choices.length - 1; i > 0 && tries < budget; i--) {
+        if (i >= best.choices.length || best.choices[i] === best.choices[i - 1]) continue;
+        const trial = best.choices.slice();
+        trial[i] = trial[i - 1];
+        const r = await attempt(trial);
+        if (r) best = r;
+      }
+      if (best.choices.length + switchesIn(best.choices) >= before) break;
     }
     return best;
   }

@@ -131,10 +131,20 @@ export class ScenarioError extends Error {
 export function parseScenario(raw: unknown): Scenario {
   const r = scenarioSchema.safeParse(raw);
   if (!r.success) {
-    throw new ScenarioError(r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`));
+    throw new ScenarioError(r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${issueMessage(i, raw)}`));
   }
   checkNames(r.data);
   return r.data;
+}
+
+const LEAF_OPS = leafSteps.map((s) => s.shape.op.value);
+
+/** zod's message, except for an unknown step op, where it only says "Invalid input". */
+function issueMessage(i: z.core.$ZodIssue, raw: unknown): string {
+  if (i.code !== 'invalid_union' || i.path[i.path.length - 1] !== 'op') return i.message;
+  const got = i.path.reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<PropertyKey, unknown>)[k] : undefined), raw);
+  const known = i.path.length > 3 ? LEAF_OPS : [...LEAF_OPS, 'parallel'];
+  return `unknown op ${JSON.stringify(got)}; expected one of ${known.join(', ')}`;
 }
 
 /** Names must be defined before use: fds by `as`, VMs in `vms`, vCPUs by count. */
