@@ -1,5 +1,6 @@
 // Human-readable reports for the terminal.
 
+import type { MultiVmResult, PolicyRow } from '../vmm/experiments.js';
 import type { ScenarioReport } from '../vmm/scenario/runner.js';
 import type { StressReport } from '../vmm/stress.js';
 
@@ -45,4 +46,30 @@ export function formatScenario(r: ScenarioReport): string {
   for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);
   out.push(r.ok ? 'PASS' : 'FAIL');
   return out.join('\n');
+}
+
+/** A plain text table with aligned columns. */
+export function table(columns: string[], rows: Array<Array<string | number>>): string {
+  const cells = [columns, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toLocaleString('en-US') : c)))];
+  const w = columns.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
+  return cells.map((r, j) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ') + (j === 0 ? `\n${w.map((n) => '-'.repeat(n)).join('  ')}` : '')).join('\n');
+}
+
+export function formatMultiVm(rs: MultiVmResult[]): string {
+  const out = [
+    table(
+      ['policy', 'faults', 'arch prepares', 'per fault', 'RMP violations', 'contested', 'pages per VM'],
+      rs.map((r) => [r.policy, r.faults, r.archPrepareCalls, r.archPreparePerFault.toFixed(2), r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM${i}:${n}`).join(' ')]),
+    ),
+    '',
+  ];
+  for (const r of rs) out.push(`${r.policy}: ${r.sentence}`, '');
+  return out.join('\n').trimEnd();
+}
+
+export function formatPolicies(rows: PolicyRow[]): string {
+  return table(
+    ['policy', 'faults', 'prepares', 'arch prepares', 'fw commands', 'leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
+    rows.map((r) => [r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
+  );
 }

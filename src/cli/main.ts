@@ -9,7 +9,11 @@ import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
 import { exploreCommand, replayCommand } from './explore.js';
-import { formatScenario, formatStress } from './format.js';
+import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
+import { registerSweep } from './sweep.js';
+import { multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
+import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
+import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
 
 function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -25,6 +29,11 @@ function numArg(name: string, min: number, max = Infinity) {
     if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}, got '${v}'`);
     return n;
   };
+}
+
+/** The command line as typed, for reports (so a run can be rerun from its report). */
+function commandLine(): string {
+  return ['gmem-sandbox', ...process.argv.slice(2)].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
 }
 
 const program = new Command();
@@ -47,6 +56,8 @@ program
   .option('--audit-every <ms>', 'audit at a quiescent point this often (0: only at the end)', intArg('--audit-every', 0), 1000)
   .option('--seed <n>', 'seed (printed on every run, so any run can be replayed)', intArg('--seed', 0, 2 ** 32 - 1))
   .option('--json', 'print the report as JSON on stdout')
+  .option('--trace <file.json>', 'write a Chrome trace (Perfetto, chrome://tracing) of faults, ioctls, lock waits, firmware commands')
+  .option('--report <file.html>', 'write a self-contained HTML report with tables and charts')
   .action(async (o) => {
     const progress = new Progress(false);
     const report = await runStress({
@@ -63,10 +74,12 @@ program
       writeRatio: o.writeRatio,
       auditEveryMs: o.auditEvery,
       ...(o.seed !== undefined ? { seed: o.seed } : {}),
+      ...(o.trace ? { trace: o.trace } : {}),
       onProgress: (p) =>
         progress.update(p.elapsedMs / p.durationMs, `${(p.elapsedMs / 1000).toFixed(1)}s faults ${p.stats.faults} retries ${p.stats.faultRetries} punches ${p.stats.punchHoles} violations ${p.violations}`),
     });
     progress.done();
+    if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
     process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
     process.exitCode = report.ok ? 0 : 1;
   });
@@ -76,6 +89,8 @@ program
   .description('run a JSON scenario and print each step\'s outcome')
   .argument('<file>', 'scenario file')
   .option('--json', 'print {steps, audit, findings} as JSON on stdout')
+  .option('--trace <file.json>', 'write a Chrome trace of the run')
+  .option('--report <file.html>', 'write a self-contained HTML report')
   .action(async (file: string, o) => {
     let raw: unknown;
     try {
@@ -94,7 +109,8 @@ program
       process.exitCode = 2;
       return;
     }
-    const r = await runScenario(scenario);
+    const r = await runScenario(scenario, undefined, o.trace ? { trace: o.trace } : {});
+    if (o.report) writeReport(o.report, reportFromScenario(r, file, commandLine()));
     if (o.json) {
       const steps = r.steps.map((s) => ({ op: s.op, result: s.result, ...(s.value !== undefined ? { value: s.value } : {}), ...(s.exit ? { exit: s.exit } : {}), ...(s.detail ? { detail: s.detail } : {}), ...(s.mismatch ? { mismatch: s.mismatch } : {}) }));
       process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, ok: r.ok }, null, 2)}\n`);
@@ -129,6 +145,53 @@ program
   .action(async (file: string, o) => {
     process.exitCode = await replayCommand(file, o);
   });
+
+const experiment = program.command('experiment').description('one-command experiments with readable results');
+
+/** FILE.json -> FILE.<policy>.json: one trace per policy run. */
+function perPolicy(file: string | undefined): ((p: string) => string | undefined) | undefined {
+  return file === undefined ? undefined : (p) => file.replace(/(\.[^./]+)?$/, `.${p}$1`);
+}
+
+experiment
+  .command('multi-vm')
+  .description('N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per policy')
+  .option('--vms <n>', 'VMs bound to the one inode', intArg('--vms', 2, 8), 2)
+  .addOption(new Option('--policy <policy>', 'prepare policy, or all').choices([...POLICIES, 'all']).default('all'))
+  .option('--duration <seconds>', 'run length per policy', numArg('--duration', 0.1, 600), 1)
+  .option('--pages <n>', 'pages every VM maps', intArg('--pages', 1, 1 << 16), 256)
+  .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
+  .option('--json', 'print results as JSON')
+  .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
+  .option('--report <file.html>', 'write a self-contained HTML report')
+  .action(async (o) => {
+    const policies = o.policy === 'all' ? [...POLICIES] : [o.policy];
+    const trace = perPolicy(o.trace);
+    const results = await multiVmExperiment({ vms: o.vms, policies, durationMs: Math.round(o.duration * 1000), seed: o.seed, pages: o.pages, ...(trace ? { trace } : {}) });
+    if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
+    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations })), null, 2)}\n`);
+    else process.stdout.write(`${formatMultiVm(results)}\n`);
+    process.exitCode = results.every((r) => r.run.crashes.length === 0) ? 0 : 1;
+  });
+
+experiment
+  .command('policies')
+  .description('one workload under each prepare policy, side by side')
+  .option('--duration <seconds>', 'run length per policy', numArg('--duration', 0.1, 600), 2)
+  .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
+  .option('--json', 'print results as JSON')
+  .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
+  .option('--report <file.html>', 'write a self-contained HTML report')
+  .action(async (o) => {
+    const trace = perPolicy(o.trace);
+    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}) });
+    if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
+    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => r), null, 2)}\n`);
+    else process.stdout.write(`${formatPolicies(rows)}\n`);
+    process.exitCode = rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? 0 : 1;
+  });
+
+registerSweep(program);
 
 program.parseAsync(process.argv).catch((e: Error) => {
   process.stderr.write(`gmem-sandbox: ${e.message}\n`);

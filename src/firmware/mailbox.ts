@@ -7,6 +7,7 @@ import { LayoutBuilder, type Mem } from '../shm/layout.js';
 import { Mailbox, type MailboxTuning, declareMailbox } from '../shm/mailbox.js';
 import { P } from '../shm/points.js';
 import { C, threadStats } from '../shm/stats.js';
+import { TraceKind, Tracer } from '../shm/trace.js';
 import type { Sync } from '../shm/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
@@ -74,9 +75,17 @@ export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): num
   const core = new SnpFirmwareCore(mem);
   const mb = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
   const stats = threadStats(mem, sync.tid);
-  return mb.serve((_client, cmd, a0, a1, a2, a3) => {
+  const tracer = new Tracer(mem, sync.tid);
+  return mb.serve((client, cmd, a0, a1, a2, a3) => {
     sync.point(P['firmware.before_command']);
     if (cmd !== Cmd.NOP) stats[C.firmwareCommands]++;
+    if (!tracer.on) return execute(cmd, a0, a1, a2, a3);
+    const t0 = tracer.now();
+    const r = execute(cmd, a0, a1, a2, a3);
+    tracer.record(TraceKind.FIRMWARE, cmd * 256 + client, t0);
+    return r;
+  });
+  function execute(cmd: number, a0: number, a1: number, a2: number, a3: number): number {
     switch (cmd) {
       case Cmd.RMP_MAKE_PRIVATE:
         return core.rmpMakePrivate(a0, a1, a2, a3 !== 0);
@@ -95,5 +104,5 @@ export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): num
       default:
         throw new Error(`firmware: unknown command ${cmd}`);
     }
-  });
+  }
 }

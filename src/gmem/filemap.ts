@@ -13,6 +13,16 @@ export function folioLock(g: GmemCtx, pfn: number): void {
   g.sync.mutexLock(g.folios.lockWord(pfn), LockClass.FOLIO);
 }
 
+/** folio_lock on a folio the caller took a reference to: a wait the watchdog or an abort ends drops it. */
+function folioLockGotten(g: GmemCtx, pfn: number): void {
+  try {
+    folioLock(g, pfn);
+  } catch (e) {
+    folioPut(g, pfn);
+    throw e;
+  }
+}
+
 // folio_unlock
 export function folioUnlock(g: GmemCtx, pfn: number): void {
   g.sync.mutexUnlock(g.folios.lockWord(pfn));
@@ -65,7 +75,7 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
       const pfn = v - 1;
       // Speculative lookup: the folio may be on its way out; re-check once it is locked.
       if (!g.folios.tryGet(pfn)) continue;
-      folioLock(g, pfn);
+      folioLockGotten(g, pfn);
       if (Atomics.load(w, slot) === v && g.folios.inode(pfn) === ino) return pfn;
       folioUnlock(g, pfn);
       folioPut(g, pfn);
@@ -96,7 +106,7 @@ export function filemapLockFolio(g: GmemCtx, ino: number, index: number): number
     if (v === 0) return -1;
     const pfn = v - 1;
     if (!g.folios.tryGet(pfn)) continue;
-    folioLock(g, pfn);
+    folioLockGotten(g, pfn);
     if (Atomics.load(w, slot) === v && g.folios.inode(pfn) === ino) return pfn;
     folioUnlock(g, pfn);
     folioPut(g, pfn);

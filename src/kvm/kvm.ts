@@ -5,7 +5,8 @@ import type { GmemKvmOps } from '../gmem/arch.js';
 import { GmemCtx } from '../gmem/ctx.js';
 import type { Policy } from '../gmem/policy.js';
 import type { Mem } from '../shm/layout.js';
-import { threadStats } from '../shm/stats.js';
+import { threadLatency, threadStats } from '../shm/stats.js';
+import { Tracer } from '../shm/trace.js';
 import type { Sync } from '../shm/sync.js';
 import { MemAttributes } from './attributes.js';
 import { Memslots } from './memslots.js';
@@ -23,6 +24,8 @@ export class KvmCtx implements GmemKvmOps {
   readonly sptes: Sptes;
   readonly vcpus: VcpuTable;
   readonly stats: Float64Array;
+  readonly latency: Float64Array;
+  readonly tracer: Tracer;
   readonly g: GmemCtx;
   readonly arch: SevArch;
 
@@ -38,6 +41,8 @@ export class KvmCtx implements GmemKvmOps {
     this.sptes = new Sptes(mem);
     this.vcpus = new VcpuTable(mem);
     this.stats = threadStats(mem, sync.tid);
+    this.latency = threadLatency(mem, sync.tid);
+    this.tracer = new Tracer(mem, sync.tid);
     this.arch = new SevArch(this, psp);
     this.g = new GmemCtx(mem, sync, this.stats, policy, this.arch, this);
   }

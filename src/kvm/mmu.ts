@@ -7,7 +7,8 @@ import { gmemGetPfn } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C, LockClass, latencyBucket } from '../shm/stats.js';
+import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './kvm.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
 import { makeSpte } from './spte.js';
@@ -169,7 +170,10 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
       return RET_PF_FIXED;
     }
   } finally {
-    stats[C.faultNs] += (performance.now() - t0) * 1e6;
+    const ns = (performance.now() - t0) * 1e6;
+    stats[C.faultNs] += ns;
+    k.latency[latencyBucket(ns)]++;
+    if (k.tracer.on) k.tracer.record(TraceKind.FAULT, gfn, k.tracer.now() - ns / 1e6);
   }
 }
 

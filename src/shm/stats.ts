@@ -98,3 +98,33 @@ export function sumStats(mem: Mem): StatsSnapshot {
   }
   return out;
 }
+
+/** Fault latency histogram: bucket b counts faults that took [2^b, 2^(b+1)) ns. */
+export const LATENCY_BUCKETS = 40;
+const HIST = 'fault_latency';
+
+export function declareLatency(lb: LayoutBuilder, maxThreads: number): void {
+  lb.add(HIST, maxThreads * LATENCY_BUCKETS * 2, 'shm/stats.ts');
+}
+
+/** One thread's histogram (Float64 counts). */
+export function threadLatency(mem: Mem, tid: number): Float64Array {
+  const base = regionBase(mem, HIST) / 2 + tid * LATENCY_BUCKETS;
+  return mem.f64.subarray(base, base + LATENCY_BUCKETS);
+}
+
+export function latencyBucket(ns: number): number {
+  return ns < 1 ? 0 : Math.min(LATENCY_BUCKETS - 1, Math.floor(Math.log2(ns)));
+}
+
+/** Every thread's histogram summed: [lowNs, highNs, count] per non-empty bucket. */
+export function sumLatency(mem: Mem): Array<{ lowNs: number; highNs: number; count: number }> {
+  const sums = new Float64Array(LATENCY_BUCKETS);
+  for (let t = 0; t < mem.limits.maxThreads; t++) {
+    const h = threadLatency(mem, t);
+    for (let b = 0; b < LATENCY_BUCKETS; b++) sums[b] += h[b];
+  }
+  const out: Array<{ lowNs: number; highNs: number; count: number }> = [];
+  for (let b = 0; b < LATENCY_BUCKETS; b++) if (sums[b] > 0) out.push({ lowNs: 2 ** b, highNs: 2 ** (b + 1), count: sums[b] });
+  return out;
+}

@@ -6,6 +6,7 @@
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
 import { POINTS } from './points.js';
 import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, type LockClass, threadStats } from './stats.js';
+import { TraceKind, Tracer } from './trace.js';
 
 /** Mutex word: 0 = free, else holder tid + 1, with WAITERS set while sleepers may exist. */
 export const WAITERS = 1 << 30;
@@ -223,6 +224,7 @@ export class FreeSync implements Sync {
   private readonly ctl: SyncControl;
   private readonly stats: Float64Array;
   private readonly spin: number;
+  private readonly tracer: Tracer;
 
   constructor(
     mem: Mem,
@@ -234,6 +236,7 @@ export class FreeSync implements Sync {
     this.ctl = new SyncControl(mem);
     this.stats = threadStats(mem, tid);
     this.spin = Atomics.load(mem.w, this.ctl.base + CTL_SPIN) || DEFAULT_SPIN;
+    this.tracer = new Tracer(mem, tid);
   }
 
   // mutex_lock
@@ -454,8 +457,10 @@ export class FreeSync implements Sync {
   }
 
   private account(cls: LockClass, t0: number): void {
+    const ms = performance.now() - t0;
     this.stats[LOCK_CONTENDED_BASE + cls]++;
-    this.stats[LOCK_WAIT_NS_BASE + cls] += (performance.now() - t0) * 1e6;
+    this.stats[LOCK_WAIT_NS_BASE + cls] += ms * 1e6;
+    if (this.tracer.on) this.tracer.record(TraceKind.LOCK_WAIT, cls, this.tracer.now() - ms);
   }
 }
 

@@ -6,7 +6,7 @@ import { PfnAllocator } from '../gmem/allocator.js';
 import { Files } from '../gmem/file.js';
 import { Folios, PG_FREE } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
-import { Policy, type PolicyName, policyId } from '../gmem/policy.js';
+import type { PolicyName } from '../gmem/policy.js';
 import { MemAttributes } from '../kvm/attributes.js';
 import { Memslots } from '../kvm/memslots.js';
 import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
@@ -62,7 +62,7 @@ function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
 }
 
 /** Full check at a quiescent point. */
-export function auditQuiescent(mem: Mem, policy: PolicyName): AuditReport {
+export function auditQuiescent(mem: Mem, _policy: PolicyName): AuditReport {
   const v = new Views(mem);
   const log = new ViolationLog(50);
   const counts = emptyCounts();
@@ -72,7 +72,6 @@ export function auditQuiescent(mem: Mem, policy: PolicyName): AuditReport {
   };
   let crossVm = 0;
   let checked = 0;
-  const pol = policyId(policy);
   const w = mem.w;
   for (let vm = 0; vm < v.vms.maxVms; vm++) {
     if (!v.vms.live(vm)) continue;
@@ -108,7 +107,8 @@ export function auditQuiescent(mem: Mem, policy: PolicyName): AuditReport {
       if (!snp) continue;
       const e = v.rmp.lookup(pfn);
       if (e.assigned && e.asid === asid && e.gfn === gfn) continue;
-      if (e.assigned && e.asid !== asid && pol !== Policy.ON_FAULT_OWN_VM && ownedByCoBoundVm(v, ino, e.asid)) {
+      // Another VM bound to the same inode owns it: the kernel's known cross-VM prepare outcome.
+      if (e.assigned && e.asid !== asid && ownedByCoBoundVm(v, ino, e.asid)) {
         crossVm++;
         continue;
       }

@@ -18,7 +18,8 @@ import { declareVcpus } from '../kvm/vcpu.js';
 import { declareVms } from '../kvm/vm.js';
 import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../shm/layout.js';
 import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
-import { declareStats } from '../shm/stats.js';
+import { declareLatency, declareStats } from '../shm/stats.js';
+import { declareTrace } from '../shm/trace.js';
 import { declareSched } from '../shm/sched.js';
 import { declareRunctl } from '../vcpu-workers/runctl.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
@@ -41,6 +42,8 @@ export interface SandboxOptions {
   watchdogMs?: number;
   /** Loads a waiter spins before it sleeps (default 200). */
   spin?: number;
+  /** Room for this many trace events per thread (0, the default: no tracing). */
+  traceEvents?: number;
 }
 
 /** Everything a thread needs to join the sandbox; structured-cloneable. */
@@ -79,9 +82,13 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   const spin = o.spin ?? DEFAULT_SPIN;
   if (!Number.isInteger(spin) || spin < 1) throw new ArgumentError('spin', `must be a positive integer, got ${spin}`);
   const limits = resolveLimits(o);
+  const traceEvents = o.traceEvents ?? 0;
+  if (!Number.isInteger(traceEvents) || traceEvents < 0 || traceEvents > 1 << 20) throw new ArgumentError('traceEvents', `must be an integer from 0 to ${1 << 20}, got ${traceEvents}`);
   const lb = new LayoutBuilder();
   declareSync(lb, limits.maxThreads);
   declareStats(lb, limits.maxThreads);
+  declareLatency(lb, limits.maxThreads);
+  declareTrace(lb, limits.maxThreads, traceEvents);
   declareFolios(lb, limits.nrPfns);
   declareAllocator(lb, limits.nrPfns);
   declareInodes(lb, limits.filemapPages);

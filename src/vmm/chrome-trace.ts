@@ -6,6 +6,10 @@ import { wordDescriber } from '../kvm/describe.js';
 import type { Mem } from '../shm/layout.js';
 import { POINTS } from '../shm/points.js';
 import type { SchedTraceEvent } from '../shm/sched.js';
+import { LOCK_CLASS_NAMES } from '../shm/stats.js';
+import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../shm/trace.js';
+import { IOCTL_STEPS, IOCTL_TRACE_BASE } from './ioctl-exec.js';
+import { VMM_OPS } from './stress-ops.js';
 
 export interface ChromeTraceEvent {
   name: string;
@@ -54,4 +58,40 @@ export function chromeTraceFromSchedule(mem: Mem, events: readonly SchedTraceEve
     out.push({ name: label(e), cat: e.kind, ph: 'X', ts: e.step * STEP_US, dur: STEP_US, pid: 1, tid: e.tid, args: { step: e.step } });
   }
   return { traceEvents: out, displayTimeUnit: 'ns' };
+}
+
+const FIRMWARE_COMMANDS = ['', 'RMPUPDATE private', 'RMPUPDATE shared', 'LAUNCH_START', 'LAUNCH_UPDATE', 'LAUNCH_FINISH', 'PVALIDATE', 'NOP'];
+
+/** Chrome trace events from a free-mode run's wall-clock trace (shm/trace.ts). */
+export function chromeTraceFromEvents(events: readonly TraceEvent[], names: Map<number, string>, title: string): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ms' } {
+  const t0 = events.reduce((m, e) => Math.min(m, e.startMs), Infinity);
+  const name = (e: TraceEvent): string => {
+    switch (e.kind) {
+      case TraceKind.FAULT:
+        return 'fault';
+      case TraceKind.IOCTL:
+        return e.arg >= IOCTL_TRACE_BASE ? (IOCTL_STEPS[e.arg - IOCTL_TRACE_BASE] ?? 'ioctl') : (VMM_OPS[e.arg] ?? 'ioctl');
+      case TraceKind.LOCK_WAIT:
+        return `wait ${LOCK_CLASS_NAMES[e.arg] ?? 'lock'}`;
+      case TraceKind.FIRMWARE:
+        return FIRMWARE_COMMANDS[Math.floor(e.arg / 256)] ?? 'firmware';
+      default:
+        return TRACE_KIND_NAMES[e.kind] ?? 'event';
+    }
+  };
+  const out: ChromeTraceEvent[] = [{ name: 'process_name', ph: 'M', ts: 0, pid: 1, tid: 0, args: { name: title } }];
+  for (const [tid, n] of names) out.push({ name: 'thread_name', ph: 'M', ts: 0, pid: 1, tid, args: { name: n } });
+  for (const e of events) {
+    out.push({
+      name: name(e),
+      cat: TRACE_KIND_NAMES[e.kind] ?? 'event',
+      ph: 'X',
+      ts: Math.round((e.startMs - t0) * 1000 * 1000) / 1000,
+      dur: Math.max(0.001, Math.round(e.durMs * 1000 * 1000) / 1000),
+      pid: 1,
+      tid: e.tid,
+      ...(e.kind === TraceKind.FAULT ? { args: { gfn: e.arg } } : e.kind === TraceKind.FIRMWARE ? { args: { client: e.arg % 256 } } : {}),
+    });
+  }
+  return { traceEvents: out, displayTimeUnit: 'ms' };
 }

@@ -1,10 +1,28 @@
 // Runs one ioctl-like scenario step against a Sandbox on the calling thread (the VMM worker),
 // resolving VM and guest_memfd names, and reports its Outcome.
 
+import { TraceKind } from '../shm/trace.js';
 import { hex, type Outcome, outcomeOfError } from '../vcpu-workers/outcome.js';
 import { bytesOfHex } from '../vcpu-workers/ops.js';
 import type { GuestMemfd, Sandbox, Vm } from './sandbox.js';
 import type { IoctlStep } from './scenario/schema.js';
+
+/** Ioctl steps in trace order: a trace event's arg is IOCTL_TRACE_BASE + the index here. */
+export const IOCTL_STEPS = [
+  'create_guest_memfd',
+  'link_guest_memfd',
+  'close',
+  'set_user_memory_region2',
+  'set_memory_attributes',
+  'fallocate',
+  'snp_launch_start',
+  'snp_launch_update',
+  'snp_launch_finish',
+  'hwpoison',
+  'rmp_query',
+  'folio_query',
+] as const;
+export const IOCTL_TRACE_BASE = 16;
 
 export class IoctlExecutor {
   readonly vms = new Map<string, Vm>();
@@ -28,10 +46,14 @@ export class IoctlExecutor {
   }
 
   exec(st: IoctlStep): Outcome {
+    const tracer = this.sb.k.tracer;
+    const t0 = tracer.on ? tracer.now() : 0;
     try {
       return this.run(st);
     } catch (e) {
       return outcomeOfError(e);
+    } finally {
+      if (tracer.on) tracer.record(TraceKind.IOCTL, IOCTL_TRACE_BASE + IOCTL_STEPS.indexOf(st.op), t0);
     }
   }
 

@@ -12,6 +12,8 @@ import { wordDescriber } from '../kvm/describe.js';
 import { type Mem, mapBuffers } from '../shm/layout.js';
 import { type Remote, wrapWorker } from '../shm/rpc.js';
 import { type StatsSnapshot, sumStats } from '../shm/stats.js';
+import { collectTrace, enableTracing } from '../shm/trace.js';
+import { chromeTraceFromEvents } from './chrome-trace.js';
 import { FreeSync, SyncControl } from '../shm/sync.js';
 import { RunControl } from '../vcpu-workers/runctl.js';
 import type { VcpuWorkerApi } from '../vcpu-workers/worker.js';
@@ -71,6 +73,8 @@ export interface RuntimeOptions {
   mailbox?: MailboxTuning;
   /** Longest a single control-plane call may take before the run is declared hung (default 60 s). */
   callTimeoutMs?: number;
+  /** Record a wall-clock trace of faults, ioctls, lock waits and firmware commands. */
+  trace?: boolean;
 }
 
 export class Runtime {
@@ -99,7 +103,8 @@ export class Runtime {
 
   /** Builds the shared memory and starts the firmware and VMM workers. */
   static async start(opts: RuntimeOptions): Promise<Runtime> {
-    const descriptor = buildSandboxMemory(opts.sandbox);
+    const descriptor = buildSandboxMemory(opts.trace ? { traceEvents: 1 << 16, ...opts.sandbox } : opts.sandbox);
+    if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
     const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
     const vmm = spawn<VmmWorkerApi>('vmm/vmm-worker.js', 'vmm', TID_VMM);
     const rt = new Runtime(descriptor, vmm, fw, opts);
@@ -181,6 +186,22 @@ export class Runtime {
 
   stats(): StatsSnapshot {
     return sumStats(this.mem);
+  }
+
+  /** Thread names by id, for traces and reports. */
+  actorNames(): Map<number, string> {
+    const m = new Map<number, string>([
+      [0, 'controller'],
+      [this.vmm.tid, 'vmm'],
+      [this.firmware.tid, 'firmware'],
+    ]);
+    for (const v of this.vcpus) m.set(v.tid, v.name);
+    return m;
+  }
+
+  /** The run's wall-clock trace as Chrome trace event JSON. */
+  chromeTrace(title: string): object {
+    return chromeTraceFromEvents(collectTrace(this.mem), this.actorNames(), title);
   }
 
   /** Parks every worker loop at its next checkpoint; resolves once `expected` loops are parked. */

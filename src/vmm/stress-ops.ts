@@ -10,6 +10,7 @@ import type { KvmVcpu } from '../kvm/vcpu.js';
 import { errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { Prng } from '../shm/prng.js';
+import { TraceKind } from '../shm/trace.js';
 import type { RunControl } from '../vcpu-workers/runctl.js';
 import type { Sandbox } from './sandbox.js';
 
@@ -58,7 +59,10 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
   const t0 = performance.now();
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
   const gap = cfg.rate > 0 ? 1000 / cfg.rate : 0;
+  const tracer = k.tracer;
+  let opStart = 0;
   const note = (r: number, op: VmmOp): void => {
+    if (tracer.on) tracer.record(TraceKind.IOCTL, VMM_OPS.indexOf(op), opStart);
     ops[op]++;
     if (r < 0) {
       const key = `${op}:${errnoName(r)}`;
@@ -79,6 +83,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       pick -= weights[i];
     }
     const len = 1 + rng.below(Math.min(cfg.maxPages, t.pages));
+    if (tracer.on) opStart = tracer.now();
     const start = rng.below(t.pages - len + 1);
     switch (op) {
       case 'punch':

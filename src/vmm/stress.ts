@@ -7,7 +7,8 @@ import type { PolicyName } from '../gmem/policy.js';
 import type { VmTypeName } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { subSeed } from '../shm/prng.js';
-import type { StatsSnapshot } from '../shm/stats.js';
+import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../shm/stats.js';
+import { writeFileSync } from 'node:fs';
 import { INVARIANTS, type Invariant } from '../vcpu-workers/violations.js';
 import type { Pattern, WorkloadResult } from '../vcpu-workers/workload.js';
 import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from './audit.js';
@@ -32,7 +33,11 @@ export interface StressOptions {
   /** Audit at a quiescent point this often (0: only at the end). */
   auditEveryMs?: number;
   watchdogMs?: number;
+  /** Write a Chrome trace of the run to this file. */
+  trace?: string;
   onProgress?: (p: StressProgress) => void;
+  /** Called at the end, while every worker is idle and before teardown: for experiments. */
+  beforeTeardown?: (rt: Runtime, layout: { vms: number[]; file: number }) => void;
 }
 
 export interface StressProgress {
@@ -44,7 +49,7 @@ export interface StressProgress {
 
 export interface StressReport {
   seed: number;
-  config: Required<Omit<StressOptions, 'onProgress'>>;
+  config: StressConfig;
   elapsedMs: number;
   counters: Record<string, number>;
   vmmOps: VmmOpsResult['ops'];
@@ -56,8 +61,14 @@ export interface StressReport {
   findings: { punchHoleLeftovers: number; crossVmPrepare: number };
   crashes: CrashReport[];
   faultsPerSecond: number;
+  /** Faults per second in each sampling interval. */
+  throughput: Array<{ tMs: number; faultsPerSecond: number }>;
+  faultLatency: Array<{ lowNs: number; highNs: number; count: number }>;
+  lockWaits: Array<{ lock: string; waitMs: number; contended: number }>;
   ok: boolean;
 }
+
+export type StressConfig = Required<Omit<StressOptions, 'onProgress' | 'beforeTeardown' | 'trace'>>;
 
 const REPORTED_COUNTERS = [
   'faults',
@@ -84,7 +95,7 @@ const REPORTED_COUNTERS = [
   'guestWrites',
 ] as const;
 
-export function resolveStressOptions(o: StressOptions): Required<Omit<StressOptions, 'onProgress'>> {
+export function resolveStressOptions(o: StressOptions): StressConfig {
   const memory = o.memory ?? '64MiB';
   const memBytes = parseSize(memory, 'memory');
   const guest = o.guestMemory ?? Math.min(memBytes / 4, 16 << 20);
@@ -103,7 +114,7 @@ export function resolveStressOptions(o: StressOptions): Required<Omit<StressOpti
     seed: o.seed ?? (Date.now() % 1_000_000),
     auditEveryMs: o.auditEveryMs ?? 1000,
     watchdogMs: o.watchdogMs ?? 5000,
-  } as Required<Omit<StressOptions, 'onProgress'>>;
+  } as StressConfig;
   const checks: Array<[boolean, string]> = [
     [Number.isInteger(cfg.vcpus) && cfg.vcpus >= 1 && cfg.vcpus <= 32, `vcpus: must be an integer from 1 to 32, got ${cfg.vcpus}`],
     [Number.isInteger(cfg.vms) && cfg.vms >= 1 && cfg.vms <= 8, `vms: must be an integer from 1 to 8, got ${cfg.vms}`],
@@ -123,9 +134,12 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
   const cfg = resolveStressOptions(o);
   const pages = parseSize(cfg.guestMemory, 'guest-memory') / PAGE_SIZE;
   const rt = await Runtime.start({
-    sandbox: { policy: cfg.policy, memory: cfg.memory, watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
+    // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
+    sandbox: { policy: cfg.policy, memory: cfg.memory, userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms), watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
     callTimeoutMs: cfg.durationMs + 30_000,
+    trace: o.trace !== undefined,
   });
+  const throughput: StressReport['throughput'] = [];
   let audit: AuditReport | null = null;
   const results: WorkloadResult[] = [];
   let vmmResult: VmmOpsResult = { ops: { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 }, errors: {}, elapsedMs: 0 };
@@ -159,11 +173,22 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       settled = true;
     });
     all.catch(() => undefined);
+    const tick = Math.max(50, Math.min(250, cfg.auditEveryMs > 0 ? cfg.auditEveryMs : 250));
+    // Throughput is sampled from when the workers start, not from before the set-up.
+    const runStart = performance.now();
+    let lastAudit = 0;
+    let lastT = 0;
+    let lastFaults = 0;
     while (!settled) {
-      await Promise.race([all, sleep(cfg.auditEveryMs > 0 ? cfg.auditEveryMs : 250)]);
-      const elapsed = performance.now() - t0;
+      await Promise.race([all, sleep(tick)]);
+      const elapsed = performance.now() - runStart;
+      const faults = rt.stats().faults;
+      if (elapsed > lastT) throughput.push({ tMs: Math.round(elapsed), faultsPerSecond: ((faults - lastFaults) * 1000) / (elapsed - lastT) });
+      lastT = elapsed;
+      lastFaults = faults;
       if (settled || rt.crashes.length > 0) break;
-      if (cfg.auditEveryMs > 0 && elapsed < cfg.durationMs - 300) {
+      if (cfg.auditEveryMs > 0 && elapsed - lastAudit >= cfg.auditEveryMs && elapsed < cfg.durationMs - 300) {
+        lastAudit = elapsed;
         await rt.quiesce(loops);
         const a = auditQuiescent(rt.mem, cfg.policy);
         audit = audit === null ? a : mergeAudit(audit, a);
@@ -176,6 +201,8 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     vmmResult = vr;
     const end = auditQuiescent(rt.mem, cfg.policy);
     audit = audit === null ? end : mergeAudit(audit, end);
+    o.beforeTeardown?.(rt, layout);
+    if (o.trace !== undefined) writeFileSync(o.trace, JSON.stringify(rt.chromeTrace(`gmem-sandbox stress (seed ${cfg.seed})`)));
     await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
     for (const a of rt.vcpus) await rt.call(a, () => a.api.release());
     audit = mergeAudit(audit, auditTeardown(rt.mem));
@@ -211,6 +238,9 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: Math.max(audit?.findings.crossVmPrepare ?? 0, stats['finding.crossVmPrepare']) },
     crashes: rt.crashes,
     faultsPerSecond: stats.faults / (cfg.durationMs / 1000),
+    throughput,
+    faultLatency: sumLatency(rt.mem),
+    lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
     ok,
   };
 }

@@ -69,7 +69,7 @@ class VmmWorker {
     vms.forEach((vm, i) => {
       const gmem = i === 0 ? first : vm.linkGuestMemfdSync(first);
       if (i > 0) this.stressFds.push(gmem);
-      vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: size, userspaceAddr: 0, guestMemfd: gmem, guestMemfdOffset: 0 });
+      vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: size, userspaceAddr: i * size, guestMemfd: gmem, guestMemfdOffset: 0 });
       const priv = Math.floor(cfg.pages * cfg.privateShare);
       if (priv > 0) vm.setMemoryAttributesSync({ address: 0, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
       if (vm.type === 'snp') {

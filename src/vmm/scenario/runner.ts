@@ -3,7 +3,9 @@
 // holds is left in flight and the run goes on, so a script can interleave actors exactly; its
 // outcome is recorded when it completes.
 
+import { writeFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
+import { LOCK_CLASS_NAMES, sumLatency } from '../../shm/stats.js';
 import { pointId } from '../../shm/points.js';
 import type { GuestOp } from '../../vcpu-workers/ops.js';
 import type { Outcome } from '../../vcpu-workers/outcome.js';
@@ -26,6 +28,8 @@ export interface ScenarioReport {
   audit: { ok: boolean; counts: Record<Invariant, number>; violations: Violation[] };
   findings: { punchHoleLeftovers: number; crossVmPrepare: number };
   crashes: CrashReport[];
+  faultLatency: Array<{ lowNs: number; highNs: number; count: number }>;
+  lockWaits: Array<{ lock: string; waitMs: number; contended: number }>;
   ok: boolean;
 }
 
@@ -46,8 +50,8 @@ interface InFlight {
   promise: Promise<Outcome>;
 }
 
-export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void): Promise<ScenarioReport> {
-  const rt = await Runtime.start({ sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 }, callTimeoutMs: 30_000 });
+export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: { trace?: string } = {}): Promise<ScenarioReport> {
+  const rt = await Runtime.start({ sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 }, callTimeoutMs: 30_000, trace: opts.trace !== undefined });
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
@@ -188,10 +192,20 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void)
   } catch (e) {
     if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
   } finally {
+    if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(rt.chromeTrace('gmem-sandbox run')));
     await rt.shutdown();
   }
+  const stats = rt.stats();
   const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass);
-  return { steps, audit, findings, crashes: rt.crashes, ok };
+  return {
+    steps,
+    audit,
+    findings,
+    crashes: rt.crashes,
+    faultLatency: sumLatency(rt.mem),
+    lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+    ok,
+  };
 }
 
 function toGuestOp(st: LeafStep): GuestOp {

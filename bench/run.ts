@@ -1,0 +1,81 @@
+// `npm run bench`: measures every item with its baseline in this one process and prints a table
+// of medians, p50/p99 and ratios (item / baseline).
+//
+//   node dist/bench/run.js [--quick] [--json] [--only GROUP[,GROUP...]]
+//
+// Groups: micro, roundtrip, fault, prefault, throughput, policy. --quick is a smoke run of a few
+// seconds (tiny time budgets and sizes: its figures are not meant to be quoted).
+
+import os from 'node:os';
+import { runColdFault, runPrefault } from './fault.js';
+import type { Ctx } from './measure.js';
+import { runMicro } from './micro.js';
+import { runRoundtrip } from './roundtrip.js';
+import { type Row, renderTable, resolveRows } from './table.js';
+import { runPolicies, runThroughput } from './throughput.js';
+
+const GROUPS: Record<string, (ctx: Ctx) => Promise<Row[]>> = {
+  micro: runMicro,
+  roundtrip: runRoundtrip,
+  fault: runColdFault,
+  prefault: runPrefault,
+  throughput: runThroughput,
+  policy: runPolicies,
+};
+
+interface Args {
+  json: boolean;
+  quick: boolean;
+  only: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { json: false, quick: false, only: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const s = argv[i];
+    if (s === '--json') a.json = true;
+    else if (s === '--quick') a.quick = true;
+    else if (s === '--only' || s.startsWith('--only=')) {
+      const v = s === '--only' ? argv[++i] : s.slice('--only='.length);
+      if (v === undefined) throw new Error('--only needs a group name');
+      a.only.push(...v.split(',').map((x) => x.trim()).filter(Boolean));
+    } else if (s === '--help' || s === '-h') {
+      process.stdout.write(`usage: node dist/bench/run.js [--quick] [--json] [--only ${Object.keys(GROUPS).join('|')}[,...]]\n`);
+      process.exit(0);
+    } else throw new Error(`unknown argument '${s}'`);
+  }
+  for (const g of a.only) if (!(g in GROUPS)) throw new Error(`--only: unknown group '${g}'; known: ${Object.keys(GROUPS).join(', ')}`);
+  return a;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const ctx: Ctx = { quick: args.quick, log: (m) => process.stderr.write(`[bench] ${m}\n`) };
+  const names = args.only.length > 0 ? args.only : Object.keys(GROUPS);
+  const t0 = performance.now();
+  const rows: Row[] = [];
+  for (const g of names) {
+    const tg = performance.now();
+    rows.push(...(await GROUPS[g](ctx)));
+    ctx.log(`${g}: ${((performance.now() - tg) / 1000).toFixed(1)} s`);
+  }
+  resolveRows(rows);
+  const elapsedS = (performance.now() - t0) / 1000;
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${os.platform()} ${os.release()}` };
+  if (args.json) {
+    process.stdout.write(`${JSON.stringify({ quick: args.quick, groups: names, elapsedS, machine, rows }, null, 2)}\n`);
+  } else {
+    process.stdout.write(`gmem-sandbox bench${args.quick ? ' (--quick: smoke run, not for quoting)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}\n\n`);
+    process.stdout.write(`${renderTable(rows)}\n\n`);
+    const missed = rows.filter((r) => r.status === 'MISS').map((r) => r.name);
+    process.stdout.write(`${rows.filter((r) => r.status === 'PASS').length} targets met, ${missed.length} missed${missed.length ? ` (${missed.join(', ')})` : ''}; ${elapsedS.toFixed(1)} s\n`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

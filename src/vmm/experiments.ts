@@ -1,0 +1,184 @@
+// One-command experiments: several VMs bound to one guest_memfd under each prepare policy, and
+// the policies side by side on one workload.
+
+import { Rmp } from '../firmware/rmp.js';
+import { Files } from '../gmem/file.js';
+import { Inodes } from '../gmem/inode.js';
+import { POLICIES, type PolicyName } from '../gmem/policy.js';
+import { Vms } from '../kvm/vm.js';
+import { PAGE_SIZE } from '../shm/limits.js';
+import { INVARIANTS } from '../vcpu-workers/violations.js';
+import type { Runtime } from './runtime.js';
+import { Sandbox } from './sandbox.js';
+import { type StressReport, runStress } from './stress.js';
+
+export interface MultiVmOptions {
+  vms: number;
+  policies: PolicyName[];
+  durationMs: number;
+  seed: number;
+  /** Pages every VM maps (all backed by the one inode). */
+  pages: number;
+  trace?: (policy: PolicyName) => string | undefined;
+}
+
+export interface PageOwners {
+  /** Pages of the inode the RMP gives to each VM (index = VM order of creation). */
+  byVm: number[];
+  /** Cached pages still hypervisor-owned. */
+  unassigned: number;
+  contested: number;
+}
+
+export interface MultiVmResult {
+  policy: PolicyName;
+  faults: number;
+  archPrepareCalls: number;
+  archPreparePerFault: number;
+  rmpViolations: number;
+  owners: PageOwners;
+  /** Index of the VM first in the inode's file list (the newest link). */
+  firstInList: number;
+  sentence: string;
+  run: StressReport;
+}
+
+/** Reads who owns each cached page of the shared inode, at the end of a run. */
+function pageOwners(rt: Runtime, vmIds: number[], file: number): PageOwners {
+  const inodes = new Inodes(rt.mem);
+  const files = new Files(rt.mem);
+  const vms = new Vms(rt.mem);
+  const rmp = new Rmp(rt.mem);
+  const ino = files.inode(file);
+  const byVm = vmIds.map(() => 0);
+  let unassigned = 0;
+  let contested = 0;
+  for (let i = 0; i < inodes.sizePages(ino); i++) {
+    const pfn = inodes.peek(ino, i);
+    if (pfn < 0) continue;
+    contested++;
+    if (!rmp.assigned(pfn)) {
+      unassigned++;
+      continue;
+    }
+    const v = vmIds.findIndex((id) => vms.asid(id) === rmp.asid(pfn));
+    if (v >= 0) byVm[v]++;
+  }
+  return { byVm, unassigned, contested };
+}
+
+function pct(n: number, of: number): string {
+  return of === 0 ? '0%' : `${Math.round((100 * n) / of)}%`;
+}
+
+function explainMultiVm(policy: PolicyName, n: number, r: Omit<MultiVmResult, 'sentence' | 'run'>): string {
+  const o = r.owners;
+  const dist = o.byVm.map((p, i) => `VM ${i}: ${p}`).join(', ');
+  if (policy === 'prepare-on-fault-own-vm') {
+    return (
+      `Each fault prepared the page for the faulting VM only (${r.archPreparePerFault.toFixed(2)} arch-prepare calls per fault), ` +
+      `so the ${o.contested} contested pages went to whichever VM touched them first (${dist}); ` +
+      `a VM that then touched a page another VM owns took an RMP violation (${r.rmpViolations} of them).`
+    );
+  }
+  const when = policy === 'prepare-on-allocate' ? 'on every fault' : 'once per folio';
+  return (
+    `The arch prepare ran ${when} for all ${n} bound VMs in the inode's list order (${r.archPreparePerFault.toFixed(2)} calls per fault); ` +
+    `the first VM in that list, VM ${r.firstInList} (the newest link), took ${pct(o.byVm[r.firstInList] ?? 0, o.contested)} of the ${o.contested} contested pages ` +
+    `and the others "succeeded" without an RMP change, so a VM's access to the page it faulted itself was an RMP violation (${r.rmpViolations} of them).`
+  );
+}
+
+export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResult[]> {
+  if (!Number.isInteger(o.vms) || o.vms < 2 || o.vms > 8) throw new Error(`--vms: must be an integer from 2 to 8, got ${o.vms}`);
+  const out: MultiVmResult[] = [];
+  for (const policy of o.policies) {
+    let owners: PageOwners = { byVm: [], unassigned: 0, contested: 0 };
+    const trace = o.trace?.(policy);
+    const run = await runStress({
+      policy,
+      vmType: 'snp',
+      vms: o.vms,
+      vcpus: 1,
+      memory: '64MiB',
+      guestMemory: o.pages * PAGE_SIZE,
+      durationMs: o.durationMs,
+      ops: '',
+      opRate: 0,
+      writeRatio: 0.2,
+      seed: o.seed,
+      auditEveryMs: 0,
+      ...(trace ? { trace } : {}),
+      beforeTeardown: (rt, layout) => {
+        owners = pageOwners(rt, layout.vms, layout.file);
+      },
+    });
+    const base = {
+      policy,
+      faults: run.counters.faults,
+      archPrepareCalls: run.counters.archPrepareCalls,
+      archPreparePerFault: run.counters.faults > 0 ? run.counters.archPrepareCalls / run.counters.faults : 0,
+      rmpViolations: run.exits.rmp_violation ?? 0,
+      owners,
+      firstInList: o.vms - 1,
+    };
+    out.push({ ...base, sentence: explainMultiVm(policy, o.vms, base), run });
+  }
+  return out;
+}
+
+export interface PolicyRow {
+  policy: PolicyName;
+  faults: number;
+  prepares: number;
+  archPrepareCalls: number;
+  firmwareCommands: number;
+  punchHoleLeftovers: number;
+  faultsPerSecond: number;
+  launchUpdateAfterFallocate: string;
+  violations: number;
+  run: StressReport;
+}
+
+/** SEMANTICS.md section 6's consequence, on a single thread: fallocate, then LAUNCH_UPDATE. */
+export async function launchAfterFallocate(policy: PolicyName): Promise<string> {
+  const sb = await Sandbox.create({ policy, memory: '4MiB' });
+  try {
+    const vm = await sb.createVm({ type: 'snp' });
+    const g = await vm.createGuestMemfd({ size: '1MiB' });
+    await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: '1MiB', guestMemfd: g });
+    await vm.setMemoryAttributes({ address: 0, size: '1MiB', attributes: 'private' });
+    await g.fallocate(['keep_size'], 0, '64KiB');
+    await vm.snpLaunchStart();
+    try {
+      await vm.snpLaunchUpdate({ gpa: 0, len: '4KiB', data: new Uint8Array([1]) });
+      return 'ok';
+    } catch (e) {
+      const err = e as { code?: string; populateError?: string };
+      return `${err.code ?? 'error'}${err.populateError ? ` (populate: ${err.populateError})` : ''}`;
+    }
+  } finally {
+    await sb.close();
+  }
+}
+
+export async function policiesExperiment(o: { durationMs: number; seed: number; trace?: (p: PolicyName) => string | undefined }): Promise<PolicyRow[]> {
+  const rows: PolicyRow[] = [];
+  for (const policy of POLICIES) {
+    const trace = o.trace?.(policy);
+    const run = await runStress({ policy, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}) });
+    rows.push({
+      policy,
+      faults: run.counters.faults,
+      prepares: run.counters.prepares,
+      archPrepareCalls: run.counters.archPrepareCalls,
+      firmwareCommands: run.counters.firmwareCommands,
+      punchHoleLeftovers: run.findings.punchHoleLeftovers,
+      faultsPerSecond: run.faultsPerSecond,
+      launchUpdateAfterFallocate: await launchAfterFallocate(policy),
+      violations: INVARIANTS.reduce((s, i) => s + run.violations[i], 0),
+      run,
+    });
+  }
+  return rows;
+}
