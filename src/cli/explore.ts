@@ -20,6 +20,8 @@ export interface ExploreCliOptions {
   out: string;
   json?: boolean;
   shrink: boolean;
+  /** Chrome trace of the (shrunk) failing schedule; with --bug all, one file per bug. */
+  trace?: string;
 }
 
 export interface BugSearch {
@@ -31,6 +33,7 @@ export interface BugSearch {
   violation?: string;
   saved?: string;
   shrunk?: { saved: string; steps: number; switches: number; forcedChoices: number };
+  trace?: string;
   schedulesPerSecond: number;
 }
 
@@ -60,10 +63,19 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       const tag = `${bug ?? 'none'}-${o.policy}-${o.strategy}-seed${seed}`;
       const saved = save(o.out, `schedule-${tag}.json`, cfg, r);
       const res: BugSearch = { bug, found: true, schedules: i + 1, seed, steps: r.steps, violation: `${r.violations[0].invariant}: ${r.violations[0].detail}`, saved, schedulesPerSecond: sps };
+      let last = r;
       if (o.shrink) {
         const s = await ex.shrink(r);
         const file = save(o.out, `schedule-${tag}-shrunk.json`, { ...cfg, strategy: 'replay' }, s);
         res.shrunk = { saved: file, steps: s.steps, switches: switchesIn(s.choices), forcedChoices: s.choices.length };
+        last = s;
+      }
+      if (o.trace) {
+        // Rerun the schedule being reported so the trace is of exactly that interleaving.
+        await ex.runSchedule(last.seed, last.choices);
+        const file = o.bug === 'all' ? o.trace.replace(/(\.[^./]+)?$/, `.${bug}$1`) : o.trace;
+        writeFileSync(file, JSON.stringify(chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames())));
+        res.trace = file;
       }
       return res;
     }
@@ -87,6 +99,7 @@ export async function exploreCommand(o: ExploreCliOptions): Promise<number> {
       if (r.found) {
         process.stdout.write(`${name}: FOUND after ${r.schedules} schedule(s), seed ${r.seed}, ${r.steps} steps\n  ${r.violation}\n  saved ${r.saved}\n`);
         if (r.shrunk) process.stdout.write(`  shrunk to ${r.shrunk.forcedChoices} forced choices, ${r.shrunk.switches} context switches: ${r.shrunk.saved}\n`);
+        if (r.trace) process.stdout.write(`  trace: ${r.trace}\n`);
       } else {
         process.stdout.write(`${name}: not found in ${r.schedules} schedule(s)\n`);
       }

@@ -131,6 +131,7 @@ program
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .option('--out <dir>', 'where failing schedules are saved', '.')
   .option('--no-shrink', 'do not shrink a failing schedule')
+  .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
   .action(async (o) => {
     process.exitCode = await exploreCommand(o);

@@ -31,17 +31,14 @@ export class RunControl {
   stopRequested(): boolean {
     return Atomics.load(this.w, this.base + R_STOP) !== 0;
   }
-  setStop(v: boolean): void {
+  setStop(v: boolean, sync: Sync): void {
     Atomics.store(this.w, this.base + R_STOP, v ? 1 : 0);
-    if (v) this.setPause(false, null);
+    if (v) this.setPause(false, sync);
   }
   /** Asks every loop to park (true) or lets them go (false). */
-  setPause(v: boolean, sync: Sync | null): void {
+  setPause(v: boolean, sync: Sync): void {
     Atomics.store(this.w, this.base + R_PAUSE, v ? 1 : 0);
-    if (!v) {
-      if (sync) sync.wake(this.base + R_PAUSE, Infinity);
-      else Atomics.notify(this.w, this.base + R_PAUSE);
-    }
+    if (!v) sync.wake(this.base + R_PAUSE, Infinity);
   }
   parked(): number {
     return Atomics.load(this.w, this.base + R_PARKED);

@@ -223,7 +223,7 @@ export class Runtime {
    */
   async shutdown(graceMs = 2000): Promise<void> {
     if (this.stopped) return;
-    this.rc.setStop(true);
+    this.rc.setStop(true, this.sync);
     const mb = new Mailbox(this.mem, FIRMWARE_MAILBOX, this.sync);
     mb.stop();
     await Promise.race([this.firmwareDone?.catch(() => undefined), delay(graceMs)]);
