@@ -61,7 +61,7 @@ describe('two vCPUs faulting one gfn at once', () => {
       expect(rmp.asid).toBeGreaterThan(0);
       // Exactly one pfn in the whole RMP is guest-owned: this one, for this VM, at this gfn.
       expect(assignedPfns(rt)).toEqual([{ pfn: rmp.pfn, asid: rmp.asid, gfn: gpa / PAGE }]);
-      expectQuiescentAuditClean(rt, policy);
+      expectQuiescentAuditClean(rt);
       await expectTeardownAuditClean(rt);
     });
   }
@@ -76,7 +76,7 @@ describe('two vCPUs faulting one gfn at once', () => {
     ]);
     expect(counters(rt)).toEqual({ faults: 2, faultRetries: 0, foliosAllocated: 1, prepares: 1, archPrepareCalls: 2, sptesInstalled: 2, memoryFaultExits: 0 });
     expect(assignedPfns(rt)).toHaveLength(1);
-    expectQuiescentAuditClean(rt, 'prepare-on-allocate');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -90,7 +90,7 @@ describe('two vCPUs faulting one gfn at once', () => {
     ]);
     expect(counters(rt)).toEqual({ faults: 2, faultRetries: 0, foliosAllocated: 1, prepares: 1, archPrepareCalls: 0, sptesInstalled: 2, memoryFaultExits: 0 });
     expect(assignedPfns(rt)).toEqual([]);
-    expectQuiescentAuditClean(rt, 'prepare-on-fault-own-vm');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 });
@@ -118,7 +118,7 @@ describe('a conversion racing a fault makes the fault retry', () => {
     // get_pfn ran once before the conversion (the folio was prepared); the retry exited before get_pfn.
     expect(counters(rt)).toEqual({ faults: 1, faultRetries: 1, foliosAllocated: 1, prepares: 1, archPrepareCalls: 1, sptesInstalled: 0, memoryFaultExits: 1 });
     // The fault dropped its folio reference on the retry: the folio is cached with refcount 1.
-    expectQuiescentAuditClean(rt, 'prepare-on-fault-own-vm');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -138,7 +138,7 @@ describe('a conversion racing a fault makes the fault retry', () => {
     expect(await read).toEqual({ result: 'memory_fault', exit: 'memory_fault', value: { errno: 'EFAULT', gpa, size: PAGE, flags: 0 } });
     // A shared fault never touches guest_memfd.
     expect(counters(rt)).toEqual({ faults: 1, faultRetries: 1, foliosAllocated: 0, prepares: 0, archPrepareCalls: 0, sptesInstalled: 0, memoryFaultExits: 1 });
-    expectQuiescentAuditClean(rt, 'prepare-on-fault-own-vm');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -154,7 +154,7 @@ describe('a conversion racing a fault makes the fault retry', () => {
     const c = rt.vcpu('a', 0);
     expect(await c.api.exec({ op: 'guest_read', gpa, len: 4 })).toEqual({ result: 'ok', value: '00000000' });
     expect(rt.stats().faults).toBe(1);
-    expectQuiescentAuditClean(rt, 'prepare-on-fault-own-vm');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -178,7 +178,7 @@ describe('a conversion racing a fault makes the fault retry', () => {
     expect(await read).toEqual({ result: 'memory_fault', exit: 'memory_fault', value: { errno: 'EFAULT', gpa, size: PAGE, flags: EXIT_FLAG_PRIVATE } });
     expect(rt.stats().foliosAllocated).toBe(0);
     expect(rt.stats().faultRetries).toBeGreaterThanOrEqual(1);
-    expectQuiescentAuditClean(rt, 'prepare-on-fault-own-vm');
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 });

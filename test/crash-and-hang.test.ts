@@ -86,7 +86,7 @@ describe('a deliberate deadlock', () => {
     expect(await rt.call(c1, () => c1.api.exec({ op: 'guest_read', gpa, len: 4 }))).toEqual({ result: 'vc', exit: 'vc' });
     expectOk(await rt.vmm.api.exec({ op: 'rmp_query', vm: 'a', gpa }));
     // The timed-out wait gave back the reference it took on the folio: everything balances.
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
     const t1 = performance.now();
     await rt.shutdown();

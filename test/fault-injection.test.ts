@@ -57,7 +57,7 @@ describe('fault injection', () => {
       memoryFaultExits: 1,
     });
     expect(assignedPfns(rt).map((e) => e.gfn)).toEqual([1]);
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     // The injection was one-shot: the same access now prepares the same folio and maps it.
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x5000, len: 4 })).toEqual({ result: 'vc', exit: 'vc' });
     expect(await c.api.exec({ op: 'pvalidate', gpa: 0x5000 })).toEqual({ result: 'ok', value: 0 });
@@ -66,7 +66,7 @@ describe('fault injection', () => {
     expect(assignedPfns(rt).map((e) => e.gfn).sort((a, b) => a - b)).toEqual([1, 5]);
     // Data written before the injection is intact.
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -90,7 +90,7 @@ describe('fault injection', () => {
       memoryFaultExits: 2,
     });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 
@@ -104,12 +104,12 @@ describe('fault injection', () => {
     expect(await c.api.exec({ op: 'pre_fault_memory', gpa: 0x8000, size: PAGE })).toEqual({ result: 'ENOMEM', value: { gpa: 0x8000, size: PAGE, flags: 0 } });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
     expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({ foliosAllocated: 0, archPrepareCalls: 0, sptesInstalled: 0 });
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     await rt.vmm.api.reserveHostPages(0);
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x7000, len: 4 })).toEqual({ result: 'vc', exit: 'vc' });
     expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({ foliosAllocated: 1, archPrepareCalls: 1, sptesInstalled: 1 });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
-    expectQuiescentAuditClean(rt, POLICY);
+    expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
 });
@@ -152,7 +152,7 @@ describe('a vCPU thread that dies during a stress run', () => {
       useAfterFree: s['violation.useAfterFree'],
       hostRmpFaults: s.hostRmpFaults,
     }).toEqual({ staleData: 0, dataLost: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, hostRmpFaults: 0 });
-    const a = auditQuiescent(rt.mem, POLICY);
+    const a = auditQuiescent(rt.mem);
     const { balance: _held, liveness: _l, ...data } = a.counts;
     expect(data, JSON.stringify(a.violations)).toEqual({ staleData: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, dataLost: 0 });
     for (const v of a.violations) expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);

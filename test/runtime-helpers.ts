@@ -67,8 +67,8 @@ function expectClean(a: AuditReport, what: string): void {
 }
 
 /** The auditor's full check at a quiescent point (every worker idle): no invariant broken. */
-export function expectQuiescentAuditClean(rt: Runtime, policy: PolicyName): AuditReport {
-  const a = auditQuiescent(rt.mem, policy);
+export function expectQuiescentAuditClean(rt: Runtime): AuditReport {
+  const a = auditQuiescent(rt.mem);
   expectClean(a, 'quiescent audit');
   return a;
 }

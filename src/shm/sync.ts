@@ -24,7 +24,6 @@ export const WRITER = 1 << 30;
 /** Control words (region 'sync'). */
 const CTL_ABORT = 0;
 const CTL_WATCHDOG_MS = 1;
-const CTL_ARMED_MASK = 2;
 const CTL_SPIN = 3;
 const CTL_WAITING_ON = 16;
 export const MAX_PAUSES = 8;
@@ -33,6 +32,8 @@ const PAUSE_FREE = 0;
 const PAUSE_ARMED = 1;
 const PAUSE_HELD = 2;
 const PAUSE_RELEASED = 3;
+/** Claimed by armPause while it fills the slot in; nobody can take it yet. */
+const PAUSE_ARMING = 4;
 
 /** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
 const WAIT_SLICE_MS = 10;
@@ -42,7 +43,7 @@ export const DEFAULT_SPIN = 200;
 const REGION = 'sync';
 
 export function declareSync(lb: LayoutBuilder, maxThreads: number): void {
-  lb.add(REGION, CTL_WAITING_ON + 2 * maxThreads + MAX_PAUSES * PAUSE_WORDS, 'shm/sync.ts');
+  lb.add(REGION, CTL_WAITING_ON + 2 * maxThreads + MAX_PAUSES * PAUSE_WORDS + POINTS.length, 'shm/sync.ts');
 }
 
 /** The sandbox was torn down while this thread waited. */
@@ -128,15 +129,21 @@ export class SyncControl {
   private pauseBase(slot: number): number {
     return this.base + CTL_WAITING_ON + 2 * this.mem.limits.maxThreads + slot * PAUSE_WORDS;
   }
+  /** Per point: how many armed pauses wait for it. point() reads only this word. */
+  armedWord(point: number): number {
+    return this.base + CTL_WAITING_ON + 2 * this.mem.limits.maxThreads + MAX_PAUSES * PAUSE_WORDS + point;
+  }
   /** Arms a one-shot pause: the first thread (matching `tid`, -1 for any) to reach `point` is held. */
   armPause(point: number, tid = -1): number {
     const w = this.mem.w;
     for (let s = 0; s < MAX_PAUSES; s++) {
       const b = this.pauseBase(s);
-      if (Atomics.compareExchange(w, b + 2, PAUSE_FREE, PAUSE_ARMED) === PAUSE_FREE) {
+      if (Atomics.compareExchange(w, b + 2, PAUSE_FREE, PAUSE_ARMING) === PAUSE_FREE) {
         Atomics.store(w, b + 1, tid);
         Atomics.store(w, b, point + 1);
-        Atomics.or(w, this.base + CTL_ARMED_MASK, 1 << point);
+        // Published only once filled in, then counted: a thread that sees the count sees the slot.
+        Atomics.store(w, b + 2, PAUSE_ARMED);
+        Atomics.add(w, this.armedWord(point), 1);
         return s;
       }
     }
@@ -144,7 +151,7 @@ export class SyncControl {
   }
   pauseState(slot: number): 'armed' | 'held' | 'released' | 'free' {
     const st = Atomics.load(this.mem.w, this.pauseBase(slot) + 2);
-    return (['free', 'armed', 'held', 'released'] as const)[st];
+    return (['free', 'armed', 'held', 'released', 'armed'] as const)[st];
   }
   pauseHolder(slot: number): number {
     return Atomics.load(this.mem.w, this.pauseBase(slot) + 3);
@@ -164,36 +171,25 @@ export class SyncControl {
       if (r.async) await r.value;
     }
   }
-  /** Lets the held thread go on and frees the slot for reuse once it has left. */
+  /** Lets the held thread go on (it frees the slot as it leaves), or disarms an unreached pause. */
   release(slot: number): void {
     const w = this.mem.w;
     const b = this.pauseBase(slot);
-    const st = Atomics.load(w, b + 2);
-    if (st === PAUSE_ARMED) {
-      // Never reached: disarm.
+    const point = Atomics.load(w, b) - 1;
+    if (Atomics.compareExchange(w, b + 2, PAUSE_ARMED, PAUSE_FREE) === PAUSE_ARMED) {
+      Atomics.sub(w, this.armedWord(point), 1);
       Atomics.store(w, b, 0);
-      Atomics.store(w, b + 2, PAUSE_FREE);
-      this.recomputeMask();
       return;
     }
+    if (Atomics.load(w, b + 2) !== PAUSE_HELD) return;
     Atomics.store(w, b + 2, PAUSE_RELEASED);
     Atomics.notify(w, b + 2);
-  }
-  private recomputeMask(): void {
-    let mask = 0;
-    for (let s = 0; s < MAX_PAUSES; s++) {
-      const b = this.pauseBase(s);
-      const st = Atomics.load(this.mem.w, b + 2);
-      if (st === PAUSE_ARMED) mask |= 1 << (Atomics.load(this.mem.w, b) - 1);
-    }
-    Atomics.store(this.mem.w, this.base + CTL_ARMED_MASK, mask);
   }
   /** Called by the held thread when it leaves a released pause. */
   freeSlot(slot: number): void {
     const b = this.pauseBase(slot);
     Atomics.store(this.mem.w, b, 0);
     Atomics.store(this.mem.w, b + 2, PAUSE_FREE);
-    this.recomputeMask();
   }
   /** Slot armed for `point` that `tid` may take, or -1. */
   claimPause(point: number, tid: number): number {
@@ -205,8 +201,8 @@ export class SyncControl {
       if (f !== -1 && f !== tid) continue;
       if (Atomics.compareExchange(w, b + 2, PAUSE_ARMED, PAUSE_HELD) === PAUSE_ARMED) {
         Atomics.store(w, b + 3, tid);
+        Atomics.sub(w, this.armedWord(point), 1);
         Atomics.notify(w, b + 2);
-        this.recomputeMask();
         return s;
       }
     }
@@ -225,6 +221,7 @@ export class FreeSync implements Sync {
   private readonly stats: Float64Array;
   private readonly spin: number;
   private readonly tracer: Tracer;
+  private readonly armedBase: number;
 
   constructor(
     mem: Mem,
@@ -237,6 +234,7 @@ export class FreeSync implements Sync {
     this.stats = threadStats(mem, tid);
     this.spin = Atomics.load(mem.w, this.ctl.base + CTL_SPIN) || DEFAULT_SPIN;
     this.tracer = new Tracer(mem, tid);
+    this.armedBase = this.ctl.armedWord(0);
   }
 
   // mutex_lock
@@ -404,7 +402,7 @@ export class FreeSync implements Sync {
   }
 
   point(p: number): void {
-    if ((Atomics.load(this.w, this.ctl.base + CTL_ARMED_MASK) & (1 << p)) !== 0) this.pauseHere(p);
+    if (Atomics.load(this.w, this.armedBase + p) !== 0) this.pauseHere(p);
   }
 
   private pauseHere(p: number): void {

@@ -6,7 +6,6 @@ import { PfnAllocator } from '../gmem/allocator.js';
 import { Files } from '../gmem/file.js';
 import { Folios, PG_FREE } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
-import type { PolicyName } from '../gmem/policy.js';
 import { MemAttributes } from '../kvm/attributes.js';
 import { Memslots } from '../kvm/memslots.js';
 import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
@@ -62,7 +61,7 @@ function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
 }
 
 /** Full check at a quiescent point. */
-export function auditQuiescent(mem: Mem, _policy: PolicyName): AuditReport {
+export function auditQuiescent(mem: Mem): AuditReport {
   const v = new Views(mem);
   const log = new ViolationLog(50);
   const counts = emptyCounts();

@@ -161,7 +161,7 @@ export class Explorer {
       const who = sched.blocked().map((b) => `thread ${b.tid} waits on word ${b.word}`).join('; ');
       violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run (${who})` });
     } else if (outcome === SchedOutcome.RUNNING) {
-      violations.push(...auditQuiescent(rt.mem, this.cfg.policy).violations);
+      violations.push(...auditQuiescent(rt.mem).violations);
     }
     return {
       seed,

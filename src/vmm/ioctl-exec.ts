@@ -4,7 +4,8 @@
 import { TraceKind } from '../shm/trace.js';
 import { hex, type Outcome, outcomeOfError } from '../vcpu-workers/outcome.js';
 import { bytesOfHex } from '../vcpu-workers/ops.js';
-import type { GuestMemfd, Sandbox, Vm } from './sandbox.js';
+import { GuestMemfd, type Sandbox, type Vm } from './sandbox.js';
+import { Errno } from '../shm/errno.js';
 import type { IoctlStep } from './scenario/schema.js';
 
 /** Ioctl steps in trace order: a trace event's arg is IOCTL_TRACE_BASE + the index here. */
@@ -36,8 +37,18 @@ export class IoctlExecutor {
     if (g === undefined) throw new Error(`no guest_memfd named '${ref}'`);
     return g.fd;
   }
+  /** The guest_memfd behind a name or fd number; a number that is no guest_memfd gives its errno. */
   private gmem(ref: string | number): GuestMemfd | number {
-    return typeof ref === 'number' ? ref : (this.fds.get(ref) ?? this.fdNumber(ref));
+    if (typeof ref === 'string') return this.fds.get(ref) ?? this.fdNumber(ref);
+    for (const g of this.fds.values()) if (g.fd === ref) return g;
+    const file = this.sb.gmemFileOfFd(ref);
+    return file < 0 ? ref : new GuestMemfd(this.sb, file, ref);
+  }
+  private gmemOrErrno(ref: string | number): GuestMemfd | Outcome {
+    const g = this.gmem(ref);
+    if (typeof g !== 'number') return g;
+    const r = this.sb.gmemFileOfFd(g);
+    return { result: r === -Errno.EINVAL ? 'EINVAL' : 'EBADF' };
   }
   private vm(name: string): Vm {
     const v = this.vms.get(name);
@@ -87,8 +98,8 @@ export class IoctlExecutor {
         this.vm(st.vm).setMemoryAttributesSync({ address: st.address, size: st.size, attributes: st.attributes, flags: st.flags ?? 0 });
         return { result: 'ok' };
       case 'fallocate': {
-        const g = this.gmem(st.fd);
-        if (typeof g === 'number') return { result: 'EBADF' };
+        const g = this.gmemOrErrno(st.fd);
+        if (!(g instanceof GuestMemfd)) return g;
         g.fallocateSync(st.mode, st.offset, st.len);
         return { result: 'ok' };
       }
@@ -108,16 +119,16 @@ export class IoctlExecutor {
         this.vm(st.vm).snpLaunchFinishSync();
         return { result: 'ok', value: { digest: this.vm(st.vm).snpLaunchDigest() } };
       case 'hwpoison': {
-        const g = this.gmem(st.fd);
-        if (typeof g === 'number') return { result: 'EBADF' };
+        const g = this.gmemOrErrno(st.fd);
+        if (!(g instanceof GuestMemfd)) return g;
         g.hwpoisonSync(st.offset);
         return { result: 'ok' };
       }
       case 'rmp_query':
         return { result: 'ok', value: this.vm(st.vm).rmpQuery(st.gpa) };
       case 'folio_query': {
-        const g = this.gmem(st.fd);
-        if (typeof g === 'number') return { result: 'EBADF' };
+        const g = this.gmemOrErrno(st.fd);
+        if (!(g instanceof GuestMemfd)) return g;
         const f = g.folioAt(st.offset);
         return { result: 'ok', value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) } };
       }

@@ -190,7 +190,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       if (cfg.auditEveryMs > 0 && elapsed - lastAudit >= cfg.auditEveryMs && elapsed < cfg.durationMs - 300) {
         lastAudit = elapsed;
         await rt.quiesce(loops);
-        const a = auditQuiescent(rt.mem, cfg.policy);
+        const a = auditQuiescent(rt.mem);
         audit = audit === null ? a : mergeAudit(audit, a);
         rt.resume();
       }
@@ -199,7 +199,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     const [r, vr] = await all;
     results.push(...r);
     vmmResult = vr;
-    const end = auditQuiescent(rt.mem, cfg.policy);
+    const end = auditQuiescent(rt.mem);
     audit = audit === null ? end : mergeAudit(audit, end);
     o.beforeTeardown?.(rt, layout);
     if (o.trace !== undefined) writeFileSync(o.trace, JSON.stringify(rt.chromeTrace(`gmem-sandbox stress (seed ${cfg.seed})`)));

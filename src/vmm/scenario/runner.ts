@@ -183,7 +183,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     // Completed held steps: their outcome landed after the steps that ran while they waited.
     for (const h of steps) if (h.result === 'held') h.pass = false;
     if (rt.crashes.length === 0) {
-      const q = auditQuiescent(rt.mem, s.policy);
+      const q = auditQuiescent(rt.mem);
       await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
       const t = mergeAudit(q, auditTeardown(rt.mem));
       audit = { ok: INVARIANTS.every((i) => t.counts[i] === 0), counts: t.counts, violations: t.violations };
