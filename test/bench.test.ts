@@ -18,8 +18,11 @@ const EXPECTED = [
   // roundtrip
   'rt.spin',
   'rt.futex',
+  'rt.futex.idle',
   'mailbox.nop.awake',
   'mailbox.nop.asleep',
+  'mailbox.nop.asleep.strict',
+  'rt.futex.idle.clock',
   'rt.comlink',
   // fault
   'zero-fill.page',

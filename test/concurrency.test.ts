@@ -170,6 +170,7 @@ describe('a conversion racing a fault makes the fault retry', () => {
     // The fault is stuck retrying on the in-progress invalidation: never reaches get_pfn.
     const deadline = Date.now() + 5000;
     while (rt.stats().faultRetries === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    expect(rt.stats().faultRetries).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 50));
     expect(rt.stats().foliosAllocated).toBe(0);
     expect(rt.stats().sptesInstalled).toBe(0);
@@ -206,4 +207,19 @@ describe('stress runs end with 0 violations', () => {
       else expect(r.counters.archPrepareCalls).toBe(0);
     });
   }
+});
+
+describe('free-mode stress catches planted bugs (the checks are not inert)', () => {
+  it('prepare-skips-clear: a guest reads host bytes (stale data), and the run fails', async () => {
+    const r = await runStress({ policy: 'prepare-on-fault-own-vm', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0, bugs: ['prepare-skips-clear'] });
+    expect(r.ok).toBe(false);
+    expect(r.violations.staleData).toBeGreaterThan(0);
+    expect(r.crashes).toEqual([]);
+  });
+
+  it('skip-arch-invalidate-on-free: freed pages stay guest-owned (host isolation), and the run fails', async () => {
+    const r = await runStress({ policy: 'prepare-on-fault', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0, bugs: ['skip-arch-invalidate-on-free'] });
+    expect(r.ok).toBe(false);
+    expect(r.violations.hostIsolation).toBeGreaterThan(0);
+  });
 });

@@ -76,7 +76,7 @@ describe('a deliberate deadlock', () => {
     expect(err!.name).toBe('LockTimeoutError');
     expect(err!.message).toMatch(new RegExp(`^watchdog: thread ${c1.tid} waited \\d+ ms on folio lock of pfn \\d+, held by thread ${c0.tid}$`));
     expect(waited).toBeGreaterThanOrEqual(300);
-    expect(waited).toBeLessThan(3000);
+    expect(waited).toBeLessThan(10_000);
     // The watchdog is not a crash: both workers are alive, vCPU 0 still held.
     expect(rt.crashes).toEqual([]);
     expect(rt.control.pauseState(slot)).toBe('held');
@@ -108,7 +108,7 @@ describe('a deliberate deadlock', () => {
       () => null,
       (e: Error) => e,
     );
-    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(performance.now() - t0).toBeLessThan(10_000);
     expect(err?.name).toBe('WorkerCrashError');
     expect(err?.message).toMatch(new RegExp(`^vcpu 1 of vm a hung: no answer within 800 ms; .*thread ${c1.tid} waits on folio lock of pfn \\d+`));
     expect(rt.crashes).toHaveLength(1);

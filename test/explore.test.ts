@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { POLICIES } from '../src/gmem/policy.js';
 import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
+import { INVARIANTS } from '../src/vcpu-workers/violations.js';
 
 const explorers: Explorer[] = [];
 afterAll(async () => {
@@ -73,12 +74,22 @@ describe('planted bugs are each found within 1,000 schedules', () => {
     let found = 0;
     for (let seed = 1; seed <= 1000; seed++) {
       const r = await e.runSchedule(seed);
-      if (r.outcome === 'violation' || r.outcome === 'deadlock') {
+      if (r.outcome !== 'ok' && r.outcome !== 'step-limit') {
         found = seed;
-        expect(r.violations.length).toBeGreaterThan(0);
+        // A planted bug breaks an invariant; none of them deadlocks.
+        expect(r.outcome).toBe('violation');
+        expect(INVARIANTS).toContain(r.violations[0].invariant);
         break;
       }
     }
+    expect(found).toBeGreaterThan(0);
+    await e.close();
+  });
+
+  it.each(BUG_NAMES)('%s, by PCT (depth 3)', async (bug: BugName) => {
+    const e = explorer({ bug, strategy: 'pct', depth: 3 });
+    let found = 0;
+    for (let seed = 1; seed <= 1000 && found === 0; seed++) if ((await e.runSchedule(seed)).outcome === 'violation') found = seed;
     expect(found).toBeGreaterThan(0);
     await e.close();
   });

@@ -14,6 +14,16 @@ const root = new URL('..', import.meta.url).pathname;
 const examples = join(root, 'examples');
 const load = (file: string): unknown => JSON.parse(readFileSync(join(examples, file), 'utf8'));
 
+describe('two SNP VMs on one inode (examples/two-vms-one-inode.json)', () => {
+  it('the page VM a faults goes to VM b, whose file is first in the list: a cross-VM prepare finding', async () => {
+    const r = await runScenario(parseScenario(load('two-vms-one-inode.json')));
+    expect(r.ok, JSON.stringify(r.steps.filter((s) => !s.pass))).toBe(true);
+    expect(r.steps.find((s) => s.op === 'guest_read')).toMatchObject({ result: 'rmp_violation', exit: 'rmp_violation' });
+    expect(r.findings.crossVmPrepare).toBe(1);
+    expect(r.audit.counts.rmpAgreement).toBe(0);
+  });
+});
+
 describe('punch-hole leftover, replayed with pause points', () => {
   it('is reproduced exactly, three times in a row', async () => {
     const shapes: unknown[] = [];

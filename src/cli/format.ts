@@ -9,20 +9,51 @@ function rows(pairs: Array<[string, string | number]>, indent = '  '): string {
   return pairs.map(([k, v]) => `${indent}${k.padEnd(w)}  ${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join('\n');
 }
 
+/** 16777216 -> "16MiB"; strings are shown as given. */
+function bytes(v: number | string): string {
+  if (typeof v === 'string') return v;
+  for (const [u, n] of [['GiB', 1 << 30], ['MiB', 1 << 20], ['KiB', 1 << 10]] as const) if (v >= n && v % n === 0) return `${v / n}${u}`;
+  return `${v} B`;
+}
+
+/** The stress command line that repeats a run's workload. */
+export function stressCommand(r: StressReport): string {
+  const c = r.config;
+  const parts = [
+    'gmem-sandbox stress',
+    `--seed ${r.seed}`,
+    `--policy ${c.policy}`,
+    `--vm-type ${c.vmType}`,
+    `--vms ${c.vms}`,
+    `--vcpus ${c.vcpus}`,
+    `--memory ${bytes(c.memory)}`,
+    `--guest-memory ${bytes(c.guestMemory)}`,
+    `--duration ${c.durationMs / 1000}`,
+    `--ops '${c.ops}'`,
+    `--op-rate ${c.opRate}`,
+    `--pattern ${c.pattern}`,
+    `--write-ratio ${c.writeRatio}`,
+    ...c.bugs.map((b) => `--bug ${b}`),
+  ];
+  return parts.join(' ');
+}
+
 export function formatStress(r: StressReport): string {
   const c = r.config;
   const out: string[] = [];
-  out.push(`gmem-sandbox stress: ${r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed}; rerun with --seed ${r.seed})`);
+  out.push(`gmem-sandbox stress: ${r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed})`);
+  out.push(`  same workload again: ${stressCommand(r)}`);
+  out.push('  (threads run freely, so a rerun repeats the workload, not the interleaving: `explore` replays exactly)');
   out.push(
-    `  policy ${c.policy}, ${c.vmType} x${c.vms}, ${c.vcpus} vCPU(s) per VM, memory ${c.memory}, guest memory ${c.guestMemory}, ${(c.durationMs / 1000).toFixed(1)} s, ops ${c.ops} at ${c.opRate}/s`,
+    `  policy ${c.policy}, ${c.vmType} x${c.vms}, ${c.vcpus} vCPU(s) per VM, memory ${bytes(c.memory)}, guest memory ${bytes(c.guestMemory)}, ${(c.durationMs / 1000).toFixed(1)} s, ops ${c.ops} at ${c.opRate}/s`,
   );
   out.push('', 'kernel paths');
   out.push(rows(Object.entries(r.counters)));
   out.push(rows([['faults/s', Math.round(r.faultsPerSecond)], ['guest accesses', r.guestAccesses]]));
-  out.push('', 'VMM operations');
+  out.push('', 'VMM operations (a conversion to shared also punches its range, as QEMU discards it)');
   out.push(rows(Object.entries(r.vmmOps)));
   if (Object.keys(r.vmmErrors).length) out.push(rows(Object.entries(r.vmmErrors).map(([k, v]) => [`error ${k}`, v])));
-  out.push('', 'guest exits');
+  out.push('', 'guest exits left unhandled (a #VC is handled by PVALIDATE and a retry: see vcExceptions)');
   out.push(rows(Object.entries(r.exits)));
   out.push('', 'findings (allowed by the kernel, maybe surprising)');
   out.push(rows([['punch-hole leftovers', r.findings.punchHoleLeftovers], ['cross-VM prepares', r.findings.crossVmPrepare]]));

@@ -58,6 +58,7 @@ program
   .option('--json', 'print the report as JSON on stdout')
   .option('--trace <file.json>', 'write a Chrome trace (Perfetto, chrome://tracing) of faults, ioctls, lock waits, firmware commands')
   .option('--report <file.html>', 'write a self-contained HTML report with tables and charts')
+  .addOption(new Option('--bug <name...>', 'enable planted bugs (the run should then fail)').choices([...BUG_NAMES]))
   .action(async (o) => {
     const progress = new Progress(false);
     const report = await runStress({
@@ -75,6 +76,7 @@ program
       auditEveryMs: o.auditEvery,
       ...(o.seed !== undefined ? { seed: o.seed } : {}),
       ...(o.trace ? { trace: o.trace } : {}),
+      ...(o.bug ? { bugs: o.bug } : {}),
       onProgress: (p) =>
         progress.update(p.elapsedMs / p.durationMs, `${(p.elapsedMs / 1000).toFixed(1)}s faults ${p.stats.faults} retries ${p.stats.faultRetries} punches ${p.stats.punchHoles} violations ${p.violations}`),
     });

@@ -11,7 +11,7 @@ export const BUGS = {
   'punch-frees-before-zap': { bit: 1 << 3, what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them' },
   'populate-no-uptodate-check': { bit: 1 << 4, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
   'invalidate-end-before-truncate': { bit: 1 << 5, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
-  'skip-arch-invalidate-on-free': { bit: 1 << 6, what: 'a freed folio goes back to the allocator without the arch invalidate (RMP stays guest-owned)' },
+  'skip-arch-invalidate-on-free': { bit: 1 << 6, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];

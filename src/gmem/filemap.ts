@@ -6,7 +6,7 @@ import { PAGE_SIZE } from '../shm/limits.js';
 import { C, LockClass } from '../shm/stats.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
-import { HOST_PATTERN, PG_FREE, PG_PUNCH_RACE } from './folio.js';
+import { HOST_PATTERN, PG_PUNCH_RACE } from './folio.js';
 
 // folio_lock
 export function folioLock(g: GmemCtx, pfn: number): void {
@@ -33,9 +33,9 @@ export function folioPut(g: GmemCtx, pfn: number): void {
   if (g.folios.putTestZero(pfn)) freeFolio(g, pfn);
 }
 
-// kvm_gmem_free_folio: the arch invalidate makes the page the host's again before it is reused.
+// The last reference is gone: the page goes back to the allocator, painted with the host
+// pattern so that stale bytes would be visible to a guest that got it next.
 function freeFolio(g: GmemCtx, pfn: number): void {
-  if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfn);
   hostFill(g, pfn, HOST_PATTERN);
   g.folios.markFree(pfn);
   g.stats[C.foliosFreed]++;
@@ -83,17 +83,20 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
     }
     const pfn = g.alloc.alloc();
     if (pfn < 0) return -Errno.ENOMEM;
-    g.folios.initNew(pfn, ino, index, g.inodes.punching(ino) ? PG_PUNCH_RACE : 0);
-    // A new folio is locked before anyone can find it, as __filemap_add_folio does.
-    folioLock(g, pfn);
+    // A new folio is locked before its references are published, so that a stale lookup that
+    // still knows this pfn from its last life cannot lock it first (__filemap_add_folio).
+    if (!g.sync.mutexTryLock(g.folios.lockWord(pfn))) throw new Error(`free pfn ${pfn} has its folio lock held`);
+    g.folios.initNew(pfn, ino, index, g.inodes.punchCovers(ino, index) ? PG_PUNCH_RACE : 0);
     if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
       g.stats[C.foliosAllocated]++;
       return pfn;
     }
-    // Lost the race to insert: give the page back without a free-path invalidate (never used).
+    // Lost the race to insert. A stale lookup may hold a reference by now: drop ours with
+    // ordinary puts, and the last one frees the page (it was never prepared).
+    g.folios.detach(pfn);
     folioUnlock(g, pfn);
-    g.folios.markFree(pfn);
-    g.alloc.free(pfn);
+    folioPut(g, pfn);
+    folioPut(g, pfn);
   }
 }
 
@@ -123,15 +126,13 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
     if (pfn < 0) continue;
     Atomics.store(w, g.inodes.slotWord(ino, index), 0);
     g.folios.detach(pfn);
+    // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves
+    // the page cache, even while a racing fault still holds a reference to it.
+    if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfn);
     folioUnlock(g, pfn);
     folioPut(g, pfn); // our lookup reference
     folioPut(g, pfn); // the page cache's reference
     removed++;
   }
   return removed;
-}
-
-/** Asserts the pfn handed out is live; a free one here means the model itself is broken. */
-export function assertNotFree(g: GmemCtx, pfn: number): void {
-  if (g.folios.test(pfn, PG_FREE)) throw new Error(`pfn ${pfn} used while on the free list`);
 }

@@ -162,7 +162,7 @@ function gmemPunchHole(g: GmemCtx, ino: number, offset: number, len: number): nu
   const end = Math.min((offset + len) >> PAGE_SHIFT, size);
   g.sync.downWrite(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, start, end);
-  g.inodes.punchBegin(ino);
+  g.inodes.punchBegin(ino, start, end);
   if (g.bugs & Bug['punch-frees-before-zap']) truncateRange(g, ino, start, end);
   invalidateBegin(g, per);
   g.sync.point(P['punch_hole.after_invalidate_begin']);
@@ -253,15 +253,14 @@ function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number)
   return archPrepareAllVms(g, ino, index, pfn);
 }
 
-// kvm_gmem_get_pfn: the folio backing `index` of `file` for a fault on `gfn` through memslot
-// `slot`, prepared per policy. Returns the pfn holding one reference for the caller, or -errno.
-export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, gfn: number, index: number): number {
-  // slot->gmem.file is gone (released): the caller passes -1.
-  if (file < 0 || !g.files.isOpen(file)) return -Errno.EFAULT;
+// __kvm_gmem_get_pfn: the folio at `index` of `file`, looked up through memslot `slot` of `vm`,
+// locked and with a reference, not prepared. Returns the pfn, or -errno.
+function gmemGetFolio(g: GmemCtx, file: number, slot: number, vm: number, index: number): number {
+  // file != slot->gmem.file: released (the caller passes -1), or a reused id of another VM's.
+  if (file < 0 || !g.files.isOpen(file) || g.files.vm(file) !== vm) return -Errno.EFAULT;
   const b = g.files.bindingAt(file, index);
   if (b < 0 || g.files.bindingSlot(file, b) !== slot) return -Errno.EIO;
-  const ino = g.files.inode(file);
-  const pfn = filemapGrabFolio(g, ino, index);
+  const pfn = filemapGrabFolio(g, g.files.inode(file), index);
   if (pfn < 0) return pfn;
   g.sync.point(P['get_pfn.after_grab']);
   if (g.folios.test(pfn, PG_HWPOISON)) {
@@ -269,6 +268,15 @@ export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, g
     folioPut(g, pfn);
     return -Errno.EHWPOISON;
   }
+  return pfn;
+}
+
+// kvm_gmem_get_pfn: the folio backing `index` of `file` for a fault on `gfn` through memslot
+// `slot`, prepared per policy. Returns the pfn holding one reference for the caller, or -errno.
+export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, gfn: number, index: number): number {
+  const pfn = gmemGetFolio(g, file, slot, vm, index);
+  if (pfn < 0) return pfn;
+  const ino = g.files.inode(file);
   let r = 0;
   g.sync.point(P['get_pfn.before_prepare']);
   // The planted bug: the folio lock no longer covers the prepare.
@@ -328,7 +336,7 @@ export function gmemPopulate(
   post: PostPopulate,
 ): number {
   if (npages < 0) return -Errno.EINVAL;
-  if (s.file < 0 || !g.files.isOpen(s.file)) return -Errno.EFAULT;
+  if (s.file < 0 || !g.files.isOpen(s.file) || g.files.vm(s.file) !== vm) return -Errno.EFAULT;
   const ino = g.files.inode(s.file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);
@@ -341,22 +349,9 @@ export function gmemPopulate(
       break;
     }
     const gfn = startGfn + i;
-    const index = gfn - s.baseGfn + s.pgoff;
-    // __kvm_gmem_get_pfn without preparing.
-    const b = g.files.bindingAt(s.file, index);
-    if (b < 0 || g.files.bindingSlot(s.file, b) !== s.slot) {
-      ret = -Errno.EIO;
-      break;
-    }
-    const pfn = filemapGrabFolio(g, ino, index);
+    const pfn = gmemGetFolio(g, s.file, s.slot, vm, gfn - s.baseGfn + s.pgoff);
     if (pfn < 0) {
       ret = pfn;
-      break;
-    }
-    if (g.folios.test(pfn, PG_HWPOISON)) {
-      folioUnlock(g, pfn);
-      folioPut(g, pfn);
-      ret = -Errno.EHWPOISON;
       break;
     }
     if (g.policy === Policy.ON_ALLOCATE) {

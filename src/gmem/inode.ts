@@ -13,8 +13,9 @@ const I_FILEMAP_BASE = 2;
 const I_FILEMAP_CAP = 3;
 const I_NFILES = 4;
 const I_FILES = 5; // MAX_FILES_PER_INODE ids, newest first
-/** PUNCH_HOLE calls in flight on this inode (between invalidate begin and end). */
-const I_PUNCHING = 14;
+/** The index range of the PUNCH_HOLE in flight (one at a time: it holds the invalidate lock). */
+const I_PUNCH_START = 14;
+const I_PUNCH_END = 15;
 const I_INVALIDATE_LOCK = 16; // RWSEM_WORDS
 const HEADER_WORDS = 16;
 const H_FILEMAP_NEXT = 0;
@@ -97,7 +98,8 @@ export class Inodes {
     for (let k = 0; k < pages; k++) Atomics.store(w, this.filemapBase + w[b + I_FILEMAP_BASE] + k, 0);
     w[b + I_SIZE_PAGES] = pages;
     w[b + I_NFILES] = 0;
-    Atomics.store(w, b + I_PUNCHING, 0);
+    Atomics.store(w, b + I_PUNCH_START, 0);
+    Atomics.store(w, b + I_PUNCH_END, 0);
     for (let k = 0; k < RWSEM_WORDS; k++) Atomics.store(w, b + I_INVALIDATE_LOCK + k, 0);
     Atomics.store(w, b + I_STATE, 1);
     return slot;
@@ -145,13 +147,17 @@ export class Inodes {
     return n - 1;
   }
 
-  punchBegin(ino: number): void {
-    Atomics.add(this.w, this.at(ino) + I_PUNCHING, 1);
+  punchBegin(ino: number, start: number, end: number): void {
+    Atomics.store(this.w, this.at(ino) + I_PUNCH_START, start);
+    Atomics.store(this.w, this.at(ino) + I_PUNCH_END, end);
   }
   punchEnd(ino: number): void {
-    Atomics.sub(this.w, this.at(ino) + I_PUNCHING, 1);
+    Atomics.store(this.w, this.at(ino) + I_PUNCH_END, 0);
+    Atomics.store(this.w, this.at(ino) + I_PUNCH_START, 0);
   }
-  punching(ino: number): boolean {
-    return Atomics.load(this.w, this.at(ino) + I_PUNCHING) > 0;
+  /** True while a PUNCH_HOLE over `index` is between its invalidate begin and end. */
+  punchCovers(ino: number, index: number): boolean {
+    const b = this.at(ino);
+    return index >= Atomics.load(this.w, b + I_PUNCH_START) && index < Atomics.load(this.w, b + I_PUNCH_END);
   }
 }

@@ -75,21 +75,27 @@ export function invalidateRetryGfn(k: KvmCtx, vm: number, seq: number, gfn: numb
   return Atomics.load(w, k.vms.seqWord(vm)) !== seq;
 }
 
-/** Waits (spin, then sleep) until mmu_invalidate_seq leaves `seq`: the in-flight invalidation ended. */
+/**
+ * Waits (spin, then sleep) until mmu_invalidate_seq leaves `seq`: the in-flight invalidation
+ * ended. The kernel returns RET_PF_RETRY and re-enters the guest meanwhile; a vCPU here is not
+ * blocked on a lock, so a long invalidation (a paused VMM) is no hang for the watchdog.
+ */
 function waitForInvalidation(k: KvmCtx, vm: number, seq: number): void {
   const w = k.mem.w;
   const sleepers = k.vms.seqSleepersWord(vm);
   Atomics.add(w, sleepers, 1);
   try {
-    k.sync.waitWhileEquals(k.vms.seqWord(vm), seq, SEQ_SPIN);
+    k.sync.idleWhileEquals(k.vms.seqWord(vm), seq, SEQ_SPIN);
   } finally {
     Atomics.sub(w, sleepers, 1);
   }
 }
 
-// kvm_mmu_prepare_memory_fault_exit
-function memoryFaultExit(v: KvmVcpu, gfn: number, priv: boolean): void {
+// kvm_mmu_prepare_memory_fault_exit: the fault ends in a KVM_EXIT_MEMORY_FAULT carrying `err`.
+function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err: number): number {
   v.exit = { reason: 'memory_fault', gpa: gfn * PAGE_SIZE, size: PAGE_SIZE, flags: priv ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0 };
+  k.stats[C.memoryFaultExits]++;
+  return err;
 }
 
 /**
@@ -115,37 +121,20 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
         if (Atomics.load(w, k.vms.seqWord(vm)) === seq) waitForInvalidation(k, vm, seq);
         continue;
       }
-      if (isPrivate !== k.attrs.isPrivate(vm, gfn)) {
-        memoryFaultExit(v, gfn, isPrivate);
-        stats[C.memoryFaultExits]++;
-        return -Errno.EFAULT;
-      }
+      if (isPrivate !== k.attrs.isPrivate(vm, gfn)) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
       const s = k.memslots.slotOf(vm, gfn);
       if (s < 0) {
         // kvm_handle_noslot_fault: a private access cannot be emulated MMIO, it exits to the VMM.
-        if (isPrivate) {
-          memoryFaultExit(v, gfn, true);
-          stats[C.memoryFaultExits]++;
-          return -Errno.EFAULT;
-        }
-        return RET_PF_EMULATE;
+        return isPrivate ? memoryFaultExit(k, v, gfn, true, -Errno.EFAULT) : RET_PF_EMULATE;
       }
       let frame: number;
       if (isPrivate) {
         // kvm_faultin_pfn_private
-        if ((k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) {
-          memoryFaultExit(v, gfn, true);
-          stats[C.memoryFaultExits]++;
-          return -Errno.EFAULT;
-        }
+        if ((k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
         const index = gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s);
         k.sync.point(P['fault.before_get_pfn']);
         frame = gmemGetPfn(k.g, k.memslots.gmemFile(vm, s), s, vm, gfn, index);
-        if (frame < 0) {
-          memoryFaultExit(v, gfn, true);
-          stats[C.memoryFaultExits]++;
-          return frame;
-        }
+        if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
         k.sync.point(P['fault.after_get_pfn']);
       } else {
         // __gfn_to_pfn_memslot on the VMM's userspace mapping

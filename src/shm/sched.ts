@@ -7,7 +7,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
 import type { LockClass } from './stats.js';
-import { FreeSync, RW_OWNER, RW_STATE, type Sync, SyncAbortError, SyncControl, WRITER, type WordDescriber } from './sync.js';
+import { FreeSync, OWNER_MASK, RW_OWNER, RW_STATE, RW_WRITERS_WAITING, type Sync, SyncAbortError, SyncControl, WAITERS, WRITER, type WordDescriber } from './sync.js';
 
 export const Strategy = { RANDOM: 0, PCT: 1, REPLAY: 2 } as const;
 export type StrategyName = 'random' | 'pct' | 'replay';
@@ -16,8 +16,8 @@ export type StrategyName = 'random' | 'pct' | 'replay';
 export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3 } as const;
 
 /** Event kinds in the trace. */
-export const Ev = { REGISTER: 0, POINT: 1, LOCK: 2, READ_LOCK: 3, WRITE_LOCK: 4, WAIT: 5, BLOCK: 6, ACQUIRED: 7, EXIT: 8, SLEEP: 9 } as const;
-export const EV_NAMES = ['register', 'point', 'lock', 'read_lock', 'write_lock', 'wait', 'block', 'acquired', 'exit', 'sleep'] as const;
+export const Ev = { POINT: 0, LOCK: 1, READ_LOCK: 2, WRITE_LOCK: 3, WAIT: 4, BLOCK: 5, EXIT: 6, SLEEP: 7 } as const;
+export const EV_NAMES = ['point', 'lock', 'read_lock', 'write_lock', 'wait', 'block', 'exit', 'sleep'] as const;
 
 export const MAX_STEPS = 1 << 15;
 export const MAX_TRACE = 1 << 16;
@@ -347,13 +347,15 @@ export class ControlledSync implements Sync {
     this.waitTurn();
   }
 
-  /** Waits until w[word] !== value, letting others run meanwhile. */
-  private blockOn(word: number, value: number, server = false): void {
+  /**
+   * Waits until w[word] !== value, letting others run meanwhile. A server actor (registered as
+   * one) waiting for work is never part of a deadlock; any other blocked actor can be.
+   */
+  private blockOn(word: number, value: number): void {
     const w = this.w;
     this.trace(Ev.BLOCK, word);
     Atomics.store(w, this.a + A_BLOCK_WORD, word);
     Atomics.store(w, this.a + A_BLOCK_VALUE, value);
-    Atomics.store(w, this.a + A_SERVER, server ? 1 : Atomics.load(w, this.a + A_SERVER));
     Atomics.store(w, this.a + A_STATE, ST_BLOCKED);
     const next = decide(w, this.base, this.maxThreads, this.tid);
     if (next < 0) {
@@ -410,15 +412,20 @@ export class ControlledSync implements Sync {
   mutexUnlock(i: number): void {
     if (!this.active) return this.free.mutexUnlock(i);
     const old = Atomics.exchange(this.w, i, 0);
-    if (old !== this.me) throw new Error(`mutex word ${i} unlocked by thread ${this.tid} but held by ${old - 1}`);
+    if ((old & OWNER_MASK) !== this.me) throw new Error(`mutex word ${i} unlocked by thread ${this.tid} but held by ${(old & OWNER_MASK) - 1}`);
+    // Taken in free mode before this actor registered, with free-mode sleepers to wake.
+    if (old & WAITERS) this.free.wake(i, 1);
   }
+  // Writer-fair as the kernel's rwsem and qrwlock are: a reader waits behind a waiting writer.
   downRead(i: number, cls: LockClass): void {
     if (!this.active) return this.free.downRead(i, cls);
     for (;;) {
       this.yieldNow(Ev.READ_LOCK, i);
       const s = Atomics.load(this.w, i + RW_STATE);
-      if (s < WRITER && Atomics.compareExchange(this.w, i + RW_STATE, s, s + 1) === s) return;
+      const writers = Atomics.load(this.w, i + RW_WRITERS_WAITING);
+      if (s < WRITER && writers === 0 && Atomics.compareExchange(this.w, i + RW_STATE, s, s + 1) === s) return;
       if (s >= WRITER) this.blockOn(i + RW_STATE, s);
+      else if (writers !== 0) this.blockOn(i + RW_WRITERS_WAITING, writers);
     }
   }
   upRead(i: number): void {
@@ -427,12 +434,18 @@ export class ControlledSync implements Sync {
   }
   downWrite(i: number, cls: LockClass): void {
     if (!this.active) return this.free.downWrite(i, cls);
+    let waiting = false;
     for (;;) {
       this.yieldNow(Ev.WRITE_LOCK, i);
       const s = Atomics.compareExchange(this.w, i + RW_STATE, 0, WRITER);
       if (s === 0) {
+        if (waiting) Atomics.sub(this.w, i + RW_WRITERS_WAITING, 1);
         Atomics.store(this.w, i + RW_OWNER, this.me);
         return;
+      }
+      if (!waiting) {
+        Atomics.add(this.w, i + RW_WRITERS_WAITING, 1);
+        waiting = true;
       }
       this.blockOn(i + RW_STATE, s);
     }
@@ -449,7 +462,7 @@ export class ControlledSync implements Sync {
   }
   idleWhileEquals(i: number, value: number, spin: number): void {
     if (!this.active) return this.free.idleWhileEquals(i, value, spin);
-    while (Atomics.load(this.w, i) === value) this.blockOn(i, value, true);
+    while (Atomics.load(this.w, i) === value) this.blockOn(i, value);
   }
   wake(i: number, count: number): void {
     // Waiters are blocked in the scheduler, which re-checks their word; a notify is harmless.

@@ -16,7 +16,7 @@ export const OWNER_MASK = WAITERS - 1;
 export const RWSEM_WORDS = 8;
 export const RW_STATE = 0;
 const RW_SLEEPERS = 1;
-const RW_WRITERS_WAITING = 2;
+export const RW_WRITERS_WAITING = 2;
 export const RW_OWNER = 3;
 const RW_SEQ = 4;
 export const WRITER = 1 << 30;
@@ -34,6 +34,12 @@ const PAUSE_HELD = 2;
 const PAUSE_RELEASED = 3;
 /** Claimed by armPause while it fills the slot in; nobody can take it yet. */
 const PAUSE_ARMING = 4;
+/**
+ * An armed slot's state word also names its point, so a thread can only claim the slot for the
+ * point it reached, even if the controller re-arms the slot for another point meanwhile.
+ */
+const armedFor = (point: number): number => PAUSE_ARMED | ((point + 1) << 4);
+const STATE_MASK = 15;
 
 /** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
 const WAIT_SLICE_MS = 10;
@@ -142,7 +148,7 @@ export class SyncControl {
         Atomics.store(w, b + 1, tid);
         Atomics.store(w, b, point + 1);
         // Published only once filled in, then counted: a thread that sees the count sees the slot.
-        Atomics.store(w, b + 2, PAUSE_ARMED);
+        Atomics.store(w, b + 2, armedFor(point));
         Atomics.add(w, this.armedWord(point), 1);
         return s;
       }
@@ -150,7 +156,7 @@ export class SyncControl {
     throw new Error(`pause: at most ${MAX_PAUSES} pauses may be armed at once`);
   }
   pauseState(slot: number): 'armed' | 'held' | 'released' | 'free' {
-    const st = Atomics.load(this.mem.w, this.pauseBase(slot) + 2);
+    const st = Atomics.load(this.mem.w, this.pauseBase(slot) + 2) & STATE_MASK;
     return (['free', 'armed', 'held', 'released', 'armed'] as const)[st];
   }
   pauseHolder(slot: number): number {
@@ -164,10 +170,10 @@ export class SyncControl {
     for (;;) {
       const st = Atomics.load(w, b + 2);
       if (st === PAUSE_HELD) return Atomics.load(w, b + 3);
-      if (st !== PAUSE_ARMED) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
+      if ((st & STATE_MASK) !== PAUSE_ARMED) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`pause at '${POINTS[Atomics.load(w, b) - 1]}' was not reached within ${timeoutMs} ms`);
-      const r = Atomics.waitAsync(w, b + 2, PAUSE_ARMED, Math.min(left, 50));
+      const r = Atomics.waitAsync(w, b + 2, st, Math.min(left, 50));
       if (r.async) await r.value;
     }
   }
@@ -176,7 +182,7 @@ export class SyncControl {
     const w = this.mem.w;
     const b = this.pauseBase(slot);
     const point = Atomics.load(w, b) - 1;
-    if (Atomics.compareExchange(w, b + 2, PAUSE_ARMED, PAUSE_FREE) === PAUSE_ARMED) {
+    if (Atomics.compareExchange(w, b + 2, armedFor(point), PAUSE_FREE) === armedFor(point)) {
       Atomics.sub(w, this.armedWord(point), 1);
       Atomics.store(w, b, 0);
       return;
@@ -199,7 +205,7 @@ export class SyncControl {
       if (Atomics.load(w, b) !== point + 1) continue;
       const f = Atomics.load(w, b + 1);
       if (f !== -1 && f !== tid) continue;
-      if (Atomics.compareExchange(w, b + 2, PAUSE_ARMED, PAUSE_HELD) === PAUSE_ARMED) {
+      if (Atomics.compareExchange(w, b + 2, armedFor(point), PAUSE_HELD) === armedFor(point)) {
         Atomics.store(w, b + 3, tid);
         Atomics.sub(w, this.armedWord(point), 1);
         Atomics.notify(w, b + 2);

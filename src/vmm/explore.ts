@@ -47,6 +47,8 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
 };
 
+const PCT_STEPS = 100;
+
 export interface ExploreConfig {
   policy: PolicyName;
   bug: BugName | null;
@@ -129,7 +131,9 @@ export class Explorer {
       actors: 1 + this.runners.length,
       maxSteps: this.cfg.maxSteps,
       depth: this.cfg.depth,
-      estimatedSteps: 400,
+      // PCT places its change points within this many steps: about the length of a schedule of
+      // the default workload (a fixed number, so that a seed alone decides the interleaving).
+      estimatedSteps: PCT_STEPS,
       ...(forced ? { forced } : {}),
     });
     const vmmJob = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix(w.ops), rate: 0, maxPages: 2, seed: subSeed(seed, 0), durationMs: 0, maxOps: w.vmmOps }));

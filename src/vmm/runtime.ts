@@ -13,6 +13,7 @@ import { type Mem, mapBuffers } from '../shm/layout.js';
 import { type Remote, wrapWorker } from '../shm/rpc.js';
 import { type StatsSnapshot, sumStats } from '../shm/stats.js';
 import { collectTrace, enableTracing } from '../shm/trace.js';
+import { setBugs } from '../gmem/bugs.js';
 import { chromeTraceFromEvents } from './chrome-trace.js';
 import { FreeSync, SyncControl } from '../shm/sync.js';
 import { RunControl } from '../vcpu-workers/runctl.js';
@@ -75,6 +76,8 @@ export interface RuntimeOptions {
   callTimeoutMs?: number;
   /** Record a wall-clock trace of faults, ioctls, lock waits and firmware commands. */
   trace?: boolean;
+  /** Planted bugs (gmem/bugs.ts mask), set before any worker reads them. */
+  bugs?: number;
 }
 
 export class Runtime {
@@ -105,6 +108,7 @@ export class Runtime {
   static async start(opts: RuntimeOptions): Promise<Runtime> {
     const descriptor = buildSandboxMemory(opts.trace ? { traceEvents: 1 << 16, ...opts.sandbox } : opts.sandbox);
     if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
+    if (opts.bugs) setBugs(mapBuffers(descriptor.buffers), opts.bugs);
     const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
     const vmm = spawn<VmmWorkerApi>('vmm/vmm-worker.js', 'vmm', TID_VMM);
     const rt = new Runtime(descriptor, vmm, fw, opts);

@@ -281,7 +281,8 @@ export class Vm {
   }
   snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): { pagesDone: number } {
     const gpa = int(a.gpa, 'gpa');
-    const len = a.len === undefined ? (a.data?.length ?? PAGE_SIZE) : int(a.len, 'len');
+    // Without len, the data rounded up to whole pages (at least one page).
+    const len = a.len === undefined ? Math.max(1, Math.ceil((a.data?.length ?? 0) / PAGE_SIZE)) * PAGE_SIZE : int(a.len, 'len');
     const typeName = a.type ?? 'normal';
     if (!(typeName in SNP_PAGE_TYPE_NAMES)) throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
     const type = SNP_PAGE_TYPE_NAMES[typeName];

@@ -9,6 +9,7 @@ import { PAGE_SIZE } from '../shm/limits.js';
 import { subSeed } from '../shm/prng.js';
 import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../shm/stats.js';
 import { writeFileSync } from 'node:fs';
+import { bugMask } from '../gmem/bugs.js';
 import { INVARIANTS, type Invariant } from '../vcpu-workers/violations.js';
 import type { Pattern, WorkloadResult } from '../vcpu-workers/workload.js';
 import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from './audit.js';
@@ -35,6 +36,8 @@ export interface StressOptions {
   watchdogMs?: number;
   /** Write a Chrome trace of the run to this file. */
   trace?: string;
+  /** Planted bugs to enable (gmem/bugs.ts): a stress run that must fail. */
+  bugs?: string[];
   onProgress?: (p: StressProgress) => void;
   /** Called at the end, while every worker is idle and before teardown: for experiments. */
   beforeTeardown?: (rt: Runtime, layout: { vms: number[]; file: number }) => void;
@@ -111,6 +114,7 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     opRate: o.opRate ?? 2000,
     pattern: o.pattern ?? 'random',
     writeRatio: o.writeRatio ?? 0.3,
+    bugs: o.bugs ?? [],
     seed: o.seed ?? (Date.now() % 1_000_000),
     auditEveryMs: o.auditEveryMs ?? 1000,
     watchdogMs: o.watchdogMs ?? 5000,
@@ -127,6 +131,7 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
   const gb = parseSize(guest, 'guest-memory');
   if (gb % PAGE_SIZE !== 0 || gb <= 0 || gb > memBytes) throw new Error(`guest-memory: must be a positive multiple of 4KiB no larger than memory (${memBytes}), got ${gb}`);
   parseMix(cfg.ops);
+  bugMask(cfg.bugs);
   return cfg;
 }
 
@@ -138,6 +143,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     sandbox: { policy: cfg.policy, memory: cfg.memory, userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms), watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
     callTimeoutMs: cfg.durationMs + 30_000,
     trace: o.trace !== undefined,
+    bugs: bugMask(cfg.bugs),
   });
   const throughput: StressReport['throughput'] = [];
   let audit: AuditReport | null = null;

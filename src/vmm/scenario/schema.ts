@@ -71,7 +71,7 @@ const leafSteps = [
   z.strictObject({ op: z.literal('pre_fault_memory'), ...vcpuStep, gpa: size, size, flags: z.number().int().optional() }),
   z.strictObject({ op: z.literal('guest_read'), ...vcpuStep, gpa: size, len: size, private: z.boolean().optional() }),
   z.strictObject({ op: z.literal('guest_write'), ...vcpuStep, gpa: size, data: hexData, private: z.boolean().optional() }),
-  z.strictObject({ op: z.literal('pvalidate'), ...vcpuStep, gpa: size }),
+  z.strictObject({ op: z.literal('pvalidate'), ...vcpuStep, gpa: size, validate: z.boolean().optional() }),
   z.strictObject({ op: z.literal('hwpoison'), fd: fdRef, offset: size, ...base }),
   z.strictObject({ op: z.literal('rmp_query'), ...vmStep, gpa: size }),
   z.strictObject({ op: z.literal('folio_query'), fd: fdRef, offset: size, ...base }),
