@@ -87,10 +87,8 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
     // still knows this pfn from its last life cannot lock it first (__filemap_add_folio).
     if (!g.sync.mutexTryLock(g.folios.lockWord(pfn))) throw new Error(`free pfn ${pfn} has its folio lock held`);
     g.folios.initNew(pfn, ino, index, g.inodes.punchCovers(ino, index) ? PG_PUNCH_RACE : 0);
-    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
-      g.stats[C.foliosAllocated]++;
-      return pfn;
-    }
+    g.stats[C.foliosAllocated]++;
+    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) return pfn;
     // Lost the race to insert. A stale lookup may hold a reference by now: drop ours with
     // ordinary puts, and the last one frees the page (it was never prepared).
     g.folios.detach(pfn);
