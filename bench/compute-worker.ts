@@ -12,20 +12,25 @@ export interface ComputeJob {
 
 const page = new Uint8Array(new SharedArrayBuffer(256 * 1024));
 
+function chain(iters: number): number {
+  let s = 1;
+  for (let i = 0; i < iters; i++) s = (Math.imul(s, 1103515245) + 12345 + i) | 0;
+  return s;
+}
+
+function fill(iters: number): number {
+  for (let i = 0; i < iters; i++) {
+    const at = (i & 63) * 4096;
+    page.fill(i & 255, at, at + 4096);
+  }
+  return page[0];
+}
+
 if (parentPort !== null) {
   const port = parentPort;
   port.on('message', (job: ComputeJob) => {
     const t0 = performance.now();
-    let s = 1;
-    if (job.kind === 'chain') {
-      for (let i = 0; i < job.iters; i++) s = (Math.imul(s, 1103515245) + 12345 + i) | 0;
-    } else {
-      for (let i = 0; i < job.iters; i++) {
-        const at = (i & 63) * 4096;
-        page.fill(i & 255, at, at + 4096);
-      }
-      s = page[0];
-    }
+    const s = job.kind === 'chain' ? chain(job.iters) : fill(job.iters);
     port.postMessage({ ms: performance.now() - t0, s });
   });
 }

@@ -11,7 +11,8 @@ export const STOP = 16;
 export const SESSION_WORDS = 32;
 
 export interface Session {
-  mode: 'spin' | 'futex';
+  /** futex-clock: as futex, reading the clock once after each wake-up, as FreeSync.sleep does. */
+  mode: 'spin' | 'futex' | 'futex-clock';
   sab: SharedArrayBuffer;
 }
 
@@ -24,7 +25,9 @@ function spin(w: Int32Array): void {
   }
 }
 
-function futex(w: Int32Array): void {
+let clockSink = 0;
+
+function futex(w: Int32Array, clock: boolean): void {
   let expect = 1;
   for (;;) {
     const c = Atomics.load(w, PING);
@@ -36,6 +39,7 @@ function futex(w: Int32Array): void {
     }
     if (Atomics.load(w, STOP) !== 0) return;
     Atomics.wait(w, PING, c);
+    if (clock) clockSink += performance.now();
   }
 }
 
@@ -44,7 +48,7 @@ if (parentPort !== null) {
   port.on('message', (s: Session) => {
     const w = new Int32Array(s.sab);
     if (s.mode === 'spin') spin(w);
-    else futex(w);
-    port.postMessage('done');
+    else futex(w, s.mode === 'futex-clock');
+    port.postMessage(clockSink > 0 ? 'done' : 'done.');
   });
 }

@@ -17,7 +17,8 @@ import { FreeSync } from '../src/shm/sync.js';
 import { type SandboxDescriptor, buildSandboxMemory } from '../src/vmm/build.js';
 import { TID_FIRMWARE, workerFile } from '../src/vmm/runtime.js';
 import { PING, SESSION_WORDS, STOP, type Session } from './echo-worker.js';
-import { type Ctx, type Sampled, napMs, tinyAsync, tinySync } from './measure.js';
+import { Histogram } from './histogram.js';
+import { type Ctx, type Sampled, histSampled, napMs, tinyAsync, tinySync } from './measure.js';
 import type { Row } from './table.js';
 
 /** The controller's side of bench/echo-worker: one session (spin or futex) at a time. */
@@ -50,8 +51,11 @@ export class EchoPeer {
     const v = this.v;
     this.v += 2;
     Atomics.store(w, PING, v);
-    for (let n = 1; Atomics.load(w, PING) !== v + 1; n++) {
-      if ((n & 0xffffff) === 0 && this.done === null) throw new Error('echo peer: no session');
+    for (let n = 1, t0 = 0; Atomics.load(w, PING) !== v + 1; n++) {
+      if ((n & 0xfffff) !== 0) continue;
+      // A dead or absent peer must not hang the run.
+      if (t0 === 0) t0 = performance.now();
+      else if (performance.now() - t0 > 5000) throw new Error('echo peer: no answer within 5 s');
     }
   }
 
@@ -119,6 +123,9 @@ export function tinySandbox(): SandboxDescriptor {
   return buildSandboxMemory({ memory: '1MiB', gpaSpace: '4MiB', userMemory: '64KiB', gmemSpace: '4MiB', maxVms: 1 });
 }
 
+/** How long both sides sleep before an "asleep" call (after the server's own spin, ~0.5 ms). */
+const IDLE_GAP_MS = 1;
+
 export async function runRoundtrip(ctx: Ctx): Promise<Row[]> {
   const rows: Row[] = [];
   const q = ctx.quick;
@@ -128,57 +135,115 @@ export async function runRoundtrip(ctx: Ctx): Promise<Row[]> {
     rows.push({ group: 'roundtrip', name, kind: 'time', ...s, ...extra });
   };
 
-  // Raw baselines.
   const peer = await EchoPeer.start();
-  try {
-    ctx.log('roundtrip: spin ping-pong');
-    peer.begin('spin');
-    row('rt.spin', tinySync('rt.spin', () => { for (let i = 0; i < SPIN_BATCH; i++) peer.spinRoundTrip(); }, { ...timed, batch: SPIN_BATCH }), {
-      note: `cache-line ping-pong, batches of ${SPIN_BATCH}`,
-    });
-    await peer.end();
-    ctx.log('roundtrip: futex ping-pong');
-    peer.begin('futex');
-    row('rt.futex', tinySync('rt.futex', () => peer.futexRoundTrip(), timed), { note: 'Atomics.wait/notify ping-pong, per call' });
-    await peer.end();
-  } finally {
-    await peer.close();
-  }
-
-  // The firmware mailbox against the firmware worker.
   const desc = tinySandbox();
   const fw = await FirmwareServer.start(desc);
   try {
     const mem = mapBuffers(desc.buffers);
     const client = new MailboxPlatform(mem, new FreeSync(mem, 0));
     const mb = fw.mailbox();
-    ctx.log('roundtrip: mailbox nop, server awake');
-    row('mailbox.nop.awake', tinySync('mailbox.nop.awake', () => { for (let i = 0; i < SPIN_BATCH; i++) client.nop(); }, { ...timed, batch: SPIN_BATCH }), {
+
+    // The futex ping-pong, back to back (the firmware worker has gone to sleep meanwhile).
+    ctx.log('roundtrip: futex ping-pong');
+    peer.begin('futex');
+    const futex = tinySync('rt.futex', () => peer.futexRoundTrip(), timed);
+    row('rt.futex', futex, { note: 'Atomics.wait/notify ping-pong, back to back, per call' });
+    await peer.end();
+
+    // Server awake vs the cache-line ping-pong. Both are timed in batches, in alternating
+    // blocks: how fast a cache line crosses between the two CPUs changes by 3-5x over seconds
+    // on this VM (where the host puts its two vCPUs), so each is compared with its neighbour in
+    // time. A ping-pong block starts once the firmware worker has spun out and slept (three
+    // spinning threads on two CPUs would measure the scheduler); during a mailbox block the echo
+    // worker is stopped.
+    ctx.log('roundtrip: spin ping-pong and mailbox nop, back to back');
+    const hSpin = new Histogram();
+    const hAwake = new Histogram();
+    const blocks = q ? 3 : 24;
+    const perBlock = q ? 20 : 60;
+    const skip = 5;
+    const batch = (h: Histogram, j: number, op: () => void): void => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < SPIN_BATCH; i++) op();
+      if (j >= skip) h.record(Number(process.hrtime.bigint() - t0) / SPIN_BATCH);
+    };
+    const serverAsleep = (): void => {
+      for (let t = 0; t < 10_000 && !mb.serverSleeping(); t++) napMs(0.1);
+    };
+    for (let k = 0; k < blocks; k++) {
+      serverAsleep();
+      peer.begin('spin');
+      for (let j = 0; j < skip + perBlock; j++) batch(hSpin, j, () => peer.spinRoundTrip());
+      await peer.end();
+      for (let j = 0; j < skip + perBlock; j++) batch(hAwake, j, () => client.nop());
+    }
+    row('rt.spin', histSampled(hSpin), { note: `cache-line ping-pong, batches of ${SPIN_BATCH}` });
+    row('mailbox.nop.awake', histSampled(hAwake), {
       baseline: 'rt.spin',
       target: { op: '<=', ratio: 3 },
-      note: `back to back, batches of ${SPIN_BATCH}`,
+      note: `back to back, batches of ${SPIN_BATCH}, in blocks alternating with rt.spin`,
     });
-    ctx.log('roundtrip: mailbox nop, server asleep');
+
+    // Server asleep: each call comes after the server spun out and then slept IDLE_GAP_MS. Its
+    // fair baseline is a futex round trip with a peer that slept as long, so the two are sampled
+    // alternately in one loop (the host's wake-up latency drifts with its halt-polling state, by
+    // 5x over seconds on this VM, and depends on how long the woken CPU has been idle).
+    ctx.log('roundtrip: futex round trip and mailbox nop after idling');
     let notAsleep = 0;
-    const waitAsleep = (): void => {
-      // Wait until the server has spun out and gone to sleep, then a little more so that it is
-      // inside Atomics.wait, not just announcing it.
+    const idle = (): void => {
       for (let t = 0; !mb.serverSleeping(); t++) {
-        if (t > 5000) {
+        if (t > 10_000) {
           notAsleep++;
           break;
         }
         napMs(0.1);
       }
-      napMs(0.2);
+      napMs(IDLE_GAP_MS);
     };
-    row('mailbox.nop.asleep', tinySync('mailbox.nop.asleep', () => client.nop(), { timeMs: 0, warmupMs: 0, iterations: q ? 40 : 600, beforeEach: waitAsleep }), {
-      baseline: 'rt.futex',
+    peer.begin('futex');
+    const clockPeer = await EchoPeer.start();
+    clockPeer.begin('futex-clock');
+    const hFutex = new Histogram();
+    const hClock = new Histogram();
+    const hMailbox = new Histogram();
+    const n = q ? 40 : 600;
+    const warm = q ? 10 : 40;
+    const kinds = [
+      [hFutex, () => peer.futexRoundTrip()],
+      [hClock, () => clockPeer.futexRoundTrip()],
+      [hMailbox, () => client.nop()],
+    ] as const;
+    try {
+      for (let i = 0; i < warm + n; i++) {
+        for (let j = 0; j < kinds.length; j++) {
+          const [h, call] = kinds[(i + j) % kinds.length];
+          idle();
+          const t0 = process.hrtime.bigint();
+          call();
+          const ns = Number(process.hrtime.bigint() - t0);
+          if (i >= warm) h.record(ns);
+        }
+      }
+    } finally {
+      await clockPeer.close();
+    }
+    await peer.end();
+    row('rt.futex.idle', histSampled(hFutex), { note: `one futex round trip after both sides slept ${IDLE_GAP_MS} ms or more, per call` });
+    row('rt.futex.idle.clock', histSampled(hClock), {
+      baseline: 'rt.futex.idle',
+      note: 'the same, the peer reading the clock once after it wakes (as FreeSync.sleep does)',
+    });
+    const asleep = histSampled(hMailbox);
+    const asleepNote = `each call after the server slept ${IDLE_GAP_MS} ms, sampled in turn with rt.futex.idle${notAsleep ? `; ${notAsleep} calls found it awake` : ''}`;
+    row('mailbox.nop.asleep', asleep, { baseline: 'rt.futex', target: { op: '<=', ratio: 1.2 }, note: `${asleepNote}; vs the back-to-back futex baseline` });
+    row('mailbox.nop.asleep.strict', asleep, {
+      baseline: 'rt.futex.idle',
       target: { op: '<=', ratio: 1.2 },
-      note: `each call after the server fell asleep${notAsleep ? ` (${notAsleep} not asleep)` : ''}`,
+      note: 'the same samples, vs a futex round trip from the same idle state',
     });
   } finally {
     await fw.stop();
+    await peer.close();
   }
 
   // comlink: the same empty work over the control plane.

@@ -49,7 +49,13 @@ function parseArgs(argv: string[]): Args {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
   const ctx: Ctx = { quick: args.quick, log: (m) => process.stderr.write(`[bench] ${m}\n`) };
   const names = args.only.length > 0 ? args.only : Object.keys(GROUPS);
   const t0 = performance.now();

@@ -68,19 +68,22 @@ async function computeCeiling(ctx: Ctx): Promise<Row[]> {
       ['chain', ctx.quick ? 2e7 : 1e8, 'dependent integer multiply chain'],
       ['fill', ctx.quick ? 2e4 : 2e5, 'clear of a 4 KiB page (shared buffer, L2-resident)'],
     ] as const) {
-      const run = async (n: number): Promise<number> => {
+      // n workers at once, starting from worker `first`.
+      const run = async (n: number, first: number, count: number = iters): Promise<number> => {
         const r = await Promise.all(
-          ws.slice(0, n).map((w) => {
+          [0, 1].slice(0, n).map((i) => {
+            const w = ws[(first + i) % 2];
             const p = once(w, 'message') as Promise<[{ ms: number }]>;
-            w.postMessage({ kind, iters } satisfies ComputeJob);
+            w.postMessage({ kind, iters: count } satisfies ComputeJob);
             return p;
           }),
         );
-        return ((n * iters) / Math.max(...r.map(([x]) => x.ms))) * 1000;
+        return ((n * count) / Math.max(...r.map(([x]) => x.ms))) * 1000;
       };
-      await run(2);
+      // Warm both workers alike (their loops must reach the same JIT tier), a job at a time.
+      for (let i = 0; i < 6; i++) await run(2, 0, iters / 10);
       const rates: Record<1 | 2, number[]> = { 1: [], 2: [] };
-      for (let r = 0; r < reps; r++) for (const n of [1, 2] as const) rates[n].push(await run(n));
+      for (let r = 0; r < reps; r++) for (const n of [1, 2] as const) rates[n].push(await run(n, r));
       ctx.log(`throughput: ${kind} ceiling measured`);
       rows.push(
         { group: 'throughput', name: `ceiling.${kind}.1thread`, kind: 'rate', median: median(rates[1]), samples: reps, note: `${what}, one worker` },
@@ -206,8 +209,10 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
 export async function runPolicies(ctx: Ctx): Promise<Row[]> {
   const q = ctx.quick;
   const window = q ? 1024 : 8192;
-  const reps = q ? 1 : 3;
-  const pages = window * reps;
+  const reps = q ? 1 : 5;
+  // Full runs start with one untimed repetition: each runtime's workers begin with a cold JIT.
+  const warmReps = q ? 0 : 1;
+  const pages = window * (reps + warmReps);
   const rows: Row[] = [];
   const policies: PolicyName[] = ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'];
   for (const policy of policies) {
@@ -229,7 +234,7 @@ export async function runPolicies(ctx: Ctx): Promise<Row[]> {
       const rates: number[] = [];
       const split: Array<[number, number]> = [];
       let per = { prepares: 0, fw: 0 };
-      for (let r = 0; r < reps; r++) {
+      for (let r = 0; r < warmReps + reps; r++) {
         const start = r * window;
         const before = rt.stats();
         const t0 = performance.now();
@@ -239,6 +244,7 @@ export async function runPolicies(ctx: Ctx): Promise<Row[]> {
         const d = delta(before, rt.stats());
         const touchMs = res[0].elapsedMs;
         if (d.pvalidates !== window) throw new Error(`policy ${policy}: ${d.pvalidates} PVALIDATEs for ${window} first touches (exits ${JSON.stringify(res[0].exits)})`);
+        if (r < warmReps) continue;
         rates.push((window / (fallocMs + touchMs)) * 1000);
         split.push([fallocMs, touchMs]);
         per = { prepares: d.archPrepareCalls / window, fw: d.firmwareCommands / window };

@@ -38,7 +38,6 @@ export function folioPut(g: GmemCtx, pfn: number): void {
 function freeFolio(g: GmemCtx, pfn: number): void {
   hostFill(g, pfn, HOST_PATTERN);
   g.folios.markFree(pfn);
-  g.stats[C.foliosFreed]++;
   g.alloc.free(pfn);
 }
 
@@ -87,8 +86,12 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
     // still knows this pfn from its last life cannot lock it first (__filemap_add_folio).
     if (!g.sync.mutexTryLock(g.folios.lockWord(pfn))) throw new Error(`free pfn ${pfn} has its folio lock held`);
     g.folios.initNew(pfn, ino, index, g.inodes.punchCovers(ino, index) ? PG_PUNCH_RACE : 0);
-    g.stats[C.foliosAllocated]++;
-    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) return pfn;
+    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
+      // Counted as it enters the page cache (foliosFreed counts it leaving): a page that lost
+      // the race to insert is in neither.
+      g.stats[C.foliosAllocated]++;
+      return pfn;
+    }
     // Lost the race to insert. A stale lookup may hold a reference by now: drop ours with
     // ordinary puts, and the last one frees the page (it was never prepared).
     g.folios.detach(pfn);
@@ -127,6 +130,7 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
     // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves
     // the page cache, even while a racing fault still holds a reference to it.
     if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfn);
+    g.stats[C.foliosFreed]++;
     folioUnlock(g, pfn);
     folioPut(g, pfn); // our lookup reference
     folioPut(g, pfn); // the page cache's reference

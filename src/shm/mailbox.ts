@@ -74,7 +74,9 @@ export class Mailbox {
     w[s + S_ARGS + 2] = a2;
     w[s + S_ARGS + 3] = a3;
     const seq = (w[s + S_REQ] + 1) | 0;
-    Atomics.store(w, s + S_REQ, seq);
+    // Plain writes: the Atomics.or that raises the pending bit publishes them with the command
+    // (the server reads them after its Atomics.exchange of that word has seen the bit).
+    w[s + S_REQ] = seq;
     Atomics.or(w, this.base + H_PENDING + (me >> 5), 1 << (me & 31));
     let spin = this.tuning.clientSpin;
     if (Atomics.load(w, this.base + H_SERVER_SLEEPING) !== 0) {
@@ -104,15 +106,18 @@ export class Mailbox {
     let served = 0;
     for (;;) {
       const m0 = Atomics.exchange(w, b + H_PENDING, 0);
-      const m1 = Atomics.exchange(w, b + H_PENDING + 1, 0);
+      // Clients 32-63 are rare: look before taking the second word.
+      const m1 = Atomics.load(w, b + H_PENDING + 1) !== 0 ? Atomics.exchange(w, b + H_PENDING + 1, 0) : 0;
       if ((m0 | m1) !== 0) {
         served += this.drain(m0, 0, handle) + this.drain(m1, 32, handle);
         continue;
       }
       if (Atomics.load(w, b + H_STOP) !== 0 || this.sync.aborted()) break;
       let idle = true;
+      // The spin looks at the first pending word first (one load to see a request), and at
+      // stop only every 64 rounds: a shorter round answers sooner.
       for (let n = 0; n < this.tuning.serverSpin; n++) {
-        if ((Atomics.load(w, b + H_PENDING) | Atomics.load(w, b + H_PENDING + 1)) !== 0 || Atomics.load(w, b + H_STOP) !== 0) {
+        if (Atomics.load(w, b + H_PENDING) !== 0 || Atomics.load(w, b + H_PENDING + 1) !== 0 || ((n & 63) === 63 && Atomics.load(w, b + H_STOP) !== 0)) {
           idle = false;
           break;
         }
@@ -139,7 +144,8 @@ export class Mailbox {
       const s = this.slot(client);
       const seq = Atomics.load(w, s + S_REQ);
       const r = handle(client, w[s + S_CMD], w[s + S_ARGS], w[s + S_ARGS + 1], w[s + S_ARGS + 2], w[s + S_ARGS + 3]);
-      Atomics.store(w, s + S_RESULT, r);
+      // A plain write, published by the Atomics.store of DONE the client waits for.
+      w[s + S_RESULT] = r;
       Atomics.store(w, s + S_DONE, seq);
       if (Atomics.load(w, s + S_CLIENT_SLEEPING) !== 0) this.sync.wake(s + S_DONE, 1);
       n++;
