@@ -5,9 +5,11 @@ import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import type { RmpEntry } from '../kvm/psp.js';
 
 const RMP_WORDS = 4;
-const R_FLAGS = 0;
-const R_ASID = 1;
-const R_GFN = 2;
+/** Flags in the low byte, ASID above them: the hardware check reads both with one load. */
+const R_FLAGS_ASID = 0;
+const R_GFN = 1;
+const ASID_SHIFT = 8;
+const FLAG_BITS = (1 << ASID_SHIFT) - 1;
 
 export const RMP_ASSIGNED = 1;
 export const RMP_VALIDATED = 2;
@@ -31,13 +33,13 @@ export class Rmp {
   }
 
   flags(pfn: number): number {
-    return Atomics.load(this.w, this.base + pfn * RMP_WORDS + R_FLAGS);
+    return Atomics.load(this.w, this.base + pfn * RMP_WORDS + R_FLAGS_ASID) & FLAG_BITS;
   }
   assigned(pfn: number): boolean {
     return (this.flags(pfn) & RMP_ASSIGNED) !== 0;
   }
   asid(pfn: number): number {
-    return Atomics.load(this.w, this.base + pfn * RMP_WORDS + R_ASID);
+    return Atomics.load(this.w, this.base + pfn * RMP_WORDS + R_FLAGS_ASID) >>> ASID_SHIFT;
   }
   gfn(pfn: number): number {
     return Atomics.load(this.w, this.base + pfn * RMP_WORDS + R_GFN);
@@ -59,18 +61,19 @@ export class Rmp {
    */
   guestCheck(pfn: number, asid: number, gfn: number): number {
     const b = this.base + pfn * RMP_WORDS;
-    const f = Atomics.load(this.w, b + R_FLAGS);
-    if ((f & RMP_ASSIGNED) === 0 || Atomics.load(this.w, b + R_ASID) !== asid || Atomics.load(this.w, b + R_GFN) !== gfn) return 1;
+    const f = Atomics.load(this.w, b + R_FLAGS_ASID);
+    if ((f & RMP_ASSIGNED) === 0 || f >>> ASID_SHIFT !== asid || Atomics.load(this.w, b + R_GFN) !== gfn) return 1;
     return (f & RMP_VALIDATED) === 0 ? 2 : 0;
   }
   /** Writes an entry; only firmware code calls this. */
   write(pfn: number, flags: number, asid: number, gfn: number): void {
     const b = this.base + pfn * RMP_WORDS;
-    Atomics.store(this.w, b + R_ASID, asid);
+    // The GPA first: a reader that sees the new owner in the flags word sees its GPA too.
     Atomics.store(this.w, b + R_GFN, gfn);
-    Atomics.store(this.w, b + R_FLAGS, flags);
+    Atomics.store(this.w, b + R_FLAGS_ASID, flags | (asid << ASID_SHIFT));
   }
   setFlags(pfn: number, flags: number): void {
-    Atomics.store(this.w, this.base + pfn * RMP_WORDS + R_FLAGS, flags);
+    const i = this.base + pfn * RMP_WORDS + R_FLAGS_ASID;
+    Atomics.store(this.w, i, (Atomics.load(this.w, i) & ~FLAG_BITS) | flags);
   }
 }

@@ -82,6 +82,10 @@ export class VcpuTable {
 export class KvmVcpu {
   /** kvm_run->memory_fault, set by kvm_mmu_prepare_memory_fault_exit. */
   exit: MemoryFaultExit | null = null;
+  /** This thread's own copy of vcpu->mode == IN_GUEST_MODE. */
+  inGuest = false;
+  /** The last flush request this vCPU acknowledged. */
+  private acked = 0;
   private readonly b: number;
   private readonly w: Int32Array;
 
@@ -97,22 +101,28 @@ export class KvmVcpu {
     this.w = mem.w;
   }
 
-  /** vcpu->mode = IN_GUEST_MODE: from now on guest accesses use SPTEs without a lock. */
+  /**
+   * vcpu->mode = IN_GUEST_MODE: from now on guest accesses use SPTEs without a lock. A vCPU
+   * running guest code stays in guest mode across accesses, as a real one does between exits.
+   */
   enterGuest(): void {
     Atomics.store(this.w, this.b + VC_MODE, IN_GUEST_MODE);
+    this.inGuest = true;
   }
   /** Leaves guest mode and acknowledges any flush asked meanwhile. */
   exitGuest(): void {
     Atomics.store(this.w, this.b + VC_MODE, OUTSIDE_GUEST_MODE);
-    this.ackRequests();
+    this.inGuest = false;
+    this.checkRequests();
   }
-  /** Called between two guest accesses: a pending flush is acknowledged (one load otherwise). */
+  /**
+   * At a guest access boundary: acknowledges a flush asked since the last one, so the flusher
+   * knows no access still uses a zapped translation. One load when there is none.
+   */
   checkRequests(): void {
-    if (Atomics.load(this.w, this.b + VC_REQ) !== Atomics.load(this.w, this.b + VC_ACK)) this.ackRequests();
-  }
-  private ackRequests(): void {
     const req = Atomics.load(this.w, this.b + VC_REQ);
-    if (Atomics.load(this.w, this.b + VC_ACK) === req) return;
+    if (req === this.acked) return;
+    this.acked = req;
     Atomics.store(this.w, this.b + VC_ACK, req);
     if (Atomics.load(this.w, this.b + VC_FLUSH_WAITERS) > 0) this.sync.wake(this.b + VC_ACK, Infinity);
   }

@@ -71,18 +71,19 @@ export class GuestCpu {
   /**
    * Translates gfn for an access of the given kind, faulting it in if needed. Returns the frame
    * (host pfn for private, userspace page for shared) or -(Exit code). Runs in guest mode; the
-   * fault path runs outside it.
+   * fault path runs outside it. `dataAccess` false (PVALIDATE) skips the RMP check: the
+   * instruction checks the entry itself.
    */
-  translate(gfn: number, priv: boolean): number {
+  translate(gfn: number, priv: boolean, dataAccess = true): number {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
     for (;;) {
       const spte = Atomics.load(this.sptes, this.spteBase + gfn);
       if (spte !== 0 && sptePrivate(spte) === priv) {
         const frame = spteFrame(spte);
-        if (priv && this.snp) {
+        if (priv && this.snp && dataAccess) {
           const c = this.rmp.guestCheck(frame, this.asid, gfn);
           if (c !== 0) {
-            this.k.stats[c === 1 ? C.rmpViolations : C.vcExceptions]++;
+            this.stats[c === 1 ? C.rmpViolations : C.vcExceptions]++;
             return c === 1 ? -Exit.RMP_VIOLATION : -Exit.VC;
           }
         }
@@ -109,7 +110,27 @@ export class GuestCpu {
   access(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
     this.sync.point(P_BEFORE_ACCESS);
     const vcpu = this.vcpu;
-    vcpu.enterGuest();
+    const off = gpa % PAGE_SIZE;
+    if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
+      // The common case, a running guest touching one page: no entry, no loop, no try.
+      vcpu.checkRequests();
+      const frame = this.translate((gpa - off) / PAGE_SIZE, priv);
+      if (frame < 0) return -frame;
+      const mem = priv ? this.host : this.user;
+      if (data !== null) {
+        copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);
+        this.stats[C.guestWrites]++;
+      } else {
+        copyBytes(mem, frame * PAGE_SIZE + off, out!, 0, len);
+        this.stats[C.guestReads]++;
+      }
+      return Exit.NONE;
+    }
+    // Already running guest code (a workload): only the boundary's flush check. Otherwise this
+    // one access is a visit to the guest: enter, and leave at the end.
+    const visit = !vcpu.inGuest;
+    if (visit) vcpu.enterGuest();
+    else vcpu.checkRequests();
     try {
       if (!(len > 0)) return Exit.NONE;
       const mem = priv ? this.host : this.user;
@@ -135,43 +156,25 @@ export class GuestCpu {
         vcpu.checkRequests();
       }
     } finally {
-      vcpu.exitGuest();
+      if (visit) vcpu.exitGuest();
     }
   }
 
   /** PVALIDATE of the page at gpa: a PvalidateRet code, or -(Exit code). */
   pvalidate(gpa: number, validate: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
-    this.vcpu.enterGuest();
+    const visit = !this.vcpu.inGuest;
+    if (visit) this.vcpu.enterGuest();
     try {
-      for (;;) {
-        const spte = Atomics.load(this.sptes, this.spteBase + gfn);
-        if (spte !== 0 && sptePrivate(spte)) {
-          this.k.stats[C.pvalidates]++;
-          const r = this.k.psp.pvalidate(this.asid, spteFrame(spte), gfn, validate);
-          if (r < 0) {
-            this.k.stats[C.rmpViolations]++;
-            return -Exit.RMP_VIOLATION;
-          }
-          return r;
-        }
-        const f = this.translateForPvalidate(gfn);
-        if (f < 0) return f;
-      }
+      const frame = this.translate(gfn, true, false);
+      if (frame < 0) return frame;
+      this.stats[C.pvalidates]++;
+      const r = this.k.psp.pvalidate(this.asid, frame, gfn, validate);
+      if (r >= 0) return r;
+      this.stats[C.rmpViolations]++;
+      return -Exit.RMP_VIOLATION;
     } finally {
-      this.vcpu.exitGuest();
+      if (visit) this.vcpu.exitGuest();
     }
-  }
-
-  /** PVALIDATE faults the page in as a private access, without the RMP check of a data access. */
-  private translateForPvalidate(gfn: number): number {
-    this.vcpu.exitGuest();
-    this.vcpu.exit = null;
-    const r = kvmTdpPageFault(this.k, this.vcpu, gfn, true);
-    this.vcpu.enterGuest();
-    if (r === RET_PF_FIXED) return 0;
-    if (r === RET_PF_EMULATE) return -Exit.MMIO;
-    this.lastErrno = -r;
-    return -Exit.MEMORY_FAULT;
   }
 }

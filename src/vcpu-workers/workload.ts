@@ -78,43 +78,55 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
     }
   };
 
-  for (;;) {
-    if ((accesses & 255) === 0) {
-      if (rc.stopRequested() || sync.aborted() || performance.now() > deadline) break;
-      rc.checkpoint(sync);
-    }
-    if (cfg.maxAccesses > 0 && accesses >= cfg.maxAccesses) break;
-    const i = pick();
-    const gfn = cfg.gfnStart + i;
-    const gpa = gfn * PAGE_SIZE;
-    const owner = i % cfg.writers === cfg.writerIndex;
-    const write = owner && rng.next() < cfg.writeRatio;
-    const priv = k.attrs.isPrivate(vm, gfn);
-    const e0 = rc.epoch(vm, gfn);
-    let code: number;
-    if (write) {
-      tag[0] = TAG_MAGIC;
-      tag[1] = gfn;
-      tag[2] = cpu.vcpu.id;
-      tag[3] = lastGen[i] + 1;
-      code = cpu.access(gpa, TAG_BYTES, priv, null, tagBytes);
-      if (code === Exit.VC) code = revalidate(cpu, gpa, priv, null, tagBytes);
-      if (code === Exit.NONE) {
-        lastGen[i]++;
-        epochAtWrite[i] = e0;
+  // The guest runs in guest mode, leaving it only for exits and at the run-control checkpoints.
+  cpu.vcpu.enterGuest();
+  try {
+    guestLoop();
+  } finally {
+    cpu.vcpu.exitGuest();
+  }
+
+  function guestLoop(): void {
+    for (;;) {
+      if ((accesses & 255) === 0) {
+        if (rc.stopRequested() || sync.aborted() || performance.now() > deadline) break;
+        cpu.vcpu.exitGuest();
+        rc.checkpoint(sync);
+        cpu.vcpu.enterGuest();
       }
-    } else {
-      code = cpu.access(gpa, TAG_BYTES, priv, seenBytes, null);
-      if (code === Exit.VC) code = revalidate(cpu, gpa, priv, seenBytes, null);
-      if (code === Exit.NONE) {
-        const e1 = rc.epoch(vm, gfn);
-        // An odd epoch is a discard in progress (the VMM bumps before and after): a write and a
-        // read both inside that window may legitimately see the discard between them.
-        checkRead(i, gfn, owner, owner && e0 === e1 && epochAtWrite[i] === e0 && (e0 & 1) === 0);
+      if (cfg.maxAccesses > 0 && accesses >= cfg.maxAccesses) break;
+      const i = pick();
+      const gfn = cfg.gfnStart + i;
+      const gpa = gfn * PAGE_SIZE;
+      const owner = i % cfg.writers === cfg.writerIndex;
+      const write = owner && rng.next() < cfg.writeRatio;
+      const priv = k.attrs.isPrivate(vm, gfn);
+      const e0 = rc.epoch(vm, gfn);
+      let code: number;
+      if (write) {
+        tag[0] = TAG_MAGIC;
+        tag[1] = gfn;
+        tag[2] = cpu.vcpu.id;
+        tag[3] = lastGen[i] + 1;
+        code = cpu.access(gpa, TAG_BYTES, priv, null, tagBytes);
+        if (code === Exit.VC) code = revalidate(cpu, gpa, priv, null, tagBytes);
+        if (code === Exit.NONE) {
+          lastGen[i]++;
+          epochAtWrite[i] = e0;
+        }
+      } else {
+        code = cpu.access(gpa, TAG_BYTES, priv, seenBytes, null);
+        if (code === Exit.VC) code = revalidate(cpu, gpa, priv, seenBytes, null);
+        if (code === Exit.NONE) {
+          const e1 = rc.epoch(vm, gfn);
+          // An odd epoch is a discard in progress (the VMM bumps before and after): a write and a
+          // read both inside that window may legitimately see the discard between them.
+          checkRead(i, gfn, owner, owner && e0 === e1 && epochAtWrite[i] === e0 && (e0 & 1) === 0);
+        }
       }
+      accesses++;
+      if (code !== Exit.NONE) onExit(code, gfn);
     }
-    accesses++;
-    if (code !== Exit.NONE) onExit(code, gfn);
   }
 
   function checkRead(i: number, gfn: number, owner: boolean, mustHaveMine: boolean): void {
