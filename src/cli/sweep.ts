@@ -28,6 +28,7 @@ export interface SweepCliOptions {
   summary?: string;
   dryRun?: boolean;
   quiet?: boolean;
+  trace?: string;
 }
 
 export interface MergeCliOptions {
@@ -57,6 +58,7 @@ export function registerSweep(program: Command): void {
     .option('--summary <file>', 'also write the merged summary as JSON to this file')
     .option('--dry-run', 'print the planned jobs of this shard as JSON lines ({index, seed, params}) and run nothing')
     .option('--quiet', 'no progress or summary table on stderr')
+    .option('--trace <file.json>', "write each job's Chrome trace, the job index inserted before the extension (t.json -> t.7.json)")
     .action(async (o: SweepCliOptions) => {
       process.exitCode = await sweepCommand(o);
     });
@@ -99,6 +101,7 @@ export async function sweepCommand(o: SweepCliOptions): Promise<number> {
   const lines: SweepLine[] = [];
   try {
     await runSweep(plan, {
+      ...(o.trace ? { trace: o.trace } : {}),
       concurrency: o.jobs,
       onLine: (l) => {
         emit(`${JSON.stringify(l)}\n`);

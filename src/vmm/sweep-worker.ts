@@ -6,6 +6,6 @@ import { type SweepLine, type SweepTask, jobOptions, lineFromReport } from './sw
 import { runStress } from './stress.js';
 
 export default async function runSweepJob(task: SweepTask): Promise<SweepLine> {
-  const report = await runStress(jobOptions(task.params, task.seed));
+  const report = await runStress({ ...jobOptions(task.params, task.seed), ...(task.trace ? { trace: task.trace } : {}) });
   return lineFromReport(task, report);
 }

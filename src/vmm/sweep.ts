@@ -343,6 +343,8 @@ export interface SweepTask {
   index: number;
   seed: number;
   params: SweepParams;
+  /** Where this job writes its Chrome trace (sweep --trace). */
+  trace?: string;
 }
 
 /** Counters a sweep line keeps (the stress report has more). */
@@ -421,6 +423,13 @@ export interface RunSweepOptions {
   concurrency?: number;
   /** Called with each job's line as soon as it finishes (completion order). */
   onLine?: (line: SweepLine) => void;
+  /** Write each job's Chrome trace to this file name with the job index inserted (t.json -> t.7.json). */
+  trace?: string;
+}
+
+/** The trace file of job `index` for a sweep's --trace FILE. */
+export function jobTraceFile(file: string, index: number): string {
+  return file.replace(/(\.[^./]+)?$/, `.${index}$1`);
 }
 
 /** Runs the plan's jobs on a piscina pool, one sandbox per job; resolves with the lines in completion order. */
@@ -440,7 +449,7 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
   try {
     await Promise.all(
       plan.jobs.map(async (j) => {
-        const task: SweepTask = { plan: plan.id, total: plan.total, index: j.index, seed: j.seed, params: j.params };
+        const task: SweepTask = { plan: plan.id, total: plan.total, index: j.index, seed: j.seed, params: j.params, ...(opts.trace ? { trace: jobTraceFile(opts.trace, j.index) } : {}) };
         const t0 = performance.now();
         let line: SweepLine;
         try {
