@@ -86,6 +86,14 @@ export function table(columns: string[], rows: Array<Array<string | number>>): s
   return cells.map((r, j) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ') + (j === 0 ? `\n${w.map((n) => '-'.repeat(n)).join('  ')}` : '')).join('\n');
 }
 
+/** One character per page: the owning VM's index, '.' hypervisor-owned, '-' no folio. */
+export function pageMap(pages: Array<number | 'shared' | null>, width = 64): string {
+  const chars = pages.map((p) => (p === null ? '-' : p === 'shared' ? '.' : String(p)));
+  const lines: string[] = [];
+  for (let i = 0; i < chars.length; i += width) lines.push(chars.slice(i, i + width).join(''));
+  return lines.join('\n               ');
+}
+
 export function formatMultiVm(rs: MultiVmResult[]): string {
   const out = [
     table(
@@ -94,7 +102,8 @@ export function formatMultiVm(rs: MultiVmResult[]): string {
     ),
     '',
   ];
-  for (const r of rs) out.push(`${r.policy}: ${r.sentence}`, '');
+  for (const r of rs) out.push(`${r.policy}: ${r.sentence}`, `  page owners: ${pageMap(r.owners.pages)}`, '');
+  out.push('(page owners: the VM that owns each page of the shared inode; . hypervisor-owned, - no folio)');
   return out.join('\n').trimEnd();
 }
 

@@ -25,6 +25,8 @@ export interface MultiVmOptions {
 export interface PageOwners {
   /** Pages of the inode the RMP gives to each VM (index = VM order of creation). */
   byVm: number[];
+  /** Per page of the inode: the owning VM, 'shared' (cached, hypervisor-owned) or null (no folio). */
+  pages: Array<number | 'shared' | null>;
   /** Cached pages still hypervisor-owned. */
   unassigned: number;
   contested: number;
@@ -51,20 +53,26 @@ function pageOwners(rt: Runtime, vmIds: number[], file: number): PageOwners {
   const rmp = new Rmp(rt.mem);
   const ino = files.inode(file);
   const byVm = vmIds.map(() => 0);
+  const pages: PageOwners['pages'] = [];
   let unassigned = 0;
   let contested = 0;
   for (let i = 0; i < inodes.sizePages(ino); i++) {
     const pfn = inodes.peek(ino, i);
-    if (pfn < 0) continue;
+    if (pfn < 0) {
+      pages.push(null);
+      continue;
+    }
     contested++;
     if (!rmp.assigned(pfn)) {
       unassigned++;
+      pages.push('shared');
       continue;
     }
     const v = vmIds.findIndex((id) => vms.asid(id) === rmp.asid(pfn));
+    pages.push(v);
     if (v >= 0) byVm[v]++;
   }
-  return { byVm, unassigned, contested };
+  return { byVm, pages, unassigned, contested };
 }
 
 function pct(n: number, of: number): string {
@@ -93,7 +101,7 @@ export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResul
   if (!Number.isInteger(o.vms) || o.vms < 2 || o.vms > 8) throw new Error(`--vms: must be an integer from 2 to 8, got ${o.vms}`);
   const out: MultiVmResult[] = [];
   for (const policy of o.policies) {
-    let owners: PageOwners = { byVm: [], unassigned: 0, contested: 0 };
+    let owners: PageOwners = { byVm: [], pages: [], unassigned: 0, contested: 0 };
     const trace = o.trace?.(policy);
     const run = await runStress({
       policy,

@@ -72,6 +72,11 @@ export function reportFromMultiVm(results: MultiVmResult[], command: string): Re
         rows: results.map((r) => [r.policy, r.faults, r.archPrepareCalls, Math.round(r.archPreparePerFault * 100) / 100, r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM ${i}: ${n}`).join(', ')]),
         note: results.map((r) => `${r.policy}: ${r.sentence}`).join(' '),
       },
+      {
+        title: 'Who owns each page of the shared inode',
+        columns: ['policy', 'page owners (VM index per page; . hypervisor-owned, - no folio)'],
+        rows: results.map((r) => [r.policy, r.owners.pages.map((p) => (p === null ? '-' : p === 'shared' ? '.' : String(p))).join('').replace(/(.{64})/g, '$1 ')]),
+      },
     ],
     ...mergedCharts(results.map((r) => r.run)),
   };
