@@ -37,7 +37,7 @@ function commandLine(): string {
 }
 
 const program = new Command();
-program.name('gmem-sandbox').description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory').showHelpAfterError();
+program.name('gmem-sandbox').description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory').showHelpAfterError('(add --help for usage)');
 
 program
   .command('stress')

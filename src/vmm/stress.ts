@@ -101,6 +101,7 @@ const REPORTED_COUNTERS = [
 export function resolveStressOptions(o: StressOptions): StressConfig {
   const memory = o.memory ?? '64MiB';
   const memBytes = parseSize(memory, 'memory');
+  if (memBytes <= 0 || memBytes % PAGE_SIZE !== 0) throw new Error(`memory: must be a positive multiple of 4KiB, got ${memBytes}`);
   const guest = o.guestMemory ?? Math.min(memBytes / 4, 16 << 20);
   const cfg = {
     policy: o.policy ?? 'prepare-on-fault-own-vm',
