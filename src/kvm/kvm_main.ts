@@ -155,12 +155,12 @@ export function kvmSetMemoryAttributes(k: KvmCtx, vm: number, address: number, s
   }
   return withSlotsLock(k, vm, () => {
     if (k.attrs.rangeHas(vm, start, end, attributes)) return 0;
-    // kvm_handle_gfn_range invalidates only where a memslot maps the range.
-    const mapped = k.memslots.overlaps(vm, -1, start, end);
-    if (mapped) invalidateBegin(k, vm, [start, end]);
+    // kvm_handle_gfn_range invalidates only where memslots map the range, slot by slot.
+    const ranges = k.memslots.mappedRanges(vm, start, end);
+    if (ranges.length > 0) invalidateBegin(k, vm, ranges);
     k.sync.point(P['set_attributes.after_invalidate_begin']);
     k.attrs.set(vm, start, end, attributes);
-    if (mapped) invalidateEnd(k, vm);
+    if (ranges.length > 0) invalidateEnd(k, vm);
     k.stats[C.conversions]++;
     return 0;
   });

@@ -108,6 +108,19 @@ export class Memslots {
     return false;
   }
 
+  /** The parts of [start, end) that memslots map, as [start, end) pairs. */
+  mappedRanges(vm: number, start: number, end: number): number[] {
+    const out: number[] = [];
+    for (let s = 0; s < LIMITS.MAX_MEMSLOTS; s++) {
+      const i = this.info(vm, s);
+      if (i.id < 0) continue;
+      const lo = Math.max(start, i.baseGfn);
+      const hi = Math.min(end, i.baseGfn + i.npages);
+      if (lo < hi) out.push(lo, hi);
+    }
+    return out;
+  }
+
   /** Writes a memslot; the gfn index is published separately by `index`. */
   write(vm: number, s: number, m: MemslotInfo): void {
     const b = this.at(vm, s);

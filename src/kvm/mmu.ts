@@ -24,9 +24,18 @@ const SEQ_SPIN = 100;
 
 // kvm_mmu_invalidate_begin + kvm_mmu_invalidate_range_add + kvm_unmap_gfn_range, under mmu_lock.
 export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void {
-  const w = k.mem.w;
   const lock = k.vms.mmuLockWord(vm);
   k.sync.downWrite(lock, LockClass.MMU);
+  try {
+    invalidateBeginLocked(k, vm, ranges);
+  } finally {
+    // A watchdog report from the TLB flush must not leave mmu_lock held as well.
+    k.sync.upWrite(lock);
+  }
+}
+
+function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[]): void {
+  const w = k.mem.w;
   if (Atomics.add(w, k.vms.inProgressWord(vm), 1) === 0) {
     Atomics.store(w, k.vms.rangeStartWord(vm), INVALID_GFN);
     Atomics.store(w, k.vms.rangeEndWord(vm), INVALID_GFN);
@@ -49,7 +58,6 @@ export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]
     k.stats[C.sptesZapped] += zapped;
     k.vcpus.flushRemoteTlbs(k.sync, vm);
   }
-  k.sync.upWrite(lock);
 }
 
 // kvm_mmu_invalidate_end, under mmu_lock.

@@ -476,6 +476,10 @@ export class ControlledSync implements Sync {
     if (!this.active) return this.free.point(p);
     this.yieldNow(Ev.POINT, p);
   }
+  pointArmed(p: number): boolean {
+    // Every point is a scheduling point of a controlled run.
+    return this.active || this.free.pointArmed(p);
+  }
   aborted(): boolean {
     return this.free.aborted();
   }

@@ -40,6 +40,8 @@ const PAUSE_ARMING = 4;
  */
 const armedFor = (point: number): number => PAUSE_ARMED | ((point + 1) << 4);
 const STATE_MASK = 15;
+/** A thread won the slot and is recording itself as the holder; then the state becomes HELD. */
+const PAUSE_CLAIMING = 5;
 
 /** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
 const WAIT_SLICE_MS = 10;
@@ -99,6 +101,8 @@ export interface Sync {
   sleepMs(ms: number): void;
   /** A named point where this actor may be held or descheduled. */
   point(p: number): void;
+  /** Whether point(p) may stop here: lets a caller leave a state it must not stop in first. */
+  pointArmed(p: number): boolean;
   /** True once the sandbox asked every actor to stop. */
   aborted(): boolean;
   /** signal_pending(current), consuming the signal as its delivery would. */
@@ -147,9 +151,9 @@ export class SyncControl {
       if (Atomics.compareExchange(w, b + 2, PAUSE_FREE, PAUSE_ARMING) === PAUSE_FREE) {
         Atomics.store(w, b + 1, tid);
         Atomics.store(w, b, point + 1);
-        // Published only once filled in, then counted: a thread that sees the count sees the slot.
-        Atomics.store(w, b + 2, armedFor(point));
+        // Counted before it is published, so that a claim can never take the count below zero.
         Atomics.add(w, this.armedWord(point), 1);
+        Atomics.store(w, b + 2, armedFor(point));
         return s;
       }
     }
@@ -157,7 +161,7 @@ export class SyncControl {
   }
   pauseState(slot: number): 'armed' | 'held' | 'released' | 'free' {
     const st = Atomics.load(this.mem.w, this.pauseBase(slot) + 2) & STATE_MASK;
-    return (['free', 'armed', 'held', 'released', 'armed'] as const)[st];
+    return (['free', 'armed', 'held', 'released', 'armed', 'armed'] as const)[st];
   }
   pauseHolder(slot: number): number {
     return Atomics.load(this.mem.w, this.pauseBase(slot) + 3);
@@ -170,7 +174,7 @@ export class SyncControl {
     for (;;) {
       const st = Atomics.load(w, b + 2);
       if (st === PAUSE_HELD) return Atomics.load(w, b + 3);
-      if ((st & STATE_MASK) !== PAUSE_ARMED) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
+      if ((st & STATE_MASK) !== PAUSE_ARMED && st !== PAUSE_CLAIMING) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`pause at '${POINTS[Atomics.load(w, b) - 1]}' was not reached within ${timeoutMs} ms`);
       const r = Atomics.waitAsync(w, b + 2, st, Math.min(left, 50));
@@ -187,6 +191,8 @@ export class SyncControl {
       Atomics.store(w, b, 0);
       return;
     }
+    // A thread is claiming it this instant: it becomes HELD within a few instructions.
+    while (Atomics.load(w, b + 2) === PAUSE_CLAIMING);
     if (Atomics.load(w, b + 2) !== PAUSE_HELD) return;
     Atomics.store(w, b + 2, PAUSE_RELEASED);
     Atomics.notify(w, b + 2);
@@ -205,8 +211,9 @@ export class SyncControl {
       if (Atomics.load(w, b) !== point + 1) continue;
       const f = Atomics.load(w, b + 1);
       if (f !== -1 && f !== tid) continue;
-      if (Atomics.compareExchange(w, b + 2, armedFor(point), PAUSE_HELD) === armedFor(point)) {
+      if (Atomics.compareExchange(w, b + 2, armedFor(point), PAUSE_CLAIMING) === armedFor(point)) {
         Atomics.store(w, b + 3, tid);
+        Atomics.store(w, b + 2, PAUSE_HELD);
         Atomics.sub(w, this.armedWord(point), 1);
         Atomics.notify(w, b + 2);
         return s;
@@ -228,6 +235,8 @@ export class FreeSync implements Sync {
   private readonly spin: number;
   private readonly tracer: Tracer;
   private readonly armedBase: number;
+  /** Wake-ups seen, so the watchdog also looks at the clock of a waiter that keeps being woken. */
+  private wakes = 0;
 
   constructor(
     mem: Mem,
@@ -411,6 +420,10 @@ export class FreeSync implements Sync {
     if (Atomics.load(this.w, this.armedBase + p) !== 0) this.pauseHere(p);
   }
 
+  pointArmed(p: number): boolean {
+    return Atomics.load(this.w, this.armedBase + p) !== 0;
+  }
+
   private pauseHere(p: number): void {
     const slot = this.ctl.claimPause(p, this.tid);
     if (slot < 0) return;
@@ -439,7 +452,7 @@ export class FreeSync implements Sync {
       if (abort !== 0) throw new SyncAbortError(abort);
       // The clock is read only when a slice ran out: right after a wake-up it costs this VM
       // 7-20 us, a third of the wake-up itself.
-      if (Atomics.wait(w, i, expected, WAIT_SLICE_MS) === 'timed-out' && !noWatchdog) {
+      if ((Atomics.wait(w, i, expected, WAIT_SLICE_MS) === 'timed-out' || (++this.wakes & 63) === 0) && !noWatchdog) {
         const waited = performance.now() - t0;
         const limit = Atomics.load(w, ctl + CTL_WATCHDOG_MS);
         if (limit > 0 && waited > limit) throw new LockTimeoutError(this.describe(what).name, this.holderOf(what), this.tid, waited);

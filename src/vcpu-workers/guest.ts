@@ -108,8 +108,8 @@ export class GuestCpu {
    * operation beyond the pause point, vcpu->mode in and out, and the SPTE (plus the RMP entry).
    */
   access(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
-    this.sync.point(P_BEFORE_ACCESS);
     const vcpu = this.vcpu;
+    if (this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
     const off = gpa % PAGE_SIZE;
     if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
       // The common case, a running guest touching one page: no entry, no loop, no try.
@@ -160,6 +160,17 @@ export class GuestCpu {
     }
   }
 
+  /**
+   * The pause/scheduling point before an access, taken outside guest mode: a vCPU that may be
+   * held must not hold up a TLB flush (the kernel never sleeps in guest mode either).
+   */
+  private pointOutsideGuest(): void {
+    const inGuest = this.vcpu.inGuest;
+    if (inGuest) this.vcpu.exitGuest();
+    this.sync.point(P_BEFORE_ACCESS);
+    if (inGuest) this.vcpu.enterGuest();
+  }
+
   /** PVALIDATE of the page at gpa: a PvalidateRet code, or -(Exit code). */
   pvalidate(gpa: number, validate: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
@@ -169,6 +180,9 @@ export class GuestCpu {
       const frame = this.translate(gfn, true, false);
       if (frame < 0) return frame;
       this.stats[C.pvalidates]++;
+      // A CPU instruction on real hardware, executed on the translation just made: the vCPU
+      // stays in guest mode, so no TLB flush completes before it (the firmware thread serves it
+      // here; a pause held at 'firmware.before_command' meanwhile shows up on the watchdog).
       const r = this.k.psp.pvalidate(this.asid, frame, gfn, validate);
       if (r >= 0) return r;
       this.stats[C.rmpViolations]++;
