@@ -50,6 +50,20 @@ function emptyCounts(): Record<Invariant, number> {
   return Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
 }
 
+/** Counts every violation per invariant and keeps the first ones in full. */
+function recorder(): { add: (x: Violation) => void; counts: Record<Invariant, number>; log: ViolationLog } {
+  const log = new ViolationLog(50);
+  const counts = emptyCounts();
+  return {
+    add: (x) => {
+      counts[x.invariant]++;
+      log.add(x);
+    },
+    counts,
+    log,
+  };
+}
+
 /** Does another VM bound to the inode behind (vm, gfn) own `pfn`'s RMP entry? */
 function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
   const n = v.inodes.nfiles(ino);
@@ -63,12 +77,7 @@ function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
 /** Full check at a quiescent point. */
 export function auditQuiescent(mem: Mem): AuditReport {
   const v = new Views(mem);
-  const log = new ViolationLog(50);
-  const counts = emptyCounts();
-  const add = (x: Violation): void => {
-    counts[x.invariant]++;
-    log.add(x);
-  };
+  const { add, counts, log } = recorder();
   let crossVm = 0;
   let checked = 0;
   const w = mem.w;
@@ -142,12 +151,7 @@ export function auditQuiescent(mem: Mem): AuditReport {
 /** At teardown, after every guest_memfd was closed: everything is back where it started. */
 export function auditTeardown(mem: Mem): AuditReport {
   const v = new Views(mem);
-  const log = new ViolationLog(50);
-  const counts = emptyCounts();
-  const add = (x: Violation): void => {
-    counts[x.invariant]++;
-    log.add(x);
-  };
+  const { add, counts, log } = recorder();
   const free = v.alloc.freeCount();
   if (free !== v.folios.nrPfns) add({ invariant: 'balance', by: 'auditor', detail: `${v.folios.nrPfns - free} pfn(s) not back in the allocator at teardown` });
   let notFree = 0;
