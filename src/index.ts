@@ -11,3 +11,12 @@ export { HOST_PATTERN } from './gmem/folio.js';
 export { PvalidateRet, SevRet } from './kvm/psp.js';
 export type { ErrnoCode } from './shm/errno.js';
 export { LockTimeoutError, SyncAbortError } from './shm/sync.js';
+
+// The threaded runtime and the runs built on it (what the CLI commands call).
+export { Runtime, type RuntimeOptions, WorkerCrashError, type CrashReport } from './vmm/runtime.js';
+export { runStress, type StressOptions, type StressReport } from './vmm/stress.js';
+export { parseScenario, ScenarioError, type Scenario } from './vmm/scenario/schema.js';
+export { runScenario, type ScenarioReport } from './vmm/scenario/runner.js';
+export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore.js';
+export { multiVmExperiment, policiesExperiment } from './vmm/experiments.js';
+export { BUG_NAMES, type BugName } from './gmem/bugs.js';
