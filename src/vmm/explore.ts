@@ -199,43 +199,54 @@ export class Explorer {
   }
 
   /**
-   * Shrinks a failing schedule: first the shortest forced prefix that still fails (the rest runs
-   * without preemption), then each remaining context switch is dropped if the run still fails.
+   * Shrinks a failing schedule to few context switches (delta debugging over its switch
+   * points): a candidate keeps a subset of the switches, forcing the thread chosen at each kept
+   * one and running without preemption everywhere else; a subset is kept when the run still
+   * breaks an invariant. The result carries the choices the last failing run really made, so it
+   * replays exactly.
    */
   async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult> {
     const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
+    const c = failing.choices;
+    let switches: number[] = [];
+    for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);
+    let best = failing;
     let tries = 0;
-    const attempt = async (forced: number[]): Promise<ScheduleResult | null> => {
+    const attempt = async (keep: number[]): Promise<ScheduleResult | null> => {
       tries++;
+      const last = keep.length ? keep[keep.length - 1] + 1 : 1;
+      // -1: no decision there (the replay runs the current thread on); the first step is kept
+      // so that the run starts with the same thread.
+      const forced = new Array<number>(last).fill(-1);
+      forced[0] = c[0];
+      for (const i of keep) forced[i] = c[i];
       const r = await this.runSchedule(failing.seed, forced);
-      // Keep the choices the run really made, so the saved schedule replays exactly.
-      return fails(r) ? { ...r, choices: r.choices.slice(0, forced.length) } : null;
+      return fails(r) ? { ...r, choices: r.choices.slice(0, r.steps) } : null;
     };
-    let best: ScheduleResult = failing;
-    for (let round = 0; round < 3 && tries < budget; round++) {
-      const before = best.choices.length + switchesIn(best.choices);
-      // The shortest forced prefix that still fails (the rest runs without preemption).
-      let lo = 0;
-      let hi = best.choices.length;
-      while (lo < hi && tries < budget) {
-        const mid = (lo + hi) >> 1;
-        const r = await attempt(best.choices.slice(0, mid));
+    // ddmin over the switch points.
+    let n = 2;
+    while (switches.length > 0 && tries < budget) {
+      const size = Math.ceil(switches.length / n);
+      let reduced = false;
+      for (let k = 0; k < n && tries < budget; k++) {
+        const complement = [...switches.slice(0, k * size), ...switches.slice((k + 1) * size)];
+        const r = await attempt(complement);
         if (r) {
+          switches = complement;
           best = r;
-          hi = r.choices.length;
-        } else lo = mid + 1;
+          n = Math.max(n - 1, 2);
+          reduced = true;
+          break;
+        }
       }
-      // Then drop context switches one by one, latest first.
-      for (let i = best.choices.length - 1; i > 0 && tries < budget; i--) {
-        if (i >= best.choices.length || best.choices[i] === best.choices[i - 1]) continue;
-        const trial = best.choices.slice();
-        trial[i] = trial[i - 1];
-        const r = await attempt(trial);
-        if (r) best = r;
+      if (!reduced) {
+        if (n >= switches.length) break;
+        n = Math.min(n * 2, switches.length);
       }
-      if (best.choices.length + switchesIn(best.choices) >= before) break;
     }
-    return best;
+    // The exact choices of the smallest failing run, cut after its last kept switch.
+    const cut = switches.length ? switches[switches.length - 1] + 1 : 1;
+    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)) };
   }
 
   async close(): Promise<void> {
