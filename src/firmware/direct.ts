@@ -14,6 +14,11 @@ export function declareFirmwareLock(lb: LayoutBuilder): void {
   lb.add(REGION, 1, 'firmware/direct.ts');
 }
 
+/** The in-process firmware's command lock, for reports. */
+export function firmwareLockWord(mem: Mem): number {
+  return regionBase(mem, REGION);
+}
+
 export class DirectPlatform implements SnpPlatform {
   readonly core: SnpFirmwareCore;
   private readonly lock: number;

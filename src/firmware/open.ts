@@ -2,7 +2,7 @@
 // or controlled), and the firmware reached in process or through the firmware worker's mailbox.
 
 import { policyId, type PolicyName } from '../gmem/policy.js';
-import { wordDescriber } from '../kvm/describe.js';
+import { wordDescriber } from './describe.js';
 import { KvmCtx } from '../kvm/kvm.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { ControlledSync } from '../shm/sched.js';

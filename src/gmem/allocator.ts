@@ -17,6 +17,11 @@ export function declareAllocator(lb: LayoutBuilder, nrPfns: number): void {
   lb.add(REGION, A_STACK + nrPfns, 'gmem/allocator.ts');
 }
 
+/** The allocator's lock word, for reports. */
+export function allocatorLockWord(mem: Mem): number {
+  return regionBase(mem, REGION) + A_LOCK;
+}
+
 export class PfnAllocator {
   readonly base: number;
   private readonly w: Int32Array;

@@ -54,6 +54,12 @@ export class VcpuTable {
     }
     return -1;
   }
+  /** The vCPU slot whose flush-ack word `i` is, or -1. */
+  ackWordSlot(i: number): number {
+    const rel = i - this.base;
+    if (rel < 0 || rel >= LIMITS.MAX_THREADS * VCPU_WORDS || rel % VCPU_WORDS !== VC_ACK) return -1;
+    return Math.floor(rel / VCPU_WORDS);
+  }
   release(slot: number): void {
     Atomics.store(this.w, this.at(slot) + VC_MODE, OUTSIDE_GUEST_MODE);
     Atomics.store(this.w, this.at(slot) + VC_VM, 0);

@@ -2,7 +2,7 @@
 // scheduler's log: one track per actor, a slice per step it ran, and a "wait" slice for every
 // stretch it spent blocked on a lock or a word.
 
-import { wordDescriber } from '../kvm/describe.js';
+import { wordDescriber } from '../firmware/describe.js';
 import type { Mem } from '../shm/layout.js';
 import { POINTS } from '../shm/points.js';
 import type { SchedTraceEvent } from '../shm/sched.js';

@@ -8,7 +8,7 @@ import type { FirmwareWorkerApi } from '../firmware/worker.js';
 import { Mailbox, type MailboxTuning } from '../shm/mailbox.js';
 import { FIRMWARE_MAILBOX } from '../firmware/mailbox.js';
 import type { VmTypeName } from '../kvm/vm.js';
-import { wordDescriber } from '../kvm/describe.js';
+import { wordDescriber } from '../firmware/describe.js';
 import { type Mem, mapBuffers } from '../shm/layout.js';
 import { type Remote, wrapWorker } from '../shm/rpc.js';
 import { type StatsSnapshot, sumStats } from '../shm/stats.js';

@@ -1,16 +1,26 @@
-// Names a shared word for watchdog reports ("folio lock of pfn 12", "invalidate_lock of inode 0").
+// Names a shared word for watchdog reports and traces ("folio lock of pfn 12", "invalidate_lock of inode 0").
 
+import { allocatorLockWord } from '../gmem/allocator.js';
 import { Folios } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
 import type { Mem } from '../shm/layout.js';
 import type { WordDescriber } from '../shm/sync.js';
-import { Vms } from './vm.js';
+import { VcpuTable } from '../kvm/vcpu.js';
+import { Vms } from '../kvm/vm.js';
+import { firmwareLockWord } from './direct.js';
 
 export function wordDescriber(mem: Mem): WordDescriber {
   const folios = new Folios(mem);
   const inodes = new Inodes(mem);
   const vms = new Vms(mem);
+  const allocLock = allocatorLockWord(mem);
+  const fwLock = firmwareLockWord(mem);
+  const vcpus = new VcpuTable(mem);
   return (i) => {
+    if (i === allocLock) return { name: 'pfn allocator lock', kind: 'mutex' };
+    if (i === fwLock) return { name: 'firmware command lock', kind: 'mutex' };
+    const slot = vcpus.ackWordSlot(i);
+    if (slot >= 0) return { name: `TLB-flush acknowledgement of vCPU slot ${slot} (still in guest mode)`, kind: 'word' };
     if (folios.ownsWord(i)) return { name: `folio lock of pfn ${folios.pfnOfWord(i)}`, kind: 'mutex' };
     const ino = inodes.inodeOfLockWord(i);
     if (ino >= 0) return { name: `invalidate_lock (rwsem) of guest_memfd inode ${ino}`, kind: 'rwsem' };
