@@ -56,7 +56,7 @@ export function formatStress(r: StressReport): string {
   out.push('', 'guest exits left unhandled (a #VC is handled by PVALIDATE and a retry: see vcExceptions)');
   out.push(rows(Object.entries(r.exits)));
   out.push('', 'findings (allowed by the kernel, maybe surprising)');
-  out.push(rows([['punch-hole leftovers', r.findings.punchHoleLeftovers], ['cross-VM prepares', r.findings.crossVmPrepare]]));
+  out.push(rows([['punch-hole leftovers', r.findings.punchHoleLeftovers], ['cross-VM prepares (pages a vCPU found owned by another VM)', r.findings.crossVmPrepare]]));
   out.push('', 'violations per invariant');
   out.push(rows(Object.entries(r.violations)));
   for (const v of r.violationDetails.slice(0, 10)) out.push(`  ! ${v.invariant} (${v.by}${v.gfn !== undefined ? `, gfn ${v.gfn}` : ''}): ${v.detail}`);

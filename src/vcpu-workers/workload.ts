@@ -61,6 +61,7 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
   const want = new Uint32Array(2);
   const wantBytes = new Uint8Array(want.buffer);
   const exits: Record<string, number> = { memory_fault: 0, rmp_violation: 0, vc: 0, mmio: 0 };
+  const crossVmSeen = new Uint8Array(n);
   const hot = Math.max(1, Math.floor(n / 10));
   const t0 = performance.now();
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
@@ -177,7 +178,11 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
       case Exit.RMP_VIOLATION:
         exits.rmp_violation++;
         if (cfg.multiVm) {
-          stats[C['finding.crossVmPrepare']]++;
+          // Counted once per page and vCPU: the guest keeps touching a page it cannot use.
+          if (crossVmSeen[gfn - cfg.gfnStart] === 0) {
+            crossVmSeen[gfn - cfg.gfnStart] = 1;
+            stats[C['finding.crossVmPrepare']]++;
+          }
         } else {
           stats[C['violation.rmpAgreement']]++;
           log.add({ invariant: 'rmpAgreement', by, vm, gfn, detail: 'RMP violation on a private access to a page this VM faulted in' });
