@@ -4,7 +4,8 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 
-export const FOLIO_WORDS = 8;
+/** One cache line per folio: neighbouring pfns go to different vCPUs, which must not share lines. */
+export const FOLIO_WORDS = 16;
 const F_LOCK = 0;
 const F_FLAGS = 1;
 const F_REF = 2;
