@@ -173,7 +173,3 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
     if (k.tracer.on) k.tracer.record(TraceKind.FAULT, gfn, k.tracer.now() - ns / 1e6);
   }
 }
-
-export function gpaToGfn(gpa: number): number {
-  return Math.floor(gpa / PAGE_SIZE);
-}

@@ -29,7 +29,3 @@ export function errnoName(errno: number): ErrnoCode {
   if (name === undefined) throw new Error(`unknown errno ${errno}`);
   return name;
 }
-
-export function isErrnoCode(s: string): s is ErrnoCode {
-  return Object.prototype.hasOwnProperty.call(Errno, s);
-}

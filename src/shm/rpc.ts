@@ -21,4 +21,3 @@ export function wrapWorker<T>(worker: Worker): Comlink.Remote<T> {
 }
 
 export type Remote<T> = Comlink.Remote<T>;
-export const releaseProxy = Comlink.releaseProxy;

@@ -12,8 +12,6 @@ export type GuestOp =
   | { op: 'pvalidate'; gpa: number; validate?: boolean }
   | { op: 'pre_fault_memory'; gpa: number; size: number; flags?: number };
 
-export const GUEST_OPS = ['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory'] as const;
-
 /** Hex string (optionally 0x-prefixed) to bytes. */
 export function bytesOfHex(s: string): Uint8Array {
   const h = s.startsWith('0x') ? s.slice(2) : s;
