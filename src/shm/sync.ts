@@ -429,8 +429,12 @@ export class FreeSync implements Sync {
     if (slot < 0) return;
     const word = this.ctl.pauseStateWord(slot);
     const t0 = performance.now();
-    while (Atomics.load(this.w, word) === PAUSE_HELD) this.sleep(word, PAUSE_HELD, word, t0, true);
-    this.ctl.freeSlot(slot);
+    try {
+      while (Atomics.load(this.w, word) === PAUSE_HELD) this.sleep(word, PAUSE_HELD, word, t0, true);
+    } finally {
+      // Also when an abort ends the wait: the slot must not stay taken.
+      this.ctl.freeSlot(slot);
+    }
   }
 
   aborted(): boolean {
