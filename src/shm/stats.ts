@@ -81,10 +81,15 @@ export function declareStats(lb: LayoutBuilder, maxThreads: number): void {
   lb.add(REGION, maxThreads * SLOTS_PER_THREAD * 2, 'shm/stats.ts');
 }
 
+/** Thread `tid`'s block of `slots` Float64 slots in a per-thread region of this module. */
+function threadBlock(mem: Mem, region: string, slots: number, tid: number): Float64Array {
+  const base = regionBase(mem, region) / 2 + tid * slots;
+  return mem.f64.subarray(base, base + slots);
+}
+
 /** One thread's counters: a Float64Array view onto that thread's block only. */
 export function threadStats(mem: Mem, tid: number): Float64Array {
-  const base = regionBase(mem, REGION) / 2 + tid * SLOTS_PER_THREAD;
-  return mem.f64.subarray(base, base + SLOTS_PER_THREAD);
+  return threadBlock(mem, REGION, SLOTS_PER_THREAD, tid);
 }
 
 export type StatsSnapshot = Record<CounterName, number>;
@@ -109,8 +114,7 @@ export function declareLatency(lb: LayoutBuilder, maxThreads: number): void {
 
 /** One thread's histogram (Float64 counts). */
 export function threadLatency(mem: Mem, tid: number): Float64Array {
-  const base = regionBase(mem, HIST) / 2 + tid * LATENCY_BUCKETS;
-  return mem.f64.subarray(base, base + LATENCY_BUCKETS);
+  return threadBlock(mem, HIST, LATENCY_BUCKETS, tid);
 }
 
 export function latencyBucket(ns: number): number {

@@ -380,14 +380,15 @@ export interface SweepLine {
   error?: string;
 }
 
+/** The fields that name a job in its line. */
+function jobFields(t: SweepTask): Pick<SweepLine, 'plan' | 'total' | 'index' | 'seed' | 'params'> {
+  return { plan: t.plan, total: t.total, index: t.index, seed: t.seed, params: t.params };
+}
+
 export function lineFromReport(t: SweepTask, r: StressReport): SweepLine {
   const c = r.crashes[0];
   return {
-    plan: t.plan,
-    total: t.total,
-    index: t.index,
-    seed: t.seed,
-    params: t.params,
+    ...jobFields(t),
     ok: r.ok,
     faultsPerSecond: Math.round(r.faultsPerSecond * 10) / 10,
     violations: { ...r.violations },
@@ -402,11 +403,7 @@ export function lineFromReport(t: SweepTask, r: StressReport): SweepLine {
 /** The line for a job whose worker failed before producing a report. */
 export function failedLine(t: SweepTask, e: unknown, elapsedMs: number): SweepLine {
   return {
-    plan: t.plan,
-    total: t.total,
-    index: t.index,
-    seed: t.seed,
-    params: t.params,
+    ...jobFields(t),
     ok: false,
     faultsPerSecond: 0,
     violations: Object.fromEntries(INVARIANTS.map((i) => [i, 0])),
