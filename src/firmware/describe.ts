@@ -26,7 +26,10 @@ export function wordDescriber(mem: Mem): WordDescriber {
     if (ino >= 0) return { name: `invalidate_lock (rwsem) of guest_memfd inode ${ino}`, kind: 'rwsem' };
     if (i === inodes.tableLockWord) return { name: 'guest_memfd inode table lock', kind: 'mutex' };
     const v = vms.describeWord(i);
-    if (v !== null) return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' ? 'mutex' : 'word' };
+    if (v !== null) {
+      if (v.what === 'srcu') return { name: `synchronize_srcu(kvm->srcu of vm ${v.vm}): the read section of thread ${v.reader}`, kind: 'srcu', reader: v.reader };
+      return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' ? 'mutex' : 'word' };
+    }
     return { name: `shared word ${i}`, kind: 'word' };
   };
 }

@@ -1,7 +1,7 @@
 // Opens the kernel as one thread sees it: views of the shared tables, this thread's Sync (free
 // or controlled), and the firmware reached in process or through the firmware worker's mailbox.
 
-import { policyId, type PolicyName } from '../gmem/policy.js';
+import { type KernelVersionName, kernelVersion } from '../gmem/version.js';
 import { wordDescriber } from './describe.js';
 import { KvmCtx } from '../kvm/kvm.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
@@ -15,7 +15,7 @@ export type PlatformKind = 'direct' | 'mailbox';
 
 export interface KernelOptions {
   buffers: SharedBuffers;
-  policy: PolicyName;
+  kernel: KernelVersionName;
   tid: number;
   mode?: SyncMode;
   platform?: PlatformKind;
@@ -26,7 +26,7 @@ export function openKernel(o: KernelOptions): KvmCtx {
   const describe = wordDescriber(mem);
   const sync: Sync = o.mode === 'controlled' ? new ControlledSync(mem, o.tid, describe) : new FreeSync(mem, o.tid, describe);
   const psp = o.platform === 'direct' ? new DirectPlatform(mem, sync) : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
-  return new KvmCtx(mem, sync, psp, policyId(o.policy));
+  return new KvmCtx(mem, sync, psp, kernelVersion(o.kernel));
 }
 
 /** Runs `job` as an actor of a controlled run (register, run, exit); as is in free mode. */

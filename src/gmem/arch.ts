@@ -18,8 +18,10 @@ export interface GmemKvmOps {
   invalidateBegin(vm: number, ranges: readonly number[]): void;
   /** kvm_mmu_invalidate_end under mmu_lock. */
   invalidateEnd(vm: number): void;
-  /** WRITE_ONCE(slot->gmem.file, NULL) as a file is released. */
-  detachSlot(vm: number, slot: number): void;
+  /** WRITE_ONCE(slot->gmem.file, NULL) as a file is released or a slot unbound; a freed slot is a use after free (reported at `site`). */
+  detachSlot(vm: number, slot: number, site: number): void;
+  /** A read through a binding's slot pointer at `site`: false, and a KASAN report, if the slot was freed. */
+  slotLive(vm: number, slot: number, site: number): boolean;
 }
 
 /** kvm_gmem_populate's post_populate callback (SNP: sev_gmem_post_populate). */

@@ -9,6 +9,7 @@ import { Files } from './file.js';
 import { Folios } from './folio.js';
 import { Inodes } from './inode.js';
 import type { Policy } from './policy.js';
+import type { KernelVersion } from './version.js';
 
 export class GmemCtx {
   readonly folios: Folios;
@@ -17,15 +18,23 @@ export class GmemCtx {
   readonly files: Files;
   /** Planted bugs enabled for this run (gmem/bugs.ts); 0 in any normal run. */
   readonly bugs: number;
+  readonly policy: Policy;
+  /**
+   * Files whose last reference this thread dropped: their release (__fput) runs as task work
+   * when the thread leaves the kernel, never inside the path that dropped it (which may hold
+   * kvm->srcu, while release takes slots_lock).
+   */
+  readonly deferredFput: number[] = [];
 
   constructor(
     readonly mem: Mem,
     readonly sync: Sync,
     readonly stats: Float64Array,
-    readonly policy: Policy,
+    readonly version: KernelVersion,
     readonly arch: ArchGmemHooks,
     readonly kvm: GmemKvmOps,
   ) {
+    this.policy = version.prepare;
     this.folios = new Folios(mem);
     this.alloc = new PfnAllocator(mem, sync);
     this.inodes = new Inodes(mem);

@@ -1,23 +1,23 @@
-// gmem files: one VM's view of an inode, with its bindings (index range -> memslot).
-// Owns the 'gmem_files' region. Bindings are fixed slots written under the invalidate lock and
-// read locklessly by the fault path: a binding is published by storing its npages last.
+// gmem files (struct kvm_gmem and its struct file): one VM's view of an inode, a reference
+// count, and the bindings (index range -> memslot). Records live in a slab: a file is LIVE while
+// references remain, DYING between its last fput and kvm_gmem_release, then freed. Bindings are
+// written under the invalidate lock and read locklessly by the fault path: a binding is
+// published by storing its npages last. Owns the 'gmem_files' region.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
+import { NO_HANDLE, Obj, SLAB_HEADER, Slab, SlabState, handleId } from '../shm/slab.js';
 
 const FILE_WORDS = 48;
-const FL_STATE = 0; // FILE_FREE / FILE_OPEN / FILE_RELEASED
-const FL_INODE = 1;
-const FL_VM = 2;
+const FL_REF = SLAB_HEADER + 0; // f_count
+const FL_INODE = SLAB_HEADER + 1;
+const FL_VM = SLAB_HEADER + 2;
 const FL_BINDINGS = 8;
 const B_WORDS = 4;
 const B_PGOFF = 0; // first index (slot->gmem.pgoff)
 const B_NPAGES = 1; // 0 = unused
-const B_SLOT = 2; // memslot (VM-internal index)
-const B_BASE_GFN = 3;
-
-export const FILE_FREE = 0;
-export const FILE_OPEN = 1;
+const B_SLOT = 2; // the memslot's handle (xa_store of the slot pointer)
+const B_BASE_GFN = 3; // slot->base_gfn, as read through the slot pointer
 
 const REGION = 'gmem_files';
 
@@ -29,53 +29,116 @@ export function declareFiles(lb: LayoutBuilder): void {
 export interface Binding {
   pgoff: number;
   npages: number;
+  /** The memslot's handle. */
   slot: number;
   baseGfn: number;
 }
 
+/**
+ * File accessors take a handle; a bare record id (a handle of generation 0's id bits) reads the
+ * same record, so the auditor may walk ids.
+ */
 export class Files {
   readonly base: number;
+  readonly slab: Slab;
   private readonly w: Int32Array;
 
   constructor(mem: Mem) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
+    this.slab = new Slab(this.w, this.base, LIMITS.MAX_FILES, FILE_WORDS, Obj.FILE, mem);
   }
 
   private at(f: number): number {
-    return this.base + f * FILE_WORDS;
+    return this.slab.at(handleId(f));
   }
 
-  /** Takes a free file slot; -1 when all MAX_FILES are in use. Caller holds the inode table lock. */
+  /** A new file holding one reference (the fd's); NO_HANDLE when all MAX_FILES are in use. */
   alloc(inode: number, vm: number): number {
-    for (let f = 0; f < LIMITS.MAX_FILES; f++) {
-      const b = this.at(f);
-      if (Atomics.load(this.w, b + FL_STATE) !== FILE_FREE) continue;
-      Atomics.store(this.w, b + FL_INODE, inode);
-      Atomics.store(this.w, b + FL_VM, vm);
-      for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) Atomics.store(this.w, b + FL_BINDINGS + k * B_WORDS + B_NPAGES, 0);
-      Atomics.store(this.w, b + FL_STATE, FILE_OPEN);
-      return f;
-    }
-    return -1;
+    const h = this.slab.alloc();
+    if (h === NO_HANDLE) return h;
+    const b = this.at(h);
+    Atomics.store(this.w, b + FL_INODE, inode);
+    Atomics.store(this.w, b + FL_VM, vm);
+    Atomics.store(this.w, b + FL_REF, 1);
+    return h;
   }
   freeSlotCount(): number {
-    let n = 0;
-    for (let f = 0; f < LIMITS.MAX_FILES; f++) if (Atomics.load(this.w, this.at(f) + FL_STATE) === FILE_FREE) n++;
-    return n;
+    return LIMITS.MAX_FILES - this.slab.inUse();
   }
+  /** The file's memory goes back (after kvm_gmem_release). */
   free(f: number): void {
-    Atomics.store(this.w, this.at(f) + FL_STATE, FILE_FREE);
+    this.slab.free(f);
   }
 
+  /** `f` names this life of a file whose release has not finished. */
+  valid(f: number): boolean {
+    return this.slab.valid(f);
+  }
+  /** A live file (references remain), not dying or freed. */
   isOpen(f: number): boolean {
-    return f >= 0 && f < LIMITS.MAX_FILES && Atomics.load(this.w, this.at(f) + FL_STATE) === FILE_OPEN;
+    return this.slab.valid(f) && this.slab.state(handleId(f)) === SlabState.LIVE;
+  }
+  dying(f: number): boolean {
+    return this.slab.valid(f) && this.slab.state(handleId(f)) === SlabState.DYING;
+  }
+  refcount(f: number): number {
+    return Atomics.load(this.w, this.at(f) + FL_REF);
   }
   inode(f: number): number {
     return Atomics.load(this.w, this.at(f) + FL_INODE);
   }
   vm(f: number): number {
     return Atomics.load(this.w, this.at(f) + FL_VM);
+  }
+
+  /**
+   * get_file_active(&slot->gmem.file): a reference on the file the word names (handle + 1), or
+   * NO_HANDLE if the word is empty or the file's count already reached zero (it is dying). The
+   * word is re-read after the count is taken, as the kernel does, so a file freed and reused
+   * meanwhile is never returned.
+   */
+  getFileActive(word: number): number {
+    for (;;) {
+      const h = Atomics.load(this.w, word) - 1;
+      if (h < 0) return NO_HANDLE;
+      if (!this.tryGet(h)) {
+        if (Atomics.load(this.w, word) - 1 === h) return NO_HANDLE;
+        continue;
+      }
+      if (Atomics.load(this.w, word) - 1 === h) return h;
+      this.put(h);
+    }
+  }
+  /** get_file / file_ref_get: a reference unless the count already reached zero. */
+  tryGet(f: number): boolean {
+    if (!this.slab.valid(f)) return false;
+    const i = this.at(f) + FL_REF;
+    for (let r = Atomics.load(this.w, i); r > 0; ) {
+      const prev = Atomics.compareExchange(this.w, i, r, r + 1);
+      if (prev === r) {
+        // Taken on a record freed and reused between the check and the CAS: give it back.
+        if (this.slab.valid(f)) return true;
+        Atomics.sub(this.w, i, 1);
+        return false;
+      }
+      r = prev;
+    }
+    return false;
+  }
+  /** fput's count: true when this was the last reference (the file is now dying). */
+  put(f: number): boolean {
+    const left = Atomics.sub(this.w, this.at(f) + FL_REF, 1) - 1;
+    if (left < 0) throw new Error(`fput: gmem file ${handleId(f)} refcount underflow`);
+    if (left > 0) return false;
+    this.slab.setDying(handleId(f));
+    return true;
+  }
+
+  /** Whether any file not yet freed belongs to `vm` (each pins its VM, as kvm_get_kvm does). */
+  anyOfVm(vm: number): boolean {
+    for (let id = 0; id < LIMITS.MAX_FILES; id++) if (this.slab.state(id) !== SlabState.FREE && this.vm(id) === vm) return true;
+    return false;
   }
 
   /** xa_load(&gmem->bindings, index): binding slot k holding `index`, or -1. */
@@ -117,15 +180,15 @@ export class Files {
     return false;
   }
 
-  /** The gfn ranges [start, end) of the bindings overlapping index range [start, end). */
-  boundGfnRanges(f: number, start: number, end: number): number[] {
-    const out: number[] = [];
+  /** The live bindings overlapping index range [start, end), each with its gfn range [gs, ge). */
+  boundOverlaps(f: number, start: number, end: number): Array<{ slot: number; gs: number; ge: number }> {
+    const out: Array<{ slot: number; gs: number; ge: number }> = [];
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
       const bd = this.binding(f, k);
       if (bd.npages === 0) continue;
       const s = Math.max(start, bd.pgoff);
       const e = Math.min(end, bd.pgoff + bd.npages);
-      if (s < e) out.push(bd.baseGfn + s - bd.pgoff, bd.baseGfn + e - bd.pgoff);
+      if (s < e) out.push({ slot: bd.slot, gs: bd.baseGfn + s - bd.pgoff, ge: bd.baseGfn + e - bd.pgoff });
     }
     return out;
   }
@@ -149,7 +212,7 @@ export class Files {
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) if (this.binding(f, k).npages === 0) n++;
     return n;
   }
-  /** Removes the binding of memslot `slot`, if any. */
+  /** xa_store_range(..., NULL): removes the binding of memslot `slot`, if any. */
   removeBinding(f: number, slot: number): void {
     const b = this.at(f) + FL_BINDINGS;
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
@@ -157,7 +220,7 @@ export class Files {
       if (Atomics.load(this.w, e + B_NPAGES) !== 0 && Atomics.load(this.w, e + B_SLOT) === slot) Atomics.store(this.w, e + B_NPAGES, 0);
     }
   }
-  /** Every live binding's memslot. */
+  /** Every live binding's memslot handle. */
   boundSlots(f: number): number[] {
     const out: number[] = [];
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {

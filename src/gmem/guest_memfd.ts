@@ -4,6 +4,7 @@
 import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
 import { P } from '../shm/points.js';
+import { NO_HANDLE, Site } from '../shm/slab.js';
 import { C, LockClass } from '../shm/stats.js';
 import type { PostPopulate } from './arch.js';
 import type { GmemCtx } from './ctx.js';
@@ -26,7 +27,8 @@ function withTableLock<T>(g: GmemCtx, fn: () => T): T {
   }
 }
 
-// __kvm_gmem_create: a new inode with one file owned by `vm`. Returns the file id or -errno.
+// __kvm_gmem_create: a new inode with one file owned by `vm`, holding the fd's reference.
+// Returns the file's handle or -errno.
 export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number): number {
   if (flags & ~GUEST_MEMFD_VALID_FLAGS) return -Errno.EINVAL;
   if (!(size > 0) || !isPageAligned(size)) return -Errno.EINVAL;
@@ -45,6 +47,7 @@ export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number):
 // another VM, put first in the inode's list as list_add does.
 export function gmemLink(g: GmemCtx, file: number, vm: number): number {
   if (!g.files.isOpen(file)) return -Errno.EBADF;
+  // The new file pins the inode; a file reference is not needed for that (the caller's fd holds one).
   return withTableLock(g, () => {
     const ino = g.files.inode(file);
     if (g.inodes.nfiles(ino) >= LIMITS.MAX_FILES_PER_INODE) {
@@ -57,13 +60,27 @@ export function gmemLink(g: GmemCtx, file: number, vm: number): number {
   });
 }
 
-/** The index range's bound gfn ranges, per file of the inode: [file, vm, ranges][] */
+/**
+ * kvm_gmem_invalidate_begin's walk of one file's bindings over index range [start, end): the
+ * gfn ranges, read through each binding's slot pointer (a freed slot is reported).
+ */
+function fileBoundRanges(g: GmemCtx, file: number, start: number, end: number): number[] {
+  const vm = g.files.vm(file);
+  const ranges: number[] = [];
+  for (const b of g.files.boundOverlaps(file, start, end)) {
+    g.kvm.slotLive(vm, b.slot, Site['kvm_gmem_invalidate_begin: slot->base_gfn']);
+    ranges.push(b.gs, b.ge);
+  }
+  return ranges;
+}
+
+/** The index range's bound gfn ranges, per file of the inode: [vm, ranges][] */
 function boundRanges(g: GmemCtx, ino: number, start: number, end: number): Array<[number, number[]]> {
   const out: Array<[number, number[]]> = [];
   const n = g.inodes.nfiles(ino);
   for (let k = 0; k < n; k++) {
     const f = g.inodes.file(ino, k);
-    const ranges = g.files.boundGfnRanges(f, start, end);
+    const ranges = fileBoundRanges(g, f, start, end);
     if (ranges.length > 0) out.push([g.files.vm(f), ranges]);
   }
   return out;
@@ -79,15 +96,27 @@ function invalidateEnd(g: GmemCtx, per: Array<[number, number[]]>): void {
   for (const [vm] of per) g.kvm.invalidateEnd(vm);
 }
 
-// kvm_gmem_release, called with the VM's slots_lock held by the caller. The inode, and its
-// folios, live on until its last file is gone.
+// fput: drops a reference. The last one leaves the file dying; its release runs as this
+// thread's task work (gmemTakeDeferredFput), when it leaves the kernel.
+export function gmemFput(g: GmemCtx, file: number): void {
+  if (g.files.put(file)) g.deferredFput.push(file);
+}
+
+/** The files whose release this thread owes, in the order their last references went. */
+export function gmemTakeDeferredFput(g: GmemCtx): number[] {
+  return g.deferredFput.splice(0);
+}
+
+// kvm_gmem_release (the file's last fput), called with the VM's slots_lock held by the caller.
+// The inode, and its folios, live on until its last file is gone.
 export function gmemRelease(g: GmemCtx, file: number): void {
+  if (!g.files.dying(file)) throw new Error(`kvm_gmem_release of gmem file ${file & 255} that is not dying`);
   const ino = g.files.inode(file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);
   const vm = g.files.vm(file);
-  for (const slot of g.files.boundSlots(file)) g.kvm.detachSlot(vm, slot);
-  const all = g.files.boundGfnRanges(file, 0, g.inodes.sizePages(ino));
+  for (const slot of g.files.boundSlots(file)) g.kvm.detachSlot(vm, slot, Site['kvm_gmem_release: WRITE_ONCE(slot->gmem.file, NULL)']);
+  const all = fileBoundRanges(g, file, 0, g.inodes.sizePages(ino));
   const per: Array<[number, number[]]> = all.length > 0 ? [[vm, all]] : [];
   invalidateBegin(g, per);
   invalidateEnd(g, per);
@@ -112,6 +141,7 @@ export function gmemFallocate(g: GmemCtx, file: number, mode: number, offset: nu
   if (!(mode & FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return -Errno.EOPNOTSUPP;
   if (!isPageAligned(offset) || !isPageAligned(len)) return -Errno.EINVAL;
+  if (!g.files.valid(file)) throw new Error(`fallocate on gmem file ${file & 255} that was released`);
   const ino = g.files.inode(file);
   return mode & FALLOC_FL_PUNCH_HOLE ? gmemPunchHole(g, ino, offset, len) : gmemAllocate(g, ino, offset, len);
 }
@@ -184,7 +214,8 @@ function gmemPunchHole(g: GmemCtx, ino: number, offset: number, len: number): nu
   return 0;
 }
 
-// kvm_gmem_bind: `file` resolved from the fd by the caller (EBADF / not-gmem EINVAL done there).
+// kvm_gmem_bind: `file` resolved from the fd by the caller (EBADF / not-gmem EINVAL done there);
+// `slot` is the new memslot's handle. The caller then sets slot->gmem.file and publishes it.
 export function gmemBind(g: GmemCtx, file: number, vm: number, slot: number, baseGfn: number, offset: number, npages: number): number {
   if (g.files.vm(file) !== vm) return -Errno.EINVAL;
   const ino = g.files.inode(file);
@@ -205,13 +236,25 @@ export function gmemBind(g: GmemCtx, file: number, vm: number, slot: number, bas
   }
 }
 
-// kvm_gmem_unbind
-export function gmemUnbind(g: GmemCtx, file: number, slot: number): void {
-  if (!g.files.isOpen(file)) return;
+// kvm_gmem_unbind(slot) from kvm_free_memslot, under slots_lock: `fileWord` is slot->gmem.file.
+export function gmemUnbind(g: GmemCtx, vm: number, slot: number, fileWord: number): void {
+  const stale = Atomics.load(g.mem.w, fileWord) - 1;
+  // Already released: kvm_gmem_release cleared slot->gmem.file.
+  if (stale === NO_HANDLE) return;
+  const file = g.files.getFileActive(fileWord);
+  if (file === NO_HANDLE) {
+    // The file is dying: its release has not run yet and will walk its bindings.
+    if (!g.version.unbindDyingFile) return; // before ae431059e75d: the binding stays behind
+    g.files.removeBinding(stale, slot);
+    g.kvm.detachSlot(vm, slot, Site['kvm_gmem_unbind: slot']);
+    return;
+  }
   const lock = g.inodes.invalidateLockWord(g.files.inode(file));
   g.sync.downWrite(lock, LockClass.INVALIDATE);
   g.files.removeBinding(file, slot);
+  g.kvm.detachSlot(vm, slot, Site['kvm_gmem_unbind: slot']);
   g.sync.upWrite(lock);
+  gmemFput(g, file);
 }
 
 /** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
@@ -237,7 +280,9 @@ function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number):
     const f = g.inodes.file(ino, k);
     const b = g.files.bindingAt(f, index);
     if (b < 0) continue;
-    const r = archPrepare(g, g.files.vm(f), g.files.bindingGfn(f, b, index), pfn);
+    const vm = g.files.vm(f);
+    g.kvm.slotLive(vm, g.files.bindingSlot(f, b), Site['kvm_gmem_prepare_folio: slot->base_gfn']);
+    const r = archPrepare(g, vm, g.files.bindingGfn(f, b, index), pfn);
     if (r < 0) return r;
   }
   return 0;
@@ -253,11 +298,13 @@ function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number)
   return archPrepareAllVms(g, ino, index, pfn);
 }
 
-// __kvm_gmem_get_pfn: the folio at `index` of `file`, looked up through memslot `slot` of `vm`,
-// locked and with a reference, not prepared. Returns the pfn, or -errno.
-function gmemGetFolio(g: GmemCtx, file: number, slot: number, vm: number, index: number): number {
-  // file != slot->gmem.file: released (the caller passes -1), or a reused id of another VM's.
-  if (file < 0 || !g.files.isOpen(file) || g.files.vm(file) !== vm) return -Errno.EFAULT;
+// __kvm_gmem_get_pfn: the folio at `index` of `file` (on which the caller holds a reference),
+// looked up through memslot `slot` of `vm` whose slot->gmem.file is the word `fileWord`; locked
+// and with a reference, not prepared. Returns the pfn, or -errno.
+function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: number, vm: number, index: number): number {
+  // file != slot->gmem.file: released since the caller took its reference.
+  if (Atomics.load(g.mem.w, fileWord) - 1 !== file) return -Errno.EFAULT;
+  if (g.files.vm(file) !== vm) throw new Error(`memslot of vm ${vm} bound to gmem file ${file & 255} of vm ${g.files.vm(file)}`);
   const b = g.files.bindingAt(file, index);
   if (b < 0 || g.files.bindingSlot(file, b) !== slot) return -Errno.EIO;
   const pfn = filemapGrabFolio(g, g.files.inode(file), index);
@@ -271,10 +318,23 @@ function gmemGetFolio(g: GmemCtx, file: number, slot: number, vm: number, index:
   return pfn;
 }
 
-// kvm_gmem_get_pfn: the folio backing `index` of `file` for a fault on `gfn` through memslot
-// `slot`, prepared per policy. Returns the pfn holding one reference for the caller, or -errno.
-export function gmemGetPfn(g: GmemCtx, file: number, slot: number, vm: number, gfn: number, index: number): number {
-  const pfn = gmemGetFolio(g, file, slot, vm, index);
+// kvm_gmem_get_pfn: the folio backing `index` of slot->gmem.file (the word `fileWord`) for a
+// fault on `gfn` through memslot `slot`, prepared per version. The file is pinned with
+// get_file_active for the call: a file already dying gives EFAULT. Returns the pfn holding one
+// reference for the caller, or -errno.
+export function gmemGetPfn(g: GmemCtx, fileWord: number, slot: number, vm: number, gfn: number, index: number): number {
+  const file = g.files.getFileActive(fileWord);
+  if (file === NO_HANDLE) return -Errno.EFAULT;
+  g.sync.point(P['get_pfn.after_get_file']);
+  try {
+    return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+  } finally {
+    gmemFput(g, file);
+  }
+}
+
+function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number, vm: number, gfn: number, index: number): number {
+  const pfn = gmemGetFolio(g, file, fileWord, slot, vm, index);
   if (pfn < 0) return pfn;
   const ino = g.files.inode(file);
   let r = 0;
@@ -317,7 +377,8 @@ function markPrepared(g: GmemCtx, pfn: number): void {
 
 /** The memslot facts populate needs, looked up by KVM under slots_lock. */
 export interface PopulateSlot {
-  file: number; // -1 when slot->gmem.file is gone
+  /** The word holding slot->gmem.file. */
+  fileWord: number;
   slot: number;
   baseGfn: number;
   npages: number;
@@ -336,8 +397,26 @@ export function gmemPopulate(
   post: PostPopulate,
 ): number {
   if (npages < 0) return -Errno.EINVAL;
-  if (s.file < 0 || !g.files.isOpen(s.file) || g.files.vm(s.file) !== vm) return -Errno.EFAULT;
-  const ino = g.files.inode(s.file);
+  const file = g.files.getFileActive(s.fileWord);
+  if (file === NO_HANDLE) return -Errno.EFAULT;
+  try {
+    return populateFile(g, vm, file, s, startGfn, npages, isPrivate, post);
+  } finally {
+    gmemFput(g, file);
+  }
+}
+
+function populateFile(
+  g: GmemCtx,
+  vm: number,
+  file: number,
+  s: PopulateSlot,
+  startGfn: number,
+  npages: number,
+  isPrivate: (gfn: number) => boolean,
+  post: PostPopulate,
+): number {
+  const ino = g.files.inode(file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);
   npages = Math.min(npages, s.npages - (startGfn - s.baseGfn));
@@ -349,7 +428,7 @@ export function gmemPopulate(
       break;
     }
     const gfn = startGfn + i;
-    const pfn = gmemGetFolio(g, s.file, s.slot, vm, gfn - s.baseGfn + s.pgoff);
+    const pfn = gmemGetFolio(g, file, s.fileWord, s.slot, vm, gfn - s.baseGfn + s.pgoff);
     if (pfn < 0) {
       ret = pfn;
       break;

@@ -18,3 +18,6 @@ export function policyId(name: string): Policy {
   if (i < 0) throw new Error(`policy: must be one of ${POLICIES.join(', ')}; got '${name}'`);
   return i as Policy;
 }
+
+/** The policy name of each Policy value. */
+export const POLICY_NAMES_BY_ID: readonly PolicyName[] = POLICIES;

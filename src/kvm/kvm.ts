@@ -3,9 +3,9 @@
 
 import type { GmemKvmOps } from '../gmem/arch.js';
 import { GmemCtx } from '../gmem/ctx.js';
-import type { Policy } from '../gmem/policy.js';
+import type { KernelVersion } from '../gmem/version.js';
 import type { Mem } from '../shm/layout.js';
-import { threadLatency, threadStats } from '../shm/stats.js';
+import { LockClass, threadLatency, threadStats } from '../shm/stats.js';
 import { Tracer } from '../shm/trace.js';
 import type { Sync } from '../shm/sync.js';
 import { MemAttributes } from './attributes.js';
@@ -33,7 +33,7 @@ export class KvmCtx implements GmemKvmOps {
     readonly mem: Mem,
     readonly sync: Sync,
     readonly psp: SnpPlatform & { readonly core?: unknown },
-    policy: Policy,
+    readonly version: KernelVersion,
   ) {
     this.vms = new Vms(mem);
     this.memslots = new Memslots(mem);
@@ -44,7 +44,7 @@ export class KvmCtx implements GmemKvmOps {
     this.latency = threadLatency(mem, sync.tid);
     this.tracer = new Tracer(mem, sync.tid);
     this.arch = new SevArch(this, psp);
-    this.g = new GmemCtx(mem, sync, this.stats, policy, this.arch, this);
+    this.g = new GmemCtx(mem, sync, this.stats, version, this.arch, this);
   }
 
   invalidateBegin(vm: number, ranges: readonly number[]): void {
@@ -53,7 +53,22 @@ export class KvmCtx implements GmemKvmOps {
   invalidateEnd(vm: number): void {
     invalidateEnd(this, vm);
   }
-  detachSlot(vm: number, slot: number): void {
-    this.memslots.detachFile(vm, slot);
+  detachSlot(vm: number, slot: number, site: number): void {
+    // A write into a freed slot would corrupt whatever reused it: reported, not done.
+    if (this.memslots.check(vm, slot, site, this.sync.tid)) this.memslots.detachFile(vm, slot);
+  }
+  slotLive(vm: number, slot: number, site: number): boolean {
+    return this.memslots.check(vm, slot, site, this.sync.tid);
+  }
+}
+
+/** Runs `fn` under the VM's slots_lock (mutex_lock(&kvm->slots_lock)). */
+export function withSlotsLock<T>(k: KvmCtx, vm: number, fn: () => T): T {
+  const lock = k.vms.slotsLockWord(vm);
+  k.sync.mutexLock(lock, LockClass.SLOTS);
+  try {
+    return fn();
+  } finally {
+    k.sync.mutexUnlock(lock);
   }
 }

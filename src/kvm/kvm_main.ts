@@ -1,15 +1,17 @@
 // virt/kvm/kvm_main.c: the VM and vCPU ioctls that touch memory. Each returns 0 / a value or
 // -errno, and validates everything before changing anything.
 
-import { gmemBind, gmemRelease, gmemUnbind } from '../gmem/guest_memfd.js';
+import { gmemBind, gmemUnbind } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
-import { PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
+import { LIMITS, PAGE_SIZE, SandboxLimitError, assert, isPageAligned } from '../shm/limits.js';
+import { NO_HANDLE } from '../shm/slab.js';
 import { P } from '../shm/points.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C } from '../shm/stats.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes.js';
-import type { KvmCtx } from './kvm.js';
-import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from './memslots.js';
-import { RET_PF_EMULATE, RET_PF_FIXED, invalidateBegin, invalidateEnd, kvmTdpPageFault } from './mmu.js';
+import { type KvmCtx, withSlotsLock } from './kvm.js';
+import { kvmTaskWork } from './task_work.js';
+import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, type MemslotInfo } from './memslots.js';
+import { RET_PF_EMULATE, RET_PF_FIXED, invalidateBegin, invalidateEnd, kvmTdpMapPage, zapGfnRange } from './mmu.js';
 import type { KvmVcpu } from './vcpu.js';
 
 /** KVM_USER_MEM_SLOTS on x86 */
@@ -26,16 +28,6 @@ export interface UserMemoryRegion2 {
   guestMemfdOffset: number;
 }
 
-function withSlotsLock<T>(k: KvmCtx, vm: number, fn: () => T): T {
-  const lock = k.vms.slotsLockWord(vm);
-  k.sync.mutexLock(lock, LockClass.SLOTS);
-  try {
-    return fn();
-  } finally {
-    k.sync.mutexUnlock(lock);
-  }
-}
-
 // check_memory_region_flags
 function checkMemoryRegionFlags(k: KvmCtx, vm: number, flags: number): boolean {
   let valid = KVM_MEM_LOG_DIRTY_PAGES;
@@ -49,7 +41,9 @@ function checkMemoryRegionFlags(k: KvmCtx, vm: number, flags: number): boolean {
 
 // kvm_set_memory_region / __kvm_set_memory_region (KVM_SET_USER_MEMORY_REGION2)
 export function kvmSetMemoryRegion(k: KvmCtx, vm: number, mem: UserMemoryRegion2): number {
-  return withSlotsLock(k, vm, () => setMemoryRegionLocked(k, vm, mem));
+  const r = withSlotsLock(k, vm, () => setMemoryRegionLocked(k, vm, mem));
+  kvmTaskWork(k);
+  return r;
 }
 
 function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): number {
@@ -63,8 +57,8 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
   if (m.flags & KVM_MEM_GUEST_MEMFD && (!(m.guestMemfdOffset >= 0) || !isPageAligned(m.guestMemfdOffset))) return -Errno.EINVAL;
   const old = k.memslots.byId(vm, id);
   if (m.memorySize === 0) {
-    if (old < 0) return -Errno.EINVAL;
-    deleteMemslot(k, vm, old);
+    if (old === NO_HANDLE) return -Errno.EINVAL;
+    kvmSetMemslot(k, vm, old, NO_HANDLE, MemslotChange.DELETE);
     return 0;
   }
   const baseGfn = m.guestPhysAddr / PAGE_SIZE;
@@ -76,65 +70,127 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
   if (m.userspaceAddr / PAGE_SIZE + npages > k.mem.limits.userPages) {
     throw new SandboxLimitError('userspace_addr', `userspace_addr + memory_size must stay below ${k.mem.limits.userPages * PAGE_SIZE} (limits.userPages)`);
   }
-  if (old >= 0) {
+  const next: MemslotInfo = { id, flags: m.flags, baseGfn, npages, userPage: m.userspaceAddr / PAGE_SIZE, gmemFile: NO_HANDLE, gmemPgoff: 0 };
+  if (old !== NO_HANDLE) {
     const o = k.memslots.info(vm, old);
     // Private memslots are immutable, they can only be deleted.
-    if (m.flags & KVM_MEM_GUEST_MEMFD || o.flags & KVM_MEM_GUEST_MEMFD) return -Errno.EINVAL;
+    if (m.flags & KVM_MEM_GUEST_MEMFD) return -Errno.EINVAL;
+    // 9935df5333aa: nor may a change drop KVM_MEM_GUEST_MEMFD from one.
+    if (o.flags & KVM_MEM_GUEST_MEMFD && k.version.rejectGmemFlagsChange) return -Errno.EINVAL;
     if (m.userspaceAddr / PAGE_SIZE !== o.userPage || npages !== o.npages || (m.flags ^ o.flags) & KVM_MEM_READONLY) return -Errno.EINVAL;
-    if (baseGfn !== o.baseGfn) {
-      if (k.memslots.overlaps(vm, id, baseGfn, baseGfn + npages)) return -Errno.EEXIST;
-      moveMemslot(k, vm, old, baseGfn);
-    } else {
-      k.memslots.setFlags(vm, old, m.flags);
-    }
+    let change: number;
+    if (baseGfn !== o.baseGfn) change = MemslotChange.MOVE;
+    else if (m.flags !== o.flags) change = MemslotChange.FLAGS_ONLY;
+    else return 0;
+    if (change === MemslotChange.MOVE && k.memslots.overlaps(vm, id, baseGfn, baseGfn + npages)) return -Errno.EEXIST;
+    kvmSetMemslot(k, vm, old, allocMemslot(k, vm, next), change);
     return 0;
   }
   if (k.memslots.overlaps(vm, -1, baseGfn, baseGfn + npages)) return -Errno.EEXIST;
-  const s = k.memslots.freeSlot(vm);
-  if (s < 0) throw new SandboxLimitError('slot', `a VM may have at most ${k.memslots.used(vm).length} memslots in the sandbox`);
+  if (k.memslots.used(vm).length >= LIMITS.MAX_MEMSLOTS) throw new SandboxLimitError('slot', `a VM may have at most ${LIMITS.MAX_MEMSLOTS} memslots in the sandbox`);
   if (m.flags & KVM_MEM_GUEST_MEMFD) {
     if (m.gmemFile < 0) return m.gmemFile;
     if (m.guestMemfdOffset + m.memorySize < m.guestMemfdOffset) return -Errno.EINVAL;
-    const r = gmemBind(k.g, m.gmemFile, vm, s, baseGfn, m.guestMemfdOffset, npages);
-    if (r < 0) return r;
+    // The file checks of kvm_gmem_bind come before the slot exists; then it is bound, unpublished.
+    next.gmemFile = m.gmemFile;
+    next.gmemPgoff = m.guestMemfdOffset / PAGE_SIZE;
   }
-  k.memslots.write(vm, s, {
-    id,
-    flags: m.flags,
-    baseGfn,
-    npages,
-    userPage: m.userspaceAddr / PAGE_SIZE,
-    gmemFile: m.flags & KVM_MEM_GUEST_MEMFD ? m.gmemFile : -1,
-    gmemPgoff: m.flags & KVM_MEM_GUEST_MEMFD ? m.guestMemfdOffset / PAGE_SIZE : 0,
-  });
-  k.memslots.index(vm, baseGfn, baseGfn + npages, s);
+  const h = allocMemslot(k, vm, next);
+  if (m.flags & KVM_MEM_GUEST_MEMFD) {
+    const r = gmemBind(k.g, m.gmemFile, vm, h, baseGfn, m.guestMemfdOffset, npages);
+    if (r < 0) {
+      k.memslots.free(vm, h);
+      return r;
+    }
+  }
+  kvmSetMemslot(k, vm, NO_HANDLE, h, MemslotChange.CREATE);
   return 0;
 }
 
-// kvm_set_memslot(KVM_MR_DELETE): zap the slot's mappings inside an invalidation, then unbind.
-function deleteMemslot(k: KvmCtx, vm: number, s: number): void {
-  const o = k.memslots.info(vm, s);
-  invalidateBegin(k, vm, [o.baseGfn, o.baseGfn + o.npages]);
-  k.memslots.index(vm, o.baseGfn, o.baseGfn + o.npages, -1);
-  invalidateEnd(k, vm);
-  if (o.flags & KVM_MEM_GUEST_MEMFD && o.gmemFile >= 0) gmemUnbind(k.g, o.gmemFile, s);
-  k.memslots.clear(vm, s);
+/** enum kvm_mr_change */
+const MemslotChange = { CREATE: 0, DELETE: 1, MOVE: 2, FLAGS_ONLY: 3 } as const;
+
+function allocMemslot(k: KvmCtx, vm: number, m: MemslotInfo): number {
+  const h = k.memslots.alloc(vm, m);
+  assert(h !== NO_HANDLE, 'memslot records suffice for every slot of both sets plus one change');
+  return h;
 }
 
-// kvm_set_memslot(KVM_MR_MOVE)
-function moveMemslot(k: KvmCtx, vm: number, s: number, baseGfn: number): void {
-  const o = k.memslots.info(vm, s);
-  invalidateBegin(k, vm, [o.baseGfn, o.baseGfn + o.npages]);
-  k.memslots.index(vm, o.baseGfn, o.baseGfn + o.npages, -1);
-  k.memslots.write(vm, s, { ...o, baseGfn });
-  k.memslots.index(vm, baseGfn, baseGfn + o.npages, s);
-  invalidateEnd(k, vm);
+// kvm_swap_active_memslots: publish the inactive set, then wait for every reader of the old one.
+function swapActiveMemslots(k: KvmCtx, vm: number): void {
+  k.memslots.swap(vm);
+  // Faults that retried on an INVALID slot wait for the generation to move.
+  k.sync.wake(k.memslots.generationWord(vm), Infinity);
+  k.sync.synchronizeSrcu(k.vms.srcu(vm));
 }
 
-// kvm_gmem_release with the VM's slots_lock, as the file's last fput does.
-export function kvmGmemRelease(k: KvmCtx, file: number): void {
-  const vm = k.g.files.vm(file);
-  withSlotsLock(k, vm, () => gmemRelease(k.g, file));
+// kvm_activate_memslot: publish, wait, then bring the other set up to date.
+function activateMemslot(k: KvmCtx, vm: number, old: number, next: number): void {
+  swapActiveMemslots(k, vm);
+  k.memslots.replace(vm, old, next);
+}
+
+// kvm_set_memslot, under slots_lock: a slot being deleted or moved is first published as an
+// INVALID copy (faults that meet it retry) and its mappings zapped once no reader can still use
+// the old slot; the slot records are freed only after the last publish was waited for.
+function kvmSetMemslot(k: KvmCtx, vm: number, old: number, next: number, change: number): void {
+  let invalid = NO_HANDLE;
+  if (change === MemslotChange.DELETE || change === MemslotChange.MOVE) {
+    // kvm_invalidate_memslot
+    const o = k.memslots.info(vm, old);
+    // kvm_copy_memslot copies neither gmem.file nor gmem.pgoff: a fault retries before either.
+    invalid = allocMemslot(k, vm, { ...o, flags: o.flags | KVM_MEMSLOT_INVALID, gmemFile: NO_HANDLE, gmemPgoff: 0 });
+    k.memslots.replace(vm, old, invalid);
+    swapActiveMemslots(k, vm);
+    // kvm_arch_flush_shadow_memslot
+    zapGfnRange(k, vm, o.baseGfn, o.baseGfn + o.npages);
+    k.sync.point(P['memslot.between_publishes']);
+  }
+  switch (change) {
+    case MemslotChange.CREATE: // kvm_create_memslot
+      k.memslots.replace(vm, NO_HANDLE, next);
+      activateMemslot(k, vm, NO_HANDLE, next);
+      break;
+    case MemslotChange.DELETE: // kvm_delete_memslot
+      k.memslots.replace(vm, old, NO_HANDLE);
+      activateMemslot(k, vm, invalid, NO_HANDLE);
+      break;
+    case MemslotChange.MOVE: // kvm_move_memslot
+      k.memslots.replace(vm, old, next);
+      activateMemslot(k, vm, invalid, next);
+      break;
+    case MemslotChange.FLAGS_ONLY: // kvm_update_flags_memslot
+      k.memslots.replace(vm, old, next);
+      activateMemslot(k, vm, old, next);
+      break;
+  }
+  // kvm_commit_memory_region: DELETE frees the slot with its metadata (the gmem binding);
+  // MOVE and FLAGS_ONLY free only the old slot's memory.
+  if (change === MemslotChange.DELETE) kvmFreeMemslot(k, vm, old);
+  else if (old !== NO_HANDLE) k.memslots.free(vm, old);
+  if (invalid !== NO_HANDLE) k.memslots.free(vm, invalid);
+}
+
+// kvm_free_memslot
+function kvmFreeMemslot(k: KvmCtx, vm: number, s: number): void {
+  if (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) gmemUnbind(k.g, vm, s, k.memslots.gmemFileWord(vm, s));
+  k.memslots.free(vm, s);
+}
+
+// kvm_destroy_vm's memory side, once no gmem file pins the VM: every memslot freed.
+export function kvmDestroyVm(k: KvmCtx, vm: number): boolean {
+  return withSlotsLock(k, vm, () => {
+    if (k.g.files.anyOfVm(vm)) return false;
+    const slots = k.memslots.used(vm);
+    for (const s of slots) {
+      k.memslots.replace(vm, s, NO_HANDLE);
+      activateMemslot(k, vm, s, NO_HANDLE);
+      kvmFreeMemslot(k, vm, s);
+    }
+    zapGfnRange(k, vm, 0, k.memslots.gfnsPerVm);
+    k.vms.destroy(vm);
+    return true;
+  });
 }
 
 // kvm_supported_mem_attributes
@@ -177,7 +233,7 @@ function archPreFault(k: KvmCtx, v: KvmVcpu, range: PreFaultRange): number {
   if (!k.vms.preFaultAllowed(v.vm)) return -Errno.EOPNOTSUPP;
   const gfn = range.gpa / PAGE_SIZE;
   const priv = k.vms.hasPrivateMem(v.vm) && k.attrs.isPrivate(v.vm, gfn);
-  const r = kvmTdpPageFault(k, v, gfn, priv, true);
+  const r = kvmTdpMapPage(k, v, gfn, priv);
   if (r === RET_PF_FIXED) {
     k.stats[C.preFaultedPages]++;
     return PAGE_SIZE;
@@ -193,15 +249,23 @@ export function kvmVcpuPreFaultMemory(k: KvmCtx, v: KvmVcpu, range: PreFaultRang
   if (!isPageAligned(range.gpa) || !isPageAligned(range.size) || !(range.gpa >= 0) || !(range.size > 0)) return -Errno.EINVAL;
   const full = range.size;
   let r = 0;
-  while (range.size > 0) {
-    if (k.sync.signalPending()) {
-      r = -Errno.EINTR;
-      break;
+  const srcu = k.vms.srcu(v.vm);
+  // One read section across the whole walk, as the kernel holds it.
+  k.sync.srcuReadLock(srcu);
+  try {
+    while (range.size > 0) {
+      if (k.sync.signalPending()) {
+        r = -Errno.EINTR;
+        break;
+      }
+      r = archPreFault(k, v, range);
+      if (r < 0) break;
+      range.size -= r;
+      range.gpa += r;
     }
-    r = archPreFault(k, v, range);
-    if (r < 0) break;
-    range.size -= r;
-    range.gpa += r;
+  } finally {
+    k.sync.srcuReadUnlock(srcu);
   }
+  kvmTaskWork(k);
   return full === range.size ? r : 0;
 }

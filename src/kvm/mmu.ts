@@ -10,7 +10,9 @@ import { P } from '../shm/points.js';
 import { C, LockClass, latencyBucket } from '../shm/stats.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './kvm.js';
-import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { kvmTaskWork } from './task_work.js';
+import { NO_HANDLE, Site } from '../shm/slab.js';
 import { makeSpte } from './spte.js';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE, type KvmVcpu } from './vcpu.js';
 import { INVALID_GFN } from './vm.js';
@@ -18,6 +20,8 @@ import { INVALID_GFN } from './vm.js';
 export const RET_PF_FIXED = 0;
 /** No memslot: MMIO / emulation (pre-fault reports ENOENT). */
 export const RET_PF_EMULATE = 1;
+/** Try again: an invalidation or a memslot update is in the way. */
+export const RET_PF_RETRY = 2;
 
 /** Spin on mmu_invalidate_seq this many loads before sleeping until it moves. */
 const SEQ_SPIN = 100;
@@ -83,22 +87,6 @@ export function invalidateRetryGfn(k: KvmCtx, vm: number, seq: number, gfn: numb
   return Atomics.load(w, k.vms.seqWord(vm)) !== seq;
 }
 
-/**
- * Waits (spin, then sleep) until mmu_invalidate_seq leaves `seq`: the in-flight invalidation
- * ended. The kernel returns RET_PF_RETRY and re-enters the guest meanwhile; a vCPU here is not
- * blocked on a lock, so a long invalidation (a paused VMM) is no hang for the watchdog.
- */
-function waitForInvalidation(k: KvmCtx, vm: number, seq: number): void {
-  const w = k.mem.w;
-  const sleepers = k.vms.seqSleepersWord(vm);
-  Atomics.add(w, sleepers, 1);
-  try {
-    k.sync.idleWhileEquals(k.vms.seqWord(vm), seq, SEQ_SPIN);
-  } finally {
-    Atomics.sub(w, sleepers, 1);
-  }
-}
-
 // kvm_mmu_prepare_memory_fault_exit: the fault ends in a KVM_EXIT_MEMORY_FAULT carrying `err`.
 function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err: number): number {
   v.exit = { reason: 'memory_fault', gpa: gfn * PAGE_SIZE, size: PAGE_SIZE, flags: priv ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0 };
@@ -106,70 +94,160 @@ function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err:
   return err;
 }
 
+/** Set by a RET_PF_RETRY: the word whose change is worth trying again for, and its value then. */
+const retry = { word: 0, value: 0 };
+function retryWhen(word: number, value: number): number {
+  retry.word = word;
+  retry.value = value;
+  return RET_PF_RETRY;
+}
+
 /**
- * kvm_mmu_page_fault -> kvm_tdp_page_fault for one gfn: maps it, retrying while invalidations
- * race. Returns RET_PF_FIXED, RET_PF_EMULATE, or -errno with a memory fault exit prepared in `v`.
- * `interruptible` (pre-fault) lets a pending signal end the retry loop with -EINTR.
+ * kvm_mmu_do_page_fault -> kvm_tdp_page_fault for one gfn, once: inside the caller's kvm->srcu
+ * read section. Returns RET_PF_FIXED, RET_PF_EMULATE, RET_PF_RETRY (with what to wait for in
+ * `retry`), or -errno with a memory fault exit prepared in `v`. `prefetch` is pre-fault's fault.
  */
-export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, interruptible = false): number {
-  const t0 = performance.now();
+function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, prefetch: boolean): number {
   const vm = v.vm;
   const w = k.mem.w;
+  k.sync.point(P['fault.begin']);
+  // kvm_faultin_pfn: sample mmu_invalidate_seq, then the checks in the kernel's order.
+  const seq = Atomics.load(w, k.vms.seqWord(vm));
+  if (isPrivate !== k.attrs.isPrivate(vm, gfn)) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
+  const gen = k.memslots.generation(vm);
+  const s = k.memslots.lookup(vm, gfn);
+  if (s === NO_HANDLE) {
+    // kvm_handle_noslot_fault: a private access cannot be emulated MMIO, it exits to the VMM.
+    return isPrivate ? memoryFaultExit(k, v, gfn, true, -Errno.EFAULT) : RET_PF_EMULATE;
+  }
+  k.memslots.check(vm, s, Site['kvm_faultin_pfn: slot'], k.sync.tid);
+  const flags = k.memslots.flags(vm, s);
+  if (flags & KVM_MEMSLOT_INVALID) {
+    // 3ccbf6f47098: pre-fault gives up instead, since it retries while holding kvm->srcu.
+    if (prefetch && k.version.prefaultInvalidSlotEagain) return -Errno.EAGAIN;
+    return retryWhen(k.memslots.generationWord(vm), gen);
+  }
+  // mmu_invalidate_retry_gfn_unsafe: don't bother faulting in a page being invalidated.
+  if (invalidateRetryGfn(k, vm, seq, gfn)) return retryWhen(k.vms.seqWord(vm), seq);
+  let frame: number;
+  if (isPrivate) {
+    // kvm_faultin_pfn_private
+    if ((flags & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
+    const index = gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s);
+    k.sync.point(P['fault.before_get_pfn']);
+    k.memslots.check(vm, s, Site['kvm_gmem_get_pfn: slot->gmem'], k.sync.tid);
+    frame = gmemGetPfn(k.g, k.memslots.gmemFileWord(vm, s), s, vm, gfn, index);
+    if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
+    k.sync.point(P['fault.after_get_pfn']);
+  } else {
+    // __gfn_to_pfn_memslot on the VMM's userspace mapping
+    frame = k.memslots.userPage(vm, s) + gfn - k.memslots.baseGfn(vm, s);
+    if (frame >= k.mem.limits.userPages) return -Errno.EFAULT;
+  }
+  k.sync.point(P['fault.before_mmu_lock']);
+  const lock = k.vms.mmuLockWord(vm);
+  k.sync.downRead(lock, LockClass.MMU);
+  // is_page_fault_stale
+  if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
+    k.sync.upRead(lock);
+    if (isPrivate) folioPut(k.g, frame);
+    return retryWhen(k.vms.seqWord(vm), seq);
+  }
+  k.sptes.set(vm, gfn, makeSpte(frame, isPrivate));
+  k.stats[C.sptesInstalled]++;
+  k.sync.upRead(lock);
+  if (isPrivate) folioPut(k.g, frame);
+  return RET_PF_FIXED;
+}
+
+/** Counts one fault (however many retries it took) and its latency. */
+function accountFault(k: KvmCtx, gfn: number, isPrivate: boolean, t0: number): void {
+  const ns = (performance.now() - t0) * 1e6;
   const stats = k.stats;
   stats[C.faults]++;
   stats[isPrivate ? C.faultsPrivate : C.faultsShared]++;
+  stats[C.faultNs] += ns;
+  k.latency[latencyBucket(ns)]++;
+  if (k.tracer.on) k.tracer.record(TraceKind.FAULT, gfn, k.tracer.now() - ns / 1e6);
+}
+
+/**
+ * A vCPU's EPT/NPT violation on gfn, from guest mode: each try runs in its own kvm->srcu read
+ * section, as vcpu_run holds it outside guest mode only; a RET_PF_RETRY re-enters the guest,
+ * which faults again once what it waited for changed. Returns RET_PF_FIXED, RET_PF_EMULATE, or
+ * -errno with a memory fault exit prepared in `v`.
+ */
+export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean): number {
+  const t0 = performance.now();
+  const srcu = k.vms.srcu(v.vm);
+  const w = k.mem.w;
   try {
     for (;;) {
-      k.sync.point(P['fault.begin']);
-      const seq = Atomics.load(w, k.vms.seqWord(vm));
-      // mmu_invalidate_retry_gfn_unsafe: don't bother faulting in a page being invalidated.
-      if (invalidateRetryGfn(k, vm, seq, gfn)) {
-        stats[C.faultRetries]++;
-        if (interruptible && k.sync.signalPending()) return -Errno.EINTR;
-        if (Atomics.load(w, k.vms.seqWord(vm)) === seq) waitForInvalidation(k, vm, seq);
-        continue;
+      k.sync.srcuReadLock(srcu);
+      let r: number;
+      try {
+        r = kvmMmuDoPageFault(k, v, gfn, isPrivate, false);
+      } finally {
+        k.sync.srcuReadUnlock(srcu);
+        kvmTaskWork(k);
       }
-      if (isPrivate !== k.attrs.isPrivate(vm, gfn)) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
-      const s = k.memslots.slotOf(vm, gfn);
-      if (s < 0) {
-        // kvm_handle_noslot_fault: a private access cannot be emulated MMIO, it exits to the VMM.
-        return isPrivate ? memoryFaultExit(k, v, gfn, true, -Errno.EFAULT) : RET_PF_EMULATE;
-      }
-      let frame: number;
-      if (isPrivate) {
-        // kvm_faultin_pfn_private
-        if ((k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
-        const index = gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s);
-        k.sync.point(P['fault.before_get_pfn']);
-        frame = gmemGetPfn(k.g, k.memslots.gmemFile(vm, s), s, vm, gfn, index);
-        if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
-        k.sync.point(P['fault.after_get_pfn']);
-      } else {
-        // __gfn_to_pfn_memslot on the VMM's userspace mapping
-        frame = k.memslots.userPage(vm, s) + gfn - k.memslots.baseGfn(vm, s);
-        if (frame >= k.mem.limits.userPages) return -Errno.EFAULT;
-      }
-      k.sync.point(P['fault.before_mmu_lock']);
-      const lock = k.vms.mmuLockWord(vm);
-      k.sync.downRead(lock, LockClass.MMU);
-      // is_page_fault_stale
-      if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
-        k.sync.upRead(lock);
-        if (isPrivate) folioPut(k.g, frame);
-        stats[C.faultRetries]++;
-        if (interruptible && k.sync.signalPending()) return -Errno.EINTR;
-        continue;
-      }
-      k.sptes.set(vm, gfn, makeSpte(frame, isPrivate));
-      stats[C.sptesInstalled]++;
-      k.sync.upRead(lock);
-      if (isPrivate) folioPut(k.g, frame);
-      return RET_PF_FIXED;
+      if (r !== RET_PF_RETRY) return r;
+      k.stats[C.faultRetries]++;
+      if (Atomics.load(w, retry.word) === retry.value) waitForRetry(k, v.vm, retry.word, retry.value);
     }
   } finally {
-    const ns = (performance.now() - t0) * 1e6;
-    stats[C.faultNs] += ns;
-    k.latency[latencyBucket(ns)]++;
-    if (k.tracer.on) k.tracer.record(TraceKind.FAULT, gfn, k.tracer.now() - ns / 1e6);
+    accountFault(k, gfn, isPrivate, t0);
+  }
+}
+
+/**
+ * Sleeps until `word` leaves `value` (an invalidation ended, or a memslot update published).
+ * The kernel re-enters the guest meanwhile; a vCPU here holds no lock, so a long invalidation (a
+ * paused VMM) is no hang for the watchdog.
+ */
+function waitForRetry(k: KvmCtx, vm: number, word: number, value: number): void {
+  const w = k.mem.w;
+  const sleepers = k.vms.seqSleepersWord(vm);
+  Atomics.add(w, sleepers, 1);
+  try {
+    k.sync.idleWhileEquals(word, value, SEQ_SPIN);
+  } finally {
+    Atomics.sub(w, sleepers, 1);
+  }
+}
+
+/**
+ * kvm_tdp_map_page for KVM_PRE_FAULT_MEMORY: retries while holding the ioctl's kvm->srcu read
+ * section, until the page is mapped, an error, or a signal. Returns RET_PF_FIXED,
+ * RET_PF_EMULATE or -errno.
+ */
+export function kvmTdpMapPage(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean): number {
+  const t0 = performance.now();
+  try {
+    for (;;) {
+      if (k.sync.signalPending()) return -Errno.EINTR;
+      const r = kvmMmuDoPageFault(k, v, gfn, isPrivate, true);
+      if (r !== RET_PF_RETRY) return r;
+      k.stats[C.faultRetries]++;
+      // cond_resched, in a loop only another thread (or a signal) can end.
+      k.sync.spinWhileEqualsInterruptible(retry.word, retry.value);
+    }
+  } finally {
+    accountFault(k, gfn, isPrivate, t0);
+  }
+}
+
+// kvm_arch_flush_shadow_memslot / kvm_zap_gfn_range: zaps under mmu_lock and flushes the TLBs.
+export function zapGfnRange(k: KvmCtx, vm: number, start: number, end: number): void {
+  const lock = k.vms.mmuLockWord(vm);
+  k.sync.downWrite(lock, LockClass.MMU);
+  try {
+    const zapped = k.sptes.zap(vm, start, end);
+    if (zapped > 0) {
+      k.stats[C.sptesZapped] += zapped;
+      k.vcpus.flushRemoteTlbs(k.sync, vm);
+    }
+  } finally {
+    k.sync.upWrite(lock);
   }
 }

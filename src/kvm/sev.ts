@@ -8,6 +8,8 @@ import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
 import { C, LockClass } from '../shm/stats.js';
 import type { KvmCtx } from './kvm.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { kvmTaskWork } from './task_work.js';
+import { NO_HANDLE, Site } from '../shm/slab.js';
 import { SevRet, SnpPageType, type SnpPlatform } from './psp.js';
 import { SnpPhase } from './vm.js';
 
@@ -92,17 +94,22 @@ export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStar
     return 0;
   };
   const slotsLock = k.vms.slotsLockWord(vm);
+  const srcu = k.vms.srcu(vm);
   k.sync.mutexLock(slotsLock, LockClass.SLOTS);
+  k.sync.srcuReadLock(srcu);
   try {
-    const s = k.memslots.slotOf(vm, gfnStart);
+    const s = k.memslots.lookup(vm, gfnStart);
     // kvm_slot_can_be_private
-    if (s < 0 || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
+    if (s === NO_HANDLE || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
+    k.memslots.check(vm, s, Site['kvm_gmem_populate: slot'], k.sync.tid);
     const m = k.memslots.info(vm, s);
-    const count = gmemPopulate(k.g, vm, { file: m.gmemFile, slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff }, gfnStart, npages, (gfn) => k.attrs.isPrivate(vm, gfn), post);
+    const count = gmemPopulate(k.g, vm, { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff }, gfnStart, npages, (gfn) => k.attrs.isPrivate(vm, gfn), post);
     if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError };
     return { ret: 0, pagesDone: count, populateErr: 0, fwError };
   } finally {
+    k.sync.srcuReadUnlock(srcu);
     k.sync.mutexUnlock(slotsLock);
+    kvmTaskWork(k);
   }
 }
 

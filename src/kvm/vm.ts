@@ -3,7 +3,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import { RWSEM_WORDS } from '../shm/sync.js';
+import { RWSEM_WORDS, srcuReaderOf, srcuWords } from '../shm/sync.js';
 
 export const VM_TYPES = ['default', 'sw-protected', 'snp'] as const;
 export type VmTypeName = (typeof VM_TYPES)[number];
@@ -26,15 +26,20 @@ const V_RANGE_END = 9;
 /** Faults sleeping until mmu_invalidate_seq moves. */
 const V_SEQ_SLEEPERS = 10;
 const V_NR_VCPUS = 11;
+/** Bumped when the VM is destroyed, so a stale VM id is told apart from a reused one. */
+const V_GEN = 13;
 const V_MMU_LOCK = 16;
 
 /** mmu_invalidate_range_start/end while no range is set (INVALID_GPA). */
 export const INVALID_GFN = -1;
 
 const REGION = 'vms';
+/** kvm->srcu of every VM (each an srcu_struct, laid out by the sync layer). */
+const SRCU = 'kvm_srcu';
 
-export function declareVms(lb: LayoutBuilder, maxVms: number): void {
+export function declareVms(lb: LayoutBuilder, maxVms: number, maxThreads: number): void {
   lb.add(REGION, maxVms * VM_WORDS, 'kvm/vm.ts');
+  lb.add(SRCU, maxVms * srcuWords(maxThreads), 'kvm/vm.ts');
   if (V_MMU_LOCK + RWSEM_WORDS > VM_WORDS) throw new Error('vm layout overflow');
 }
 
@@ -42,11 +47,22 @@ export class Vms {
   readonly base: number;
   readonly maxVms: number;
   private readonly w: Int32Array;
+  private readonly srcuBase: number;
+  private readonly srcuStride: number;
+  private readonly maxThreads: number;
 
   constructor(mem: Mem) {
     this.base = regionBase(mem, REGION);
     this.maxVms = mem.limits.maxVms;
     this.w = mem.w;
+    this.srcuBase = regionBase(mem, SRCU);
+    this.maxThreads = mem.limits.maxThreads;
+    this.srcuStride = srcuWords(this.maxThreads);
+  }
+
+  /** kvm->srcu: the srcu_struct that protects this VM's memslots. */
+  srcu(vm: number): number {
+    return this.srcuBase + vm * this.srcuStride;
   }
 
   private at(vm: number): number {
@@ -58,7 +74,9 @@ export class Vms {
     for (let vm = 0; vm < this.maxVms; vm++) {
       const b = this.at(vm);
       if (Atomics.load(this.w, b + V_STATE) !== 0) continue;
+      const gen = Atomics.load(this.w, b + V_GEN);
       for (let k = 0; k < VM_WORDS; k++) Atomics.store(this.w, b + k, 0);
+      Atomics.store(this.w, b + V_GEN, gen);
       Atomics.store(this.w, b + V_TYPE, type);
       // An SNP guest's ASID comes with KVM_SEV_INIT2, folded into creation here.
       Atomics.store(this.w, b + V_ASID, type === VmType.SNP ? vm + 1 : 0);
@@ -72,6 +90,14 @@ export class Vms {
     return -1;
   }
 
+  /** kvm_destroy_vm's end: the record is free for the next VM. */
+  destroy(vm: number): void {
+    Atomics.add(this.w, this.at(vm) + V_GEN, 1);
+    Atomics.store(this.w, this.at(vm) + V_STATE, 0);
+  }
+  generation(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_GEN);
+  }
   live(vm: number): boolean {
     return vm >= 0 && vm < this.maxVms && Atomics.load(this.w, this.at(vm) + V_STATE) === 1;
   }
@@ -131,7 +157,13 @@ export class Vms {
     return this.at(vm) + V_RANGE_END;
   }
   /** Which VM and lock a word is, for reports. */
-  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' } | null {
+  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'srcu'; reader?: number } | null {
+    const srel = i - this.srcuBase;
+    if (srel >= 0 && srel < this.maxVms * this.srcuStride) {
+      const vm = Math.floor(srel / this.srcuStride);
+      const reader = srcuReaderOf(this.srcu(vm), this.maxThreads, i);
+      return reader < 0 ? null : { vm, what: 'srcu', reader };
+    }
     const rel = i - this.base;
     if (rel < 0 || rel >= this.maxVms * VM_WORDS) return null;
     const vm = Math.floor(rel / VM_WORDS);

@@ -1,5 +1,5 @@
 // The named points in the kernel paths where an actor can be held (pause points) and where the
-// controlled scheduler may switch actors. Ids index a bitmask, so there are at most 31.
+// controlled scheduler may switch actors.
 
 export const POINTS = [
   'fault.begin',
@@ -16,6 +16,10 @@ export const POINTS = [
   'set_attributes.after_invalidate_begin',
   'firmware.before_command',
   'guest.before_access',
+  'srcu.synchronize',
+  'memslot.between_publishes',
+  'get_pfn.after_get_file',
+  'fput.before_release',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

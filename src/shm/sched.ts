@@ -6,8 +6,28 @@
 // and configuration give the same interleaving: every choice is logged, and a log replays exactly.
 
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
+import { P } from './points.js';
 import type { LockClass } from './stats.js';
-import { FreeSync, OWNER_MASK, RW_OWNER, RW_STATE, RW_WRITERS_WAITING, type Sync, SyncAbortError, SyncControl, WAITERS, WRITER, type WordDescriber } from './sync.js';
+import {
+  FreeSync,
+  OWNER_MASK,
+  RW_OWNER,
+  RW_STATE,
+  RW_WRITERS_WAITING,
+  type Sync,
+  SyncAbortError,
+  SyncControl,
+  WAITERS,
+  WRITER,
+  type WordDescriber,
+  srcuBefore,
+  srcuEnter,
+  srcuExit,
+  srcuReaderWord,
+  srcuStartGp,
+} from './sync.js';
+
+const P_SYNCHRONIZE = P['srcu.synchronize'];
 
 export const Strategy = { RANDOM: 0, PCT: 1, REPLAY: 2 } as const;
 export type StrategyName = 'random' | 'pct' | 'replay';
@@ -16,8 +36,8 @@ export type StrategyName = 'random' | 'pct' | 'replay';
 export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3 } as const;
 
 /** Event kinds in the trace. */
-export const Ev = { POINT: 0, LOCK: 1, READ_LOCK: 2, WRITE_LOCK: 3, WAIT: 4, BLOCK: 5, EXIT: 6, SLEEP: 7 } as const;
-export const EV_NAMES = ['point', 'lock', 'read_lock', 'write_lock', 'wait', 'block', 'exit', 'sleep'] as const;
+export const Ev = { POINT: 0, LOCK: 1, READ_LOCK: 2, WRITE_LOCK: 3, WAIT: 4, BLOCK: 5, EXIT: 6, SLEEP: 7, SRCU_READ_LOCK: 8, SYNCHRONIZE_SRCU: 9 } as const;
+export const EV_NAMES = ['point', 'lock', 'read_lock', 'write_lock', 'wait', 'block', 'exit', 'sleep', 'srcu_read_lock', 'synchronize_srcu'] as const;
 
 export const MAX_STEPS = 1 << 15;
 export const MAX_TRACE = 1 << 16;
@@ -46,6 +66,9 @@ const A_BLOCK_VALUE = 2;
 const A_PRIO = 3;
 const A_SERVER = 4;
 const A_WAKE = 5;
+/** A second word whose change also unblocks (word + 1; 0 = none): a signal for an interruptible spin. */
+const A_BLOCK_WORD2 = 6;
+const A_BLOCK_VALUE2 = 7;
 
 const ST_RUNNABLE = 1;
 const ST_BLOCKED = 2;
@@ -210,7 +233,8 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
     const st = Atomics.load(w, a + A_STATE);
     if (st === ST_RUNNABLE) cands.push(t);
     else if (st === ST_BLOCKED) {
-      if (Atomics.load(w, Atomics.load(w, a + A_BLOCK_WORD)) !== Atomics.load(w, a + A_BLOCK_VALUE)) cands.push(t);
+      const w2 = Atomics.load(w, a + A_BLOCK_WORD2);
+      if (Atomics.load(w, Atomics.load(w, a + A_BLOCK_WORD)) !== Atomics.load(w, a + A_BLOCK_VALUE) || (w2 !== 0 && Atomics.load(w, w2 - 1) !== Atomics.load(w, a + A_BLOCK_VALUE2))) cands.push(t);
       else if (Atomics.load(w, a + A_SERVER) === 0) waiting = true;
     }
   }
@@ -351,11 +375,13 @@ export class ControlledSync implements Sync {
    * Waits until w[word] !== value, letting others run meanwhile. A server actor (registered as
    * one) waiting for work is never part of a deadlock; any other blocked actor can be.
    */
-  private blockOn(word: number, value: number): void {
+  private blockOn(word: number, value: number, word2 = -1, value2 = 0): void {
     const w = this.w;
     this.trace(Ev.BLOCK, word);
     Atomics.store(w, this.a + A_BLOCK_WORD, word);
     Atomics.store(w, this.a + A_BLOCK_VALUE, value);
+    Atomics.store(w, this.a + A_BLOCK_WORD2, word2 + 1);
+    Atomics.store(w, this.a + A_BLOCK_VALUE2, value2);
     Atomics.store(w, this.a + A_STATE, ST_BLOCKED);
     const next = decide(w, this.base, this.maxThreads, this.tid);
     if (next < 0) {
@@ -454,6 +480,33 @@ export class ControlledSync implements Sync {
     if (!this.active) return this.free.upWrite(i);
     Atomics.store(this.w, i + RW_OWNER, 0);
     Atomics.store(this.w, i + RW_STATE, 0);
+  }
+  srcuReadLock(srcu: number): void {
+    if (this.active) this.yieldNow(Ev.SRCU_READ_LOCK, srcu);
+    srcuEnter(this.w, srcu, this.tid);
+  }
+  srcuReadUnlock(srcu: number): void {
+    srcuExit(this.w, srcu, this.tid);
+  }
+  synchronizeSrcu(srcu: number): void {
+    if (!this.active) return this.free.synchronizeSrcu(srcu);
+    this.yieldNow(Ev.SYNCHRONIZE_SRCU, srcu);
+    const gp = srcuStartGp(this.w, srcu, this.tid);
+    this.point(P_SYNCHRONIZE);
+    for (let t = 0; t < this.maxThreads; t++) {
+      const r = srcuReaderWord(srcu, t);
+      for (let v = Atomics.load(this.w, r); srcuBefore(v, gp); v = Atomics.load(this.w, r)) this.blockOn(r, v);
+    }
+  }
+  spinWhileEqualsInterruptible(i: number, value: number): boolean {
+    if (!this.active) return this.free.spinWhileEqualsInterruptible(i, value);
+    const sig = this.ctl.signalWord(this.tid);
+    this.yieldNow(Ev.WAIT, i);
+    for (;;) {
+      if (Atomics.load(this.w, sig) !== 0) return true;
+      if (Atomics.load(this.w, i) !== value) return false;
+      this.blockOn(i, value, sig, 0);
+    }
   }
   waitWhileEquals(i: number, value: number, spin: number): void {
     if (!this.active) return this.free.waitWhileEquals(i, value, spin);

@@ -11,9 +11,11 @@ export const LockClass = {
   SLOTS: 3,
   ALLOCATOR: 4,
   OTHER: 5,
+  /** synchronize_srcu waiting for readers. */
+  SRCU: 6,
 } as const;
 export type LockClass = (typeof LockClass)[keyof typeof LockClass];
-export const LOCK_CLASS_NAMES = ['folio', 'invalidate', 'mmu', 'slots', 'allocator', 'other'] as const;
+export const LOCK_CLASS_NAMES = ['folio', 'invalidate', 'mmu', 'slots', 'allocator', 'other', 'srcu'] as const;
 
 export const COUNTER_NAMES = [
   'faults',
@@ -59,12 +61,14 @@ export const COUNTER_NAMES = [
   'lockContended.slots',
   'lockContended.allocator',
   'lockContended.other',
+  'lockContended.srcu',
   'lockWaitNs.folio',
   'lockWaitNs.invalidate',
   'lockWaitNs.mmu',
   'lockWaitNs.slots',
   'lockWaitNs.allocator',
   'lockWaitNs.other',
+  'lockWaitNs.srcu',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

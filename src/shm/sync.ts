@@ -4,8 +4,8 @@
 // the free mode only checks pause points there; a controlled mode can schedule there instead.
 
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
-import { POINTS } from './points.js';
-import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, type LockClass, threadStats } from './stats.js';
+import { P, POINTS } from './points.js';
+import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, LockClass, threadStats } from './stats.js';
 import { TraceKind, Tracer } from './trace.js';
 
 /** Mutex word: 0 = free, else holder tid + 1, with WAITERS set while sleepers may exist. */
@@ -20,6 +20,37 @@ export const RW_WRITERS_WAITING = 2;
 export const RW_OWNER = 3;
 const RW_SEQ = 4;
 export const WRITER = 1 << 30;
+
+/**
+ * SRCU (struct srcu_struct): a grace-period counter, a count of sleeping updaters, then one
+ * cache line per thread holding that thread's read section: 0 outside, else
+ * ((grace period seen at entry + 1) << SRCU_DEPTH_BITS) | nesting depth. A reader writes only
+ * its own line; synchronize_srcu waits for every line whose section began before it did.
+ */
+const SRCU_GP = 0;
+const SRCU_SLEEPERS = 1;
+const SRCU_HEADER = 16;
+const SRCU_LINE = 16;
+const SRCU_DEPTH_BITS = 4;
+const SRCU_DEPTH_MASK = (1 << SRCU_DEPTH_BITS) - 1;
+/** Words of one srcu_struct for a sandbox of `maxThreads` threads. */
+export function srcuWords(maxThreads: number): number {
+  return SRCU_HEADER + maxThreads * SRCU_LINE;
+}
+/** The word holding thread `tid`'s read section of the srcu_struct at `srcu`. */
+export function srcuReaderWord(srcu: number, tid: number): number {
+  return srcu + SRCU_HEADER + tid * SRCU_LINE;
+}
+/** Which thread's reader word `i` is, relative to an srcu_struct base, or -1. */
+export function srcuReaderOf(srcu: number, maxThreads: number, i: number): number {
+  const rel = i - srcu - SRCU_HEADER;
+  if (rel < 0 || rel >= maxThreads * SRCU_LINE || rel % SRCU_LINE !== 0) return -1;
+  return rel / SRCU_LINE;
+}
+/** The grace period a reader word's section began in (its value), for reports. */
+export function srcuReaderSince(value: number): number {
+  return (value >>> SRCU_DEPTH_BITS) - 1;
+}
 
 /** Control words (region 'sync'). */
 const CTL_ABORT = 0;
@@ -42,6 +73,8 @@ const armedFor = (point: number): number => PAUSE_ARMED | ((point + 1) << 4);
 const STATE_MASK = 15;
 /** A thread won the slot and is recording itself as the holder; then the state becomes HELD. */
 const PAUSE_CLAIMING = 5;
+
+const P_SYNCHRONIZE = P['srcu.synchronize'];
 
 /** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
 const WAIT_SLICE_MS = 10;
@@ -78,7 +111,9 @@ export class LockTimeoutError extends Error {
 /** Names a shared word for reports: installed by the layer that knows every region. */
 export interface WordInfo {
   readonly name: string;
-  readonly kind: 'mutex' | 'rwsem' | 'word';
+  /** 'srcu': a reader word of an srcu_struct (synchronize_srcu waits on it); `reader` names its thread. */
+  readonly kind: 'mutex' | 'rwsem' | 'word' | 'srcu';
+  readonly reader?: number;
 }
 export type WordDescriber = (wordIndex: number) => WordInfo;
 
@@ -91,6 +126,19 @@ export interface Sync {
   upRead(i: number): void;
   downWrite(i: number, cls: LockClass): void;
   upWrite(i: number): void;
+  /** srcu_read_lock on the srcu_struct at `srcu`; sections nest. */
+  srcuReadLock(srcu: number): void;
+  /** srcu_read_unlock */
+  srcuReadUnlock(srcu: number): void;
+  /** synchronize_srcu: returns once every read section that began before the call has ended. */
+  synchronizeSrcu(srcu: number): void;
+  /**
+   * A busy retry loop that only another actor can end (a fault spinning on an INVALID memslot):
+   * waits while w[i] === value, but returns true at once, without consuming it, if a signal is
+   * pending for this thread. No watchdog: a spinning CPU holds no lock (what it blocks is
+   * reported by the waiters on what it holds).
+   */
+  spinWhileEqualsInterruptible(i: number, value: number): boolean;
   /** Blocks while w[i] === value (spinning up to `spin` loads first). */
   waitWhileEquals(i: number, value: number, spin: number): void;
   /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */
@@ -130,7 +178,14 @@ export class SyncControl {
   }
   /** Makes a signal pending for thread `tid` (its next interruptible loop returns EINTR). */
   raiseSignal(tid: number): void {
-    Atomics.store(this.mem.w, this.base + CTL_WAITING_ON + this.mem.limits.maxThreads + tid, 1);
+    const i = this.signalWord(tid);
+    Atomics.store(this.mem.w, i, 1);
+    // A thread in an interruptible spin sleeps on this word.
+    Atomics.notify(this.mem.w, i);
+  }
+  /** The word that holds a pending signal for thread `tid`. */
+  signalWord(tid: number): number {
+    return this.base + CTL_WAITING_ON + this.mem.limits.maxThreads + tid;
   }
   /** Word index a thread is blocked on (+1), or 0. */
   waitingOn(tid: number): number {
@@ -387,6 +442,56 @@ export class FreeSync implements Sync {
     Atomics.notify(this.w, i + RW_SEQ);
   }
 
+  // srcu_read_lock: one store to this thread's own line, one load of the grace period.
+  srcuReadLock(srcu: number): void {
+    srcuEnter(this.w, srcu, this.tid);
+  }
+
+  // srcu_read_unlock
+  srcuReadUnlock(srcu: number): void {
+    srcuExit(this.w, srcu, this.tid);
+  }
+
+  // synchronize_srcu
+  synchronizeSrcu(srcu: number): void {
+    const w = this.w;
+    const gp = srcuStartGp(w, srcu, this.tid);
+    this.point(P_SYNCHRONIZE);
+    const t0 = performance.now();
+    let waited = false;
+    for (let t = 0; t < this.ctl.mem.limits.maxThreads; t++) {
+      const r = srcuReaderWord(srcu, t);
+      if (!srcuBefore(Atomics.load(w, r), gp)) continue;
+      waited = true;
+      let n = 0;
+      for (; n < this.spin && srcuBefore(Atomics.load(w, r), gp); n++);
+      if (n < this.spin) continue;
+      Atomics.add(w, srcu + SRCU_SLEEPERS, 1);
+      try {
+        for (let v = Atomics.load(w, r); srcuBefore(v, gp); v = Atomics.load(w, r)) this.sleep(r, v, r, t0);
+      } finally {
+        Atomics.sub(w, srcu + SRCU_SLEEPERS, 1);
+      }
+    }
+    if (waited) this.account(LockClass.SRCU, t0);
+  }
+
+  spinWhileEqualsInterruptible(i: number, value: number): boolean {
+    const w = this.w;
+    const sig = this.ctl.signalWord(this.tid);
+    for (let n = 0; n < this.spin; n++) {
+      if (Atomics.load(w, sig) !== 0) return true;
+      if (Atomics.load(w, i) !== value) return false;
+    }
+    const t0 = performance.now();
+    for (;;) {
+      if (Atomics.load(w, sig) !== 0) return true;
+      if (Atomics.load(w, i) !== value) return false;
+      // Either word may change; a slice bounds the wait for the one not slept on.
+      this.sleep(i, value, i, t0, true);
+    }
+  }
+
   waitWhileEquals(i: number, value: number, spin: number): void {
     const w = this.w;
     for (let n = 0; n < spin; n++) if (Atomics.load(w, i) !== value) return;
@@ -473,6 +578,8 @@ export class FreeSync implements Sync {
         return v === WRITER ? `writer ${holderName(Atomics.load(this.w, i + RW_OWNER))}` : `${v} reader(s)`;
       case 'mutex':
         return holderName(v);
+      case 'srcu':
+        return v === 0 ? 'nobody (the read section just ended)' : `reader thread ${this.describe(i).reader ?? '?'} in a read section since grace period ${srcuReaderSince(v)}`;
       default:
         return `value ${v}`;
     }
@@ -484,6 +591,44 @@ export class FreeSync implements Sync {
     this.stats[LOCK_WAIT_NS_BASE + cls] += ms * 1e6;
     if (this.tracer.on) this.tracer.record(TraceKind.LOCK_WAIT, cls, this.tracer.now() - ms);
   }
+}
+
+// srcu_read_lock's bookkeeping, shared by both modes.
+export function srcuEnter(w: Int32Array, srcu: number, tid: number): void {
+  const r = srcuReaderWord(srcu, tid);
+  const v = w[r];
+  if (v !== 0) {
+    if ((v & SRCU_DEPTH_MASK) === SRCU_DEPTH_MASK) throw new Error('srcu_read_lock nested too deep');
+    Atomics.store(w, r, v + 1);
+    return;
+  }
+  // A sequentially consistent store, then the caller's loads of what SRCU protects: either an
+  // updater's scan sees this section, or this section sees what the updater published first.
+  Atomics.store(w, r, ((Atomics.load(w, srcu + SRCU_GP) + 1) << SRCU_DEPTH_BITS) | 1);
+}
+
+// srcu_read_unlock's bookkeeping; wakes a sleeping updater when the outermost section ends.
+export function srcuExit(w: Int32Array, srcu: number, tid: number): void {
+  const r = srcuReaderWord(srcu, tid);
+  const v = w[r];
+  if ((v & SRCU_DEPTH_MASK) === 0) throw new Error(`srcu_read_unlock by thread ${tid} outside a read section`);
+  if ((v & SRCU_DEPTH_MASK) > 1) {
+    Atomics.store(w, r, v - 1);
+    return;
+  }
+  Atomics.store(w, r, 0);
+  if (Atomics.load(w, srcu + SRCU_SLEEPERS) > 0) Atomics.notify(w, r);
+}
+
+/** Starts a grace period: returns its number, which synchronize_srcu compares sections with. */
+export function srcuStartGp(w: Int32Array, srcu: number, tid: number): number {
+  if (w[srcuReaderWord(srcu, tid)] !== 0) throw new Error(`synchronize_srcu by thread ${tid} inside its own read section: it would wait for itself`);
+  return Atomics.add(w, srcu + SRCU_GP, 1) + 1;
+}
+
+/** A reader word's section began before grace period `gp` was started. */
+export function srcuBefore(v: number, gp: number): boolean {
+  return v !== 0 && v >>> SRCU_DEPTH_BITS <= gp;
 }
 
 function holderName(word: number): string {

@@ -2,7 +2,7 @@
 // runs the KVM fault path here, on this thread, as the kernel runs it on the vCPU's thread.
 
 import { asActor, openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
-import type { PolicyName } from '../gmem/policy.js';
+import type { KernelVersionName } from '../gmem/version.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
 import type { SharedBuffers } from '../shm/layout.js';
 import { exposeToParent } from '../shm/rpc.js';
@@ -14,7 +14,7 @@ import { type WorkloadConfig, type WorkloadResult, runWorkload } from './workloa
 
 export interface VcpuInit {
   buffers: SharedBuffers;
-  policy: PolicyName;
+  kernel: KernelVersionName;
   tid: number;
   vm: number;
   mode?: SyncMode;
@@ -26,7 +26,7 @@ class VcpuWorker {
   private rc: RunControl | null = null;
 
   init(init: VcpuInit): { id: number; slot: number } {
-    const k = openKernel({ buffers: init.buffers, policy: init.policy, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
+    const k = openKernel({ buffers: init.buffers, kernel: init.kernel, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
     const id = k.vms.addVcpu(init.vm);
     const slot = k.vcpus.claim(init.vm);
     if (id < 0 || slot < 0) throw new Error(`vm ${init.vm}: no vCPU slot left`);

@@ -99,9 +99,9 @@ export function auditQuiescent(mem: Mem): AuditReport {
         continue;
       }
       if (!v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
-      const s = v.memslots.slotOf(vm, gfn);
+      const s = v.memslots.lookup(vm, gfn);
       const file = s < 0 ? -1 : v.memslots.gmemFile(vm, s);
-      if (file < 0 || !v.files.isOpen(file)) {
+      if (file < 0 || !v.files.valid(file)) {
         add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE survives its memslot or guest_memfd' });
         continue;
       }

@@ -10,7 +10,8 @@ import { declareBugs } from '../gmem/bugs.js';
 import { declareFiles } from '../gmem/file.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../gmem/folio.js';
 import { declareInodes } from '../gmem/inode.js';
-import { POLICIES, type PolicyName, policyId } from '../gmem/policy.js';
+import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../gmem/policy.js';
+import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersionName, POLICY_VERSION, VERSIONS } from '../gmem/version.js';
 import { declareAttributes } from '../kvm/attributes.js';
 import { declareMemslots } from '../kvm/memslots.js';
 import { declareSptes } from '../kvm/spte.js';
@@ -20,6 +21,7 @@ import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '
 import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
 import { declareLatency, declareStats } from '../shm/stats.js';
 import { declareTrace } from '../shm/trace.js';
+import { declareKasan } from '../shm/slab.js';
 import { declareSched } from '../shm/sched.js';
 import { declareRunctl } from '../vcpu-workers/runctl.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
@@ -27,7 +29,9 @@ import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
 
 export interface SandboxOptions {
-  /** Prepare policy (default: 'prepare-on-fault-own-vm', the 6.11 release). */
+  /** The modelled kernel (default '6.11'). */
+  kernel?: KernelVersionName;
+  /** A prepare policy: an alias for the kernel version it was modelled on (see gmem/version.ts). */
   policy?: PolicyName;
   /** Host memory for guest_memfd folios (default 64MiB). */
   memory?: number | string;
@@ -49,6 +53,8 @@ export interface SandboxOptions {
 /** Everything a thread needs to join the sandbox; structured-cloneable. */
 export interface SandboxDescriptor {
   buffers: SharedBuffers;
+  kernel: KernelVersionName;
+  /** The prepare policy of `kernel`. */
   policy: PolicyName;
   watchdogMs: number;
   spin: number;
@@ -73,10 +79,24 @@ export function resolveLimits(o: SandboxOptions): SandboxLimits {
   return { nrPfns, gfnsPerVm, userPages, filemapPages, maxVms, maxThreads: LIMITS.MAX_THREADS };
 }
 
+/** The kernel version named by `kernel`, or by `policy` (an alias), or the default. */
+export function resolveKernel(o: { kernel?: string; policy?: string }): KernelVersionName {
+  if (o.policy !== undefined && !(POLICIES as readonly string[]).includes(o.policy)) {
+    throw new ArgumentError('policy', `must be one of ${POLICIES.join(', ')}, got '${o.policy}'`);
+  }
+  if (o.kernel !== undefined && !(KERNEL_VERSIONS as readonly string[]).includes(o.kernel)) {
+    throw new ArgumentError('kernel', `must be one of ${KERNEL_VERSIONS.join(', ')}, got '${o.kernel}'`);
+  }
+  const byPolicy = o.policy === undefined ? undefined : POLICY_VERSION[o.policy as PolicyName];
+  if (o.kernel !== undefined && byPolicy !== undefined && o.kernel !== byPolicy) {
+    throw new ArgumentError('policy', `'${o.policy}' is kernel ${byPolicy}, which contradicts kernel '${o.kernel}'; give one of them`);
+  }
+  return (o.kernel as KernelVersionName | undefined) ?? byPolicy ?? DEFAULT_KERNEL;
+}
+
 export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
-  const policy = o.policy ?? 'prepare-on-fault-own-vm';
-  if (!(POLICIES as readonly string[]).includes(policy)) throw new ArgumentError('policy', `must be one of ${POLICIES.join(', ')}, got '${policy}'`);
-  policyId(policy);
+  const kernel = resolveKernel(o);
+  const policy = POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare];
   const watchdogMs = o.watchdogMs ?? DEFAULT_WATCHDOG_MS;
   if (!Number.isInteger(watchdogMs) || watchdogMs < 0) throw new ArgumentError('watchdogMs', `must be a non-negative integer, got ${watchdogMs}`);
   const spin = o.spin ?? DEFAULT_SPIN;
@@ -93,7 +113,7 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareAllocator(lb, limits.nrPfns);
   declareInodes(lb, limits.filemapPages);
   declareFiles(lb);
-  declareVms(lb, limits.maxVms);
+  declareVms(lb, limits.maxVms, limits.maxThreads);
   declareVcpus(lb);
   declareMemslots(lb, limits.maxVms, limits.gfnsPerVm);
   declareAttributes(lb, limits.maxVms, limits.gfnsPerVm);
@@ -105,8 +125,9 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareRunctl(lb, limits.maxVms, limits.gfnsPerVm);
   declareBugs(lb);
   declareSched(lb, limits.maxThreads);
+  declareKasan(lb);
   const buffers = allocateBuffers(lb.build(), limits);
-  const d: SandboxDescriptor = { buffers, policy, watchdogMs, spin };
+  const d: SandboxDescriptor = { buffers, kernel, policy, watchdogMs, spin };
   resetSandboxMemory(d);
   return d;
 }

@@ -123,7 +123,7 @@ export class Explorer {
     for (const a of this.runners) {
       const vmIndex = Math.floor(this.runners.indexOf(a) / w.vcpus);
       a.vm = runVms[vmIndex];
-      await rt.call(a, () => a.api.init({ buffers: rt.descriptor.buffers, policy: this.cfg.policy, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct' }));
+      await rt.call(a, () => a.api.init({ buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct' }));
     }
     sched.configure({
       strategy: forced ? 'replay' : this.cfg.strategy,

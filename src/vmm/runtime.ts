@@ -137,7 +137,7 @@ export class Runtime {
     this.watch(a);
     this.vcpus.push(a);
     // vm < 0: the caller initialises the worker itself later (the explorer, once per schedule).
-    if (vm >= 0) await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, policy: this.descriptor.policy, tid, vm }));
+    if (vm >= 0) await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, kernel: this.descriptor.kernel, tid, vm }));
     return a;
   }
 

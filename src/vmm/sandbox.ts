@@ -11,7 +11,8 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, 
 import type { PolicyName } from '../gmem/policy.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import type { KvmCtx } from '../kvm/kvm.js';
-import { kvmGmemRelease, kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { kvmDestroyVm, kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { kvmGmemClose } from '../kvm/task_work.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../kvm/memslots.js';
 import { SNP_PAGE_TYPE_NAMES, SnpPageType } from '../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../kvm/sev.js';
@@ -76,7 +77,7 @@ export class Sandbox {
     opts: { mode?: SyncMode; platform?: PlatformKind } = {},
   ) {
     this.policy = descriptor.policy;
-    this.k = openKernel({ buffers: descriptor.buffers, policy: descriptor.policy, tid, mode: opts.mode ?? 'free', platform: opts.platform ?? 'direct' });
+    this.k = openKernel({ buffers: descriptor.buffers, kernel: descriptor.kernel, tid, mode: opts.mode ?? 'free', platform: opts.platform ?? 'direct' });
     this.mem = this.k.mem;
     this.psp = this.k.psp as DirectPlatform | MailboxPlatform;
     this.control = new SyncControl(this.mem);
@@ -110,7 +111,7 @@ export class Sandbox {
     return fd;
   }
 
-  /** Resolves a guest_memfd fd as kvm_gmem_bind's fget + f_op check would. */
+  /** Resolves a guest_memfd fd as kvm_gmem_bind's fget + f_op check would: the file's handle. */
   gmemFileOfFd(fd: number): number {
     const e = this.fds.get(fd);
     if (e === undefined) return -Errno.EBADF;
@@ -118,11 +119,25 @@ export class Sandbox {
     return e.file;
   }
 
+  /** close(2): drops the fd's reference; a gmem file is released with its last reference. */
   closeFd(fd: number): void {
     const e = this.fds.get(fd);
     if (e === undefined) throw new KvmError('close', -Errno.EBADF);
     this.fds.delete(fd);
-    if (e.kind === 'gmem') kvmGmemRelease(this.k, e.file);
+    if (e.kind === 'gmem') kvmGmemClose(this.k, e.file);
+  }
+
+  /**
+   * Closes every fd, guest_memfds first (each pins its VM), then the VMs: kvm_destroy_vm frees
+   * their memslots. A VM some file still pins (a reference held elsewhere) is left, as the
+   * kernel leaves it, and the teardown audit reports it.
+   */
+  closeAllFds(): void {
+    for (const [fd, e] of [...this.fds]) if (e.kind === 'gmem') this.closeFd(fd);
+    for (const [fd, e] of [...this.fds]) {
+      this.fds.delete(fd);
+      if (e.kind === 'vm') kvmDestroyVm(this.k, e.vm);
+    }
   }
 
   async createVm(opts: { type?: VmTypeName } = {}): Promise<Vm> {
@@ -171,11 +186,7 @@ export class Sandbox {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    for (const fd of [...this.fds.keys()]) {
-      const e = this.fds.get(fd);
-      if (e?.kind === 'gmem') this.closeFd(fd);
-    }
-    this.fds.clear();
+    this.closeAllFds();
     this.closed = true;
   }
 }
@@ -336,10 +347,10 @@ export class Vm {
   backingPfn(gpa: number): number {
     const k = this.sb.k;
     const gfn = Math.floor(gpa / PAGE_SIZE);
-    const s = k.memslots.slotOf(this.id, gfn);
+    const s = k.memslots.lookup(this.id, gfn);
     if (s < 0) return -1;
     const m = k.memslots.info(this.id, s);
-    if (m.gmemFile < 0 || !k.g.files.isOpen(m.gmemFile)) return -1;
+    if (m.gmemFile < 0 || !k.g.files.valid(m.gmemFile)) return -1;
     return k.g.inodes.peek(k.g.files.inode(m.gmemFile), gfn - m.baseGfn + m.gmemPgoff);
   }
 

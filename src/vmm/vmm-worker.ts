@@ -93,11 +93,8 @@ class VmmWorker {
 
   /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */
   closeAll(): void {
-    for (const g of this.ex?.fds.values() ?? []) {
-      if (this.s.gmemFileOfFd(g.fd) === g.file) this.s.closeFd(g.fd);
-    }
-    for (const g of this.stressFds) if (this.s.gmemFileOfFd(g.fd) === g.file) this.s.closeFd(g.fd);
     for (const v of this.target?.prefaultVcpus ?? []) this.s.k.vcpus.release(v.slot);
+    this.s.closeAllFds();
   }
 
   /** Fault injection, from the VMM's side. */
