@@ -94,7 +94,7 @@ describe('a deliberate deadlock', () => {
   });
 
   it('with the watchdog off, the call timeout reports the hang with who waits on what', async () => {
-    const rt = await startRuntime(POLICY, { watchdogMs: 0 }, 800);
+    const rt = await startRuntime(POLICY, { watchdogMs: 0 }, 2000);
     await setupVm(rt, 'snp', 2);
     const [c0, c1] = [rt.vcpu('a', 0), rt.vcpu('a', 1)];
     const gpa = 0x4000;
@@ -110,7 +110,7 @@ describe('a deliberate deadlock', () => {
     );
     expect(performance.now() - t0).toBeLessThan(10_000);
     expect(err?.name).toBe('WorkerCrashError');
-    expect(err?.message).toMatch(new RegExp(`^vcpu 1 of vm a hung: no answer within 800 ms; .*thread ${c1.tid} waits on folio lock of pfn \\d+`));
+    expect(err?.message).toMatch(new RegExp(`^vcpu 1 of vm a hung: no answer within 2000 ms; .*thread ${c1.tid} waits on folio lock of pfn \\d+`));
     expect(rt.crashes).toHaveLength(1);
     expect(rt.crashes[0]).toMatchObject({ actor: 'vcpu 1 of vm a', kind: 'timeout' });
     // The timeout aborted every wait: the held vCPU is let go with an abort, and nothing hangs.

@@ -54,6 +54,8 @@ export const Site = Object.fromEntries(SITES.map((n, i) => [n, i])) as { readonl
 
 const KASAN = 'kasan';
 const K_COUNT = 0;
+/** Reports the auditor has already turned into violations. */
+const K_TAKEN = 1;
 const K_HEADER = 16;
 /** Reports kept in full; more are only counted. */
 export const KASAN_KEEP = 32;
@@ -91,12 +93,17 @@ export function describeKasan(r: KasanReport): string {
   return `KASAN: use-after-free in ${r.site}: ${r.kind} record ${r.id}${where}, handle of generation ${r.gen}, record now ${r.nowState} at generation ${r.nowGen} (thread ${r.tid})`;
 }
 
-export function kasanReports(mem: Mem): { count: number; reports: KasanReport[] } {
+/**
+ * The reports made since the last call (each report is taken once, however often the auditor
+ * runs), and how many there were in all, kept or not.
+ */
+export function takeKasanReports(mem: Mem): { count: number; reports: KasanReport[] } {
   const w = mem.w;
   const b = regionBase(mem, KASAN);
   const count = Atomics.load(w, b + K_COUNT);
+  const from = Atomics.exchange(w, b + K_TAKEN, count);
   const reports: KasanReport[] = [];
-  for (let i = 0; i < Math.min(count, KASAN_KEEP); i++) {
+  for (let i = from; i < Math.min(count, KASAN_KEEP); i++) {
     const r = b + K_HEADER + i * REP_WORDS;
     reports.push({
       tid: w[r + RP_TID],
@@ -109,7 +116,7 @@ export function kasanReports(mem: Mem): { count: number; reports: KasanReport[] 
       owner: w[r + RP_OWNER],
     });
   }
-  return { count, reports };
+  return { count: count - from, reports };
 }
 
 /**

@@ -8,7 +8,9 @@ import { Folios, PG_FREE } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
 import { MemAttributes } from '../kvm/attributes.js';
 import { Memslots } from '../kvm/memslots.js';
+import { KVM_MEM_GUEST_MEMFD } from '../kvm/memslots.js';
 import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
+import { describeKasan, takeKasanReports } from '../shm/slab.js';
 import { Vms } from '../kvm/vm.js';
 import type { Mem } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
@@ -74,10 +76,51 @@ function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
   return false;
 }
 
+/** Every use of a freed object a thread reported (KASAN), each once. */
+function auditKasan(mem: Mem, add: (x: Violation) => void): void {
+  const { count, reports } = takeKasanReports(mem);
+  for (const r of reports) add({ invariant: 'useAfterFree', by: `thread ${r.tid}`, ...(r.owner >= 0 ? { vm: r.owner } : {}), detail: describeKasan(r) });
+  for (let i = reports.length; i < count; i++) add({ invariant: 'useAfterFree', by: 'kasan', detail: 'a further KASAN report (not kept in full)' });
+}
+
+/**
+ * Memslots and bindings agree: a published guest_memfd slot whose file is still set is bound by
+ * that file over its whole range, and no binding points at a freed memslot (a dangling pointer
+ * that kvm_gmem_release or an invalidation would write or read through).
+ */
+function auditBindings(v: Views, add: (x: Violation) => void): void {
+  for (let vm = 0; vm < v.vms.maxVms; vm++) {
+    if (!v.vms.live(vm)) continue;
+    for (const s of v.memslots.used(vm)) {
+      const m = v.memslots.info(vm, s);
+      if ((m.flags & KVM_MEM_GUEST_MEMFD) === 0 || m.gmemFile < 0) continue;
+      if (!v.files.valid(m.gmemFile)) {
+        add({ invariant: 'useAfterFree', by: 'auditor', vm, detail: `memslot ${m.id} still points at gmem file record ${m.gmemFile & 255}, which was freed` });
+        continue;
+      }
+      const first = v.files.bindingAt(m.gmemFile, m.gmemPgoff);
+      const last = v.files.bindingAt(m.gmemFile, m.gmemPgoff + m.npages - 1);
+      if (first < 0 || last < 0 || v.files.bindingSlot(m.gmemFile, first) !== s || v.files.bindingSlot(m.gmemFile, last) !== s) {
+        add({ invariant: 'balance', by: 'auditor', vm, detail: `memslot ${m.id} is not bound by its gmem file over indices ${m.gmemPgoff}..${m.gmemPgoff + m.npages - 1}` });
+      }
+    }
+  }
+  for (let id = 0; id < LIMITS.MAX_FILES; id++) {
+    const f = v.files.slab.handle(id);
+    if (!v.files.valid(f)) continue;
+    const vm = v.files.vm(f);
+    for (const slot of v.files.boundSlots(f)) {
+      if (!v.memslots.valid(vm, slot)) add({ invariant: 'useAfterFree', by: 'auditor', vm, detail: `a binding of gmem file ${id} points at memslot record ${slot & 255} of vm ${vm}, which was freed (a dangling pointer)` });
+    }
+  }
+}
+
 /** Full check at a quiescent point. */
 export function auditQuiescent(mem: Mem): AuditReport {
   const v = new Views(mem);
   const { add, counts, log } = recorder();
+  auditKasan(mem, add);
+  auditBindings(v, add);
   let crossVm = 0;
   let checked = 0;
   const w = mem.w;
@@ -162,6 +205,18 @@ export function auditTeardown(mem: Mem): AuditReport {
   }
   if (notFree) add({ invariant: 'balance', by: 'auditor', detail: `${notFree} folio(s) not free with refcount 0 at teardown` });
   if (assigned) add({ invariant: 'balance', by: 'auditor', detail: `${assigned} RMP entr${assigned === 1 ? 'y is' : 'ies are'} still guest-owned at teardown` });
+  auditKasan(mem, add);
+  // Every slab is empty once every fd was closed: nothing leaked, nothing left half-released.
+  const files = LIMITS.MAX_FILES - v.files.freeSlotCount();
+  if (files) add({ invariant: 'balance', by: 'auditor', detail: `${files} gmem file(s) not released at teardown` });
+  let inodes = 0;
+  for (let ino = 0; ino < LIMITS.MAX_INODES; ino++) if (v.inodes.live(ino)) inodes++;
+  if (inodes) add({ invariant: 'balance', by: 'auditor', detail: `${inodes} guest_memfd inode(s) not evicted at teardown` });
+  for (let vm = 0; vm < v.vms.maxVms; vm++) {
+    if (v.vms.live(vm)) add({ invariant: 'balance', by: 'auditor', vm, detail: `vm ${vm} was not destroyed at teardown (a gmem file still pins it)` });
+    const slots = v.memslots.recordsInUse(vm);
+    if (slots) add({ invariant: 'balance', by: 'auditor', vm, detail: `${slots} memslot record(s) of vm ${vm} not freed at teardown` });
+  }
   const stats = sumStats(mem);
   return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: stats['finding.crossVmPrepare'] }, checkedSptes: 0 };
 }
