@@ -6,6 +6,7 @@ export type { SandboxOptions } from './vmm/build.js';
 export { KvmError, ArgumentError } from './vmm/errors.js';
 export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
 export { POLICIES, type PolicyName } from './gmem/policy.js';
+export { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from './gmem/version.js';
 export { VM_TYPES, type VmTypeName } from './kvm/vm.js';
 export { HOST_PATTERN } from './gmem/folio.js';
 export { PvalidateRet, SevRet } from './kvm/psp.js';

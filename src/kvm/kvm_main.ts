@@ -1,6 +1,7 @@
 // virt/kvm/kvm_main.c: the VM and vCPU ioctls that touch memory. Each returns 0 / a value or
 // -errno, and validates everything before changing anything.
 
+import { Bug } from '../gmem/bugs.js';
 import { gmemBind, gmemUnbind } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SIZE, SandboxLimitError, assert, isPageAligned } from '../shm/limits.js';
@@ -121,7 +122,7 @@ function swapActiveMemslots(k: KvmCtx, vm: number): void {
   k.memslots.swap(vm);
   // Faults that retried on an INVALID slot wait for the generation to move.
   k.sync.wake(k.memslots.generationWord(vm), Infinity);
-  k.sync.synchronizeSrcu(k.vms.srcu(vm));
+  if ((k.g.bugs & Bug['memslot-update-skips-synchronize-srcu']) === 0) k.sync.synchronizeSrcu(k.vms.srcu(vm));
 }
 
 // kvm_activate_memslot: publish, wait, then bring the other set up to date.
@@ -142,9 +143,10 @@ function kvmSetMemslot(k: KvmCtx, vm: number, old: number, next: number, change:
     invalid = allocMemslot(k, vm, { ...o, flags: o.flags | KVM_MEMSLOT_INVALID, gmemFile: NO_HANDLE, gmemPgoff: 0 });
     k.memslots.replace(vm, old, invalid);
     swapActiveMemslots(k, vm);
+    // No reader of the old slot is left; its mappings go before the second publish.
+    k.sync.point(P['memslot.between_publishes']);
     // kvm_arch_flush_shadow_memslot
     zapGfnRange(k, vm, o.baseGfn, o.baseGfn + o.npages);
-    k.sync.point(P['memslot.between_publishes']);
   }
   switch (change) {
     case MemslotChange.CREATE: // kvm_create_memslot

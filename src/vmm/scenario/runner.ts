@@ -50,16 +50,36 @@ interface InFlight {
   promise: Promise<Outcome>;
 }
 
-export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: { trace?: string } = {}): Promise<ScenarioReport> {
-  const rt = await Runtime.start({ sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 }, callTimeoutMs: 30_000, trace: opts.trace !== undefined });
+export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: { trace?: string; bugs?: number } = {}): Promise<ScenarioReport> {
+  const rt = await Runtime.start({
+    sandbox: { ...(s.kernel !== undefined ? { kernel: s.kernel } : {}), ...(s.policy !== undefined ? { policy: s.policy } : {}), memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 },
+    callTimeoutMs: 30_000,
+    trace: opts.trace !== undefined,
+    ...(opts.bugs ? { bugs: opts.bugs } : {}),
+  });
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
   let audit = { ok: true, counts: Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>, violations: [] as Violation[] };
   let findings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
+  /** Watchdog reports: a wait that never ended. The run stops at the first. */
+  const hangs: Violation[] = [];
 
   const actorOf = (st: LeafStep): Actor<unknown> => (GUEST.has(st.op) ? rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : rt.vmm);
   const tidOf = (a: 'vmm' | { vm: string; vcpu: number } | undefined): number => (a === undefined ? -1 : a === 'vmm' ? rt.vmm.tid : rt.vcpu(a.vm, a.vcpu).tid);
+
+  /** A step's promise, with a watchdog report turned into its outcome (and the run stopped). */
+  const outcomeOf = async (index: string, p: Promise<Outcome>): Promise<Outcome> => {
+    try {
+      return await p;
+    } catch (e) {
+      if (!(e instanceof Error) || e.name !== 'LockTimeoutError') throw e;
+      hangs.push({ invariant: 'liveness', by: `step ${index}`, detail: e.message });
+      // The kernel state behind a hang is not unwound: stop every actor (a spinning one too).
+      rt.control.abort(6);
+      return { result: 'hang', detail: e.message };
+    }
+  };
 
   const finish = (r: StepReport, st: LeafStep, o: Outcome): void => {
     Object.assign(r, o);
@@ -86,6 +106,10 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const settle = async (st: LeafStep, index: string): Promise<StepReport> => {
     const r: StepReport = { index, op: st.op, result: 'pending', pass: false, ...(st.expect ? { expect: st.expect } : {}) };
     steps.push(r);
+    if (st.op === 'settle') {
+      finish(r, st, await settleInFlight(st.timeout_ms ?? 5000));
+      return r;
+    }
     if (st.op === 'await_held') {
       const p = pauses.get(st.point);
       if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
@@ -104,23 +128,53 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       return r;
     }
     const tid = actorOf(st).tid;
-    const promise = start(st);
+    const promise = outcomeOf(index, start(st));
     let done = false;
     promise.then(
       () => (done = true),
       () => (done = true),
     );
+    // Polls in a row that found the actor asleep on a lock, an SRCU grace period or a retry.
+    let blocked = 0;
     for (;;) {
       if (done) {
         finish(r, st, await promise);
         return r;
       }
-      if ([...pauses.values()].some((p) => rt.control.pauseState(p.slot) === 'held' && rt.control.pauseHolder(p.slot) === tid)) {
-        r.result = 'held';
+      const heldHere = [...pauses.values()].some((p) => rt.control.pauseState(p.slot) === 'held' && rt.control.pauseHolder(p.slot) === tid);
+      blocked = rt.control.waitingOn(tid) !== 0 ? blocked + 1 : 0;
+      // A step held at a pause, or blocked on what a later step will let go, stays in flight.
+      if (heldHere || blocked >= BLOCKED_POLLS) {
+        r.result = heldHere ? 'held' : 'blocked';
         held.push({ report: r, step: st, promise });
         return r;
       }
       await new Promise((res) => setTimeout(res, 1));
+    }
+  };
+
+  /** Waits for every step in flight whose actor no pause holds; their outcomes are checked then. */
+  const settleInFlight = async (timeoutMs: number): Promise<Outcome> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const heldTids = new Set([...pauses.values()].filter((p) => rt.control.pauseState(p.slot) === 'held').map((p) => rt.control.pauseHolder(p.slot)));
+      const waiting = held.filter((h) => !heldTids.has(actorOf(h.step).tid));
+      if (waiting.length === 0) return { result: 'ok' };
+      const left = deadline - Date.now();
+      if (left <= 0) return { result: 'ETIMEDOUT', detail: `steps ${waiting.map((h) => h.report.index).join(', ')} still in flight after ${timeoutMs} ms` };
+      const first = await Promise.race([
+        ...waiting.map((h) => h.promise.then(() => h, () => h)),
+        new Promise<null>((res) => setTimeout(() => res(null), Math.min(left, 20))),
+      ]);
+      if (first === null) continue;
+      held.splice(held.indexOf(first), 1);
+      try {
+        finish(first.report, first.step, await first.promise);
+      } catch (e) {
+        first.report.result = 'error';
+        first.report.pass = false;
+        first.report.mismatch = (e as Error).message;
+      }
     }
   };
 
@@ -167,7 +221,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
 
   try {
     await rt.createVms(s.vms);
-    for (let i = 0; i < s.steps.length && rt.crashes.length === 0; i++) {
+    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && hangs.length === 0; i++) {
       const st: Step = s.steps[i];
       if (st.op === 'parallel') {
         const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
@@ -180,7 +234,11 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     }
     // Let anything a pause still holds finish: release every pause, then wait.
     await drainHeld();
-    if (rt.crashes.length === 0) {
+    if (hangs.length > 0) {
+      const counts = Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
+      counts.liveness = hangs.length;
+      audit = { ok: false, counts, violations: hangs };
+    } else if (rt.crashes.length === 0) {
       const q = auditQuiescent(rt.mem);
       await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
       const t = mergeAudit(q, auditTeardown(rt.mem));
@@ -205,6 +263,9 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     ok,
   };
 }
+
+/** Polls (1 ms apart) that must find an actor asleep before its step is left in flight. */
+const BLOCKED_POLLS = 20;
 
 function toGuestOp(st: LeafStep): GuestOp {
   switch (st.op) {

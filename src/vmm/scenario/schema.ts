@@ -3,6 +3,7 @@
 
 import { z } from 'zod';
 import { POLICIES } from '../../gmem/policy.js';
+import { KERNEL_VERSIONS, POLICY_VERSION } from '../../gmem/version.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { VM_TYPES } from '../../kvm/vm.js';
 import { Errno } from '../../shm/errno.js';
@@ -25,7 +26,8 @@ const name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a name of le
 const fdRef = z.union([name, z.number().int()]);
 const hexData = z.string().regex(/^(0x)?([0-9a-fA-F]{2})*$/, 'must be hex bytes, e.g. "deadbeef"');
 
-export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT', 'ETIMEDOUT'] as const;
+/** 'hang': the watchdog ended a wait that never finished (the run stops there). */
+export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT', 'ETIMEDOUT', 'hang'] as const;
 const expect = z.enum(OUTCOMES as unknown as [string, ...string[]]).optional();
 
 const base = { expect, expect_value: z.unknown().optional(), note: z.string().optional() };
@@ -79,6 +81,7 @@ const leafSteps = [
   z.strictObject({ op: z.literal('resume'), point: z.enum(POINTS as unknown as [string, ...string[]]), ...base }),
   z.strictObject({ op: z.literal('await_held'), point: z.enum(POINTS as unknown as [string, ...string[]]), timeout_ms: z.number().int().min(1).optional(), ...base }),
   z.strictObject({ op: z.literal('signal'), actor, ...base }),
+  z.strictObject({ op: z.literal('settle'), timeout_ms: z.number().int().min(1).optional(), ...base }),
   z.strictObject({ op: z.literal('stats'), ...base }),
 ] as const;
 
@@ -87,7 +90,9 @@ const parallel = z.strictObject({ op: z.literal('parallel'), steps: z.array(leaf
 export const step = z.discriminatedUnion('op', [...leafSteps, parallel]);
 
 export const scenarioSchema = z.strictObject({
-  policy: z.enum(POLICIES),
+  /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
+  kernel: z.enum(KERNEL_VERSIONS).optional(),
+  policy: z.enum(POLICIES).optional(),
   memory: size.optional(),
   seed: z.number().int().optional(),
   watchdog_ms: z.number().int().min(0).optional(),
@@ -150,6 +155,9 @@ function issueMessage(i: z.core.$ZodIssue, raw: unknown): string {
 /** Names must be defined before use: fds by `as`, VMs in `vms`, vCPUs by count. */
 function checkNames(s: Scenario): void {
   const problems: string[] = [];
+  if (s.kernel !== undefined && s.policy !== undefined && POLICY_VERSION[s.policy] !== s.kernel) {
+    problems.push(`policy: '${s.policy}' is kernel ${POLICY_VERSION[s.policy]}, which contradicts kernel '${s.kernel}'; give one of them`);
+  }
   const vms = new Map(s.vms.map((v) => [v.name, v]));
   if (vms.size !== s.vms.length) problems.push('vms: VM names must be unique');
   const fds = new Set<string>();
