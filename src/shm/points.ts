@@ -16,6 +16,7 @@ export const POINTS = [
   'set_attributes.after_invalidate_begin',
   'firmware.before_command',
   'guest.before_access',
+  'rmp.rmpupdate',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -180,10 +180,9 @@ export class GuestCpu {
       const frame = this.translate(gfn, true, false);
       if (frame < 0) return frame;
       this.stats[C.pvalidates]++;
-      // A CPU instruction on real hardware, executed on the translation just made: the vCPU
-      // stays in guest mode, so no TLB flush completes before it (the firmware thread serves it
-      // here; a pause held at 'firmware.before_command' meanwhile shows up on the watchdog).
-      const r = this.k.psp.pvalidate(this.asid, frame, gfn, validate);
+      // The guest's instruction, on this thread, on the translation just made: the vCPU stays in
+      // guest mode, so no TLB flush completes before it. One CAS on the RMP entry, no firmware.
+      const r = this.rmp.pvalidate(frame, this.asid, gfn, validate);
       if (r >= 0) return r;
       this.stats[C.rmpViolations]++;
       return -Exit.RMP_VIOLATION;
