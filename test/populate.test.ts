@@ -30,12 +30,12 @@ describe('SNP launch commands: state checks', () => {
     expect(vm.snpLaunchDigest()).toBe(digest);
   });
 
-  it("the SNP commands on a 'default' or 'sw-protected' VM are ENOTTY", async () => {
+  it("on a 'default' or 'sw-protected' VM, LAUNCH_START and LAUNCH_FINISH are ENOTTY, LAUNCH_UPDATE is EINVAL (snp_launch_update)", async () => {
     for (const type of ['default', 'sw-protected'] as const) {
       const sb = await smallSandbox();
       const vm = await sb.createVm({ type });
       await expect(vm.snpLaunchStart(), type).rejects.toMatchObject({ code: 'ENOTTY', errno: 25 });
-      await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(1) }), type).rejects.toMatchObject({ code: 'ENOTTY' });
+      await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(1) }), type).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
       await expect(vm.snpLaunchFinish(), type).rejects.toMatchObject({ code: 'ENOTTY' });
     }
   });

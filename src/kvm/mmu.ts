@@ -10,7 +10,7 @@ import { P } from '../shm/points.js';
 import { C, LockClass, latencyBucket } from '../shm/stats.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './kvm.js';
-import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
 import { makeSpte } from './spte.js';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE, type KvmVcpu } from './vcpu.js';
 import { INVALID_GFN } from './vm.js';
@@ -111,7 +111,7 @@ function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err:
  * race. Returns RET_PF_FIXED, RET_PF_EMULATE, or -errno with a memory fault exit prepared in `v`.
  * `interruptible` (pre-fault) lets a pending signal end the retry loop with -EINTR.
  */
-export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, interruptible = false): number {
+export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, interruptible = false, write = false): number {
   const t0 = performance.now();
   const vm = v.vm;
   const w = k.mem.w;
@@ -136,6 +136,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
         return isPrivate ? memoryFaultExit(k, v, gfn, true, -Errno.EFAULT) : RET_PF_EMULATE;
       }
       let frame: number;
+      let readonly = false;
       if (isPrivate) {
         // kvm_faultin_pfn_private
         if ((k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
@@ -145,7 +146,11 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
         if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
         k.sync.point(P['fault.after_get_pfn']);
       } else {
-        // __gfn_to_pfn_memslot on the VMM's userspace mapping
+        // __gfn_to_pfn_memslot on the VMM's userspace mapping. A write to a READONLY slot gets
+        // KVM_PFN_ERR_RO_FAULT, which kvm_handle_error_pfn turns into RET_PF_EMULATE: the
+        // emulator cannot write the slot and exits to userspace as MMIO; memory is unchanged.
+        readonly = (k.memslots.flags(vm, s) & KVM_MEM_READONLY) !== 0;
+        if (write && readonly) return RET_PF_EMULATE;
         frame = k.memslots.userPage(vm, s) + gfn - k.memslots.baseGfn(vm, s);
         if (frame >= k.mem.limits.userPages) return -Errno.EFAULT;
       }
@@ -160,7 +165,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
         if (interruptible && k.sync.signalPending()) return -Errno.EINTR;
         continue;
       }
-      k.sptes.set(vm, gfn, makeSpte(frame, isPrivate));
+      k.sptes.set(vm, gfn, makeSpte(frame, isPrivate, readonly));
       stats[C.sptesInstalled]++;
       k.sync.upRead(lock);
       if (isPrivate) folioPut(k.g, frame);

@@ -68,7 +68,9 @@ const VALID_PAGE_TYPES: ReadonlySet<number> = new Set(Object.values(SnpPageType)
 // snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
 export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
   const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
-  if (!k.vms.isSnp(vm)) return fail(-Errno.ENOTTY);
+  // snp_launch_update: `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START
+  // and FINISH answer -ENOTTY for a VM that is not SNP).
+  if (!k.vms.isSnp(vm)) return fail(-Errno.EINVAL);
   if (k.vms.snpPhase(vm) === SnpPhase.NONE) return fail(-Errno.EINVAL);
   if (!isPageAligned(len) || len < 0 || !VALID_PAGE_TYPES.has(type)) return fail(-Errno.EINVAL);
   if (type !== SnpPageType.ZERO && (src === null || src.length < len)) return fail(-Errno.EFAULT);

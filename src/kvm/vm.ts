@@ -85,6 +85,10 @@ export class Vms {
   isSnp(vm: number): boolean {
     return this.type(vm) === VmType.SNP;
   }
+  /** kvm->arch.has_protected_state: SEV-ES and SNP (of the modelled types, SNP only). */
+  hasProtectedState(vm: number): boolean {
+    return this.type(vm) === VmType.SNP;
+  }
   asid(vm: number): number {
     return Atomics.load(this.w, this.at(vm) + V_ASID);
   }

@@ -5,7 +5,7 @@
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/kvm.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
-import { spteFrame, sptePrivate } from '../kvm/spte.js';
+import { spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
@@ -74,11 +74,12 @@ export class GuestCpu {
    * fault path runs outside it. `dataAccess` false (PVALIDATE) skips the RMP check: the
    * instruction checks the entry itself.
    */
-  translate(gfn: number, priv: boolean, dataAccess = true): number {
+  translate(gfn: number, priv: boolean, dataAccess = true, write = false): number {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
     for (;;) {
       const spte = Atomics.load(this.sptes, this.spteBase + gfn);
-      if (spte !== 0 && sptePrivate(spte) === priv) {
+      // A write through a read-only SPTE faults as a write (a READONLY memslot: emulated MMIO).
+      if (spte !== 0 && sptePrivate(spte) === priv && (!write || spteWritable(spte))) {
         const frame = spteFrame(spte);
         if (priv && this.snp && dataAccess) {
           const c = this.rmp.guestCheck(frame, this.asid, gfn);
@@ -92,7 +93,7 @@ export class GuestCpu {
       // EPT violation: exit to KVM, fault, and re-enter.
       this.vcpu.exitGuest();
       this.vcpu.exit = null;
-      const r = kvmTdpPageFault(this.k, this.vcpu, gfn, priv);
+      const r = kvmTdpPageFault(this.k, this.vcpu, gfn, priv, false, write);
       this.vcpu.enterGuest();
       if (r === RET_PF_FIXED) continue;
       if (r === RET_PF_EMULATE) return -Exit.MMIO;
@@ -114,7 +115,7 @@ export class GuestCpu {
     if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
       // The common case, a running guest touching one page: no entry, no loop, no try.
       vcpu.checkRequests();
-      const frame = this.translate((gpa - off) / PAGE_SIZE, priv);
+      const frame = this.translate((gpa - off) / PAGE_SIZE, priv, true, data !== null);
       if (frame < 0) return -frame;
       const mem = priv ? this.host : this.user;
       if (data !== null) {
@@ -140,7 +141,7 @@ export class GuestCpu {
         const gfn = Math.floor(addr / PAGE_SIZE);
         const off = addr - gfn * PAGE_SIZE;
         const n = Math.min(len - done, PAGE_SIZE - off);
-        const frame = this.translate(gfn, priv);
+        const frame = this.translate(gfn, priv, true, data !== null);
         if (frame < 0) return -frame;
         const at = frame * PAGE_SIZE + off;
         if (data !== null) {
