@@ -145,6 +145,9 @@ describe('KVM_SET_USER_MEMORY_REGION2: kvm_gmem_bind', () => {
     await expect(vm.setUserMemoryRegion2({ ...base, memorySize: 2 * PAGE_SIZE, guestMemfdOffset: MiB - PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 0)).toBe(true);
     // The refused slot is not there: an access at its gpa is MMIO, and no folio was allocated.
+    // (The launch first: an SNP vCPU cannot enter the guest before LAUNCH_FINISH.)
+    await vm.snpLaunchStart();
+    await vm.snpLaunchFinish();
     const vcpu = await vm.createVcpu();
     expect(await vcpu.read(0, 4)).toEqual({ ok: false, exit: 'mmio' });
     expect(sb.stats().foliosAllocated).toBe(0);

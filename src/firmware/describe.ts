@@ -30,7 +30,7 @@ export function wordDescriber(mem: Mem): WordDescriber {
     const rmpPfn = rmp.pfnOfWord(i);
     if (rmpPfn >= 0) return { name: `RMP entry of pfn ${rmpPfn} (an RMPUPDATE in progress)`, kind: 'word' };
     const v = vms.describeWord(i);
-    if (v !== null) return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' ? 'mutex' : 'word' };
+    if (v !== null) return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' || v.what === 'kvm->lock' ? 'mutex' : 'word' };
     return { name: `shared word ${i}`, kind: 'word' };
   };
 }

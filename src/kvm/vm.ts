@@ -1,4 +1,4 @@
-// struct kvm: type, ASID, slots_lock, mmu_lock and the mmu_invalidate_* fields, SNP launch phase.
+// struct kvm: type, ASID, kvm->lock, slots_lock, mmu_lock and the mmu_invalidate_* fields, SNP launch phase.
 // Owns the 'vms' region.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
@@ -26,6 +26,8 @@ const V_RANGE_END = 9;
 /** Faults sleeping until mmu_invalidate_seq moves. */
 const V_SEQ_SLEEPERS = 10;
 const V_NR_VCPUS = 11;
+/** kvm->lock: every SEV ioctl holds it (sev_mem_enc_ioctl), outside slots_lock. */
+const V_KVM_LOCK = 12;
 const V_MMU_LOCK = 16;
 
 /** mmu_invalidate_range_start/end while no range is set (INVALID_GPA). */
@@ -116,6 +118,9 @@ export class Vms {
   slotsLockWord(vm: number): number {
     return this.at(vm) + V_SLOTS_LOCK;
   }
+  kvmLockWord(vm: number): number {
+    return this.at(vm) + V_KVM_LOCK;
+  }
   mmuLockWord(vm: number): number {
     return this.at(vm) + V_MMU_LOCK;
   }
@@ -135,12 +140,13 @@ export class Vms {
     return this.at(vm) + V_RANGE_END;
   }
   /** Which VM and lock a word is, for reports. */
-  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' } | null {
+  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' } | null {
     const rel = i - this.base;
     if (rel < 0 || rel >= this.maxVms * VM_WORDS) return null;
     const vm = Math.floor(rel / VM_WORDS);
     const off = rel % VM_WORDS;
     if (off === V_SLOTS_LOCK) return { vm, what: 'slots_lock' };
+    if (off === V_KVM_LOCK) return { vm, what: 'kvm->lock' };
     if (off === V_MMU_LOCK) return { vm, what: 'mmu_lock' };
     if (off === V_MMU_SEQ) return { vm, what: 'mmu_invalidate_seq' };
     return null;

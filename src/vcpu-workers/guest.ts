@@ -7,6 +7,7 @@ import type { KvmCtx } from '../kvm/kvm.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
 import { spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
+import { SnpPhase } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
@@ -21,10 +22,17 @@ export const Exit = {
   RMP_VIOLATION: 2,
   /** #VC: the page is the guest's but was never PVALIDATEd. */
   VC: 3,
-  /** No memslot: KVM would emulate MMIO. */
+  /** No memslot (or a write to a READONLY one): KVM emulates MMIO. */
   MMIO: 4,
+  /**
+   * KVM_EXIT_FAIL_ENTRY: VMRUN refused the vCPU (an SNP vCPU before LAUNCH_FINISH); KVM_RUN
+   * returns 0 and the guest ran no instruction.
+   */
+  FAIL_ENTRY: 5,
 } as const;
-export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio'] as const;
+export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio', 'fail_entry'] as const;
+/** SVM_EXIT_ERR (VMEXIT_INVALID), kvm_run->fail_entry.hardware_entry_failure_reason of a failed VMRUN. */
+export const SVM_EXIT_ERR = -1;
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
@@ -44,6 +52,8 @@ export class GuestCpu {
   private readonly rmp: Rmp;
   private readonly asid: number;
   private readonly snp: boolean;
+  /** The VM's launch has finished (SNP): its vCPUs can enter. */
+  private launched = false;
   private readonly sptes: Int32Array;
   private readonly spteBase: number;
   private readonly gfnsPerVm: number;
@@ -130,6 +140,7 @@ export class GuestCpu {
     // Already running guest code (a workload): only the boundary's flush check. Otherwise this
     // one access is a visit to the guest: enter, and leave at the end.
     const visit = !vcpu.inGuest;
+    if (visit && this.entryFails()) return Exit.FAIL_ENTRY;
     if (visit) vcpu.enterGuest();
     else vcpu.checkRequests();
     try {
@@ -162,6 +173,18 @@ export class GuestCpu {
   }
 
   /**
+   * KVM_RUN of an SNP vCPU before LAUNCH_FINISH. 6.11 KVM has no check of its own (svm_vcpu_pre_run
+   * only refuses a VM before KVM_SEV_INIT2): it runs VMRUN with a VMSA that snp_launch_update_vmsa
+   * (in snp_launch_finish) has not yet made the guest's, the hardware refuses it, and
+   * svm_handle_exit reports SVM_EXIT_ERR as KVM_EXIT_FAIL_ENTRY. Once finished, always finished.
+   */
+  private entryFails(): boolean {
+    if (!this.snp || this.launched) return false;
+    this.launched = this.k.vms.snpPhase(this.vcpu.vm) === SnpPhase.FINISHED;
+    return !this.launched;
+  }
+
+  /**
    * The pause/scheduling point before an access, taken outside guest mode: a vCPU that may be
    * held must not hold up a TLB flush (the kernel never sleeps in guest mode either).
    */
@@ -176,6 +199,7 @@ export class GuestCpu {
   pvalidate(gpa: number, validate: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const visit = !this.vcpu.inGuest;
+    if (visit && this.entryFails()) return -Exit.FAIL_ENTRY;
     if (visit) this.vcpu.enterGuest();
     try {
       const frame = this.translate(gfn, true, false);
