@@ -134,8 +134,8 @@ function evictInode(g: GmemCtx, ino: number): void {
   withTableLock(g, () => g.inodes.destroy(ino));
 }
 
-// vfs_fallocate (fs/open.c, 6.11): the VFS's checks, in its order, before the file's own. (A later
-// rework of these checks returns EOPNOTSUPP for KEEP_SIZE with COLLAPSE/INSERT_RANGE.)
+// vfs_fallocate (fs/open.c, 6.11): the VFS's checks, in its order, before the file's own. (The
+// rework in 57413d8e172c returns EOPNOTSUPP for KEEP_SIZE with COLLAPSE/INSERT_RANGE.)
 function vfsFallocateChecks(mode: number, offset: number, len: number): number {
   if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL;
   if (mode & ~FALLOC_FL_SUPPORTED_MASK) return -Errno.EOPNOTSUPP;

@@ -175,8 +175,9 @@ export class GuestCpu {
   /**
    * KVM_RUN of an SNP vCPU before LAUNCH_FINISH. 6.11 KVM has no check of its own (svm_vcpu_pre_run
    * only refuses a VM before KVM_SEV_INIT2): it runs VMRUN with a VMSA that snp_launch_update_vmsa
-   * (in snp_launch_finish) has not yet made the guest's, the hardware refuses it, and
-   * svm_handle_exit reports SVM_EXIT_ERR as KVM_EXIT_FAIL_ENTRY. Once finished, always finished.
+   * (in snp_launch_finish) has not yet made the guest's. That VMRUN fails (SVM_EXIT_ERR, which
+   * svm_handle_exit reports as KVM_EXIT_FAIL_ENTRY, KVM_RUN returning 0) is the hardware's part,
+   * not verifiable from kernel sources. Once finished, always finished.
    */
   private entryFails(): boolean {
     if (!this.snp || this.launched) return false;
