@@ -8,6 +8,8 @@ import { Vms } from '../src/kvm/vm.js';
 import { pointId } from '../src/shm/points.js';
 import { OWNER_MASK } from '../src/shm/sync.js';
 import { TID_VMM } from '../src/vmm/runtime.js';
+import { RunControl } from '../src/vcpu-workers/runctl.js';
+import { runWorkload } from '../src/vcpu-workers/workload.js';
 import { runScenario } from '../src/vmm/scenario/runner.js';
 import { parseScenario } from '../src/vmm/scenario/schema.js';
 import { MiB, PAGE_SIZE, image, setupVm, statsDelta } from './helpers.js';
@@ -51,6 +53,14 @@ describe('an SNP vCPU before LAUNCH_FINISH cannot enter the guest (KVM_EXIT_FAIL
     sb.injectFirmwareFailures('LAUNCH_FINISH');
     await expect(vm.snpLaunchFinish()).rejects.toMatchObject({ code: 'EIO' });
     expect(await vcpu.read(0x1000, 4)).toEqual(FAIL_ENTRY);
+  });
+
+  it('a guest workload on an SNP vCPU before LAUNCH_FINISH runs nothing: one fail_entry exit', async () => {
+    const { sb, vcpu } = await setupVm({ type: 'snp', launch: 'started' });
+    const cfg = { gfnStart: 0, gfnCount: 16, pattern: 'random' as const, writeRatio: 0.5, hotRatio: 0, seed: 1, writerIndex: 0, writers: 1, durationMs: 0, maxAccesses: 100, multiVm: false };
+    const r = runWorkload(vcpu.cpu, new RunControl(sb.mem), cfg);
+    expect(r).toMatchObject({ accesses: 0, exits: { fail_entry: 1, memory_fault: 0, vc: 0 }, violationCount: 0 });
+    expect(sb.stats().faults).toBe(0);
   });
 
   it('a sw-protected VM has no launch: its vCPU runs at once', async () => {

@@ -179,7 +179,7 @@ export class GuestCpu {
    * svm_handle_exit reports as KVM_EXIT_FAIL_ENTRY, KVM_RUN returning 0) is the hardware's part,
    * not verifiable from kernel sources. Once finished, always finished.
    */
-  private entryFails(): boolean {
+  entryFails(): boolean {
     if (!this.snp || this.launched) return false;
     this.launched = this.k.vms.snpPhase(this.vcpu.vm) === SnpPhase.FINISHED;
     return !this.launched;
