@@ -1,8 +1,8 @@
 // Groups 'fault' (issue item 5) and 'prefault' (item 6), on the controller thread with a
 // MailboxPlatform-backed KvmCtx (Sandbox.attach) while the real firmware worker serves.
 //  - fault: one cold private fault per call (kvm_tdp_page_fault on a gfn never faulted: grab a
-//    new folio, clear it, register it with the firmware under SNP, install the SPTE), timed call
-//    by call into a Histogram; vs zero-filling one page plus one spinning round trip.
+//    new folio, clear it, RMPUPDATE it on this thread under SNP, install the SPTE), timed call
+//    by call into a Histogram; vs zero-filling one page (sw), and vs the sw fault (snp).
 //  - prefault: KVM_PRE_FAULT_MEMORY over 256 MiB and 1 GiB (16 MiB with --quick), then a
 //    PUNCH_HOLE of the range (untimed) to start the next repetition from empty; vs a page-by-page
 //    fill of the same bytes of host memory.
@@ -84,19 +84,23 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
 
     for (const [name, v, extra] of [
       ['fault.cold.sw', sw, { baseline: 'zero-fill.page', note: 'sw-protected: grab + clear + map, per call' }],
-      ['fault.cold.snp', snp, { baseline: 'zero-fill+rt.spin', note: 'SNP: grab + clear + RMP registration by the firmware worker + map' }],
+      ['fault.cold.snp', snp, { baseline: 'fault.cold.sw', note: 'SNP: grab + clear + RMPUPDATE on this thread + map' }],
     ] as const) {
       ctx.log(`fault: ${name}`);
       const k = sb.k;
       const kv = v.vcpu.kvcpu;
       const mb = fw.mailbox();
       let asleep = 0;
+      const fw0 = sb.stats().firmwareCommands;
       const h = timedLoop(n, warm, (gfn) => {
         if (gfn >= warm && mb.serverSleeping()) asleep++;
         const r = kvmTdpPageFault(k, kv, gfn, true);
         if (r !== RET_PF_FIXED) throw new Error(`${name}: fault on gfn ${gfn} returned ${r}`);
       });
-      const note = v === snp ? `${extra.note}; ${asleep} of ${n} found the firmware asleep` : extra.note;
+      // RMPUPDATE is an instruction on the faulting thread: no fault may reach the firmware.
+      const fwCommands = sb.stats().firmwareCommands - fw0;
+      if (fwCommands !== 0) throw new Error(`${name}: ${fwCommands} firmware commands during faults`);
+      const note = v === snp ? `${extra.note}; 0 firmware commands; the firmware worker was asleep at ${asleep} of ${n}` : extra.note;
       rows.push({ group: 'fault', name, kind: 'time', ...histSampled(h), ...extra, note });
     }
     await sb.close();

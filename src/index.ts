@@ -9,7 +9,7 @@ export { POLICIES, type PolicyName } from './gmem/policy.js';
 export { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from './gmem/version.js';
 export { VM_TYPES, type VmTypeName } from './kvm/vm.js';
 export { HOST_PATTERN } from './gmem/folio.js';
-export { PvalidateRet, SevRet } from './kvm/psp.js';
+export { PvalidateRet, RmpupdateRet, SevRet } from './kvm/psp.js';
 export type { ErrnoCode } from './shm/errno.js';
 export { LockTimeoutError, SyncAbortError } from './shm/sync.js';
 

@@ -81,13 +81,18 @@ export async function setupVm(o: SetupOptions = {}): Promise<Setup> {
 }
 
 /** A second SNP VM in `a.sb` with its own file on `a.gmem`'s inode, bound at the same offset. */
-export async function linkSecondVm(a: Setup, o: { gpa?: number; slotSize?: number; offset?: number } = {}): Promise<Setup> {
+export async function linkSecondVm(a: Setup, o: { gpa?: number; slotSize?: number; offset?: number; launch?: 'none' | 'finished' } = {}): Promise<Setup> {
   const vm = await a.sb.createVm({ type: 'snp' });
   const gmem = await vm.linkGuestMemfd(a.gmem);
   const gpa = o.gpa ?? 0;
   const slotSize = o.slotSize ?? gmem.fstat().size - (o.offset ?? 0);
   await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: gpa, memorySize: slotSize, guestMemfd: gmem, guestMemfdOffset: o.offset ?? 0 });
   await vm.setMemoryAttributes({ address: gpa, size: slotSize, attributes: 'private' });
+  // A running second guest by default: an SNP vCPU cannot enter before LAUNCH_FINISH.
+  if ((o.launch ?? 'finished') === 'finished') {
+    await vm.snpLaunchStart();
+    await vm.snpLaunchFinish();
+  }
   const vcpu = await vm.createVcpu();
   return { sb: a.sb, vm, gmem, vcpu };
 }

@@ -103,11 +103,14 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
     await expect(vm.setUserMemoryRegion2({ slot: 7, guestPhysAddr: 0, memorySize: 0 })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
   });
 
-  it('READONLY together with GUEST_MEMFD is EINVAL (READONLY alone is fine)', async () => {
+  it('READONLY together with GUEST_MEMFD is EINVAL; READONLY alone is EINVAL on SNP (66155de93bcf), fine on sw-protected', async () => {
     const { vm, gmem } = await snpVmWithGmem();
     await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd', 'readonly'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem })).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 0)).toBe(true);
-    await vm.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB });
+    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
+    expect(await slotMissing(vm, 0)).toBe(true);
+    const sw = await vm.sb.createVm({ type: 'sw-protected' });
+    await sw.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB });
   });
 });
 
@@ -142,6 +145,9 @@ describe('KVM_SET_USER_MEMORY_REGION2: kvm_gmem_bind', () => {
     await expect(vm.setUserMemoryRegion2({ ...base, memorySize: 2 * PAGE_SIZE, guestMemfdOffset: MiB - PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 0)).toBe(true);
     // The refused slot is not there: an access at its gpa is MMIO, and no folio was allocated.
+    // (The launch first: an SNP vCPU cannot enter the guest before LAUNCH_FINISH.)
+    await vm.snpLaunchStart();
+    await vm.snpLaunchFinish();
     const vcpu = await vm.createVcpu();
     expect(await vcpu.read(0, 4)).toEqual({ ok: false, exit: 'mmio' });
     expect(sb.stats().foliosAllocated).toBe(0);

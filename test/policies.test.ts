@@ -90,7 +90,7 @@ describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy,
 
   it('two SNP VMs on one inode: who owns a page VM A faults', async () => {
     const a = await setupVm({ policy, type: 'snp', launch: 'finished' });
-    const b = await linkSecondVm(a);
+    const b = await linkSecondVm(a, { launch: 'none' });
     await b.vm.snpLaunchStart();
     await b.vm.snpLaunchFinish();
     expect(a.vm.asid).not.toBe(b.vm.asid);

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, type PolicyName, SevRet } from '../src/index.js';
-import { MiB, PAGE_SIZE, dataOf, expectHostIsolation, faultAndValidate, filled, image, setupVm, smallSandbox, statsDelta } from './helpers.js';
+import { MiB, PAGE_SIZE, dataOf, expectHostIsolation, faultAndValidate, filled, image, linkSecondVm, setupVm, smallSandbox, statsDelta } from './helpers.js';
 
 const ZERO_DIGEST = '00'.repeat(48);
 
@@ -30,12 +30,12 @@ describe('SNP launch commands: state checks', () => {
     expect(vm.snpLaunchDigest()).toBe(digest);
   });
 
-  it("the SNP commands on a 'default' or 'sw-protected' VM are ENOTTY", async () => {
+  it("on a 'default' or 'sw-protected' VM, LAUNCH_START and LAUNCH_FINISH are ENOTTY, LAUNCH_UPDATE is EINVAL (snp_launch_update)", async () => {
     for (const type of ['default', 'sw-protected'] as const) {
       const sb = await smallSandbox();
       const vm = await sb.createVm({ type });
       await expect(vm.snpLaunchStart(), type).rejects.toMatchObject({ code: 'ENOTTY', errno: 25 });
-      await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(1) }), type).rejects.toMatchObject({ code: 'ENOTTY' });
+      await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(1) }), type).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
       await expect(vm.snpLaunchFinish(), type).rejects.toMatchObject({ code: 'ENOTTY' });
     }
   });
@@ -83,14 +83,18 @@ describe('kvm_gmem_populate errors', () => {
     await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(1) })).rejects.toMatchObject({ code: 'EIO', populateError: 'EFAULT' });
   });
 
+  // The launching VM's own vCPU cannot fault (no entry before LAUNCH_FINISH): a running VM bound
+  // to the same inode faults the page.
   it.each(['prepare-on-fault', 'prepare-on-fault-own-vm'] as PolicyName[])('%s: a page already up to date (faulted) is EIO with populateError EEXIST', async (policy) => {
-    const { sb, vm, vcpu } = await setupVm({ policy, type: 'snp', launch: 'started' });
-    await faultAndValidate(vcpu, 0);
+    const a = await setupVm({ policy, type: 'snp', launch: 'started' });
+    const { sb, vm } = a;
+    const b = await linkSecondVm(a);
+    await faultAndValidate(b.vcpu, 0);
     const q = vm.rmpQuery(0);
     const err = await vm.snpLaunchUpdate({ gpa: 0, data: image(1) }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'EIO', populateError: 'EEXIST' });
     expect(vm.rmpQuery(0)).toEqual(q);
-    expect(dataOf(await vcpu.read(0, 16))).toEqual(filled(16, 0));
+    expect(dataOf(await b.vcpu.read(0, 16))).toEqual(filled(16, 0));
     expect(vm.snpLaunchDigest()).toBe(ZERO_DIGEST);
     expectHostIsolation(sb);
   });
@@ -116,8 +120,9 @@ describe('kvm_gmem_populate errors', () => {
   });
 
   it('fails on the first page: error; fails later: the pages done (kvm_gmem_populate returns the count)', async () => {
-    const { vm, vcpu } = await setupVm({ policy: 'prepare-on-fault-own-vm', type: 'snp', launch: 'started' });
-    await faultAndValidate(vcpu, 2 * PAGE_SIZE);
+    const a = await setupVm({ policy: 'prepare-on-fault-own-vm', type: 'snp', launch: 'started' });
+    const { vm } = a;
+    await faultAndValidate((await linkSecondVm(a)).vcpu, 2 * PAGE_SIZE);
     const data = new Uint8Array(4 * PAGE_SIZE).fill(0x3c);
     expect(await vm.snpLaunchUpdate({ gpa: 0, len: 4 * PAGE_SIZE, data })).toEqual({ pagesDone: 2 });
     await expect(vm.snpLaunchUpdate({ gpa: 2 * PAGE_SIZE, len: 2 * PAGE_SIZE, data })).rejects.toMatchObject({ code: 'EIO', populateError: 'EEXIST' });

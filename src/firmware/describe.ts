@@ -8,6 +8,7 @@ import type { WordDescriber } from '../shm/sync.js';
 import { VcpuTable } from '../kvm/vcpu.js';
 import { Vms } from '../kvm/vm.js';
 import { firmwareLockWord } from './direct.js';
+import { Rmp } from './rmp.js';
 
 export function wordDescriber(mem: Mem): WordDescriber {
   const folios = new Folios(mem);
@@ -16,6 +17,7 @@ export function wordDescriber(mem: Mem): WordDescriber {
   const allocLock = allocatorLockWord(mem);
   const fwLock = firmwareLockWord(mem);
   const vcpus = new VcpuTable(mem);
+  const rmp = new Rmp(mem);
   return (i) => {
     if (i === allocLock) return { name: 'pfn allocator lock', kind: 'mutex' };
     if (i === fwLock) return { name: 'firmware command lock', kind: 'mutex' };
@@ -25,10 +27,12 @@ export function wordDescriber(mem: Mem): WordDescriber {
     const ino = inodes.inodeOfLockWord(i);
     if (ino >= 0) return { name: `invalidate_lock (rwsem) of guest_memfd inode ${ino}`, kind: 'rwsem' };
     if (i === inodes.tableLockWord) return { name: 'guest_memfd inode table lock', kind: 'mutex' };
+    const rmpPfn = rmp.pfnOfWord(i);
+    if (rmpPfn >= 0) return { name: `RMP entry of pfn ${rmpPfn} (an RMPUPDATE in progress)`, kind: 'word' };
     const v = vms.describeWord(i);
     if (v !== null) {
       if (v.what === 'srcu') return { name: `synchronize_srcu(kvm->srcu of vm ${v.vm}): the read section of thread ${v.reader}`, kind: 'srcu', reader: v.reader };
-      return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' ? 'mutex' : 'word' };
+      return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' || v.what === 'kvm->lock' ? 'mutex' : 'word' };
     }
     return { name: `shared word ${i}`, kind: 'word' };
   };

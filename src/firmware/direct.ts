@@ -1,8 +1,10 @@
-// The firmware called in process: each command runs on the caller's thread under the firmware
+// The firmware called in process: each PSP command runs on the caller's thread under the firmware
 // lock, so commands stay serialised as on the real secure processor. The firmware worker serves
-// the same SnpFirmwareCore through its mailbox instead.
+// the same SnpFirmwareCore through its mailbox instead. RMPUPDATE runs on the calling thread
+// without that lock (host-rmp.ts), as the CPU instruction it is.
 
 import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
+import { HostRmp } from './host-rmp.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { C, LockClass, threadStats } from '../shm/stats.js';
 import type { Sync } from '../shm/sync.js';
@@ -21,6 +23,7 @@ export function firmwareLockWord(mem: Mem): number {
 
 export class DirectPlatform implements SnpPlatform {
   readonly core: SnpFirmwareCore;
+  readonly cpu: HostRmp;
   private readonly lock: number;
   private readonly stats: Float64Array;
 
@@ -29,10 +32,12 @@ export class DirectPlatform implements SnpPlatform {
     private readonly sync: Sync,
   ) {
     this.core = new SnpFirmwareCore(mem);
+    this.cpu = new HostRmp(mem, sync, this.core);
     this.lock = regionBase(mem, REGION);
     this.stats = threadStats(mem, sync.tid);
   }
 
+  /** A PSP command: counted, and serialised by the firmware lock. */
   private run<T>(fn: () => T): T {
     this.stats[C.firmwareCommands]++;
     this.sync.mutexLock(this.lock, LockClass.OTHER);
@@ -44,16 +49,16 @@ export class DirectPlatform implements SnpPlatform {
   }
 
   rmpAssigned(pfn: number): boolean {
-    return this.core.rmp.assigned(pfn);
+    return this.cpu.rmpAssigned(pfn);
   }
   rmpLookup(pfn: number): RmpEntry {
-    return this.core.rmp.lookup(pfn);
+    return this.cpu.rmpLookup(pfn);
   }
   rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
-    return this.run(() => this.core.rmpMakePrivate(pfn, gfn, asid, immutable));
+    return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
   rmpMakeShared(pfn: number): number {
-    return this.run(() => this.core.rmpMakeShared(pfn));
+    return this.cpu.rmpMakeShared(pfn);
   }
   launchStart(asid: number): number {
     return this.run(() => this.core.launchStart(asid));
@@ -66,8 +71,5 @@ export class DirectPlatform implements SnpPlatform {
   }
   launchDigest(asid: number): Uint8Array {
     return this.core.launchDigest(asid);
-  }
-  pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number {
-    return this.run(() => this.core.pvalidate(asid, pfn, gfn, validate));
   }
 }

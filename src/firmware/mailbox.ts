@@ -1,8 +1,10 @@
 // The firmware's command mailbox: the client side is an SnpPlatform any thread can use; the
-// server side dispatches to SnpFirmwareCore on the firmware worker's thread. RMP reads stay
-// plain shared-memory reads, as snp_lookup_rmpentry is.
+// server side dispatches to SnpFirmwareCore on the firmware worker's thread. Only PSP commands go
+// through it: RMP reads stay plain shared-memory reads, as snp_lookup_rmpentry is, and RMPUPDATE
+// runs on the calling thread (host-rmp.ts), so no fault waits for the firmware worker.
 
 import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
+import { HostRmp } from './host-rmp.js';
 import { LayoutBuilder, type Mem } from '../shm/layout.js';
 import { Mailbox, type MailboxTuning, declareMailbox } from '../shm/mailbox.js';
 import { P } from '../shm/points.js';
@@ -13,13 +15,12 @@ import { SnpFirmwareCore } from './snp.js';
 
 export const FIRMWARE_MAILBOX = 'firmware_mailbox';
 
+// Numbers 1, 2 and 6 were RMPUPDATE (private, shared) and PVALIDATE, which are no PSP commands:
+// left unused so that traces keep their names (chrome-trace.ts).
 const Cmd = {
-  RMP_MAKE_PRIVATE: 1,
-  RMP_MAKE_SHARED: 2,
   LAUNCH_START: 3,
   LAUNCH_UPDATE: 4,
   LAUNCH_FINISH: 5,
-  PVALIDATE: 6,
   NOP: 7,
 } as const;
 
@@ -30,24 +31,26 @@ export function declareFirmwareMailbox(lb: LayoutBuilder): void {
 export class MailboxPlatform implements SnpPlatform {
   readonly mailbox: Mailbox;
   readonly core: SnpFirmwareCore;
+  readonly cpu: HostRmp;
 
   constructor(mem: Mem, sync: Sync, tuning?: MailboxTuning) {
     this.mailbox = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
-    // Only for reads of the RMP and the digest: commands go through the mailbox.
+    // Only for reads of the digest and the fault-injection counters: commands go through the mailbox.
     this.core = new SnpFirmwareCore(mem);
+    this.cpu = new HostRmp(mem, sync, this.core);
   }
 
   rmpAssigned(pfn: number): boolean {
-    return this.core.rmp.assigned(pfn);
+    return this.cpu.rmpAssigned(pfn);
   }
   rmpLookup(pfn: number): RmpEntry {
-    return this.core.rmp.lookup(pfn);
+    return this.cpu.rmpLookup(pfn);
   }
   rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
-    return this.mailbox.call(Cmd.RMP_MAKE_PRIVATE, pfn, gfn, asid, immutable ? 1 : 0);
+    return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
   rmpMakeShared(pfn: number): number {
-    return this.mailbox.call(Cmd.RMP_MAKE_SHARED, pfn);
+    return this.cpu.rmpMakeShared(pfn);
   }
   launchStart(asid: number): number {
     return this.mailbox.call(Cmd.LAUNCH_START, asid);
@@ -60,9 +63,6 @@ export class MailboxPlatform implements SnpPlatform {
   }
   launchDigest(asid: number): Uint8Array {
     return this.core.launchDigest(asid);
-  }
-  pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number {
-    return this.mailbox.call(Cmd.PVALIDATE, asid, pfn, gfn, validate ? 1 : 0);
   }
   /** An empty command: a bare mailbox round trip, for benchmarks. */
   nop(): number {
@@ -87,18 +87,12 @@ export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): num
   });
   function execute(cmd: number, a0: number, a1: number, a2: number, a3: number): number {
     switch (cmd) {
-      case Cmd.RMP_MAKE_PRIVATE:
-        return core.rmpMakePrivate(a0, a1, a2, a3 !== 0);
-      case Cmd.RMP_MAKE_SHARED:
-        return core.rmpMakeShared(a0);
       case Cmd.LAUNCH_START:
         return core.launchStart(a0);
       case Cmd.LAUNCH_UPDATE:
         return core.launchUpdate(a0, a1, a2, a3);
       case Cmd.LAUNCH_FINISH:
         return core.launchFinish(a0);
-      case Cmd.PVALIDATE:
-        return core.pvalidate(a0, a1, a2, a3 !== 0);
       case Cmd.NOP:
         return 0;
       default:

@@ -1,13 +1,13 @@
-// The SNP firmware's commands and RMPUPDATE/PVALIDATE, executed one at a time by whoever serves
-// them (the firmware worker, or the caller under the firmware lock). Owns the 'snp_guests' region:
-// per ASID, the launch state and the running launch digest.
+// The SNP firmware's (PSP's) commands, executed one at a time by whoever serves them (the firmware
+// worker, or the caller under the firmware lock). RMPUPDATE and PVALIDATE are CPU instructions, in
+// rmp.ts and host-rmp.ts. Owns the 'snp_guests' region: per ASID, the launch state and the running
+// launch digest, and the fault-injection counters.
 
 import { createHash } from 'node:crypto';
-import { Errno } from '../shm/errno.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE } from '../shm/limits.js';
-import { PvalidateRet, SevRet, SnpPageType } from '../kvm/psp.js';
-import { RMP_ASSIGNED, RMP_IMMUTABLE, RMP_VALIDATED, Rmp } from './rmp.js';
+import { SevRet, SnpPageType } from '../kvm/psp.js';
+import { RMP_ASSIGNED, RMP_VALIDATED, Rmp } from './rmp.js';
 
 const GUEST_WORDS = 16;
 const G_STATE = 0;
@@ -48,7 +48,8 @@ export class SnpFirmwareCore {
   injectFailures(cmd: number, n: number): void {
     Atomics.store(this.w, this.base + cmd, n);
   }
-  private injected(cmd: number): boolean {
+  /** Consumes one injected failure of kind `cmd`, if any (any thread: a CAS on the counter). */
+  injected(cmd: number): boolean {
     const i = this.base + cmd;
     for (let n = Atomics.load(this.w, i); n > 0; n = Atomics.load(this.w, i)) {
       if (Atomics.compareExchange(this.w, i, n, n - 1) === n) return true;
@@ -61,21 +62,6 @@ export class SnpFirmwareCore {
   }
   measuredPages(asid: number): number {
     return Atomics.load(this.w, this.g(asid) + G_PAGES);
-  }
-
-  // RMPUPDATE to guest-owned. Returns 0 or -EFAULT (as rmp_make_private reports a failure).
-  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
-    if (this.injected(FwCmd.RMPUPDATE)) return -Errno.EFAULT;
-    if (pfn < 0 || pfn >= this.rmp.nrPfns || asid <= 0) return -Errno.EFAULT;
-    this.rmp.write(pfn, RMP_ASSIGNED | (immutable ? RMP_IMMUTABLE : 0), asid, gfn);
-    return 0;
-  }
-
-  // RMPUPDATE to hypervisor-owned (after SNP_PAGE_RECLAIM where the page is firmware-owned).
-  rmpMakeShared(pfn: number): number {
-    if (pfn < 0 || pfn >= this.rmp.nrPfns) return -Errno.EFAULT;
-    this.rmp.write(pfn, 0, 0, 0);
-    return 0;
   }
 
   // SNP_LAUNCH_START
@@ -101,7 +87,7 @@ export class SnpFirmwareCore {
     if (type === SnpPageType.ZERO || type === SnpPageType.SECRETS) page.fill(0);
     this.extendDigest(asid, type === SnpPageType.UNMEASURED ? null : page, gfn, type);
     Atomics.add(this.w, g + G_PAGES, 1);
-    this.rmp.write(pfn, RMP_ASSIGNED | RMP_VALIDATED, asid, gfn);
+    this.rmp.firmwareWrite(pfn, RMP_ASSIGNED | RMP_VALIDATED, asid, gfn);
     return SevRet.SUCCESS;
   }
 
@@ -138,15 +124,5 @@ export class SnpFirmwareCore {
   decommission(asid: number): void {
     const g = this.g(asid);
     for (let k = 0; k < GUEST_WORDS; k++) Atomics.store(this.w, g + k, 0);
-  }
-
-  // PVALIDATE executed by the guest of `asid` for the page at gfn.
-  pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number {
-    const e = this.rmp.lookup(pfn);
-    if (!e.assigned || e.asid !== asid || e.gfn !== gfn) return -1;
-    if (e.immutable) return PvalidateRet.FAIL_INPUT;
-    if (e.validated === validate) return PvalidateRet.FAIL_NOUPDATE;
-    this.rmp.setFlags(pfn, RMP_ASSIGNED | (validate ? RMP_VALIDATED : 0));
-    return PvalidateRet.SUCCESS;
   }
 }

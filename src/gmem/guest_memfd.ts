@@ -15,6 +15,25 @@ import { Policy } from './policy.js';
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_NO_HIDE_STALE = 0x04;
+export const FALLOC_FL_COLLAPSE_RANGE = 0x08;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+export const FALLOC_FL_INSERT_RANGE = 0x20;
+export const FALLOC_FL_UNSHARE_RANGE = 0x40;
+/** fallocate(2) mode bits by name, for the library and scenarios. */
+export const FALLOC_MODE_NAMES = {
+  keep_size: FALLOC_FL_KEEP_SIZE,
+  punch_hole: FALLOC_FL_PUNCH_HOLE,
+  no_hide_stale: FALLOC_FL_NO_HIDE_STALE,
+  collapse_range: FALLOC_FL_COLLAPSE_RANGE,
+  zero_range: FALLOC_FL_ZERO_RANGE,
+  insert_range: FALLOC_FL_INSERT_RANGE,
+  unshare_range: FALLOC_FL_UNSHARE_RANGE,
+} as const;
+export type FallocModeName = keyof typeof FALLOC_MODE_NAMES;
+/** FALLOC_FL_SUPPORTED_MASK (include/linux/falloc.h, 6.11): NO_HIDE_STALE is not in it. */
+const FALLOC_FL_SUPPORTED_MASK =
+  FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE;
 /** KVM_CREATE_GUEST_MEMFD accepts no flags in 6.11. */
 export const GUEST_MEMFD_VALID_FLAGS = 0;
 
@@ -27,10 +46,19 @@ function withTableLock<T>(g: GmemCtx, fn: () => T): T {
   }
 }
 
+// kvm_gmem_create's `flags & ~valid_flags` on a u64: any unknown bit, bits 32-63 included (which
+// JavaScript's bit operations would drop), is EINVAL; a value no u64 holds has unknown bits too.
+function u64HasUnknownBits(flags: number | bigint, valid: number): boolean {
+  if (typeof flags === 'number' && !Number.isInteger(flags)) return true;
+  const v = BigInt(flags);
+  if (v < 0n || v >= 1n << 64n) return true;
+  return (v & ~BigInt(valid)) !== 0n;
+}
+
 // __kvm_gmem_create: a new inode with one file owned by `vm`, holding the fd's reference.
 // Returns the file's handle or -errno.
-export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number): number {
-  if (flags & ~GUEST_MEMFD_VALID_FLAGS) return -Errno.EINVAL;
+export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number | bigint): number {
+  if (u64HasUnknownBits(flags, GUEST_MEMFD_VALID_FLAGS)) return -Errno.EINVAL;
   if (!(size > 0) || !isPageAligned(size)) return -Errno.EINVAL;
   const pages = size / PAGE_SIZE;
   return withTableLock(g, () => {
@@ -135,9 +163,25 @@ function evictInode(g: GmemCtx, ino: number): void {
   withTableLock(g, () => g.inodes.destroy(ino));
 }
 
+// vfs_fallocate (fs/open.c, 6.11): the VFS's checks, in its order, before the file's own. (The
+// rework in 57413d8e172c returns EOPNOTSUPP for KEEP_SIZE with COLLAPSE/INSERT_RANGE.)
+function vfsFallocateChecks(mode: number, offset: number, len: number): number {
+  if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL;
+  if (mode & ~FALLOC_FL_SUPPORTED_MASK) return -Errno.EOPNOTSUPP;
+  // Punch hole and zero range are mutually exclusive; punch hole must have keep size set.
+  if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) return -Errno.EOPNOTSUPP;
+  if (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
+  // Collapse and insert range only exclusively; unshare range only with allocate mode.
+  if (mode & FALLOC_FL_COLLAPSE_RANGE && mode & ~FALLOC_FL_COLLAPSE_RANGE) return -Errno.EINVAL;
+  if (mode & FALLOC_FL_INSERT_RANGE && mode & ~FALLOC_FL_INSERT_RANGE) return -Errno.EINVAL;
+  if (mode & FALLOC_FL_UNSHARE_RANGE && mode & ~(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE)) return -Errno.EINVAL;
+  return 0;
+}
+
 // kvm_gmem_fallocate
 export function gmemFallocate(g: GmemCtx, file: number, mode: number, offset: number, len: number): number {
-  if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL; // vfs_fallocate
+  const vr = vfsFallocateChecks(mode, offset, len);
+  if (vr < 0) return vr;
   if (!(mode & FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return -Errno.EOPNOTSUPP;
   if (!isPageAligned(offset) || !isPageAligned(len)) return -Errno.EINVAL;

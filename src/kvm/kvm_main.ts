@@ -29,14 +29,21 @@ export interface UserMemoryRegion2 {
   guestMemfdOffset: number;
 }
 
+// kvm_arch_has_readonly_mem (x86, 66155de93bcf): writes to a read-only slot are emulated MMIO,
+// which a guest with protected state cannot have.
+function kvmArchHasReadonlyMem(k: KvmCtx, vm: number): boolean {
+  return !k.vms.hasProtectedState(vm);
+}
+
 // check_memory_region_flags
 function checkMemoryRegionFlags(k: KvmCtx, vm: number, flags: number): boolean {
   let valid = KVM_MEM_LOG_DIRTY_PAGES;
   if (k.vms.hasPrivateMem(vm)) valid |= KVM_MEM_GUEST_MEMFD;
   // Dirty logging of guest_memfd memory is not supported.
   if (flags & KVM_MEM_GUEST_MEMFD) valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
-  // guest_memfd is incompatible with read-only memslots.
-  if (!(flags & KVM_MEM_GUEST_MEMFD)) valid |= KVM_MEM_READONLY;
+  // guest_memfd is incompatible with read-only memslots; since 66155de93bcf (6.11-rc4), so is a VM
+  // with protected state (SEV-ES, SNP): kvm_arch_has_readonly_mem is !has_protected_state.
+  if (kvmArchHasReadonlyMem(k, vm) && !(flags & KVM_MEM_GUEST_MEMFD)) valid |= KVM_MEM_READONLY;
   return (flags & ~valid) === 0;
 }
 

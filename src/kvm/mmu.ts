@@ -10,7 +10,7 @@ import { P } from '../shm/points.js';
 import { C, LockClass, latencyBucket } from '../shm/stats.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './kvm.js';
-import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { makeSpte } from './spte.js';
@@ -107,7 +107,7 @@ function retryWhen(word: number, value: number): number {
  * read section. Returns RET_PF_FIXED, RET_PF_EMULATE, RET_PF_RETRY (with what to wait for in
  * `retry`), or -errno with a memory fault exit prepared in `v`. `prefetch` is pre-fault's fault.
  */
-function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, prefetch: boolean): number {
+function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, prefetch: boolean, write: boolean): number {
   const vm = v.vm;
   const w = k.mem.w;
   k.sync.point(P['fault.begin']);
@@ -130,6 +130,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   // mmu_invalidate_retry_gfn_unsafe: don't bother faulting in a page being invalidated.
   if (invalidateRetryGfn(k, vm, seq, gfn)) return retryWhen(k.vms.seqWord(vm), seq);
   let frame: number;
+  let readonly = false;
   if (isPrivate) {
     // kvm_faultin_pfn_private
     if ((flags & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
@@ -140,7 +141,11 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
     k.sync.point(P['fault.after_get_pfn']);
   } else {
-    // __gfn_to_pfn_memslot on the VMM's userspace mapping
+    // __gfn_to_pfn_memslot on the VMM's userspace mapping. A write to a READONLY slot gets
+    // KVM_PFN_ERR_RO_FAULT, which kvm_handle_error_pfn turns into RET_PF_EMULATE: the
+    // emulator cannot write the slot and exits to userspace as MMIO; memory is unchanged.
+    readonly = (flags & KVM_MEM_READONLY) !== 0;
+    if (write && readonly) return RET_PF_EMULATE;
     frame = k.memslots.userPage(vm, s) + gfn - k.memslots.baseGfn(vm, s);
     if (frame >= k.mem.limits.userPages) return -Errno.EFAULT;
   }
@@ -153,7 +158,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     if (isPrivate) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
-  k.sptes.set(vm, gfn, makeSpte(frame, isPrivate));
+  k.sptes.set(vm, gfn, makeSpte(frame, isPrivate, readonly));
   k.stats[C.sptesInstalled]++;
   k.sync.upRead(lock);
   if (isPrivate) folioPut(k.g, frame);
@@ -177,7 +182,7 @@ function accountFault(k: KvmCtx, gfn: number, isPrivate: boolean, t0: number): v
  * which faults again once what it waited for changed. Returns RET_PF_FIXED, RET_PF_EMULATE, or
  * -errno with a memory fault exit prepared in `v`.
  */
-export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean): number {
+export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolean, write = false): number {
   const t0 = performance.now();
   const srcu = k.vms.srcu(v.vm);
   const w = k.mem.w;
@@ -186,7 +191,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
       k.sync.srcuReadLock(srcu);
       let r: number;
       try {
-        r = kvmMmuDoPageFault(k, v, gfn, isPrivate, false);
+        r = kvmMmuDoPageFault(k, v, gfn, isPrivate, false, write);
       } finally {
         k.sync.srcuReadUnlock(srcu);
         kvmTaskWork(k);
@@ -226,7 +231,7 @@ export function kvmTdpMapPage(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boo
   try {
     for (;;) {
       if (k.sync.signalPending()) return -Errno.EINTR;
-      const r = kvmMmuDoPageFault(k, v, gfn, isPrivate, true);
+      const r = kvmMmuDoPageFault(k, v, gfn, isPrivate, true, false);
       if (r !== RET_PF_RETRY) return r;
       k.stats[C.faultRetries]++;
       // cond_resched, in a loop only another thread (or a signal) can end.

@@ -1,6 +1,7 @@
-// What KVM's SEV code needs from the platform: reads of the RMP (snp_lookup_rmpentry, a memory
-// read) and the firmware/RMPUPDATE operations. Implemented by src/firmware, in process or
-// through the firmware worker's mailbox.
+// What KVM's SEV code needs from the platform, in two kinds: the RMP as the host CPU reaches it
+// (snp_lookup_rmpentry, a memory read; RMPUPDATE, an instruction), always on the calling thread;
+// and the PSP's commands, serialised by the firmware, served in process (under the firmware lock)
+// or by the firmware worker through its mailbox. Implemented by src/firmware.
 
 /** SEV firmware status codes (enum sev_ret_code), the ones the model produces. */
 export const SevRet = {
@@ -14,6 +15,20 @@ export const SevRet = {
   INVALID_PAGE_OWNER: 0x1c,
   /** Not a firmware code: the sandbox injected a failure. */
   INJECTED_FAILURE: 0xfe,
+} as const;
+
+/**
+ * RMPUPDATE return codes (arch/x86/include/asm/sev.h). Linux's rmpupdate() retries only
+ * FAIL_OVERLAP, the failure of an update racing another on the same entry or 2 MiB region
+ * ("the overlap error condition ... would get resolved relatively quickly"); anything else is
+ * -EFAULT.
+ */
+export const RmpupdateRet = {
+  SUCCESS: 0,
+  FAIL_INPUT: 1,
+  FAIL_PERMISSION: 2,
+  FAIL_INUSE: 3,
+  FAIL_OVERLAP: 4,
 } as const;
 
 /** PVALIDATE return codes. */
@@ -44,20 +59,29 @@ export interface RmpEntry {
   pageSize: number;
 }
 
-export interface SnpPlatform {
+/**
+ * The RMP from the host CPU (arch/x86/virt/svm/sev.c): runs on the calling thread, atomic per RMP
+ * entry, with no lock shared with the firmware and no wait for the firmware worker.
+ */
+export interface HostRmpOps {
   /** snp_lookup_rmpentry: assigned? (a plain read of the RMP) */
   rmpAssigned(pfn: number): boolean;
   rmpLookup(pfn: number): RmpEntry;
-  /** rmp_make_private: 0, or a negative errno when RMPUPDATE fails. */
+  /** rmp_make_private: 0, or -EFAULT when RMPUPDATE fails (its transient failure is retried). */
   rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number;
   /** rmp_make_shared (with the reclaim of a firmware-owned page folded in). */
   rmpMakeShared(pfn: number): number;
+}
+
+/** The PSP's commands (drivers/crypto/ccp): one at a time, like the real secure processor. */
+export interface PspCommands {
   /** SNP_LAUNCH_START / UPDATE / FINISH: firmware status codes. */
   launchStart(asid: number): number;
   launchUpdate(asid: number, pfn: number, gfn: number, type: number): number;
   launchFinish(asid: number): number;
   /** The launch digest (48 bytes of SHA-384). */
   launchDigest(asid: number): Uint8Array;
-  /** PVALIDATE by the guest of `asid` at gfn: a PvalidateRet code, or -1 for an RMP #NPF. */
-  pvalidate(asid: number, pfn: number, gfn: number, validate: boolean): number;
 }
+
+/** Both: what KVM's SEV code is handed. PVALIDATE is the guest's, in firmware/rmp.ts. */
+export interface SnpPlatform extends HostRmpOps, PspCommands {}

@@ -55,8 +55,24 @@ export interface LaunchUpdateResult {
   fwError: number;
 }
 
-// snp_launch_start
+// sev_mem_enc_ioctl: every SEV command runs under kvm->lock, which is taken outside slots_lock.
+function withKvmLock<T>(k: KvmCtx, vm: number, fn: () => T): T {
+  const lock = k.vms.kvmLockWord(vm);
+  k.sync.mutexLock(lock, LockClass.OTHER);
+  try {
+    return fn();
+  } finally {
+    k.sync.mutexUnlock(lock);
+  }
+}
+
+// sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_START)
 export function snpLaunchStart(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  return withKvmLock(k, vm, () => snpLaunchStartLocked(k, psp, vm));
+}
+
+// snp_launch_start. KVM checks no RMP entry here; the ASID comes with KVM_SEV_INIT2.
+function snpLaunchStartLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) !== SnpPhase.NONE) return -Errno.EINVAL;
   const fw = psp.launchStart(k.vms.asid(vm));
@@ -67,10 +83,17 @@ export function snpLaunchStart(k: KvmCtx, psp: SnpPlatform, vm: number): number 
 
 const VALID_PAGE_TYPES: ReadonlySet<number> = new Set(Object.values(SnpPageType));
 
-// snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
+// sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_UPDATE)
 export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
+  return withKvmLock(k, vm, () => snpLaunchUpdateLocked(k, psp, vm, gfnStart, len, type, src));
+}
+
+// snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
+function snpLaunchUpdateLocked(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
   const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
-  if (!k.vms.isSnp(vm)) return fail(-Errno.ENOTTY);
+  // snp_launch_update: `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START
+  // and FINISH answer -ENOTTY for a VM that is not SNP).
+  if (!k.vms.isSnp(vm)) return fail(-Errno.EINVAL);
   if (k.vms.snpPhase(vm) === SnpPhase.NONE) return fail(-Errno.EINVAL);
   if (!isPageAligned(len) || len < 0 || !VALID_PAGE_TYPES.has(type)) return fail(-Errno.EINVAL);
   if (type !== SnpPageType.ZERO && (src === null || src.length < len)) return fail(-Errno.EFAULT);
@@ -113,8 +136,13 @@ export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStar
   }
 }
 
-// snp_launch_finish
+// sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_FINISH)
 export function snpLaunchFinish(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  return withKvmLock(k, vm, () => snpLaunchFinishLocked(k, psp, vm));
+}
+
+// snp_launch_finish
+function snpLaunchFinishLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) === SnpPhase.NONE) return -Errno.EINVAL;
   const fw = psp.launchFinish(k.vms.asid(vm));

@@ -5,7 +5,9 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 
 export const SPTE_PRIVATE = 1 << 30;
-const FRAME_MASK = SPTE_PRIVATE - 1;
+/** Not writable: the SPTE of a READONLY memslot; a guest write to it faults (and is emulated MMIO). */
+export const SPTE_READONLY = 1 << 29;
+const FRAME_MASK = SPTE_READONLY - 1;
 
 const REGION = 'sptes';
 
@@ -19,8 +21,11 @@ export function spteFrame(spte: number): number {
 export function sptePrivate(spte: number): boolean {
   return (spte & SPTE_PRIVATE) !== 0;
 }
-export function makeSpte(frame: number, priv: boolean): number {
-  return (frame + 1) | (priv ? SPTE_PRIVATE : 0);
+export function makeSpte(frame: number, priv: boolean, readonly = false): number {
+  return (frame + 1) | (priv ? SPTE_PRIVATE : 0) | (readonly ? SPTE_READONLY : 0);
+}
+export function spteWritable(spte: number): boolean {
+  return (spte & SPTE_READONLY) === 0;
 }
 
 export class Sptes {

@@ -1,4 +1,4 @@
-// struct kvm: type, ASID, slots_lock, mmu_lock and the mmu_invalidate_* fields, SNP launch phase.
+// struct kvm: type, ASID, kvm->lock, slots_lock, mmu_lock and the mmu_invalidate_* fields, SNP launch phase.
 // Owns the 'vms' region.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
@@ -26,6 +26,8 @@ const V_RANGE_END = 9;
 /** Faults sleeping until mmu_invalidate_seq moves. */
 const V_SEQ_SLEEPERS = 10;
 const V_NR_VCPUS = 11;
+/** kvm->lock: every SEV ioctl holds it (sev_mem_enc_ioctl), outside slots_lock. */
+const V_KVM_LOCK = 12;
 /** Bumped when the VM is destroyed, so a stale VM id is told apart from a reused one. */
 const V_GEN = 13;
 const V_MMU_LOCK = 16;
@@ -111,6 +113,10 @@ export class Vms {
   isSnp(vm: number): boolean {
     return this.type(vm) === VmType.SNP;
   }
+  /** kvm->arch.has_protected_state: SEV-ES and SNP (of the modelled types, SNP only). */
+  hasProtectedState(vm: number): boolean {
+    return this.type(vm) === VmType.SNP;
+  }
   asid(vm: number): number {
     return Atomics.load(this.w, this.at(vm) + V_ASID);
   }
@@ -138,6 +144,9 @@ export class Vms {
   slotsLockWord(vm: number): number {
     return this.at(vm) + V_SLOTS_LOCK;
   }
+  kvmLockWord(vm: number): number {
+    return this.at(vm) + V_KVM_LOCK;
+  }
   mmuLockWord(vm: number): number {
     return this.at(vm) + V_MMU_LOCK;
   }
@@ -157,7 +166,7 @@ export class Vms {
     return this.at(vm) + V_RANGE_END;
   }
   /** Which VM and lock a word is, for reports. */
-  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'srcu'; reader?: number } | null {
+  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' | 'srcu'; reader?: number } | null {
     const srel = i - this.srcuBase;
     if (srel >= 0 && srel < this.maxVms * this.srcuStride) {
       const vm = Math.floor(srel / this.srcuStride);
@@ -169,6 +178,7 @@ export class Vms {
     const vm = Math.floor(rel / VM_WORDS);
     const off = rel % VM_WORDS;
     if (off === V_SLOTS_LOCK) return { vm, what: 'slots_lock' };
+    if (off === V_KVM_LOCK) return { vm, what: 'kvm->lock' };
     if (off === V_MMU_LOCK) return { vm, what: 'mmu_lock' };
     if (off === V_MMU_SEQ) return { vm, what: 'mmu_invalidate_seq' };
     return null;

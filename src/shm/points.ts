@@ -20,6 +20,7 @@ export const POINTS = [
   'memslot.between_publishes',
   'get_pfn.after_get_file',
   'fput.before_release',
+  'rmp.rmpupdate',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -31,6 +31,8 @@ export const COUNTER_NAMES = [
   'archInvalidateCalls',
   'firmwareCommands',
   'rmpUpdates',
+  /** RMPUPDATE executions that failed transiently (FAIL_OVERLAP) and were retried. */
+  'rmpUpdateRetries',
   'foliosAllocated',
   'foliosFreed',
   'fallocates',

@@ -5,8 +5,9 @@
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/kvm.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
-import { spteFrame, sptePrivate } from '../kvm/spte.js';
+import { spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
+import { SnpPhase } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
@@ -21,10 +22,17 @@ export const Exit = {
   RMP_VIOLATION: 2,
   /** #VC: the page is the guest's but was never PVALIDATEd. */
   VC: 3,
-  /** No memslot: KVM would emulate MMIO. */
+  /** No memslot (or a write to a READONLY one): KVM emulates MMIO. */
   MMIO: 4,
+  /**
+   * KVM_EXIT_FAIL_ENTRY: VMRUN refused the vCPU (an SNP vCPU before LAUNCH_FINISH); KVM_RUN
+   * returns 0 and the guest ran no instruction.
+   */
+  FAIL_ENTRY: 5,
 } as const;
-export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio'] as const;
+export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio', 'fail_entry'] as const;
+/** SVM_EXIT_ERR (VMEXIT_INVALID), kvm_run->fail_entry.hardware_entry_failure_reason of a failed VMRUN. */
+export const SVM_EXIT_ERR = -1;
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
@@ -44,6 +52,8 @@ export class GuestCpu {
   private readonly rmp: Rmp;
   private readonly asid: number;
   private readonly snp: boolean;
+  /** The VM's launch has finished (SNP): its vCPUs can enter. */
+  private launched = false;
   private readonly sptes: Int32Array;
   private readonly spteBase: number;
   private readonly gfnsPerVm: number;
@@ -74,11 +84,12 @@ export class GuestCpu {
    * fault path runs outside it. `dataAccess` false (PVALIDATE) skips the RMP check: the
    * instruction checks the entry itself.
    */
-  translate(gfn: number, priv: boolean, dataAccess = true): number {
+  translate(gfn: number, priv: boolean, dataAccess = true, write = false): number {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
     for (;;) {
       const spte = Atomics.load(this.sptes, this.spteBase + gfn);
-      if (spte !== 0 && sptePrivate(spte) === priv) {
+      // A write through a read-only SPTE faults as a write (a READONLY memslot: emulated MMIO).
+      if (spte !== 0 && sptePrivate(spte) === priv && (!write || spteWritable(spte))) {
         const frame = spteFrame(spte);
         if (priv && this.snp && dataAccess) {
           const c = this.rmp.guestCheck(frame, this.asid, gfn);
@@ -92,7 +103,7 @@ export class GuestCpu {
       // EPT violation: exit to KVM, fault, and re-enter.
       this.vcpu.exitGuest();
       this.vcpu.exit = null;
-      const r = kvmTdpPageFault(this.k, this.vcpu, gfn, priv);
+      const r = kvmTdpPageFault(this.k, this.vcpu, gfn, priv, write);
       this.vcpu.enterGuest();
       if (r === RET_PF_FIXED) continue;
       if (r === RET_PF_EMULATE) return -Exit.MMIO;
@@ -114,7 +125,7 @@ export class GuestCpu {
     if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
       // The common case, a running guest touching one page: no entry, no loop, no try.
       vcpu.checkRequests();
-      const frame = this.translate((gpa - off) / PAGE_SIZE, priv);
+      const frame = this.translate((gpa - off) / PAGE_SIZE, priv, true, data !== null);
       if (frame < 0) return -frame;
       const mem = priv ? this.host : this.user;
       if (data !== null) {
@@ -129,6 +140,7 @@ export class GuestCpu {
     // Already running guest code (a workload): only the boundary's flush check. Otherwise this
     // one access is a visit to the guest: enter, and leave at the end.
     const visit = !vcpu.inGuest;
+    if (visit && this.entryFails()) return Exit.FAIL_ENTRY;
     if (visit) vcpu.enterGuest();
     else vcpu.checkRequests();
     try {
@@ -140,7 +152,7 @@ export class GuestCpu {
         const gfn = Math.floor(addr / PAGE_SIZE);
         const off = addr - gfn * PAGE_SIZE;
         const n = Math.min(len - done, PAGE_SIZE - off);
-        const frame = this.translate(gfn, priv);
+        const frame = this.translate(gfn, priv, true, data !== null);
         if (frame < 0) return -frame;
         const at = frame * PAGE_SIZE + off;
         if (data !== null) {
@@ -161,6 +173,19 @@ export class GuestCpu {
   }
 
   /**
+   * KVM_RUN of an SNP vCPU before LAUNCH_FINISH. 6.11 KVM has no check of its own (svm_vcpu_pre_run
+   * only refuses a VM before KVM_SEV_INIT2): it runs VMRUN with a VMSA that snp_launch_update_vmsa
+   * (in snp_launch_finish) has not yet made the guest's. That VMRUN fails (SVM_EXIT_ERR, which
+   * svm_handle_exit reports as KVM_EXIT_FAIL_ENTRY, KVM_RUN returning 0) is the hardware's part,
+   * not verifiable from kernel sources. Once finished, always finished.
+   */
+  entryFails(): boolean {
+    if (!this.snp || this.launched) return false;
+    this.launched = this.k.vms.snpPhase(this.vcpu.vm) === SnpPhase.FINISHED;
+    return !this.launched;
+  }
+
+  /**
    * The pause/scheduling point before an access, taken outside guest mode: a vCPU that may be
    * held must not hold up a TLB flush (the kernel never sleeps in guest mode either).
    */
@@ -175,15 +200,15 @@ export class GuestCpu {
   pvalidate(gpa: number, validate: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const visit = !this.vcpu.inGuest;
+    if (visit && this.entryFails()) return -Exit.FAIL_ENTRY;
     if (visit) this.vcpu.enterGuest();
     try {
       const frame = this.translate(gfn, true, false);
       if (frame < 0) return frame;
       this.stats[C.pvalidates]++;
-      // A CPU instruction on real hardware, executed on the translation just made: the vCPU
-      // stays in guest mode, so no TLB flush completes before it (the firmware thread serves it
-      // here; a pause held at 'firmware.before_command' meanwhile shows up on the watchdog).
-      const r = this.k.psp.pvalidate(this.asid, frame, gfn, validate);
+      // The guest's instruction, on this thread, on the translation just made: the vCPU stays in
+      // guest mode, so no TLB flush completes before it. One CAS on the RMP entry, no firmware.
+      const r = this.rmp.pvalidate(frame, this.asid, gfn, validate);
       if (r >= 0) return r;
       this.stats[C.rmpViolations]++;
       return -Exit.RMP_VIOLATION;

@@ -3,7 +3,7 @@
 
 import { kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
 import { errnoName } from '../shm/errno.js';
-import { EXIT_NAMES, Exit, type GuestCpu } from './guest.js';
+import { EXIT_NAMES, Exit, type GuestCpu, SVM_EXIT_ERR } from './guest.js';
 import { type Outcome, hex } from './outcome.js';
 
 export type GuestOp =
@@ -24,6 +24,7 @@ function exitOutcome(cpu: GuestCpu, code: number): Outcome {
     const mf = cpu.vcpu.exit;
     return { result: name, exit: name, value: { errno: errnoName(cpu.lastErrno), ...(mf ? { gpa: mf.gpa, size: mf.size, flags: mf.flags } : {}) } };
   }
+  if (code === Exit.FAIL_ENTRY) return { result: name, exit: name, value: { hardware_entry_failure_reason: SVM_EXIT_ERR } };
   return { result: name, exit: name };
 }
 

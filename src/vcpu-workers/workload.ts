@@ -79,6 +79,11 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
     }
   };
 
+  // An SNP vCPU before LAUNCH_FINISH cannot enter (KVM_EXIT_FAIL_ENTRY): the guest runs nothing.
+  if (cpu.entryFails()) {
+    exits.fail_entry = 1;
+    return { accesses, exits, violations: log.list, violationCount: log.count, elapsedMs: performance.now() - t0 };
+  }
   // The guest runs in guest mode, leaving it only for exits and at the run-control checkpoints.
   cpu.vcpu.enterGuest();
   try {

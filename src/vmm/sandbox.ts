@@ -7,7 +7,7 @@ import type { MailboxPlatform } from '../firmware/mailbox.js';
 import { openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
 import { FwCmd } from '../firmware/snp.js';
 import { PG_HWPOISON, PG_UPTODATE } from '../gmem/folio.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate, gmemLink } from '../gmem/guest_memfd.js';
+import { FALLOC_MODE_NAMES, type FallocModeName, gmemCreate, gmemErrorFolio, gmemFallocate, gmemLink } from '../gmem/guest_memfd.js';
 import type { PolicyName } from '../gmem/policy.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import type { KvmCtx } from '../kvm/kvm.js';
@@ -217,10 +217,11 @@ export class Vm {
   }
 
   // KVM_CREATE_GUEST_MEMFD
-  async createGuestMemfd(args: { size: number | string; flags?: number }): Promise<GuestMemfd> {
+  /** `flags` is the uAPI's u64: a bigint reaches bits above 2^53. */
+  async createGuestMemfd(args: { size: number | string; flags?: number | bigint }): Promise<GuestMemfd> {
     return this.createGuestMemfdSync(args);
   }
-  createGuestMemfdSync(args: { size: number | string; flags?: number }): GuestMemfd {
+  createGuestMemfdSync(args: { size: number | string; flags?: number | bigint }): GuestMemfd {
     const size = parseSize(args.size, 'size');
     const f = check('KVM_CREATE_GUEST_MEMFD', gmemCreate(this.sb.k.g, this.id, size, args.flags ?? 0));
     return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
@@ -367,16 +368,15 @@ export class GuestMemfd {
   ) {}
 
   // fallocate(2) on the guest_memfd
-  async fallocate(mode: number | Array<'keep_size' | 'punch_hole'>, offset: number | string, len: number | string): Promise<void> {
+  async fallocate(mode: number | FallocModeName[], offset: number | string, len: number | string): Promise<void> {
     this.fallocateSync(mode, offset, len);
   }
-  fallocateSync(mode: number | Array<'keep_size' | 'punch_hole'>, offset: number | string, len: number | string): void {
+  fallocateSync(mode: number | FallocModeName[], offset: number | string, len: number | string): void {
     let m = 0;
     if (Array.isArray(mode)) {
       for (const n of mode) {
-        if (n === 'keep_size') m |= FALLOC_FL_KEEP_SIZE;
-        else if (n === 'punch_hole') m |= FALLOC_FL_PUNCH_HOLE;
-        else throw new ArgumentError('mode', `unknown fallocate mode '${n as string}'; known: keep_size, punch_hole`);
+        if (!(n in FALLOC_MODE_NAMES)) throw new ArgumentError('mode', `unknown fallocate mode '${n as string}'; known: ${Object.keys(FALLOC_MODE_NAMES).join(', ')}`);
+        m |= FALLOC_MODE_NAMES[n];
       }
     } else m = mode;
     this.requireOpen('fallocate');

@@ -82,6 +82,7 @@ const REPORTED_COUNTERS = [
   'archPrepareCalls',
   'archInvalidateCalls',
   'rmpUpdates',
+  'rmpUpdateRetries',
   'firmwareCommands',
   'foliosAllocated',
   'foliosFreed',

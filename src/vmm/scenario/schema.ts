@@ -2,6 +2,7 @@
 // path and the rule it breaks, before anything runs.
 
 import { z } from 'zod';
+import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/guest_memfd.js';
 import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_VERSIONS, POLICY_VERSION } from '../../gmem/version.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
@@ -37,7 +38,14 @@ const vcpuStep = { vm: name, vcpu: z.number().int().min(0), ...base };
 const actor = z.union([z.literal('vmm'), z.strictObject({ vm: name, vcpu: z.number().int().min(0) })]);
 
 const leafSteps = [
-  z.strictObject({ op: z.literal('create_guest_memfd'), ...vmStep, as: name, size, flags: z.number().int().optional() }),
+  z.strictObject({
+    op: z.literal('create_guest_memfd'),
+    ...vmStep,
+    as: name,
+    size,
+    // A u64: a number, or a hex string for the bits a JSON number cannot hold exactly.
+    flags: z.union([z.number().int(), z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, 'must be a number or a hex u64 like "0x8000000000000000"').transform((v) => BigInt(v))]).optional(),
+  }),
   z.strictObject({ op: z.literal('link_guest_memfd'), ...vmStep, fd: fdRef, as: name }),
   z.strictObject({ op: z.literal('close'), fd: fdRef, ...base }),
   z.strictObject({
@@ -55,7 +63,7 @@ const leafSteps = [
   z.strictObject({
     op: z.literal('fallocate'),
     fd: fdRef,
-    mode: z.union([z.array(z.enum(['keep_size', 'punch_hole'])), z.number().int()]),
+    mode: z.union([z.array(z.enum(Object.keys(FALLOC_MODE_NAMES) as [FallocModeName, ...FallocModeName[]])), z.number().int()]),
     offset: size,
     len: size,
     ...base,
