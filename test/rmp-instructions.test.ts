@@ -27,7 +27,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 (async () => {
   const { openKernel } = await import(workerData.openUrl);
   const { Rmp } = await import(workerData.rmpUrl);
-  const k = openKernel({ buffers: workerData.buffers, policy: 'prepare-on-fault', tid: workerData.tid, platform: 'direct' });
+  const k = openKernel({ buffers: workerData.buffers, kernel: 'b85524314a', tid: workerData.tid, platform: 'direct' });
   const rmp = new Rmp(k.mem);
   parentPort.on('message', (m) => {
     if (m.op === 'make_private') {

@@ -6,6 +6,7 @@ import { Inodes } from '../gmem/inode.js';
 import type { Mem } from '../shm/layout.js';
 import type { WordDescriber } from '../shm/sync.js';
 import { VcpuTable } from '../kvm/vcpu.js';
+import { Memslots } from '../kvm/memslots.js';
 import { Vms } from '../kvm/vm.js';
 import { firmwareLockWord } from './direct.js';
 import { Rmp } from './rmp.js';
@@ -17,6 +18,7 @@ export function wordDescriber(mem: Mem): WordDescriber {
   const allocLock = allocatorLockWord(mem);
   const fwLock = firmwareLockWord(mem);
   const vcpus = new VcpuTable(mem);
+  const memslots = new Memslots(mem);
   const rmp = new Rmp(mem);
   return (i) => {
     if (i === allocLock) return { name: 'pfn allocator lock', kind: 'mutex' };
@@ -29,6 +31,9 @@ export function wordDescriber(mem: Mem): WordDescriber {
     if (i === inodes.tableLockWord) return { name: 'guest_memfd inode table lock', kind: 'mutex' };
     const rmpPfn = rmp.pfnOfWord(i);
     if (rmpPfn >= 0) return { name: `RMP entry of pfn ${rmpPfn} (an RMPUPDATE in progress)`, kind: 'word' };
+    for (let vm = 0; vm < mem.limits.maxVms; vm++) {
+      if (i === memslots.generationWord(vm)) return { name: `the memslot generation of vm ${vm} (a fault retrying on an INVALID slot waits for the next publish)`, kind: 'word' };
+    }
     const v = vms.describeWord(i);
     if (v !== null) {
       if (v.what === 'srcu') return { name: `synchronize_srcu(kvm->srcu of vm ${v.vm}): the read section of thread ${v.reader}`, kind: 'srcu', reader: v.reader };

@@ -70,6 +70,9 @@ const A_WAKE = 5;
 const A_BLOCK_WORD2 = 6;
 const A_BLOCK_VALUE2 = 7;
 
+/** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none). */
+const DL_WORDS = 3;
+
 const ST_RUNNABLE = 1;
 const ST_BLOCKED = 2;
 const ST_DONE = 3;
@@ -77,7 +80,7 @@ const ST_DONE = 3;
 const REGION = 'sched';
 
 export function declareSched(lb: LayoutBuilder, maxThreads: number): void {
-  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE, 'shm/sched.ts');
+  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads, 'shm/sched.ts');
 }
 
 export interface SchedConfig {
@@ -122,6 +125,9 @@ export class SchedControl {
   }
   get traceBase(): number {
     return this.forcedBase + MAX_STEPS;
+  }
+  private get deadlockBase(): number {
+    return this.traceBase + 4 * MAX_TRACE;
   }
 
   configure(c: SchedConfig): void {
@@ -185,6 +191,20 @@ export class SchedControl {
     }
     return out;
   }
+  /**
+   * Who was blocked on what when the scheduler found that no actor could run (the actors have
+   * been aborted since, so their live state no longer says it). Empty unless a deadlock ended
+   * the run.
+   */
+  deadlock(): Array<{ tid: number; word: number; orWord: number }> {
+    const out: Array<{ tid: number; word: number; orWord: number }> = [];
+    if (this.outcome() !== SchedOutcome.DEADLOCK) return out;
+    for (let t = 0; t < this.maxThreads; t++) {
+      const d = this.deadlockBase + t * DL_WORDS;
+      if (this.w[d] === 1) out.push({ tid: t, word: this.w[d + 1], orWord: this.w[d + 2] - 1 });
+    }
+    return out;
+  }
   /** Who is blocked on what, for a deadlock report. */
   blocked(): Array<{ tid: number; word: number; server: boolean }> {
     const out: Array<{ tid: number; word: number; server: boolean }> = [];
@@ -239,7 +259,10 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
     }
   }
   if (cands.length === 0) {
-    if (waiting) Atomics.store(w, base + H_OUTCOME, SchedOutcome.DEADLOCK);
+    if (waiting) {
+      Atomics.store(w, base + H_OUTCOME, SchedOutcome.DEADLOCK);
+      snapshotDeadlock(w, base, maxThreads);
+    }
     return -1;
   }
   const step = Atomics.load(w, base + H_STEP);
@@ -287,6 +310,18 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
   const a = actorAt(base, next);
   if (Atomics.load(w, a + A_STATE) === ST_BLOCKED) Atomics.store(w, a + A_STATE, ST_RUNNABLE);
   return next;
+}
+
+/** Records every blocked non-server actor and what it waits on, before aborts change it. */
+function snapshotDeadlock(w: Int32Array, base: number, maxThreads: number): void {
+  const dl = base + HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE;
+  for (let t = 0; t < maxThreads; t++) {
+    const a = actorAt(base, t);
+    const blocked = Atomics.load(w, a + A_STATE) === ST_BLOCKED && Atomics.load(w, a + A_SERVER) === 0;
+    w[dl + t * DL_WORDS] = blocked ? 1 : 0;
+    w[dl + t * DL_WORDS + 1] = Atomics.load(w, a + A_BLOCK_WORD);
+    w[dl + t * DL_WORDS + 2] = Atomics.load(w, a + A_BLOCK_WORD2);
+  }
 }
 
 function handOff(w: Int32Array, base: number, next: number, sync: Sync): void {
@@ -351,7 +386,11 @@ export class ControlledSync implements Sync {
     this.active = false;
     const next = decide(w, this.base, this.maxThreads, -1);
     if (next >= 0) handOff(w, this.base, next, this.free);
-    else Atomics.store(w, this.base + H_TOKEN, -1);
+    else {
+      Atomics.store(w, this.base + H_TOKEN, -1);
+      // The last runnable actor left while others wait for what it will never do: end them.
+      if (Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK) this.ctl.abort(4);
+    }
   }
 
   /** A scheduling point: the scheduler may let another actor run before this one goes on. */

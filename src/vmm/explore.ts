@@ -5,13 +5,15 @@
 
 import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
+import type { KernelVersionName } from '../gmem/version.js';
+import { wordDescriber } from '../firmware/describe.js';
 import type { VmTypeName } from '../kvm/vm.js';
 import type { Mem } from '../shm/layout.js';
 import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
 import { subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
-import { auditQuiescent } from './audit.js';
+import { auditQuiescent, auditTeardown } from './audit.js';
 import { resetSandboxMemory } from './build.js';
 import { Runtime, type VcpuActor } from './runtime.js';
 import { parseMix } from './stress-ops.js';
@@ -45,12 +47,15 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
   'populate-no-uptodate-check': { vmType: 'sw-protected', vms: 2, populateFirstVm: true, ops: 'populate=1', vmmOps: 4, vcpus: 1, accesses: 10 },
   'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
+  'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
 };
 
 const PCT_STEPS = 100;
 
 export interface ExploreConfig {
-  policy: PolicyName;
+  /** The modelled kernel; `policy` is the older name of the same choice (one of them, or neither for the default). */
+  kernel?: KernelVersionName;
+  policy?: PolicyName;
   bug: BugName | null;
   strategy: StrategyName;
   depth: number;
@@ -96,7 +101,7 @@ export class Explorer {
     if (this.rt !== null) return this.rt;
     const w = this.cfg.workload;
     const rt = await Runtime.start({
-      sandbox: { policy: this.cfg.policy, memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
+      sandbox: { ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}), ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}), memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
       callTimeoutMs: 20_000,
     });
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
@@ -162,10 +167,13 @@ export class Explorer {
     if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
     const outcome = sched.outcome();
     if (outcome === SchedOutcome.DEADLOCK) {
-      const who = sched.blocked().map((b) => `thread ${b.tid} waits on word ${b.word}`).join('; ');
-      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run (${who})` });
+      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${this.describeDeadlock(sched)}` });
     } else if (outcome === SchedOutcome.RUNNING) {
       violations.push(...auditQuiescent(rt.mem).violations);
+      // Every fd closed and every VM destroyed: a release or a free that touches freed memory
+      // shows here, and so does anything left behind.
+      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+      violations.push(...auditTeardown(rt.mem).violations);
     }
     return {
       seed,
@@ -175,6 +183,24 @@ export class Explorer {
       violations,
       choices: sched.log(),
     };
+  }
+
+  /** Every blocked actor, what it waits on and who holds that, as the deadlock found them. */
+  private describeDeadlock(sched: SchedControl): string {
+    const mem = this.rt!.mem;
+    const describe = wordDescriber(mem);
+    const names = this.actorNames();
+    const name = (tid: number): string => names.get(tid) ?? `thread ${tid}`;
+    return sched
+      .deadlock()
+      .map((b) => {
+        const d = describe(b.word);
+        const v = Atomics.load(mem.w, b.word);
+        const holder =
+          d.kind === 'srcu' ? `held by ${name(d.reader ?? -1)}` : d.kind === 'mutex' ? `held by ${name((v & ((1 << 30) - 1)) - 1)}` : d.kind === 'rwsem' ? `state ${v}` : `value ${v}`;
+        return `${name(b.tid)} waits on ${d.name} (${holder})${b.orWord >= 0 ? ' or a signal' : ''}`;
+      })
+      .join('; ');
   }
 
   /** The shared memory of the explored sandbox (valid until close). */

@@ -1,9 +1,10 @@
 // The VMM's side of a stress run, on the VMM worker: fallocate, PUNCH_HOLE, attribute
 // conversion and pre-fault, drawn from a weighted mix at a given rate, while the vCPUs run.
 
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemFallocate } from '../gmem/guest_memfd.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate } from '../gmem/guest_memfd.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
-import { kvmSetMemoryAttributes, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { KVM_MEM_GUEST_MEMFD } from '../kvm/memslots.js';
 import { SnpPageType } from '../kvm/psp.js';
 import { snpLaunchUpdate } from '../kvm/sev.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
@@ -14,7 +15,13 @@ import { TraceKind } from '../shm/trace.js';
 import type { RunControl } from '../vcpu-workers/runctl.js';
 import type { Sandbox } from './sandbox.js';
 
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate'] as const;
+/**
+ * memslot: delete slot 0 and recreate it; memflags: first drop KVM_MEM_GUEST_MEMFD from it by a
+ * flags-only change or a move (as a fuzzer would; refused since 9935df5333aa), then delete and
+ * recreate; close: close the guest_memfd, whose faults may still hold it, then rebuild slot 0
+ * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails.
+ */
+export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'close', 'hwpoison', 'fwfail'] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 
 /** The page a 'populate' op measures into the launching VM: bytes no guest tag can match. */
@@ -33,8 +40,10 @@ export interface VmmOpsConfig {
 }
 
 export interface StressTarget {
-  /** guest_memfd file shared by every VM (offset i backs gfn i of each VM). */
+  /** guest_memfd file shared by every VM (offset i backs gfn i of each VM); 'close' replaces it. */
   file: number;
+  /** The fd of `file` in the VMM's table. */
+  fd: number;
   pages: number;
   vms: number[];
   /** One handle per VM for KVM_PRE_FAULT_MEMORY, issued from the VMM thread. */
@@ -52,7 +61,7 @@ export interface VmmOpsResult {
 export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: VmmOpsConfig): VmmOpsResult {
   const k = sb.k;
   const rng = new Prng(cfg.seed);
-  const ops: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 };
+  const ops = zeroOps();
   const errors: Record<string, number> = {};
   const weights = VMM_OPS.map((o) => Math.max(0, cfg.mix[o] ?? 0));
   const total = weights.reduce((a, b) => a + b, 0);
@@ -119,15 +128,84 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         note(kvmVcpuPreFaultMemory(k, t.prefaultVcpus[i], range), op);
         break;
       }
+      case 'memslot':
+        note(memslotOp(sb, t, 0), op);
+        break;
+      case 'memflags':
+        note(memslotOp(sb, t, 1 + rng.below(2)), op);
+        break;
+      case 'close': {
+        // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
+        if (t.vms.length !== 1) break;
+        for (const vm of t.vms) rc.bumpEpochs(vm, 0, t.pages);
+        note(closeAndRebuild(sb, t), op);
+        for (const vm of t.vms) rc.bumpEpochs(vm, 0, t.pages);
+        break;
+      }
+      case 'hwpoison':
+        note(gmemErrorFolio(k.g, t.file, start), op);
+        break;
+      case 'fwfail':
+        sb.injectFirmwareFailures('RMPUPDATE', 1);
+        note(0, op);
+        break;
     }
     if (gap > 0) k.sync.sleepMs(gap);
   }
   return { ops, errors, elapsedMs: performance.now() - t0 };
 }
 
+function zeroOps(): Record<VmmOp, number> {
+  return Object.fromEntries(VMM_OPS.map((o) => [o, 0])) as Record<VmmOp, number>;
+}
+
+/** KVM_SET_USER_MEMORY_REGION2 for slot 0 of every VM: the target's whole range, or a delete (npages 0), or another change. */
+function setSlot0(sb: Sandbox, t: StressTarget, vm: number, m: { flags: number; gfn: number; npages: number }): number {
+  const i = t.vms.indexOf(vm);
+  return kvmSetMemoryRegion(sb.k, vm, {
+    slot: 0,
+    flags: m.flags,
+    guestPhysAddr: m.gfn * PAGE_SIZE,
+    memorySize: m.npages * PAGE_SIZE,
+    userspaceAddr: i * t.pages * PAGE_SIZE,
+    gmemFile: sb.gmemFileOfFd(t.fd),
+    guestMemfdOffset: 0,
+  });
+}
+
+/**
+ * Variant 0 deletes slot 0 of one VM and recreates it; 1 and 2 first drop KVM_MEM_GUEST_MEMFD
+ * by a flags-only change or a move (accepted before 9935df5333aa, which leaves the file's
+ * binding on the freed slot), then delete and recreate. Returns the first error, or 0.
+ */
+function memslotOp(sb: Sandbox, t: StressTarget, variant: number): number {
+  const vm = t.vms[0];
+  let r = 0;
+  if (variant > 0) r = setSlot0(sb, t, vm, { flags: 0, gfn: variant === 2 ? t.pages : 0, npages: t.pages });
+  const del = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: 0 });
+  const add = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: t.pages });
+  return r || del || add;
+}
+
+/**
+ * close(2) of the guest_memfd while vCPUs may be faulting through it (their references keep it
+ * until they let go), then the VMM deletes slot 0 and binds a new guest_memfd there.
+ */
+function closeAndRebuild(sb: Sandbox, t: StressTarget): number {
+  const vm = t.vms[0];
+  sb.closeFd(t.fd);
+  const del = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: 0 });
+  const file = gmemCreate(sb.k.g, vm, t.pages * PAGE_SIZE, 0);
+  if (file < 0) return file;
+  t.file = file;
+  t.fd = sb.allocFd({ kind: 'gmem', file });
+  const add = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: t.pages });
+  return del || add;
+}
+
 /** Parses "punch=3,convert=1" (names from VMM_OPS); unknown names or bad weights throw. */
 export function parseMix(s: string): Record<VmmOp, number> {
-  const mix: Record<VmmOp, number> = { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 };
+  const mix = zeroOps();
   for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
     const [name, w] = part.split('=');
     if (!(VMM_OPS as readonly string[]).includes(name)) throw new Error(`--ops: unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);

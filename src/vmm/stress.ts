@@ -150,7 +150,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
   const throughput: StressReport['throughput'] = [];
   let audit: AuditReport | null = null;
   const results: WorkloadResult[] = [];
-  let vmmResult: VmmOpsResult = { ops: { punch: 0, fallocate: 0, convert: 0, prefault: 0, populate: 0 }, errors: {}, elapsedMs: 0 };
+  let vmmResult: VmmOpsResult = { ops: parseMix(''), errors: {}, elapsedMs: 0 };
   const t0 = performance.now();
   try {
     const layout = await rt.call(rt.vmm, () => rt.vmm.api.setupStress({ vmType: cfg.vmType, vms: cfg.vms, pages, privateShare: 0.75 }));

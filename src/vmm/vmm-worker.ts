@@ -81,7 +81,7 @@ class VmmWorker {
       const slot = k.vcpus.claim(vm.id);
       prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
     });
-    this.target = { file: first.file, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
+    this.target = { file: first.file, fd: first.fd, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
     return { vms: this.target.vms, file: first.file };
   }
 
