@@ -38,8 +38,8 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1',
-  vmmOps: 3,
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1',
+  vmmOps: 4,
   populateFirstVm: false,
 };
 
