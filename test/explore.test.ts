@@ -3,6 +3,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
+import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
 import { INVARIANTS } from '../src/vcpu-workers/violations.js';
 
@@ -114,31 +115,36 @@ describe('each version survives 1,000 schedules of page operations (its prepare 
   }, 120_000);
 });
 
-describe('historical lifetime bugs, found by running the version that had them', () => {
-  /** Schedules until the first violation (0: none) and that violation's details. */
-  async function hunt(e: Explorer, n: number): Promise<{ seed: number; details: string[] }> {
+describe('historical bugs, found by running the version that had them', () => {
+  /** Schedules until the first violation (0: none), that schedule, and its details. */
+  async function hunt(e: Explorer, n: number) {
     for (let seed = 1; seed <= n; seed++) {
       const r = await e.runSchedule(seed);
-      if (r.outcome === 'violation') return { seed, details: r.violations.map((v) => v.detail) };
+      if (r.outcome === 'violation' || r.outcome === 'deadlock') return { seed, r, details: r.violations.map((v) => v.detail) };
       expect(r.outcome, `seed ${seed}`).toBe('ok');
     }
-    return { seed: 0, details: [] };
+    return { seed: 0, r: null, details: [] as string[] };
   }
 
-  it('a7800aa80ea4: close while a fault holds the file, then a memslot delete: 6.11 writes into the freed slot, 6.18 (ae431059e75d) does not', async () => {
-    const workload = workloadFor(null, { vmType: 'sw-protected', ops: 'close=1,memslot=1,punch=1', vmmOps: 4 });
-    const buggy = await hunt(explorer({ kernel: '6.11', workload }), 300);
-    expect(buggy.seed).toBeGreaterThan(0);
-    expect(buggy.details).toContainEqual(expect.stringMatching(/^KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem.file, NULL\): memslot record \d+ of vm 0/));
-    expect((await hunt(explorer({ kernel: '6.18', workload }), 300)).seed).toBe(0);
-  }, 60_000);
+  const explorable = CATALOGUE.filter((b) => b.workload !== undefined);
+  it.each(explorable.map((b) => [b.id, b] as const))('%s: its buggy version finds it, its fixed version runs the same seeds clean', async (_id, bug) => {
+    const workload = workloadFor(null, bug.workload);
+    const buggy = await hunt(explorer({ kernel: bug.buggy[bug.buggy.length - 1], workload }), 300);
+    expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
+    expect(buggy.r!.violations[0].invariant).toBe(bug.invariant);
+    expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
+    expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 300)).seed, 'clean on the fixed version').toBe(0);
+  }, 90_000);
 
-  it('9935df5333aa: dropping KVM_MEM_GUEST_MEMFD from a bound slot: accepted by 6.18 and its binding dangles; refused upstream', async () => {
-    const workload = workloadFor(null, { vmType: 'sw-protected', ops: 'memflags=1,punch=1', vmmOps: 3 });
-    const buggy = await hunt(explorer({ kernel: '6.18', workload }), 100);
-    expect(buggy.seed).toBeGreaterThan(0);
-    expect(buggy.details).toContainEqual(expect.stringMatching(/points at memslot record \d+ of vm 0, which was freed|^KASAN: use-after-free in kvm_gmem_(release|invalidate_begin)/));
-    expect((await hunt(explorer({ kernel: 'upstream', workload }), 300)).seed).toBe(0);
+  it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
+    const bug = CATALOGUE.find((b) => b.id === 'prefault-memslot-deadlock')!;
+    const e = explorer({ kernel: '6.11', workload: workloadFor(null, bug.workload) });
+    const found = await hunt(e, 300);
+    expect(found.r!.outcome).toBe('deadlock');
+    expect(found.details[0]).toMatch(/^deadlock: no actor can run: vmm waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu \d \(vm 0\)\); vcpu \d \(vm 0\) waits on the memslot generation of vm 0/);
+    const again = await e.runSchedule(found.seed, found.r!.choices);
+    expect(again.outcome).toBe('deadlock');
+    expect(again.violations).toEqual(found.r!.violations);
   }, 60_000);
 
   it('upstream survives 300 schedules of the default workload, which reaches every operation', async () => {

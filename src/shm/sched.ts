@@ -259,8 +259,8 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
     }
   }
   if (cands.length === 0) {
-    if (waiting) {
-      Atomics.store(w, base + H_OUTCOME, SchedOutcome.DEADLOCK);
+    // The first detection is the deadlock; actors leaving after the abort find smaller ones.
+    if (waiting && Atomics.compareExchange(w, base + H_OUTCOME, SchedOutcome.RUNNING, SchedOutcome.DEADLOCK) === SchedOutcome.RUNNING) {
       snapshotDeadlock(w, base, maxThreads);
     }
     return -1;

@@ -3,6 +3,8 @@
 // page with (magic, gfn, vCPU, generation); every read verifies the tag, so a guest that sees
 // host bytes, another page's bytes, or loses its own write reports it.
 
+import { kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { Prng } from '../shm/prng.js';
 import { C } from '../shm/stats.js';
@@ -33,6 +35,11 @@ export interface WorkloadConfig {
   maxAccesses: number;
   /** Several VMs share the memory: an RMP violation is an expected finding, not a broken invariant. */
   multiVm: boolean;
+  /**
+   * Share of steps where the vCPU thread, between two KVM_RUNs, issues KVM_PRE_FAULT_MEMORY on
+   * its own vCPU for the page instead (0 or absent: never).
+   */
+  prefaultRatio?: number;
 }
 
 export interface WorkloadResult {
@@ -67,6 +74,7 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
   let seq = 0;
   let accesses = 0;
+  const prefaultRatio = cfg.prefaultRatio ?? 0;
 
   const pick = (): number => {
     switch (cfg.pattern) {
@@ -104,6 +112,15 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
       const i = pick();
       const gfn = cfg.gfnStart + i;
       const gpa = gfn * PAGE_SIZE;
+      if (prefaultRatio > 0 && rng.next() < prefaultRatio) {
+        // A vCPU ioctl: issued from userspace, outside guest mode.
+        cpu.vcpu.exitGuest();
+        const r = kvmVcpuPreFaultMemory(k, cpu.vcpu, { gpa, size: PAGE_SIZE, flags: 0 });
+        cpu.vcpu.enterGuest();
+        exits[r < 0 ? `prefault:${errnoName(r)}` : 'prefault'] = (exits[r < 0 ? `prefault:${errnoName(r)}` : 'prefault'] ?? 0) + 1;
+        accesses++;
+        continue;
+      }
       const owner = i % cfg.writers === cfg.writerIndex;
       const write = owner && rng.next() < cfg.writeRatio;
       const priv = k.attrs.isPrivate(vm, gfn);

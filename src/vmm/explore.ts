@@ -29,6 +29,8 @@ export interface ExploreWorkload {
   ops: string;
   vmmOps: number;
   populateFirstVm: boolean;
+  /** Share of a vCPU's steps that are KVM_PRE_FAULT_MEMORY on its own vCPU (racing the VMM's ioctls). */
+  prefaultRatio: number;
 }
 
 export const DEFAULT_WORKLOAD: ExploreWorkload = {
@@ -41,6 +43,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   ops: 'punch=3,convert=1,fallocate=1,prefault=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1',
   vmmOps: 4,
   populateFirstVm: false,
+  prefaultRatio: 0.15,
 };
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
@@ -156,6 +159,7 @@ export class Explorer {
           durationMs: 0,
           maxAccesses: w.accesses,
           multiVm: w.vms > 1,
+          prefaultRatio: w.prefaultRatio,
         }),
       ),
     );

@@ -1,0 +1,97 @@
+// The catalogue of historical guest_memfd and KVM memslot bugs the sandbox reproduces by running
+// the kernel version that had them: no switch plants them; the version's own behaviour (see
+// gmem/version.ts) is the bug, and the version with the fix runs the same workload clean. The
+// accepted races of b85524314a are listed too, as findings: no version fixes them.
+
+import type { KernelVersionName } from '../gmem/version.js';
+import type { Invariant } from '../vcpu-workers/violations.js';
+import type { ExploreWorkload } from './explore.js';
+
+export interface HistoricalBug {
+  readonly id: string;
+  readonly title: string;
+  /** The commit that brought it in, and the one that fixed it (null: accepted, a finding). */
+  readonly introducedBy: string;
+  readonly fixedBy: string | null;
+  /** Modelled versions that have it, and versions that have the fix. */
+  readonly buggy: readonly KernelVersionName[];
+  readonly fixed: readonly KernelVersionName[];
+  /** What the explorer reports (a finding is counted, not a broken invariant). */
+  readonly invariant: Invariant | 'finding';
+  /** The code site or object a report names, as a pattern over the violation's detail. */
+  readonly detail: RegExp;
+  /** The interleaving, in a sentence. */
+  readonly how: string;
+  /** The explorer workload that reaches it (over the default); findings name a scenario instead. */
+  readonly workload?: Partial<ExploreWorkload>;
+  readonly scenario?: string;
+}
+
+export const CATALOGUE: readonly HistoricalBug[] = [
+  {
+    id: 'prefault-memslot-deadlock',
+    title: 'KVM_PRE_FAULT_MEMORY retries on an INVALID memslot while holding kvm->srcu; the memslot update waits for it forever',
+    introducedBy: '6e01b7601dfe (KVM_PRE_FAULT_MEMORY, 6.11-rc1)',
+    fixedBy: '3ccbf6f47098 (6.18: pre-fault returns EAGAIN)',
+    buggy: ['6.10', 'b85524314a', '6.11'],
+    fixed: ['6.18', 'upstream'],
+    invariant: 'liveness',
+    detail: /waits on synchronize_srcu\(kvm->srcu of vm \d+\)/,
+    how: 'a vCPU thread pre-faults a page of a memslot the VMM deletes: the fault meets the INVALID copy and retries inside its read section, while the delete waits in synchronize_srcu for that section to end',
+    workload: { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3 },
+  },
+  {
+    id: 'gmem-unbind-dying-file',
+    title: 'a memslot deleted while its guest_memfd is dying keeps its binding; kvm_gmem_release then writes into the freed memslot',
+    introducedBy: 'a7800aa80ea4 (KVM: Add KVM_CREATE_GUEST_MEMFD ioctl, 6.8)',
+    fixedBy: 'ae431059e75d (6.18)',
+    buggy: ['6.10', 'b85524314a', '6.11'],
+    fixed: ['6.18', 'upstream'],
+    invariant: 'useAfterFree',
+    detail: /KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem\.file, NULL\)/,
+    how: 'the VMM closes the guest_memfd while a fault holds a reference; the fault drops the last one (the file is dying, its release pending as task work), the VMM deletes the memslot, and kvm_gmem_unbind returns early because get_file_active fails',
+    workload: { vmType: 'sw-protected', ops: 'close=1,memslot=1,punch=1', vmmOps: 4, prefaultRatio: 0 },
+  },
+  {
+    id: 'gmem-flags-toggle',
+    title: 'a memslot update that drops KVM_MEM_GUEST_MEMFD is accepted; the old slot is freed with the binding still pointing at it',
+    introducedBy: 'a7800aa80ea4 (6.8)',
+    fixedBy: '9935df5333aa (after 6.18)',
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18'],
+    fixed: ['upstream'],
+    invariant: 'useAfterFree',
+    detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin)/,
+    how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE or the release walks a freed slot',
+    workload: { vmType: 'sw-protected', ops: 'memflags=1,punch=1', vmmOps: 3, prefaultRatio: 0 },
+  },
+  {
+    id: 'punch-hole-leftover',
+    title: 'a fault racing PUNCH_HOLE leaves a prepared folio in the file (accepted by b85524314a)',
+    introducedBy: 'b85524314a',
+    fixedBy: null,
+    buggy: ['b85524314a', '6.11', '6.18', 'upstream'],
+    fixed: [],
+    invariant: 'finding',
+    detail: /punch-hole leftover/,
+    how: 'the fault grabs and prepares a new folio between the truncation and invalidate_end; it then retries, but the folio stays in the filemap',
+    scenario: 'examples/punch-hole-leftover.json',
+  },
+  {
+    id: 'cross-vm-prepare',
+    title: 'preparing a page for one VM calls the arch prepare hook for every VM bound to the inode, in list order (accepted by b85524314a)',
+    introducedBy: 'the first kvm_arch_gmem_prepare (6.11-rc1)',
+    fixedBy: '6dd761d92f66 (6.11: the faulting VM only)',
+    buggy: ['6.10', 'b85524314a'],
+    fixed: ['6.11', '6.18', 'upstream'],
+    invariant: 'finding',
+    detail: /cross-VM prepare/,
+    how: 'with two SNP VMs bound to one inode (link), the newest file is first in the list: its VM gets the RMP entry, and the faulting VM finds its page assigned to another ASID',
+    scenario: 'examples/two-vms-one-inode.json',
+  },
+];
+
+export function historicalBug(id: string): HistoricalBug {
+  const b = CATALOGUE.find((x) => x.id === id);
+  if (b === undefined) throw new Error(`catalogue: no bug '${id}'; known: ${CATALOGUE.map((x) => x.id).join(', ')}`);
+  return b;
+}
