@@ -1,7 +1,7 @@
 // Controlled schedules: determinism, replay, every planted bug found, every policy clean.
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
+import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
 import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
@@ -68,6 +68,18 @@ describe('controlled schedules', () => {
     const again = await e.runSchedule(failing!.seed, shrunk.choices);
     expect(again.outcome).toBe('violation');
     expect(again.choices.slice(0, shrunk.choices.length)).toEqual(shrunk.choices);
+  });
+});
+
+describe('planted bugs: races need a preemption, the others do not', () => {
+  it.each(BUG_NAMES)('%s', async (bug: BugName) => {
+    const e = explorer({ bug });
+    let found = 0;
+    // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
+    for (let seed = 1; seed <= 40; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
+    if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
+    else expect(found, 'not a race: shown without preemption').toBeGreaterThan(20);
+    await e.close();
   });
 });
 

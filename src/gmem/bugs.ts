@@ -1,18 +1,20 @@
 // A catalogue of planted bugs, compiled in and off unless a run names them: each is a mistake
-// from guest_memfd's history or a plausible one, for the explorer to find. Owns the 'bugs'
+// from guest_memfd's history or a plausible one, for the explorer to find. `race: false` marks
+// the ones a schedule with no preemption at all already shows (a plain logic error, found by
+// almost every schedule); the others need an interleaving. Owns the 'bugs'
 // region (one bitmask word, read once when a thread builds its kernel context).
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 
 export const BUGS = {
-  'prepare-skips-clear': { bit: 1 << 0, what: 'get_pfn prepares a folio without clearing it, so the guest sees what the page held before' },
-  'fault-skips-seq-recheck': { bit: 1 << 1, what: 'the fault installs its SPTE without re-checking mmu_invalidate_seq under mmu_lock' },
-  'get-pfn-unlocked-prepare': { bit: 1 << 2, what: 'get_pfn drops the folio lock before preparing, so two faults can prepare one folio at once' },
-  'punch-frees-before-zap': { bit: 1 << 3, what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them' },
-  'populate-no-uptodate-check': { bit: 1 << 4, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
-  'invalidate-end-before-truncate': { bit: 1 << 5, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
-  'skip-arch-invalidate-on-free': { bit: 1 << 6, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
-  'memslot-update-skips-synchronize-srcu': { bit: 1 << 7, what: 'kvm_set_memslot publishes memslot sets without synchronize_srcu, so a fault in flight uses a slot after it was freed' },
+  'prepare-skips-clear': { bit: 1 << 0, race: false, what: 'get_pfn prepares a folio without clearing it, so the guest sees what the page held before' },
+  'fault-skips-seq-recheck': { bit: 1 << 1, race: true, what: 'the fault installs its SPTE without re-checking mmu_invalidate_seq under mmu_lock' },
+  'get-pfn-unlocked-prepare': { bit: 1 << 2, race: true, what: 'get_pfn drops the folio lock before preparing, so two faults can prepare one folio at once' },
+  'punch-frees-before-zap': { bit: 1 << 3, race: true, what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them' },
+  'populate-no-uptodate-check': { bit: 1 << 4, race: false, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
+  'invalidate-end-before-truncate': { bit: 1 << 5, race: true, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
+  'skip-arch-invalidate-on-free': { bit: 1 << 6, race: false, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
+  'memslot-update-skips-synchronize-srcu': { bit: 1 << 7, race: true, what: 'kvm_set_memslot publishes memslot sets without synchronize_srcu, so a fault in flight uses a slot after it was freed' },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];
