@@ -163,3 +163,17 @@ describe('historical bugs, found by running the version that had them', () => {
     expect((await hunt(explorer({ kernel: 'upstream' }), 300)).seed).toBe(0);
   }, 60_000);
 });
+
+describe('invariants checked while a schedule runs', () => {
+  it('a SPTE mapping a freed page is caught at the scheduling point where the window opens (punch-frees-before-zap)', async () => {
+    const e = explorer({ bug: 'punch-frees-before-zap' });
+    let online = null;
+    for (let seed = 1; seed <= 300 && online === null; seed++) {
+      const r = await e.runSchedule(seed);
+      online = r.violations.find((v) => v.by.endsWith('(online)')) ?? null;
+    }
+    expect(online).not.toBeNull();
+    expect(online!.invariant).toBe('useAfterFree');
+    expect(online!.detail).toMatch(/^at a scheduling point, vm 0's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
+  }, 60_000);
+});

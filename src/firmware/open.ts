@@ -30,12 +30,14 @@ export function openKernel(o: KernelOptions): KvmCtx {
 }
 
 /** Runs `job` as an actor of a controlled run (register, run, exit); as is in free mode. */
-export function asActor<T>(sync: Sync, job: () => T, server = false): T {
+export function asActor<T>(sync: Sync, job: () => T, server = false, stepHook: (() => void) | null = null): T {
   if (!(sync instanceof ControlledSync)) return job();
+  sync.setStepHook(stepHook);
   sync.register(server);
   try {
     return job();
   } finally {
     sync.exit();
+    sync.setStepHook(null);
   }
 }

@@ -343,6 +343,7 @@ export class ControlledSync implements Sync {
   private readonly ctl: SyncControl;
   private readonly maxThreads: number;
   private active = false;
+  private hook: (() => void) | null = null;
 
   constructor(
     mem: Mem,
@@ -397,6 +398,7 @@ export class ControlledSync implements Sync {
   private yieldNow(kind: number, arg: number): void {
     if (!this.active) return;
     this.trace(kind, arg);
+    if (this.hook !== null) this.hook();
     const w = this.w;
     const next = decide(w, this.base, this.maxThreads, this.tid);
     if (next === this.tid) return;
@@ -574,6 +576,9 @@ export class ControlledSync implements Sync {
   }
   aborted(): boolean {
     return this.free.aborted();
+  }
+  setStepHook(hook: (() => void) | null): void {
+    this.hook = hook;
   }
   signalPending(): boolean {
     return this.free.signalPending();

@@ -153,6 +153,8 @@ export interface Sync {
   pointArmed(p: number): boolean;
   /** True once the sandbox asked every actor to stop. */
   aborted(): boolean;
+  /** A check to run at each scheduling point of a controlled run (null: none); the free mode has none. */
+  setStepHook(hook: (() => void) | null): void;
   /** signal_pending(current), consuming the signal as its delivery would. */
   signalPending(): boolean;
 }
@@ -544,6 +546,10 @@ export class FreeSync implements Sync {
 
   aborted(): boolean {
     return Atomics.load(this.w, this.ctl.base + CTL_ABORT) !== 0;
+  }
+
+  setStepHook(_hook: (() => void) | null): void {
+    // Real threads run at once: no point in the free mode sees a still state.
   }
 
   signalPending(): boolean {

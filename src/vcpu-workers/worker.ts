@@ -10,6 +10,7 @@ import { GuestCpu } from './guest.js';
 import { type GuestOp, execGuestOp } from './ops.js';
 import type { Outcome } from './outcome.js';
 import { RunControl } from './runctl.js';
+import { onlineChecker } from './online-audit.js';
 import { type WorkloadConfig, type WorkloadResult, runWorkload } from './workload.js';
 
 export interface VcpuInit {
@@ -45,7 +46,7 @@ class VcpuWorker {
   }
 
   run(cfg: WorkloadConfig): WorkloadResult {
-    return asActor(this.c.k.sync, () => runWorkload(this.c, this.rc!, cfg));
+    return asActor(this.c.k.sync, () => runWorkload(this.c, this.rc!, cfg), false, onlineChecker(this.c.k));
   }
 
   /** Throws inside the worker: for tests of crash reporting. */

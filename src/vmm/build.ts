@@ -24,6 +24,7 @@ import { declareTrace } from '../shm/trace.js';
 import { declareKasan } from '../shm/slab.js';
 import { declareSched } from '../shm/sched.js';
 import { declareRunctl } from '../vcpu-workers/runctl.js';
+import { declareOnlineAudit } from '../vcpu-workers/online-audit.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
 import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
@@ -126,6 +127,7 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareBugs(lb);
   declareSched(lb, limits.maxThreads);
   declareKasan(lb);
+  declareOnlineAudit(lb);
   const buffers = allocateBuffers(lb.build(), limits);
   const d: SandboxDescriptor = { buffers, kernel, policy, watchdogMs, spin };
   resetSandboxMemory(d);

@@ -14,6 +14,7 @@ import { subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
+import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { Runtime, type VcpuActor } from './runtime.js';
 import { parseMix } from './stress-ops.js';
@@ -170,6 +171,7 @@ export class Explorer {
     const crashed = settled.find((r) => r.status === 'rejected' && !/aborted/.test(String((r as PromiseRejectedResult).reason)));
     if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
     const outcome = sched.outcome();
+    violations.push(...takeOnlineReports(rt.mem));
     if (outcome === SchedOutcome.DEADLOCK) {
       violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${this.describeDeadlock(sched)}` });
     } else if (outcome === SchedOutcome.RUNNING) {

@@ -9,6 +9,7 @@ import { PAGE_SIZE } from '../shm/limits.js';
 import { exposeToParent } from '../shm/rpc.js';
 import type { Outcome } from '../vcpu-workers/outcome.js';
 import { RunControl } from '../vcpu-workers/runctl.js';
+import { onlineChecker } from '../vcpu-workers/online-audit.js';
 import type { SandboxDescriptor } from './build.js';
 import { IoctlExecutor } from './ioctl-exec.js';
 import { type GuestMemfd, Sandbox, type Vm } from './sandbox.js';
@@ -88,7 +89,7 @@ class VmmWorker {
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
     const t = this.target;
     if (t === null) throw new Error('runOps before setupStress');
-    return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg));
+    return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg), false, onlineChecker(this.s.k));
   }
 
   /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */
