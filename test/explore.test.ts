@@ -78,7 +78,7 @@ describe('planted bugs: races need a preemption, the others do not', () => {
     // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
     for (let seed = 1; seed <= 40; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
     if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
-    else expect(found, 'not a race: shown without preemption').toBeGreaterThan(20);
+    else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
     await e.close();
   });
 });
