@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
 import { CATALOGUE } from '../src/vmm/catalogue.js';
+import { randomLayout } from '../src/vmm/stress-ops.js';
 import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
 import { INVARIANTS } from '../src/vcpu-workers/violations.js';
 
@@ -176,4 +177,26 @@ describe('invariants checked while a schedule runs', () => {
     expect(online!.invariant).toBe('useAfterFree');
     expect(online!.detail).toMatch(/^at a scheduling point, vm 0's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
   }, 60_000);
+});
+
+describe('random layouts', () => {
+  it('vary the gfn base, the file offsets, and one file or two behind the two memslots, and always map the range exactly', () => {
+    const seen = { gfnNotIndex: 0, twoFiles: 0, oneFileTwoSlots: 0 };
+    for (let seed = 1; seed <= 60; seed++) {
+      const [a, b] = randomLayout(4, seed);
+      expect(a.gfn + a.npages).toBe(b.gfn);
+      expect(a.npages + b.npages).toBe(4);
+      expect(a.npages).toBeGreaterThan(0);
+      if (a.gfn !== a.pgoff || b.gfn !== b.pgoff) seen.gfnNotIndex++;
+      if (a.file !== b.file) seen.twoFiles++;
+      else {
+        seen.oneFileTwoSlots++;
+        // Two slots on one file never bind the same index.
+        expect(b.pgoff).toBeGreaterThanOrEqual(a.pgoff + a.npages);
+      }
+    }
+    expect(seen.gfnNotIndex).toBeGreaterThan(40);
+    expect(seen.twoFiles).toBeGreaterThan(10);
+    expect(seen.oneFileTwoSlots).toBeGreaterThan(10);
+  });
 });

@@ -32,6 +32,11 @@ export interface ExploreWorkload {
   populateFirstVm: boolean;
   /** Share of a vCPU's steps that are KVM_PRE_FAULT_MEMORY on its own vCPU (racing the VMM's ioctls). */
   prefaultRatio: number;
+  /**
+   * 'random': each schedule draws its layout (one VM only): the range at a random gfn, split in
+   * two memslots, at offsets into one file or two; 'identity': one slot, gfn i at index i.
+   */
+  layout: 'random' | 'identity';
 }
 
 export const DEFAULT_WORKLOAD: ExploreWorkload = {
@@ -45,6 +50,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
+  layout: 'random',
 };
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
@@ -126,7 +132,14 @@ export class Explorer {
     setBugs(rt.mem, this.cfg.bug ? bugMask([this.cfg.bug]) : 0);
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
     const layout = await rt.call(rt.vmm, () =>
-      rt.vmm.api.setupStress({ vmType: w.vmType, vms: w.vms, pages: w.pages, privateShare: 1, populateFirstVm: w.populateFirstVm }),
+      rt.vmm.api.setupStress({
+        vmType: w.vmType,
+        vms: w.vms,
+        pages: w.pages,
+        privateShare: 1,
+        populateFirstVm: w.populateFirstVm,
+        ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
+      }),
     );
     const runVms = w.populateFirstVm ? layout.vms.slice(1) : layout.vms;
     for (const a of this.runners) {
@@ -149,7 +162,7 @@ export class Explorer {
     const jobs = this.runners.map((a, i) =>
       rt.call(a, () =>
         a.api.run({
-          gfnStart: 0,
+          gfnStart: layout.gfnStart,
           gfnCount: w.pages,
           pattern: 'random',
           writeRatio: w.writeRatio,

@@ -39,11 +39,22 @@ export interface VmmOpsConfig {
   maxOps: number;
 }
 
-export interface StressTarget {
-  /** guest_memfd file shared by every VM (offset i backs gfn i of each VM); 'close' replaces it. */
+/** One memslot of the target layout (VM 0's; other VMs bind their linked files the same way). */
+export interface StressRegion {
+  slot: number;
+  gfn: number;
+  npages: number;
+  /** Index in the file of the region's first gfn. */
+  pgoff: number;
+  userPage: number;
+  /** The guest_memfd behind it ('close' replaces it) and its fd in the VMM's table. */
   file: number;
-  /** The fd of `file` in the VMM's table. */
   fd: number;
+}
+
+export interface StressTarget {
+  /** The layout's memslots, in gfn order; together they map `pages` gfns. */
+  regions: StressRegion[];
   pages: number;
   vms: number[];
   /** One handle per VM for KVM_PRE_FAULT_MEMORY, issued from the VMM thread. */
@@ -91,59 +102,63 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       }
       pick -= weights[i];
     }
-    const len = 1 + rng.below(Math.min(cfg.maxPages, t.pages));
+    // A range inside one memslot: `gfn` in the guest, `index` in the file behind it.
+    const region = t.regions[rng.below(t.regions.length)];
+    const len = 1 + rng.below(Math.min(cfg.maxPages, region.npages));
     if (tracer.on) opStart = tracer.now();
-    const start = rng.below(t.pages - len + 1);
+    const at = rng.below(region.npages - len + 1);
+    const gfn = region.gfn + at;
+    const index = region.pgoff + at;
     switch (op) {
       case 'punch':
         // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
         // the window may be lost legitimately, and the guest will not call it data loss.
-        for (const vm of t.vms) rc.bumpEpochs(vm, start, start + len);
-        note(gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start * PAGE_SIZE, len * PAGE_SIZE), op);
-        for (const vm of t.vms) rc.bumpEpochs(vm, start, start + len);
+        for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
+        note(gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE), op);
+        for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
         break;
       case 'fallocate':
-        note(gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE, start * PAGE_SIZE, len * PAGE_SIZE), op);
+        note(gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE), op);
         break;
       case 'convert': {
         const vm = t.vms[rng.below(t.vms.length)];
-        const toPrivate = !k.attrs.isPrivate(vm, start);
-        rc.bumpEpochs(vm, start, start + len);
-        let r = kvmSetMemoryAttributes(k, vm, start * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
+        const toPrivate = !k.attrs.isPrivate(vm, gfn);
+        rc.bumpEpochs(vm, gfn, gfn + len);
+        let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
         // A VMM discards the private backing of memory converted to shared (QEMU does).
-        if (r === 0 && !toPrivate && t.vms.length === 1) r = gmemFallocate(k.g, t.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start * PAGE_SIZE, len * PAGE_SIZE);
-        rc.bumpEpochs(vm, start, start + len);
+        if (r === 0 && !toPrivate && t.vms.length === 1) r = gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE);
+        rc.bumpEpochs(vm, gfn, gfn + len);
         note(r, op);
         break;
       }
       case 'populate': {
         if (t.populateVm < 0) break;
-        const r = snpLaunchUpdate(k, k.psp, t.populateVm, start, PAGE_SIZE, SnpPageType.NORMAL, LAUNCH_IMAGE);
+        const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, PAGE_SIZE, SnpPageType.NORMAL, LAUNCH_IMAGE);
         note(r.ret < 0 ? r.populateErr || r.ret : 0, op);
         break;
       }
       case 'prefault': {
         const i = rng.below(t.vms.length);
-        const range = { gpa: start * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
+        const range = { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
         note(kvmVcpuPreFaultMemory(k, t.prefaultVcpus[i], range), op);
         break;
       }
       case 'memslot':
-        note(memslotOp(sb, t, 0), op);
+        note(memslotOp(sb, t, region, 0), op);
         break;
       case 'memflags':
-        note(memslotOp(sb, t, 1 + rng.below(2)), op);
+        note(memslotOp(sb, t, region, 1 + rng.below(2)), op);
         break;
       case 'close': {
         // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
         if (t.vms.length !== 1) break;
-        for (const vm of t.vms) rc.bumpEpochs(vm, 0, t.pages);
-        note(closeAndRebuild(sb, t), op);
-        for (const vm of t.vms) rc.bumpEpochs(vm, 0, t.pages);
+        for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
+        note(closeAndRebuild(sb, t, region.file), op);
+        for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
         break;
       }
       case 'hwpoison':
-        note(gmemErrorFolio(k.g, t.file, start), op);
+        note(gmemErrorFolio(k.g, region.file, index), op);
         break;
       case 'fwfail':
         sb.injectFirmwareFailures('RMPUPDATE', 1);
@@ -159,48 +174,80 @@ function zeroOps(): Record<VmmOp, number> {
   return Object.fromEntries(VMM_OPS.map((o) => [o, 0])) as Record<VmmOp, number>;
 }
 
-/** KVM_SET_USER_MEMORY_REGION2 for slot 0 of every VM: the target's whole range, or a delete (npages 0), or another change. */
-function setSlot0(sb: Sandbox, t: StressTarget, vm: number, m: { flags: number; gfn: number; npages: number }): number {
-  const i = t.vms.indexOf(vm);
+/** KVM_SET_USER_MEMORY_REGION2 for a region's slot on VM `vm`: its range, or a delete (npages 0), or another change. */
+function setSlot(sb: Sandbox, r: StressRegion, vm: number, m: { flags: number; gfn: number; npages: number }): number {
   return kvmSetMemoryRegion(sb.k, vm, {
-    slot: 0,
+    slot: r.slot,
     flags: m.flags,
     guestPhysAddr: m.gfn * PAGE_SIZE,
     memorySize: m.npages * PAGE_SIZE,
-    userspaceAddr: i * t.pages * PAGE_SIZE,
-    gmemFile: sb.gmemFileOfFd(t.fd),
-    guestMemfdOffset: 0,
+    userspaceAddr: r.userPage * PAGE_SIZE,
+    gmemFile: sb.gmemFileOfFd(r.fd),
+    guestMemfdOffset: r.pgoff * PAGE_SIZE,
   });
 }
 
 /**
- * Variant 0 deletes slot 0 of one VM and recreates it; 1 and 2 first drop KVM_MEM_GUEST_MEMFD
- * by a flags-only change or a move (accepted before 9935df5333aa, which leaves the file's
- * binding on the freed slot), then delete and recreate. Returns the first error, or 0.
+ * Variant 0 deletes the region's slot on VM 0 and recreates it; 1 and 2 first drop
+ * KVM_MEM_GUEST_MEMFD by a flags-only change or a move to the top of the guest physical space
+ * (accepted before 9935df5333aa, which leaves the file's binding on the freed slot), then
+ * delete and recreate. Returns the first error, or 0.
  */
-function memslotOp(sb: Sandbox, t: StressTarget, variant: number): number {
+function memslotOp(sb: Sandbox, t: StressTarget, r: StressRegion, variant: number): number {
   const vm = t.vms[0];
-  let r = 0;
-  if (variant > 0) r = setSlot0(sb, t, vm, { flags: 0, gfn: variant === 2 ? t.pages : 0, npages: t.pages });
-  const del = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: 0 });
-  const add = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: t.pages });
-  return r || del || add;
+  let e = 0;
+  if (variant > 0) e = setSlot(sb, r, vm, { flags: 0, gfn: variant === 2 ? sb.k.memslots.gfnsPerVm - r.npages : r.gfn, npages: r.npages });
+  const del = setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: 0 });
+  const add = setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: r.npages });
+  return e || del || add;
 }
 
 /**
- * close(2) of the guest_memfd while vCPUs may be faulting through it (their references keep it
- * until they let go), then the VMM deletes slot 0 and binds a new guest_memfd there.
+ * close(2) of a guest_memfd while vCPUs may be faulting through it (their references keep it
+ * until they let go); the VMM then deletes the slots it backed and binds a new guest_memfd of
+ * the same size there.
  */
-function closeAndRebuild(sb: Sandbox, t: StressTarget): number {
+function closeAndRebuild(sb: Sandbox, t: StressTarget, file: number): number {
   const vm = t.vms[0];
-  sb.closeFd(t.fd);
-  const del = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: 0 });
-  const file = gmemCreate(sb.k.g, vm, t.pages * PAGE_SIZE, 0);
-  if (file < 0) return file;
-  t.file = file;
-  t.fd = sb.allocFd({ kind: 'gmem', file });
-  const add = setSlot0(sb, t, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: 0, npages: t.pages });
-  return del || add;
+  const backed = t.regions.filter((r) => r.file === file);
+  const size = sb.k.g.inodes.sizePages(sb.k.g.files.inode(file));
+  sb.closeFd(backed[0].fd);
+  let e = 0;
+  for (const r of backed) e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: 0 });
+  const next = gmemCreate(sb.k.g, vm, size * PAGE_SIZE, 0);
+  if (next < 0) return next;
+  const fd = sb.allocFd({ kind: 'gmem', file: next });
+  for (const r of backed) {
+    r.file = next;
+    r.fd = fd;
+    e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: r.npages });
+  }
+  return e;
+}
+
+/** A layout's memslot: its gfns, the file (a number local to the layout) and offset behind them. */
+export interface LayoutRegion {
+  slot: number;
+  gfn: number;
+  npages: number;
+  pgoff: number;
+  userPage: number;
+  file: number;
+  /** The file's size this region needs, in pages. */
+  size: number;
+}
+
+/** A random layout of `pages` gfns over two memslots (see VmmWorker.setupStress). */
+export function randomLayout(pages: number, seed: number): LayoutRegion[] {
+  const rng = new Prng(seed);
+  const gfn = rng.below(8);
+  const split = 1 + rng.below(pages - 1);
+  const off0 = rng.below(4);
+  const first: LayoutRegion = { slot: 0, gfn, npages: split, pgoff: off0, userPage: 0, file: 0, size: off0 + split };
+  const sameFile = rng.below(2) === 0;
+  const off1 = sameFile ? off0 + split + rng.below(3) : rng.below(4);
+  const n1 = pages - split;
+  return [first, { slot: 1, gfn: gfn + split, npages: n1, pgoff: off1, userPage: split, file: sameFile ? 0 : 1, size: off1 + n1 }];
 }
 
 /** Parses "punch=3,convert=1" (names from VMM_OPS); unknown names or bad weights throw. */

@@ -12,9 +12,9 @@ import { RunControl } from '../vcpu-workers/runctl.js';
 import { onlineChecker } from '../vcpu-workers/online-audit.js';
 import type { SandboxDescriptor } from './build.js';
 import { IoctlExecutor } from './ioctl-exec.js';
-import { type GuestMemfd, Sandbox, type Vm } from './sandbox.js';
+import { GuestMemfd, Sandbox, type Vm } from './sandbox.js';
 import type { IoctlStep } from './scenario/schema.js';
-import { type StressTarget, type VmmOpsConfig, type VmmOpsResult, runVmmOps } from './stress-ops.js';
+import { type StressRegion, type StressTarget, type VmmOpsConfig, type VmmOpsResult, randomLayout, runVmmOps } from './stress-ops.js';
 
 export interface StressSetup {
   vmType: VmTypeName;
@@ -25,6 +25,8 @@ export interface StressSetup {
   privateShare: number;
   /** VM 0 is an SNP VM left between LAUNCH_START and LAUNCH_FINISH, for 'populate' ops. */
   populateFirstVm?: boolean;
+  /** Draw a random layout from this seed (one VM only; absent: identity, gfn i at index i). */
+  layoutSeed?: number;
 }
 
 class VmmWorker {
@@ -58,21 +60,39 @@ class VmmWorker {
     return this.ex!.exec(step);
   }
 
-  /** Builds the stress layout: VMs bound to one guest_memfd (linked for VMs after the first). */
-  setupStress(cfg: StressSetup): { vms: number[]; file: number } {
+  /**
+   * Builds the stress layout. Identity: every VM binds one guest_memfd (linked for VMs after the
+   * first) by slot 0, gfn i at index i. Random (one VM): the range starts at a random gfn and is
+   * split in two memslots at a random page, the first at a random offset into its file, the
+   * second either further into the same file or in a second file.
+   */
+  setupStress(cfg: StressSetup): { vms: number[]; file: number; gfnStart: number } {
     const sb = this.s;
-    const size = cfg.pages * PAGE_SIZE;
     const vms: Vm[] = [];
     for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
-    const first = vms[0].createGuestMemfdSync({ size });
-    this.stressFds = [first];
+    const regions = cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1 ? randomLayout(cfg.pages, cfg.layoutSeed) : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
+    // One file per distinct `file` number of the layout, sized to the regions it backs.
+    const files = new Map<number, GuestMemfd>();
+    for (const r of regions) {
+      if (files.has(r.file)) continue;
+      const size = Math.max(...regions.filter((x) => x.file === r.file).map((x) => x.size));
+      files.set(r.file, vms[0].createGuestMemfdSync({ size: size * PAGE_SIZE }));
+    }
+    this.stressFds = [...files.values()];
+    const gfnStart = regions[0].gfn;
     const prefaultVcpus: KvmVcpu[] = [];
+    const targetRegions: StressRegion[] = [];
     vms.forEach((vm, i) => {
-      const gmem = i === 0 ? first : vm.linkGuestMemfdSync(first);
-      if (i > 0) this.stressFds.push(gmem);
-      vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: size, userspaceAddr: i * size, guestMemfd: gmem, guestMemfdOffset: 0 });
+      for (const r of regions) {
+        const first = files.get(r.file)!;
+        const gmem = i === 0 ? first : vm.linkGuestMemfdSync(first);
+        if (i > 0) this.stressFds.push(gmem);
+        const userPage = i * cfg.pages + r.userPage;
+        vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
+        if (i === 0) targetRegions.push({ slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd });
+      }
       const priv = Math.floor(cfg.pages * cfg.privateShare);
-      if (priv > 0) vm.setMemoryAttributesSync({ address: 0, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
+      if (priv > 0) vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
       if (vm.type === 'snp') {
         vm.snpLaunchStartSync();
         if (!(i === 0 && cfg.populateFirstVm)) vm.snpLaunchFinishSync();
@@ -82,8 +102,8 @@ class VmmWorker {
       const slot = k.vcpus.claim(vm.id);
       prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
     });
-    this.target = { file: first.file, fd: first.fd, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
-    return { vms: this.target.vms, file: first.file };
+    this.target = { regions: targetRegions, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
+    return { vms: this.target.vms, file: targetRegions[0].file, gfnStart };
   }
 
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
