@@ -63,8 +63,12 @@ describe('controlled schedules', () => {
     const replay = await e.runSchedule(failing!.seed, failing!.choices);
     expect(replay.choices).toEqual(failing!.choices);
     expect(replay.violations).toEqual(failing!.violations);
+    const before = { ...e.cfg.workload };
     const shrunk = await e.shrink(failing!, 60);
     expect(shrunk.outcome).toBe('violation');
+    // Workload operations go too: fewer VMM ops or guest accesses, and the explorer keeps them.
+    expect(shrunk.workload.vmmOps * shrunk.workload.accesses).toBeLessThan(before.vmmOps * before.accesses);
+    expect(e.cfg.workload).toEqual(shrunk.workload);
     expect(switchesIn(shrunk.choices)).toBeLessThanOrEqual(switchesIn(failing!.choices));
     const again = await e.runSchedule(failing!.seed, shrunk.choices);
     expect(again.outcome).toBe('violation');

@@ -66,7 +66,7 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       let last = r;
       if (o.shrink) {
         const s = await ex.shrink(r);
-        const file = save(o.out, `schedule-${tag}-shrunk.json`, { ...cfg, strategy: 'replay' }, s);
+        const file = save(o.out, `schedule-${tag}-shrunk.json`, { ...cfg, strategy: 'replay', workload: s.workload }, s);
         res.shrunk = { saved: file, steps: s.steps, switches: switchesIn(s.choices), forcedChoices: s.choices.length };
         last = s;
       }

@@ -102,7 +102,11 @@ export class Explorer {
   private runners: VcpuActor[] = [];
   schedulesRun = 0;
 
-  constructor(readonly cfg: ExploreConfig) {
+  /** The configuration schedules run with; shrinking may reduce its workload. */
+  cfg: ExploreConfig;
+
+  constructor(cfg: ExploreConfig) {
+    this.cfg = { ...cfg, workload: { ...cfg.workload } };
     parseMix(cfg.workload.ops);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
   }
@@ -250,13 +254,29 @@ export class Explorer {
    * breaks an invariant. The result carries the choices the last failing run really made, so it
    * replays exactly.
    */
-  async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult> {
+  async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult & { workload: ExploreWorkload }> {
     const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
+    const invariant = failing.violations[0]?.invariant;
+    // First fewer workload operations: the same seed with half the VMM ops or guest accesses,
+    // kept while the run still breaks the same invariant (the choices are then that run's).
+    let tries = 0;
+    for (const key of ['vmmOps', 'accesses'] as const) {
+      while (this.cfg.workload[key] > 1 && tries < budget / 4) {
+        const prev = this.cfg.workload;
+        this.cfg.workload = { ...prev, [key]: Math.floor(prev[key] / 2) };
+        tries++;
+        const r = await this.runSchedule(failing.seed);
+        if (fails(r) && r.violations[0]?.invariant === invariant) failing = r;
+        else {
+          this.cfg.workload = prev;
+          break;
+        }
+      }
+    }
     const c = failing.choices;
     let switches: number[] = [];
     for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);
     let best = failing;
-    let tries = 0;
     const attempt = async (keep: number[]): Promise<ScheduleResult | null> => {
       tries++;
       const last = keep.length ? keep[keep.length - 1] + 1 : 1;
@@ -291,7 +311,7 @@ export class Explorer {
     }
     // The exact choices of the smallest failing run, cut after its last kept switch.
     const cut = switches.length ? switches[switches.length - 1] + 1 : 1;
-    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)) };
+    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)), workload: this.cfg.workload };
   }
 
   async close(): Promise<void> {
