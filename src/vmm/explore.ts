@@ -46,7 +46,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1,signal=1',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
@@ -162,7 +162,7 @@ export class Explorer {
       estimatedSteps: PCT_STEPS,
       ...(forced ? { forced } : {}),
     });
-    const vmmJob = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix(w.ops), rate: 0, maxPages: 2, seed: subSeed(seed, 0), durationMs: 0, maxOps: w.vmmOps }));
+    const vmmJob = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix(w.ops), rate: 0, maxPages: 2, seed: subSeed(seed, 0), durationMs: 0, maxOps: w.vmmOps, signalTids: this.runners.map((r) => r.tid) }));
     const jobs = this.runners.map((a, i) =>
       rt.call(a, () =>
         a.api.run({

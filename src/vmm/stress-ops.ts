@@ -19,9 +19,10 @@ import type { Sandbox } from './sandbox.js';
  * memslot: delete slot 0 and recreate it; memflags: first drop KVM_MEM_GUEST_MEMFD from it by a
  * flags-only change or a move (as a fuzzer would; refused since 9935df5333aa), then delete and
  * recreate; close: close the guest_memfd, whose faults may still hold it, then rebuild slot 0
- * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails.
+ * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails; signal: a
+ * signal for a vCPU thread (its pre-fault in flight, or next, returns EINTR).
  */
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'close', 'hwpoison', 'fwfail'] as const;
+export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'close', 'hwpoison', 'fwfail', 'signal'] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 
 /** The page a 'populate' op measures into the launching VM: bytes no guest tag can match. */
@@ -37,6 +38,8 @@ export interface VmmOpsConfig {
   seed: number;
   durationMs: number;
   maxOps: number;
+  /** Thread ids of the vCPU threads a 'signal' op may target (none: the op does nothing). */
+  signalTids?: number[];
 }
 
 /** One memslot of the target layout (VM 0's; other VMs bind their linked files the same way). */
@@ -164,6 +167,13 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         sb.injectFirmwareFailures('RMPUPDATE', 1);
         note(0, op);
         break;
+      case 'signal': {
+        const tids = cfg.signalTids ?? [];
+        if (tids.length === 0) break;
+        sb.raiseSignal(tids[rng.below(tids.length)]);
+        note(0, op);
+        break;
+      }
     }
     if (gap > 0) k.sync.sleepMs(gap);
   }
