@@ -478,19 +478,21 @@ function populateFile(
       break;
     }
     if (g.policy === Policy.ON_ALLOCATE) {
-      // 6.10: kvm_gmem_get_folio(prepare=false) still clears a new folio and marks it up to date.
+      // 6.11-rc1: kvm_gmem_get_folio(prepare=false) still clears a new folio and marks it up to date.
       if (!g.folios.test(pfn, PG_UPTODATE)) {
         clearPage(g, pfn);
         g.folios.set(pfn, PG_UPTODATE);
       }
-    } else if (g.folios.test(pfn, PG_UPTODATE) && (g.bugs & Bug['populate-no-uptodate-check']) === 0) {
+    } else if (g.version.populateRefusesUptodate && g.folios.test(pfn, PG_UPTODATE) && (g.bugs & Bug['populate-no-uptodate-check']) === 0) {
+      // de80252414f3; before it the folio reaches the arch hook, which refuses an assigned page.
       folioUnlock(g, pfn);
       folioPut(g, pfn);
       ret = -Errno.EEXIST;
       break;
     }
     folioUnlock(g, pfn);
-    if (!isPrivate(gfn)) {
+    // e4ee54479273; before it only the arch hook checks (SNP's does).
+    if (g.version.populatePrivateOnly && !isPrivate(gfn)) {
       folioPut(g, pfn);
       ret = -Errno.EINVAL;
       break;

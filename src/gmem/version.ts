@@ -31,11 +31,34 @@ export interface KernelVersion {
    * true = EINVAL (9935df5333aa, after 6.18).
    */
   readonly rejectGmemFlagsChange: boolean;
+  /** kvm_gmem_populate refuses a folio already up to date with EEXIST (de80252414f3, after the seed). */
+  readonly populateRefusesUptodate: boolean;
+  /** kvm_gmem_populate refuses a gfn that is not PRIVATE with EINVAL in common code (e4ee54479273). */
+  readonly populatePrivateOnly: boolean;
+  /** A READONLY memslot on a VM with protected state (SNP) is EINVAL (66155de93bcf, 6.11-rc4). */
+  readonly readonlyRefusedOnSnp: boolean;
+  /** KVM_PRE_FAULT_MEMORY on an SNP VM before LAUNCH_FINISH is EOPNOTSUPP (5932ca411e53, just before the seed). */
+  readonly prefaultNeedsLaunch: boolean;
 }
 
-const V610: KernelVersion = { name: '6.10', prepare: Policy.ON_ALLOCATE, prefaultInvalidSlotEagain: false, unbindDyingFile: false, rejectGmemFlagsChange: false };
-const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT };
-const V611: KernelVersion = { ...SEED, name: '6.11', prepare: Policy.ON_FAULT_OWN_VM };
+/**
+ * '6.10' is the state just before the seed's series, as 6.11-rc1 (a90764f0e4ed) has it: v6.10
+ * itself had no arch prepare hook, no kvm_gmem_populate and no SNP, so the first kernel that
+ * prepares on fallocate is the one this label models.
+ */
+const V610: KernelVersion = {
+  name: '6.10',
+  prepare: Policy.ON_ALLOCATE,
+  prefaultInvalidSlotEagain: false,
+  unbindDyingFile: false,
+  rejectGmemFlagsChange: false,
+  populateRefusesUptodate: false,
+  populatePrivateOnly: false,
+  readonlyRefusedOnSnp: false,
+  prefaultNeedsLaunch: false,
+};
+const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
+const V611: KernelVersion = { ...SEED, name: '6.11', prepare: Policy.ON_FAULT_OWN_VM, populateRefusesUptodate: true, populatePrivateOnly: true, readonlyRefusedOnSnp: true };
 const V618: KernelVersion = { ...V611, name: '6.18', prefaultInvalidSlotEagain: true, unbindDyingFile: true };
 const UPSTREAM: KernelVersion = { ...V618, name: 'upstream', rejectGmemFlagsChange: true };
 
@@ -49,6 +72,17 @@ export const POLICY_VERSION: Readonly<Record<PolicyName, KernelVersionName>> = {
 };
 
 export const DEFAULT_KERNEL: KernelVersionName = '6.11';
+
+/**
+ * Where each switch was checked against the kernel source (torvalds/linux, read at the commits
+ * named): prepare and populate at b85524314a, 6dd761d92f66, de80252414f3, e4ee54479273 and
+ * a90764f0e4ed; the memslot paths at bc1a5cd00211 and 9935df5333aa; the fault path at
+ * 6e01b7601dfe and 3ccbf6f47098; kvm_gmem_unbind before and after ae431059e75d; READONLY at
+ * 66155de93bcf. Not checked line by line: the release a fix first shipped in where a stable
+ * backport blurs it (ae431059e75d is in 6.18 and 6.12.y; 9935df5333aa was queued for both but
+ * is modelled as upstream only), and the 6.11-rc1 text itself (read at a90764f0e4ed).
+ */
+export const SWITCHES_CHECKED = true;
 
 export function kernelVersion(name: string): KernelVersion {
   if (!(KERNEL_VERSIONS as readonly string[]).includes(name)) throw new Error(`kernel: must be one of ${KERNEL_VERSIONS.join(', ')}; got '${name}'`);

@@ -32,7 +32,7 @@ export interface UserMemoryRegion2 {
 // kvm_arch_has_readonly_mem (x86, 66155de93bcf): writes to a read-only slot are emulated MMIO,
 // which a guest with protected state cannot have.
 function kvmArchHasReadonlyMem(k: KvmCtx, vm: number): boolean {
-  return !k.vms.hasProtectedState(vm);
+  return !k.version.readonlyRefusedOnSnp || !k.vms.hasProtectedState(vm);
 }
 
 // check_memory_region_flags
@@ -239,7 +239,8 @@ export interface PreFaultRange {
 
 // kvm_arch_vcpu_pre_fault_memory + kvm_tdp_map_page: bytes mapped from range.gpa, or -errno.
 function archPreFault(k: KvmCtx, v: KvmVcpu, range: PreFaultRange): number {
-  if (!k.vms.preFaultAllowed(v.vm)) return -Errno.EOPNOTSUPP;
+  // 5932ca411e53: pre_fault_allowed (set at LAUNCH_FINISH for SNP); before it nothing refused.
+  if (k.version.prefaultNeedsLaunch && !k.vms.preFaultAllowed(v.vm)) return -Errno.EOPNOTSUPP;
   const gfn = range.gpa / PAGE_SIZE;
   const priv = k.vms.hasPrivateMem(v.vm) && k.attrs.isPrivate(v.vm, gfn);
   const r = kvmTdpMapPage(k, v, gfn, priv);

@@ -101,8 +101,10 @@ function snpLaunchUpdateLocked(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart
   let fwError = 0;
   const asid = k.vms.asid(vm);
   const post: PostPopulate = (_vm, gfn, pfn, i) => {
-    // sev_gmem_post_populate, one page
-    if (psp.rmpAssigned(pfn)) return -Errno.EEXIST;
+    // sev_gmem_post_populate, one page: a shared gfn, or an RMP entry not in its initial
+    // hypervisor-owned state (an up-to-date folio before de80252414f3 has one), is EINVAL.
+    if (!k.attrs.isPrivate(vm, gfn)) return -Errno.EINVAL;
+    if (psp.rmpAssigned(pfn)) return -Errno.EINVAL;
     if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
     k.stats[C.rmpUpdates]++;
     // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.
