@@ -367,11 +367,18 @@ function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: number, 
 // get_file_active for the call: a file already dying gives EFAULT. Returns the pfn holding one
 // reference for the caller, or -errno.
 export function gmemGetPfn(g: GmemCtx, fileWord: number, slot: number, vm: number, gfn: number, index: number): number {
+  return withActiveFile(g, fileWord, (file) => {
+    g.sync.point(P['get_pfn.after_get_file']);
+    return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+  });
+}
+
+/** kvm_gmem_get_file ... fput around `fn`: -EFAULT if slot->gmem.file is gone or dying. */
+function withActiveFile(g: GmemCtx, fileWord: number, fn: (file: number) => number): number {
   const file = g.files.getFileActive(fileWord);
   if (file === NO_HANDLE) return -Errno.EFAULT;
-  g.sync.point(P['get_pfn.after_get_file']);
   try {
-    return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+    return fn(file);
   } finally {
     gmemFput(g, file);
   }
@@ -441,25 +448,10 @@ export function gmemPopulate(
   post: PostPopulate,
 ): number {
   if (npages < 0) return -Errno.EINVAL;
-  const file = g.files.getFileActive(s.fileWord);
-  if (file === NO_HANDLE) return -Errno.EFAULT;
-  try {
-    return populateFile(g, vm, file, s, startGfn, npages, isPrivate, post);
-  } finally {
-    gmemFput(g, file);
-  }
+  return withActiveFile(g, s.fileWord, (file) => populateFile(g, vm, file, s, startGfn, npages, isPrivate, post));
 }
 
-function populateFile(
-  g: GmemCtx,
-  vm: number,
-  file: number,
-  s: PopulateSlot,
-  startGfn: number,
-  npages: number,
-  isPrivate: (gfn: number) => boolean,
-  post: PostPopulate,
-): number {
+function populateFile(g: GmemCtx, vm: number, file: number, s: PopulateSlot, startGfn: number, npages: number, isPrivate: (gfn: number) => boolean, post: PostPopulate): number {
   const ino = g.files.inode(file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);

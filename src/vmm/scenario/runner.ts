@@ -153,6 +153,17 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     }
   };
 
+  /** Records the outcome of a step that was in flight, once it settled. */
+  const land = async (h: InFlight): Promise<void> => {
+    try {
+      finish(h.report, h.step, await h.promise);
+    } catch (e) {
+      h.report.result = 'error';
+      h.report.pass = false;
+      h.report.mismatch = (e as Error).message;
+    }
+  };
+
   /** Waits for every step in flight whose actor no pause holds; their outcomes are checked then. */
   const settleInFlight = async (timeoutMs: number): Promise<Outcome> => {
     const deadline = Date.now() + timeoutMs;
@@ -168,13 +179,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       ]);
       if (first === null) continue;
       held.splice(held.indexOf(first), 1);
-      try {
-        finish(first.report, first.step, await first.promise);
-      } catch (e) {
-        first.report.result = 'error';
-        first.report.pass = false;
-        first.report.mismatch = (e as Error).message;
-      }
+      await land(first);
     }
   };
 
@@ -208,15 +213,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const drainHeld = async (): Promise<void> => {
     for (const p of pauses.values()) rt.control.release(p.slot);
     pauses.clear();
-    for (const h of held.splice(0)) {
-      try {
-        finish(h.report, h.step, await h.promise);
-      } catch (e) {
-        h.report.result = 'error';
-        h.report.pass = false;
-        h.report.mismatch = (e as Error).message;
-      }
-    }
+    for (const h of held.splice(0)) await land(h);
   };
 
   try {
