@@ -3,7 +3,9 @@
 // end; the report counts faults, retries, prepares, firmware calls, exits, leftovers and
 // violations per invariant, with the seed that reproduces the run.
 
-import type { PolicyName } from '../gmem/policy.js';
+import { POLICY_NAMES_BY_ID, type PolicyName } from '../gmem/policy.js';
+import { type KernelVersionName, VERSIONS } from '../gmem/version.js';
+import { resolveKernel } from './build.js';
 import type { VmTypeName } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { subSeed } from '../shm/prng.js';
@@ -18,6 +20,8 @@ import { type CrashReport, Runtime } from './runtime.js';
 import { type VmmOpsResult, parseMix } from './stress-ops.js';
 
 export interface StressOptions {
+  /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
+  kernel?: KernelVersionName;
   policy?: PolicyName;
   vmType?: VmTypeName;
   vcpus?: number;
@@ -104,8 +108,10 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
   const memBytes = parseSize(memory, 'memory');
   if (memBytes <= 0 || memBytes % PAGE_SIZE !== 0) throw new Error(`memory: must be a positive multiple of 4KiB, got ${memBytes}`);
   const guest = o.guestMemory ?? Math.min(memBytes / 4, 16 << 20);
+  const kernel = resolveKernel(o);
   const cfg = {
-    policy: o.policy ?? 'prepare-on-fault-own-vm',
+    kernel,
+    policy: POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare],
     vmType: o.vmType ?? 'snp',
     vcpus: o.vcpus ?? 2,
     vms: o.vms ?? 1,
@@ -142,7 +148,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
   const pages = parseSize(cfg.guestMemory, 'guest-memory') / PAGE_SIZE;
   const rt = await Runtime.start({
     // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
-    sandbox: { policy: cfg.policy, memory: cfg.memory, userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms), watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
+    sandbox: { kernel: cfg.kernel, memory: cfg.memory, userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms), watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
     callTimeoutMs: cfg.durationMs + 30_000,
     trace: o.trace !== undefined,
     bugs: bugMask(cfg.bugs),
