@@ -3,7 +3,7 @@
 //
 //   node dist/bench/run.js [--quick] [--json] [--only GROUP[,GROUP...]]
 //
-// Groups: micro, roundtrip, fault, prefault, throughput, policy. --quick is a smoke run of a few
+// Groups: micro, roundtrip, zerofill, fault, prefault, throughput, policy. --quick is a smoke run of a few
 // seconds (tiny time budgets and sizes: its figures are not meant to be quoted).
 
 import os from 'node:os';
@@ -13,10 +13,12 @@ import { runMicro } from './micro.js';
 import { runRoundtrip } from './roundtrip.js';
 import { type Row, renderTable, resolveRows } from './table.js';
 import { runPolicies, runThroughput } from './throughput.js';
+import { runZeroFill } from './zerofill.js';
 
 const GROUPS: Record<string, (ctx: Ctx) => Promise<Row[]>> = {
   micro: runMicro,
   roundtrip: runRoundtrip,
+  zerofill: runZeroFill,
   fault: runColdFault,
   prefault: runPrefault,
   throughput: runThroughput,

@@ -66,7 +66,7 @@ async function computeCeiling(ctx: Ctx): Promise<Row[]> {
     await Promise.all(ws.map((w) => once(w, 'online')));
     for (const [kind, iters, what] of [
       ['chain', ctx.quick ? 2e7 : 1e8, 'dependent integer multiply chain'],
-      ['fill', ctx.quick ? 2e4 : 2e5, 'clear of a 4 KiB page (shared buffer, L2-resident)'],
+      ['fill', ctx.quick ? 2e5 : 2e6, 'clear of a 4 KiB page (shared wasm memory, L2-resident, as the fault path clears)'],
     ] as const) {
       // n workers at once, starting from worker `first`.
       const run = async (n: number, first: number, count: number = iters): Promise<number> => {

@@ -24,6 +24,9 @@ const EXPECTED = [
   'mailbox.nop.asleep.strict',
   'rt.futex.idle.clock',
   'rt.comlink',
+  // zerofill
+  'clear_page.anchor',
+  ...['u8.fill', 'u16.fill', 'u32.fill', 'f64.fill', 'b64.fill', 'copyWithin', 'Buffer.fill', 'set.template', 'wasm.memory.fill'].map((m) => `zero-fill.${m}`),
   // fault
   'zero-fill.page',
   'zero-fill+rt.spin',
