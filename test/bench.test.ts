@@ -13,6 +13,8 @@ const EXPECTED = [
   'atomics.load',
   'access.mapped.sw',
   'access.mapped.snp',
+  'access.mapped.sw.audited',
+  'access.mapped.snp.audited',
   'cas.pair',
   'folio.lock+unlock',
   // roundtrip

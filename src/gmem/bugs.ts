@@ -12,6 +12,7 @@ export const BUGS = {
   'populate-no-uptodate-check': { bit: 1 << 4, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
   'invalidate-end-before-truncate': { bit: 1 << 5, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
   'skip-arch-invalidate-on-free': { bit: 1 << 6, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
+  'zap-skips-tlb-flush': { bit: 1 << 7, what: 'an invalidation zaps SPTEs without flushing the vCPUs\' TLBs, which keep the old translations' },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];

@@ -56,7 +56,7 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
   }
   if (zapped > 0) {
     k.stats[C.sptesZapped] += zapped;
-    k.vcpus.flushRemoteTlbs(k.sync, vm);
+    if ((k.g.bugs & Bug['zap-skips-tlb-flush']) === 0) k.vcpus.flushRemoteTlbs(k.sync, vm);
   }
 }
 

@@ -42,6 +42,7 @@ export const COUNTER_NAMES = [
   'pvalidates',
   'rmpViolations',
   'vcExceptions',
+  'staleTlbAccesses',
   'hostRmpFaults',
   'faultNs',
   'guestExitsHandled',

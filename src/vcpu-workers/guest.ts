@@ -5,12 +5,13 @@
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/kvm.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
-import { spteFrame, sptePrivate } from '../kvm/spte.js';
+import { makeSpte, spteFrame, sptePrivate } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
-import type { Sync } from '../shm/sync.js';
+import { FreeSync, type Sync, WRITER } from '../shm/sync.js';
+import { Tlb } from './tlb.js';
 
 /** How a guest access ended. */
 export const Exit = {
@@ -28,6 +29,11 @@ export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio'
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
+// Counter indices as constants: C is built by Object.fromEntries, a lookup per access otherwise.
+const C_GUEST_READS = C.guestReads;
+const C_GUEST_WRITES = C.guestWrites;
+/** Loads a vCPU spins on mmu_lock before sleeping, while it checks a suspect TLB hit. */
+const STALE_CHECK_SPIN = 1000;
 
 /** Copies n bytes; a short copy is a loop, which costs less than a subarray view and set(). */
 function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
@@ -51,10 +57,26 @@ export class GuestCpu {
   private readonly stats: Float64Array;
   private readonly host: Uint8Array;
   private readonly user: Uint8Array;
+  private readonly mmuLock: number;
+  /** This CPU's TLB (flushed through vcpu.flushTlb by every flush request it acknowledges). */
+  readonly tlb = new Tlb();
+  /**
+   * The auditor's check of every TLB hit against the SPTE (one more load per access): an access
+   * through a translation zapped without a TLB flush is counted (staleTlbAccesses). Off, a hit
+   * is what the hardware does: no shared-memory access at all.
+   */
+  auditTlb: boolean;
+  /**
+   * Whether a running guest's every access is a pause/scheduling point. In the controlled mode it
+   * is (the explorer interleaves accesses); in the free mode the pause point costs a load per
+   * access, so a running guest polls it between bursts instead (pollAccessPoint).
+   */
+  private readonly pointEveryAccess: boolean;
 
   constructor(
     readonly k: KvmCtx,
     readonly vcpu: KvmVcpu,
+    opts: { auditTlb?: boolean } = {},
   ) {
     this.sync = k.sync;
     this.stats = k.stats;
@@ -66,6 +88,11 @@ export class GuestCpu {
     this.sptes = k.mem.w;
     this.spteBase = k.sptes.word(vcpu.vm, 0);
     this.gfnsPerVm = k.mem.limits.gfnsPerVm;
+    this.mmuLock = k.vms.mmuLockWord(vcpu.vm);
+    this.auditTlb = opts.auditTlb ?? true;
+    this.pointEveryAccess = !(k.sync instanceof FreeSync);
+    const tlb = this.tlb;
+    vcpu.flushTlb = () => tlb.flush();
   }
 
   /**
@@ -76,6 +103,15 @@ export class GuestCpu {
    */
   translate(gfn: number, priv: boolean, dataAccess = true): number {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
+    if (dataAccess) {
+      const hit = this.tlb.lookup(gfn, priv);
+      if (hit >= 0 && (!this.auditTlb || this.hitIsCurrent(gfn, priv, hit))) return hit;
+    }
+    return this.walk(gfn, priv, dataAccess);
+  }
+
+  /** The SPTE walk of a TLB miss (and the fault path on an EPT violation); fills the TLB. */
+  private walk(gfn: number, priv: boolean, dataAccess: boolean): number {
     for (;;) {
       const spte = Atomics.load(this.sptes, this.spteBase + gfn);
       if (spte !== 0 && sptePrivate(spte) === priv) {
@@ -87,6 +123,7 @@ export class GuestCpu {
             return c === 1 ? -Exit.RMP_VIOLATION : -Exit.VC;
           }
         }
+        if (dataAccess) this.tlb.fill(gfn, priv, frame);
         return frame;
       }
       // EPT violation: exit to KVM, fault, and re-enter.
@@ -101,31 +138,70 @@ export class GuestCpu {
     }
   }
 
+  /** The auditor's check of a TLB hit: false (the TLB flushed) when the SPTE changed since the fill. */
+  private hitIsCurrent(gfn: number, priv: boolean, frame: number): boolean {
+    if (Atomics.load(this.sptes, this.spteBase + gfn) === makeSpte(frame, priv)) return true;
+    this.checkStaleHit();
+    return false;
+  }
+
+  /**
+   * A TLB hit whose SPTE changed since the fill. That is legal only while the zap that changed it
+   * is still inside its mmu_lock write section, whose flush request then reaches this vCPU before
+   * the lock is released (an access in flight when a flush starts may use the old translation).
+   * So wait, outside guest mode (the flusher must not wait for us meanwhile), until no writer
+   * holds mmu_lock: if no flush request came by then, the zap sent none, and this access went
+   * through a stale translation. Either way the TLB is dropped and the access walks again.
+   */
+  private checkStaleHit(): void {
+    const v = this.vcpu;
+    const acked = v.requestsAcked;
+    const inGuest = v.inGuest;
+    if (inGuest) v.exitGuest();
+    this.sync.waitWhileEquals(this.mmuLock, WRITER, STALE_CHECK_SPIN);
+    v.checkRequests();
+    if (v.requestsAcked === acked) this.stats[C.staleTlbAccesses]++;
+    this.tlb.flush();
+    if (inGuest) v.enterGuest();
+  }
+
   /**
    * One guest read (write when `data` is given) of `len` bytes at gpa. Bytes read go to `out`.
    * Returns Exit.NONE or the exit that stopped it (bytes before the failing page are done).
-   * This is the guest's hot path (bench 'access.mapped.*'): no allocation, and no shared-memory
-   * operation beyond the pause point, vcpu->mode in and out, and the SPTE (plus the RMP entry).
+   * This is the guest's hot path (bench 'access.mapped.*'): no allocation, and a running guest's
+   * access that hits the TLB reads one shared word, its request word (plus, audited, the SPTE).
    */
   access(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
     const vcpu = this.vcpu;
-    if (this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
     const off = gpa % PAGE_SIZE;
-    if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
+    if (vcpu.inGuest && gpa >= 0 && len > 0 && off + len <= PAGE_SIZE) {
       // The common case, a running guest touching one page: no entry, no loop, no try.
+      if (this.pointEveryAccess && this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
       vcpu.checkRequests();
-      const frame = this.translate((gpa - off) / PAGE_SIZE, priv);
-      if (frame < 0) return -frame;
+      const gfn = (gpa - off) / PAGE_SIZE;
+      let frame = this.tlb.lookup(gfn, priv);
+      if (frame < 0 || (this.auditTlb && !this.hitIsCurrent(gfn, priv, frame))) {
+        if (gfn >= this.gfnsPerVm) return Exit.MMIO;
+        frame = this.walk(gfn, priv, true);
+        if (frame < 0) return -frame;
+      }
       const mem = priv ? this.host : this.user;
       if (data !== null) {
         copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);
-        this.stats[C.guestWrites]++;
+        this.stats[C_GUEST_WRITES]++;
       } else {
         copyBytes(mem, frame * PAGE_SIZE + off, out!, 0, len);
-        this.stats[C.guestReads]++;
+        this.stats[C_GUEST_READS]++;
       }
       return Exit.NONE;
     }
+    return this.accessSlow(gpa, len, priv, out, data);
+  }
+
+  /** An access that enters the guest, spans pages or is empty: kept apart so access() stays small. */
+  private accessSlow(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
+    const vcpu = this.vcpu;
+    if (this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
     // Already running guest code (a workload): only the boundary's flush check. Otherwise this
     // one access is a visit to the guest: enter, and leave at the end.
     const visit = !vcpu.inGuest;
@@ -161,6 +237,14 @@ export class GuestCpu {
   }
 
   /**
+   * Between two bursts of a running guest's accesses, outside guest mode: takes a pause armed at
+   * 'guest.before_access' meanwhile (the free mode's access fast path does not look for one).
+   */
+  pollAccessPoint(): void {
+    if (!this.vcpu.inGuest && this.sync.pointArmed(P_BEFORE_ACCESS)) this.sync.point(P_BEFORE_ACCESS);
+  }
+
+  /**
    * The pause/scheduling point before an access, taken outside guest mode: a vCPU that may be
    * held must not hold up a TLB flush (the kernel never sleeps in guest mode either).
    */
@@ -184,6 +268,8 @@ export class GuestCpu {
       // stays in guest mode, so no TLB flush completes before it (the firmware thread serves it
       // here; a pause held at 'firmware.before_command' meanwhile shows up on the watchdog).
       const r = this.k.psp.pvalidate(this.asid, frame, gfn, validate);
+      // The guest's INVLPG after a change of validation: this CPU's cached RMP verdict is old.
+      this.tlb.invalidate(gfn);
       if (r >= 0) return r;
       this.stats[C.rmpViolations]++;
       return -Exit.RMP_VIOLATION;

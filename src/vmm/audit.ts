@@ -145,6 +145,7 @@ export function auditQuiescent(mem: Mem): AuditReport {
   }
   const stats = sumStats(mem);
   if (stats.hostRmpFaults > 0) add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+  if (stats.staleTlbAccesses > 0) add({ invariant: 'useAfterFree', by: 'auditor', detail: `${stats.staleTlbAccesses} guest access(es) went through a TLB entry whose SPTE was zapped without a TLB flush` });
   return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: crossVm + stats['finding.crossVmPrepare'] }, checkedSptes: checked };
 }
 
