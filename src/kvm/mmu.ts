@@ -25,12 +25,12 @@ const SEQ_SPIN = 100;
 // kvm_mmu_invalidate_begin + kvm_mmu_invalidate_range_add + kvm_unmap_gfn_range, under mmu_lock.
 export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void {
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downWrite(lock, LockClass.MMU);
+  k.sync.writeLock(lock, LockClass.MMU);
   try {
     invalidateBeginLocked(k, vm, ranges);
   } finally {
     // A watchdog report from the TLB flush must not leave mmu_lock held as well.
-    k.sync.upWrite(lock);
+    k.sync.writeUnlock(lock);
   }
 }
 
@@ -64,10 +64,10 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
 export function invalidateEnd(k: KvmCtx, vm: number): void {
   const w = k.mem.w;
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downWrite(lock, LockClass.MMU);
+  k.sync.writeLock(lock, LockClass.MMU);
   Atomics.add(w, k.vms.seqWord(vm), 1);
   const left = Atomics.sub(w, k.vms.inProgressWord(vm), 1) - 1;
-  k.sync.upWrite(lock);
+  k.sync.writeUnlock(lock);
   if (left < 0) throw new Error(`vm ${vm}: mmu_invalidate_in_progress went negative`);
   if (Atomics.load(w, k.vms.seqSleepersWord(vm)) > 0) k.sync.wake(k.vms.seqWord(vm), Infinity);
 }
@@ -151,10 +151,10 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
       }
       k.sync.point(P['fault.before_mmu_lock']);
       const lock = k.vms.mmuLockWord(vm);
-      k.sync.downRead(lock, LockClass.MMU);
+      k.sync.readLock(lock, LockClass.MMU);
       // is_page_fault_stale
       if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
-        k.sync.upRead(lock);
+        k.sync.readUnlock(lock);
         if (isPrivate) folioPut(k.g, frame);
         stats[C.faultRetries]++;
         if (interruptible && k.sync.signalPending()) return -Errno.EINTR;
@@ -162,7 +162,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
       }
       k.sptes.set(vm, gfn, makeSpte(frame, isPrivate));
       stats[C.sptesInstalled]++;
-      k.sync.upRead(lock);
+      k.sync.readUnlock(lock);
       if (isPrivate) folioPut(k.g, frame);
       return RET_PF_FIXED;
     }

@@ -47,6 +47,12 @@ const PAUSE_CLAIMING = 5;
 const WAIT_SLICE_MS = 10;
 export const DEFAULT_WATCHDOG_MS = 5000;
 export const DEFAULT_SPIN = 200;
+/**
+ * rwlock_t spins where an rwsem would sleep: its holders never sleep, so the wait is as short as
+ * the critical section. Past this many rounds (some 100 us) the holder was descheduled (the
+ * kernel disables preemption under a spinlock, a worker cannot) and the waiter sleeps instead.
+ */
+export const RWLOCK_SPIN = 20_000;
 
 const REGION = 'sync';
 
@@ -91,6 +97,11 @@ export interface Sync {
   upRead(i: number): void;
   downWrite(i: number, cls: LockClass): void;
   upWrite(i: number): void;
+  /** rwlock_t (read_lock, write_lock, ...): the same words as an rwsem, but waiters spin. */
+  readLock(i: number, cls: LockClass): void;
+  readUnlock(i: number): void;
+  writeLock(i: number, cls: LockClass): void;
+  writeUnlock(i: number): void;
   /** Blocks while w[i] === value (spinning up to `spin` loads first). */
   waitWhileEquals(i: number, value: number, spin: number): void;
   /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */
@@ -306,10 +317,10 @@ export class FreeSync implements Sync {
     const w = this.w;
     const s = Atomics.load(w, i + RW_STATE);
     if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
-    this.downReadSlow(i, cls);
+    this.downReadSlow(i, cls, this.spin);
   }
 
-  private downReadSlow(i: number, cls: LockClass): void {
+  private downReadSlow(i: number, cls: LockClass, spin: number): void {
     const w = this.w;
     const t0 = performance.now();
     for (let n = 0; ; n++) {
@@ -318,7 +329,7 @@ export class FreeSync implements Sync {
         if (Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) break;
         continue;
       }
-      if (n >= this.spin) this.rwSleep(i, t0, (st) => st < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0);
+      if (n >= spin) this.rwSleep(i, t0, (st) => st < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0);
     }
     this.account(cls, t0);
   }
@@ -338,10 +349,10 @@ export class FreeSync implements Sync {
       Atomics.store(w, i + RW_OWNER, this.me);
       return;
     }
-    this.downWriteSlow(i, cls);
+    this.downWriteSlow(i, cls, this.spin);
   }
 
-  private downWriteSlow(i: number, cls: LockClass): void {
+  private downWriteSlow(i: number, cls: LockClass, spin: number): void {
     const w = this.w;
     const t0 = performance.now();
     // Announce the writer so new readers hold back and it is not starved.
@@ -349,7 +360,7 @@ export class FreeSync implements Sync {
     try {
       for (let n = 0; ; n++) {
         if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) break;
-        if (n >= this.spin) this.rwSleep(i, t0, (st) => st === 0);
+        if (n >= spin) this.rwSleep(i, t0, (st) => st === 0);
       }
     } finally {
       if (Atomics.sub(w, i + RW_WRITERS_WAITING, 1) === 1 && Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
@@ -367,6 +378,34 @@ export class FreeSync implements Sync {
     Atomics.store(w, i + RW_OWNER, 0);
     Atomics.store(w, i + RW_STATE, 0);
     if (Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
+  }
+
+  // read_lock (qrwlock): the rwsem's fast path; a waiter spins instead of queueing to sleep.
+  readLock(i: number, cls: LockClass): void {
+    const w = this.w;
+    const s = Atomics.load(w, i + RW_STATE);
+    if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
+    this.downReadSlow(i, cls, RWLOCK_SPIN);
+  }
+
+  // read_unlock: a sleeper exists only when a holder was descheduled past RWLOCK_SPIN.
+  readUnlock(i: number): void {
+    this.upRead(i);
+  }
+
+  // write_lock
+  writeLock(i: number, cls: LockClass): void {
+    const w = this.w;
+    if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) {
+      Atomics.store(w, i + RW_OWNER, this.me);
+      return;
+    }
+    this.downWriteSlow(i, cls, RWLOCK_SPIN);
+  }
+
+  // write_unlock
+  writeUnlock(i: number): void {
+    this.upWrite(i);
   }
 
   /** Sleeps on the rwsem's wake sequence until `ready(state)` may hold; the caller re-checks. */
