@@ -50,6 +50,9 @@ const EXPECTED = [
   'policy.prepare-on-allocate',
   'policy.prepare-on-fault',
   'policy.prepare-on-fault-own-vm',
+  // explore
+  'explore.steps',
+  'explore.schedules',
 ];
 
 interface JsonRow {
@@ -69,8 +72,11 @@ describe('bench', () => {
       timeout: 55_000,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const report = JSON.parse(out) as { quick: boolean; rows: JsonRow[] };
+    const report = JSON.parse(out) as { quick: boolean; rows: JsonRow[]; machine: { noisy: boolean; scaling: { chain: number; fill: number } } };
     expect(report.quick).toBe(true);
+    // The machine's state comes first, with the verdict every other figure is read against.
+    expect(report.rows.slice(0, 4).map((r) => r.name)).toEqual(['ceiling.chain.1thread', 'ceiling.chain.2threads', 'ceiling.fill.1thread', 'ceiling.fill.2threads']);
+    expect(report.machine.noisy).toBe(!(Math.min(report.machine.scaling.chain, report.machine.scaling.fill) >= 1.8));
     const byName = new Map(report.rows.map((r) => [r.name, r]));
     expect([...byName.keys()].sort()).toEqual([...EXPECTED].sort());
     for (const r of report.rows) {
