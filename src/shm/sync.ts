@@ -49,10 +49,11 @@ export const DEFAULT_WATCHDOG_MS = 5000;
 export const DEFAULT_SPIN = 200;
 /**
  * rwlock_t spins where an rwsem would sleep: its holders never sleep, so the wait is as short as
- * the critical section. Past this many rounds (some 100 us) the holder was descheduled (the
- * kernel disables preemption under a spinlock, a worker cannot) and the waiter sleeps instead.
+ * the critical section. Past this many rounds (some 20-40 us, what a futex sleep and wake-up
+ * costs here) the holder was descheduled (the kernel disables preemption under a spinlock, a
+ * worker cannot) and the waiter sleeps instead, leaving the core to the thread it waits for.
  */
-export const RWLOCK_SPIN = 20_000;
+export const RWLOCK_SPIN = 4000;
 
 const REGION = 'sync';
 
