@@ -241,7 +241,8 @@ export class GuestCpu {
    * 'guest.before_access' meanwhile (the free mode's access fast path does not look for one).
    */
   pollAccessPoint(): void {
-    if (!this.vcpu.inGuest && this.sync.pointArmed(P_BEFORE_ACCESS)) this.sync.point(P_BEFORE_ACCESS);
+    // In the controlled mode every access is the point already: no extra scheduling step here.
+    if (!this.pointEveryAccess && !this.vcpu.inGuest && this.sync.pointArmed(P_BEFORE_ACCESS)) this.sync.point(P_BEFORE_ACCESS);
   }
 
   /**
