@@ -29,9 +29,6 @@ export const EXIT_NAMES = ['none', 'memory_fault', 'rmp_violation', 'vc', 'mmio'
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
-// Counter indices as constants: C is built by Object.fromEntries, a lookup per access otherwise.
-const C_GUEST_READS = C.guestReads;
-const C_GUEST_WRITES = C.guestWrites;
 /** Loads a vCPU spins on mmu_lock before sleeping, while it checks a suspect TLB hit. */
 const STALE_CHECK_SPIN = 1000;
 
@@ -188,10 +185,10 @@ export class GuestCpu {
       const mem = priv ? this.host : this.user;
       if (data !== null) {
         copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);
-        this.stats[C_GUEST_WRITES]++;
+        this.stats[C.guestWrites]++;
       } else {
         copyBytes(mem, frame * PAGE_SIZE + off, out!, 0, len);
-        this.stats[C_GUEST_READS]++;
+        this.stats[C.guestReads]++;
       }
       return Exit.NONE;
     }
