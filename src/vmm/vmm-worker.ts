@@ -24,6 +24,18 @@ export interface StressSetup {
   privateShare: number;
   /** VM 0 is an SNP VM left between LAUNCH_START and LAUNCH_FINISH, for 'populate' ops. */
   populateFirstVm?: boolean;
+  /**
+   * vCPUs to create (KVM_CREATE_VCPU, here on the VMM) per running VM, for vCPU workers that
+   * then attach to them by id and slot: created in this order, they are the same every time.
+   */
+  vcpusPerVm?: number;
+}
+
+/** A vCPU setupStress created for a vCPU worker. */
+export interface CreatedVcpu {
+  vm: number;
+  id: number;
+  slot: number;
 }
 
 class VmmWorker {
@@ -58,7 +70,7 @@ class VmmWorker {
   }
 
   /** Builds the stress layout: VMs bound to one guest_memfd (linked for VMs after the first). */
-  setupStress(cfg: StressSetup): { vms: number[]; file: number } {
+  setupStress(cfg: StressSetup): { vms: number[]; file: number; vcpus: CreatedVcpu[] } {
     const sb = this.s;
     const size = cfg.pages * PAGE_SIZE;
     const vms: Vm[] = [];
@@ -82,7 +94,17 @@ class VmmWorker {
       prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
     });
     this.target = { file: first.file, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
-    return { vms: this.target.vms, file: first.file };
+    const vcpus: CreatedVcpu[] = [];
+    for (const vm of vms) {
+      if (vm.id === this.target.populateVm) continue;
+      for (let c = 0; c < (cfg.vcpusPerVm ?? 0); c++) {
+        const id = sb.k.vms.addVcpu(vm.id);
+        const slot = sb.k.vcpus.claim(vm.id);
+        if (id < 0 || slot < 0) throw new Error(`vm ${vm.id}: no vCPU slot left`);
+        vcpus.push({ vm: vm.id, id, slot });
+      }
+    }
+    return { vms: this.target.vms, file: first.file, vcpus };
   }
 
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
