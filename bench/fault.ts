@@ -55,6 +55,8 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
   try {
     const sb = Sandbox.attach(desc, TID_MAIN);
     const host = sb.mem.host;
+    // The same page fill the fault path's clear uses (src/shm/pagefill.ts).
+    const fillPage = sb.mem.fillPage;
     const top = sb.mem.limits.nrPfns - 1;
     const sw = privateVm(sb, 'sw-protected', perVm);
     const snp = privateVm(sb, 'snp', perVm);
@@ -63,15 +65,15 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
     // The pages filled are the top of host memory, which the faults below never reach: cold
     // in the caches as the faults' pages are, and already backed by the OS (painted at build).
     ctx.log('fault: zero-fill one page');
-    const fill = timedLoop(n, warm, (i) => host.fill(0, (top - i) * PAGE_SIZE, (top - i + 1) * PAGE_SIZE));
-    rows.push({ group: 'fault', name: 'zero-fill.page', kind: 'time', ...histSampled(fill), note: 'one 4 KiB page, per call' });
+    const fill = timedLoop(n, warm, (i) => fillPage(top - i, 0));
+    rows.push({ group: 'fault', name: 'zero-fill.page', kind: 'time', ...histSampled(fill), note: 'one cold 4 KiB page, Mem.fillPage as the fault path clears, per call' });
     const peer = await EchoPeer.start();
     try {
       peer.begin('spin');
       const off = n + warm;
       ctx.log('fault: zero-fill one page + spin round trip');
       const both = timedLoop(n, warm, (i) => {
-        host.fill(0, (top - off - i) * PAGE_SIZE, (top - off - i + 1) * PAGE_SIZE);
+        fillPage(top - off - i, 0);
         peer.spinRoundTrip();
       });
       rows.push({ group: 'fault', name: 'zero-fill+rt.spin', kind: 'time', ...histSampled(both), note: 'one page filled, then one cache-line round trip' });
@@ -122,7 +124,7 @@ export async function runPrefault(ctx: Ctx): Promise<Row[]> {
   const rows: Row[] = [];
   try {
     const sb = Sandbox.attach(desc, TID_MAIN);
-    const host = sb.mem.host;
+    const fillPage = sb.mem.fillPage;
     const vms = { 'sw-protected': privateVm(sb, 'sw-protected', max), snp: privateVm(sb, 'snp', Math.max(...snpSizes)) };
     const label = (b: number): string => (b >= 1024 * MiB ? `${b / (1024 * MiB)}GiB` : `${b / MiB}MiB`);
     for (const size of sizes) {
@@ -131,7 +133,7 @@ export async function runPrefault(ctx: Ctx): Promise<Row[]> {
         // The same bytes of host memory, a page at a time as the fault path clears them. The
         // pattern keeps free pages painted (the byte written does not change the cost).
         const t0 = performance.now();
-        for (let p = 0; p < size / PAGE_SIZE; p++) host.fill(HOST_PATTERN, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+        for (let p = 0; p < size / PAGE_SIZE; p++) fillPage(p, HOST_PATTERN);
         fills.push((performance.now() - t0) * 1e6);
       }
       const base = `zero-fill.${label(size)}`;

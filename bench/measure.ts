@@ -6,6 +6,8 @@ import { Histogram } from './histogram.js';
 
 export interface Ctx {
   quick: boolean;
+  /** ceiling.fill.2threads / ceiling.fill.1thread of this run, once the machine group ran. */
+  fillScaling?: number;
   /** Progress to stderr (never mixed into --json output). */
   log(msg: string): void;
 }

@@ -62,12 +62,17 @@ export async function runMicro(ctx: Ctx): Promise<Row[]> {
     ),
   );
 
-  for (const [name, v] of [
-    ['access.mapped.sw', sw],
-    ['access.mapped.snp', snp],
+  // The plain rows are the hardware's path (a TLB hit); '.audited' adds the auditor's check of
+  // each hit against the SPTE, as stress and explore runs do.
+  for (const [name, v, audit] of [
+    ['access.mapped.sw', sw, false],
+    ['access.mapped.snp', snp, false],
+    ['access.mapped.sw.audited', sw, true],
+    ['access.mapped.snp.audited', snp, true],
   ] as const) {
     ctx.log(`micro: ${name}`);
     const cpu = v.cpu;
+    cpu.auditTlb = audit;
     if (cpu.access(0, 4, true, out, null) !== Exit.NONE) throw new Error(`${name}: access exited`);
     // A running guest stays in guest mode between accesses, as the workloads do: each access
     // then pays its flush check, pause point, SPTE load (and RMP check), not a guest entry.
@@ -81,7 +86,7 @@ export async function runMicro(ctx: Ctx): Promise<Row[]> {
         },
         o,
       ),
-      { baseline: 'atomics.load', target: { op: '<=', ratio: 3 } },
+      audit ? { baseline: 'atomics.load' } : { baseline: 'atomics.load', target: { op: '<=', ratio: 2 } },
     );
     cpu.vcpu.exitGuest();
   }

@@ -58,7 +58,7 @@ async function runVcpus(rt: Runtime, vcpus: VcpuActor[], cfgs: WorkloadConfig[])
  * (latency-bound) shows whether two hardware threads exist; 'fill' (4 KiB page clears in L2,
  * throughput-bound like the fault path) shows how much two threads can really get done.
  */
-async function computeCeiling(ctx: Ctx): Promise<Row[]> {
+export async function runCeiling(ctx: Ctx): Promise<Row[]> {
   const reps = ctx.quick ? 1 : 3;
   const ws = [0, 1].map(() => new Worker(new URL('./compute-worker.js', import.meta.url), { name: 'bench compute' }));
   const rows: Row[] = [];
@@ -66,7 +66,7 @@ async function computeCeiling(ctx: Ctx): Promise<Row[]> {
     await Promise.all(ws.map((w) => once(w, 'online')));
     for (const [kind, iters, what] of [
       ['chain', ctx.quick ? 2e7 : 1e8, 'dependent integer multiply chain'],
-      ['fill', ctx.quick ? 2e4 : 2e5, 'clear of a 4 KiB page (shared buffer, L2-resident)'],
+      ['fill', ctx.quick ? 2e4 : 2e5, 'Uint8Array.fill of a 4 KiB page (shared buffer, L2-resident): compute-bound, as the fault path was before memory.fill'],
     ] as const) {
       // n workers at once, starting from worker `first`.
       const run = async (n: number, first: number, count: number = iters): Promise<number> => {
@@ -86,9 +86,9 @@ async function computeCeiling(ctx: Ctx): Promise<Row[]> {
       for (let r = 0; r < reps; r++) for (const n of [1, 2] as const) rates[n].push(await run(n, r));
       ctx.log(`throughput: ${kind} ceiling measured`);
       rows.push(
-        { group: 'throughput', name: `ceiling.${kind}.1thread`, kind: 'rate', median: median(rates[1]), samples: reps, note: `${what}, one worker` },
+        { group: 'machine', name: `ceiling.${kind}.1thread`, kind: 'rate', median: median(rates[1]), samples: reps, note: `${what}, one worker` },
         {
-          group: 'throughput',
+          group: 'machine',
           name: `ceiling.${kind}.2threads`,
           kind: 'rate',
           median: median(rates[2]),
@@ -104,9 +104,14 @@ async function computeCeiling(ctx: Ctx): Promise<Row[]> {
   }
 }
 
+/** faults.2vcpu / faults.1vcpu must reach this share of ceiling.fill's 2-thread scaling. */
+const FAULT_SCALING_OF_CEILING = 0.9;
+/** churn.2vcpu.faults / churn.1vcpu.faults, target of issue 12. */
+const CHURN_SCALING = 1.5;
+
 export async function runThroughput(ctx: Ctx): Promise<Row[]> {
   const q = ctx.quick;
-  const rows: Row[] = await computeCeiling(ctx);
+  const rows: Row[] = [];
   const window = q ? 4096 : 32768;
   const reps = q ? 1 : 3;
   const pages = 2 * reps * window + (q ? 2048 : 65536);
@@ -154,7 +159,8 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
       median: median(rates[2]),
       samples: reps,
       baseline: 'faults.1vcpu',
-      target: { op: '>=', ratio: 1.6 },
+      // As far as the machine lets two threads scale right now (ceiling.fill, measured first).
+      target: { op: '>=', ratio: Number((FAULT_SCALING_OF_CEILING * (ctx.fillScaling ?? 2)).toFixed(2)) },
       note: `same, split over 2 vCPU workers; lock wait ${median(waits[2]).toFixed(0)} ns/fault (allocator+mmu+folio)`,
     });
   } finally {
@@ -186,7 +192,7 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
         name: `${tag}.faults`,
         kind: 'rate',
         median: (d.faults / ms) * 1000,
-        ...(n === 2 ? { baseline: 'churn.1vcpu.faults' } : {}),
+        ...(n === 2 ? { baseline: 'churn.1vcpu.faults', target: { op: '>=' as const, ratio: CHURN_SCALING } } : {}),
         note: `${d.punchHoles} punches (${((d.punchHoles / ms) * 1000).toFixed(0)}/s), ${(((d.guestReads + d.guestWrites) / ms) * 1000 / 1e3).toFixed(0)}k accesses/s, ${ms.toFixed(0)} ms`,
       });
       for (const cls of ['invalidate', 'folio', 'mmu'] as const) {

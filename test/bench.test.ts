@@ -13,6 +13,8 @@ const EXPECTED = [
   'atomics.load',
   'access.mapped.sw',
   'access.mapped.snp',
+  'access.mapped.sw.audited',
+  'access.mapped.snp.audited',
   'cas.pair',
   'folio.lock+unlock',
   // roundtrip
@@ -24,6 +26,9 @@ const EXPECTED = [
   'mailbox.nop.asleep.strict',
   'rt.futex.idle.clock',
   'rt.comlink',
+  // zerofill
+  'clear_page.anchor',
+  ...['u8.fill', 'u16.fill', 'u32.fill', 'f64.fill', 'b64.fill', 'copyWithin', 'Buffer.fill', 'set.template', 'wasm.memory.fill'].map((m) => `zero-fill.${m}`),
   // fault
   'zero-fill.page',
   'zero-fill+rt.spin',
@@ -45,6 +50,9 @@ const EXPECTED = [
   'policy.prepare-on-allocate',
   'policy.prepare-on-fault',
   'policy.prepare-on-fault-own-vm',
+  // explore
+  'explore.steps',
+  'explore.schedules',
 ];
 
 interface JsonRow {
@@ -64,8 +72,11 @@ describe('bench', () => {
       timeout: 55_000,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const report = JSON.parse(out) as { quick: boolean; rows: JsonRow[] };
+    const report = JSON.parse(out) as { quick: boolean; rows: JsonRow[]; machine: { noisy: boolean; scaling: { chain: number; fill: number } } };
     expect(report.quick).toBe(true);
+    // The machine's state comes first, with the verdict every other figure is read against.
+    expect(report.rows.slice(0, 4).map((r) => r.name)).toEqual(['ceiling.chain.1thread', 'ceiling.chain.2threads', 'ceiling.fill.1thread', 'ceiling.fill.2threads']);
+    expect(report.machine.noisy).toBe(!(Math.min(report.machine.scaling.chain, report.machine.scaling.fill) >= 1.8));
     const byName = new Map(report.rows.map((r) => [r.name, r]));
     expect([...byName.keys()].sort()).toEqual([...EXPECTED].sort());
     for (const r of report.rows) {

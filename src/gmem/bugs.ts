@@ -15,6 +15,7 @@ export const BUGS = {
   'invalidate-end-before-truncate': { bit: 1 << 5, race: true, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
   'skip-arch-invalidate-on-free': { bit: 1 << 6, race: false, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
   'memslot-update-skips-synchronize-srcu': { bit: 1 << 7, race: true, what: 'kvm_set_memslot publishes memslot sets without synchronize_srcu, so a fault in flight uses a slot after it was freed' },
+  'zap-skips-tlb-flush': { bit: 1 << 8, race: true, what: 'an invalidation zaps SPTEs without flushing the vCPUs\' TLBs, which keep the old translations' },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];

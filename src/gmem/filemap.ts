@@ -47,7 +47,7 @@ export function hostFill(g: GmemCtx, pfn: number, byte: number): boolean {
     g.stats[C.hostRmpFaults]++;
     return false;
   }
-  g.mem.host.fill(byte, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+  g.mem.fillPage(pfn, byte);
   return true;
 }
 

@@ -29,12 +29,12 @@ const SEQ_SPIN = 100;
 // kvm_mmu_invalidate_begin + kvm_mmu_invalidate_range_add + kvm_unmap_gfn_range, under mmu_lock.
 export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void {
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downWrite(lock, LockClass.MMU);
+  k.sync.writeLock(lock, LockClass.MMU);
   try {
     invalidateBeginLocked(k, vm, ranges);
   } finally {
     // A watchdog report from the TLB flush must not leave mmu_lock held as well.
-    k.sync.upWrite(lock);
+    k.sync.writeUnlock(lock);
   }
 }
 
@@ -60,7 +60,7 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
   }
   if (zapped > 0) {
     k.stats[C.sptesZapped] += zapped;
-    k.vcpus.flushRemoteTlbs(k.sync, vm);
+    if ((k.g.bugs & Bug['zap-skips-tlb-flush']) === 0) k.vcpus.flushRemoteTlbs(k.sync, vm);
   }
 }
 
@@ -68,10 +68,10 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
 export function invalidateEnd(k: KvmCtx, vm: number): void {
   const w = k.mem.w;
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downWrite(lock, LockClass.MMU);
+  k.sync.writeLock(lock, LockClass.MMU);
   Atomics.add(w, k.vms.seqWord(vm), 1);
   const left = Atomics.sub(w, k.vms.inProgressWord(vm), 1) - 1;
-  k.sync.upWrite(lock);
+  k.sync.writeUnlock(lock);
   if (left < 0) throw new Error(`vm ${vm}: mmu_invalidate_in_progress went negative`);
   if (Atomics.load(w, k.vms.seqSleepersWord(vm)) > 0) k.sync.wake(k.vms.seqWord(vm), Infinity);
 }
@@ -151,16 +151,16 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   }
   k.sync.point(P['fault.before_mmu_lock']);
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downRead(lock, LockClass.MMU);
+  k.sync.readLock(lock, LockClass.MMU);
   // is_page_fault_stale
   if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
-    k.sync.upRead(lock);
+    k.sync.readUnlock(lock);
     if (isPrivate) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   k.sptes.set(vm, gfn, makeSpte(frame, isPrivate, readonly));
   k.stats[C.sptesInstalled]++;
-  k.sync.upRead(lock);
+  k.sync.readUnlock(lock);
   if (isPrivate) folioPut(k.g, frame);
   return RET_PF_FIXED;
 }
@@ -245,7 +245,7 @@ export function kvmTdpMapPage(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boo
 // kvm_arch_flush_shadow_memslot / kvm_zap_gfn_range: zaps under mmu_lock and flushes the TLBs.
 export function zapGfnRange(k: KvmCtx, vm: number, start: number, end: number): void {
   const lock = k.vms.mmuLockWord(vm);
-  k.sync.downWrite(lock, LockClass.MMU);
+  k.sync.writeLock(lock, LockClass.MMU);
   try {
     const zapped = k.sptes.zap(vm, start, end);
     if (zapped > 0) {
@@ -253,6 +253,6 @@ export function zapGfnRange(k: KvmCtx, vm: number, start: number, end: number): 
       k.vcpus.flushRemoteTlbs(k.sync, vm);
     }
   } finally {
-    k.sync.upWrite(lock);
+    k.sync.writeUnlock(lock);
   }
 }

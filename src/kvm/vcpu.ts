@@ -37,6 +37,8 @@ export function declareVcpus(lb: LayoutBuilder): void {
 export class VcpuTable {
   readonly base: number;
   private readonly w: Int32Array;
+  /** The request number flushRemoteTlbs made per slot (0: none); reused, no allocation. */
+  private readonly reqs = new Int32Array(LIMITS.MAX_THREADS);
   constructor(mem: Mem) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
@@ -65,14 +67,20 @@ export class VcpuTable {
     Atomics.store(this.w, this.at(slot) + VC_VM, 0);
   }
 
-  // kvm_flush_remote_tlbs: every vCPU of `vm` in guest mode must finish its current access.
+  // kvm_flush_remote_tlbs: every vCPU of `vm` drops its TLB, and each in guest mode must finish
+  // its current access. As kvm_make_all_cpus_request does, every request is made before the first
+  // wait: no vCPU keeps using a zapped translation while the flusher waits for another one.
   flushRemoteTlbs(sync: Sync, vm: number): void {
     const w = this.w;
+    const reqs = this.reqs;
     for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
       const b = this.at(s);
-      if (Atomics.load(w, b + VC_VM) !== vm + 1) continue;
-      const req = Atomics.add(w, b + VC_REQ, 1) + 1;
-      if (Atomics.load(w, b + VC_MODE) !== IN_GUEST_MODE) continue;
+      reqs[s] = Atomics.load(w, b + VC_VM) === vm + 1 ? Atomics.add(w, b + VC_REQ, 1) + 1 : 0;
+    }
+    for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
+      const b = this.at(s);
+      const req = reqs[s];
+      if (req === 0 || Atomics.load(w, b + VC_MODE) !== IN_GUEST_MODE) continue;
       Atomics.add(w, b + VC_FLUSH_WAITERS, 1);
       try {
         for (let ack = Atomics.load(w, b + VC_ACK); ack - req < 0 && Atomics.load(w, b + VC_MODE) === IN_GUEST_MODE; ack = Atomics.load(w, b + VC_ACK)) {
@@ -92,6 +100,8 @@ export class KvmVcpu {
   inGuest = false;
   /** The last flush request this vCPU acknowledged. */
   private acked = 0;
+  /** Drops the CPU's TLB: run for every flush request before it is acknowledged. */
+  flushTlb: () => void = () => {};
   private readonly b: number;
   private readonly w: Int32Array;
 
@@ -114,6 +124,9 @@ export class KvmVcpu {
   enterGuest(): void {
     Atomics.store(this.w, this.b + VC_MODE, IN_GUEST_MODE);
     this.inGuest = true;
+    // A flush asked while outside guest mode did not wait for us: honour it before any access
+    // (vcpu_enter_guest checks requests after setting the mode, as here).
+    this.checkRequests();
   }
   /** Leaves guest mode and acknowledges any flush asked meanwhile. */
   exitGuest(): void {
@@ -129,7 +142,12 @@ export class KvmVcpu {
     const req = Atomics.load(this.w, this.b + VC_REQ);
     if (req === this.acked) return;
     this.acked = req;
+    this.flushTlb();
     Atomics.store(this.w, this.b + VC_ACK, req);
     if (Atomics.load(this.w, this.b + VC_FLUSH_WAITERS) > 0) this.sync.wake(this.b + VC_ACK, Infinity);
+  }
+  /** The last flush request acknowledged: a change means a flush was honoured since. */
+  get requestsAcked(): number {
+    return this.acked;
   }
 }

@@ -2,6 +2,7 @@
 // module, which declares its size here and computes offsets only within its own region.
 
 import { CACHE_LINE, PAGE_SIZE, type SandboxLimits, assert, checkLimit } from './limits.js';
+import { type PageFill, type WasmMemory, allocateHostMemory, pageFiller } from './pagefill.js';
 
 const WORDS_PER_LINE = CACHE_LINE / 4;
 
@@ -43,6 +44,8 @@ export interface SharedBuffers {
   readonly meta: SharedArrayBuffer;
   /** Host pages backing guest_memfd folios: nrPfns * 4 KiB. */
   readonly host: SharedArrayBuffer;
+  /** The shared wasm memory whose buffer `host` is (null when host memory is too big for one). */
+  readonly hostWasm: WasmMemory | null;
   /** VMM userspace memory that backs shared guest memory: userPages * 4 KiB. */
   readonly user: SharedArrayBuffer;
   readonly layout: Layout;
@@ -54,6 +57,8 @@ export interface Mem {
   readonly w: Int32Array;
   readonly f64: Float64Array;
   readonly host: Uint8Array;
+  /** Fills one whole host page (clear_page, the free path's paint): the fastest way there is. */
+  readonly fillPage: PageFill;
   readonly user: Uint8Array;
   readonly layout: Layout;
   readonly limits: SandboxLimits;
@@ -66,9 +71,11 @@ export const MAX_META_BYTES = 1 << 30;
 export function allocateBuffers(layout: Layout, limits: SandboxLimits): SharedBuffers {
   const metaBytes = layout.totalWords * 4;
   checkLimit(metaBytes <= MAX_META_BYTES, 'memory', `metadata would take ${metaBytes} bytes, more than ${MAX_META_BYTES}`);
+  const host = allocateHostMemory(limits.nrPfns * PAGE_SIZE);
   return {
     meta: new SharedArrayBuffer(metaBytes),
-    host: new SharedArrayBuffer(limits.nrPfns * PAGE_SIZE),
+    host: host.buffer,
+    hostWasm: host.wasm,
     user: new SharedArrayBuffer(limits.userPages * PAGE_SIZE),
     layout,
     limits,
@@ -76,10 +83,13 @@ export function allocateBuffers(layout: Layout, limits: SandboxLimits): SharedBu
 }
 
 export function mapBuffers(buffers: SharedBuffers): Mem {
+  // A wasm memory is whole 64 KiB pages: the view ends at the last host page.
+  const host = new Uint8Array(buffers.host, 0, buffers.limits.nrPfns * PAGE_SIZE);
   return {
     w: new Int32Array(buffers.meta),
     f64: new Float64Array(buffers.meta),
-    host: new Uint8Array(buffers.host),
+    host,
+    fillPage: pageFiller(host, buffers.hostWasm),
     user: new Uint8Array(buffers.user),
     layout: buffers.layout,
     limits: buffers.limits,

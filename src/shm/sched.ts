@@ -549,6 +549,23 @@ export class ControlledSync implements Sync {
       this.blockOn(i, value, sig, 0);
     }
   }
+  // One actor runs at a time: spinning and sleeping are the same wait here, an rwlock_t is an rwsem.
+  readLock(i: number, cls: LockClass): void {
+    if (!this.active) return this.free.readLock(i, cls);
+    this.downRead(i, cls);
+  }
+  readUnlock(i: number): void {
+    if (!this.active) return this.free.readUnlock(i);
+    this.upRead(i);
+  }
+  writeLock(i: number, cls: LockClass): void {
+    if (!this.active) return this.free.writeLock(i, cls);
+    this.downWrite(i, cls);
+  }
+  writeUnlock(i: number): void {
+    if (!this.active) return this.free.writeUnlock(i);
+    this.upWrite(i);
+  }
   waitWhileEquals(i: number, value: number, spin: number): void {
     if (!this.active) return this.free.waitWhileEquals(i, value, spin);
     this.yieldNow(Ev.WAIT, i);

@@ -46,6 +46,7 @@ export const COUNTER_NAMES = [
   'pvalidates',
   'rmpViolations',
   'vcExceptions',
+  'staleTlbAccesses',
   'hostRmpFaults',
   'faultNs',
   'guestExitsHandled',

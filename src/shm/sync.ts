@@ -80,6 +80,13 @@ const P_SYNCHRONIZE = P['srcu.synchronize'];
 const WAIT_SLICE_MS = 10;
 export const DEFAULT_WATCHDOG_MS = 5000;
 export const DEFAULT_SPIN = 200;
+/**
+ * rwlock_t spins where an rwsem would sleep: its holders never sleep, so the wait is as short as
+ * the critical section. Past this many rounds (some 20-40 us, what a futex sleep and wake-up
+ * costs here) the holder was descheduled (the kernel disables preemption under a spinlock, a
+ * worker cannot) and the waiter sleeps instead, leaving the core to the thread it waits for.
+ */
+export const RWLOCK_SPIN = 4000;
 
 const REGION = 'sync';
 
@@ -139,6 +146,11 @@ export interface Sync {
    * reported by the waiters on what it holds).
    */
   spinWhileEqualsInterruptible(i: number, value: number): boolean;
+  /** rwlock_t (read_lock, write_lock, ...): the same words as an rwsem, but waiters spin. */
+  readLock(i: number, cls: LockClass): void;
+  readUnlock(i: number): void;
+  writeLock(i: number, cls: LockClass): void;
+  writeUnlock(i: number): void;
   /** Blocks while w[i] === value (spinning up to `spin` loads first). */
   waitWhileEquals(i: number, value: number, spin: number): void;
   /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */
@@ -363,10 +375,10 @@ export class FreeSync implements Sync {
     const w = this.w;
     const s = Atomics.load(w, i + RW_STATE);
     if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
-    this.downReadSlow(i, cls);
+    this.downReadSlow(i, cls, this.spin);
   }
 
-  private downReadSlow(i: number, cls: LockClass): void {
+  private downReadSlow(i: number, cls: LockClass, spin: number): void {
     const w = this.w;
     const t0 = performance.now();
     for (let n = 0; ; n++) {
@@ -375,7 +387,7 @@ export class FreeSync implements Sync {
         if (Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) break;
         continue;
       }
-      if (n >= this.spin) this.rwSleep(i, t0, (st) => st < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0);
+      if (n >= spin) this.rwSleep(i, t0, (st) => st < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0);
     }
     this.account(cls, t0);
   }
@@ -395,10 +407,10 @@ export class FreeSync implements Sync {
       Atomics.store(w, i + RW_OWNER, this.me);
       return;
     }
-    this.downWriteSlow(i, cls);
+    this.downWriteSlow(i, cls, this.spin);
   }
 
-  private downWriteSlow(i: number, cls: LockClass): void {
+  private downWriteSlow(i: number, cls: LockClass, spin: number): void {
     const w = this.w;
     const t0 = performance.now();
     // Announce the writer so new readers hold back and it is not starved.
@@ -406,7 +418,7 @@ export class FreeSync implements Sync {
     try {
       for (let n = 0; ; n++) {
         if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) break;
-        if (n >= this.spin) this.rwSleep(i, t0, (st) => st === 0);
+        if (n >= spin) this.rwSleep(i, t0, (st) => st === 0);
       }
     } finally {
       if (Atomics.sub(w, i + RW_WRITERS_WAITING, 1) === 1 && Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
@@ -424,6 +436,34 @@ export class FreeSync implements Sync {
     Atomics.store(w, i + RW_OWNER, 0);
     Atomics.store(w, i + RW_STATE, 0);
     if (Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
+  }
+
+  // read_lock (qrwlock): the rwsem's fast path; a waiter spins instead of queueing to sleep.
+  readLock(i: number, cls: LockClass): void {
+    const w = this.w;
+    const s = Atomics.load(w, i + RW_STATE);
+    if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
+    this.downReadSlow(i, cls, RWLOCK_SPIN);
+  }
+
+  // read_unlock: a sleeper exists only when a holder was descheduled past RWLOCK_SPIN.
+  readUnlock(i: number): void {
+    this.upRead(i);
+  }
+
+  // write_lock
+  writeLock(i: number, cls: LockClass): void {
+    const w = this.w;
+    if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) {
+      Atomics.store(w, i + RW_OWNER, this.me);
+      return;
+    }
+    this.downWriteSlow(i, cls, RWLOCK_SPIN);
+  }
+
+  // write_unlock
+  writeUnlock(i: number): void {
+    this.upWrite(i);
   }
 
   /** Sleeps on the rwsem's wake sequence until `ready(state)` may hold; the caller re-checks. */

@@ -5,13 +5,14 @@
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/kvm.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
-import { spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
+import { makeSpte, spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { SnpPhase } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
-import type { Sync } from '../shm/sync.js';
+import { FreeSync, type Sync, WRITER } from '../shm/sync.js';
+import { Tlb } from './tlb.js';
 
 /** How a guest access ended. */
 export const Exit = {
@@ -36,6 +37,8 @@ export const SVM_EXIT_ERR = -1;
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
+/** Loads a vCPU spins on mmu_lock before sleeping, while it checks a suspect TLB hit. */
+const STALE_CHECK_SPIN = 1000;
 
 /** Copies n bytes; a short copy is a loop, which costs less than a subarray view and set(). */
 function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
@@ -61,10 +64,26 @@ export class GuestCpu {
   private readonly stats: Float64Array;
   private readonly host: Uint8Array;
   private readonly user: Uint8Array;
+  private readonly mmuLock: number;
+  /** This CPU's TLB (flushed through vcpu.flushTlb by every flush request it acknowledges). */
+  readonly tlb = new Tlb();
+  /**
+   * The auditor's check of every TLB hit against the SPTE (one more load per access): an access
+   * through a translation zapped without a TLB flush is counted (staleTlbAccesses). Off, a hit
+   * is what the hardware does: no shared-memory access at all.
+   */
+  auditTlb: boolean;
+  /**
+   * Whether a running guest's every access is a pause/scheduling point. In the controlled mode it
+   * is (the explorer interleaves accesses); in the free mode the pause point costs a load per
+   * access, so a running guest polls it between bursts instead (pollAccessPoint).
+   */
+  private readonly pointEveryAccess: boolean;
 
   constructor(
     readonly k: KvmCtx,
     readonly vcpu: KvmVcpu,
+    opts: { auditTlb?: boolean } = {},
   ) {
     this.sync = k.sync;
     this.stats = k.stats;
@@ -76,6 +95,11 @@ export class GuestCpu {
     this.sptes = k.mem.w;
     this.spteBase = k.sptes.word(vcpu.vm, 0);
     this.gfnsPerVm = k.mem.limits.gfnsPerVm;
+    this.mmuLock = k.vms.mmuLockWord(vcpu.vm);
+    this.auditTlb = opts.auditTlb ?? true;
+    this.pointEveryAccess = !(k.sync instanceof FreeSync);
+    const tlb = this.tlb;
+    vcpu.flushTlb = () => tlb.flush();
   }
 
   /**
@@ -86,6 +110,15 @@ export class GuestCpu {
    */
   translate(gfn: number, priv: boolean, dataAccess = true, write = false): number {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
+    if (dataAccess) {
+      const hit = this.tlb.lookup(gfn, priv);
+      if (hit >= 0 && (!this.auditTlb || this.hitIsCurrent(gfn, priv, hit))) return hit;
+    }
+    return this.walk(gfn, priv, dataAccess, write);
+  }
+
+  /** The SPTE walk of a TLB miss (and the fault path on an EPT violation); fills the TLB. */
+  private walk(gfn: number, priv: boolean, dataAccess: boolean, write = false): number {
     for (;;) {
       const spte = Atomics.load(this.sptes, this.spteBase + gfn);
       // A write through a read-only SPTE faults as a write (a READONLY memslot: emulated MMIO).
@@ -98,6 +131,8 @@ export class GuestCpu {
             return c === 1 ? -Exit.RMP_VIOLATION : -Exit.VC;
           }
         }
+        // A read-only translation is not cached: a write through it must fault (and exit MMIO).
+        if (dataAccess && spteWritable(spte)) this.tlb.fill(gfn, priv, frame);
         return frame;
       }
       // EPT violation: exit to KVM, fault, and re-enter.
@@ -112,21 +147,53 @@ export class GuestCpu {
     }
   }
 
+  /** The auditor's check of a TLB hit: false (the TLB flushed) when the SPTE changed since the fill. */
+  private hitIsCurrent(gfn: number, priv: boolean, frame: number): boolean {
+    if (Atomics.load(this.sptes, this.spteBase + gfn) === makeSpte(frame, priv)) return true;
+    this.checkStaleHit();
+    return false;
+  }
+
+  /**
+   * A TLB hit whose SPTE changed since the fill. That is legal only while the zap that changed it
+   * is still inside its mmu_lock write section, whose flush request then reaches this vCPU before
+   * the lock is released (an access in flight when a flush starts may use the old translation).
+   * So wait, outside guest mode (the flusher must not wait for us meanwhile), until no writer
+   * holds mmu_lock: if no flush request came by then, the zap sent none, and this access went
+   * through a stale translation. Either way the TLB is dropped and the access walks again.
+   */
+  private checkStaleHit(): void {
+    const v = this.vcpu;
+    const acked = v.requestsAcked;
+    const inGuest = v.inGuest;
+    if (inGuest) v.exitGuest();
+    this.sync.waitWhileEquals(this.mmuLock, WRITER, STALE_CHECK_SPIN);
+    v.checkRequests();
+    if (v.requestsAcked === acked) this.stats[C.staleTlbAccesses]++;
+    this.tlb.flush();
+    if (inGuest) v.enterGuest();
+  }
+
   /**
    * One guest read (write when `data` is given) of `len` bytes at gpa. Bytes read go to `out`.
    * Returns Exit.NONE or the exit that stopped it (bytes before the failing page are done).
-   * This is the guest's hot path (bench 'access.mapped.*'): no allocation, and no shared-memory
-   * operation beyond the pause point, vcpu->mode in and out, and the SPTE (plus the RMP entry).
+   * This is the guest's hot path (bench 'access.mapped.*'): no allocation, and a running guest's
+   * access that hits the TLB reads one shared word, its request word (plus, audited, the SPTE).
    */
   access(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
     const vcpu = this.vcpu;
-    if (this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
     const off = gpa % PAGE_SIZE;
-    if (vcpu.inGuest && len > 0 && off + len <= PAGE_SIZE) {
+    if (vcpu.inGuest && gpa >= 0 && len > 0 && off + len <= PAGE_SIZE) {
       // The common case, a running guest touching one page: no entry, no loop, no try.
+      if (this.pointEveryAccess && this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
       vcpu.checkRequests();
-      const frame = this.translate((gpa - off) / PAGE_SIZE, priv, true, data !== null);
-      if (frame < 0) return -frame;
+      const gfn = (gpa - off) / PAGE_SIZE;
+      let frame = this.tlb.lookup(gfn, priv);
+      if (frame < 0 || (this.auditTlb && !this.hitIsCurrent(gfn, priv, frame))) {
+        if (gfn >= this.gfnsPerVm) return Exit.MMIO;
+        frame = this.walk(gfn, priv, true, data !== null);
+        if (frame < 0) return -frame;
+      }
       const mem = priv ? this.host : this.user;
       if (data !== null) {
         copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);
@@ -137,6 +204,13 @@ export class GuestCpu {
       }
       return Exit.NONE;
     }
+    return this.accessSlow(gpa, len, priv, out, data);
+  }
+
+  /** An access that enters the guest, spans pages or is empty: kept apart so access() stays small. */
+  private accessSlow(gpa: number, len: number, priv: boolean, out: Uint8Array | null, data: Uint8Array | null): number {
+    const vcpu = this.vcpu;
+    if (this.sync.pointArmed(P_BEFORE_ACCESS)) this.pointOutsideGuest();
     // Already running guest code (a workload): only the boundary's flush check. Otherwise this
     // one access is a visit to the guest: enter, and leave at the end.
     const visit = !vcpu.inGuest;
@@ -186,6 +260,15 @@ export class GuestCpu {
   }
 
   /**
+   * Between two bursts of a running guest's accesses, outside guest mode: takes a pause armed at
+   * 'guest.before_access' meanwhile (the free mode's access fast path does not look for one).
+   */
+  pollAccessPoint(): void {
+    // In the controlled mode every access is the point already: no extra scheduling step here.
+    if (!this.pointEveryAccess && !this.vcpu.inGuest && this.sync.pointArmed(P_BEFORE_ACCESS)) this.sync.point(P_BEFORE_ACCESS);
+  }
+
+  /**
    * The pause/scheduling point before an access, taken outside guest mode: a vCPU that may be
    * held must not hold up a TLB flush (the kernel never sleeps in guest mode either).
    */
@@ -209,6 +292,8 @@ export class GuestCpu {
       // The guest's instruction, on this thread, on the translation just made: the vCPU stays in
       // guest mode, so no TLB flush completes before it. One CAS on the RMP entry, no firmware.
       const r = this.rmp.pvalidate(frame, this.asid, gfn, validate);
+      // The guest's INVLPG after a change of validation: this CPU's cached RMP verdict is old.
+      this.tlb.invalidate(gfn);
       if (r >= 0) return r;
       this.stats[C.rmpViolations]++;
       return -Exit.RMP_VIOLATION;

@@ -20,6 +20,8 @@ export interface VcpuInit {
   vm: number;
   mode?: SyncMode;
   platform?: PlatformKind;
+  /** A vCPU the VMM already created (id and slot): attach to it instead of creating one. */
+  created?: { id: number; slot: number };
 }
 
 class VcpuWorker {
@@ -28,8 +30,8 @@ class VcpuWorker {
 
   init(init: VcpuInit): { id: number; slot: number } {
     const k = openKernel({ buffers: init.buffers, kernel: init.kernel, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
-    const id = k.vms.addVcpu(init.vm);
-    const slot = k.vcpus.claim(init.vm);
+    const id = init.created?.id ?? k.vms.addVcpu(init.vm);
+    const slot = init.created?.slot ?? k.vcpus.claim(init.vm);
     if (id < 0 || slot < 0) throw new Error(`vm ${init.vm}: no vCPU slot left`);
     this.cpu = new GuestCpu(k, new KvmVcpu(init.vm, id, slot, k.vcpus, k.mem, k.sync));
     this.rc = new RunControl(k.mem);

@@ -106,6 +106,7 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
         if (rc.stopRequested() || sync.aborted() || performance.now() > deadline) break;
         cpu.vcpu.exitGuest();
         rc.checkpoint(sync);
+        cpu.pollAccessPoint();
         cpu.vcpu.enterGuest();
       }
       if (cfg.maxAccesses > 0 && accesses >= cfg.maxAccesses) break;

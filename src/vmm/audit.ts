@@ -115,6 +115,30 @@ function auditBindings(v: Views, add: (x: Violation) => void): void {
   }
 }
 
+/**
+ * Balance of the free lists at a quiescent point: the zone's list and every thread's pcp list
+ * together hold each free pfn exactly once and nothing else, and no pcp list is locked.
+ */
+function auditFreeLists(v: Views, add: (x: Violation) => void): void {
+  const seen = new Uint8Array(v.folios.nrPfns);
+  const check = (pfns: Int32Array, where: string): void => {
+    for (const pfn of pfns) {
+      if (pfn < 0 || pfn >= v.folios.nrPfns) add({ invariant: 'balance', by: 'auditor', detail: `${where} holds pfn ${pfn}, which does not exist` });
+      else if (seen[pfn]++ !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `pfn ${pfn} is on the free lists twice (again in ${where})` });
+      else if (!v.folios.test(pfn, PG_FREE)) add({ invariant: 'balance', by: 'auditor', pfn, detail: `${where} holds pfn ${pfn}, which is in use` });
+    }
+  };
+  check(v.alloc.freePfns(), 'the zone free list');
+  for (let tid = 0; tid < LIMITS.MAX_THREADS; tid++) {
+    const pcp = v.alloc.pcpList(tid);
+    if (pcp.locked) add({ invariant: 'balance', by: 'auditor', detail: `the pcp list of thread ${tid} is locked at a quiescent point` });
+    check(pcp.pfns, `the pcp list of thread ${tid}`);
+  }
+  let lost = 0;
+  for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) if (seen[pfn] === 0 && v.folios.test(pfn, PG_FREE)) lost++;
+  if (lost > 0) add({ invariant: 'balance', by: 'auditor', detail: `${lost} free pfn(s) on no free list (lost to the allocator)` });
+}
+
 /** Full check at a quiescent point. */
 export function auditQuiescent(mem: Mem): AuditReport {
   const v = new Views(mem);
@@ -182,12 +206,14 @@ export function auditQuiescent(mem: Mem): AuditReport {
       add({ invariant: 'balance', by: 'auditor', pfn, detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected 1)` });
     }
   }
+  auditFreeLists(v, add);
   for (let ino = 0; ino < LIMITS.MAX_INODES; ino++) {
     if (!v.inodes.live(ino)) continue;
     if (Atomics.load(w, v.inodes.invalidateLockWord(ino)) !== 0) add({ invariant: 'balance', by: 'auditor', detail: `invalidate_lock of inode ${ino} held at a quiescent point` });
   }
   const stats = sumStats(mem);
   if (stats.hostRmpFaults > 0) add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+  if (stats.staleTlbAccesses > 0) add({ invariant: 'useAfterFree', by: 'auditor', detail: `${stats.staleTlbAccesses} guest access(es) went through a TLB entry whose SPTE was zapped without a TLB flush` });
   return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: crossVm + stats['finding.crossVmPrepare'] }, checkedSptes: checked };
 }
 

@@ -147,6 +147,8 @@ export function resetSandboxMemory(d: SandboxDescriptor): void {
   const folios = new Folios(mem);
   for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) folios.markFree(pfn);
   new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(mem.limits.nrPfns);
-  mem.host.fill(HOST_PATTERN);
+  // A page at a time through Mem.fillPage: the explorer resets before every schedule, and a
+  // Uint8Array.fill of shared memory runs at a tenth of the speed.
+  for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) mem.fillPage(pfn, HOST_PATTERN);
 }
 

@@ -27,6 +27,18 @@ export interface StressSetup {
   populateFirstVm?: boolean;
   /** Draw a random layout from this seed (one VM only; absent: identity, gfn i at index i). */
   layoutSeed?: number;
+  /**
+   * vCPUs to create (KVM_CREATE_VCPU, here on the VMM) per running VM, for vCPU workers that
+   * then attach to them by id and slot: created in this order, they are the same every time.
+   */
+  vcpusPerVm?: number;
+}
+
+/** A vCPU setupStress created for a vCPU worker. */
+export interface CreatedVcpu {
+  vm: number;
+  id: number;
+  slot: number;
 }
 
 class VmmWorker {
@@ -66,7 +78,7 @@ class VmmWorker {
    * split in two memslots at a random page, the first at a random offset into its file, the
    * second either further into the same file or in a second file.
    */
-  setupStress(cfg: StressSetup): { vms: number[]; file: number; gfnStart: number } {
+  setupStress(cfg: StressSetup): { vms: number[]; file: number; gfnStart: number; vcpus: CreatedVcpu[] } {
     const sb = this.s;
     const vms: Vm[] = [];
     for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
@@ -103,7 +115,17 @@ class VmmWorker {
       prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
     });
     this.target = { regions: targetRegions, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
-    return { vms: this.target.vms, file: targetRegions[0].file, gfnStart };
+    const vcpus: CreatedVcpu[] = [];
+    for (const vm of vms) {
+      if (vm.id === this.target.populateVm) continue;
+      for (let c = 0; c < (cfg.vcpusPerVm ?? 0); c++) {
+        const id = sb.k.vms.addVcpu(vm.id);
+        const slot = sb.k.vcpus.claim(vm.id);
+        if (id < 0 || slot < 0) throw new Error(`vm ${vm.id}: no vCPU slot left`);
+        vcpus.push({ vm: vm.id, id, slot });
+      }
+    }
+    return { vms: this.target.vms, file: targetRegions[0].file, gfnStart, vcpus };
   }
 
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
