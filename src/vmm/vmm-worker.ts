@@ -57,6 +57,11 @@ class VmmWorker {
     return this.ex!.exec(step);
   }
 
+  /** An ioctl step as an actor of a controlled run (a model checker's parallel group). */
+  execActor(step: IoctlStep): Outcome {
+    return asActor(this.s.k.sync, () => this.ex!.exec(step));
+  }
+
   /** Builds the stress layout: VMs bound to one guest_memfd (linked for VMs after the first). */
   setupStress(cfg: StressSetup): { vms: number[]; file: number } {
     const sb = this.s;
