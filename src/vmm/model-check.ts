@@ -311,14 +311,15 @@ export class ModelChecker {
 
   /**
    * Runs the search: exhaustive (DFS over the choice points, at most k preemptions) or random.
-   * Stops at the first failing schedule, or when every schedule ran, or at the cap.
+   * Stops at the first failing schedule, or when every schedule ran, or at the cap, or when
+   * `shouldStop` says so (an interrupt: the result is then not complete).
    */
-  async explore(onSchedule?: (n: number, r: McSchedule) => void): Promise<ModelCheckResult> {
+  async explore(onSchedule?: (n: number, r: McSchedule) => void, shouldStop?: () => boolean): Promise<ModelCheckResult> {
     const o = this.opts;
     const res: ModelCheckResult = { mode: o.mode, preemptions: o.preemptions, schedules: 0, complete: false, capHit: false, stepLimited: 0 };
     if (o.mode === 'random') {
       const seed0 = o.seed ?? 1;
-      for (let i = 0; i < o.maxSchedules; i++) {
+      for (let i = 0; i < o.maxSchedules && !shouldStop?.(); i++) {
         const r = await this.runSchedule((seed0 + i) >>> 0);
         res.schedules++;
         onSchedule?.(res.schedules, r);
@@ -332,6 +333,7 @@ export class ModelChecker {
     // the scheduler runs without preemption, so each run adds no preemption of its own.
     const stack: number[][] = [[]];
     while (stack.length > 0) {
+      if (shouldStop?.()) return res;
       if (res.schedules >= o.maxSchedules) {
         res.capHit = true;
         return res;
