@@ -314,8 +314,13 @@ export class ModelChecker {
    * Stops at the first failing schedule, or when every schedule ran, or at the cap, or when
    * `shouldStop` says so (an interrupt: the result is then not complete).
    */
-  async explore(onSchedule?: (n: number, r: McSchedule) => void, shouldStop?: () => boolean): Promise<ModelCheckResult> {
-    const o = this.opts;
+  async explore(
+    onSchedule?: (n: number, r: McSchedule) => void,
+    shouldStop?: () => boolean,
+    /** Search settings for this search only (the sandbox and the bug stay): one checker, several bounds. */
+    over: Partial<Pick<ModelCheckOptions, 'mode' | 'preemptions' | 'maxSchedules' | 'seed'>> = {},
+  ): Promise<ModelCheckResult> {
+    const o = { ...this.opts, ...over };
     const res: ModelCheckResult = { mode: o.mode, preemptions: o.preemptions, schedules: 0, complete: false, capHit: false, stepLimited: 0 };
     if (o.mode === 'random') {
       const seed0 = o.seed ?? 1;
