@@ -138,6 +138,56 @@ describe('a planted race is found with one preemption, saved, shrunk and replaye
   });
 });
 
+describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6.11, fixed by 3ccbf6f47098)', () => {
+  const scenario = (kernel: string): unknown => ({
+    kernel,
+    vms: [{ name: 'a', type: 'sw-protected', vcpus: 1 }],
+    steps: [
+      { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '64KiB', expect: 'ok' },
+      { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '64KiB', guest_memfd: 'g', expect: 'ok' },
+      { op: 'set_memory_attributes', vm: 'a', address: 0, size: '64KiB', attributes: 'private', expect: 'ok' },
+      {
+        op: 'parallel',
+        steps: [
+          // ok or EAGAIN by schedule: no expectation; the delete must finish.
+          { op: 'pre_fault_memory', vm: 'a', vcpu: 0, gpa: 0, size: '8KiB' },
+          { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: 0, expect: 'ok' },
+        ],
+      },
+    ],
+  });
+  const run = (kernel: string, k: number) => {
+    const mc = new ModelChecker(parseScenario(scenario(kernel)), { mode: 'exhaustive', preemptions: k, maxSchedules: 1000 });
+    checkers.push(mc);
+    return mc.explore();
+  };
+
+  it('6.11: one preemption (the delete inside the pre-fault) deadlocks; the report names both actors and what each waits on', async () => {
+    const res = await run('6.11', 1);
+    expect(res.schedules).toBe(4);
+    const f = res.failing!;
+    expect(f.outcome).toBe('deadlock');
+    expect(f.preemptions).toBe(1);
+    expect(f.violations).toEqual([
+      {
+        invariant: 'liveness',
+        by: 'scheduler',
+        detail:
+          'deadlock in parallel group 3: no actor can run: vmm waits on synchronize_srcu(kvm->srcu of vm 0): the read section of thread 3; vcpu 0 of vm a waits on the memslot generation of vm 0 (a fault retrying on an INVALID slot waits for the next publish) or a signal',
+      },
+    ]);
+    // The scheduler aborts the pre-fault that found the deadlock; unwinding leaves its SRCU read
+    // section, so the delete's grace period ends and the delete finishes. The schedule still fails.
+    expect(f.steps.slice(3).map((s) => `${s.op} ${s.result}`)).toEqual(['pre_fault_memory aborted', 'set_user_memory_region2 ok']);
+  });
+
+  it('6.18: every schedule with at most one preemption passes (2 and 31 schedules)', async () => {
+    expect(await run('6.18', 0)).toMatchObject({ schedules: 2, complete: true });
+    const r = await run('6.18', 1);
+    expect(r).toEqual({ mode: 'exhaustive', preemptions: 1, schedules: 31, complete: true, capHit: false, stepLimited: 0 });
+  });
+});
+
 describe('the rules of a model-checked scenario', () => {
   const base = (): { kernel: string; vms: unknown[]; steps: unknown[] } => JSON.parse(JSON.stringify(load(PUNCH_VS_FAULT)));
   const problems = (raw: unknown): string[] => {
