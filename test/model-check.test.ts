@@ -2,7 +2,8 @@
 // exhaustive mode, a planted race found, saved, shrunk and replayed, upstream clean, the cap,
 // and the rules a model-checked scenario must keep.
 
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -69,6 +70,24 @@ describe('the exhaustive mode covers a small scenario completely', () => {
       expect(runs.every((r) => r.outcome === 'ok' && r.failures.length === 0 && r.violations.length === 0)).toBe(true);
       seen.push(keys);
     }
+    // Not only the counts: the schedules are exactly the words of 13 x '3' and 13 x '4' in at
+    // most k + 2 runs (one choice per chunk), enumerated here independently of the search.
+    const words = (k: number): string[] => {
+      const out: string[] = [];
+      const walk = (w: number[], a: number, b: number, runs: number): void => {
+        if (runs > k + 2) return;
+        if (a === 0 && b === 0) return void out.push(w.join(','));
+        for (const [t, left] of [[3, a], [4, b]] as const) {
+          if (left === 0) continue;
+          w.push(t);
+          walk(w, t === 3 ? a - 1 : a, t === 4 ? b - 1 : b, w.length === 1 || w[w.length - 2] !== t ? runs + 1 : runs);
+          w.pop();
+        }
+      };
+      walk([], 13, 13, 0);
+      return out.sort();
+    };
+    for (const k of [0, 1, 2]) expect([...seen[k]].sort()).toEqual(words(k));
     // A larger bound covers every schedule of a smaller one.
     expect(seen[0].every((s) => seen[1].includes(s))).toBe(true);
     expect(seen[1].every((s) => seen[2].includes(s))).toBe(true);
@@ -185,6 +204,28 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
     expect(await run('6.18', 0)).toMatchObject({ schedules: 2, complete: true });
     const r = await run('6.18', 1);
     expect(r).toEqual({ mode: 'exhaustive', preemptions: 1, schedules: 31, complete: true, capHit: false, stepLimited: 0 });
+  });
+});
+
+describe('the command line', () => {
+  const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+  it('explore FILE.json finds the planted race (exit 1), saves the schedule, and replay reproduces it (exit 0)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mc-cli-'));
+    const r = cli('explore', join(root, 'examples', PUNCH_VS_FAULT), '--preemptions', '1', '--bug', 'invalidate-end-before-truncate', '--no-shrink', '--out', dir, '--json');
+    expect(r.status, r.stderr).toBe(1);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ mode: 'exhaustive', preemptions: 1, schedules: 9, complete: false, ok: false, failing: { outcome: 'violation', preemptions: 1 } });
+    expect(out.saved).toBe(join(dir, 'schedule-model-check-punch-vs-fault-exhaustive-k1.json'));
+    expect(existsSync(out.saved)).toBe(true);
+    const rep = cli('replay', out.saved);
+    expect(rep.status, rep.stderr).toBe(0);
+    expect(rep.stdout).toMatch(/reproduced exactly \(outcome violation\)\n {2}useAfterFree: SPTE maps pfn 0, which is on the free list/);
+  });
+  it('a refused scenario is a usage error (exit 2) and runs nothing', () => {
+    const r = cli('explore', join(root, 'examples', 'punch-hole-leftover.json'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/steps\.5: 'pause' scripts one interleaving/);
+    expect(r.stdout).toBe('');
   });
 });
 
