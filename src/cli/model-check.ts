@@ -132,6 +132,8 @@ function report(file: string, label: string, res: ModelCheckResult, interrupted:
     out.push(`ran ${res.schedules} random schedule(s), all passed${interrupted ? ' (interrupted)' : ''}`);
   } else if (res.complete) {
     out.push(`covered ${res.schedules} schedules (${res.preemptions} preemptions), all passed: complete`);
+  } else if (!interrupted && !res.capHit) {
+    out.push(`ran ${res.schedules} schedules (${res.preemptions} preemptions), all passed, but NOT complete: ${res.stepLimited} were cut by the step limit`);
   } else {
     const why = interrupted ? 'interrupted' : `stopped at the cap of ${res.schedules} schedules (--max-schedules)`;
     out.push(`${why}: NOT complete; the ${res.schedules} schedules run (at most ${res.preemptions} preemptions) all passed`);

@@ -71,7 +71,7 @@ export interface ModelCheckResult {
   mode: McMode;
   preemptions: number;
   schedules: number;
-  /** Every schedule within the bound was run (exhaustive mode, no cap hit). */
+  /** Every schedule within the bound was run (exhaustive mode, no cap hit, none cut by the step limit). */
   complete: boolean;
   capHit: boolean;
   /** Schedules cut by the step limit (they passed as far as they went). */
@@ -369,7 +369,8 @@ export class ModelChecker {
       }
       for (let j = alts.length - 1; j >= 0; j--) stack.push(alts[j]);
     }
-    res.complete = true;
+    // A schedule cut by the step limit hid the choice points past its cut: not complete.
+    res.complete = res.stepLimited === 0;
     return res;
   }
 
