@@ -9,6 +9,7 @@ import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
 import { exploreCommand, replayCommand } from './explore.js';
+import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
 import { multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
@@ -135,8 +136,13 @@ program
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
-  .action(async (o) => {
-    process.exitCode = await exploreCommand(o);
+  // A scenario file switches to model checking its parallel groups (src/cli/model-check.ts).
+  .argument('[file]', 'scenario file: model check the interleavings of its parallel groups')
+  .addOption(new Option('--mode <m>', 'with a scenario file: every schedule within the preemption bound, or random walks').choices(['exhaustive', 'random']).default('exhaustive'))
+  .option('--preemptions <k>', 'with a scenario file: the preemption bound of the exhaustive mode', intArg('--preemptions', 0, 64), 2)
+  .option('--max-schedules <n>', 'with a scenario file: stop the exhaustive mode after this many schedules (it then says it is not complete)', intArg('--max-schedules', 1), 10_000)
+  .action(async (file: string | undefined, o) => {
+    process.exitCode = file !== undefined ? await modelCheckCommand(file, o) : await exploreCommand(o);
   });
 
 program
@@ -146,7 +152,7 @@ program
   .option('--trace <out.json>', 'write Chrome trace event JSON (Perfetto, chrome://tracing)')
   .option('--json', 'print the result as JSON')
   .action(async (file: string, o) => {
-    process.exitCode = await replayCommand(file, o);
+    process.exitCode = (await replayIfScenario(file, o)) ?? (await replayCommand(file, o));
   });
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');

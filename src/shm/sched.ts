@@ -80,7 +80,18 @@ const ST_DONE = 3;
 const REGION = 'sched';
 
 export function declareSched(lb: LayoutBuilder, maxThreads: number): void {
-  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads, 'shm/sched.ts');
+  if (maxThreads > 32 * CAND_WORDS) throw new Error(`sched: candidate masks hold ${32 * CAND_WORDS} threads, not ${maxThreads}`);
+  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads + CAND_WORDS * MAX_STEPS, 'shm/sched.ts');
+}
+
+/**
+ * The candidate set of each step (a bitmask over thread ids, two words: tids 0-31, 32-63), after
+ * the deadlock snapshot. A model checker reads it to know where a schedule had alternatives.
+ */
+const CAND_WORDS = 2;
+
+function candBase(base: number, maxThreads: number): number {
+  return base + HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads;
 }
 
 export interface SchedConfig {
@@ -181,6 +192,20 @@ export class SchedControl {
   /** The choice made at each step. */
   log(): number[] {
     return Array.from(this.w.subarray(this.logBase, this.logBase + this.steps()));
+  }
+  /** The actors that could have been chosen at each step (ascending thread ids), beside log(). */
+  candidates(): number[][] {
+    const cb = candBase(this.base, this.maxThreads);
+    const out: number[][] = [];
+    for (let s = 0; s < this.steps(); s++) {
+      const set: number[] = [];
+      for (let h = 0; h < CAND_WORDS; h++) {
+        const m = this.w[cb + s * CAND_WORDS + h];
+        for (let b = 0; b < 32; b++) if (m & (1 << b)) set.push(h * 32 + b);
+      }
+      out.push(set);
+    }
+    return out;
   }
   trace(): SchedTraceEvent[] {
     const n = Math.min(Atomics.load(this.w, this.base + H_TRACE_LEN), MAX_TRACE);
@@ -305,6 +330,16 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
     }
   }
   Atomics.store(w, logBase + step, next);
+  // Where alternatives existed, for a model checker (written only with a choice, as the log is).
+  const cb = candBase(base, maxThreads) + step * CAND_WORDS;
+  let lo = 0;
+  let hi = 0;
+  for (const t of cands) {
+    if (t < 32) lo |= 1 << t;
+    else hi |= 1 << (t - 32);
+  }
+  Atomics.store(w, cb, lo);
+  Atomics.store(w, cb + 1, hi);
   Atomics.store(w, base + H_STEP, step + 1);
   if (next !== self) Atomics.add(w, base + H_SWITCHES, 1);
   const a = actorAt(base, next);

@@ -44,7 +44,7 @@ class VcpuWorker {
   }
 
   exec(op: GuestOp): Outcome {
-    return asActor(this.c.k.sync, () => execGuestOp(this.c, op));
+    return asActor(this.c.k.sync, () => execGuestOp(this.c, op), false, onlineChecker(this.c.k));
   }
 
   run(cfg: WorkloadConfig): WorkloadResult {

@@ -72,6 +72,11 @@ class VmmWorker {
     return this.ex!.exec(step);
   }
 
+  /** An ioctl step as an actor of a controlled run (a model checker's parallel group). */
+  execActor(step: IoctlStep): Outcome {
+    return asActor(this.s.k.sync, () => this.ex!.exec(step), false, onlineChecker(this.s.k));
+  }
+
   /**
    * Builds the stress layout. Identity: every VM binds one guest_memfd (linked for VMs after the
    * first) by slot 0, gfn i at index i. Random (one VM): the range starts at a random gfn and is

@@ -264,7 +264,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
 /** Polls (1 ms apart) that must find an actor asleep before its step is left in flight. */
 const BLOCKED_POLLS = 20;
 
-function toGuestOp(st: LeafStep): GuestOp {
+export function toGuestOp(st: LeafStep): GuestOp {
   switch (st.op) {
     case 'guest_read':
       return { op: 'guest_read', gpa: st.gpa, len: st.len, ...(st.private !== undefined ? { private: st.private } : {}) };

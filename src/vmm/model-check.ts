@@ -1,0 +1,464 @@
+// Model checking of user scenarios: the steps of a scenario run in order, and each `parallel`
+// group's leaf steps run as actors of a controlled run (one at a time, token passing at every
+// sync point, src/shm/sched.ts). The exhaustive mode enumerates every schedule of the groups
+// with at most k preemptions (CHESS's bound: a preemption is choosing another actor while the
+// running one could go on; a choice where it blocks or exits is free), by depth-first search
+// over the scheduler's choice points, replaying each schedule from its forced choices on one
+// reused sandbox. The random mode runs seeded random walks. After each schedule the steps'
+// expectations and the auditor (quiescent, then teardown) decide pass or fail; the first
+// failing schedule is returned, and can be shrunk and saved for `replay`.
+
+import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
+import { wordDescriber } from '../firmware/describe.js';
+import { SchedControl, SchedOutcome } from '../shm/sched.js';
+import { subSeed } from '../shm/prng.js';
+import type { Outcome } from '../vcpu-workers/outcome.js';
+import type { Violation } from '../vcpu-workers/violations.js';
+import { auditQuiescent, auditTeardown } from './audit.js';
+import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
+import { resetSandboxMemory } from './build.js';
+import { Runtime, type VcpuActor } from './runtime.js';
+import { matchesPartial, toGuestOp } from './scenario/runner.js';
+import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step, parseScenario } from './scenario/schema.js';
+
+const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
+/** Steps the scripted runner uses to force one interleaving; a model checker explores them all instead. */
+const SCRIPTING = new Set(['pause', 'resume', 'await_held', 'settle']);
+/** Steps the controller runs itself: they are no actor, so they cannot be part of a parallel group. */
+const CONTROLLER = new Set(['signal', 'stats']);
+
+export type McMode = 'exhaustive' | 'random';
+
+export interface ModelCheckOptions {
+  mode: McMode;
+  /** Exhaustive mode: the preemption bound k. */
+  preemptions: number;
+  /** The most schedules to run; an exhaustive search stopped by it is not complete. */
+  maxSchedules: number;
+  /** Random mode: the first seed (schedule i uses seed + i). */
+  seed?: number;
+  /** A planted bug to enable (src/gmem/bugs.ts). */
+  bug?: BugName | null;
+  /** Scheduler steps per parallel group before the schedule is cut (step-limit). */
+  maxSteps?: number;
+}
+
+export interface McStepResult {
+  index: string;
+  op: string;
+  result: string;
+  pass: boolean;
+  value?: unknown;
+  mismatch?: string;
+}
+
+export interface McSchedule {
+  seed: number;
+  /** The actor chosen at each scheduler step, every parallel group's steps one after another. */
+  choices: number[];
+  /** The actors that could have been chosen at each step. */
+  candidates: number[][];
+  /** Indices into `choices` where a parallel group's first choice is (no actor ran before it). */
+  groupStarts: number[];
+  preemptions: number;
+  outcome: 'ok' | 'violation' | 'deadlock' | 'step-limit';
+  /** Step expectations that did not hold ("step 5.1 guest_read: expected ok, got vc"). */
+  failures: string[];
+  violations: Violation[];
+  steps: McStepResult[];
+}
+
+export interface ModelCheckResult {
+  mode: McMode;
+  preemptions: number;
+  schedules: number;
+  /** Every schedule within the bound was run (exhaustive mode, no cap hit, none cut by the step limit). */
+  complete: boolean;
+  capHit: boolean;
+  /** Schedules cut by the step limit (they passed as far as they went). */
+  stepLimited: number;
+  failing?: McSchedule;
+}
+
+/** A saved failing schedule of a scenario: what `replay` needs to rerun it exactly. */
+export interface ScenarioScheduleFile {
+  version: 1;
+  kind: 'scenario';
+  scenarioPath: string | null;
+  /** The scenario as written (not the parsed form), so the file replays on its own. */
+  scenario: unknown;
+  mode: McMode;
+  preemptions: number;
+  bug: BugName | null;
+  maxSteps: number;
+  seed: number;
+  choices: number[];
+  outcome: McSchedule['outcome'];
+  failures: string[];
+  violations: Violation[];
+}
+
+export function fails(r: McSchedule): boolean {
+  return r.outcome === 'violation' || r.outcome === 'deadlock';
+}
+
+/**
+ * The rules a scenario must keep to be model checked, beyond the scenario schema: scripted
+ * interleavings have no place (every interleaving is explored), and every leaf of a parallel
+ * group is its own actor.
+ */
+export function checkModelCheckable(s: Scenario): void {
+  const problems: string[] = [];
+  let groups = 0;
+  s.steps.forEach((st: Step, i) => {
+    if (SCRIPTING.has(st.op)) problems.push(`steps.${i}: '${st.op}' scripts one interleaving; a model checker explores all of them (remove pause/resume/await_held/settle)`);
+    if (st.op !== 'parallel') return;
+    groups++;
+    const owners = new Map<string, number>();
+    st.steps.forEach((c, j) => {
+      const path = `steps.${i}.steps.${j}`;
+      if (SCRIPTING.has(c.op)) problems.push(`${path}: '${c.op}' scripts one interleaving; a model checker explores all of them`);
+      else if (CONTROLLER.has(c.op)) problems.push(`${path}: '${c.op}' runs on the controller, which is no actor; move it out of the parallel group`);
+      else {
+        // One VMM worker, one worker per vCPU: two steps on one of them would run one after
+        // the other, not in parallel, so the group would not mean what it says.
+        const owner = GUEST.has(c.op) ? `vCPU ${(c as { vcpu: number }).vcpu} of VM '${(c as { vm: string }).vm}'` : 'the VMM';
+        const other = owners.get(owner);
+        if (other !== undefined) {
+          problems.push(
+            `${path}: steps.${i}.steps.${other} already runs on ${owner}; each step of a parallel group needs its own actor (one VMM thread for ioctl steps, one thread per vCPU for guest steps), so at most one ioctl step and one step per vCPU per group`,
+          );
+        } else owners.set(owner, j);
+      }
+    });
+  });
+  if (groups === 0) problems.push('steps: no parallel group; there is nothing to interleave');
+  if (problems.length) throw new ScenarioError(problems);
+}
+
+/** Preemptions in a schedule: choices of another actor at steps where the running one was a candidate. */
+export function countPreemptions(choices: readonly number[], candidates: readonly number[][], groupStarts: readonly number[], upTo = choices.length): number {
+  const starts = new Set(groupStarts);
+  let n = 0;
+  for (let i = 1; i < upTo; i++) {
+    if (starts.has(i)) continue;
+    const prev = choices[i - 1];
+    if (choices[i] !== prev && candidates[i].includes(prev)) n++;
+  }
+  return n;
+}
+
+export class ModelChecker {
+  private rt: Runtime | null = null;
+  private sched: SchedControl | null = null;
+  private readonly maxSteps: number;
+  private readonly bugMask: number;
+  schedulesRun = 0;
+
+  constructor(
+    readonly scenario: Scenario,
+    readonly opts: ModelCheckOptions,
+  ) {
+    checkModelCheckable(scenario);
+    if (opts.bug && !(opts.bug in BUGS)) throw new Error(`bug: unknown planted bug '${opts.bug}'`);
+    this.bugMask = opts.bug ? bugMask([opts.bug]) : 0;
+    this.maxSteps = opts.maxSteps ?? 20_000;
+  }
+
+  private async runtime(): Promise<Runtime> {
+    if (this.rt !== null) return this.rt;
+    const s = this.scenario;
+    // A small sandbox: it is wiped before every schedule, and the wipe costs its size.
+    const rt = await Runtime.start({
+      sandbox: {
+        ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
+        ...(s.policy !== undefined ? { policy: s.policy } : {}),
+        memory: s.memory ?? '4MiB',
+        gpaSpace: '16MiB',
+        userMemory: '4MiB',
+        gmemSpace: '32MiB',
+        maxVms: Math.max(2, s.vms.length),
+        // Controlled runs see a deadlock at once; no wall-clock watchdog.
+        watchdogMs: 0,
+      },
+      callTimeoutMs: 20_000,
+    });
+    // The workers are started once; each schedule initialises them again on the wiped memory.
+    for (const v of s.vms) for (let c = 0; c < v.vcpus; c++) await rt.addVcpu(v.name, -1, c);
+    this.rt = rt;
+    this.sched = new SchedControl(rt.mem);
+    return rt;
+  }
+
+  /**
+   * Runs the scenario once. With `forced`, every parallel group replays those choices (the
+   * groups' logs concatenated) and then runs without preemption; without it, each group is a
+   * seeded random walk.
+   */
+  async runSchedule(seed: number, forced?: readonly number[]): Promise<McSchedule> {
+    const rt = await this.runtime();
+    const sched = this.sched!;
+    const s = this.scenario;
+    resetSandboxMemory(rt.descriptor);
+    setBugs(rt.mem, this.bugMask);
+    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+    const ids = await rt.call(rt.vmm, () => rt.vmm.api.createVms(s.vms.map((v) => ({ name: v.name, type: v.type }))));
+    for (const a of rt.vcpus) {
+      a.vm = ids[s.vms.findIndex((v) => v.name === a.vmName)];
+      await rt.call(a, () => a.api.init({ buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct' }));
+    }
+    const out: McSchedule = { seed, choices: [], candidates: [], groupStarts: [], preemptions: 0, outcome: 'ok', failures: [], violations: [], steps: [] };
+    let stopped = false;
+    for (let i = 0; i < s.steps.length && !stopped; i++) {
+      const st = s.steps[i];
+      if (st.op !== 'parallel') {
+        this.check(out, st, String(i), await this.runAlone(rt, st));
+        continue;
+      }
+      const offset = out.choices.length;
+      sched.configure({
+        strategy: forced ? 'replay' : 'random',
+        seed: subSeed(seed, i),
+        actors: st.steps.length,
+        maxSteps: this.maxSteps,
+        ...(forced ? { forced: forced.slice(offset) } : {}),
+      });
+      const settled = await Promise.allSettled(st.steps.map((c) => this.startActor(rt, c)));
+      out.groupStarts.push(offset);
+      out.choices.push(...sched.log());
+      out.candidates.push(...sched.candidates());
+      const outcome = sched.outcome();
+      sched.disable();
+      settled.forEach((r, j) => {
+        const index = `${i}.${j}`;
+        if (r.status === 'fulfilled') this.check(out, st.steps[j], index, r.value);
+        else if (/aborted/.test(String(r.reason))) out.steps.push({ index, op: st.steps[j].op, result: 'aborted', pass: false });
+        else throw new Error(`schedule ${seed}: step ${index} (${st.steps[j].op}) failed: ${r.reason}`);
+      });
+      if (outcome === SchedOutcome.DEADLOCK) {
+        out.violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock in parallel group ${i}: no actor can run: ${this.describeDeadlock()}` });
+        out.outcome = 'deadlock';
+        stopped = true;
+      } else if (outcome === SchedOutcome.STEP_LIMIT) {
+        out.outcome = 'step-limit';
+        stopped = true;
+      }
+    }
+    this.schedulesRun++;
+    out.violations.push(...takeOnlineReports(rt.mem));
+    // A deadlock or a cut schedule leaves locks held and work half done: nothing to audit.
+    if (!stopped) {
+      out.violations.push(...auditQuiescent(rt.mem).violations);
+      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+      out.violations.push(...auditTeardown(rt.mem).violations);
+    }
+    if (out.outcome === 'ok' && (out.failures.length > 0 || out.violations.length > 0)) out.outcome = 'violation';
+    if (out.outcome === 'step-limit' && out.failures.length > 0) out.outcome = 'violation';
+    out.preemptions = countPreemptions(out.choices, out.candidates, out.groupStarts);
+    return out;
+  }
+
+  /** A step outside any parallel group: no actor is registered, so it runs as in free mode. */
+  private async runAlone(rt: Runtime, st: LeafStep): Promise<Outcome> {
+    switch (st.op) {
+      case 'signal':
+        rt.control.raiseSignal(st.actor === 'vmm' ? rt.vmm.tid : rt.vcpu(st.actor.vm, st.actor.vcpu).tid);
+        return { result: 'ok' };
+      case 'stats':
+        return { result: 'ok', value: rt.stats() };
+      default:
+        if (GUEST.has(st.op)) {
+          const a = this.vcpuOf(rt, st);
+          return rt.call(a, () => a.api.exec(toGuestOp(st)));
+        }
+        return rt.call(rt.vmm, () => rt.vmm.api.exec(st as IoctlStep));
+    }
+  }
+
+  /** A parallel group's step as a controlled actor (the vCPU's exec registers as one). */
+  private startActor(rt: Runtime, st: LeafStep): Promise<Outcome> {
+    if (GUEST.has(st.op)) {
+      const a = this.vcpuOf(rt, st);
+      return rt.call(a, () => a.api.exec(toGuestOp(st)));
+    }
+    return rt.call(rt.vmm, () => rt.vmm.api.execActor(st as IoctlStep));
+  }
+
+  private vcpuOf(rt: Runtime, st: LeafStep): VcpuActor {
+    return rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu);
+  }
+
+  /** Checks a step's outcome against its expect/expect_value, as the scenario runner does. */
+  private check(out: McSchedule, st: LeafStep, index: string, o: Outcome): void {
+    const r: McStepResult = { index, op: st.op, result: o.result, pass: true, ...(o.value !== undefined ? { value: o.value } : {}) };
+    if (st.expect !== undefined && o.result !== st.expect) r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
+    else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value)) r.mismatch = `expected value ${JSON.stringify(st.expect_value)}, got ${JSON.stringify(o.value)}`;
+    if (r.mismatch !== undefined) {
+      r.pass = false;
+      out.failures.push(`step ${index} ${st.op}: ${r.mismatch}`);
+    }
+    out.steps.push(r);
+  }
+
+  /** Every blocked actor and what it waits on, from the scheduler's snapshot. */
+  private describeDeadlock(): string {
+    const rt = this.rt!;
+    const describe = wordDescriber(rt.mem);
+    const names = rt.actorNames();
+    return this.sched!
+      .deadlock()
+      .map((b) => `${names.get(b.tid) ?? `thread ${b.tid}`} waits on ${describe(b.word).name}${b.orWord >= 0 ? ' or a signal' : ''}`)
+      .join('; ');
+  }
+
+  /**
+   * Runs the search: exhaustive (DFS over the choice points, at most k preemptions) or random.
+   * Stops at the first failing schedule, or when every schedule ran, or at the cap, or when
+   * `shouldStop` says so (an interrupt: the result is then not complete).
+   */
+  async explore(
+    onSchedule?: (n: number, r: McSchedule) => void,
+    shouldStop?: () => boolean,
+    /** Search settings for this search only (the sandbox and the bug stay): one checker, several bounds. */
+    over: Partial<Pick<ModelCheckOptions, 'mode' | 'preemptions' | 'maxSchedules' | 'seed'>> = {},
+  ): Promise<ModelCheckResult> {
+    const o = { ...this.opts, ...over };
+    const res: ModelCheckResult = { mode: o.mode, preemptions: o.preemptions, schedules: 0, complete: false, capHit: false, stepLimited: 0 };
+    if (o.mode === 'random') {
+      const seed0 = o.seed ?? 1;
+      for (let i = 0; i < o.maxSchedules && !shouldStop?.(); i++) {
+        const r = await this.runSchedule((seed0 + i) >>> 0);
+        res.schedules++;
+        onSchedule?.(res.schedules, r);
+        if (r.outcome === 'step-limit') res.stepLimited++;
+        if (fails(r)) return { ...res, failing: r };
+      }
+      return res;
+    }
+    const k = o.preemptions;
+    // Each entry is a forced prefix whose last choice is an alternative not yet run; past it
+    // the scheduler runs without preemption, so each run adds no preemption of its own.
+    const stack: number[][] = [[]];
+    while (stack.length > 0) {
+      if (shouldStop?.()) return res;
+      if (res.schedules >= o.maxSchedules) {
+        res.capHit = true;
+        return res;
+      }
+      const prefix = stack.pop()!;
+      const r = await this.runSchedule(0, prefix);
+      res.schedules++;
+      onSchedule?.(res.schedules, r);
+      for (let i = 0; i < prefix.length; i++) {
+        if (r.choices[i] !== prefix[i]) throw new Error(`model check: schedule diverged from its forced prefix at step ${i} (forced ${prefix[i]}, ran ${r.choices[i]}): the run is not deterministic`);
+      }
+      if (r.outcome === 'step-limit') res.stepLimited++;
+      if (fails(r)) return { ...res, failing: r };
+      const starts = new Set(r.groupStarts);
+      const alts: number[][] = [];
+      let pc = 0;
+      for (let i = 0; i < r.choices.length; i++) {
+        const prev = i === 0 || starts.has(i) ? -1 : r.choices[i - 1];
+        const running = prev >= 0 && r.candidates[i].includes(prev);
+        // Alternatives at points the prefix did not fix (those were branched on by its parents).
+        if (i >= prefix.length) {
+          for (const a of r.candidates[i]) {
+            if (a === r.choices[i]) continue;
+            if (pc + (running && a !== prev ? 1 : 0) <= k) alts.push([...r.choices.slice(0, i), a]);
+          }
+        }
+        if (running && r.choices[i] !== prev) pc++;
+      }
+      for (let j = alts.length - 1; j >= 0; j--) stack.push(alts[j]);
+    }
+    // A schedule cut by the step limit hid the choice points past its cut: not complete.
+    res.complete = res.stepLimited === 0;
+    return res;
+  }
+
+  /**
+   * Shrinks a failing schedule to few context switches: ddmin over its switch points, as
+   * Explorer.shrink does (a candidate forces the actor chosen at each kept switch and runs
+   * without preemption elsewhere; it is kept when the run still fails). The result carries the
+   * choices the smallest failing run made, cut after its last kept switch, so it replays exactly.
+   */
+  async shrink(failing: McSchedule, budget = 100): Promise<McSchedule> {
+    const c = failing.choices;
+    let switches: number[] = [];
+    for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);
+    let best = failing;
+    let tries = 0;
+    const attempt = async (keep: number[]): Promise<McSchedule | null> => {
+      tries++;
+      const last = keep.length ? keep[keep.length - 1] + 1 : 1;
+      const forced = new Array<number>(last).fill(-1);
+      forced[0] = c[0];
+      for (const i of keep) forced[i] = c[i];
+      const r = await this.runSchedule(failing.seed, forced);
+      return fails(r) ? r : null;
+    };
+    let n = 2;
+    while (switches.length > 0 && tries < budget) {
+      const size = Math.ceil(switches.length / n);
+      let reduced = false;
+      for (let k = 0; k < n && tries < budget; k++) {
+        const complement = [...switches.slice(0, k * size), ...switches.slice((k + 1) * size)];
+        const r = await attempt(complement);
+        if (r) {
+          switches = complement;
+          best = r;
+          n = Math.max(n - 1, 2);
+          reduced = true;
+          break;
+        }
+      }
+      if (!reduced) {
+        if (n >= switches.length) break;
+        n = Math.min(n * 2, switches.length);
+      }
+    }
+    const cut = switches.length ? switches[switches.length - 1] + 1 : 1;
+    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)) };
+  }
+
+  /** Reruns a saved schedule; `reproduced` when it makes the same choices and fails the same way. */
+  async replay(saved: ScenarioScheduleFile): Promise<{ reproduced: boolean; result: McSchedule }> {
+    const r = await this.runSchedule(saved.seed, saved.choices);
+    const samePrefix = saved.choices.every((c, i) => r.choices[i] === c);
+    const first = (x: { failures: string[]; violations: Violation[] }): string => x.failures[0] ?? x.violations[0]?.detail ?? '';
+    return { reproduced: samePrefix && r.outcome === saved.outcome && first(r) === first(saved), result: r };
+  }
+
+  async close(): Promise<void> {
+    await this.rt?.shutdown();
+    this.rt = null;
+  }
+}
+
+/** The file body for a failing schedule. */
+export function scheduleFile(raw: unknown, path: string | null, opts: ModelCheckOptions, r: McSchedule, maxSteps = opts.maxSteps ?? 20_000): ScenarioScheduleFile {
+  return {
+    version: 1,
+    kind: 'scenario',
+    scenarioPath: path,
+    scenario: raw,
+    mode: opts.mode,
+    preemptions: opts.preemptions,
+    bug: opts.bug ?? null,
+    maxSteps,
+    seed: r.seed,
+    choices: r.choices,
+    outcome: r.outcome,
+    failures: r.failures,
+    violations: r.violations,
+  };
+}
+
+/** A model checker for a saved schedule's scenario and settings. */
+export function checkerFor(saved: ScenarioScheduleFile): ModelChecker {
+  return new ModelChecker(parseScenario(saved.scenario), { mode: saved.mode, preemptions: saved.preemptions, maxSchedules: 1, bug: saved.bug, maxSteps: saved.maxSteps });
+}
+
+export function isScenarioSchedule(x: unknown): x is ScenarioScheduleFile {
+  return x !== null && typeof x === 'object' && (x as { kind?: unknown }).kind === 'scenario' && (x as { version?: unknown }).version === 1 && Array.isArray((x as { choices?: unknown }).choices);
+}
