@@ -3,7 +3,6 @@
 // holds is left in flight and the run goes on, so a script can interleave actors exactly; its
 // outcome is recorded when it completes.
 
-import { writeFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { LOCK_CLASS_NAMES, sumLatency } from '../../shm/stats.js';
 import { pointId } from '../../shm/points.js';
@@ -190,7 +189,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   } catch (e) {
     if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
   } finally {
-    if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(rt.chromeTrace('gmem-sandbox run')));
+    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
     await rt.shutdown();
   }
   const stats = rt.stats();
