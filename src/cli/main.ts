@@ -1,10 +1,9 @@
 // The gmem-sandbox command line.
 
-import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES } from '../gmem/policy.js';
-import { parseScenario, ScenarioError } from '../vmm/scenario/schema.js';
+import { checkOutputs } from '../vmm/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
@@ -15,6 +14,8 @@ import { multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
+import { EXIT, EXIT_HELP, action, commanderExit } from './exit.js';
+import { readScenarioFile } from './inputs.js';
 
 function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -37,14 +38,22 @@ function commandLine(): string {
 }
 
 const program = new Command();
-program.name('gmem-sandbox').description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory').showHelpAfterError('(add --help for usage)');
+program
+  .name('gmem-sandbox')
+  .description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory')
+  .showHelpAfterError('(add --help for usage)')
+  // Commander's own errors then reach one place, which gives them the usage status 2.
+  .exitOverride();
+
+/** An output option, for the check made before any work starts. */
+const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') => (path === undefined ? undefined : { flag, path, kind });
 
 program
   .command('stress')
   .description('vCPU workers fault pages while the VMM punches holes, converts and pre-faults; the auditor checks every invariant')
-  .option('--vcpus <n>', 'vCPU worker threads per VM', intArg('--vcpus', 1, 32), 2)
+  .option('--vcpus <n>', 'vCPU worker threads per VM (and at most 61 over all VMs; each VM also gives the VMM a vCPU)', intArg('--vcpus', 1, 31), 2)
   .option('--vms <n>', 'VMs bound to one guest_memfd (linked)', intArg('--vms', 1, 8), 1)
-  .option('--memory <size>', 'host memory for guest_memfd', '64MiB')
+  .option('--memory <size>', 'host memory for guest_memfd (at most 4GiB)', '64MiB')
   .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
   .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
   .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
@@ -59,9 +68,13 @@ program
   .option('--trace <file.json>', 'write a Chrome trace (Perfetto, chrome://tracing) of faults, ioctls, lock waits, firmware commands')
   .option('--report <file.html>', 'write a self-contained HTML report with tables and charts')
   .addOption(new Option('--bug <name...>', 'enable planted bugs (the run should then fail)').choices([...BUG_NAMES]))
-  .action(async (o) => {
+  .action(
+    action('stress', async (it, o) => {
+    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
     const progress = new Progress(false);
     const report = await runStress({
+      signal: it.signal,
+      onSetupProgress: (f, what) => progress.update(f, what),
       vcpus: o.vcpus,
       vms: o.vms,
       memory: o.memory,
@@ -83,8 +96,9 @@ program
     progress.done();
     if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
     process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
-    process.exitCode = report.ok ? 0 : 1;
-  });
+    return report.interrupted ? EXIT.INTERRUPTED : report.ok ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 program
   .command('run')
@@ -93,34 +107,28 @@ program
   .option('--json', 'print {steps, audit, findings} as JSON on stdout')
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (file: string, o) => {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (e) {
-      process.stderr.write(`gmem-sandbox run: cannot read ${file}: ${(e as Error).message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    let scenario;
-    try {
-      scenario = parseScenario(raw);
-    } catch (e) {
-      if (!(e instanceof ScenarioError)) throw e;
-      process.stderr.write(`gmem-sandbox run: ${file}: ${e.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    const r = await runScenario(scenario, undefined, o.trace ? { trace: o.trace } : {});
+  .action(
+    action('run', async (it, file: string, o) => {
+    const scenario = readScenarioFile(file);
+    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const total = scenario.steps.length;
+    const r = await runScenario(scenario, (s) => progress.update((Number.parseInt(s.index, 10) + 1) / total, `step ${s.index} of ${total}: ${s.op} -> ${s.result}`), {
+      ...(o.trace ? { trace: o.trace } : {}),
+      signal: it.signal,
+      onSetupProgress: (f, what) => progress.update(f, what),
+    });
+    progress.done();
     if (o.report) writeReport(o.report, reportFromScenario(r, file, commandLine()));
     if (o.json) {
       const steps = r.steps.map((s) => ({ op: s.op, result: s.result, ...(s.value !== undefined ? { value: s.value } : {}), ...(s.exit ? { exit: s.exit } : {}), ...(s.detail ? { detail: s.detail } : {}), ...(s.mismatch ? { mismatch: s.mismatch } : {}) }));
-      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, ok: r.ok }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, interrupted: r.interrupted, ok: r.ok }, null, 2)}\n`);
     } else {
       process.stdout.write(`${formatScenario(r)}\n`);
     }
-    process.exitCode = r.ok ? 0 : 1;
-  });
+    return r.interrupted ? EXIT.INTERRUPTED : r.ok ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 program
   .command('explore')
@@ -135,9 +143,7 @@ program
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
-  .action(async (o) => {
-    process.exitCode = await exploreCommand(o);
-  });
+  .action(action('explore', (it, o) => exploreCommand(o, it.signal)));
 
 program
   .command('replay')
@@ -145,9 +151,7 @@ program
   .argument('<file>', 'schedule file written by explore')
   .option('--trace <out.json>', 'write Chrome trace event JSON (Perfetto, chrome://tracing)')
   .option('--json', 'print the result as JSON')
-  .action(async (file: string, o) => {
-    process.exitCode = await replayCommand(file, o);
-  });
+  .action(action('replay', (it, file: string, o) => replayCommand(file, o, it.signal)));
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');
 
@@ -167,15 +171,30 @@ experiment
   .option('--json', 'print results as JSON')
   .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (o) => {
+  .action(
+    action('experiment multi-vm', async (it, o) => {
     const policies = o.policy === 'all' ? [...POLICIES] : [o.policy];
     const trace = perPolicy(o.trace);
-    const results = await multiVmExperiment({ vms: o.vms, policies, durationMs: Math.round(o.duration * 1000), seed: o.seed, pages: o.pages, ...(trace ? { trace } : {}) });
+    checkOutputs([...policies.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const results = await multiVmExperiment({
+      vms: o.vms,
+      policies,
+      durationMs: Math.round(o.duration * 1000),
+      seed: o.seed,
+      pages: o.pages,
+      ...(trace ? { trace } : {}),
+      signal: it.signal,
+      onProgress: (f, what) => progress.update(f, what),
+    });
+    progress.done();
+    const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations })), null, 2)}\n`);
-    else process.stdout.write(`${formatMultiVm(results)}\n`);
-    process.exitCode = results.every((r) => r.run.crashes.length === 0) ? 0 : 1;
-  });
+    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })), null, 2)}\n`);
+    else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 experiment
   .command('policies')
@@ -185,18 +204,31 @@ experiment
   .option('--json', 'print results as JSON')
   .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (o) => {
+  .action(
+    action('experiment policies', async (it, o) => {
     const trace = perPolicy(o.trace);
-    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}) });
+    checkOutputs([...POLICIES.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}), signal: it.signal, onProgress: (f, what) => progress.update(f, what) });
+    progress.done();
+    const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => r), null, 2)}\n`);
-    else process.stdout.write(`${formatPolicies(rows)}\n`);
-    process.exitCode = rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? 0 : 1;
-  });
+    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })), null, 2)}\n`);
+    else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 registerSweep(program);
 
-program.parseAsync(process.argv).catch((e: Error) => {
-  process.stderr.write(`gmem-sandbox: ${e.message}\n`);
-  process.exitCode = 2;
+for (const c of [...program.commands, ...experiment.commands]) c.addHelpText('after', EXIT_HELP);
+program.addHelpText('after', EXIT_HELP);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof CommanderError) {
+    process.exitCode = commanderExit(e);
+    return;
+  }
+  process.stderr.write(`gmem-sandbox: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = EXIT.USAGE;
 });

@@ -13,6 +13,7 @@ import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent } from './audit.js';
 import { resetSandboxMemory } from './build.js';
+import { SandboxClosedError } from './errors.js';
 import { Runtime, type VcpuActor } from './runtime.js';
 import { parseMix } from './stress-ops.js';
 
@@ -86,6 +87,7 @@ export class Explorer {
   private sched: SchedControl | null = null;
   private runners: VcpuActor[] = [];
   schedulesRun = 0;
+  private closed = false;
 
   constructor(readonly cfg: ExploreConfig) {
     parseMix(cfg.workload.ops);
@@ -93,6 +95,7 @@ export class Explorer {
   }
 
   private async runtime(): Promise<Runtime> {
+    if (this.closed) throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
     if (this.rt !== null) return this.rt;
     const w = this.cfg.workload;
     const rt = await Runtime.start({
@@ -249,7 +252,9 @@ export class Explorer {
     return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)) };
   }
 
+  /** Shuts the workers down; a schedule still running rejects, and no other one starts. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.rt?.shutdown();
     this.rt = null;
   }

@@ -29,8 +29,13 @@ export interface ScenarioReport {
   crashes: CrashReport[];
   faultLatency: Array<{ lowNs: number; highNs: number; count: number }>;
   lockWaits: Array<{ lock: string; waitMs: number; contended: number }>;
+  /** Stopped early (SIGINT, SIGTERM): `steps` are the ones that ran. */
+  interrupted: boolean;
   ok: boolean;
 }
+
+/** Results that are the harness's own failure, not an answer of the modelled kernel: never a pass unless expected. */
+const HARNESS_FAILURES = new Set(['ETIMEDOUT', 'error']);
 
 const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
 
@@ -49,8 +54,29 @@ interface InFlight {
   promise: Promise<Outcome>;
 }
 
-export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: { trace?: string } = {}): Promise<ScenarioReport> {
-  const rt = await Runtime.start({ sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 }, callTimeoutMs: 30_000, trace: opts.trace !== undefined });
+export interface ScenarioRunOptions {
+  trace?: string;
+  /** Stops the run: every worker is shut down at once, the report covers the steps that ran. */
+  signal?: AbortSignal;
+  onSetupProgress?: (fraction: number, what: string) => void;
+}
+
+export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: ScenarioRunOptions = {}): Promise<ScenarioReport> {
+  const rt = await Runtime.start({
+    sandbox: { policy: s.policy, memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 },
+    callTimeoutMs: 30_000,
+    trace: opts.trace !== undefined,
+    ...(opts.onSetupProgress ? { onSetupProgress: opts.onSetupProgress } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  // A step may be held at a pause or wait seconds for one: an interrupt cannot wait for it, so
+  // the workers go at once and every call in flight rejects.
+  let interrupted = false;
+  const stop = (): void => {
+    interrupted = true;
+    void rt.shutdown();
+  };
+  opts.signal?.addEventListener('abort', stop, { once: true });
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
@@ -63,7 +89,10 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const finish = (r: StepReport, st: LeafStep, o: Outcome): void => {
     Object.assign(r, o);
     r.pass = true;
-    if (st.expect !== undefined && o.result !== st.expect) {
+    if (st.expect === undefined && HARNESS_FAILURES.has(o.result)) {
+      r.pass = false;
+      r.mismatch = `${o.result}${o.detail ? ` (${o.detail})` : ''}, and the step has no expect that allows it`;
+    } else if (st.expect !== undefined && o.result !== st.expect) {
       r.pass = false;
       r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
     } else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value)) {
@@ -166,7 +195,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
 
   try {
     await rt.createVms(s.vms);
-    for (let i = 0; i < s.steps.length && rt.crashes.length === 0; i++) {
+    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && !interrupted; i++) {
       const st: Step = s.steps[i];
       if (st.op === 'parallel') {
         const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
@@ -178,8 +207,8 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       await settle(st, String(i));
     }
     // Let anything a pause still holds finish: release every pause, then wait.
-    await drainHeld();
-    if (rt.crashes.length === 0) {
+    if (!interrupted) await drainHeld();
+    if (rt.crashes.length === 0 && !interrupted) {
       const q = auditQuiescent(rt.mem);
       await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
       const t = mergeAudit(q, auditTeardown(rt.mem));
@@ -187,13 +216,14 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       findings = t.findings;
     }
   } catch (e) {
-    if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
+    if (rt.crashes.length === 0 && !interrupted) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
   } finally {
+    opts.signal?.removeEventListener('abort', stop);
     if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
     await rt.shutdown();
   }
   const stats = rt.stats();
-  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass);
+  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass) && !interrupted;
   return {
     steps,
     audit,
@@ -201,6 +231,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     crashes: rt.crashes,
     faultLatency: sumLatency(rt.mem),
     lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+    interrupted,
     ok,
   };
 }
