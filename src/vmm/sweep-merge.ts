@@ -30,7 +30,7 @@ export function parseSweepLine(raw: unknown, where: string): SweepLine {
   const parsed = lineSchema.safeParse(raw);
   if (!parsed.success) {
     const iss = parsed.error.issues[0];
-    throw new SweepError(`${where}: not a sweep output line: ${iss.path.length ? `${iss.path.join('.')}: ` : ''}${iss.message}`);
+    throw new SweepError(`${where}: not a sweep line: ${iss.path.length ? `${iss.path.join('.')}: ` : ''}${iss.message}`);
   }
   return parsed.data as SweepLine;
 }
