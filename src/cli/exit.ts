@@ -32,6 +32,9 @@ export function isInputError(e: unknown): e is Error {
 export function action<A extends unknown[]>(name: string, fn: (it: Interrupt, ...args: A) => Promise<number> | number): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const it = interruptible(name);
+    // A promise that can never settle must not end the process silently with status 0 once the
+    // event loop is empty: the command holds the loop open until it returns.
+    const hold = setInterval(() => undefined, 1 << 30);
     let code: number;
     try {
       code = await fn(it, ...args);
@@ -49,6 +52,7 @@ export function action<A extends unknown[]>(name: string, fn: (it: Interrupt, ..
       }
     }
     if (it.signal.aborted) code = EXIT.INTERRUPTED;
+    clearInterval(hold);
     it.dispose();
     process.exitCode = code;
   };

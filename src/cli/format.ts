@@ -71,7 +71,8 @@ export function formatScenario(r: ScenarioReport): string {
     const v = json.length > 160 ? ` ${json.slice(0, 157)}...` : json ? ` ${json}` : '';
     out.push(`${s.pass ? ' ok ' : 'FAIL'} [${s.index}] ${s.op} -> ${s.result}${v}${s.mismatch ? `\n       ${s.mismatch}` : ''}`);
   }
-  out.push('', `audit: ${r.audit.ok ? 'all invariants hold' : 'VIOLATIONS'} ${JSON.stringify(r.audit.counts)}`);
+  if (r.interrupted) out.push('', 'audit: not run (interrupted)');
+  else out.push('', `audit: ${r.audit.ok ? 'all invariants hold' : 'VIOLATIONS'} ${JSON.stringify(r.audit.counts)}`);
   for (const v of r.audit.violations.slice(0, 10)) out.push(`  ! ${v.invariant}: ${v.detail}`);
   out.push(`findings: punch-hole leftovers ${r.findings.punchHoleLeftovers}, cross-VM prepares ${r.findings.crossVmPrepare}`);
   for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);

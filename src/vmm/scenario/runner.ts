@@ -72,8 +72,13 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   // A step may be held at a pause or wait seconds for one: an interrupt cannot wait for it, so
   // the workers go at once and every call in flight rejects.
   let interrupted = false;
+  // Waits that are not calls to a worker (await_held) end with it too.
+  let endWaits: (e: Error) => void = () => undefined;
+  const stopped = new Promise<never>((_, reject) => (endWaits = reject));
+  stopped.catch(() => undefined);
   const stop = (): void => {
     interrupted = true;
+    endWaits(new Error('interrupted'));
     void rt.shutdown();
   };
   opts.signal?.addEventListener('abort', stop, { once: true });
@@ -119,7 +124,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
       else {
         try {
-          finish(r, st, { result: 'ok', value: { holder: await rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000) } });
+          finish(r, st, { result: 'ok', value: { holder: await Promise.race([rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000), stopped]) } });
         } catch (e) {
           finish(r, st, { result: 'ETIMEDOUT', detail: (e as Error).message });
         }
