@@ -60,8 +60,7 @@ describe('Runtime after shutdown', () => {
     const rt = await Runtime.start({ sandbox: { memory: '4MiB' }, callTimeoutMs: 10_000 });
     await rt.createVms([{ name: 'a', type: 'snp', vcpus: 1 }]);
     const a = rt.vcpu('a', 0);
-    // Calls that would not answer for 30 s: a workload (which stops when asked), and a guest read
-    // held at a pause point, called both through Runtime.call and straight on the worker's API.
+    // A call that would not answer for 30 s (a workload, which stops when asked) settles.
     const run = rt.call(a, () => a.api.run({ gfnStart: 0, gfnCount: 1, pattern: 'random', writeRatio: 0, hotRatio: 0, seed: 1, writerIndex: 0, writers: 1, durationMs: 30_000, maxAccesses: 0, multiVm: false }), 0);
     await new Promise((r) => setTimeout(r, 200));
     await rt.shutdown();
