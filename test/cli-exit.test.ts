@@ -4,9 +4,12 @@
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { InputError, checkOutputs, outputProblem } from '../src/vmm/outputs.js';
 import { STACK, cli, root, start, tempDir } from './cli-helpers.js';
 
 const example = join(root, 'examples/private-fault-snp.json');
+/** A schedule explore saved (prepare-skips-clear, found at seed 1), kept with the tests. */
+const SCHEDULE = join(root, 'test/fixtures/schedule-prepare-skips-clear.json');
 
 /** A scenario whose one step expects the wrong errno: it runs, and fails its expectation. */
 const WRONG_EXPECT = {
@@ -92,7 +95,7 @@ describe('exit status per command', () => {
   });
 
   it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', () => {
-    for (const args of [['--help'], ['stress', '--help'], ['merge', '--help'], ['experiment', 'multi-vm', '--help']]) {
+    for (const args of [['--help'], ['experiment', 'multi-vm', '--help']]) {
       const r = cli(args);
       expect(r.stdout).toContain('Exit status (every command):\n  0    pass\n  1    a violation, a planted bug not found, or a failed job\n  2    a usage or input error');
       expect(r.stdout).toContain('130  interrupted');
@@ -105,18 +108,15 @@ describe('exit status per command', () => {
 describe('output paths are checked before any work starts', () => {
   // `afile` is a file, so nothing can ever be created under it. A derived name (t.json ->
   // t.<policy>.json, t.<job>.json) is the one named.
+  // One output option per command here: every option goes through the same check (checkOutputs),
+  // whose rules the unit test below covers.
   const cases: Array<[string, string, (dir: string) => string[]]> = [
     ['stress', '--trace', (d) => ['stress', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
-    ['stress', '--report', (d) => ['stress', '--duration', '5', '--report', join(d, 'afile/r.html')]],
-    ['run', '--trace', (d) => ['run', example, '--trace', join(d, 'afile/t.json')]],
     ['run', '--report', (d) => ['run', example, '--report', join(d, 'afile/r.html')]],
     ['explore', '--out', (d) => ['explore', '--bug', 'prepare-skips-clear', '--out', join(d, 'afile/schedules')]],
-    ['explore', '--trace', (d) => ['explore', '--bug', 'prepare-skips-clear', '--out', d, '--trace', join(d, 'afile/t.json')]],
+    ['replay', '--trace', (d) => ['replay', join(d, 'schedule.json'), '--trace', join(d, 'afile/t.json')]],
     ['experiment multi-vm', '--trace', (d) => ['experiment', 'multi-vm', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
-    ['experiment multi-vm', '--report', (d) => ['experiment', 'multi-vm', '--duration', '5', '--report', join(d, 'afile/r.html')]],
     ['experiment policies', '--report', (d) => ['experiment', 'policies', '--duration', '5', '--report', join(d, 'afile/r.html')]],
-    ['sweep', '--out', (d) => ['sweep', '--param', 'duration=5', '--out', join(d, 'afile/o.jsonl')]],
-    ['sweep', '--summary', (d) => ['sweep', '--param', 'duration=5', '--summary', join(d, 'afile/s.json')]],
     ['sweep', '--trace', (d) => ['sweep', '--param', 'duration=5', '--trace', join(d, 'afile/t.json')]],
     ['merge', '--out', (d) => ['merge', join(d, 'in.jsonl'), '--out', join(d, 'afile/m.jsonl')]],
   ];
@@ -126,18 +126,28 @@ describe('output paths are checked before any work starts', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'afile'), '');
     writeFileSync(join(dir, 'in.jsonl'), '');
+    writeFileSync(join(dir, 'schedule.json'), readFileSync(SCHEDULE));
     const r = cli(args(dir));
     const afile = join(dir, 'afile');
     expectUsage(r, new RegExp(`^gmem-sandbox ${command}: ${flag} ${esc(afile)}/[\\w.-]+: cannot be written: ${esc(afile)} is not a directory$`, 'm'));
     expect(r.stdout).toBe('');
     // Refused before the 5 s of work (and before any worker started).
     expect(r.ms).toBeLessThan(4000);
-    expect(readdirSync(dir).sort()).toEqual(['afile', 'in.jsonl']);
+    expect(readdirSync(dir).sort()).toEqual(['afile', 'in.jsonl', 'schedule.json']);
   });
 
-  it('a directory given as an output file is refused too', () => {
+  it('the rules: a file under a file, a directory as a file, a file as a directory, missing parents', () => {
     const dir = tempDir();
-    expectUsage(cli(['stress', '--trace', dir]), new RegExp(`^gmem-sandbox stress: --trace ${esc(dir)}: cannot be written: is a directory, not a file$`, 'm'));
+    writeFileSync(join(dir, 'afile'), '');
+    expect(outputProblem(join(dir, 'afile/t.json'), 'file')).toBe(`${join(dir, 'afile')} is not a directory`);
+    expect(outputProblem(join(dir, 'afile/x/y/t.json'), 'file')).toBe(`${join(dir, 'afile')} is not a directory`);
+    expect(outputProblem(dir, 'file')).toBe('is a directory, not a file');
+    expect(outputProblem(join(dir, 'afile'), 'dir')).toBe('exists and is not a directory');
+    expect(outputProblem(join(dir, 'new/deeper/t.json'), 'file')).toBeNull();
+    expect(outputProblem(join(dir, 'afile'), 'file')).toBeNull();
+    expect(() => checkOutputs([undefined, { flag: '--summary', path: join(dir, 'afile/s.json'), kind: 'file' }])).toThrow(
+      new InputError(`--summary ${join(dir, 'afile/s.json')}: cannot be written: ${join(dir, 'afile')} is not a directory`),
+    );
   });
 
   it('a write that fails after the run keeps the result and its status, and says what was not written', async () => {

@@ -58,13 +58,8 @@ describe('scenario schema', () => {
 });
 
 describe('saved schedules', () => {
-  const good = () => {
-    const dir = tempDir();
-    const r = cli(['explore', '--bug', 'prepare-skips-clear', '--schedules', '3', '--no-shrink', '--out', dir]);
-    expect(r.status).toBe(0);
-    const f = readdirSync(dir).find((x) => x.startsWith('schedule-')) as string;
-    return { dir, file: join(dir, f), json: JSON.parse(readFileSync(join(dir, f), 'utf8')) };
-  };
+  /** A schedule explore saved (test/fixtures: prepare-skips-clear at seed 1). */
+  const good = () => ({ dir: tempDir(), json: JSON.parse(readFileSync(join(root, 'test/fixtures/schedule-prepare-skips-clear.json'), 'utf8')) });
 
   it('parseSchedule accepts what explore saves and names every bad field', () => {
     const { json } = good();
@@ -121,12 +116,10 @@ describe('limits that really hold', () => {
     expect(() => resolveStressOptions({ memory: '4GiB', guestMemory: '4GiB', vms: 2 })).toThrow('guest-memory: guest-memory x VMs must be at most 4 GiB');
   });
 
-  it('the largest vCPU layouts run: 8 VMs x 7 vCPUs (all 64 slots) and 31 vCPUs in one VM', () => {
-    for (const args of [['--vms', '8', '--vcpus', '7'], ['--vcpus', '31']]) {
-      const r = cli(['stress', ...args, '--duration', '0.3', '--seed', '5', '--audit-every', '0'], { timeoutMs: 120_000 });
-      expect(r.stdout, args.join(' ')).toMatch(/^gmem-sandbox stress: PASS/);
-      expect(r.status).toBe(0);
-    }
+  it('the largest vCPU layout runs: 8 VMs x 7 vCPUs, all 64 vCPU slots', () => {
+    const r = cli(['stress', '--vms', '8', '--vcpus', '7', '--duration', '0.3', '--seed', '5', '--audit-every', '0'], { timeoutMs: 120_000 });
+    expect(r.stdout).toMatch(/^gmem-sandbox stress: PASS/);
+    expect(r.status).toBe(0);
   }, 120_000);
 
   it('memory: 4GiB is the real maximum, checked before anything starts; a large set-up shows progress', () => {

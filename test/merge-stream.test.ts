@@ -1,0 +1,103 @@
+// merge streams: a million lines, generated here, merge within a bounded heap (the child runs with
+// a 64 MB old space, and its input is five times that), with no recursion or spread limits; a
+// file that is not a sweep's is refused naming file:line, and empty input is a failure.
+
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { INVARIANTS } from '../src/vcpu-workers/violations.js';
+import { STACK, cli, tempDir } from './cli-helpers.js';
+
+const N = 1_000_000;
+const zeros = Object.fromEntries(INVARIANTS.map((i) => [i, 0]));
+
+const VIOLATIONS = JSON.stringify(zeros);
+
+/** One sweep line; job `i` of a plan of N, two parameter combinations (a template: a million of them). */
+function line(i: number, over: { ok?: boolean; crashes?: number; error?: string } = {}): string {
+  const tail = over.error !== undefined ? `,"error":${JSON.stringify(over.error)}` : '';
+  return `{"plan":"p1m","total":${N},"index":${i},"seed":${i >> 1},"params":{"vcpus":${1 + (i & 1)}},"ok":${over.ok ?? true},"faultsPerSecond":${100 + (i % 7)},"violations":${VIOLATIONS},"findings":{"punchHoleLeftovers":0,"crossVmPrepare":0},"counters":{},"elapsedMs":1,"crashes":${over.crashes ?? 0}${tail}}`;
+}
+
+describe('merge of a million lines', () => {
+  it('streams them in bounded memory, de-duplicates, sorts and summarises', () => {
+    const dir = tempDir();
+    // Two halves, given in the wrong order; job 7 missing, job 12 twice (ok, then failing).
+    const files = [join(dir, 'second.jsonl'), join(dir, 'first.jsonl')];
+    for (const [k, f] of files.entries()) {
+      const fd = openSync(f, 'w');
+      let buf: string[] = [];
+      for (let i = k === 0 ? N / 2 : 0; i < (k === 0 ? N : N / 2); i++) {
+        if (i === 7) continue;
+        buf.push(line(i));
+        if (i === 12) buf.push(line(12, { ok: false, crashes: 1, error: 'vmm crashed: test' }));
+        if (buf.length >= 20_000) {
+          writeSync(fd, `${buf.join('\n')}\n`);
+          buf = [];
+        }
+      }
+      writeSync(fd, `${buf.join('\n')}\n`);
+      closeSync(fd);
+    }
+    const inputBytes = files.reduce((n, f) => n + statSync(f).size, 0);
+    expect(inputBytes).toBeGreaterThan(4 * 64 * 2 ** 20);
+    const out = join(dir, 'merged.jsonl');
+    const r = cli(['merge', ...files, '--json', '--out', out], { nodeArgs: ['--max-old-space-size=64', '--stack-size=200'], timeoutMs: 120_000 });
+    expect(r.stderr).not.toMatch(STACK);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ plan: 'p1m', total: N, runs: N - 1, ok: N - 2, duplicates: 1, missing: [7] });
+    expect(s.combinations).toEqual([
+      { params: { vcpus: 1 }, runs: N / 2, ok: N / 2 - 1, faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }), violations: zeros, crashes: 1 },
+      { params: { vcpus: 2 }, runs: N / 2 - 1, ok: N / 2 - 1, faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }), violations: zeros, crashes: 0 },
+    ]);
+    expect(s.failures).toEqual([expect.objectContaining({ index: 12, crashes: 1, error: 'vmm crashed: test' })]);
+    expect(r.status).toBe(1);
+    // The merged file: every job once, in index order, the failing copy of 12.
+    const merged = readFileSync(out, 'utf8');
+    expect(merged.length).toBeGreaterThan(inputBytes - 2000);
+    let at = 0;
+    let expectIndex = 0;
+    let lines = 0;
+    while (at < merged.length) {
+      const nl = merged.indexOf('\n', at);
+      const text = merged.slice(at, nl);
+      if (expectIndex === 7) expectIndex++;
+      if (lines % 99_991 === 0 || expectIndex === 12) {
+        const l = JSON.parse(text);
+        expect(l.index).toBe(expectIndex);
+        if (expectIndex === 12) expect(l.ok).toBe(false);
+      }
+      at = nl + 1;
+      expectIndex++;
+      lines++;
+    }
+    expect(lines).toBe(N - 1);
+  }, 180_000);
+
+  it('refuses a file that is not a sweep output, naming file:line and the field', () => {
+    const dir = tempDir();
+    const f = join(dir, 'scenario.json');
+    writeFileSync(f, `${line(0)}\n{"policy": "prepare-on-fault", "vms": []}\n`);
+    const r = cli(['merge', f]);
+    expect(r.stderr).toBe(`gmem-sandbox merge: ${f}:2: not a sweep line: plan: Invalid input: expected string, received undefined\n`);
+    expect(r.status).toBe(2);
+  });
+
+  it('reports empty input (an empty file, or only blank lines on stdin) as a failure', () => {
+    const dir = tempDir();
+    const f = join(dir, 'empty.jsonl');
+    writeFileSync(f, '');
+    const r = cli(['merge', f]);
+    expect(r.stdout).toBe(`merge: FAIL  no sweep lines in ${f}: nothing to merge\n`);
+    expect(r.status).toBe(1);
+    const s = cli(['merge', '-', '--json'], { input: '\n\n' });
+    expect(JSON.parse(s.stdout)).toEqual({ ok: false, error: 'no sweep lines in the input' });
+    expect(s.status).toBe(1);
+  });
+
+  it('reads stdin (spooled to the run\'s temp directory, which is removed)', () => {
+    const s = cli(['merge', '-'], { input: `${line(1)}\n${line(0)}\n`.replaceAll(`"total":${N}`, '"total":2') });
+    expect(s.stdout).toMatch(/^sweep p1m: PASS {2}2 of 2 job\(s\) ran, 2 ok, 0 failing, 0 missing/);
+    expect(s.status).toBe(0);
+  });
+});
