@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError, checkOutputs, outputProblem } from '../src/vmm/outputs.js';
-import { STACK, cli, root, start, tempDir } from './cli-helpers.js';
+import { type CliResult, STACK, cli, root, start, tempDir } from './cli-helpers.js';
 
 const example = join(root, 'examples/private-fault-snp.json');
 /** A schedule explore saved (prepare-skips-clear, found at seed 1), kept with the tests. */
@@ -19,89 +19,89 @@ const WRONG_EXPECT = {
   steps: [{ op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB', flags: 1, expect: 'ok' }],
 };
 
-function expectUsage(r: ReturnType<typeof cli>, message: RegExp): void {
+function expectUsage(r: CliResult, message: RegExp): void {
   expect(r.stderr).toMatch(message);
   expect(r.stderr).not.toMatch(STACK);
   expect(r.status).toBe(2);
 }
 
 describe('exit status per command', () => {
-  it('stress: 0 on a clean run, 1 with a planted bug, 2 for a bad option or a limit', () => {
-    const pass = cli(['stress', '--duration', '0.3', '--seed', '1']);
+  it('stress: 0 on a clean run, 1 with a planted bug, 2 for a bad option or a limit', async () => {
+    const pass = await cli(['stress', '--duration', '0.3', '--seed', '1']);
     expect(pass.stdout).toMatch(/^gmem-sandbox stress: PASS {2}\(seed 1\)/);
     expect(pass.status).toBe(0);
-    const fail = cli(['stress', '--duration', '0.5', '--seed', '1', '--bug', 'prepare-skips-clear']);
+    const fail = await cli(['stress', '--duration', '0.5', '--seed', '1', '--bug', 'prepare-skips-clear']);
     expect(fail.stdout).toMatch(/^gmem-sandbox stress: FAIL/);
     expect(fail.status).toBe(1);
-    expectUsage(cli(['stress', '--vcpus', '0']), /--vcpus must be an integer from 1 to 31, got '0'/);
-    expectUsage(cli(['stress', '--bogus']), /unknown option '--bogus'/);
-    expectUsage(cli(['stress', '--memory', '8GiB']), /^gmem-sandbox stress: memory: at most 4 GiB \(a typed array's limit in Node\), got 8589934592 bytes$/m);
+    expectUsage(await cli(['stress', '--vcpus', '0']), /--vcpus must be an integer from 1 to 31, got '0'/);
+    expectUsage(await cli(['stress', '--bogus']), /unknown option '--bogus'/);
+    expectUsage(await cli(['stress', '--memory', '8GiB']), /^gmem-sandbox stress: memory: at most 4 GiB \(a typed array's limit in Node\), got 8589934592 bytes$/m);
   });
 
-  it('run: 0 when every step matches, 1 when one does not, 2 for a missing or bad file', () => {
+  it('run: 0 when every step matches, 1 when one does not, 2 for a missing or bad file', async () => {
     const dir = tempDir();
-    expect(cli(['run', example]).status).toBe(0);
+    expect((await cli(['run', example])).status).toBe(0);
     const wrong = join(dir, 'wrong.json');
     writeFileSync(wrong, JSON.stringify(WRONG_EXPECT));
-    const fail = cli(['run', wrong]);
+    const fail = await cli(['run', wrong]);
     expect(fail.stdout).toMatch(/^FAIL \[0\] create_guest_memfd -> EINVAL/m);
     expect(fail.status).toBe(1);
-    expectUsage(cli(['run', join(dir, 'nope.json')]), new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'));
+    expectUsage(await cli(['run', join(dir, 'nope.json')]), new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'));
     const notJson = join(dir, 'broken.json');
     writeFileSync(notJson, '{"policy": ');
-    expectUsage(cli(['run', notJson]), new RegExp(`^gmem-sandbox run: ${notJson}: not JSON: `, 'm'));
+    expectUsage(await cli(['run', notJson]), new RegExp(`^gmem-sandbox run: ${notJson}: not JSON: `, 'm'));
   });
 
-  it('explore and replay: 0 when the bug is found and replayed, 1 when not found, 2 for bad input', () => {
+  it('explore and replay: 0 when the bug is found and replayed, 1 when not found, 2 for bad input', async () => {
     const dir = tempDir();
-    const found = cli(['explore', '--bug', 'prepare-skips-clear', '--schedules', '5', '--no-shrink', '--out', dir]);
+    const found = await cli(['explore', '--bug', 'prepare-skips-clear', '--schedules', '5', '--no-shrink', '--out', dir]);
     expect(found.stdout).toMatch(/^prepare-skips-clear: FOUND after 1 schedule\(s\)/);
     expect(found.status).toBe(0);
-    const notFound = cli(['explore', '--bug', 'fault-skips-seq-recheck', '--schedules', '1', '--no-shrink', '--out', dir]);
+    const notFound = await cli(['explore', '--bug', 'fault-skips-seq-recheck', '--schedules', '1', '--no-shrink', '--out', dir]);
     expect(notFound.stdout).toMatch(/^fault-skips-seq-recheck: not found in 1 schedule\(s\)/);
     expect(notFound.status).toBe(1);
-    expectUsage(cli(['explore', '--schedules', '0']), /--schedules must be an integer from 1/);
+    expectUsage(await cli(['explore', '--schedules', '0']), /--schedules must be an integer from 1/);
     const saved = readdirSync(dir).filter((f) => f.startsWith('schedule-prepare-skips-clear'));
     expect(saved).toHaveLength(1);
-    const replay = cli(['replay', join(dir, saved[0])]);
+    const replay = await cli(['replay', join(dir, saved[0])]);
     expect(replay.stdout).toMatch(/reproduced exactly/);
     expect(replay.status).toBe(0);
   });
 
-  it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', () => {
-    const r = cli(['experiment', 'multi-vm', '--duration', '0.2', '--policy', 'prepare-on-fault', '--pages', '16']);
+  it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {
+    const r = await cli(['experiment', 'multi-vm', '--duration', '0.2', '--policy', 'prepare-on-fault', '--pages', '16']);
     expect(r.stdout).toMatch(/^policy +faults +arch prepares/);
     expect(r.status).toBe(0);
-    expectUsage(cli(['experiment', 'multi-vm', '--vms', '1']), /--vms must be an integer from 2 to 8, got '1'/);
-    expectUsage(cli(['experiment', 'policies', '--duration', '0']), /--duration must be a number from 0.1 to 600, got '0'/);
-    expectUsage(cli(['experiment', 'nonsense']), /unknown command 'nonsense'/);
+    expectUsage(await cli(['experiment', 'multi-vm', '--vms', '1']), /--vms must be an integer from 2 to 8, got '1'/);
+    expectUsage(await cli(['experiment', 'policies', '--duration', '0']), /--duration must be a number from 0.1 to 600, got '0'/);
+    expectUsage(await cli(['experiment', 'nonsense']), /unknown command 'nonsense'/);
   });
 
-  it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', () => {
+  it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', async () => {
     const dir = tempDir();
     const out = join(dir, 'all.jsonl');
-    const ok = cli(['sweep', '--seeds', '0..1', '--param', 'duration=0.2', '--out', out, '--quiet']);
+    const ok = await cli(['sweep', '--seeds', '0..1', '--param', 'duration=0.2', '--out', out, '--quiet']);
     expect(ok.status).toBe(0);
     const lines = readFileSync(out, 'utf8').trim().split('\n');
     expect(lines).toHaveLength(2);
-    expect(cli(['merge', out]).status).toBe(0);
+    expect((await cli(['merge', out])).status).toBe(0);
     const failing = join(dir, 'failing.jsonl');
     writeFileSync(failing, `${lines[0]}\n${JSON.stringify({ ...JSON.parse(lines[1]), ok: false, crashes: 1, error: 'vmm crashed: test' })}\n`);
-    const merged = cli(['merge', failing]);
+    const merged = await cli(['merge', failing]);
     expect(merged.stdout).toMatch(/^sweep \w+: FAIL {2}2 of 2 job\(s\) ran, 1 ok, 1 failing, 0 missing/);
     expect(merged.status).toBe(1);
-    expectUsage(cli(['sweep', '--param', 'cores=2']), /--param cores=2: unknown parameter 'cores'/);
-    expectUsage(cli(['sweep', '--param', 'ops=populate=1']), /combination ops=populate=1: ops: the populate op \(LAUNCH_UPDATE\) runs only under `explore`/);
+    expectUsage(await cli(['sweep', '--param', 'cores=2']), /--param cores=2: unknown parameter 'cores'/);
+    expectUsage(await cli(['sweep', '--param', 'ops=populate=1']), /combination ops=populate=1: ops: the populate op \(LAUNCH_UPDATE\) runs only under `explore`/);
   });
 
-  it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', () => {
+  it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {
     for (const args of [['--help'], ['experiment', 'multi-vm', '--help']]) {
-      const r = cli(args);
+      const r = await cli(args);
       expect(r.stdout).toContain('Exit status (every command):\n  0    pass\n  1    a violation, a planted bug not found, or a failed job\n  2    a usage or input error');
       expect(r.stdout).toContain('130  interrupted');
       expect(r.status).toBe(0);
     }
-    expectUsage(cli(['frobnicate']), /unknown command 'frobnicate'/);
+    expectUsage(await cli(['frobnicate']), /unknown command 'frobnicate'/);
   });
 });
 
@@ -122,12 +122,12 @@ describe('output paths are checked before any work starts', () => {
   ];
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-  it.each(cases)('%s %s: exit 2 at once, naming the option, the path and why, with nothing written', (command, flag, args) => {
+  it.each(cases)('%s %s: exit 2 at once, naming the option, the path and why, with nothing written', async (command, flag, args) => {
     const dir = tempDir();
     writeFileSync(join(dir, 'afile'), '');
     writeFileSync(join(dir, 'in.jsonl'), '');
     writeFileSync(join(dir, 'schedule.json'), readFileSync(SCHEDULE));
-    const r = cli(args(dir));
+    const r = await cli(args(dir));
     const afile = join(dir, 'afile');
     expectUsage(r, new RegExp(`^gmem-sandbox ${command}: ${flag} ${esc(afile)}/[\\w.-]+: cannot be written: ${esc(afile)} is not a directory$`, 'm'));
     expect(r.stdout).toBe('');
@@ -136,7 +136,7 @@ describe('output paths are checked before any work starts', () => {
     expect(readdirSync(dir).sort()).toEqual(['afile', 'in.jsonl', 'schedule.json']);
   });
 
-  it('the rules: a file under a file, a directory as a file, a file as a directory, missing parents', () => {
+  it('the rules: a file under a file, a directory as a file, a file as a directory, missing parents', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'afile'), '');
     expect(outputProblem(join(dir, 'afile/t.json'), 'file')).toBe(`${join(dir, 'afile')} is not a directory`);

@@ -1,6 +1,6 @@
 // Running the built CLI as a child process, and per-test temp directories that are removed.
 
-import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,18 +25,26 @@ export interface CliResult {
   ms: number;
 }
 
-/** Runs `gmem-sandbox ...args` to the end. */
-export function cli(args: string[], o: { cwd?: string; timeoutMs?: number; input?: string; nodeArgs?: string[] } = {}): CliResult {
+/**
+ * Runs `gmem-sandbox ...args` to the end. Asynchronous: a test worker blocked in a synchronous
+ * wait for long starves vitest's own messages to it.
+ */
+export function cli(args: string[], o: { cwd?: string; timeoutMs?: number; input?: string; nodeArgs?: string[] } = {}): Promise<CliResult> {
   const t0 = performance.now();
-  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [...(o.nodeArgs ?? []), bin, ...args], {
-    encoding: 'utf8',
-    cwd: o.cwd ?? root,
-    timeout: o.timeoutMs ?? 60_000,
-    killSignal: 'SIGKILL',
-    ...(o.input !== undefined ? { input: o.input } : {}),
-    maxBuffer: 64 << 20,
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...(o.nodeArgs ?? []), bin, ...args], { cwd: o.cwd ?? root, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(o.input ?? '');
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stdout, stderr, ms: performance.now() - t0 });
+    });
   });
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: performance.now() - t0 };
 }
 
 /** A stack trace line: never shown to a user (unless GMEM_DEBUG is set). */

@@ -3,7 +3,7 @@
 // or a stray process. The case counts are bounded for `npm test`; `npm run test:fuzz` runs more
 // (FUZZ_RUNS, FUZZ_CLI_RUNS).
 
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -146,6 +146,20 @@ const cliArgs = fc.constantFrom(...Object.keys(OPTS)).chain((command) =>
   ),
 );
 
+/** Runs the CLI; a run past 60 s is killed and reported as hung (signal SIGKILL). */
+function run(args: string[], cwd: string, mark: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, GMEM_FUZZ_MARK: mark }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stderr });
+    });
+  });
+}
+
 /** Processes started by this test run (their environment carries the mark). */
 function marked(mark: string): number[] {
   const out: number[] = [];
@@ -161,11 +175,12 @@ function marked(mark: string): number[] {
 }
 
 describe('fuzz: command lines', () => {
-  it('every command line gives a result or a clear error with status 2: no stack trace, hang or stray process', () => {
+  it('every command line gives a result or a clear error with status 2: no stack trace, hang or stray process', async () => {
     const dir = tempDir();
     let n = 0;
-    fc.assert(
-      fc.property(cliArgs, ([command, opts, junk, ms]) => {
+    // Asynchronous children: a long synchronous wait would starve the test worker's own messages.
+    await fc.assert(
+      fc.asyncProperty(cliArgs, async ([command, opts, junk, ms]) => {
         const args = [...command.split(' '), ...opts.flat(), ...junk];
         // Inputs of run, replay and merge: a mutated example, a mutated schedule, or a sweep line.
         const file = join(dir, `in${n++}.json`);
@@ -175,7 +190,7 @@ describe('fuzz: command lines', () => {
         if (['run', 'replay', 'merge'].includes(command)) args.splice(command.split(' ').length, 0, file);
         if (command === 'explore') args.push('--out', dir);
         const mark = `${process.pid}-${n}`;
-        const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL', cwd: dir, env: { ...process.env, GMEM_FUZZ_MARK: mark } });
+        const r = await run(args, dir, mark);
         const what = `gmem-sandbox ${args.join(' ')}\n--- stderr:\n${r.stderr}`;
         expect(r.signal, `hung: ${what}`).toBeNull();
         expect([0, 1, 2], what).toContain(r.status);

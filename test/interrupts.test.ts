@@ -123,18 +123,18 @@ describe('interrupts', () => {
     expect(kept.length).toBeGreaterThanOrEqual(1);
     expect(kept.length).toBeLessThan(4);
 
-    const resumed = cli([...args, '--resume']);
+    const resumed = await cli([...args, '--resume']);
     expect(resumed.stderr).toContain(`resuming: ${kept.length} of this shard's 4 job(s) already in ${out}, ${4 - kept.length} to run`);
     expect(resumed.status).toBe(0);
     const all = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).index as number);
     // Every job once: the earlier lines kept, the rest appended.
     expect(all.slice(0, kept.length)).toEqual(kept);
     expect([...all].sort()).toEqual([0, 1, 2, 3]);
-    const merged = cli(['merge', out]);
+    const merged = await cli(['merge', out]);
     expect(merged.stdout).toMatch(/PASS {2}4 of 4 job\(s\) ran, 4 ok, 0 failing, 0 missing/);
   });
 
-  it('sweep --out refuses a file of another sweep and drops a torn last line', () => {
+  it('sweep --out refuses a file of another sweep and drops a torn last line', async () => {
     const dir = tempDir();
     const out = join(dir, 'o.jsonl');
     // A finished job's line, as a sweep of that plan writes it.
@@ -142,19 +142,19 @@ describe('interrupts', () => {
     const report = { ok: true, faultsPerSecond: 1, violations: Object.fromEntries(INVARIANTS.map((i) => [i, 0])), findings: { punchHoleLeftovers: 0, crossVmPrepare: 0 }, counters: {}, elapsedMs: 1, crashes: [] };
     const before = `${JSON.stringify(lineFromReport({ plan: plan.id, total: 1, ...plan.jobs[0] }, report as never))}\n`;
     writeFileSync(out, before);
-    const other = cli(['sweep', '--seeds', '1', '--param', 'duration=0.2', '--out', out]);
+    const other = await cli(['sweep', '--seeds', '1', '--param', 'duration=0.2', '--out', out]);
     expect(other.stderr).toMatch(/--out .*o\.jsonl: holds lines of sweep plan \w+, but this sweep is plan \w+; append only the same sweep to one file/);
     expect(other.status).toBe(2);
     expect(readFileSync(out, 'utf8')).toBe(before);
     writeFileSync(out, `${before}{"plan":"cut sh`);
-    const again = cli(['sweep', '--seeds', '0', '--param', 'duration=0.2', '--out', out, '--resume']);
+    const again = await cli(['sweep', '--seeds', '0', '--param', 'duration=0.2', '--out', out, '--resume']);
     expect(again.stderr).toMatch(/o\.jsonl: dropped an unfinished last line \(15 bytes\)/);
     expect(again.stderr).toContain("resuming: 1 of this shard's 1 job(s) already in");
     expect(again.status).toBe(0);
     expect(readFileSync(out, 'utf8')).toBe(before);
   });
 
-  it('sweep | head: a closed stdout ends the run quietly as an interrupt, without a crash', () => {
+  it('sweep | head: a closed stdout ends the run quietly as an interrupt, without a crash', async () => {
     const r = spawnSync('bash', ['-c', `'${process.execPath}' '${bin}' sweep --seeds 0..3 --param duration=0.2 --quiet | head -c 9; echo " status=\${PIPESTATUS[0]}"`], {
       encoding: 'utf8',
       timeout: 30_000,

@@ -20,7 +20,7 @@ function line(i: number, over: { ok?: boolean; crashes?: number; error?: string 
 }
 
 describe('merge of a million lines', () => {
-  it('streams them in bounded memory, de-duplicates, sorts and summarises', () => {
+  it('streams them in bounded memory, de-duplicates, sorts and summarises', async () => {
     const dir = tempDir();
     // Two halves, given in the wrong order; job 7 missing, job 12 twice (ok, then failing).
     const files = [join(dir, 'second.jsonl'), join(dir, 'first.jsonl')];
@@ -42,7 +42,7 @@ describe('merge of a million lines', () => {
     const inputBytes = files.reduce((n, f) => n + statSync(f).size, 0);
     expect(inputBytes).toBeGreaterThan(4 * 64 * 2 ** 20);
     const out = join(dir, 'merged.jsonl');
-    const r = cli(['merge', ...files, '--json', '--out', out], { nodeArgs: ['--max-old-space-size=64', '--stack-size=200'], timeoutMs: 120_000 });
+    const r = await cli(['merge', ...files, '--json', '--out', out], { nodeArgs: ['--max-old-space-size=64', '--stack-size=200'], timeoutMs: 120_000 });
     expect(r.stderr).not.toMatch(STACK);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ plan: 'p1m', total: N, runs: N - 1, ok: N - 2, duplicates: 1, missing: [7] });
@@ -74,29 +74,29 @@ describe('merge of a million lines', () => {
     expect(lines).toBe(N - 1);
   }, 180_000);
 
-  it('refuses a file that is not a sweep output, naming file:line and the field', () => {
+  it('refuses a file that is not a sweep output, naming file:line and the field', async () => {
     const dir = tempDir();
     const f = join(dir, 'scenario.json');
     writeFileSync(f, `${line(0)}\n{"policy": "prepare-on-fault", "vms": []}\n`);
-    const r = cli(['merge', f]);
+    const r = await cli(['merge', f]);
     expect(r.stderr).toBe(`gmem-sandbox merge: ${f}:2: not a sweep line: plan: Invalid input: expected string, received undefined\n`);
     expect(r.status).toBe(2);
   });
 
-  it('reports empty input (an empty file, or only blank lines on stdin) as a failure', () => {
+  it('reports empty input (an empty file, or only blank lines on stdin) as a failure', async () => {
     const dir = tempDir();
     const f = join(dir, 'empty.jsonl');
     writeFileSync(f, '');
-    const r = cli(['merge', f]);
+    const r = await cli(['merge', f]);
     expect(r.stdout).toBe(`merge: FAIL  no sweep lines in ${f}: nothing to merge\n`);
     expect(r.status).toBe(1);
-    const s = cli(['merge', '-', '--json'], { input: '\n\n' });
+    const s = await cli(['merge', '-', '--json'], { input: '\n\n' });
     expect(JSON.parse(s.stdout)).toEqual({ ok: false, error: 'no sweep lines in the input' });
     expect(s.status).toBe(1);
   });
 
-  it('reads stdin (spooled to the run\'s temp directory, which is removed)', () => {
-    const s = cli(['merge', '-'], { input: `${line(1)}\n${line(0)}\n`.replaceAll(`"total":${N}`, '"total":2') });
+  it('reads stdin (spooled to the run\'s temp directory, which is removed)', async () => {
+    const s = await cli(['merge', '-'], { input: `${line(1)}\n${line(0)}\n`.replaceAll(`"total":${N}`, '"total":2') });
     expect(s.stdout).toMatch(/^sweep p1m: PASS {2}2 of 2 job\(s\) ran, 2 ok, 0 failing, 0 missing/);
     expect(s.status).toBe(0);
   });
