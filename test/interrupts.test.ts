@@ -24,6 +24,12 @@ function processesWith(marker: string): number[] {
   return out;
 }
 
+/**
+ * The CLI stops within 1 s (its own hard deadline is 1 s after the signal); the tests allow the
+ * scheduling delays of a loaded 2-core machine on top.
+ */
+const STOP_MS = 2000;
+
 /** A unique seed marks the processes of one test. */
 const marker = () => String(3_000_000_000 + Math.floor(Math.random() * 1_000_000_000));
 
@@ -34,7 +40,7 @@ describe('interrupts', () => {
     await r.waitFor(/faults [1-9]/);
     const sent = r.kill(sig);
     const e = await r.exited;
-    expect(e.at - sent).toBeLessThan(1500);
+    expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(r.stdout()).toMatch(new RegExp(`^gmem-sandbox stress: INTERRUPTED after \\d+\\.\\d s \\(partial result\\) {2}\\(seed ${seed}\\)`));
     expect(r.stdout()).toMatch(/^ {2}faults +[1-9]/m);
     expect(r.stderr()).toContain(`gmem-sandbox stress: ${sig}: stopping, the partial result follows`);
@@ -68,10 +74,10 @@ describe('interrupts', () => {
     const sent = r.kill('SIGTERM');
     await r.exited;
     // npx itself exits at once; the simulator it started must be gone within about a second.
-    const end = sent + 2000;
+    const end = sent + 3000;
     while (processesWith(seed).length > 0 && performance.now() < end) await new Promise((res) => setTimeout(res, 50));
     expect(processesWith(seed)).toEqual([]);
-    expect(performance.now() - sent).toBeLessThan(1700);
+    expect(performance.now() - sent).toBeLessThan(STOP_MS);
     expect(r.stderr()).toMatch(/gmem-sandbox stress: SIGTERM \(npx or npm exited\): stopping/);
     expect(r.stdout()).toMatch(/INTERRUPTED after/);
   });
@@ -99,7 +105,7 @@ describe('interrupts', () => {
     await new Promise((res) => setTimeout(res, 2500));
     const sent = r.kill('SIGINT');
     const e = await r.exited;
-    expect(e.at - sent).toBeLessThan(1500);
+    expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(e.status).toBe(130);
     expect(r.stdout()).toMatch(/^ ok  \[0\] create_guest_memfd -> ok/m);
     expect(r.stdout()).toMatch(/^audit: not run \(interrupted\)$/m);
@@ -116,7 +122,7 @@ describe('interrupts', () => {
     while ((existsSync(out) ? readFileSync(out, 'utf8').split('\n').length - 1 : 0) < 1 && Date.now() < end) await new Promise((res) => setTimeout(res, 50));
     const sent = r.kill('SIGINT');
     const e = await r.exited;
-    expect(e.at - sent).toBeLessThan(1500);
+    expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(e.status).toBe(130);
     expect(r.stderr()).toMatch(/INTERRUPTED: \d of 4 job\(s\) finished in this run; rerun with --resume/);
     const kept = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).index as number);

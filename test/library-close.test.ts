@@ -63,8 +63,9 @@ describe('Runtime after shutdown', () => {
     // A call that would not answer for 30 s (a workload, which stops when asked) settles.
     const run = rt.call(a, () => a.api.run({ gfnStart: 0, gfnCount: 1, pattern: 'random', writeRatio: 0, hotRatio: 0, seed: 1, writerIndex: 0, writers: 1, durationMs: 30_000, maxAccesses: 0, multiVm: false }), 0);
     await new Promise((r) => setTimeout(r, 200));
+    const runSettled = settled(run);
     await rt.shutdown();
-    expect(await settled(run)).not.toBe('pending');
+    expect(await runSettled).not.toBe('pending');
     expect(await settled(rt.call(rt.vmm, () => rt.vmm.api.createVms([])))).toBe('rejected SandboxClosedError: Runtime.call(vmm): the runtime is shut down');
     expect(await settled(rt.vmm.api.createVms([]))).toBe('rejected SandboxClosedError: worker vmm: the runtime is shut down');
     expect(await settled(a.api.exec({ op: 'guest_read', gpa: 0, len: 8 }))).toBe('rejected SandboxClosedError: worker vcpu 0 of vm a: the runtime is shut down');

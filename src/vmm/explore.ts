@@ -102,6 +102,11 @@ export class Explorer {
       sandbox: { policy: this.cfg.policy, memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
       callTimeoutMs: 20_000,
     });
+    // close() while the workers were starting: they would be nobody's to stop.
+    if (this.closed) {
+      await rt.shutdown();
+      throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
+    }
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
     const running = w.vms - (w.populateFirstVm ? 1 : 0);
     for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);

@@ -324,7 +324,12 @@ function settleOnDeath<T>(remote: Remote<T>, dead: Promise<never>): Remote<T> {
       const v = Reflect.get(target, prop, receiver) as unknown;
       // 'then' must stay undefined (the API object is not a promise); symbols are comlink's own.
       if (typeof prop !== 'string' || prop === 'then' || typeof v !== 'function') return v;
-      return (...args: unknown[]) => Promise.race([(v as (...a: unknown[]) => Promise<unknown>)(...args), dead]);
+      return (...args: unknown[]) => {
+        const raced = Promise.race([(v as (...a: unknown[]) => Promise<unknown>)(...args), dead]);
+        // A caller that dropped the promise must not turn a shutdown into an unhandled rejection.
+        raced.catch(() => undefined);
+        return raced;
+      };
     },
   }) as Remote<T>;
 }

@@ -187,6 +187,8 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     rt.requestStop();
   };
   o.signal?.addEventListener('abort', stop, { once: true });
+  // An abort while the workers were starting has already fired.
+  if (o.signal?.aborted) stop();
   const throughput: StressReport['throughput'] = [];
   let audit: AuditReport | null = null;
   const results: WorkloadResult[] = [];

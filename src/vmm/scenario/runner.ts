@@ -82,6 +82,8 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     void rt.shutdown();
   };
   opts.signal?.addEventListener('abort', stop, { once: true });
+  // An abort while the workers were starting has already fired.
+  if (opts.signal?.aborted) stop();
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
@@ -224,8 +226,10 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     if (rt.crashes.length === 0 && !interrupted) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
   } finally {
     opts.signal?.removeEventListener('abort', stop);
-    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
+    // Workers first: nothing after this point may keep them running. The trace is in shared
+    // memory, which outlives them.
     await rt.shutdown();
+    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
   }
   const stats = rt.stats();
   const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass) && !interrupted;
