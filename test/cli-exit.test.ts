@@ -35,7 +35,6 @@ describe('exit status per command', () => {
     expect(fail.status).toBe(1);
     expectUsage(await cli(['stress', '--vcpus', '0']), /--vcpus must be an integer from 1 to 31, got '0'/);
     expectUsage(await cli(['stress', '--bogus']), /unknown option '--bogus'/);
-    expectUsage(await cli(['stress', '--memory', '8GiB']), /^gmem-sandbox stress: memory: at most 4 GiB \(a typed array's limit in Node\), got 8589934592 bytes$/m);
   });
 
   it('run: 0 when every step matches, 1 when one does not, 2 for a missing or bad file', async () => {
@@ -47,9 +46,6 @@ describe('exit status per command', () => {
     expect(fail.stdout).toMatch(/^FAIL \[0\] create_guest_memfd -> EINVAL/m);
     expect(fail.status).toBe(1);
     expectUsage(await cli(['run', join(dir, 'nope.json')]), new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'));
-    const notJson = join(dir, 'broken.json');
-    writeFileSync(notJson, '{"policy": ');
-    expectUsage(await cli(['run', notJson]), new RegExp(`^gmem-sandbox run: ${notJson}: not JSON: `, 'm'));
   });
 
   it('explore and replay: 0 when the bug is found and replayed, 1 when not found, 2 for bad input', async () => {
@@ -74,7 +70,6 @@ describe('exit status per command', () => {
     expect(r.status).toBe(0);
     expectUsage(await cli(['experiment', 'multi-vm', '--vms', '1']), /--vms must be an integer from 2 to 8, got '1'/);
     expectUsage(await cli(['experiment', 'policies', '--duration', '0']), /--duration must be a number from 0.1 to 600, got '0'/);
-    expectUsage(await cli(['experiment', 'nonsense']), /unknown command 'nonsense'/);
   });
 
   it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', async () => {
@@ -91,7 +86,6 @@ describe('exit status per command', () => {
     expect(merged.stdout).toMatch(/^sweep \w+: FAIL {2}2 of 2 job\(s\) ran, 1 ok, 1 failing, 0 missing/);
     expect(merged.status).toBe(1);
     expectUsage(await cli(['sweep', '--param', 'cores=2']), /--param cores=2: unknown parameter 'cores'/);
-    expectUsage(await cli(['sweep', '--param', 'ops=populate=1']), /combination ops=populate=1: ops: the populate op \(LAUNCH_UPDATE\) runs only under `explore`/);
   });
 
   it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {

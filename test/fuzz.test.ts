@@ -13,7 +13,7 @@ import { ScheduleError, parseSchedule } from '../src/vmm/schedule-schema.js';
 import { STACK, bin, root, tempDir } from './cli-helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
-const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 12);
+const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 8);
 
 const example = JSON.parse(readFileSync(join(root, 'examples/private-fault-snp.json'), 'utf8'));
 const schedule = JSON.parse(readFileSync(join(root, 'test/fixtures/schedule-prepare-skips-clear.json'), 'utf8'));
