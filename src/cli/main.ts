@@ -58,7 +58,7 @@ program
   .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
   .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
-  .option('--ops <mix>', 'VMM operation weights', 'punch=3,fallocate=1,convert=2,prefault=1')
+  .option('--ops <mix>', 'VMM operation weights: punch, fallocate, convert, prefault (populate runs only under explore)', 'punch=3,fallocate=1,convert=2,prefault=1')
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
   .addOption(new Option('--pattern <pattern>', 'guest access pattern').choices([...PATTERNS]).default('random'))
   .option('--write-ratio <r>', 'share of guest accesses that write', numArg('--write-ratio', 0, 1), 0.3)

@@ -104,7 +104,7 @@ const SPECS: ParamSpec[] = [
   { name: 'policy', aliases: ['policy'], sep: ',', all: POLICIES, parse: oneOf(POLICIES), flag: '--policy' },
   { name: 'vmType', aliases: ['vmType', 'vm-type'], sep: ',', all: VM_TYPES, parse: oneOf(VM_TYPES), flag: '--vm-type' },
   { name: 'vms', aliases: ['vms'], sep: ',', parse: int(1, 8), flag: '--vms' },
-  { name: 'vcpus', aliases: ['vcpus'], sep: ',', parse: int(1, 32), flag: '--vcpus' },
+  { name: 'vcpus', aliases: ['vcpus'], sep: ',', parse: int(1, 31), flag: '--vcpus' },
   { name: 'memory', aliases: ['memory'], sep: ',', parse: size('memory', false), flag: '--memory' },
   { name: 'guestMemory', aliases: ['guestMemory', 'guest-memory'], sep: ',', parse: size('guest-memory', true), flag: '--guest-memory' },
   { name: 'durationMs', aliases: ['durationMs', 'duration-ms'], sep: ',', parse: int(100, 3_600_000), flag: '--duration', cli: (v) => String(Number(v) / 1000) },
