@@ -127,8 +127,21 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
   log(describePlan(plan, o.jobs));
   if (o.resume) log(`resuming: ${plan.jobs.length - todo.jobs.length} of this shard's ${plan.jobs.length} job(s) already in ${o.out}, ${todo.jobs.length} to run`);
   // Appending, one write per line: an interrupted sweep keeps every line it finished.
-  const fd = o.out !== undefined ? openSync(o.out, 'a') : null;
-  const emit = (s: string) => (fd === null ? process.stdout.write(s) : writeSync(fd, s));
+  let fd = o.out !== undefined ? openSync(o.out, 'a') : null;
+  const emit = (s: string): void => {
+    if (fd !== null) {
+      try {
+        writeSync(fd, s);
+        return;
+      } catch (e) {
+        // A full disk must not cost the finished jobs: their lines go to stdout from here on.
+        process.stderr.write(`gmem-sandbox sweep: not written: ${o.out}: ${(e as Error).message}; the following lines go to stdout\n`);
+        closeSync(fd);
+        fd = null;
+      }
+    }
+    process.stdout.write(s);
+  };
   const progress = new Progress(o.quiet === true);
   let done = 0;
   let failing = 0;
