@@ -59,9 +59,11 @@ describe('exit status per command', () => {
     expectUsage(await cli(['explore', '--schedules', '0']), /--schedules must be an integer from 1/);
     const saved = readdirSync(dir).filter((f) => f.startsWith('schedule-prepare-skips-clear'));
     expect(saved).toHaveLength(1);
-    const replay = await cli(['replay', join(dir, saved[0])]);
+    const replay = await cli(['replay', join(dir, saved[0]), '--trace', join(dir, 't.json')]);
     expect(replay.stdout).toMatch(/reproduced exactly/);
     expect(replay.status).toBe(0);
+    // A schedule's trace says how many events it had no room for.
+    expect(JSON.parse(readFileSync(join(dir, 't.json'), 'utf8')).metadata).toEqual({ droppedEvents: 0 });
   });
 
   it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {

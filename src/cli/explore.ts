@@ -56,6 +56,13 @@ function traceFile(o: ExploreCliOptions, bug: BugName | null): string | undefine
   return o.trace === undefined ? undefined : o.bug === 'all' ? o.trace.replace(/(\.[^./]+)?$/, `.${bug}$1`) : o.trace;
 }
 
+/** Writes the last schedule's trace; events it had no room for are counted in its metadata and on stderr. */
+function writeScheduleTrace(file: string, ex: Explorer): boolean {
+  const droppedEvents = ex.traceDropped();
+  if (droppedEvents > 0) process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the schedule's trace was full\n`);
+  return writeOutput(file, JSON.stringify({ ...chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames()), metadata: { droppedEvents } }));
+}
+
 export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progress: Progress, signal?: AbortSignal): Promise<BugSearch> {
   const cfg: ExploreConfig = { policy: o.policy, bug, strategy: o.strategy as StrategyName, depth: o.depth, maxSteps: 20_000, workload: workloadFor(bug) };
   const ex = new Explorer(cfg);
@@ -86,7 +93,7 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       if (trace) {
         // Rerun the schedule being reported so the trace is of exactly that interleaving.
         await ex.runSchedule(last.seed, last.choices);
-        if (writeOutput(trace, JSON.stringify(chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames())))) res.trace = trace;
+        if (writeScheduleTrace(trace, ex)) res.trace = trace;
       }
       return res;
     }
@@ -143,7 +150,7 @@ export async function replayCommand(file: string, o: { trace?: string; json?: bo
     const r = await ex.runSchedule(saved.seed, saved.choices);
     const samePrefix = saved.choices.every((c, i) => r.choices[i] === c);
     const same = samePrefix && r.outcome === saved.outcome && (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
-    const traced = o.trace !== undefined && writeOutput(o.trace, JSON.stringify(chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames())));
+    const traced = o.trace !== undefined && writeScheduleTrace(o.trace, ex);
     if (o.json) {
       process.stdout.write(`${JSON.stringify({ reproduced: same, outcome: r.outcome, steps: r.steps, violations: r.violations, ...(traced ? { trace: o.trace } : {}) }, null, 2)}\n`);
     } else {

@@ -196,6 +196,11 @@ export class Explorer {
     return this.sched?.trace() ?? [];
   }
 
+  /** Events of the last schedule that did not fit in its trace. */
+  traceDropped(): number {
+    return this.sched?.traceDropped() ?? 0;
+  }
+
   /** Actor names by thread id, for traces. */
   actorNames(): Map<number, string> {
     const m = new Map<number, string>();
