@@ -6,6 +6,7 @@ import { CommanderError, InvalidArgumentError } from 'commander';
 import { SandboxLimitError } from '../shm/limits.js';
 import { ArgumentError } from '../vmm/errors.js';
 import { InputError } from '../vmm/outputs.js';
+import { ScheduleError } from '../vmm/schedule-schema.js';
 import { ScenarioError } from '../vmm/scenario/schema.js';
 import { SweepError } from '../vmm/sweep.js';
 import { type Interrupt, interruptible } from './interrupt.js';
@@ -21,7 +22,7 @@ Exit status (every command):
 
 /** Errors that mean the user asked for something invalid: exit 2, and nothing was started. */
 export function isInputError(e: unknown): e is Error {
-  return e instanceof InputError || e instanceof ArgumentError || e instanceof SandboxLimitError || e instanceof ScenarioError || e instanceof SweepError || e instanceof InvalidArgumentError;
+  return e instanceof InputError || e instanceof ArgumentError || e instanceof SandboxLimitError || e instanceof ScenarioError || e instanceof ScheduleError || e instanceof SweepError || e instanceof InvalidArgumentError;
 }
 
 /**
