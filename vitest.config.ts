@@ -8,5 +8,7 @@ export default defineConfig({
     // Worker-thread tests need the cores; run files one at a time on this 2-core machine.
     fileParallelism: false,
     pool: 'forks',
+    // TMPDIR for every test process and child: checked empty and removed at the end.
+    globalSetup: ['test/global-tmp.ts'],
   },
 });

@@ -9,6 +9,7 @@
 // seconds (tiny time budgets and sizes: its figures are not meant to be quoted).
 
 import os from 'node:os';
+import { Progress } from '../src/cli/progress.js';
 import { runColdFault, runPrefault } from './fault.js';
 import type { Ctx } from './measure.js';
 import { runMicro } from './micro.js';
@@ -65,8 +66,11 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  const ctx: Ctx = { quick: args.quick, log: (m) => process.stderr.write(`[bench] ${m}\n`) };
   const names = args.only.length > 0 ? args.only : Object.keys(GROUPS);
+  // Progress on stderr, in place on a terminal (a line every few seconds otherwise), as the CLI shows it.
+  const progress = new Progress();
+  let group = 0;
+  const ctx: Ctx = { quick: args.quick, log: (m) => progress.update(group / names.length, `[bench ${group + 1}/${names.length}] ${m}`) };
   const t0 = performance.now();
   // The machine's state first: every ratio below depends on it, and a noisy run must say so.
   const rows: Row[] = await runCeiling(ctx);
@@ -82,11 +86,13 @@ async function main(): Promise<void> {
     noisy ? `NOISY RUN (below ${QUIET_SCALING}x), not for quoting` : 'a quiet run'
   }`;
   ctx.log(`machine: ${verdict}`);
-  for (const g of names) {
+  for (const [i, g] of names.entries()) {
+    group = i;
     const tg = performance.now();
     rows.push(...(await GROUPS[g](ctx)));
     ctx.log(`${g}: ${((performance.now() - tg) / 1000).toFixed(1)} s`);
   }
+  progress.done();
   resolveRows(rows);
   const elapsedS = (performance.now() - t0) / 1000;
   const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${os.platform()} ${os.release()}` };

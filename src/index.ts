@@ -3,7 +3,7 @@
 export { Sandbox, Vm, GuestMemfd, Vcpu } from './vmm/sandbox.js';
 export type { GuestAccessResult, RmpQuery, FolioInfo, UserMemoryRegion2Args } from './vmm/sandbox.js';
 export type { SandboxOptions } from './vmm/build.js';
-export { KvmError, ArgumentError } from './vmm/errors.js';
+export { KvmError, ArgumentError, SandboxClosedError } from './vmm/errors.js';
 export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
 export { POLICIES, type PolicyName } from './gmem/policy.js';
 export { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from './gmem/version.js';

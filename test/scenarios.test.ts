@@ -3,8 +3,8 @@
 // anything runs, with errors that name the path and the rule.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tempDir } from './cli-helpers.js';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../src/vmm/scenario/runner.js';
@@ -158,7 +158,7 @@ describe('scenario validation', () => {
   });
 
   it('the CLI refuses a bad file with exit code 2 and runs nothing', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gmem-scenario-'));
+    const dir = tempDir('gmem-scenario-');
     const file = join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'h', size: '12 parsecs' })));
     const r = spawnSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), 'run', file], { encoding: 'utf8', timeout: 20_000 });

@@ -60,7 +60,7 @@ describe('sweep planning', () => {
     expect(() => parseParam('cores=2')).toThrow(/--param cores=2: unknown parameter 'cores'; known: vcpus/);
     expect(() => parseParam('seed=1')).toThrow(/use --seeds/);
     expect(() => parseParam('vcpus')).toThrow(/expected name=value/);
-    expect(() => parseParam('vcpus=0')).toThrow(/vcpus must be an integer from 1 to 32, got '0'/);
+    expect(() => parseParam('vcpus=0')).toThrow(/vcpus must be an integer from 1 to 31, got '0'/);
     expect(() => parseParam('vcpus=1.5')).toThrow(/integer/);
     expect(() => parseParam('vcpus=1,,2')).toThrow(/empty value/);
     expect(() => parseParam('vcpus=1,1')).toThrow(/listed twice/);

@@ -41,7 +41,7 @@ export function stressCommand(r: StressReport): string {
 export function formatStress(r: StressReport): string {
   const c = r.config;
   const out: string[] = [];
-  out.push(`gmem-sandbox stress: ${r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed})`);
+  out.push(`gmem-sandbox stress: ${r.interrupted ? `INTERRUPTED after ${(r.elapsedMs / 1000).toFixed(1)} s (partial result)` : r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed})`);
   out.push(`  same workload again: ${stressCommand(r)}`);
   out.push('  (threads run freely, so a rerun repeats the workload, not the interleaving: `explore` replays exactly)');
   out.push(
@@ -71,11 +71,12 @@ export function formatScenario(r: ScenarioReport): string {
     const v = json.length > 160 ? ` ${json.slice(0, 157)}...` : json ? ` ${json}` : '';
     out.push(`${s.pass ? ' ok ' : 'FAIL'} [${s.index}] ${s.op} -> ${s.result}${v}${s.mismatch ? `\n       ${s.mismatch}` : ''}`);
   }
-  out.push('', `audit: ${r.audit.ok ? 'all invariants hold' : 'VIOLATIONS'} ${JSON.stringify(r.audit.counts)}`);
+  if (r.interrupted) out.push('', 'audit: not run (interrupted)');
+  else out.push('', `audit: ${r.audit.ok ? 'all invariants hold' : 'VIOLATIONS'} ${JSON.stringify(r.audit.counts)}`);
   for (const v of r.audit.violations.slice(0, 10)) out.push(`  ! ${v.invariant}: ${v.detail}`);
   out.push(`findings: punch-hole leftovers ${r.findings.punchHoleLeftovers}, cross-VM prepares ${r.findings.crossVmPrepare}`);
   for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);
-  out.push(r.ok ? 'PASS' : 'FAIL');
+  out.push(r.interrupted ? `INTERRUPTED after ${r.steps.length} step(s) (partial result)` : r.ok ? 'PASS' : 'FAIL');
   return out.join('\n');
 }
 

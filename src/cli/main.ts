@@ -1,14 +1,15 @@
 // The gmem-sandbox command line.
 
-import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES } from '../gmem/policy.js';
-import { parseScenario, ScenarioError } from '../vmm/scenario/schema.js';
+import { KERNEL_VERSIONS } from '../gmem/version.js';
+import { CATALOGUE } from '../vmm/catalogue.js';
+import { checkOutputs } from '../vmm/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
-import { exploreCommand, replayCommand } from './explore.js';
+import { exploreCommand, parseShard, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
@@ -16,6 +17,8 @@ import { multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
+import { EXIT, EXIT_HELP, action, commanderExit } from './exit.js';
+import { readScenarioFile } from './inputs.js';
 
 function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -24,6 +27,15 @@ function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
     return n;
   };
 }
+/** --shard K/N, 0-based. */
+function shardArg(v: string): { k: number; n: number } {
+  try {
+    return parseShard(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
 function numArg(name: string, min: number, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
@@ -38,19 +50,28 @@ function commandLine(): string {
 }
 
 const program = new Command();
-program.name('gmem-sandbox').description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory').showHelpAfterError('(add --help for usage)');
+program
+  .name('gmem-sandbox')
+  .description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory')
+  .showHelpAfterError('(add --help for usage)')
+  // Commander's own errors then reach one place, which gives them the usage status 2.
+  .exitOverride();
+
+/** An output option, for the check made before any work starts. */
+const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') => (path === undefined ? undefined : { flag, path, kind });
 
 program
   .command('stress')
   .description('vCPU workers fault pages while the VMM punches holes, converts and pre-faults; the auditor checks every invariant')
-  .option('--vcpus <n>', 'vCPU worker threads per VM', intArg('--vcpus', 1, 32), 2)
+  .option('--vcpus <n>', 'vCPU worker threads per VM (and at most 61 over all VMs; each VM also gives the VMM a vCPU)', intArg('--vcpus', 1, 31), 2)
   .option('--vms <n>', 'VMs bound to one guest_memfd (linked)', intArg('--vms', 1, 8), 1)
-  .option('--memory <size>', 'host memory for guest_memfd', '64MiB')
+  .option('--memory <size>', 'host memory for guest_memfd (at most 4GiB)', '64MiB')
   .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
   .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
-  .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
+  .addOption(new Option('--kernel <version>', 'modelled kernel version (default 6.11)').choices([...KERNEL_VERSIONS]))
+  .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
-  .option('--ops <mix>', 'VMM operation weights', 'punch=3,fallocate=1,convert=2,prefault=1')
+  .option('--ops <mix>', 'VMM operation weights: punch, fallocate, convert, prefault (populate runs only under explore)', 'punch=3,fallocate=1,convert=2,prefault=1')
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
   .addOption(new Option('--pattern <pattern>', 'guest access pattern').choices([...PATTERNS]).default('random'))
   .option('--write-ratio <r>', 'share of guest accesses that write', numArg('--write-ratio', 0, 1), 0.3)
@@ -60,15 +81,20 @@ program
   .option('--trace <file.json>', 'write a Chrome trace (Perfetto, chrome://tracing) of faults, ioctls, lock waits, firmware commands')
   .option('--report <file.html>', 'write a self-contained HTML report with tables and charts')
   .addOption(new Option('--bug <name...>', 'enable planted bugs (the run should then fail)').choices([...BUG_NAMES]))
-  .action(async (o) => {
+  .action(
+    action('stress', async (it, o) => {
+    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
     const progress = new Progress(false);
     const report = await runStress({
+      signal: it.signal,
+      onSetupProgress: (f, what) => progress.update(f, what),
       vcpus: o.vcpus,
       vms: o.vms,
       memory: o.memory,
       ...(o.guestMemory ? { guestMemory: o.guestMemory } : {}),
       durationMs: Math.round(o.duration * 1000),
-      policy: o.policy,
+      ...(o.kernel ? { kernel: o.kernel } : {}),
+      ...(o.policy ? { policy: o.policy } : {}),
       vmType: o.vmType,
       ops: o.ops,
       opRate: o.opRate,
@@ -84,8 +110,9 @@ program
     progress.done();
     if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
     process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
-    process.exitCode = report.ok ? 0 : 1;
-  });
+    return report.interrupted ? EXIT.INTERRUPTED : report.ok ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 program
   .command('run')
@@ -94,34 +121,28 @@ program
   .option('--json', 'print {steps, audit, findings} as JSON on stdout')
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (file: string, o) => {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (e) {
-      process.stderr.write(`gmem-sandbox run: cannot read ${file}: ${(e as Error).message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    let scenario;
-    try {
-      scenario = parseScenario(raw);
-    } catch (e) {
-      if (!(e instanceof ScenarioError)) throw e;
-      process.stderr.write(`gmem-sandbox run: ${file}: ${e.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    const r = await runScenario(scenario, undefined, o.trace ? { trace: o.trace } : {});
+  .action(
+    action('run', async (it, file: string, o) => {
+    const scenario = readScenarioFile(file);
+    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const total = scenario.steps.length;
+    const r = await runScenario(scenario, (s) => progress.update((Number.parseInt(s.index, 10) + 1) / total, `step ${s.index} of ${total}: ${s.op} -> ${s.result}`), {
+      ...(o.trace ? { trace: o.trace } : {}),
+      signal: it.signal,
+      onSetupProgress: (f, what) => progress.update(f, what),
+    });
+    progress.done();
     if (o.report) writeReport(o.report, reportFromScenario(r, file, commandLine()));
     if (o.json) {
       const steps = r.steps.map((s) => ({ op: s.op, result: s.result, ...(s.value !== undefined ? { value: s.value } : {}), ...(s.exit ? { exit: s.exit } : {}), ...(s.detail ? { detail: s.detail } : {}), ...(s.mismatch ? { mismatch: s.mismatch } : {}) }));
-      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, ok: r.ok }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, interrupted: r.interrupted, ok: r.ok }, null, 2)}\n`);
     } else {
       process.stdout.write(`${formatScenario(r)}\n`);
     }
-    process.exitCode = r.ok ? 0 : 1;
-  });
+    return r.interrupted ? EXIT.INTERRUPTED : r.ok ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 program
   .command('explore')
@@ -130,8 +151,11 @@ program
   .addOption(new Option('--strategy <s>', 'scheduling strategy').choices(['random', 'pct']).default('random'))
   .option('--depth <d>', 'PCT bug depth', intArg('--depth', 1, 17), 3)
   .option('--seed <n>', 'first seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
-  .addOption(new Option('--policy <policy>', 'prepare policy').choices([...POLICIES]).default('prepare-on-fault-own-vm'))
+  .addOption(new Option('--kernel <version>', 'modelled kernel version (default 6.11; upstream when hunting a planted bug; a catalogued bug\'s buggy version with --catalogue)').choices([...KERNEL_VERSIONS]))
+  .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
+  .addOption(new Option('--catalogue <id>', 'a historical bug (see `gmem-sandbox catalogue`): its workload; exit 0 when it is found on a version that has it, or not found on one with the fix').choices(CATALOGUE.map((b) => b.id)))
+  .option('--shard <K/N>', 'run only the schedules i with i % N == K (0-based), as one of N machines; `merge` combines the --json results', shardArg)
   .option('--out <dir>', 'where failing schedules are saved', '.')
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
@@ -141,9 +165,7 @@ program
   .addOption(new Option('--mode <m>', 'with a scenario file: every schedule within the preemption bound, or random walks').choices(['exhaustive', 'random']).default('exhaustive'))
   .option('--preemptions <k>', 'with a scenario file: the preemption bound of the exhaustive mode', intArg('--preemptions', 0, 64), 2)
   .option('--max-schedules <n>', 'with a scenario file: stop the exhaustive mode after this many schedules (it then says it is not complete)', intArg('--max-schedules', 1), 10_000)
-  .action(async (file: string | undefined, o) => {
-    process.exitCode = file !== undefined ? await modelCheckCommand(file, o) : await exploreCommand(o);
-  });
+  .action(action('explore', (it, file: string | undefined, o) => (file !== undefined ? modelCheckCommand(file, o) : exploreCommand(o, it.signal))));
 
 program
   .command('replay')
@@ -151,9 +173,26 @@ program
   .argument('<file>', 'schedule file written by explore')
   .option('--trace <out.json>', 'write Chrome trace event JSON (Perfetto, chrome://tracing)')
   .option('--json', 'print the result as JSON')
-  .action(async (file: string, o) => {
-    process.exitCode = (await replayIfScenario(file, o)) ?? (await replayCommand(file, o));
-  });
+  .action(action('replay', async (it, file: string, o) => (await replayIfScenario(file, o)) ?? (await replayCommand(file, o, it.signal))));
+
+program
+  .command('catalogue')
+  .description('the historical bugs the sandbox reproduces by running the kernel version that had them, and the accepted races (findings)')
+  .option('--json', 'print the catalogue as JSON')
+  .action(
+    action('catalogue', async (_it, o) => {
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(CATALOGUE.map((b) => ({ ...b, detail: b.detail.source })), null, 2)}\n`);
+      } else {
+        for (const b of CATALOGUE) {
+          const fixed = b.fixedBy === null ? 'accepted (a finding)' : `fixed by ${b.fixedBy}`;
+          const run = b.workload !== undefined ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]` : `gmem-sandbox run ${b.scenario}`;
+          process.stdout.write(`${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`);
+        }
+      }
+      return EXIT.PASS;
+    }),
+  );
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');
 
@@ -173,15 +212,30 @@ experiment
   .option('--json', 'print results as JSON')
   .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (o) => {
+  .action(
+    action('experiment multi-vm', async (it, o) => {
     const policies = o.policy === 'all' ? [...POLICIES] : [o.policy];
     const trace = perPolicy(o.trace);
-    const results = await multiVmExperiment({ vms: o.vms, policies, durationMs: Math.round(o.duration * 1000), seed: o.seed, pages: o.pages, ...(trace ? { trace } : {}) });
+    checkOutputs([...policies.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const results = await multiVmExperiment({
+      vms: o.vms,
+      policies,
+      durationMs: Math.round(o.duration * 1000),
+      seed: o.seed,
+      pages: o.pages,
+      ...(trace ? { trace } : {}),
+      signal: it.signal,
+      onProgress: (f, what) => progress.update(f, what),
+    });
+    progress.done();
+    const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations })), null, 2)}\n`);
-    else process.stdout.write(`${formatMultiVm(results)}\n`);
-    process.exitCode = results.every((r) => r.run.crashes.length === 0) ? 0 : 1;
-  });
+    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })), null, 2)}\n`);
+    else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 experiment
   .command('policies')
@@ -191,18 +245,31 @@ experiment
   .option('--json', 'print results as JSON')
   .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(async (o) => {
+  .action(
+    action('experiment policies', async (it, o) => {
     const trace = perPolicy(o.trace);
-    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}) });
+    checkOutputs([...POLICIES.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const progress = new Progress(false);
+    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}), signal: it.signal, onProgress: (f, what) => progress.update(f, what) });
+    progress.done();
+    const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => r), null, 2)}\n`);
-    else process.stdout.write(`${formatPolicies(rows)}\n`);
-    process.exitCode = rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? 0 : 1;
-  });
+    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })), null, 2)}\n`);
+    else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+    }),
+  );
 
 registerSweep(program);
 
-program.parseAsync(process.argv).catch((e: Error) => {
-  process.stderr.write(`gmem-sandbox: ${e.message}\n`);
-  process.exitCode = 2;
+for (const c of [...program.commands, ...experiment.commands]) c.addHelpText('after', EXIT_HELP);
+program.addHelpText('after', EXIT_HELP);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof CommanderError) {
+    process.exitCode = commanderExit(e);
+    return;
+  }
+  process.stderr.write(`gmem-sandbox: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = EXIT.USAGE;
 });

@@ -207,6 +207,10 @@ export class SchedControl {
     }
     return out;
   }
+  /** Events the trace had no room for (its length keeps counting past MAX_TRACE). */
+  traceDropped(): number {
+    return Math.max(0, Atomics.load(this.w, this.base + H_TRACE_LEN) - MAX_TRACE);
+  }
   trace(): SchedTraceEvent[] {
     const n = Math.min(Atomics.load(this.w, this.base + H_TRACE_LEN), MAX_TRACE);
     const out: SchedTraceEvent[] = [];

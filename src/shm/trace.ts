@@ -8,7 +8,7 @@ export const TraceKind = { FAULT: 0, IOCTL: 1, LOCK_WAIT: 2, FIRMWARE: 3, GUEST_
 export const TRACE_KIND_NAMES = ['fault', 'ioctl', 'lock wait', 'firmware command', 'guest exit'] as const;
 
 const EV = 4; // Float64 slots: start (ms since the epoch), duration (ms), kind, arg
-const HEADER = 8; // Float64 slots per thread: [count]
+const HEADER = 8; // Float64 slots per thread: [count, dropped]
 
 const REGION = 'trace';
 
@@ -49,7 +49,11 @@ export class Tracer {
 
   record(kind: number, arg: number, startMs: number, endMs = this.now()): void {
     const n = this.f[this.base];
-    if (n >= this.cap) return;
+    if (n >= this.cap) {
+      // A full ring keeps its oldest events; the count lets the trace say it is incomplete.
+      this.f[this.base + 1]++;
+      return;
+    }
     const e = this.base + HEADER + n * EV;
     this.f[e] = startMs;
     this.f[e + 1] = endMs - startMs;
@@ -65,6 +69,20 @@ export function enableTracing(mem: Mem): boolean {
   if (words <= 2 * (1 + mem.limits.maxThreads * HEADER)) return false;
   mem.f64[regionBase(mem, REGION) / 2] = 1;
   return true;
+}
+
+/** Events each thread could not record because its ring was full, by thread id (only non-zero). */
+export function traceDropped(mem: Mem): Map<number, number> {
+  const root = regionBase(mem, REGION) / 2;
+  const words = mem.layout.regions[REGION].words / 2;
+  const cap = Math.floor((Math.floor((words - 1) / mem.limits.maxThreads) - HEADER) / EV);
+  const out = new Map<number, number>();
+  if (cap < 1) return out;
+  for (let t = 0; t < mem.limits.maxThreads; t++) {
+    const n = mem.f64[root + 1 + t * (HEADER + cap * EV) + 1];
+    if (n > 0) out.set(t, n);
+  }
+  return out;
 }
 
 /** Every thread's events, oldest first per thread. */

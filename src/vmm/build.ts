@@ -61,6 +61,12 @@ export interface SandboxDescriptor {
   spin: number;
 }
 
+/**
+ * Largest host or VMM memory buffer: Node 20's typed arrays hold at most 2^32 elements, so a
+ * byte view of a larger SharedArrayBuffer cannot be made (LIMITS.MAX_PFNS alone would allow 16 GiB).
+ */
+export const MAX_BUFFER_BYTES = 2 ** 32;
+
 function pages(v: number | string | undefined, dflt: number, field: string): number {
   const bytes = v === undefined ? dflt : parseSize(v, field);
   if (!(bytes > 0) || !isPageAligned(bytes)) throw new ArgumentError(field, `must be a positive multiple of ${PAGE_SIZE} bytes, got ${bytes}`);
@@ -69,11 +75,11 @@ function pages(v: number | string | undefined, dflt: number, field: string): num
 
 export function resolveLimits(o: SandboxOptions): SandboxLimits {
   const nrPfns = pages(o.memory, 64 << 20, 'memory');
-  checkLimit(nrPfns <= LIMITS.MAX_PFNS, 'memory', `at most ${(LIMITS.MAX_PFNS * PAGE_SIZE) / (1 << 30)} GiB`);
+  checkLimit(nrPfns <= LIMITS.MAX_PFNS && nrPfns * PAGE_SIZE <= MAX_BUFFER_BYTES, 'memory', `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${nrPfns * PAGE_SIZE} bytes`);
   const gfnsPerVm = pages(o.gpaSpace, Math.max(1 << 30, 2 * nrPfns * PAGE_SIZE), 'gpaSpace');
   checkLimit(gfnsPerVm <= LIMITS.MAX_GFNS, 'gpaSpace', `at most ${(LIMITS.MAX_GFNS * PAGE_SIZE) / (1 << 30)} GiB`);
   const userPages = pages(o.userMemory, 16 << 20, 'userMemory');
-  checkLimit(userPages <= LIMITS.MAX_PFNS, 'userMemory', `at most ${(LIMITS.MAX_PFNS * PAGE_SIZE) / (1 << 30)} GiB`);
+  checkLimit(userPages * PAGE_SIZE <= MAX_BUFFER_BYTES, 'userMemory', `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${userPages * PAGE_SIZE} bytes`);
   const filemapPages = pages(o.gmemSpace, Math.max(4 * nrPfns, gfnsPerVm) * PAGE_SIZE, 'gmemSpace');
   const maxVms = o.maxVms ?? 4;
   if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > LIMITS.MAX_VMS) throw new ArgumentError('maxVms', `must be an integer from 1 to ${LIMITS.MAX_VMS}, got ${maxVms}`);
@@ -96,6 +102,32 @@ export function resolveKernel(o: { kernel?: string; policy?: string }): KernelVe
 }
 
 export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
+  const d = allocateSandbox(o);
+  for (const _ of resetSteps(d, true));
+  return d;
+}
+
+export interface BuildProgress {
+  onProgress?: (fraction: number, what: string) => void;
+  /** Abandons the build between steps (the caller gets an AbortError). */
+  signal?: AbortSignal;
+}
+
+/**
+ * The same build in steps, yielding to the event loop between them: a gigabyte sandbox takes
+ * seconds to paint, during which progress is shown and a signal still gets an answer.
+ */
+export async function buildSandboxMemoryAsync(o: SandboxOptions, p: BuildProgress = {}): Promise<SandboxDescriptor> {
+  const d = allocateSandbox(o);
+  for (const fraction of resetSteps(d, true)) {
+    p.signal?.throwIfAborted();
+    p.onProgress?.(fraction, `setting up ${(d.buffers.host.byteLength / (1 << 20)).toFixed(0)} MiB of host memory`);
+    await new Promise((r) => setImmediate(r));
+  }
+  return d;
+}
+
+function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   const kernel = resolveKernel(o);
   const policy = POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare];
   const watchdogMs = o.watchdogMs ?? DEFAULT_WATCHDOG_MS;
@@ -129,9 +161,7 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
   declareKasan(lb);
   declareOnlineAudit(lb);
   const buffers = allocateBuffers(lb.build(), limits);
-  const d: SandboxDescriptor = { buffers, kernel, policy, watchdogMs, spin };
-  resetSandboxMemory(d);
-  return d;
+  return { buffers, kernel, policy, watchdogMs, spin };
 }
 
 /**
@@ -140,15 +170,31 @@ export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {
  * reuses one sandbox for many schedules).
  */
 export function resetSandboxMemory(d: SandboxDescriptor): void {
+  for (const _ of resetSteps(d, false));
+}
+
+/** Host memory painted per step: 64 MiB, a few tens of milliseconds on fresh memory. */
+const PAINT_CHUNK = 64 << 20;
+
+/** Resets in steps, yielding the fraction done after each; fresh buffers are already zero. */
+function* resetSteps(d: SandboxDescriptor, fresh: boolean): Generator<number> {
   const mem = mapBuffers(d.buffers);
-  mem.w.fill(0);
-  mem.user.fill(0);
+  if (!fresh) {
+    mem.w.fill(0);
+    mem.user.fill(0);
+  }
   new SyncControl(mem).init(d.watchdogMs, d.spin);
   const folios = new Folios(mem);
   for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) folios.markFree(pfn);
   new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(mem.limits.nrPfns);
-  // A page at a time through Mem.fillPage: the explorer resets before every schedule, and a
-  // Uint8Array.fill of shared memory runs at a tenth of the speed.
-  for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) mem.fillPage(pfn, HOST_PATTERN);
+  // A page at a time through Mem.fillPage (a Uint8Array.fill of shared memory runs at a tenth
+  // of the speed), in steps so that a large build can show progress and take a signal.
+  const n = mem.limits.nrPfns;
+  const perStep = PAINT_CHUNK / PAGE_SIZE;
+  for (let first = 0; first < n; first += perStep) {
+    yield first / n;
+    const end = Math.min(n, first + perStep);
+    for (let pfn = first; pfn < end; pfn++) mem.fillPage(pfn, HOST_PATTERN);
+  }
 }
 

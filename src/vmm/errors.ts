@@ -39,3 +39,18 @@ export class ArgumentError extends Error {
     this.name = 'ArgumentError';
   }
 }
+
+/**
+ * A call on a sandbox (or a threaded runtime) after close() or shutdown(): refused at once, with
+ * nothing changed, instead of acting on freed state or waiting on threads that are gone.
+ */
+export class SandboxClosedError extends Error {
+  constructor(
+    /** The refused call, e.g. 'Vm.createGuestMemfd' or 'Runtime.call(vmm)'. */
+    readonly call: string,
+    readonly by: 'close' | 'shutdown',
+  ) {
+    super(`${call}: the ${by === 'close' ? 'sandbox is closed' : 'runtime is shut down'}`);
+    this.name = 'SandboxClosedError';
+  }
+}

@@ -10,7 +10,8 @@ import { PAGE_SIZE } from '../shm/limits.js';
 import { INVARIANTS } from '../vcpu-workers/violations.js';
 import type { Runtime } from './runtime.js';
 import { Sandbox } from './sandbox.js';
-import { type StressReport, runStress } from './stress.js';
+import { ArgumentError } from './errors.js';
+import { type StressOptions, type StressProgress, type StressReport, runStress } from './stress.js';
 
 export interface MultiVmOptions {
   vms: number;
@@ -20,6 +21,9 @@ export interface MultiVmOptions {
   /** Pages every VM maps (all backed by the one inode). */
   pages: number;
   trace?: (policy: PolicyName) => string | undefined;
+  /** Stops after the policy running when it aborts; the results cover the policies that ran. */
+  signal?: AbortSignal;
+  onProgress?: (fraction: number, what: string) => void;
 }
 
 export interface PageOwners {
@@ -75,6 +79,15 @@ function pageOwners(rt: Runtime, vmIds: number[], file: number): PageOwners {
   return { byVm, pages, unassigned, contested };
 }
 
+/** One policy's run within an experiment: its share of the progress, and the experiment's signal. */
+function runHooks(o: { signal?: AbortSignal; onProgress?: (fraction: number, what: string) => void }, i: number, n: number, policy: PolicyName): Pick<StressOptions, 'signal' | 'onProgress'> {
+  const report = o.onProgress;
+  return {
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(report ? { onProgress: (p: StressProgress) => report((i + Math.min(1, p.elapsedMs / p.durationMs)) / n, `${policy} (${i + 1} of ${n}): ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.stats.faults} faults`) } : {}),
+  };
+}
+
 function pct(n: number, of: number): string {
   return of === 0 ? '0%' : `${Math.round((100 * n) / of)}%`;
 }
@@ -98,9 +111,10 @@ function explainMultiVm(policy: PolicyName, n: number, r: Omit<MultiVmResult, 's
 }
 
 export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResult[]> {
-  if (!Number.isInteger(o.vms) || o.vms < 2 || o.vms > 8) throw new Error(`--vms: must be an integer from 2 to 8, got ${o.vms}`);
+  if (!Number.isInteger(o.vms) || o.vms < 2 || o.vms > 8) throw new ArgumentError('vms', `must be an integer from 2 to 8, got ${o.vms}`);
   const out: MultiVmResult[] = [];
-  for (const policy of o.policies) {
+  for (const [i, policy] of o.policies.entries()) {
+    if (o.signal?.aborted) break;
     let owners: PageOwners = { byVm: [], pages: [], unassigned: 0, contested: 0 };
     const trace = o.trace?.(policy);
     const run = await runStress({
@@ -117,6 +131,7 @@ export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResul
       seed: o.seed,
       auditEveryMs: 0,
       ...(trace ? { trace } : {}),
+      ...runHooks(o, i, o.policies.length, policy),
       beforeTeardown: (rt, layout) => {
         owners = pageOwners(rt, layout.vms, layout.file);
       },
@@ -170,11 +185,18 @@ export async function launchAfterFallocate(policy: PolicyName): Promise<string> 
   }
 }
 
-export async function policiesExperiment(o: { durationMs: number; seed: number; trace?: (p: PolicyName) => string | undefined }): Promise<PolicyRow[]> {
+export async function policiesExperiment(o: {
+  durationMs: number;
+  seed: number;
+  trace?: (p: PolicyName) => string | undefined;
+  signal?: AbortSignal;
+  onProgress?: (fraction: number, what: string) => void;
+}): Promise<PolicyRow[]> {
   const rows: PolicyRow[] = [];
-  for (const policy of POLICIES) {
+  for (const [i, policy] of POLICIES.entries()) {
+    if (o.signal?.aborted) break;
     const trace = o.trace?.(policy);
-    const run = await runStress({ policy, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}) });
+    const run = await runStress({ policy, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}), ...runHooks(o, i, POLICIES.length, policy) });
     rows.push({
       policy,
       faults: run.counters.faults,

@@ -16,6 +16,7 @@ import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
+import { SandboxClosedError } from './errors.js';
 import { Runtime, type VcpuActor } from './runtime.js';
 import { parseMix } from './stress-ops.js';
 
@@ -101,6 +102,7 @@ export class Explorer {
   private sched: SchedControl | null = null;
   private runners: VcpuActor[] = [];
   schedulesRun = 0;
+  private closed = false;
 
   /** The configuration schedules run with; shrinking may reduce its workload. */
   cfg: ExploreConfig;
@@ -112,12 +114,18 @@ export class Explorer {
   }
 
   private async runtime(): Promise<Runtime> {
+    if (this.closed) throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
     if (this.rt !== null) return this.rt;
     const w = this.cfg.workload;
     const rt = await Runtime.start({
       sandbox: { ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}), ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}), memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
       callTimeoutMs: 20_000,
     });
+    // close() while the workers were starting: they would be nobody's to stop.
+    if (this.closed) {
+      await rt.shutdown();
+      throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
+    }
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
     const running = w.vms - (w.populateFirstVm ? 1 : 0);
     for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
@@ -240,6 +248,11 @@ export class Explorer {
     return this.sched?.trace() ?? [];
   }
 
+  /** Events of the last schedule that did not fit in its trace. */
+  traceDropped(): number {
+    return this.sched?.traceDropped() ?? 0;
+  }
+
   /** Actor names by thread id, for traces. */
   actorNames(): Map<number, string> {
     const m = new Map<number, string>();
@@ -317,7 +330,9 @@ export class Explorer {
     return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)), workload: this.cfg.workload };
   }
 
+  /** Shuts the workers down; a schedule still running rejects, and no other one starts. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.rt?.shutdown();
     this.rt = null;
   }

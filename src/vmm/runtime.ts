@@ -12,13 +12,15 @@ import { wordDescriber } from '../firmware/describe.js';
 import { type Mem, mapBuffers } from '../shm/layout.js';
 import { type Remote, wrapWorker } from '../shm/rpc.js';
 import { type StatsSnapshot, sumStats } from '../shm/stats.js';
-import { collectTrace, enableTracing } from '../shm/trace.js';
+import { SandboxClosedError } from './errors.js';
+import { collectTrace, enableTracing, traceDropped } from '../shm/trace.js';
 import { setBugs } from '../gmem/bugs.js';
 import { chromeTraceFromEvents } from './chrome-trace.js';
+import { writeOutput } from './outputs.js';
 import { FreeSync, SyncControl } from '../shm/sync.js';
 import { RunControl } from '../vcpu-workers/runctl.js';
 import type { VcpuWorkerApi } from '../vcpu-workers/worker.js';
-import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemory } from './build.js';
+import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemoryAsync } from './build.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
 
 export const TID_VMM = 1;
@@ -78,6 +80,12 @@ export interface RuntimeOptions {
   trace?: boolean;
   /** Planted bugs (gmem/bugs.ts mask), set before any worker reads them. */
   bugs?: number;
+  /** Trace events per thread when `trace` is on (default 65,536). */
+  traceEvents?: number;
+  /** Progress of building the shared memory (seconds for gigabytes). */
+  onSetupProgress?: (fraction: number, what: string) => void;
+  /** Abandons the start: the build stops between steps, started workers are shut down. */
+  signal?: AbortSignal;
 }
 
 export class Runtime {
@@ -90,6 +98,8 @@ export class Runtime {
   private readonly sync: FreeSync;
   private firmwareDone: Promise<number> | null = null;
   private stopped = false;
+  /** Set when shutdown starts: later calls are refused, calls in flight reject (see spawn). */
+  private closing: Promise<void> | null = null;
   private nextTid = TID_FIRST_VCPU;
 
   private constructor(
@@ -106,7 +116,10 @@ export class Runtime {
 
   /** Builds the shared memory and starts the firmware and VMM workers. */
   static async start(opts: RuntimeOptions): Promise<Runtime> {
-    const descriptor = buildSandboxMemory(opts.trace ? { traceEvents: 1 << 16, ...opts.sandbox } : opts.sandbox);
+    const descriptor = await buildSandboxMemoryAsync(opts.trace ? { traceEvents: opts.traceEvents ?? 1 << 16, ...opts.sandbox } : opts.sandbox, {
+      ...(opts.onSetupProgress ? { onProgress: opts.onSetupProgress } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
     if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
     if (opts.bugs) setBugs(mapBuffers(descriptor.buffers), opts.bugs);
     const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
@@ -120,7 +133,8 @@ export class Runtime {
   }
 
   private watch(a: Actor<unknown>): void {
-    a.dead.catch((e: WorkerCrashError) => {
+    a.dead.catch((e: unknown) => {
+      if (!(e instanceof WorkerCrashError)) return;
       if (!this.crashes.includes(e.report)) this.crashes.push(e.report);
       // One actor down: stop the others' waits so nothing hangs on a lock it held.
       if (!this.stopped) this.control.abort(2);
@@ -159,6 +173,7 @@ export class Runtime {
    * or (timeoutMs > 0) does not answer in time.
    */
   call<R>(a: Actor<unknown>, fn: () => Promise<R>, timeoutMs = this.opts.callTimeoutMs ?? 60_000): Promise<R> {
+    if (this.closing) return Promise.reject(new SandboxClosedError(`Runtime.call(${a.name})`, 'shutdown'));
     const racers: Array<Promise<R>> = [fn(), a.dead];
     let timer: NodeJS.Timeout | undefined;
     if (timeoutMs > 0) {
@@ -203,9 +218,30 @@ export class Runtime {
     return m;
   }
 
-  /** The run's wall-clock trace as Chrome trace event JSON. */
-  chromeTrace(title: string): object {
-    return chromeTraceFromEvents(collectTrace(this.mem), this.actorNames(), title);
+  /**
+   * The run's wall-clock trace as Chrome trace event JSON. A thread whose ring filled up lost its
+   * later events; the metadata says how many, per thread, so a gap is never mistaken for idleness.
+   */
+  chromeTrace(title: string): { traceEvents: object[]; metadata: { droppedEvents: number; droppedByThread: Record<string, number> } } {
+    const names = this.actorNames();
+    const droppedByThread: Record<string, number> = {};
+    let droppedEvents = 0;
+    for (const [tid, n] of traceDropped(this.mem)) {
+      droppedByThread[names.get(tid) ?? `thread ${tid}`] = n;
+      droppedEvents += n;
+    }
+    return { ...chromeTraceFromEvents(collectTrace(this.mem), names, title), metadata: { droppedEvents, droppedByThread } };
+  }
+
+  /** Writes the trace (see chromeTrace); says on stderr if events were dropped or the file could not be written. */
+  writeTrace(file: string, title: string): boolean {
+    const t = this.chromeTrace(title);
+    const { droppedEvents, droppedByThread } = t.metadata;
+    if (droppedEvents > 0) {
+      const who = Object.entries(droppedByThread).map(([n, c]) => `${n}: ${c}`).join(', ');
+      process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the per-thread ring was full (${who})\n`);
+    }
+    return writeOutput(file, () => JSON.stringify(t));
   }
 
   /** Parks every worker loop at its next checkpoint; resolves once `expected` loops are parked. */
@@ -221,12 +257,22 @@ export class Runtime {
     this.rc.setPause(false, this.sync);
   }
 
+  /** Asks every worker loop to stop at its next checkpoint (an interrupted run). */
+  requestStop(): void {
+    this.rc.setStop(true, this.sync);
+  }
+
   /**
    * Stops every worker: asks loops to stop, stops the firmware mailbox, then aborts any wait
    * and terminates the threads. Never hangs: each stage has a deadline.
    */
   async shutdown(graceMs = 2000): Promise<void> {
-    if (this.stopped) return;
+    if (this.closing) return this.closing;
+    this.closing = this.stopAll(graceMs);
+    return this.closing;
+  }
+
+  private async stopAll(graceMs: number): Promise<void> {
     this.rc.setStop(true, this.sync);
     const mb = new Mailbox(this.mem, FIRMWARE_MAILBOX, this.sync);
     mb.stop();
@@ -244,7 +290,7 @@ function delay(ms: number): Promise<void> {
 
 function spawn<T>(rel: string, name: string, tid: number): Actor<T> {
   const worker = new Worker(workerFile(rel), { name });
-  let fail: (e: WorkerCrashError) => void = () => undefined;
+  let fail: (e: Error) => void = () => undefined;
   const dead = new Promise<never>((_, reject) => {
     fail = reject;
   });
@@ -261,7 +307,29 @@ function spawn<T>(rel: string, name: string, tid: number): Actor<T> {
   const origTerminate = worker.terminate.bind(worker);
   worker.terminate = () => {
     exitedOnPurpose = true;
+    // A call still waiting on this thread will never be answered: it rejects instead.
+    fail(new SandboxClosedError(`worker ${name}`, 'shutdown'));
     return origTerminate();
   };
-  return { name, tid, worker, api: wrapWorker<T>(worker), dead };
+  return { name, tid, worker, api: settleOnDeath(wrapWorker<T>(worker), dead), dead };
+}
+
+/**
+ * The worker's API with every call raced against the worker's death or termination, so that no
+ * caller, even one that bypasses Runtime.call, waits forever on a thread that is gone.
+ */
+function settleOnDeath<T>(remote: Remote<T>, dead: Promise<never>): Remote<T> {
+  return new Proxy(remote as object, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      // 'then' must stay undefined (the API object is not a promise); symbols are comlink's own.
+      if (typeof prop !== 'string' || prop === 'then' || typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        const raced = Promise.race([(v as (...a: unknown[]) => Promise<unknown>)(...args), dead]);
+        // A caller that dropped the promise must not turn a shutdown into an unhandled rejection.
+        raced.catch(() => undefined);
+        return raced;
+      };
+    },
+  }) as Remote<T>;
 }

@@ -25,7 +25,7 @@ import { type StatsSnapshot, sumStats } from '../shm/stats.js';
 import { SyncControl } from '../shm/sync.js';
 import { EXIT_NAMES, Exit, type ExitName, GuestCpu } from '../vcpu-workers/guest.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemory } from './build.js';
-import { ArgumentError, KvmError, check } from './errors.js';
+import { ArgumentError, KvmError, SandboxClosedError, check } from './errors.js';
 import { parseSize } from './units.js';
 
 /** Thread ids: the controller is 0; workers take the ids above. */
@@ -101,8 +101,8 @@ export class Sandbox {
     return new Sandbox(buildSandboxMemory(options));
   }
 
-  private live(): void {
-    if (this.closed) throw new Error('sandbox is closed');
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   allocFd(e: FdEntry): number {
@@ -145,7 +145,6 @@ export class Sandbox {
   }
 
   createVmSync(opts: { type?: VmTypeName } = {}): Vm {
-    this.live();
     const type = opts.type ?? 'snp';
     const t = (VM_TYPES as readonly string[]).indexOf(type);
     if (t < 0) throw new ArgumentError('type', `must be one of ${VM_TYPES.join(', ')}, got '${type}'`);
@@ -481,3 +480,32 @@ export class Vcpu {
     return res;
   }
 }
+
+/**
+ * Every method of the API objects refuses to run once their sandbox is closed: an async one
+ * rejects, a sync one throws, a SandboxClosedError either way, and nothing is changed. Done once
+ * per class, so a method added later is covered too.
+ */
+function refuseAfterClose(cls: { name: string; prototype: object }, sandboxOf: (self: never) => Sandbox, except: string[] = []): void {
+  for (const name of Object.getOwnPropertyNames(cls.prototype)) {
+    const desc = Object.getOwnPropertyDescriptor(cls.prototype, name);
+    if (name === 'constructor' || except.includes(name) || desc === undefined || typeof desc.value !== 'function') continue;
+    const f = desc.value as (...a: unknown[]) => unknown;
+    const isAsync = f.constructor.name === 'AsyncFunction';
+    Object.defineProperty(cls.prototype, name, {
+      ...desc,
+      value: function guarded(this: never, ...args: unknown[]): unknown {
+        if (sandboxOf(this).isClosed) {
+          const e = new SandboxClosedError(`${cls.name}.${name}`, 'close');
+          if (isAsync) return Promise.reject(e);
+          throw e;
+        }
+        return f.apply(this, args);
+      },
+    });
+  }
+}
+refuseAfterClose(Sandbox, (s: Sandbox) => s, ['close']);
+refuseAfterClose(Vm, (v: Vm) => v.sb);
+refuseAfterClose(GuestMemfd, (g: GuestMemfd) => g.sb);
+refuseAfterClose(Vcpu, (c: Vcpu) => c.vm.sb);

@@ -10,7 +10,6 @@
 
 import { createHash } from 'node:crypto';
 import { Piscina } from 'piscina';
-import { z } from 'zod';
 import { POLICIES } from '../gmem/policy.js';
 import { INVARIANTS } from '../vcpu-workers/violations.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
@@ -105,7 +104,7 @@ const SPECS: ParamSpec[] = [
   { name: 'policy', aliases: ['policy'], sep: ',', all: POLICIES, parse: oneOf(POLICIES), flag: '--policy' },
   { name: 'vmType', aliases: ['vmType', 'vm-type'], sep: ',', all: VM_TYPES, parse: oneOf(VM_TYPES), flag: '--vm-type' },
   { name: 'vms', aliases: ['vms'], sep: ',', parse: int(1, 8), flag: '--vms' },
-  { name: 'vcpus', aliases: ['vcpus'], sep: ',', parse: int(1, 32), flag: '--vcpus' },
+  { name: 'vcpus', aliases: ['vcpus'], sep: ',', parse: int(1, 31), flag: '--vcpus' },
   { name: 'memory', aliases: ['memory'], sep: ',', parse: size('memory', false), flag: '--memory' },
   { name: 'guestMemory', aliases: ['guestMemory', 'guest-memory'], sep: ',', parse: size('guest-memory', true), flag: '--guest-memory' },
   { name: 'durationMs', aliases: ['durationMs', 'duration-ms'], sep: ',', parse: int(100, 3_600_000), flag: '--duration', cli: (v) => String(Number(v) / 1000) },
@@ -422,6 +421,8 @@ export interface RunSweepOptions {
   onLine?: (line: SweepLine) => void;
   /** Write each job's Chrome trace to this file name with the job index inserted (t.json -> t.7.json). */
   trace?: string;
+  /** Stops the sweep: no job starts, running jobs' threads are terminated, and they get no line. */
+  signal?: AbortSignal;
 }
 
 /** The trace file of job `index` for a sweep's --trace FILE. */
@@ -443,6 +444,7 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
     idleTimeout: 1000,
   });
   const lines: SweepLine[] = [];
+  const signal = opts.signal;
   try {
     await Promise.all(
       plan.jobs.map(async (j) => {
@@ -450,8 +452,12 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
         const t0 = performance.now();
         let line: SweepLine;
         try {
-          line = await pool.run(task);
+          if (signal?.aborted) return;
+          // Aborting a running task terminates its pool thread, and with it the job's own workers.
+          line = await pool.run(task, signal ? { signal } : {});
         } catch (e) {
+          // An interrupted job has no line: it did not finish, and `--resume` runs it again.
+          if (signal?.aborted) return;
           line = failedLine(task, e, performance.now() - t0);
         }
         lines.push(line);
@@ -464,165 +470,4 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
   return lines;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Merging
-
-const count = z.number().int().nonnegative();
-const lineSchema = z.object({
-  plan: z.string().min(1),
-  total: z.number().int().positive(),
-  index: count,
-  seed: count,
-  params: z.record(z.string(), z.union([z.string(), z.number()])),
-  ok: z.boolean(),
-  faultsPerSecond: z.number().nonnegative(),
-  violations: z.record(z.string(), count),
-  findings: z.object({ punchHoleLeftovers: count, crossVmPrepare: count }),
-  counters: z.record(z.string(), z.number()),
-  elapsedMs: z.number().nonnegative(),
-  crashes: count,
-  error: z.string().optional(),
-});
-
-/** A line with where it came from, for error messages. */
-export interface InputLine {
-  text: string;
-  file: string;
-  line: number;
-}
-
-/** Splits a file's text into numbered lines (blank lines are skipped by mergeLines). */
-export function inputLines(file: string, text: string): InputLine[] {
-  return text.split(/\r?\n/).map((t, i) => ({ text: t, file, line: i + 1 }));
-}
-
-export interface ComboSummary {
-  params: SweepParams;
-  runs: number;
-  ok: number;
-  faultsPerSecond: { mean: number; min: number; max: number };
-  violations: Record<string, number>;
-  crashes: number;
-}
-
-export interface SweepFailure {
-  index: number;
-  seed: number;
-  params: SweepParams;
-  violations: Record<string, number>;
-  crashes: number;
-  error?: string;
-  rerun: string;
-}
-
-export interface SweepSummary {
-  plan: string;
-  /** Jobs in the whole campaign. */
-  total: number;
-  /** Distinct jobs seen. */
-  runs: number;
-  ok: number;
-  duplicates: number;
-  /** Job indices of the campaign that no input line covers. */
-  missing: number[];
-  combinations: ComboSummary[];
-  failures: SweepFailure[];
-  /** The merged lines, de-duplicated and sorted by index. */
-  lines: SweepLine[];
-}
-
-/**
- * Merges sweep output: validates every line (errors name file:line), de-duplicates by index
- * (the same index twice must be the same job; a failing copy wins over an ok one, else the
- * first), sorts by index and summarises per combination.
- * Plain strings are labelled `<input>:N`; blank lines are skipped.
- */
-export function mergeLines(input: Array<string | InputLine>): SweepSummary {
-  const byIndex = new Map<number, { line: SweepLine; where: string }>();
-  let plan: { id: string; total: number; where: string } | null = null;
-  let duplicates = 0;
-  input.forEach((item, i) => {
-    const l = typeof item === 'string' ? { text: item, file: '<input>', line: i + 1 } : item;
-    const where = `${l.file}:${l.line}`;
-    if (l.text.trim() === '') return;
-    let raw: unknown;
-    try {
-      raw = JSON.parse(l.text);
-    } catch (e) {
-      throw new SweepError(`${where}: not JSON: ${(e as Error).message}`);
-    }
-    const parsed = lineSchema.safeParse(raw);
-    if (!parsed.success) {
-      const iss = parsed.error.issues[0];
-      throw new SweepError(`${where}: not a sweep line: ${iss.path.length ? `${iss.path.join('.')}: ` : ''}${iss.message}`);
-    }
-    const line = parsed.data as SweepLine;
-    if (plan === null) plan = { id: line.plan, total: line.total, where };
-    else if (line.plan !== plan.id || line.total !== plan.total) {
-      throw new SweepError(`${where}: from plan ${line.plan} (${line.total} jobs), but ${plan.where} is from plan ${plan.id} (${plan.total} jobs): shards of different sweeps`);
-    }
-    if (line.index >= line.total) throw new SweepError(`${where}: index ${line.index} is beyond the plan's ${line.total} jobs`);
-    const prev = byIndex.get(line.index);
-    if (prev !== undefined) {
-      if (prev.line.seed !== line.seed || stableKey(prev.line.params) !== stableKey(line.params)) {
-        throw new SweepError(`${where}: job ${line.index} has seed ${line.seed} ${formatParams(line.params)}, but ${prev.where} has seed ${prev.line.seed} ${formatParams(prev.line.params)}`);
-      }
-      duplicates++;
-      // A rerun of the same job can differ (real threads): keep a failing copy over an ok one.
-      if (isOk(prev.line) && !isOk(line)) byIndex.set(line.index, { line, where });
-      return;
-    }
-    byIndex.set(line.index, { line, where });
-  });
-  const lines = [...byIndex.values()].map((v) => v.line).sort((a, b) => a.index - b.index);
-  const p = plan as { id: string; total: number } | null;
-  const total = p?.total ?? 0;
-  const missing: number[] = [];
-  for (let i = 0; i < total; i++) if (!byIndex.has(i)) missing.push(i);
-
-  const combos = new Map<string, { params: SweepParams; lines: SweepLine[] }>();
-  for (const l of lines) {
-    const key = stableKey(l.params);
-    let c = combos.get(key);
-    if (c === undefined) combos.set(key, (c = { params: l.params, lines: [] }));
-    c.lines.push(l);
-  }
-  const combinations: ComboSummary[] = [...combos.values()].map(({ params, lines: ls }) => {
-    const fps = ls.map((l) => l.faultsPerSecond);
-    const violations: Record<string, number> = Object.fromEntries(INVARIANTS.map((i) => [i, 0]));
-    for (const l of ls) for (const [k, n] of Object.entries(l.violations)) violations[k] = (violations[k] ?? 0) + n;
-    return {
-      params,
-      runs: ls.length,
-      ok: ls.filter((l) => l.ok).length,
-      faultsPerSecond: { mean: round1(fps.reduce((a, b) => a + b, 0) / ls.length), min: Math.min(...fps), max: Math.max(...fps) },
-      violations,
-      crashes: ls.reduce((a, l) => a + l.crashes, 0),
-    };
-  });
-  const failures: SweepFailure[] = lines
-    .filter((l) => !isOk(l))
-    .map((l) => ({
-      index: l.index,
-      seed: l.seed,
-      params: l.params,
-      violations: Object.fromEntries(Object.entries(l.violations).filter(([, n]) => n > 0)),
-      crashes: l.crashes,
-      ...(l.error !== undefined ? { error: l.error } : {}),
-      rerun: rerunCommand(l.params, l.seed),
-    }));
-  return { plan: p?.id ?? '', total, runs: lines.length, ok: lines.length - failures.length, duplicates, missing, combinations, failures, lines };
-}
-
-/** A job failed if it says so, or had any violation or crash. */
-export function isOk(l: SweepLine): boolean {
-  return l.ok && l.crashes === 0 && Object.values(l.violations).every((n) => n === 0);
-}
-
-function stableKey(p: SweepParams): string {
-  return JSON.stringify(Object.keys(p).sort().map((k) => [k, (p as Record<string, ParamValue>)[k]]));
-}
-
-function round1(x: number): number {
-  return Math.round(x * 10) / 10;
-}
+export { type ComboSummary, type InputLine, type SweepFailure, type SweepSummary, SweepMerger, inputLines, isOk, mergeLines } from './sweep-merge.js';

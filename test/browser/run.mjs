@@ -1,23 +1,26 @@
 // Browser test for the HTML report (npm run test:browser): renders sample reports with the built
-// renderer (dist/), loads them in headless Chromium (Debian's chromium package), and checks the
-// DOM after rendering and a screenshot. No npm dependencies: node builtins and /usr/bin/chromium.
+// renderer (dist/), opens them in Debian's Chromium through playwright-core (no browser download),
+// and checks what the browser laid out: each chart's geometry (bar heights and widths against the
+// data, the throughput line's points against its values, a common baseline), the texts, and the
+// colours the page's CSS paints.
 //
-//   npm run test:browser            build, then run
-//   node test/browser/run.mjs --keep   keep the temp dir (report.html, report.png) and print its path
+//   npm run test:browser               build, then run
+//   node test/browser/run.mjs --keep   keep the temp dir (report.html, empty.html, chart PNGs)
 //
 // Ends with "browser: N passed, M failed"; exits 1 on any failure.
 
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { inflateSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT_MS || 90_000);
 const KEEP = process.argv.includes('--keep') || process.env.KEEP_REPORT === '1';
 const IDS = ['chart-fault-latency', 'chart-throughput', 'chart-lock-waits'];
+// Flags for a quiet, offline, sandbox-less headless Chromium (playwright adds --headless).
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
 
 let passed = 0;
 let failed = 0;
@@ -39,7 +42,7 @@ function finish() {
 if (!existsSync(CHROMIUM)) {
   console.error(
     `browser: ${CHROMIUM} not found. This test needs Debian's chromium package:\n` +
-      `  apt-get update && apt-get install -y chromium    (as root, or with sudo)\n` +
+      `  apt-get update && apt-get install -y --no-install-recommends chromium    (as root, or with sudo)\n` +
       `(or set CHROMIUM_BIN to another Chromium/Chrome binary).`,
   );
   failed++;
@@ -122,138 +125,26 @@ function sampleData() {
   };
 }
 
-const emptyData = () => ({
-  ...sampleData(),
-  title: 'gmem-sandbox run: empty',
-  summary: [],
-  tables: [],
-  faultLatency: [],
-  throughput: [],
-  lockWaits: [],
-});
+const emptyData = () => ({ ...sampleData(), title: 'gmem-sandbox run: empty', summary: [], tables: [], faultLatency: [], throughput: [], lockWaits: [] });
 
 // ---------------------------------------------------------------------------------------------
-// Chromium
+// Geometry helpers (run in the page)
 
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  '--hide-scrollbars',
-  '--force-device-scale-factor=1',
-];
-
-/** Runs chromium in its own process group; kills the whole group on timeout. */
-function chromium(args, work) {
-  const profile = mkdtempSync(join(work, 'profile-'));
-  const started = Date.now();
-  return new Promise((resolve) => {
-    const child = spawn(CHROMIUM, [...FLAGS, `--user-data-dir=${profile}`, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }, TIMEOUT_MS);
-    const done = (code, error) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, timedOut, error, ms: Date.now() - started });
-    };
-    child.on('error', (err) => done(null, err));
-    child.on('close', (code) => done(code, undefined));
-  });
+/** Laid-out boxes of the elements matching `selector` inside svg#id, in document order. */
+async function boxes(page, id, selector) {
+  return page.$$eval(`svg#${id} ${selector}`, (els) =>
+    els.map((e) => {
+      const r = e.getBoundingClientRect();
+      return { x: r.x, y: r.y, w: r.width, h: r.height, title: e.querySelector('title')?.textContent ?? '', fill: getComputedStyle(e).fill };
+    }),
+  );
 }
 
-function describeRun(r) {
-  if (r.error) return `spawn failed: ${r.error.message}`;
-  if (r.timedOut) return `timed out after ${TIMEOUT_MS} ms`;
-  return `exit ${r.code}; stderr tail: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// DOM and PNG helpers
-
-/** The serialized <svg id="..."> element from the dumped DOM, or '' if absent. */
-function svgOf(dom, id) {
-  const m = new RegExp(`<svg\\b[^>]*\\bid="${id}"[^>]*>`).exec(dom);
-  if (!m) return '';
-  const end = dom.indexOf('</svg>', m.index);
-  return end < 0 ? '' : dom.slice(m.index, end + 6);
-}
-const count = (s, re) => (s.match(re) || []).length;
-
-/** Decodes an 8-bit RGB/RGBA non-interlaced PNG into { width, height, channels, pixels }. */
-function decodePng(buf) {
-  const sig = '89504e470d0a1a0a';
-  if (buf.subarray(0, 8).toString('hex') !== sig) throw new Error('not a PNG');
-  let off = 8;
-  let width = 0, height = 0, depth = 0, type = 0, interlace = 0;
-  const idat = [];
-  while (off < buf.length) {
-    const len = buf.readUInt32BE(off);
-    const kind = buf.toString('ascii', off + 4, off + 8);
-    const data = buf.subarray(off + 8, off + 8 + len);
-    if (kind === 'IHDR') {
-      width = data.readUInt32BE(0);
-      height = data.readUInt32BE(4);
-      depth = data[8];
-      type = data[9];
-      interlace = data[12];
-    } else if (kind === 'IDAT') idat.push(data);
-    else if (kind === 'IEND') break;
-    off += 12 + len;
-  }
-  const channels = type === 6 ? 4 : type === 2 ? 3 : 0;
-  if (depth !== 8 || !channels || interlace) throw new Error(`unsupported PNG (depth ${depth}, type ${type}, interlace ${interlace})`);
-  const raw = inflateSync(Buffer.concat(idat));
-  const stride = width * channels;
-  const pixels = Buffer.alloc(stride * height);
-  for (let y = 0; y < height; y++) {
-    const filter = raw[y * (stride + 1)];
-    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
-    for (let x = 0; x < stride; x++) {
-      const a = x >= channels ? pixels[y * stride + x - channels] : 0;
-      const b = y > 0 ? pixels[(y - 1) * stride + x] : 0;
-      const c = x >= channels && y > 0 ? pixels[(y - 1) * stride + x - channels] : 0;
-      let v = line[x];
-      if (filter === 1) v += a;
-      else if (filter === 2) v += b;
-      else if (filter === 3) v += (a + b) >> 1;
-      else if (filter === 4) {
-        const p = a + b - c;
-        const pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
-        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-      }
-      pixels[y * stride + x] = v & 0xff;
-    }
-  }
-  return { width, height, channels, pixels };
-}
-
-/** Number of pixels within tol of an #rrggbb colour. */
-function pixelsNear(img, hex, tol = 10) {
-  const r = parseInt(hex.slice(1, 3), 16), g = parseInt(hex.slice(3, 5), 16), b = parseInt(hex.slice(5, 7), 16);
-  let n = 0;
-  for (let i = 0; i < img.pixels.length; i += img.channels) {
-    if (Math.abs(img.pixels[i] - r) <= tol && Math.abs(img.pixels[i + 1] - g) <= tol && Math.abs(img.pixels[i + 2] - b) <= tol) n++;
-  }
-  return n;
+/** Largest gap between two lists of numbers scaled to match at their maxima. */
+function proportionError(actual, expected) {
+  const ka = Math.max(...actual);
+  const ke = Math.max(...expected);
+  return Math.max(...actual.map((a, i) => Math.abs(a - (expected[i] * ka) / ke)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,70 +152,102 @@ function pixelsNear(img, hex, tol = 10) {
 
 const work = mkdtempSync(join(tmpdir(), 'gmem-browser-'));
 const t0 = Date.now();
+let context;
 try {
   const data = sampleData();
   const reportFile = join(work, 'report.html');
   const emptyFile = join(work, 'empty.html');
-  const png = join(work, 'report.png');
   writeFileSync(reportFile, renderReport(data), 'utf8');
   writeFileSync(emptyFile, renderReport(emptyData()), 'utf8');
 
-  console.log(`browser: ${CHROMIUM} on ${reportFile}`);
-  const dump = await chromium(['--dump-dom', pathToFileURL(reportFile).href], work);
-  const dom = dump.stdout;
-  check(`chromium --dump-dom ran (${dump.ms} ms)`, dump.code === 0 && dom.length > 1000, describeRun(dump));
-  check('page <title> rendered', dom.includes(`<title>${data.title}</title>`), 'title missing from DOM');
-  check('command line in a <code> block', dom.includes('<code>gmem-sandbox run --policy prepare-on-fault'), 'no <code> command');
-  check(`${data.tables.length} tables rendered`, count(dom, /<table>/g) === data.tables.length, `found ${count(dom, /<table>/g)}`);
-  check('table text escaped (no injected <script>)', !/<script/i.test(dom) && dom.includes('&lt;script&gt;'), 'escaping broken');
-  for (const id of IDS) {
-    const svg = svgOf(dom, id);
-    check(`svg#${id} present with role="img" and <title>`, svg !== '' && /role="img"/.test(svg) && /<title\b[^>]*>[^<]+<\/title>/.test(svg), 'missing');
-    const shapes = count(svg, /<(rect|polyline|path|circle|line|text)\b/g);
-    check(`svg#${id} has child shapes (${shapes})`, shapes > 3 && !svg.includes('no data'), 'empty chart');
-  }
-  const nonEmpty = data.faultLatency.filter((b) => b.count > 0).length;
-  const bars = count(svgOf(dom, 'chart-fault-latency'), /<rect class="bar"/g);
-  check(`fault latency: ${nonEmpty} bars for ${nonEmpty} non-empty buckets`, bars === nonEmpty, `found ${bars}`);
-  const points = (/<polyline class="line" points="([^"]*)"/.exec(svgOf(dom, 'chart-throughput')) || [])[1] || '';
-  const nPoints = points.trim() ? points.trim().split(/\s+/).length : 0;
-  check(`throughput: polyline has ${data.throughput.length} points`, nPoints === data.throughput.length, `found ${nPoints}`);
-  const lockSvg = svgOf(dom, 'chart-lock-waits');
-  const lockBars = count(lockSvg, /<rect class="bar"/g);
-  check(`lock waits: ${data.lockWaits.length} bars with contended labels`, lockBars === data.lockWaits.length && lockSvg.includes('1312 contended'), `found ${lockBars}`);
-
-  const emptyDump = await chromium(['--dump-dom', pathToFileURL(emptyFile).href], work);
-  const noData = IDS.filter((id) => {
-    const s = svgOf(emptyDump.stdout, id);
-    return s.includes('>no data</text>') && !/<rect class="bar"|<polyline/.test(s);
+  console.log(`browser: ${CHROMIUM} (playwright-core) on ${reportFile}`);
+  // A fresh profile in the temp dir, removed with it.
+  context = await chromium.launchPersistentContext(join(work, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1200, height: 2000 },
+    deviceScaleFactor: 1,
+    timeout: TIMEOUT_MS,
+    offline: true,
   });
-  check(`empty data: all 3 charts present showing "no data" (${emptyDump.ms} ms)`, emptyDump.code === 0 && noData.length === 3, emptyDump.code === 0 ? `only ${noData.join(', ')}` : describeRun(emptyDump));
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  await page.goto(pathToFileURL(reportFile).href);
 
-  const shot = await chromium(['--screenshot=' + png, '--window-size=1200,2000', pathToFileURL(reportFile).href], work);
-  const size = existsSync(png) ? statSync(png).size : 0;
-  check(`chromium --screenshot ran (${shot.ms} ms)`, shot.code === 0, describeRun(shot));
-  check(`screenshot PNG is non-trivial (${size} bytes)`, size > 20_000, `${size} bytes`);
-  if (size > 0) {
-    let img;
-    try {
-      img = decodePng(readFileSync(png));
-    } catch (err) {
-      check('screenshot PNG decodes', false, err.message);
-    }
-    if (img) {
-      check(`screenshot is 1200x2000 (${img.width}x${img.height})`, img.width === 1200 && img.height === 2000);
-      // The chart fills are solid colours from the page CSS: blue bars/line, orange lock bars.
-      const blue = pixelsNear(img, '#2f6fb3');
-      const orange = pixelsNear(img, '#c2571a');
-      check(`screenshot shows painted histogram/throughput (${blue} blue px)`, blue > 5000);
-      check(`screenshot shows painted lock-wait bars (${orange} orange px)`, orange > 2000);
-    }
+  check('page <title> rendered', (await page.title()) === data.title, await page.title());
+  check('command line in a <code> block', ((await page.textContent('code')) ?? '').startsWith('gmem-sandbox run --policy prepare-on-fault'));
+  const tables = await page.$$eval('table', (ts) => ts.length);
+  check(`${data.tables.length} tables rendered`, tables === data.tables.length, `found ${tables}`);
+  const scripts = await page.$$eval('script', (s) => s.length);
+  check('table text escaped (shown as text, no <script> element)', scripts === 0 && (await page.getByText('<script>alert("x")</script>').count()) === 1);
+
+  for (const id of IDS) {
+    const svg = page.locator(`svg#${id}`);
+    const box = await svg.boundingBox();
+    check(`svg#${id} laid out (${box ? `${Math.round(box.width)}x${Math.round(box.height)}` : 'no box'})`, box !== null && box.width >= 900 && box.height >= 150);
+    check(`svg#${id} has role="img" and a title`, (await svg.getAttribute('role')) === 'img' && ((await svg.locator('title').first().textContent()) ?? '').length > 5);
+    if (KEEP) await svg.screenshot({ path: join(work, `${id}.png`) });
+  }
+
+  // Fault latency: one bar per non-empty bucket, left to right, heights proportional to counts,
+  // standing on one baseline, each with its bucket as a tooltip, painted blue.
+  const nonEmpty = data.faultLatency.filter((b) => b.count > 0);
+  const bars = await boxes(page, 'chart-fault-latency', 'rect.bar');
+  check(`fault latency: ${nonEmpty.length} bars for ${nonEmpty.length} non-empty buckets`, bars.length === nonEmpty.length, `found ${bars.length}`);
+  check('fault latency: bars left to right in bucket order', bars.every((b, i) => i === 0 || b.x > bars[i - 1].x));
+  const hErr = proportionError(bars.map((b) => b.h), nonEmpty.map((b) => b.count));
+  check(`fault latency: bar heights proportional to counts (within ${hErr.toFixed(2)} px)`, hErr < 1.5);
+  const baselines = bars.map((b) => b.y + b.h);
+  check('fault latency: bars share a baseline', Math.max(...baselines) - Math.min(...baselines) < 0.5);
+  check('fault latency: tooltips give bucket and count', bars.every((b, i) => b.title.endsWith(`: ${nonEmpty[i].count} faults`)), bars[0]?.title);
+  check(`fault latency: bars painted ${bars[0]?.fill}`, bars.every((b) => b.fill === 'rgb(47, 111, 179)'));
+
+  // Throughput: one polyline point per sample; x grows with time and y falls as the rate rises,
+  // both linearly (the points lie on the data's own scale).
+  const pts = await page.$eval('svg#chart-throughput polyline.line', (p) => {
+    const m = p.getScreenCTM();
+    return Array.from(p.points).map((q) => ({ x: m.a * q.x + m.c * q.y + m.e, y: m.b * q.x + m.d * q.y + m.f }));
+  });
+  check(`throughput: ${data.throughput.length} points`, pts.length === data.throughput.length, `found ${pts.length}`);
+  const fit = (xs, ys) => {
+    const n = xs.length;
+    const mx = xs.reduce((a, b) => a + b, 0) / n;
+    const my = ys.reduce((a, b) => a + b, 0) / n;
+    const k = xs.reduce((a, x, i) => a + (x - mx) * (ys[i] - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
+    return { k, err: Math.max(...xs.map((x, i) => Math.abs(my + k * (x - mx) - ys[i]))) };
+  };
+  const fx = fit(data.throughput.map((s) => s.tMs), pts.map((p) => p.x));
+  const fy = fit(data.throughput.map((s) => s.faultsPerSecond), pts.map((p) => p.y));
+  check(`throughput: x linear in time (within ${fx.err.toFixed(2)} px)`, fx.k > 0 && fx.err < 0.5);
+  check(`throughput: y linear in rate, higher is up (within ${fy.err.toFixed(2)} px)`, fy.k < 0 && fy.err < 0.5);
+  const tbox = await page.locator('svg#chart-throughput').boundingBox();
+  check('throughput: every point inside the chart', pts.every((p) => p.x >= tbox.x && p.x <= tbox.x + tbox.width && p.y >= tbox.y && p.y <= tbox.y + tbox.height));
+
+  // Lock waits: one horizontal bar per lock class, widths proportional to wait time, labelled
+  // with the contended count, painted orange.
+  const lockBars = await boxes(page, 'chart-lock-waits', 'rect.bar');
+  check(`lock waits: ${data.lockWaits.length} bars`, lockBars.length === data.lockWaits.length, `found ${lockBars.length}`);
+  const wErr = proportionError(lockBars.map((b) => b.w), data.lockWaits.map((l) => l.waitMs));
+  check(`lock waits: widths proportional to wait time (within ${wErr.toFixed(2)} px)`, wErr < 1.5);
+  check('lock waits: one bar per row, top to bottom', lockBars.every((b, i) => i === 0 || b.y > lockBars[i - 1].y + lockBars[i - 1].h - 0.5));
+  const lockText = (await page.locator('svg#chart-lock-waits').textContent()) ?? '';
+  check('lock waits: labels name each lock and its contended count', data.lockWaits.every((l) => lockText.includes(l.lock) && lockText.includes(`${l.contended} contended`)));
+  check(`lock waits: bars painted ${lockBars[0]?.fill}`, lockBars.every((b) => b.fill === 'rgb(194, 87, 26)'));
+
+  // With no data every chart is still there, saying so.
+  await page.goto(pathToFileURL(emptyFile).href);
+  for (const id of IDS) {
+    const svg = page.locator(`svg#${id}`);
+    const shapes = await svg.locator('rect.bar, polyline').count();
+    check(`empty data: svg#${id} shows "no data" and nothing else`, (await svg.locator('text', { hasText: /^no data$/ }).count()) === 1 && shapes === 0, `${shapes} shapes`);
   }
 } catch (err) {
   check('browser test ran without throwing', false, err && err.stack ? err.stack : String(err));
 } finally {
+  await context?.close().catch(() => undefined);
   console.log(`browser: total ${Date.now() - t0} ms`);
-  if (KEEP) console.log(`browser: kept ${work} (report.html, empty.html, report.png)`);
+  if (KEEP) console.log(`browser: kept ${work} (report.html, empty.html, chart PNGs)`);
   else rmSync(work, { recursive: true, force: true });
 }
 finish();

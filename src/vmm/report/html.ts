@@ -8,8 +8,7 @@
 //   #chart-lock-waits     horizontal bars of wait time per lock class, labelled with contended counts
 // With no data a chart still renders its <svg>, showing a "no data" text.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { writeOutput } from '../outputs.js';
 import type { ReportData, ReportTable } from './model.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -434,8 +433,7 @@ ${tables}
 `;
 }
 
-/** Writes the rendered report to file as UTF-8, creating parent directories as needed. */
-export function writeReport(file: string, data: ReportData): void {
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, renderReport(data), 'utf8');
+/** Writes the rendered report, creating parent directories as needed; false (said on stderr) if it could not. */
+export function writeReport(file: string, data: ReportData): boolean {
+  return writeOutput(file, () => renderReport(data));
 }

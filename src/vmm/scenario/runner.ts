@@ -3,7 +3,6 @@
 // holds is left in flight and the run goes on, so a script can interleave actors exactly; its
 // outcome is recorded when it completes.
 
-import { writeFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { LOCK_CLASS_NAMES, sumLatency } from '../../shm/stats.js';
 import { pointId } from '../../shm/points.js';
@@ -30,8 +29,13 @@ export interface ScenarioReport {
   crashes: CrashReport[];
   faultLatency: Array<{ lowNs: number; highNs: number; count: number }>;
   lockWaits: Array<{ lock: string; waitMs: number; contended: number }>;
+  /** Stopped early (SIGINT, SIGTERM): `steps` are the ones that ran. */
+  interrupted: boolean;
   ok: boolean;
 }
+
+/** Results that are the harness's own failure, not an answer of the modelled kernel: never a pass unless expected. */
+const HARNESS_FAILURES = new Set(['ETIMEDOUT', 'error']);
 
 const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
 
@@ -50,13 +54,39 @@ interface InFlight {
   promise: Promise<Outcome>;
 }
 
-export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: { trace?: string; bugs?: number } = {}): Promise<ScenarioReport> {
+export interface ScenarioRunOptions {
+  trace?: string;
+  /** Stops the run: every worker is shut down at once, the report covers the steps that ran. */
+  signal?: AbortSignal;
+  onSetupProgress?: (fraction: number, what: string) => void;
+  /** Planted bugs (gmem/bugs.ts mask). */
+  bugs?: number;
+}
+
+export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: ScenarioRunOptions = {}): Promise<ScenarioReport> {
   const rt = await Runtime.start({
     sandbox: { ...(s.kernel !== undefined ? { kernel: s.kernel } : {}), ...(s.policy !== undefined ? { policy: s.policy } : {}), memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 },
     callTimeoutMs: 30_000,
     trace: opts.trace !== undefined,
+    ...(opts.onSetupProgress ? { onSetupProgress: opts.onSetupProgress } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.bugs ? { bugs: opts.bugs } : {}),
   });
+  // A step may be held at a pause or wait seconds for one: an interrupt cannot wait for it, so
+  // the workers go at once and every call in flight rejects.
+  let interrupted = false;
+  // Waits that are not calls to a worker (await_held) end with it too.
+  let endWaits: (e: Error) => void = () => undefined;
+  const stopped = new Promise<never>((_, reject) => (endWaits = reject));
+  stopped.catch(() => undefined);
+  const stop = (): void => {
+    interrupted = true;
+    endWaits(new Error('interrupted'));
+    void rt.shutdown();
+  };
+  opts.signal?.addEventListener('abort', stop, { once: true });
+  // An abort while the workers were starting has already fired.
+  if (opts.signal?.aborted) stop();
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
@@ -84,7 +114,10 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const finish = (r: StepReport, st: LeafStep, o: Outcome): void => {
     Object.assign(r, o);
     r.pass = true;
-    if (st.expect !== undefined && o.result !== st.expect) {
+    if (st.expect === undefined && HARNESS_FAILURES.has(o.result)) {
+      r.pass = false;
+      r.mismatch = `${o.result}${o.detail ? ` (${o.detail})` : ''}, and the step has no expect that allows it`;
+    } else if (st.expect !== undefined && o.result !== st.expect) {
       r.pass = false;
       r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
     } else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value)) {
@@ -115,7 +148,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
       else {
         try {
-          finish(r, st, { result: 'ok', value: { holder: await rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000) } });
+          finish(r, st, { result: 'ok', value: { holder: await Promise.race([rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000), stopped]) } });
         } catch (e) {
           finish(r, st, { result: 'ETIMEDOUT', detail: (e as Error).message });
         }
@@ -218,7 +251,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
 
   try {
     await rt.createVms(s.vms);
-    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && hangs.length === 0; i++) {
+    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && hangs.length === 0 && !interrupted; i++) {
       const st: Step = s.steps[i];
       if (st.op === 'parallel') {
         const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
@@ -230,12 +263,12 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       await settle(st, String(i));
     }
     // Let anything a pause still holds finish: release every pause, then wait.
-    await drainHeld();
+    if (!interrupted) await drainHeld();
     if (hangs.length > 0) {
       const counts = Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
       counts.liveness = hangs.length;
       audit = { ok: false, counts, violations: hangs };
-    } else if (rt.crashes.length === 0) {
+    } else if (rt.crashes.length === 0 && !interrupted) {
       const q = auditQuiescent(rt.mem);
       await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
       const t = mergeAudit(q, auditTeardown(rt.mem));
@@ -243,13 +276,16 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       findings = t.findings;
     }
   } catch (e) {
-    if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
+    if (rt.crashes.length === 0 && !interrupted) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
   } finally {
-    if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(rt.chromeTrace('gmem-sandbox run')));
+    opts.signal?.removeEventListener('abort', stop);
+    // Workers first: nothing after this point may keep them running. The trace is in shared
+    // memory, which outlives them.
     await rt.shutdown();
+    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
   }
   const stats = rt.stats();
-  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass);
+  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass) && !interrupted;
   return {
     steps,
     audit,
@@ -257,6 +293,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     crashes: rt.crashes,
     faultLatency: sumLatency(rt.mem),
     lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+    interrupted,
     ok,
   };
 }

@@ -15,13 +15,27 @@ import { parseSize } from '../units.js';
 
 /** A size or address: a number, a hex string ("0x1000") or a size ("4KiB", "2MiB"). */
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  let n: number;
   try {
-    return parseSize(v, 'value');
+    n = parseSize(v, 'value');
   } catch (e) {
     ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^value: /, '') });
     return z.NEVER;
   }
+  // Sizes, lengths and addresses are unsigned in the uAPI (__u64): a negative one is a typo.
+  if (n < 0) {
+    ctx.addIssue({ code: 'custom', message: `must not be negative, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return n;
 });
+
+/** Bytes one guest_read returns: the result is printed and kept in the report. */
+export const MAX_GUEST_READ = 1 << 20;
+const readLen = size.pipe(z.number().max(MAX_GUEST_READ, `must be at most ${MAX_GUEST_READ} bytes (1MiB) per guest_read`));
+
+/** vCPU threads a scenario can start: thread ids less the controller, VMM and firmware. */
+export const MAX_SCENARIO_VCPUS = LIMITS.MAX_THREADS - 3;
 
 const name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a name of letters, digits, "_" or "-"');
 const fdRef = z.union([name, z.number().int()]);
@@ -79,7 +93,7 @@ const leafSteps = [
   }),
   z.strictObject({ op: z.literal('snp_launch_finish'), ...vmStep }),
   z.strictObject({ op: z.literal('pre_fault_memory'), ...vcpuStep, gpa: size, size, flags: z.number().int().optional() }),
-  z.strictObject({ op: z.literal('guest_read'), ...vcpuStep, gpa: size, len: size, private: z.boolean().optional() }),
+  z.strictObject({ op: z.literal('guest_read'), ...vcpuStep, gpa: size, len: readLen, private: z.boolean().optional() }),
   z.strictObject({ op: z.literal('guest_write'), ...vcpuStep, gpa: size, data: hexData, private: z.boolean().optional() }),
   z.strictObject({ op: z.literal('pvalidate'), ...vcpuStep, gpa: size, validate: z.boolean().optional() }),
   z.strictObject({ op: z.literal('hwpoison'), fd: fdRef, offset: size, ...base }),
@@ -87,7 +101,7 @@ const leafSteps = [
   z.strictObject({ op: z.literal('folio_query'), fd: fdRef, offset: size, ...base }),
   z.strictObject({ op: z.literal('pause'), point: z.enum(POINTS as unknown as [string, ...string[]]), actor: actor.optional(), ...base }),
   z.strictObject({ op: z.literal('resume'), point: z.enum(POINTS as unknown as [string, ...string[]]), ...base }),
-  z.strictObject({ op: z.literal('await_held'), point: z.enum(POINTS as unknown as [string, ...string[]]), timeout_ms: z.number().int().min(1).optional(), ...base }),
+  z.strictObject({ op: z.literal('await_held'), point: z.enum(POINTS as unknown as [string, ...string[]]), timeout_ms: z.number().int().min(1).max(60_000).optional(), ...base }),
   z.strictObject({ op: z.literal('signal'), actor, ...base }),
   z.strictObject({ op: z.literal('settle'), timeout_ms: z.number().int().min(1).optional(), ...base }),
   z.strictObject({ op: z.literal('stats'), ...base }),
@@ -102,8 +116,8 @@ export const scenarioSchema = z.strictObject({
   kernel: z.enum(KERNEL_VERSIONS).optional(),
   policy: z.enum(POLICIES).optional(),
   memory: size.optional(),
-  seed: z.number().int().optional(),
-  watchdog_ms: z.number().int().min(0).optional(),
+  seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
+  watchdog_ms: z.number().int().min(0).max(600_000).optional(),
   vms: z
     .array(z.strictObject({ name, type: z.enum(VM_TYPES), vcpus: z.number().int().min(0).max(LIMITS.MAX_VCPUS_PER_VM).default(1) }))
     .min(1)
@@ -168,6 +182,8 @@ function checkNames(s: Scenario): void {
   }
   const vms = new Map(s.vms.map((v) => [v.name, v]));
   if (vms.size !== s.vms.length) problems.push('vms: VM names must be unique');
+  const vcpus = s.vms.reduce((n, v) => n + v.vcpus, 0);
+  if (vcpus > MAX_SCENARIO_VCPUS) problems.push(`vms: ${vcpus} vCPUs in all; at most ${MAX_SCENARIO_VCPUS} (one thread each, beside the controller, VMM and firmware)`);
   const fds = new Set<string>();
   const visit = (st: Step, path: string): void => {
     if ('vm' in st && typeof st.vm === 'string' && !vms.has(st.vm)) problems.push(`${path}.vm: no VM named '${st.vm}' in vms`);

@@ -1,0 +1,76 @@
+// The saved-schedule format (explore writes it, replay reads it), validated with zod before a
+// single worker starts: a corrupted or hand-edited file is refused naming the field and the rule,
+// and the workload is bounded by what the explorer's small sandbox can run (a schedule edited to
+// 1,000 vCPUs is refused, not run for minutes).
+
+import { z } from 'zod';
+import { BUG_NAMES } from '../gmem/bugs.js';
+import { POLICIES } from '../gmem/policy.js';
+import { KERNEL_VERSIONS } from '../gmem/version.js';
+import { INVARIANTS } from '../vcpu-workers/violations.js';
+import type { ScheduleFile } from './explore.js';
+import { parseMix } from './stress-ops.js';
+
+/** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */
+export const SCHEDULE_LIMITS = { vms: 4, vcpus: 8, pages: 64, accesses: 100_000, vmmOps: 100_000, maxSteps: 1_000_000, depth: 17 } as const;
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const L = SCHEDULE_LIMITS;
+
+const workload = z.strictObject({
+  vmType: z.enum(['snp', 'sw-protected']),
+  vms: int(1, L.vms),
+  pages: int(1, L.pages),
+  vcpus: int(1, L.vcpus),
+  accesses: int(0, L.accesses),
+  writeRatio: z.number().min(0).max(1),
+  ops: z.string().superRefine((v, ctx) => {
+    try {
+      parseMix(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^--ops: /, '') });
+    }
+  }),
+  vmmOps: int(0, L.vmmOps),
+  populateFirstVm: z.boolean(),
+  // Absent in schedules saved before they existed: those ran without them.
+  prefaultRatio: z.number().min(0).max(1).default(0),
+  layout: z.enum(['random', 'identity']).default('identity'),
+});
+
+export const scheduleSchema = z
+  .strictObject({
+    version: z.literal(1),
+    config: z.strictObject({
+      kernel: z.enum(KERNEL_VERSIONS).optional(),
+      policy: z.enum(POLICIES).optional(),
+      bug: z.enum(BUG_NAMES as [string, ...string[]]).nullable(),
+      strategy: z.enum(['random', 'pct', 'replay']),
+      depth: int(1, L.depth),
+      maxSteps: int(1, L.maxSteps),
+      workload,
+    }),
+    seed: int(0, 2 ** 32 - 1),
+    choices: z.array(z.number().int().min(0).max(1 << 16)).max(L.maxSteps),
+    outcome: z.enum(['ok', 'violation', 'deadlock', 'step-limit']),
+    violations: z.array(z.looseObject({ invariant: z.enum(INVARIANTS), by: z.string(), detail: z.string() })),
+  })
+  .superRefine((s, ctx) => {
+    const w = s.config.workload;
+    if (w.populateFirstVm && w.vms < 2) ctx.addIssue({ code: 'custom', path: ['config', 'workload', 'vms'], message: 'must be at least 2 when populateFirstVm is set (one VM launches, one runs)' });
+    if (s.choices.length > s.config.maxSteps) ctx.addIssue({ code: 'custom', path: ['choices'], message: `has ${s.choices.length} choices, more than maxSteps (${s.config.maxSteps})` });
+  });
+
+export class ScheduleError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`not a valid schedule file:\n  ${problems.join('\n  ')}`);
+    this.name = 'ScheduleError';
+  }
+}
+
+/** Validates a parsed schedule file; throws a ScheduleError listing every problem as "path: rule". */
+export function parseSchedule(raw: unknown): ScheduleFile {
+  const r = scheduleSchema.safeParse(raw);
+  if (!r.success) throw new ScheduleError(r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`));
+  return r.data as ScheduleFile;
+}
