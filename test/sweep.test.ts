@@ -64,7 +64,7 @@ describe('sweep planning', () => {
     expect(() => parseParam('vcpus=1.5')).toThrow(/integer/);
     expect(() => parseParam('vcpus=1,,2')).toThrow(/empty value/);
     expect(() => parseParam('vcpus=1,1')).toThrow(/listed twice/);
-    expect(() => parseParam('vcpus=all')).toThrow(/'all' is only accepted for policy, vm-type and pattern/);
+    expect(() => parseParam('vcpus=all')).toThrow(/'all' is only accepted for kernel, policy, vm-type and pattern/);
     expect(() => parseParam('policy=prepare-sometimes')).toThrow(/policy must be one of prepare-on-allocate/);
     expect(() => parseParam('vm-type=tdx')).toThrow(/vm-type must be one of snp, sw-protected or all, got 'tdx'/);
     expect(() => parseParam('write-ratio=2')).toThrow(/write-ratio must be a number from 0 to 1/);

@@ -47,7 +47,7 @@ export function registerSweep(program: Command): void {
   program
     .command('sweep')
     .description('run stress over a cartesian product of parameters x seeds on a worker pool, one JSON line per job')
-    .option('--param <name=values>', `a parameter and its values, comma-separated, 'all' for policy/vm-type/pattern (repeatable); names: ${PARAM_HELP}`, collect, [])
+    .option('--param <name=values>', `a parameter and its values, comma-separated, 'all' for kernel/policy/vm-type/pattern (repeatable); names: ${PARAM_HELP}`, collect, [])
     .option('--seeds <list>', 'seeds: A..B (inclusive), a comma list, or both (0..9,100)', '0')
     .option('--shard <K/N>', 'run only shard K of N (K 0-based, 0 <= K < N: jobs with index % N == K), e.g. $JOB_COMPLETION_INDEX/N')
     .option('--jobs <n>', 'jobs running at once (each job runs 2 + vCPUs threads itself)', jobsArg, 1)

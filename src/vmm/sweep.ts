@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { Piscina } from 'piscina';
 import { POLICIES } from '../gmem/policy.js';
+import { KERNEL_VERSIONS } from '../gmem/version.js';
 import { INVARIANTS } from '../vcpu-workers/violations.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
 import { workerFile } from './runtime.js';
@@ -30,6 +31,7 @@ export const SWEEP_DEFAULTS = { durationMs: 1000, auditEveryMs: 500 } as const;
 
 /** The StressOptions fields a sweep can vary, in the order they nest in the job list. */
 export const PARAM_ORDER = [
+  'kernel',
   'policy',
   'vmType',
   'vms',
@@ -101,6 +103,7 @@ function size(what: string, pageMultiple: boolean) {
 }
 
 const SPECS: ParamSpec[] = [
+  { name: 'kernel', aliases: ['kernel'], sep: ',', all: KERNEL_VERSIONS, parse: oneOf(KERNEL_VERSIONS), flag: '--kernel' },
   { name: 'policy', aliases: ['policy'], sep: ',', all: POLICIES, parse: oneOf(POLICIES), flag: '--policy' },
   { name: 'vmType', aliases: ['vmType', 'vm-type'], sep: ',', all: VM_TYPES, parse: oneOf(VM_TYPES), flag: '--vm-type' },
   { name: 'vms', aliases: ['vms'], sep: ',', parse: int(1, 8), flag: '--vms' },
@@ -142,7 +145,7 @@ const BY_ALIAS = new Map<string, ParamSpec>();
 for (const s of [...SPECS, DURATION_SECONDS]) for (const a of s.aliases) BY_ALIAS.set(norm(a), s);
 
 export const PARAM_HELP =
-  'vcpus, vms, policy, vm-type, memory, guest-memory, duration (seconds), duration-ms, ops (alternatives separated by ;), op-rate, pattern, write-ratio, audit-every-ms';
+  'vcpus, vms, kernel, policy, vm-type, memory, guest-memory, duration (seconds), duration-ms, ops (alternatives separated by ;), op-rate, pattern, write-ratio, audit-every-ms';
 
 export interface ParsedParam {
   name: SweepParamName;
@@ -164,7 +167,7 @@ export function parseParam(raw: string): ParsedParam {
   for (const p of parts) {
     if (p === '') throw new SweepError(`--param ${raw}: ${given} has an empty value (values are separated by '${spec.sep}')`);
     if (p === 'all') {
-      if (spec.all === undefined) throw new SweepError(`--param ${raw}: 'all' is only accepted for policy, vm-type and pattern`);
+      if (spec.all === undefined) throw new SweepError(`--param ${raw}: 'all' is only accepted for kernel, policy, vm-type and pattern`);
       values.push(...spec.all);
       continue;
     }
