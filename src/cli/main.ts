@@ -121,9 +121,11 @@ program
   .option('--json', 'print {steps, audit, findings} as JSON on stdout')
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
+  .addOption(new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([...KERNEL_VERSIONS]))
   .action(
     action('run', async (it, file: string, o) => {
-    const scenario = readScenarioFile(file);
+    const read = readScenarioFile(file);
+    const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
     checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
     const progress = new Progress(false);
     const total = scenario.steps.length;
