@@ -81,7 +81,7 @@ describe('planted bugs: races need a preemption, the others do not', () => {
     const e = explorer({ bug });
     let found = 0;
     // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
-    for (let seed = 1; seed <= 40; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
+    for (let seed = 1; seed <= 25; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
     if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
     else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
     await e.close();
@@ -118,16 +118,16 @@ describe('planted bugs are each found within 1,000 schedules', () => {
 /** The VMM ops that touch no object lifetime: each version's prepare logic alone. */
 const PAGE_OPS = 'punch=3,convert=1,fallocate=1,prefault=1';
 
-describe('each version survives 400 schedules of page operations (its prepare logic is clean)', () => {
+describe('each version survives 200 schedules of page operations (its prepare logic is clean)', () => {
   it.each([...KERNEL_VERSIONS])('%s', async (kernel) => {
     const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
     const outcomes: Record<string, number> = {};
-    for (let seed = 1; seed <= 400; seed++) {
+    for (let seed = 1; seed <= 200; seed++) {
       const r = await e.runSchedule(seed);
       outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
       if (r.violations.length > 0) expect.fail(`seed ${seed}: ${JSON.stringify(r.violations[0])}`);
     }
-    expect(outcomes.ok).toBe(400);
+    expect(outcomes.ok).toBe(200);
     await e.close();
   }, 120_000);
 });
@@ -150,7 +150,7 @@ describe('historical bugs, found by running the version that had them', () => {
     expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
     expect(buggy.r!.violations[0].invariant).toBe(bug.invariant);
     expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
-    expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 300)).seed, 'clean on the fixed version').toBe(0);
+    expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150)).seed, 'clean on the fixed version').toBe(0);
   }, 90_000);
 
   it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
@@ -164,8 +164,8 @@ describe('historical bugs, found by running the version that had them', () => {
     expect(again.violations).toEqual(found.r!.violations);
   }, 60_000);
 
-  it('upstream survives 300 schedules of the default workload, which reaches every operation', async () => {
-    expect((await hunt(explorer({ kernel: 'upstream' }), 300)).seed).toBe(0);
+  it('upstream survives 150 schedules of the default workload, which reaches every operation', async () => {
+    expect((await hunt(explorer({ kernel: 'upstream' }), 150)).seed).toBe(0);
   }, 60_000);
 });
 
