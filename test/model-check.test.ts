@@ -196,7 +196,7 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
         invariant: 'liveness',
         by: 'scheduler',
         detail:
-          'deadlock in parallel group 3: no actor can run: vmm waits on synchronize_srcu(kvm->srcu of vm 0): the read section of thread 3; vcpu 0 of vm a waits on the memslot generation of vm 0 (a fault retrying on an INVALID slot waits for the next publish) or a signal',
+          'deadlock in parallel group 3: no actor can run: vmm waits on synchronize_srcu(kvm->srcu of vm 0): the read section of thread 3 (held by vcpu 0 of vm a); vcpu 0 of vm a waits on the memslot generation of vm 0 (a fault retrying on an INVALID slot waits for the next publish) (value 2) or a signal',
       },
     ]);
     // The scheduler aborts the pre-fault that found the deadlock; unwinding leaves its SRCU read

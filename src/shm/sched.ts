@@ -70,8 +70,8 @@ const A_WAKE = 5;
 const A_BLOCK_WORD2 = 6;
 const A_BLOCK_VALUE2 = 7;
 
-/** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none). */
-const DL_WORDS = 3;
+/** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none), the value it waited to change from. */
+const DL_WORDS = 4;
 
 const ST_RUNNABLE = 1;
 const ST_BLOCKED = 2;
@@ -225,12 +225,12 @@ export class SchedControl {
    * been aborted since, so their live state no longer says it). Empty unless a deadlock ended
    * the run.
    */
-  deadlock(): Array<{ tid: number; word: number; orWord: number }> {
-    const out: Array<{ tid: number; word: number; orWord: number }> = [];
+  deadlock(): Array<{ tid: number; word: number; orWord: number; value: number }> {
+    const out: Array<{ tid: number; word: number; orWord: number; value: number }> = [];
     if (this.outcome() !== SchedOutcome.DEADLOCK) return out;
     for (let t = 0; t < this.maxThreads; t++) {
       const d = this.deadlockBase + t * DL_WORDS;
-      if (this.w[d] === 1) out.push({ tid: t, word: this.w[d + 1], orWord: this.w[d + 2] - 1 });
+      if (this.w[d] === 1) out.push({ tid: t, word: this.w[d + 1], orWord: this.w[d + 2] - 1, value: this.w[d + 3] });
     }
     return out;
   }
@@ -360,6 +360,7 @@ function snapshotDeadlock(w: Int32Array, base: number, maxThreads: number): void
     w[dl + t * DL_WORDS] = blocked ? 1 : 0;
     w[dl + t * DL_WORDS + 1] = Atomics.load(w, a + A_BLOCK_WORD);
     w[dl + t * DL_WORDS + 2] = Atomics.load(w, a + A_BLOCK_WORD2);
+    w[dl + t * DL_WORDS + 3] = Atomics.load(w, a + A_BLOCK_VALUE);
   }
 }
 

@@ -6,7 +6,6 @@
 import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import type { KernelVersionName } from '../gmem/version.js';
-import { wordDescriber } from '../firmware/describe.js';
 import type { VmTypeName } from '../kvm/vm.js';
 import type { Mem } from '../shm/layout.js';
 import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
@@ -14,6 +13,7 @@ import { subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
+import { describeDeadlock } from './deadlock.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { SandboxClosedError } from './errors.js';
@@ -201,7 +201,7 @@ export class Explorer {
     const outcome = sched.outcome();
     violations.push(...takeOnlineReports(rt.mem));
     if (outcome === SchedOutcome.DEADLOCK) {
-      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${this.describeDeadlock(sched)}` });
+      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}` });
     } else if (outcome === SchedOutcome.RUNNING) {
       violations.push(...auditQuiescent(rt.mem).violations);
       // Every fd closed and every VM destroyed: a release or a free that touches freed memory
@@ -217,24 +217,6 @@ export class Explorer {
       violations,
       choices: sched.log(),
     };
-  }
-
-  /** Every blocked actor, what it waits on and who holds that, as the deadlock found them. */
-  private describeDeadlock(sched: SchedControl): string {
-    const mem = this.rt!.mem;
-    const describe = wordDescriber(mem);
-    const names = this.actorNames();
-    const name = (tid: number): string => names.get(tid) ?? `thread ${tid}`;
-    return sched
-      .deadlock()
-      .map((b) => {
-        const d = describe(b.word);
-        const v = Atomics.load(mem.w, b.word);
-        const holder =
-          d.kind === 'srcu' ? `held by ${name(d.reader ?? -1)}` : d.kind === 'mutex' ? `held by ${name((v & ((1 << 30) - 1)) - 1)}` : d.kind === 'rwsem' ? `state ${v}` : `value ${v}`;
-        return `${name(b.tid)} waits on ${d.name} (${holder})${b.orWord >= 0 ? ' or a signal' : ''}`;
-      })
-      .join('; ');
   }
 
   /** The shared memory of the explored sandbox (valid until close). */

@@ -9,12 +9,12 @@
 // failing schedule is returned, and can be shrunk and saved for `replay`.
 
 import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
-import { wordDescriber } from '../firmware/describe.js';
 import { SchedControl, SchedOutcome } from '../shm/sched.js';
 import { subSeed } from '../shm/prng.js';
 import type { Outcome } from '../vcpu-workers/outcome.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
+import { describeDeadlock } from './deadlock.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { Runtime, type VcpuActor } from './runtime.js';
@@ -236,7 +236,7 @@ export class ModelChecker {
         else throw new Error(`schedule ${seed}: step ${index} (${st.steps[j].op}) failed: ${r.reason}`);
       });
       if (outcome === SchedOutcome.DEADLOCK) {
-        out.violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock in parallel group ${i}: no actor can run: ${this.describeDeadlock()}` });
+        out.violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock in parallel group ${i}: no actor can run: ${describeDeadlock(this.rt!.mem, this.sched!, this.rt!.actorNames())}` });
         out.outcome = 'deadlock';
         stopped = true;
       } else if (outcome === SchedOutcome.STEP_LIMIT) {
@@ -298,17 +298,6 @@ export class ModelChecker {
       out.failures.push(`step ${index} ${st.op}: ${r.mismatch}`);
     }
     out.steps.push(r);
-  }
-
-  /** Every blocked actor and what it waits on, from the scheduler's snapshot. */
-  private describeDeadlock(): string {
-    const rt = this.rt!;
-    const describe = wordDescriber(rt.mem);
-    const names = rt.actorNames();
-    return this.sched!
-      .deadlock()
-      .map((b) => `${names.get(b.tid) ?? `thread ${b.tid}`} waits on ${describe(b.word).name}${b.orWord >= 0 ? ' or a signal' : ''}`)
-      .join('; ');
   }
 
   /**
