@@ -14,6 +14,7 @@ import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
 import { describeDeadlock } from './deadlock.js';
+import { ddminSwitches } from './shrink.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { SandboxClosedError } from './errors.js';
@@ -246,11 +247,9 @@ export class Explorer {
   }
 
   /**
-   * Shrinks a failing schedule to few context switches (delta debugging over its switch
-   * points): a candidate keeps a subset of the switches, forcing the thread chosen at each kept
-   * one and running without preemption everywhere else; a subset is kept when the run still
-   * breaks an invariant. The result carries the choices the last failing run really made, so it
-   * replays exactly.
+   * Shrinks a failing schedule: first fewer workload operations, then few context switches
+   * (ddmin over its switch points, shrink.ts). The result carries the workload it ran with and
+   * the choices the last failing run really made, so it replays exactly.
    */
   async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult & { workload: ExploreWorkload }> {
     const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
@@ -271,45 +270,15 @@ export class Explorer {
         }
       }
     }
-    const c = failing.choices;
-    let switches: number[] = [];
-    for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);
-    let best = failing;
-    const attempt = async (keep: number[]): Promise<ScheduleResult | null> => {
-      tries++;
-      const last = keep.length ? keep[keep.length - 1] + 1 : 1;
-      // -1: no decision there (the replay runs the current thread on); the first step is kept
-      // so that the run starts with the same thread.
-      const forced = new Array<number>(last).fill(-1);
-      forced[0] = c[0];
-      for (const i of keep) forced[i] = c[i];
-      const r = await this.runSchedule(failing.seed, forced);
-      return fails(r) ? { ...r, choices: r.choices.slice(0, r.steps) } : null;
-    };
-    // ddmin over the switch points.
-    let n = 2;
-    while (switches.length > 0 && tries < budget) {
-      const size = Math.ceil(switches.length / n);
-      let reduced = false;
-      for (let k = 0; k < n && tries < budget; k++) {
-        const complement = [...switches.slice(0, k * size), ...switches.slice((k + 1) * size)];
-        const r = await attempt(complement);
-        if (r) {
-          switches = complement;
-          best = r;
-          n = Math.max(n - 1, 2);
-          reduced = true;
-          break;
-        }
-      }
-      if (!reduced) {
-        if (n >= switches.length) break;
-        n = Math.min(n * 2, switches.length);
-      }
-    }
-    // The exact choices of the smallest failing run, cut after its last kept switch.
-    const cut = switches.length ? switches[switches.length - 1] + 1 : 1;
-    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)), workload: this.cfg.workload };
+    const shrunk = await ddminSwitches(
+      failing,
+      async (seed, forced) => {
+        const r = await this.runSchedule(seed, forced);
+        return fails(r) ? { ...r, choices: r.choices.slice(0, r.steps) } : null;
+      },
+      Math.max(1, budget - tries),
+    );
+    return { ...shrunk, workload: this.cfg.workload };
   }
 
   /** Shuts the workers down; a schedule still running rejects, and no other one starts. */

@@ -15,6 +15,7 @@ import type { Outcome } from '../vcpu-workers/outcome.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
 import { describeDeadlock } from './deadlock.js';
+import { ddminSwitches } from './shrink.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { Runtime, type VcpuActor } from './runtime.js';
@@ -372,42 +373,14 @@ export class ModelChecker {
    * choices the smallest failing run made, cut after its last kept switch, so it replays exactly.
    */
   async shrink(failing: McSchedule, budget = 100): Promise<McSchedule> {
-    const c = failing.choices;
-    let switches: number[] = [];
-    for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);
-    let best = failing;
-    let tries = 0;
-    const attempt = async (keep: number[]): Promise<McSchedule | null> => {
-      tries++;
-      const last = keep.length ? keep[keep.length - 1] + 1 : 1;
-      const forced = new Array<number>(last).fill(-1);
-      forced[0] = c[0];
-      for (const i of keep) forced[i] = c[i];
-      const r = await this.runSchedule(failing.seed, forced);
-      return fails(r) ? r : null;
-    };
-    let n = 2;
-    while (switches.length > 0 && tries < budget) {
-      const size = Math.ceil(switches.length / n);
-      let reduced = false;
-      for (let k = 0; k < n && tries < budget; k++) {
-        const complement = [...switches.slice(0, k * size), ...switches.slice((k + 1) * size)];
-        const r = await attempt(complement);
-        if (r) {
-          switches = complement;
-          best = r;
-          n = Math.max(n - 1, 2);
-          reduced = true;
-          break;
-        }
-      }
-      if (!reduced) {
-        if (n >= switches.length) break;
-        n = Math.min(n * 2, switches.length);
-      }
-    }
-    const cut = switches.length ? switches[switches.length - 1] + 1 : 1;
-    return { ...best, choices: best.choices.slice(0, Math.max(cut, 1)) };
+    return ddminSwitches(
+      failing,
+      async (seed, forced) => {
+        const r = await this.runSchedule(seed, forced);
+        return fails(r) ? r : null;
+      },
+      budget,
+    );
   }
 
   /** Reruns a saved schedule; `reproduced` when it makes the same choices and fails the same way. */
