@@ -235,15 +235,8 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, file: number): number {
   return e;
 }
 
-/** A layout's memslot: its gfns, the file (a number local to the layout) and offset behind them. */
-export interface LayoutRegion {
-  slot: number;
-  gfn: number;
-  npages: number;
-  pgoff: number;
-  userPage: number;
-  file: number;
-  /** The file's size this region needs, in pages. */
+/** A layout's memslot before its files exist: `file` numbers the layout's files; `size` is the pages that file needs. */
+export interface LayoutRegion extends Omit<StressRegion, 'fd'> {
   size: number;
 }
 
