@@ -3,8 +3,8 @@
 // and the rules a model-checked scenario must keep.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { tempDir } from './cli-helpers.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BugName } from '../src/gmem/bugs.js';
@@ -137,7 +137,7 @@ describe('a planted race is found with one preemption, saved, shrunk and replaye
     expect(countPreemptions(f.choices, f.candidates, f.groupStarts)).toBe(1);
 
     // Saved as `replay` reads it, then replayed by a fresh checker built from the file alone.
-    const dir = mkdtempSync(join(tmpdir(), 'mc-'));
+    const dir = tempDir('mc-');
     const file = join(dir, 'schedule.json');
     const opts = { mode: 'exhaustive' as const, preemptions: 1, maxSchedules: 10_000, bug };
     writeFileSync(file, JSON.stringify(scheduleFile(load(PUNCH_VS_FAULT), PUNCH_VS_FAULT, opts, f)));
@@ -214,7 +214,7 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
 describe('the command line', () => {
   const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
   it('explore FILE.json finds the planted race (exit 1), saves the schedule, and replay reproduces it (exit 0)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'mc-cli-'));
+    const dir = tempDir('mc-cli-');
     const r = cli('explore', join(root, 'examples', PUNCH_VS_FAULT), '--preemptions', '1', '--bug', 'invalidate-end-before-truncate', '--no-shrink', '--out', dir, '--json');
     expect(r.status, r.stderr).toBe(1);
     const out = JSON.parse(r.stdout);
