@@ -149,7 +149,8 @@ describe('output paths are checked before any work starts', () => {
   it('a write that fails after the run keeps the result and its status, and says what was not written', async () => {
     const dir = tempDir();
     const sub = join(dir, 'sub');
-    const r = start(process.execPath, [join(root, 'bin/gmem-sandbox.js'), 'stress', '--duration', '1.5', '--seed', '2', '--trace', join(sub, 't.json')]);
+    // Long enough for a progress line (one every 2 s off a terminal) while the run goes on.
+    const r = start(process.execPath, [join(root, 'bin/gmem-sandbox.js'), 'stress', '--duration', '4', '--seed', '2', '--trace', join(sub, 't.json')]);
     await r.waitFor(/faults \d+/);
     // The trace's directory becomes a file while the run goes on.
     rmSync(sub, { recursive: true, force: true });
@@ -159,5 +160,5 @@ describe('output paths are checked before any work starts', () => {
     expect(r.stderr()).toMatch(new RegExp(`gmem-sandbox: not written: ${join(sub, 't.json')}: `));
     expect(existsSync(join(sub, 't.json'))).toBe(false);
     expect(e.status).toBe(0);
-  });
+  }, 90_000);
 });

@@ -140,7 +140,7 @@ describe('interrupts', () => {
     expect([...all].sort()).toEqual([0, 1, 2, 3]);
     const merged = await cli(['merge', out]);
     expect(merged.stdout).toMatch(/PASS {2}4 of 4 job\(s\) ran, 4 ok, 0 failing, 0 missing/);
-  });
+  }, 90_000);
 
   it('sweep --out refuses a file of another sweep and drops a torn last line', async () => {
     const dir = tempDir();
