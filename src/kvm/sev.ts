@@ -6,7 +6,7 @@ import { gmemPopulate } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
 import { C, LockClass } from '../shm/stats.js';
-import type { KvmCtx } from './kvm.js';
+import { type KvmCtx, withMutex } from './kvm.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
@@ -57,13 +57,7 @@ export interface LaunchUpdateResult {
 
 // sev_mem_enc_ioctl: every SEV command runs under kvm->lock, which is taken outside slots_lock.
 function withKvmLock<T>(k: KvmCtx, vm: number, fn: () => T): T {
-  const lock = k.vms.kvmLockWord(vm);
-  k.sync.mutexLock(lock, LockClass.OTHER);
-  try {
-    return fn();
-  } finally {
-    k.sync.mutexUnlock(lock);
-  }
+  return withMutex(k, k.vms.kvmLockWord(vm), LockClass.OTHER, fn);
 }
 
 // sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_START)
