@@ -12,6 +12,7 @@ export const Errno = {
   EBUSY: 16,
   EEXIST: 17,
   EINVAL: 22,
+  EMFILE: 24,
   ENOSPC: 28,
   ENOTTY: 25,
   E2BIG: 7,

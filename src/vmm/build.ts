@@ -8,6 +8,7 @@ import { declareSnpGuests } from '../firmware/snp.js';
 import { declareAllocator, PfnAllocator } from '../gmem/allocator.js';
 import { declareBugs } from '../gmem/bugs.js';
 import { declareFiles } from '../gmem/file.js';
+import { declareFdTable } from '../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../gmem/folio.js';
 import { declareInodes } from '../gmem/inode.js';
 import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../gmem/policy.js';
@@ -146,6 +147,7 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareAllocator(lb, limits.nrPfns);
   declareInodes(lb, limits.filemapPages);
   declareFiles(lb);
+  declareFdTable(lb);
   declareVms(lb, limits.maxVms, limits.maxThreads);
   declareVcpus(lb);
   declareMemslots(lb, limits.maxVms, limits.gfnsPerVm);

@@ -13,6 +13,7 @@ import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import type { KvmCtx } from '../kvm/kvm.js';
 import { kvmDestroyVm, kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
 import { kvmGmemClose } from '../kvm/task_work.js';
+import { FdKind, FdTable, MAX_FDS, fdputGmem } from '../kvm/fdtable.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../kvm/memslots.js';
 import { SNP_PAGE_TYPE_NAMES, SnpPageType } from '../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../kvm/sev.js';
@@ -32,6 +33,7 @@ import { parseSize } from './units.js';
 export const TID_CONTROLLER = 0;
 
 type FdEntry = { kind: 'gmem'; file: number } | { kind: 'vm'; vm: number } | { kind: 'vcpu' };
+const FD_KIND = { gmem: FdKind.GMEM, vm: FdKind.VM, vcpu: FdKind.VCPU } as const;
 
 /** What a guest access saw: the bytes read, or the exit that stopped it. */
 export type GuestAccessResult =
@@ -67,8 +69,8 @@ export class Sandbox {
   readonly psp: DirectPlatform | MailboxPlatform;
   readonly control: SyncControl;
   readonly policy: PolicyName;
-  private readonly fds = new Map<number, FdEntry>();
-  private nextFd = 3;
+  /** The process's fd table: shared by every Sandbox attached to this memory (every VMM thread). */
+  readonly fdt: FdTable;
   private closed = false;
 
   private constructor(
@@ -81,6 +83,7 @@ export class Sandbox {
     this.mem = this.k.mem;
     this.psp = this.k.psp as DirectPlatform | MailboxPlatform;
     this.control = new SyncControl(this.mem);
+    this.fdt = new FdTable(this.mem);
   }
 
   /** Builds a sandbox; options are checked first and a bad one throws naming the field. */
@@ -105,26 +108,45 @@ export class Sandbox {
     return this.closed;
   }
 
+  /** A new fd for `e` (the lowest free one, as open(2) gives); EMFILE when the table is full. */
   allocFd(e: FdEntry): number {
-    const fd = this.nextFd++;
-    this.fds.set(fd, e);
+    const fd = this.fdt.install(FD_KIND[e.kind], e.kind === 'gmem' ? e.file : e.kind === 'vm' ? e.vm : 0);
+    if (fd < 0) throw new SandboxLimitError('fds', `at most ${MAX_FDS} file descriptors in the VMM process`);
     return fd;
   }
 
-  /** Resolves a guest_memfd fd as kvm_gmem_bind's fget + f_op check would: the file's handle. */
-  gmemFileOfFd(fd: number): number {
-    const e = this.fds.get(fd);
-    if (e === undefined) return -Errno.EBADF;
-    if (e.kind !== 'gmem') return -Errno.EINVAL;
-    return e.file;
+  /**
+   * Runs `fn` with a reference on the guest_memfd at `fd` (fdget ... fdput): the file's handle,
+   * or the errno of the lookup (EBADF, or EINVAL for an fd that is no guest_memfd).
+   */
+  withGmemFd<T>(fd: number, fn: (file: number) => T): T {
+    const file = this.fdt.fgetGmem(this.k, fd);
+    try {
+      return fn(file);
+    } finally {
+      fdputGmem(this.k, file);
+    }
   }
 
-  /** close(2): drops the fd's reference; a gmem file is released with its last reference. */
+  /** The gmem file `fd` names now, without a reference (a check): its handle, or EBADF / EINVAL. */
+  gmemFileOfFd(fd: number): number {
+    const e = this.fdt.peek(fd);
+    if (e === null) return -Errno.EBADF;
+    if (e.kind !== FdKind.GMEM) return -Errno.EINVAL;
+    return e.value;
+  }
+
+  /** close(2), returning its errno: drops the fd's reference; a gmem file is released with its last one. */
+  closeFdRaw(fd: number): number {
+    const e = this.fdt.remove(fd);
+    if (e === null) return -Errno.EBADF;
+    if (e.kind === FdKind.GMEM) kvmGmemClose(this.k, e.value);
+    return 0;
+  }
+
+  /** close(2): throws EBADF for an fd that is not open. */
   closeFd(fd: number): void {
-    const e = this.fds.get(fd);
-    if (e === undefined) throw new KvmError('close', -Errno.EBADF);
-    this.fds.delete(fd);
-    if (e.kind === 'gmem') kvmGmemClose(this.k, e.file);
+    check('close', this.closeFdRaw(fd));
   }
 
   /**
@@ -133,10 +155,10 @@ export class Sandbox {
    * kernel leaves it, and the teardown audit reports it.
    */
   closeAllFds(): void {
-    for (const [fd, e] of [...this.fds]) if (e.kind === 'gmem') this.closeFd(fd);
-    for (const [fd, e] of [...this.fds]) {
-      this.fds.delete(fd);
-      if (e.kind === 'vm') kvmDestroyVm(this.k, e.vm);
+    for (const e of this.fdt.open()) if (e.kind === FdKind.GMEM) this.closeFdRaw(e.fd);
+    for (const e of this.fdt.open()) {
+      this.fdt.remove(e.fd);
+      if (e.kind === FdKind.VM) kvmDestroyVm(this.k, e.value);
     }
   }
 
@@ -232,8 +254,7 @@ export class Vm {
   }
   linkGuestMemfdSync(gmem: GuestMemfd | number): GuestMemfd {
     const fd = typeof gmem === 'number' ? gmem : gmem.fd;
-    const file = check('KVM_LINK_GUEST_MEMFD', this.sb.gmemFileOfFd(fd));
-    const f = check('KVM_LINK_GUEST_MEMFD', gmemLink(this.sb.k.g, file, this.id));
+    const f = check('KVM_LINK_GUEST_MEMFD', this.sb.withGmemFd(fd, (file) => (file < 0 ? file : gmemLink(this.sb.k.g, file, this.id))));
     return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
   }
 
@@ -250,18 +271,15 @@ export class Vm {
       }
     } else flags = a.flags ?? 0;
     const fd = a.guestMemfd === undefined ? -1 : typeof a.guestMemfd === 'number' ? a.guestMemfd : a.guestMemfd.fd;
-    check(
-      'KVM_SET_USER_MEMORY_REGION2',
-      kvmSetMemoryRegion(this.sb.k, this.id, {
-        slot: int(a.slot, 'slot'),
-        flags,
-        guestPhysAddr: int(a.guestPhysAddr, 'guest_phys_addr', -Infinity),
-        memorySize: int(a.memorySize, 'memory_size', -Infinity),
-        userspaceAddr: int(a.userspaceAddr ?? 0, 'userspace_addr', -Infinity),
-        gmemFile: this.sb.gmemFileOfFd(fd),
-        guestMemfdOffset: int(a.guestMemfdOffset ?? 0, 'guest_memfd_offset', -Infinity),
-      }),
-    );
+    const region = {
+      slot: int(a.slot, 'slot'),
+      flags,
+      guestPhysAddr: int(a.guestPhysAddr, 'guest_phys_addr', -Infinity),
+      memorySize: int(a.memorySize, 'memory_size', -Infinity),
+      userspaceAddr: int(a.userspaceAddr ?? 0, 'userspace_addr', -Infinity),
+      guestMemfdOffset: int(a.guestMemfdOffset ?? 0, 'guest_memfd_offset', -Infinity),
+    };
+    check('KVM_SET_USER_MEMORY_REGION2', this.sb.withGmemFd(fd, (gmemFile) => kvmSetMemoryRegion(this.sb.k, this.id, { ...region, gmemFile })));
   }
 
   // KVM_SET_MEMORY_ATTRIBUTES
@@ -378,8 +396,10 @@ export class GuestMemfd {
         m |= FALLOC_MODE_NAMES[n];
       }
     } else m = mode;
+    const off = int(offset, 'offset', -Infinity);
+    const n = int(len, 'len', -Infinity);
     this.requireOpen('fallocate');
-    check('fallocate', gmemFallocate(this.sb.k.g, this.file, m, int(offset, 'offset', -Infinity), int(len, 'len', -Infinity)));
+    check('fallocate', this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemFallocate(this.sb.k.g, f, m, off, n))));
   }
 
   /** close(2): release when no other reference is left. */
@@ -408,9 +428,9 @@ export class GuestMemfd {
     this.hwpoisonSync(offset);
   }
   hwpoisonSync(offset: number | string): void {
-    this.requireOpen('hwpoison');
     const off = int(offset, 'offset');
-    check('hwpoison', gmemErrorFolio(this.sb.k.g, this.file, Math.floor(off / PAGE_SIZE)));
+    this.requireOpen('hwpoison');
+    check('hwpoison', this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemErrorFolio(this.sb.k.g, f, Math.floor(off / PAGE_SIZE)))));
   }
 
   /** The folio cached at `offset`, or null for a hole. */

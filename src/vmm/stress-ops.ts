@@ -117,11 +117,11 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
         // the window may be lost legitimately, and the guest will not call it data loss.
         for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
-        note(gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE), op);
+        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
         for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
         break;
       case 'fallocate':
-        note(gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE), op);
+        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
         break;
       case 'convert': {
         const vm = t.vms[rng.below(t.vms.length)];
@@ -129,7 +129,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         rc.bumpEpochs(vm, gfn, gfn + len);
         let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
         // A VMM discards the private backing of memory converted to shared (QEMU does).
-        if (r === 0 && !toPrivate && t.vms.length === 1) r = gmemFallocate(k.g, region.file, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE);
+        if (r === 0 && !toPrivate && t.vms.length === 1) r = sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
         rc.bumpEpochs(vm, gfn, gfn + len);
         note(r, op);
         break;
@@ -156,12 +156,12 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
         if (t.vms.length !== 1) break;
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
-        note(closeAndRebuild(sb, t, region.file), op);
+        note(closeAndRebuild(sb, t, region.fd), op);
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
         break;
       }
       case 'hwpoison':
-        note(gmemErrorFolio(k.g, region.file, index), op);
+        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
         break;
       case 'fwfail':
         sb.injectFirmwareFailures('RMPUPDATE', 1);
@@ -186,15 +186,17 @@ function zeroOps(): Record<VmmOp, number> {
 
 /** KVM_SET_USER_MEMORY_REGION2 for a region's slot on VM `vm`: its range, or a delete (npages 0), or another change. */
 function setSlot(sb: Sandbox, r: StressRegion, vm: number, m: { flags: number; gfn: number; npages: number }): number {
-  return kvmSetMemoryRegion(sb.k, vm, {
-    slot: r.slot,
-    flags: m.flags,
-    guestPhysAddr: m.gfn * PAGE_SIZE,
-    memorySize: m.npages * PAGE_SIZE,
-    userspaceAddr: r.userPage * PAGE_SIZE,
-    gmemFile: sb.gmemFileOfFd(r.fd),
-    guestMemfdOffset: r.pgoff * PAGE_SIZE,
-  });
+  return sb.withGmemFd(r.fd, (gmemFile) =>
+    kvmSetMemoryRegion(sb.k, vm, {
+      slot: r.slot,
+      flags: m.flags,
+      guestPhysAddr: m.gfn * PAGE_SIZE,
+      memorySize: m.npages * PAGE_SIZE,
+      userspaceAddr: r.userPage * PAGE_SIZE,
+      gmemFile,
+      guestMemfdOffset: r.pgoff * PAGE_SIZE,
+    }),
+  );
 }
 
 /**
@@ -217,19 +219,22 @@ function memslotOp(sb: Sandbox, t: StressTarget, r: StressRegion, variant: numbe
  * until they let go); the VMM then deletes the slots it backed and binds a new guest_memfd of
  * the same size there.
  */
-function closeAndRebuild(sb: Sandbox, t: StressTarget, file: number): number {
+function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
   const vm = t.vms[0];
-  const backed = t.regions.filter((r) => r.file === file);
-  const size = sb.k.g.inodes.sizePages(sb.k.g.files.inode(file));
-  sb.closeFd(backed[0].fd);
+  const backed = t.regions.filter((r) => r.fd === fd);
+  const size = sb.withGmemFd(fd, (f) => (f < 0 ? f : sb.k.g.inodes.sizePages(sb.k.g.files.inode(f))));
+  if (size < 0) return size;
+  // Another VMM thread may have closed it first: that close's EBADF is this one's answer.
+  const closed = sb.closeFdRaw(fd);
+  if (closed < 0) return closed;
   let e = 0;
   for (const r of backed) e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: 0 });
   const next = gmemCreate(sb.k.g, vm, size * PAGE_SIZE, 0);
   if (next < 0) return next;
-  const fd = sb.allocFd({ kind: 'gmem', file: next });
+  const nfd = sb.allocFd({ kind: 'gmem', file: next });
   for (const r of backed) {
     r.file = next;
-    r.fd = fd;
+    r.fd = nfd;
     e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: r.npages });
   }
   return e;
