@@ -486,9 +486,11 @@ export class ControlledSync implements Sync {
     const wake = this.a + A_WAKE;
     for (;;) {
       const seq = Atomics.load(w, wake);
-      if (Atomics.load(w, this.base + H_TOKEN) === this.tid) return;
+      // The abort first: an actor unwinding from a deadlock releases its locks, and a waiter
+      // handed one must not go on into state the unwinding left half-updated.
       const abort = this.ctl.abortReason();
       if (abort !== 0) throw new SyncAbortError(abort);
+      if (Atomics.load(w, this.base + H_TOKEN) === this.tid) return;
       Atomics.wait(w, wake, seq, 50);
     }
   }

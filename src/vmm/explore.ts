@@ -9,7 +9,7 @@ import type { KernelVersionName } from '../gmem/version.js';
 import type { VmTypeName } from '../kvm/vm.js';
 import type { Mem } from '../shm/layout.js';
 import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
-import { subSeed } from '../shm/prng.js';
+import { Prng, subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import type { WorkloadResult } from '../vcpu-workers/workload.js';
 import { auditQuiescent, auditTeardown } from './audit.js';
@@ -18,8 +18,9 @@ import { ddminSwitches } from './shrink.js';
 import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
 import { resetSandboxMemory } from './build.js';
 import { SandboxClosedError } from './errors.js';
-import { Runtime, type VcpuActor } from './runtime.js';
-import { parseMix } from './stress-ops.js';
+import { type Actor, Runtime, type VcpuActor } from './runtime.js';
+import type { VmmWorkerApi } from './vmm-worker.js';
+import { type VmmOp, type VmmOpsResult, parseMix } from './stress-ops.js';
 
 export interface ExploreWorkload {
   vmType: VmTypeName;
@@ -39,6 +40,13 @@ export interface ExploreWorkload {
    * two memslots, at offsets into one file or two; 'identity': one slot, gfn i at index i.
    */
   layout: 'random' | 'identity';
+  /** VMM threads issuing the ops (their share of vmmOps each), so that two ioctls overlap. */
+  vmmThreads: number;
+  /**
+   * Share of schedules (of a one-VM workload) run as two VMs on one inode instead: VM 0 an SNP VM
+   * still launching, which the populate op LAUNCH_UPDATEs, and VM 1 running, bound by link.
+   */
+  multiVmShare: number;
 }
 
 export const DEFAULT_WORKLOAD: ExploreWorkload = {
@@ -48,12 +56,43 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1,signal=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1,signal=1',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
   layout: 'random',
+  vmmThreads: 2,
+  multiVmShare: 0.25,
 };
+
+/** The most VMM threads a controlled workload runs. */
+export const MAX_VMM_THREADS = 4;
+
+export interface ScheduleShape {
+  /** Running VMs (with populateFirstVm, VM 0 of them launches instead), bound to one inode by link when several. */
+  vms: number;
+  populateFirstVm: boolean;
+  /** An SNP VM launching beside them on a guest_memfd of its own, for 'populate'. */
+  launchingBeside: boolean;
+}
+
+/**
+ * The VMs a schedule runs: the workload's or, for multiVmShare of one-VM schedules, half the time
+ * two running VMs on one inode (link, the vCPUs split between them) and half the time the one
+ * VM with an SNP VM launching beside it (populate). The vCPU actors are the same in every shape.
+ */
+export function scheduleShape(w: ExploreWorkload, seed: number): ScheduleShape {
+  const plain = { vms: w.vms, populateFirstVm: w.populateFirstVm, launchingBeside: false };
+  if (w.vms !== 1 || w.populateFirstVm || w.multiVmShare === 0) return plain;
+  const r = new Prng(subSeed(seed, 98)).next();
+  if (r >= w.multiVmShare) return plain;
+  return r < w.multiVmShare / 2 && w.vcpus > 1 ? { ...plain, vms: 2 } : { ...plain, launchingBeside: true };
+}
+
+/** Ops for VMM thread `t` of `threads`: an even split of `total`, the first threads taking the rest. */
+export function opsForThread(total: number, threads: number, t: number): number {
+  return Math.floor(total / threads) + (t < total % threads ? 1 : 0);
+}
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
@@ -82,6 +121,9 @@ export interface ScheduleResult {
   outcome: 'ok' | 'violation' | 'deadlock' | 'step-limit';
   violations: Violation[];
   choices: number[];
+  /** VMM ops each kind ran (errors included), over every VMM thread, and the VMs it ran. */
+  ops: Record<VmmOp, number>;
+  shape: ScheduleShape;
 }
 
 /** A saved schedule: everything needed to rerun it exactly. */
@@ -102,6 +144,8 @@ export class Explorer {
   private rt: Runtime | null = null;
   private sched: SchedControl | null = null;
   private runners: VcpuActor[] = [];
+  /** The VMM threads: the runtime's VMM worker, then the others. */
+  private vmms: Array<Actor<VmmWorkerApi>> = [];
   schedulesRun = 0;
   private closed = false;
 
@@ -112,6 +156,10 @@ export class Explorer {
     this.cfg = { ...cfg, workload: { ...cfg.workload } };
     parseMix(cfg.workload.ops);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
+    const t = cfg.workload.vmmThreads;
+    if (!Number.isInteger(t) || t < 1 || t > MAX_VMM_THREADS) throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
+    const m = cfg.workload.multiVmShare;
+    if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
   }
 
   private async runtime(): Promise<Runtime> {
@@ -119,7 +167,8 @@ export class Explorer {
     if (this.rt !== null) return this.rt;
     const w = this.cfg.workload;
     const rt = await Runtime.start({
-      sandbox: { ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}), ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}), memory: '1MiB', gpaSpace: '256KiB', userMemory: '256KiB', gmemSpace: '1MiB', maxVms: Math.max(2, w.vms), watchdogMs: 0 },
+      // Room for one more VM than the workload's (scheduleShape's launching VM), and its user memory.
+      sandbox: { ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}), ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}), memory: '1MiB', gpaSpace: '256KiB', userMemory: Math.max(256 << 10, (w.vms + 1) * w.pages * 4096), gmemSpace: '1MiB', maxVms: Math.max(2, w.vms + 1), watchdogMs: 0 },
       callTimeoutMs: 20_000,
     });
     // close() while the workers were starting: they would be nobody's to stop.
@@ -128,6 +177,8 @@ export class Explorer {
       throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
     }
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+    this.vmms = [rt.vmm];
+    for (let t = 1; t < w.vmmThreads; t++) this.vmms.push(rt.addVmmThread());
     const running = w.vms - (w.populateFirstVm ? 1 : 0);
     for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
     this.runners = [...rt.vcpus];
@@ -147,11 +198,15 @@ export class Explorer {
     // this machine): calls are posted back to back wherever a worker may take them in order.
     // The VMM inits, then sets up, and creates every running vCPU itself, so that their ids and
     // slots do not depend on which vCPU worker comes first.
+    const shape = scheduleShape(w, seed);
     const [, layout] = await Promise.all([
       rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' })),
       rt.call(rt.vmm, () =>
-        rt.vmm.api.setupStress({ vmType: w.vmType, vms: w.vms, pages: w.pages, privateShare: 1, populateFirstVm: w.populateFirstVm,
-          vcpusPerVm: w.vcpus,
+        rt.vmm.api.setupStress({ vmType: w.vmType, vms: shape.vms, pages: w.pages, privateShare: 1, populateFirstVm: shape.populateFirstVm,
+          launchingBeside: shape.launchingBeside,
+          // Every shape runs the same vCPU actors, split over its running VMs.
+          vcpusTotal: w.vcpus * (w.vms - (w.populateFirstVm ? 1 : 0)),
+          vmmThreads: this.vmms.length,
           ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
         }),
       ),
@@ -159,7 +214,7 @@ export class Explorer {
     sched.configure({
       strategy: forced ? 'replay' : this.cfg.strategy,
       seed,
-      actors: 1 + this.runners.length,
+      actors: this.vmms.length + this.runners.length,
       maxSteps: this.cfg.maxSteps,
       depth: this.cfg.depth,
       // PCT places its change points within this many steps: about the length of a schedule of
@@ -167,7 +222,20 @@ export class Explorer {
       estimatedSteps: PCT_STEPS,
       ...(forced ? { forced } : {}),
     });
-    const vmmJob = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix(w.ops), rate: 0, maxPages: 2, seed: subSeed(seed, 0), durationMs: 0, maxOps: w.vmmOps, signalTids: this.runners.map((r) => r.tid) }));
+    const opsCfg = (t: number) => {
+      const share = opsForThread(w.vmmOps, this.vmms.length, t);
+      // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
+      return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids: this.runners.map((r) => r.tid) };
+    };
+    // The other VMM threads take the layout the first built (its fds are the process's), then run
+    // their share of the ops: posted back to back, as for the vCPUs below.
+    const vmmJobs = this.vmms.map((v, t) => {
+      if (t === 0) return rt.call(v, () => v.api.runOps(opsCfg(0)));
+      const init = rt.call(v, () => v.api.init(rt.descriptor, v.tid, { mode: 'controlled', platform: 'direct' }));
+      const attach = rt.call(v, () => v.api.attachStress(layout.shared, t));
+      const run = rt.call(v, () => v.api.runOps(opsCfg(t)));
+      return Promise.all([init, attach, run]).then(([, , r]) => r);
+    });
     // A vCPU worker takes its init, then its run: one wake-up.
     const jobs = this.runners.map((a, i) => {
       const created = layout.vcpus[i];
@@ -183,20 +251,24 @@ export class Explorer {
           writeRatio: w.writeRatio,
           hotRatio: 0.8,
           seed: subSeed(seed, i + 1),
-          writerIndex: i % w.vcpus,
-          writers: w.vcpus,
+          // One writer per page over every VM: linked VMs share the folios, so a page another
+          // VM's vCPU owned could be overwritten under this one's feet.
+          writerIndex: i,
+          writers: this.runners.length,
           durationMs: 0,
           maxAccesses: w.accesses,
-          multiVm: w.vms > 1,
+          multiVm: shape.vms > 1,
           prefaultRatio: w.prefaultRatio,
         }),
       );
       return Promise.all([init, run]).then(([, r]) => r);
     });
-    const settled = await Promise.allSettled([vmmJob, ...jobs]);
+    const settled = await Promise.allSettled([...vmmJobs, ...jobs]);
     this.schedulesRun++;
     const violations: Violation[] = [];
-    for (const r of settled.slice(1)) if (r.status === 'fulfilled') violations.push(...(r.value as WorkloadResult).violations);
+    for (const r of settled.slice(vmmJobs.length)) if (r.status === 'fulfilled') violations.push(...(r.value as WorkloadResult).violations);
+    const ops = parseMix('');
+    for (const r of settled.slice(0, vmmJobs.length)) if (r.status === 'fulfilled') for (const [op, n] of Object.entries((r.value as VmmOpsResult).ops)) ops[op as VmmOp] += n;
     const crashed = settled.find((r) => r.status === 'rejected' && !/aborted/.test(String((r as PromiseRejectedResult).reason)));
     if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
     const outcome = sched.outcome();
@@ -217,6 +289,8 @@ export class Explorer {
       outcome: violations.length > 0 ? (outcome === SchedOutcome.DEADLOCK ? 'deadlock' : 'violation') : outcome === SchedOutcome.STEP_LIMIT ? 'step-limit' : 'ok',
       violations,
       choices: sched.log(),
+      ops,
+      shape,
     };
   }
 
@@ -241,6 +315,7 @@ export class Explorer {
     const m = new Map<number, string>();
     if (this.rt) {
       m.set(this.rt.vmm.tid, 'vmm');
+      for (const v of this.vmms.slice(1)) m.set(v.tid, v.name);
       for (const a of this.runners) m.set(a.tid, `vcpu ${a.index} (vm ${a.vm})`);
     }
     return m;

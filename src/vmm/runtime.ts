@@ -94,6 +94,8 @@ export class Runtime {
   readonly rc: RunControl;
   readonly crashes: CrashReport[] = [];
   readonly vcpus: VcpuActor[] = [];
+  /** VMM threads beside `vmm` (a userspace VMM's other threads issuing ioctls on the same fds). */
+  readonly extraVmms: Array<Actor<VmmWorkerApi>> = [];
   readonly vmIds = new Map<string, number>();
   private readonly sync: FreeSync;
   private firmwareDone: Promise<number> | null = null;
@@ -152,6 +154,15 @@ export class Runtime {
     this.vcpus.push(a);
     // vm < 0: the caller initialises the worker itself later (the explorer, once per schedule).
     if (vm >= 0) await this.call(a, () => a.api.init({ buffers: this.descriptor.buffers, kernel: this.descriptor.kernel, tid, vm }));
+    return a;
+  }
+
+  /** Starts another VMM thread of the same process (it shares the fd table); the caller inits it. */
+  addVmmThread(): Actor<VmmWorkerApi> {
+    const tid = this.nextTid++;
+    const a = spawn<VmmWorkerApi>('vmm/vmm-worker.js', `vmm ${this.extraVmms.length + 2}`, tid);
+    this.watch(a);
+    this.extraVmms.push(a);
     return a;
   }
 
@@ -214,7 +225,7 @@ export class Runtime {
       [this.vmm.tid, 'vmm'],
       [this.firmware.tid, 'firmware'],
     ]);
-    for (const v of this.vcpus) m.set(v.tid, v.name);
+    for (const v of [...this.extraVmms, ...this.vcpus]) m.set(v.tid, v.name);
     return m;
   }
 
@@ -279,7 +290,7 @@ export class Runtime {
     await Promise.race([this.firmwareDone?.catch(() => undefined), delay(graceMs)]);
     this.stopped = true;
     this.control.abort(1);
-    const all: Array<Actor<unknown>> = [this.vmm, this.firmware, ...this.vcpus];
+    const all: Array<Actor<unknown>> = [this.vmm, this.firmware, ...this.extraVmms, ...this.vcpus];
     await Promise.race([Promise.all(all.map((a) => a.worker.terminate().catch(() => 0))), delay(graceMs)]);
   }
 }

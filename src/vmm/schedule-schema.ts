@@ -8,7 +8,7 @@ import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES } from '../gmem/policy.js';
 import { KERNEL_VERSIONS } from '../gmem/version.js';
 import { INVARIANTS } from '../vcpu-workers/violations.js';
-import type { ScheduleFile } from './explore.js';
+import { MAX_VMM_THREADS, type ScheduleFile } from './explore.js';
 import { parseMix } from './stress-ops.js';
 
 /** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */
@@ -36,6 +36,8 @@ const workload = z.strictObject({
   // Absent in schedules saved before they existed: those ran without them.
   prefaultRatio: z.number().min(0).max(1).default(0),
   layout: z.enum(['random', 'identity']).default('identity'),
+  vmmThreads: int(1, MAX_VMM_THREADS).default(1),
+  multiVmShare: z.number().min(0).max(1).default(0),
 });
 
 export const scheduleSchema = z

@@ -64,6 +64,8 @@ export interface StressTarget {
   prefaultVcpus: KvmVcpu[];
   /** An SNP VM still launching, whose pages the 'populate' op LAUNCH_UPDATEs (-1: none). */
   populateVm: number;
+  /** The VMs bind one inode by link: 'close' is off, and a conversion does not discard the backing. */
+  linked: boolean;
 }
 
 export interface VmmOpsResult {
@@ -77,7 +79,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
   const rng = new Prng(cfg.seed);
   const ops = zeroOps();
   const errors: Record<string, number> = {};
-  const weights = VMM_OPS.map((o) => Math.max(0, cfg.mix[o] ?? 0));
+  // An op the layout cannot run is not drawn: populate needs a launching VM, close a VM of its own.
+  const runnable = (o: VmmOp): boolean => (o !== 'populate' || t.populateVm >= 0) && (o !== 'close' || !t.linked);
+  const weights = VMM_OPS.map((o) => (runnable(o) ? Math.max(0, cfg.mix[o] ?? 0) : 0));
   const total = weights.reduce((a, b) => a + b, 0);
   const t0 = performance.now();
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
@@ -128,8 +132,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         const toPrivate = !k.attrs.isPrivate(vm, gfn);
         rc.bumpEpochs(vm, gfn, gfn + len);
         let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
-        // A VMM discards the private backing of memory converted to shared (QEMU does).
-        if (r === 0 && !toPrivate && t.vms.length === 1) r = sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
+        // A VMM discards the private backing of memory converted to shared (QEMU does): the
+        // regions' file is VM 0's own unless linked (a launching VM beside has its own).
+        if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) r = sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
         rc.bumpEpochs(vm, gfn, gfn + len);
         note(r, op);
         break;
@@ -154,7 +159,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         break;
       case 'close': {
         // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
-        if (t.vms.length !== 1) break;
+        if (t.linked) break;
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
         note(closeAndRebuild(sb, t, region.fd), op);
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);

@@ -214,8 +214,9 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
           writeRatio: cfg.writeRatio,
           hotRatio: 0.8,
           seed: subSeed(cfg.seed, i + 1),
-          writerIndex: a.index,
-          writers: cfg.vcpus,
+          // One writer per page over every VM: VMs bound to one inode share its folios.
+          writerIndex: i,
+          writers: rt.vcpus.length,
           durationMs: cfg.durationMs,
           maxAccesses: 0,
           multiVm: cfg.vms > 1,

@@ -32,6 +32,27 @@ export interface StressSetup {
    * then attach to them by id and slot: created in this order, they are the same every time.
    */
   vcpusPerVm?: number;
+  /** VMM threads that will run ops on this layout (each gets its own pre-fault vCPU per VM; default 1). */
+  vmmThreads?: number;
+  /**
+   * Adds an SNP VM left launching beside the running ones, on a guest_memfd of its own over the
+   * same gfns, for 'populate' ops (no running VM shares its inode: no kernel can fault a page a
+   * populate is measuring, as SNP vCPUs do not run before LAUNCH_FINISH).
+   */
+  launchingBeside?: boolean;
+  /** vCPUs to create over all running VMs, round robin (instead of vcpusPerVm). */
+  vcpusTotal?: number;
+}
+
+/** The layout as another VMM thread of the process attaches to it (see attachStress). */
+export interface SharedStressTarget {
+  regions: StressRegion[];
+  pages: number;
+  vms: number[];
+  populateVm: number;
+  linked: boolean;
+  /** Per VMM thread, per VM: the vCPU its KVM_PRE_FAULT_MEMORY goes through. */
+  prefault: CreatedVcpu[][];
 }
 
 /** A vCPU setupStress created for a vCPU worker. */
@@ -46,12 +67,15 @@ class VmmWorker {
   private ex: IoctlExecutor | null = null;
   private target: StressTarget | null = null;
   private stressFds: GuestMemfd[] = [];
+  /** vCPU slots setupStress claimed for pre-fault handles (every VMM thread's), released at closeAll. */
+  private prefaultSlots: number[] = [];
 
   init(descriptor: SandboxDescriptor, tid: number, opts: { mode?: SyncMode; platform?: PlatformKind } = {}): void {
     this.sb = Sandbox.attach(descriptor, tid, opts);
     this.ex = new IoctlExecutor(this.sb);
     this.target = null;
     this.stressFds = [];
+    this.prefaultSlots = [];
   }
 
   private get s(): Sandbox {
@@ -83,7 +107,7 @@ class VmmWorker {
    * split in two memslots at a random page, the first at a random offset into its file, the
    * second either further into the same file or in a second file.
    */
-  setupStress(cfg: StressSetup): { vms: number[]; file: number; gfnStart: number; vcpus: CreatedVcpu[] } {
+  setupStress(cfg: StressSetup): { vms: number[]; file: number; gfnStart: number; vcpus: CreatedVcpu[]; shared: SharedStressTarget } {
     const sb = this.s;
     const vms: Vm[] = [];
     for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
@@ -97,8 +121,25 @@ class VmmWorker {
     }
     this.stressFds = [...files.values()];
     const gfnStart = regions[0].gfn;
-    const prefaultVcpus: KvmVcpu[] = [];
+    const threads = cfg.vmmThreads ?? 1;
+    const prefault: CreatedVcpu[][] = Array.from({ length: threads }, () => []);
     const targetRegions: StressRegion[] = [];
+    // Attributes, launch state and one pre-fault handle per VMM thread, for a VM whose memslots exist.
+    const finish = (vm: Vm, launching: boolean): void => {
+      const priv = Math.floor(cfg.pages * cfg.privateShare);
+      if (priv > 0) vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
+      if (vm.type === 'snp') {
+        vm.snpLaunchStartSync();
+        if (!launching) vm.snpLaunchFinishSync();
+      }
+      for (let t = 0; t < threads; t++) {
+        const id = sb.k.vms.addVcpu(vm.id);
+        const slot = sb.k.vcpus.claim(vm.id);
+        if (id < 0 || slot < 0) throw new Error(`vm ${vm.id}: no vCPU slot left for a pre-fault handle`);
+        prefault[t].push({ vm: vm.id, id, slot });
+        this.prefaultSlots.push(slot);
+      }
+    };
     vms.forEach((vm, i) => {
       for (const r of regions) {
         const first = files.get(r.file)!;
@@ -108,29 +149,42 @@ class VmmWorker {
         vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
         if (i === 0) targetRegions.push({ slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd });
       }
-      const priv = Math.floor(cfg.pages * cfg.privateShare);
-      if (priv > 0) vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
-      if (vm.type === 'snp') {
-        vm.snpLaunchStartSync();
-        if (!(i === 0 && cfg.populateFirstVm)) vm.snpLaunchFinishSync();
-      }
-      const k = sb.k;
-      const id = k.vms.addVcpu(vm.id);
-      const slot = k.vcpus.claim(vm.id);
-      prefaultVcpus.push(new KvmVcpu(vm.id, id, slot, k.vcpus, sb.mem, k.sync));
+      finish(vm, i === 0 && cfg.populateFirstVm === true);
     });
-    this.target = { regions: targetRegions, pages: cfg.pages, vms: vms.map((v) => v.id), prefaultVcpus, populateVm: cfg.populateFirstVm ? vms[0].id : -1 };
+    let populateVm = cfg.populateFirstVm ? vms[0].id : -1;
+    const all = [...vms];
+    if (cfg.launchingBeside) {
+      const vm = sb.createVmSync({ type: 'snp' });
+      const gmem = vm.createGuestMemfdSync({ size: cfg.pages * PAGE_SIZE });
+      vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: gfnStart * PAGE_SIZE, memorySize: cfg.pages * PAGE_SIZE, userspaceAddr: cfg.vms * cfg.pages * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: 0 });
+      finish(vm, true);
+      populateVm = vm.id;
+      all.push(vm);
+    }
+    const shared: SharedStressTarget = { regions: targetRegions, pages: cfg.pages, vms: all.map((v) => v.id), populateVm, linked: cfg.vms > 1, prefault };
+    // Thread 0 works on its own copy: a close-and-rebuild moves its regions to new fds.
+    this.attachStress(structuredClone(shared), 0);
+    const target = this.target!;
+    const running = vms.filter((vm) => vm.id !== populateVm);
     const vcpus: CreatedVcpu[] = [];
-    for (const vm of vms) {
-      if (vm.id === this.target.populateVm) continue;
-      for (let c = 0; c < (cfg.vcpusPerVm ?? 0); c++) {
+    const perVm = running.map(() => cfg.vcpusPerVm ?? 0);
+    if (cfg.vcpusTotal !== undefined) for (let c = 0; c < running.length; c++) perVm[c] = Math.floor(cfg.vcpusTotal / running.length) + (c < cfg.vcpusTotal % running.length ? 1 : 0);
+    running.forEach((vm, v) => {
+      for (let c = 0; c < perVm[v]; c++) {
         const id = sb.k.vms.addVcpu(vm.id);
         const slot = sb.k.vcpus.claim(vm.id);
         if (id < 0 || slot < 0) throw new Error(`vm ${vm.id}: no vCPU slot left`);
         vcpus.push({ vm: vm.id, id, slot });
       }
-    }
-    return { vms: this.target.vms, file: targetRegions[0].file, gfnStart, vcpus };
+    });
+    return { vms: target.vms, file: targetRegions[0].file, gfnStart, vcpus, shared };
+  }
+
+  /** Another VMM thread of the process takes the layout setupStress built: same fds, its own pre-fault vCPUs. */
+  attachStress(shared: SharedStressTarget, thread: number): void {
+    const k = this.s.k;
+    const prefaultVcpus = shared.prefault[thread].map((c) => new KvmVcpu(c.vm, c.id, c.slot, k.vcpus, this.s.mem, k.sync));
+    this.target = { regions: shared.regions, pages: shared.pages, vms: shared.vms, prefaultVcpus, populateVm: shared.populateVm, linked: shared.linked };
   }
 
   runOps(cfg: VmmOpsConfig): VmmOpsResult {
@@ -141,7 +195,8 @@ class VmmWorker {
 
   /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */
   closeAll(): void {
-    for (const v of this.target?.prefaultVcpus ?? []) this.s.k.vcpus.release(v.slot);
+    for (const slot of this.prefaultSlots) this.s.k.vcpus.release(slot);
+    this.prefaultSlots = [];
     this.s.closeAllFds();
   }
 
