@@ -67,11 +67,27 @@ describe('exit status per command', () => {
   });
 
   it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {
+    // --policy is an alias: the row is its kernel version's.
     const r = await cli(['experiment', 'multi-vm', '--duration', '0.2', '--policy', 'prepare-on-fault', '--pages', '16']);
-    expect(r.stdout).toMatch(/^policy +faults +arch prepares/);
+    expect(r.stdout).toMatch(/^kernel +faults +arch prepares +for other VMs/);
+    expect(r.stdout).toMatch(/^b85524314a +32 +24 +12 /m);
     expect(r.status).toBe(0);
     expectUsage(await cli(['experiment', 'multi-vm', '--vms', '1']), /--vms must be an integer from 2 to 8, got '1'/);
     expectUsage(await cli(['experiment', 'policies', '--duration', '0']), /--duration must be a number from 0.1 to 600, got '0'/);
+    expectUsage(await cli(['experiment', 'policies', '--kernel', '6.12']), /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, upstream, all/);
+  });
+
+  it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {
+    expectUsage(
+      await cli(['experiment', 'multi-vm', '--kernel', '6.18', '--policy', 'prepare-on-fault']),
+      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m,
+    );
+    expectUsage(
+      await cli(['experiment', 'multi-vm', '--kernel', 'all', '--policy', 'all']),
+      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm' are kernels 6.10, b85524314a, 6.11, which contradicts kernel 'all'; give one of them$/m,
+    );
+    const stress = await cli(['stress', '--kernel', '6.18', '--policy', 'prepare-on-fault']);
+    expectUsage(stress, /^gmem-sandbox stress: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m);
   });
 
   it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', async () => {

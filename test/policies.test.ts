@@ -101,10 +101,11 @@ describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy,
     expect(a.vm.asid).not.toBe(b.vm.asid);
     const gpa = 6 * PAGE_SIZE;
     let ra: Awaited<ReturnType<typeof a.vcpu.read>> | undefined;
-    const d = await statsDelta(a.sb, ['archPrepareCalls', 'rmpUpdates', 'faults'], async () => {
+    const d = await statsDelta(a.sb, ['archPrepareCalls', 'archPrepareCallsOtherVm', 'rmpUpdates', 'faults'], async () => {
       ra = await a.vcpu.read(gpa, 8);
     });
-    expect(d).toEqual({ archPrepareCalls: want.archPrepareCallsTwoVms, rmpUpdates: 1, faults: 1 });
+    // Every call past the one for A itself was made for B.
+    expect(d).toEqual({ archPrepareCalls: want.archPrepareCallsTwoVms, archPrepareCallsOtherVm: want.archPrepareCallsTwoVms - 1, rmpUpdates: 1, faults: 1 });
     const pfn = a.gmem.folioAt(gpa)!.pfn;
     expect(b.gmem.folioAt(gpa)!.pfn).toBe(pfn);
     if (want.ownerWhenAFaults === 'B') {
@@ -133,7 +134,9 @@ describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy,
   it('two SNP VMs on one inode: fallocate registers with the first bound VM in list order (prepare-on-allocate only)', async () => {
     const a = await setupVm({ policy, type: 'snp', launch: 'started' });
     const b = await linkSecondVm(a, { gpa: MiB, slotSize: MiB });
-    const d = await statsDelta(a.sb, ['archPrepareCalls'], () => a.gmem.fallocate(['keep_size'], 0, PAGE_SIZE));
+    const d = await statsDelta(a.sb, ['archPrepareCalls', 'archPrepareCallsOtherVm'], () => a.gmem.fallocate(['keep_size'], 0, PAGE_SIZE));
+    // No VM faulted, so none of the calls is on another VM's behalf.
+    expect(d.archPrepareCallsOtherVm).toBe(0);
     if (want.fallocatePrepares) {
       expect(d.archPrepareCalls).toBe(2);
       // B (newest file) gets the page at B's gpa for that offset.

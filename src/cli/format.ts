@@ -98,19 +98,19 @@ export function pageMap(pages: Array<number | 'shared' | null>, width = 64): str
 export function formatMultiVm(rs: MultiVmResult[]): string {
   const out = [
     table(
-      ['policy', 'faults', 'arch prepares', 'per fault', 'RMP violations', 'contested', 'pages per VM'],
-      rs.map((r) => [r.policy, r.faults, r.archPrepareCalls, r.archPreparePerFault.toFixed(2), r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM${i}:${n}`).join(' ')]),
+      ['kernel', 'faults', 'arch prepares', 'for other VMs', 'per fault', 'RMP violations', 'contested', 'pages per VM'],
+      rs.map((r) => [r.kernel, r.faults, r.archPrepareCalls, r.crossVmArchPrepareCalls, r.archPreparePerFault.toFixed(2), r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM${i}:${n}`).join(' ')]),
     ),
     '',
   ];
-  for (const r of rs) out.push(`${r.policy}: ${r.sentence}`, `  page owners: ${pageMap(r.owners.pages)}`, '');
+  for (const r of rs) out.push(`${r.kernel} (${r.policy}): ${r.sentence}`, `  page owners: ${pageMap(r.owners.pages)}`, '');
   out.push('(page owners: the VM that owns each page of the shared inode; . hypervisor-owned, - no folio)');
   return out.join('\n').trimEnd();
 }
 
 export function formatPolicies(rows: PolicyRow[]): string {
   return table(
-    ['policy', 'faults', 'prepares', 'arch prepares', 'fw commands', 'leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
-    rows.map((r) => [r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
+    ['kernel', 'prepare policy', 'faults', 'prepares', 'arch prepares', 'fw commands', 'leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
+    rows.map((r) => [r.kernel, r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
   );
 }

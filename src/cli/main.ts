@@ -2,8 +2,8 @@
 
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
-import { POLICIES } from '../gmem/policy.js';
-import { KERNEL_VERSIONS } from '../gmem/version.js';
+import { POLICIES, type PolicyName } from '../gmem/policy.js';
+import { KERNEL_VERSIONS, type KernelVersionName } from '../gmem/version.js';
 import { CATALOGUE } from '../vmm/catalogue.js';
 import { checkOutputs } from '../vmm/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
@@ -13,7 +13,7 @@ import { exploreCommand, parseShard, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
-import { multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
+import { type KernelChoice, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
@@ -198,31 +198,38 @@ program
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');
 
-/** FILE.json -> FILE.<policy>.json: one trace per policy run. */
-function perPolicy(file: string | undefined): ((p: string) => string | undefined) | undefined {
-  return file === undefined ? undefined : (p) => file.replace(/(\.[^./]+)?$/, `.${p}$1`);
+/** FILE.json -> FILE.<kernel>.json: one trace per kernel version run. */
+function perKernel(file: string | undefined): ((k: string) => string | undefined) | undefined {
+  return file === undefined ? undefined : (k) => file.replace(/(\.[^./]+)?$/, `.${k}$1`);
+}
+
+/** --kernel V|all and its alias --policy P|all: the versions to run, in order (all by default). */
+function kernelsArg(o: { kernel?: KernelChoice; policy?: PolicyName | 'all' }): KernelVersionName[] {
+  const policies = o.policy === undefined ? undefined : o.policy === 'all' ? [...POLICIES] : [o.policy];
+  return experimentKernels({ kernel: o.kernel, policies }, 'policy');
 }
 
 experiment
   .command('multi-vm')
-  .description('N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per policy')
+  .description('N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per kernel version')
   .option('--vms <n>', 'VMs bound to the one inode', intArg('--vms', 2, 8), 2)
-  .addOption(new Option('--policy <policy>', 'prepare policy, or all').choices([...POLICIES, 'all']).default('all'))
-  .option('--duration <seconds>', 'run length per policy', numArg('--duration', 0.1, 600), 1)
+  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_VERSIONS, 'all']))
+  .addOption(new Option('--policy <policy>', 'prepare policy, or all: an alias for the kernel versions they were modelled on').choices([...POLICIES, 'all']))
+  .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 1)
   .option('--pages <n>', 'pages every VM maps', intArg('--pages', 1, 1 << 16), 256)
   .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
   .option('--json', 'print results as JSON')
-  .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
+  .option('--trace <file.json>', 'write a Chrome trace per kernel version (FILE.<kernel>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
   .action(
     action('experiment multi-vm', async (it, o) => {
-    const policies = o.policy === 'all' ? [...POLICIES] : [o.policy];
-    const trace = perPolicy(o.trace);
-    checkOutputs([...policies.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const kernels = kernelsArg(o);
+    const trace = perKernel(o.trace);
+    checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
     const progress = new Progress(false);
     const results = await multiVmExperiment({
       vms: o.vms,
-      policies,
+      kernel: kernels,
       durationMs: Math.round(o.duration * 1000),
       seed: o.seed,
       pages: o.pages,
@@ -234,30 +241,32 @@ experiment
     const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
     if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })), null, 2)}\n`);
-    else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
     return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );
 
 experiment
   .command('policies')
-  .description('one workload under each prepare policy, side by side')
-  .option('--duration <seconds>', 'run length per policy', numArg('--duration', 0.1, 600), 2)
+  .description('one workload on each kernel version (and so each prepare policy), side by side')
+  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_VERSIONS, 'all']))
+  .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 2)
   .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
   .option('--json', 'print results as JSON')
-  .option('--trace <file.json>', 'write a Chrome trace per policy (FILE.<policy>.json)')
+  .option('--trace <file.json>', 'write a Chrome trace per kernel version (FILE.<kernel>.json)')
   .option('--report <file.html>', 'write a self-contained HTML report')
   .action(
     action('experiment policies', async (it, o) => {
-    const trace = perPolicy(o.trace);
-    checkOutputs([...POLICIES.map((p) => out('--trace', trace?.(p))), out('--report', o.report)]);
+    const kernels = kernelsArg(o);
+    const trace = perKernel(o.trace);
+    checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
     const progress = new Progress(false);
-    const rows = await policiesExperiment({ durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}), signal: it.signal, onProgress: (f, what) => progress.update(f, what) });
+    const rows = await policiesExperiment({ kernel: kernels, durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}), signal: it.signal, onProgress: (f, what) => progress.update(f, what) });
     progress.done();
     const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
     if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
     if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })), null, 2)}\n`);
-    else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the policies above ran' : ''}\n`);
+    else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
     return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );

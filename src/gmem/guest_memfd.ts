@@ -212,7 +212,7 @@ function gmemAllocate(g: GmemCtx, ino: number, offset: number, len: number): num
     g.sync.point(P['fallocate.after_grab']);
     if (g.policy === Policy.ON_ALLOCATE) {
       // 6.10: kvm_gmem_get_folio(inode, index, prepare=true)
-      const pr = prepareFolioAllVms(g, ino, index, pfn);
+      const pr = prepareFolioAllVms(g, ino, index, pfn, -1);
       if (pr < 0) {
         folioUnlock(g, pfn);
         folioPut(g, pfn);
@@ -309,16 +309,18 @@ function clearPage(g: GmemCtx, pfn: number): void {
   g.stats[C.clears]++;
 }
 
-/** One arch prepare call for `vm` at `gfn` (counted only where the arch needs it). */
-function archPrepare(g: GmemCtx, vm: number, gfn: number, pfn: number): number {
+/** One arch prepare call for `vm` at `gfn` (counted only where the arch needs it); `otherVm`: made by another VM's fault. */
+function archPrepare(g: GmemCtx, vm: number, gfn: number, pfn: number, otherVm = false): number {
   if (!g.arch.prepareNeeded(vm)) return 0;
   g.stats[C.archPrepareCalls]++;
+  if (otherVm) g.stats[C.archPrepareCallsOtherVm]++;
   return g.arch.prepare(vm, gfn, pfn);
 }
 
 // kvm_gmem_prepare_folio as of 6.10 and b85524314a: the arch hook runs for every VM with a
-// binding at `index`, in the inode's file list order (newest file first).
-function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number): number {
+// binding at `index`, in the inode's file list order (newest file first). `faulting` is the VM
+// whose fault asked (-1 for fallocate): the calls for the others are what 6dd761d92f66 removed.
+function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number, faulting: number): number {
   const n = g.inodes.nfiles(ino);
   for (let k = 0; k < n; k++) {
     const f = g.inodes.file(ino, k);
@@ -326,20 +328,20 @@ function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number):
     if (b < 0) continue;
     const vm = g.files.vm(f);
     g.kvm.slotLive(vm, g.files.bindingSlot(f, b), Site['kvm_gmem_prepare_folio: slot->base_gfn']);
-    const r = archPrepare(g, vm, g.files.bindingGfn(f, b, index), pfn);
+    const r = archPrepare(g, vm, g.files.bindingGfn(f, b, index), pfn, faulting >= 0 && vm !== faulting);
     if (r < 0) return r;
   }
   return 0;
 }
 
 // 6.10 kvm_gmem_get_folio(prepare=true): clear if not up to date, then the arch hook every time.
-function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number): number {
+function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number, faulting: number): number {
   if (!g.folios.test(pfn, PG_UPTODATE)) {
     clearPage(g, pfn);
     g.folios.set(pfn, PG_UPTODATE);
     g.stats[C.prepares]++;
   }
-  return archPrepareAllVms(g, ino, index, pfn);
+  return archPrepareAllVms(g, ino, index, pfn, faulting);
 }
 
 // __kvm_gmem_get_pfn: the folio at `index` of `file` (on which the caller holds a reference),
@@ -395,12 +397,12 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
   if (unlocked) folioUnlock(g, pfn);
   switch (g.policy) {
     case Policy.ON_ALLOCATE:
-      r = prepareFolioAllVms(g, ino, index, pfn);
+      r = prepareFolioAllVms(g, ino, index, pfn, vm);
       break;
     case Policy.ON_FAULT:
       if (!g.folios.test(pfn, PG_UPTODATE)) {
         clearPage(g, pfn);
-        r = archPrepareAllVms(g, ino, index, pfn);
+        r = archPrepareAllVms(g, ino, index, pfn, vm);
         if (r === 0) markPrepared(g, pfn);
       }
       break;

@@ -28,6 +28,8 @@ export const COUNTER_NAMES = [
   'prepares',
   'clears',
   'archPrepareCalls',
+  /** Arch prepare calls a fault made for a VM bound to the inode other than the faulting one. */
+  'archPrepareCallsOtherVm',
   'archInvalidateCalls',
   'firmwareCommands',
   'rmpUpdates',

@@ -1,27 +1,52 @@
-// One-command experiments: several VMs bound to one guest_memfd under each prepare policy, and
-// the policies side by side on one workload.
+// One-command experiments: several VMs bound to one guest_memfd on each kernel version, and the
+// versions (their prepare policies) side by side on one workload.
 
 import { Rmp } from '../firmware/rmp.js';
 import { Files } from '../gmem/file.js';
 import { Inodes } from '../gmem/inode.js';
-import { POLICIES, type PolicyName } from '../gmem/policy.js';
+import { Policy, type PolicyName } from '../gmem/policy.js';
+import { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from '../gmem/version.js';
 import { Vms } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { INVARIANTS } from '../vcpu-workers/violations.js';
 import type { Runtime } from './runtime.js';
 import { Sandbox } from './sandbox.js';
+import { resolveKernel } from './build.js';
 import { ArgumentError } from './errors.js';
 import { type StressOptions, type StressProgress, type StressReport, runStress } from './stress.js';
 
+/** The kernels an experiment runs: one version, 'all', or a list in the order to run them. */
+export type KernelChoice = KernelVersionName | 'all' | readonly KernelVersionName[];
+
+/**
+ * The versions an experiment runs: `kernel`, else the versions `policies` are aliases for, else
+ * all. Given both, they must name the same versions (resolveKernel's rule for one of each);
+ * `policyField` names the policies in the error (the CLI's --policy).
+ */
+export function experimentKernels(o: { kernel?: KernelChoice; policies?: readonly PolicyName[] }, policyField = 'policies'): KernelVersionName[] {
+  const kernels = o.kernel === undefined ? undefined : o.kernel === 'all' ? KERNEL_VERSIONS : typeof o.kernel === 'string' ? [o.kernel] : o.kernel;
+  const byKernel = kernels?.map((kernel) => resolveKernel({ kernel }));
+  const byPolicy = o.policies?.map((policy) => resolveKernel({ policy }));
+  if (byKernel !== undefined && byPolicy !== undefined && byKernel.join() !== byPolicy.join()) {
+    const quoted = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(', ');
+    const kernel = typeof o.kernel === 'string' ? `'${o.kernel}'` : quoted(byKernel);
+    throw new ArgumentError(policyField, `${quoted(o.policies ?? [])} ${byPolicy.length === 1 ? 'is kernel' : 'are kernels'} ${byPolicy.join(', ')}, which contradicts kernel ${kernel}; give one of them`);
+  }
+  return byKernel ?? byPolicy ?? [...KERNEL_VERSIONS];
+}
+
 export interface MultiVmOptions {
   vms: number;
-  policies: PolicyName[];
+  /** The kernel versions to run (default: all of them). */
+  kernel?: KernelChoice;
+  /** Prepare policies: aliases for the versions they were modelled on (give this or `kernel`). */
+  policies?: PolicyName[];
   durationMs: number;
   seed: number;
   /** Pages every VM maps (all backed by the one inode). */
   pages: number;
-  trace?: (policy: PolicyName) => string | undefined;
-  /** Stops after the policy running when it aborts; the results cover the policies that ran. */
+  trace?: (kernel: KernelVersionName) => string | undefined;
+  /** Stops after the version running when it aborts; the results cover the versions that ran. */
   signal?: AbortSignal;
   onProgress?: (fraction: number, what: string) => void;
 }
@@ -37,9 +62,13 @@ export interface PageOwners {
 }
 
 export interface MultiVmResult {
+  kernel: KernelVersionName;
+  /** The prepare policy of `kernel`. */
   policy: PolicyName;
   faults: number;
   archPrepareCalls: number;
+  /** Arch prepare calls a fault made for another bound VM: none since 6dd761d92f66 (6.11). */
+  crossVmArchPrepareCalls: number;
   archPreparePerFault: number;
   rmpViolations: number;
   owners: PageOwners;
@@ -79,12 +108,12 @@ function pageOwners(rt: Runtime, vmIds: number[], file: number): PageOwners {
   return { byVm, pages, unassigned, contested };
 }
 
-/** One policy's run within an experiment: its share of the progress, and the experiment's signal. */
-function runHooks(o: { signal?: AbortSignal; onProgress?: (fraction: number, what: string) => void }, i: number, n: number, policy: PolicyName): Pick<StressOptions, 'signal' | 'onProgress'> {
+/** One version's run within an experiment: its share of the progress, and the experiment's signal. */
+function runHooks(o: { signal?: AbortSignal; onProgress?: (fraction: number, what: string) => void }, i: number, n: number, kernel: KernelVersionName): Pick<StressOptions, 'signal' | 'onProgress'> {
   const report = o.onProgress;
   return {
     ...(o.signal ? { signal: o.signal } : {}),
-    ...(report ? { onProgress: (p: StressProgress) => report((i + Math.min(1, p.elapsedMs / p.durationMs)) / n, `${policy} (${i + 1} of ${n}): ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.stats.faults} faults`) } : {}),
+    ...(report ? { onProgress: (p: StressProgress) => report((i + Math.min(1, p.elapsedMs / p.durationMs)) / n, `${kernel} (${i + 1} of ${n}): ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.stats.faults} faults`) } : {}),
   };
 }
 
@@ -92,19 +121,20 @@ function pct(n: number, of: number): string {
   return of === 0 ? '0%' : `${Math.round((100 * n) / of)}%`;
 }
 
-function explainMultiVm(policy: PolicyName, n: number, r: Omit<MultiVmResult, 'sentence' | 'run'>): string {
+function explainMultiVm(n: number, r: Omit<MultiVmResult, 'sentence' | 'run'>): string {
   const o = r.owners;
   const dist = o.byVm.map((p, i) => `VM ${i}: ${p}`).join(', ');
-  if (policy === 'prepare-on-fault-own-vm') {
+  const prepare = VERSIONS[r.kernel].prepare;
+  if (prepare === Policy.ON_FAULT_OWN_VM) {
     return (
       `Each fault prepared the page for the faulting VM only (${r.archPreparePerFault.toFixed(2)} arch-prepare calls per fault), ` +
       `so the ${o.contested} contested pages went to whichever VM touched them first (${dist}); ` +
       `a VM that then touched a page another VM owns took an RMP violation (${r.rmpViolations} of them).`
     );
   }
-  const when = policy === 'prepare-on-allocate' ? 'on every fault' : 'once per folio';
+  const when = prepare === Policy.ON_ALLOCATE ? 'on every fault' : 'once per folio';
   return (
-    `The arch prepare ran ${when} for all ${n} bound VMs in the inode's list order (${r.archPreparePerFault.toFixed(2)} calls per fault); ` +
+    `The arch prepare ran ${when} for all ${n} bound VMs in the inode's list order (${r.archPreparePerFault.toFixed(2)} calls per fault, ${r.crossVmArchPrepareCalls} of the ${r.archPrepareCalls} for a VM other than the faulting one); ` +
     `the first VM in that list, VM ${r.firstInList} (the newest link), took ${pct(o.byVm[r.firstInList] ?? 0, o.contested)} of the ${o.contested} contested pages ` +
     `and the others "succeeded" without an RMP change, so a VM's access to the page it faulted itself was an RMP violation (${r.rmpViolations} of them).`
   );
@@ -112,13 +142,14 @@ function explainMultiVm(policy: PolicyName, n: number, r: Omit<MultiVmResult, 's
 
 export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResult[]> {
   if (!Number.isInteger(o.vms) || o.vms < 2 || o.vms > 8) throw new ArgumentError('vms', `must be an integer from 2 to 8, got ${o.vms}`);
+  const kernels = experimentKernels(o);
   const out: MultiVmResult[] = [];
-  for (const [i, policy] of o.policies.entries()) {
+  for (const [i, kernel] of kernels.entries()) {
     if (o.signal?.aborted) break;
     let owners: PageOwners = { byVm: [], pages: [], unassigned: 0, contested: 0 };
-    const trace = o.trace?.(policy);
+    const trace = o.trace?.(kernel);
     const run = await runStress({
-      policy,
+      kernel,
       vmType: 'snp',
       vms: o.vms,
       vcpus: 1,
@@ -131,26 +162,30 @@ export async function multiVmExperiment(o: MultiVmOptions): Promise<MultiVmResul
       seed: o.seed,
       auditEveryMs: 0,
       ...(trace ? { trace } : {}),
-      ...runHooks(o, i, o.policies.length, policy),
+      ...runHooks(o, i, kernels.length, kernel),
       beforeTeardown: (rt, layout) => {
         owners = pageOwners(rt, layout.vms, layout.file);
       },
     });
     const base = {
-      policy,
+      kernel,
+      policy: run.config.policy,
       faults: run.counters.faults,
       archPrepareCalls: run.counters.archPrepareCalls,
+      crossVmArchPrepareCalls: run.counters.archPrepareCallsOtherVm,
       archPreparePerFault: run.counters.faults > 0 ? run.counters.archPrepareCalls / run.counters.faults : 0,
       rmpViolations: run.exits.rmp_violation ?? 0,
       owners,
       firstInList: o.vms - 1,
     };
-    out.push({ ...base, sentence: explainMultiVm(policy, o.vms, base), run });
+    out.push({ ...base, sentence: explainMultiVm(o.vms, base), run });
   }
   return out;
 }
 
 export interface PolicyRow {
+  kernel: KernelVersionName;
+  /** The prepare policy of `kernel`. */
   policy: PolicyName;
   faults: number;
   prepares: number;
@@ -164,8 +199,8 @@ export interface PolicyRow {
 }
 
 /** SEMANTICS.md section 6's consequence, on a single thread: fallocate, then LAUNCH_UPDATE. */
-export async function launchAfterFallocate(policy: PolicyName): Promise<string> {
-  const sb = await Sandbox.create({ policy, memory: '4MiB' });
+export async function launchAfterFallocate(kernel: KernelVersionName): Promise<string> {
+  const sb = await Sandbox.create({ kernel, memory: '4MiB' });
   try {
     const vm = await sb.createVm({ type: 'snp' });
     const g = await vm.createGuestMemfd({ size: '1MiB' });
@@ -185,27 +220,33 @@ export async function launchAfterFallocate(policy: PolicyName): Promise<string> 
   }
 }
 
-export async function policiesExperiment(o: {
+export interface PoliciesOptions {
+  /** The kernel versions to compare (default: all of them). */
+  kernel?: KernelChoice;
   durationMs: number;
   seed: number;
-  trace?: (p: PolicyName) => string | undefined;
+  trace?: (kernel: KernelVersionName) => string | undefined;
   signal?: AbortSignal;
   onProgress?: (fraction: number, what: string) => void;
-}): Promise<PolicyRow[]> {
+}
+
+export async function policiesExperiment(o: PoliciesOptions): Promise<PolicyRow[]> {
+  const kernels = experimentKernels(o);
   const rows: PolicyRow[] = [];
-  for (const [i, policy] of POLICIES.entries()) {
+  for (const [i, kernel] of kernels.entries()) {
     if (o.signal?.aborted) break;
-    const trace = o.trace?.(policy);
-    const run = await runStress({ policy, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}), ...runHooks(o, i, POLICIES.length, policy) });
+    const trace = o.trace?.(kernel);
+    const run = await runStress({ kernel, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}), ...runHooks(o, i, kernels.length, kernel) });
     rows.push({
-      policy,
+      kernel,
+      policy: run.config.policy,
       faults: run.counters.faults,
       prepares: run.counters.prepares,
       archPrepareCalls: run.counters.archPrepareCalls,
       firmwareCommands: run.counters.firmwareCommands,
       punchHoleLeftovers: run.findings.punchHoleLeftovers,
       faultsPerSecond: run.faultsPerSecond,
-      launchUpdateAfterFallocate: await launchAfterFallocate(policy),
+      launchUpdateAfterFallocate: await launchAfterFallocate(kernel),
       violations: INVARIANTS.reduce((s, i) => s + run.violations[i], 0),
       run,
     });

@@ -103,6 +103,7 @@ const REPORTED_COUNTERS = [
   'prepares',
   'clears',
   'archPrepareCalls',
+  'archPrepareCallsOtherVm',
   'archInvalidateCalls',
   'rmpUpdates',
   'rmpUpdateRetries',

@@ -64,18 +64,18 @@ export function reportFromMultiVm(results: MultiVmResult[], command: string): Re
   return {
     ...base('gmem-sandbox experiment multi-vm', command),
     seed: results[0]?.run.seed,
-    summary: [['VMs bound to one guest_memfd', results[0]?.owners.byVm.length ?? 0], ['policies', results.map((r) => r.policy).join(', ')]],
+    summary: [['VMs bound to one guest_memfd', results[0]?.owners.byVm.length ?? 0], ['kernels', results.map((r) => r.kernel).join(', ')]],
     tables: [
       {
-        title: 'Per policy',
-        columns: ['policy', 'faults', 'arch prepares', 'per fault', 'RMP violations', 'contested pages', 'owners (pages per VM)'],
-        rows: results.map((r) => [r.policy, r.faults, r.archPrepareCalls, Math.round(r.archPreparePerFault * 100) / 100, r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM ${i}: ${n}`).join(', ')]),
-        note: results.map((r) => `${r.policy}: ${r.sentence}`).join(' '),
+        title: 'Per kernel version',
+        columns: ['kernel', 'prepare policy', 'faults', 'arch prepares', 'arch prepares for other VMs', 'per fault', 'RMP violations', 'contested pages', 'owners (pages per VM)'],
+        rows: results.map((r) => [r.kernel, r.policy, r.faults, r.archPrepareCalls, r.crossVmArchPrepareCalls, Math.round(r.archPreparePerFault * 100) / 100, r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM ${i}: ${n}`).join(', ')]),
+        note: results.map((r) => `${r.kernel}: ${r.sentence}`).join(' '),
       },
       {
         title: 'Who owns each page of the shared inode',
-        columns: ['policy', 'page owners (VM index per page; . hypervisor-owned, - no folio)'],
-        rows: results.map((r) => [r.policy, r.owners.pages.map((p) => (p === null ? '-' : p === 'shared' ? '.' : String(p))).join('').replace(/(.{64})/g, '$1 ')]),
+        columns: ['kernel', 'page owners (VM index per page; . hypervisor-owned, - no folio)'],
+        rows: results.map((r) => [r.kernel, r.owners.pages.map((p) => (p === null ? '-' : p === 'shared' ? '.' : String(p))).join('').replace(/(.{64})/g, '$1 ')]),
       },
     ],
     ...mergedCharts(results.map((r) => r.run)),
@@ -86,13 +86,13 @@ export function reportFromPolicies(rows: PolicyRow[], command: string): ReportDa
   return {
     ...base('gmem-sandbox experiment policies', command),
     seed: rows[0]?.run.seed,
-    summary: [['workload', 'the default stress workload, same seed under each policy']],
+    summary: [['workload', 'the default stress workload, same seed on each kernel version']],
     tables: [
       {
-        title: 'Policies side by side',
-        columns: ['policy', 'faults', 'prepares', 'arch prepares', 'firmware commands', 'punch-hole leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
-        rows: rows.map((r) => [r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
-        note: 'prepare-on-allocate registers pages at fallocate, so a later LAUNCH_UPDATE of them fails; the later policies prepare only at fault time.',
+        title: 'Kernel versions (prepare policies) side by side',
+        columns: ['kernel', 'prepare policy', 'faults', 'prepares', 'arch prepares', 'firmware commands', 'punch-hole leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
+        rows: rows.map((r) => [r.kernel, r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
+        note: '6.10 (prepare-on-allocate) registers pages at fallocate, so a later LAUNCH_UPDATE of them fails; later versions prepare only at fault time.',
       },
     ],
     ...mergedCharts(rows.map((r) => r.run)),
