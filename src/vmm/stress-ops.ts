@@ -53,6 +53,8 @@ export interface StressRegion {
   /** The guest_memfd behind it ('close' replaces it) and its fd in the VMM's table. */
   file: number;
   fd: number;
+  /** Size of that file, in pages. */
+  filePages: number;
 }
 
 export interface StressTarget {
@@ -109,23 +111,36 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       }
       pick -= weights[i];
     }
-    // A range inside one memslot: `gfn` in the guest, `index` in the file behind it.
+    // A range inside one memslot: `gfn` in the guest, `index` in the file behind it. One op in
+    // three goes wide instead: a file range anywhere in the file (across two memslots' bindings,
+    // over indices no memslot binds, up to a page past the end), or a gfn range across memslots
+    // (up to a page past the last).
     const region = t.regions[rng.below(t.regions.length)];
-    const len = 1 + rng.below(Math.min(cfg.maxPages, region.npages));
+    let len = 1 + rng.below(Math.min(cfg.maxPages, region.npages));
     if (tracer.on) opStart = tracer.now();
     const at = rng.below(region.npages - len + 1);
-    const gfn = region.gfn + at;
-    const index = region.pgoff + at;
+    let gfn = region.gfn + at;
+    let index = region.pgoff + at;
+    if (rng.below(3) === 0) {
+      const fileOp = op === 'punch' || op === 'fallocate' || op === 'hwpoison';
+      const first = fileOp ? 0 : t.regions[0].gfn;
+      const span = fileOp ? region.filePages : t.pages;
+      const start = rng.below(span);
+      len = 1 + rng.below(Math.min(2 * cfg.maxPages, span - start + 1));
+      if (fileOp) index = start;
+      else gfn = first + start;
+    }
+    const fd = region.fd;
     switch (op) {
       case 'punch':
         // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
         // the window may be lost legitimately, and the guest will not call it data loss.
-        for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
-        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
-        for (const vm of t.vms) rc.bumpEpochs(vm, gfn, gfn + len);
+        bumpMapped(rc, t, fd, index, len);
+        note(punchFd(sb, fd, index, len), op);
+        bumpMapped(rc, t, fd, index, len);
         break;
       case 'fallocate':
-        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
+        note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
         break;
       case 'convert': {
         const vm = t.vms[rng.below(t.vms.length)];
@@ -134,7 +149,13 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
         // A VMM discards the private backing of memory converted to shared (QEMU does): the
         // regions' file is VM 0's own unless linked (a launching VM beside has its own).
-        if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) r = sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
+        if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) {
+          for (const x of t.regions) {
+            const a = Math.max(gfn, x.gfn);
+            const b = Math.min(gfn + len, x.gfn + x.npages);
+            if (a < b) r ||= punchFd(sb, x.fd, x.pgoff + a - x.gfn, b - a);
+          }
+        }
         rc.bumpEpochs(vm, gfn, gfn + len);
         note(r, op);
         break;
@@ -161,12 +182,12 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
         if (t.linked) break;
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
-        note(closeAndRebuild(sb, t, region.fd), op);
+        note(closeAndRebuild(sb, t, fd), op);
         for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
         break;
       }
       case 'hwpoison':
-        note(sb.withGmemFd(region.fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
+        note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
         break;
       case 'fwfail':
         sb.injectFirmwareFailures('RMPUPDATE', 1);
@@ -183,6 +204,21 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
     if (gap > 0) k.sync.sleepMs(gap);
   }
   return { ops, errors, elapsedMs: performance.now() - t0 };
+}
+
+/** fallocate(PUNCH_HOLE | KEEP_SIZE) of `len` pages at `index` of the file at `fd`. */
+function punchFd(sb: Sandbox, fd: number, index: number, len: number): number {
+  return sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(sb.k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
+}
+
+/** Moves the guests' epochs of every gfn that maps indices [index, index + len) of the file at `fd` (a discard). */
+function bumpMapped(rc: RunControl, t: StressTarget, fd: number, index: number, len: number): void {
+  for (const r of t.regions) {
+    if (r.fd !== fd) continue;
+    const a = Math.max(index, r.pgoff);
+    const b = Math.min(index + len, r.pgoff + r.npages);
+    if (a < b) for (const vm of t.vms) rc.bumpEpochs(vm, r.gfn + a - r.pgoff, r.gfn + b - r.pgoff);
+  }
 }
 
 function zeroOps(): Record<VmmOp, number> {
@@ -246,7 +282,7 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
 }
 
 /** A layout's memslot before its files exist: `file` numbers the layout's files; `size` is the pages that file needs. */
-export interface LayoutRegion extends Omit<StressRegion, 'fd'> {
+export interface LayoutRegion extends Omit<StressRegion, 'fd' | 'filePages'> {
   size: number;
 }
 

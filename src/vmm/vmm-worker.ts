@@ -147,7 +147,7 @@ class VmmWorker {
         if (i > 0) this.stressFds.push(gmem);
         const userPage = i * cfg.pages + r.userPage;
         vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
-        if (i === 0) targetRegions.push({ slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd });
+        if (i === 0) targetRegions.push({ slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd, filePages: gmem.fstat().size / PAGE_SIZE });
       }
       finish(vm, i === 0 && cfg.populateFirstVm === true);
     });
