@@ -207,7 +207,7 @@ describe('invariants checked while a schedule runs', () => {
     }
     expect(online).not.toBeNull();
     expect(online!.invariant).toBe('useAfterFree');
-    expect(online!.detail).toMatch(/^at a scheduling point, vm 0's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
+    expect(online!.detail).toMatch(/^at a scheduling point, vm \d's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
   }, 60_000);
 });
 

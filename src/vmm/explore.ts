@@ -178,7 +178,6 @@ export class Explorer {
     }
     await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
     this.vmms = [rt.vmm];
-    for (let t = 1; t < w.vmmThreads; t++) this.vmms.push(rt.addVmmThread());
     const running = w.vms - (w.populateFirstVm ? 1 : 0);
     for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
     this.runners = [...rt.vcpus];
@@ -198,6 +197,9 @@ export class Explorer {
     // this machine): calls are posted back to back wherever a worker may take them in order.
     // The VMM inits, then sets up, and creates every running vCPU itself, so that their ids and
     // slots do not depend on which vCPU worker comes first.
+    // The workload's VMM threads (shrinking may drop to one; the others then sit this one out).
+    while (this.vmms.length < w.vmmThreads) this.vmms.push(rt.addVmmThread());
+    const vmms = this.vmms.slice(0, w.vmmThreads);
     const shape = scheduleShape(w, seed);
     const [, layout] = await Promise.all([
       rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' })),
@@ -206,7 +208,7 @@ export class Explorer {
           launchingBeside: shape.launchingBeside,
           // Every shape runs the same vCPU actors, split over its running VMs.
           vcpusTotal: w.vcpus * (w.vms - (w.populateFirstVm ? 1 : 0)),
-          vmmThreads: this.vmms.length,
+          vmmThreads: vmms.length,
           ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
         }),
       ),
@@ -214,7 +216,7 @@ export class Explorer {
     sched.configure({
       strategy: forced ? 'replay' : this.cfg.strategy,
       seed,
-      actors: this.vmms.length + this.runners.length,
+      actors: vmms.length + this.runners.length,
       maxSteps: this.cfg.maxSteps,
       depth: this.cfg.depth,
       // PCT places its change points within this many steps: about the length of a schedule of
@@ -223,13 +225,13 @@ export class Explorer {
       ...(forced ? { forced } : {}),
     });
     const opsCfg = (t: number) => {
-      const share = opsForThread(w.vmmOps, this.vmms.length, t);
+      const share = opsForThread(w.vmmOps, vmms.length, t);
       // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
       return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids: this.runners.map((r) => r.tid) };
     };
     // The other VMM threads take the layout the first built (its fds are the process's), then run
     // their share of the ops: posted back to back, as for the vCPUs below.
-    const vmmJobs = this.vmms.map((v, t) => {
+    const vmmJobs = vmms.map((v, t) => {
       if (t === 0) return rt.call(v, () => v.api.runOps(opsCfg(0)));
       const init = rt.call(v, () => v.api.init(rt.descriptor, v.tid, { mode: 'controlled', platform: 'direct' }));
       const attach = rt.call(v, () => v.api.attachStress(layout.shared, t));
@@ -332,19 +334,27 @@ export class Explorer {
     // First fewer workload operations: the same seed with half the VMM ops or guest accesses,
     // kept while the run still breaks the same invariant (the choices are then that run's).
     let tries = 0;
+    const keeps = async (w: ExploreWorkload): Promise<boolean> => {
+      const prev = this.cfg.workload;
+      this.cfg.workload = w;
+      tries++;
+      const r = await this.runSchedule(failing.seed);
+      if (fails(r) && r.violations[0]?.invariant === invariant) {
+        failing = r;
+        return true;
+      }
+      this.cfg.workload = prev;
+      return false;
+    };
+    // Half the ops or accesses, else one fewer (a seed's schedule changes with them, so a smaller
+    // count that still fails is found by trying a few), then one VMM thread instead of several.
     for (const key of ['vmmOps', 'accesses'] as const) {
       while (this.cfg.workload[key] > 1 && tries < budget / 4) {
-        const prev = this.cfg.workload;
-        this.cfg.workload = { ...prev, [key]: Math.floor(prev[key] / 2) };
-        tries++;
-        const r = await this.runSchedule(failing.seed);
-        if (fails(r) && r.violations[0]?.invariant === invariant) failing = r;
-        else {
-          this.cfg.workload = prev;
-          break;
-        }
+        const w = this.cfg.workload;
+        if (!(await keeps({ ...w, [key]: Math.floor(w[key] / 2) })) && !(await keeps({ ...w, [key]: w[key] - 1 }))) break;
       }
     }
+    if (this.cfg.workload.vmmThreads > 1 && tries < budget / 4) await keeps({ ...this.cfg.workload, vmmThreads: 1 });
     const shrunk = await ddminSwitches(
       failing,
       async (seed, forced) => {
