@@ -2,6 +2,8 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Vm } from '../src/index.js';
+import { makeSpte, spteFrame } from '../src/kvm/spte.js';
+import { auditQuiescent } from '../src/vmm/audit.js';
 import { EXIT_FLAG_PRIVATE, MiB, PAGE_SIZE, dataOf, faultAndValidate, filled, setupVm, smallSandbox, statsDelta } from './helpers.js';
 
 const PRIVATE = 8; // KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -73,5 +75,19 @@ describe('KVM_SET_MEMORY_ATTRIBUTES', () => {
     // Back to private: the guest_memfd page (never punched) still holds the guest's data.
     await vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'private' });
     expect(dataOf(await vcpu.read(PAGE_SIZE, 2))).toEqual([9, 9]);
+  });
+
+  it('the auditor holds shared SPTEs to their attribute: the conversion to private zaps them; one left behind is reported', async () => {
+    const { sb, vm, vcpu } = await setupVm({ type: 'sw-protected' });
+    await vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'shared' });
+    await vcpu.write(2 * PAGE_SIZE, Uint8Array.of(7));
+    const spte = sb.k.sptes.get(vm.id, 2);
+    expect(spte).not.toBe(0);
+    const d = await statsDelta(sb, ['sptesZapped'], () => vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'private' }));
+    expect(d).toEqual({ sptesZapped: 1 });
+    expect(auditQuiescent(sb.mem).violations).toEqual([]);
+    // What a conversion that skipped the zap would leave: the auditor names it.
+    sb.k.sptes.set(vm.id, 2, makeSpte(spteFrame(spte), false));
+    expect(auditQuiescent(sb.mem).violations.map((v) => [v.invariant, v.gfn])).toEqual([['rmpAgreement', 2]]);
   });
 });

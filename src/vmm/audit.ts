@@ -158,7 +158,13 @@ export function auditQuiescent(mem: Mem): AuditReport {
     }
     for (let gfn = 0; gfn < v.sptes.gfnsPerVm; gfn++) {
       const spte = v.sptes.get(vm, gfn);
-      if (spte === 0 || !sptePrivate(spte)) continue;
+      if (spte === 0) continue;
+      if (!sptePrivate(spte)) {
+        // A conversion to private zaps the range (kvm_arch_pre_set_memory_attributes) and a
+        // fault re-checks the attribute under mmu_lock: no shared SPTE outlives its attribute.
+        if (v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, detail: `a shared SPTE (user page ${spteFrame(spte)}) maps a gfn whose attribute is private` });
+        continue;
+      }
       checked++;
       const pfn = spteFrame(spte);
       if (v.folios.test(pfn, PG_FREE)) {
