@@ -21,6 +21,7 @@ export const POINTS = [
   'get_pfn.after_get_file',
   'fput.before_release',
   'rmp.rmpupdate',
+  'guest.in_access',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

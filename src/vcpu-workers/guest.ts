@@ -37,6 +37,7 @@ export const SVM_EXIT_ERR = -1;
 export type ExitName = (typeof EXIT_NAMES)[number];
 
 const P_BEFORE_ACCESS = P['guest.before_access'];
+const P_IN_ACCESS = P['guest.in_access'];
 /** Loads a vCPU spins on mmu_lock before sleeping, while it checks a suspect TLB hit. */
 const STALE_CHECK_SPIN = 1000;
 
@@ -194,6 +195,9 @@ export class GuestCpu {
         frame = this.walk(gfn, priv, true, data !== null);
         if (frame < 0) return -frame;
       }
+      // Mid-access, in guest mode (controlled runs): a zap's TLB flush must now wait for this
+      // access to finish, which may still use the translation it found (kvm_flush_remote_tlbs).
+      if (this.pointEveryAccess) this.sync.point(P_IN_ACCESS);
       const mem = priv ? this.host : this.user;
       if (data !== null) {
         copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);

@@ -56,7 +56,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,close=1,hwpoison=1,fwfail=1,signal=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
@@ -227,7 +227,7 @@ export class Explorer {
     const opsCfg = (t: number) => {
       const share = opsForThread(w.vmmOps, vmms.length, t);
       // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
-      return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids: this.runners.map((r) => r.tid) };
+      return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids: [...vmms, ...this.runners].map((r) => r.tid) };
     };
     // The other VMM threads take the layout the first built (its fds are the process's), then run
     // their share of the ops: posted back to back, as for the vCPUs below.

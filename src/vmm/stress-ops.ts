@@ -4,7 +4,8 @@
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate } from '../gmem/guest_memfd.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
-import { KVM_MEM_GUEST_MEMFD } from '../kvm/memslots.js';
+import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../kvm/memslots.js';
+import { Errno } from '../shm/errno.js';
 import { SnpPageType } from '../kvm/psp.js';
 import { snpLaunchUpdate } from '../kvm/sev.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
@@ -20,13 +21,16 @@ import type { Sandbox } from './sandbox.js';
  * flags-only change or a move (as a fuzzer would; refused since 9935df5333aa), then delete and
  * recreate; close: close the guest_memfd, whose faults may still hold it, then rebuild slot 0
  * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails; signal: a
- * signal for a vCPU thread (its pre-fault in flight, or next, returns EINTR).
+ * signal for a vCPU or VMM thread (its pre-fault, fallocate or populate in flight, or next, returns EINTR); plainslot: a
+ * memslot without guest_memfd created, given dirty logging (flags only), moved and deleted;
+ * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
+ * fallocates a range meanwhile (ENOMEM paths).
  */
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'close', 'hwpoison', 'fwfail', 'signal'] as const;
+export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'plainslot', 'close', 'hwpoison', 'fwfail', 'oom', 'signal'] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 
-/** The page a 'populate' op measures into the launching VM: bytes no guest tag can match. */
-const LAUNCH_IMAGE = new Uint8Array(PAGE_SIZE).fill(0x5a);
+/** The byte a 'populate' op measures into the launching VM: no guest tag can match it. */
+const LAUNCH_BYTE = 0x5a;
 
 export interface VmmOpsConfig {
   /** Relative weights; an op with weight 0 never runs. */
@@ -98,112 +102,165 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       errors[key] = (errors[key] ?? 0) + 1;
     }
   };
-  for (let n = 0; total > 0; n++) {
-    if (rc.stopRequested() || k.sync.aborted() || performance.now() > deadline) break;
-    if (cfg.maxOps > 0 && n >= cfg.maxOps) break;
-    rc.checkpoint(k.sync);
-    let pick = rng.next() * total;
-    let op: VmmOp = 'punch';
-    for (let i = 0; i < VMM_OPS.length; i++) {
-      if (pick < weights[i]) {
-        op = VMM_OPS[i];
-        break;
+  let starved = false;
+  try {
+    for (let n = 0; total > 0; n++) {
+      if (rc.stopRequested() || k.sync.aborted() || performance.now() > deadline) break;
+      if (cfg.maxOps > 0 && n >= cfg.maxOps) break;
+      rc.checkpoint(k.sync);
+      // An 'oom' lasts until this thread's next op.
+      if (starved) {
+        sb.reserveHostPages(0);
+        starved = false;
       }
-      pick -= weights[i];
-    }
-    // A range inside one memslot: `gfn` in the guest, `index` in the file behind it. One op in
-    // three goes wide instead: a file range anywhere in the file (across two memslots' bindings,
-    // over indices no memslot binds, up to a page past the end), or a gfn range across memslots
-    // (up to a page past the last).
-    const region = t.regions[rng.below(t.regions.length)];
-    let len = 1 + rng.below(Math.min(cfg.maxPages, region.npages));
-    if (tracer.on) opStart = tracer.now();
-    const at = rng.below(region.npages - len + 1);
-    let gfn = region.gfn + at;
-    let index = region.pgoff + at;
-    if (rng.below(3) === 0) {
-      const fileOp = op === 'punch' || op === 'fallocate' || op === 'hwpoison';
-      const first = fileOp ? 0 : t.regions[0].gfn;
-      const span = fileOp ? region.filePages : t.pages;
-      const start = rng.below(span);
-      len = 1 + rng.below(Math.min(2 * cfg.maxPages, span - start + 1));
-      if (fileOp) index = start;
-      else gfn = first + start;
-    }
-    const fd = region.fd;
-    switch (op) {
-      case 'punch':
-        // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
-        // the window may be lost legitimately, and the guest will not call it data loss.
-        bumpMapped(rc, t, fd, index, len);
-        note(punchFd(sb, fd, index, len), op);
-        bumpMapped(rc, t, fd, index, len);
-        break;
-      case 'fallocate':
-        note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
-        break;
-      case 'convert': {
-        const vm = t.vms[rng.below(t.vms.length)];
-        const toPrivate = !k.attrs.isPrivate(vm, gfn);
-        rc.bumpEpochs(vm, gfn, gfn + len);
-        let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
-        // A VMM discards the private backing of memory converted to shared (QEMU does): the
-        // regions' file is VM 0's own unless linked (a launching VM beside has its own).
-        if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) {
-          for (const x of t.regions) {
-            const a = Math.max(gfn, x.gfn);
-            const b = Math.min(gfn + len, x.gfn + x.npages);
-            if (a < b) r ||= punchFd(sb, x.fd, x.pgoff + a - x.gfn, b - a);
-          }
+      let pick = rng.next() * total;
+      let op: VmmOp = 'punch';
+      for (let i = 0; i < VMM_OPS.length; i++) {
+        if (pick < weights[i]) {
+          op = VMM_OPS[i];
+          break;
         }
-        rc.bumpEpochs(vm, gfn, gfn + len);
-        note(r, op);
-        break;
+        pick -= weights[i];
       }
-      case 'populate': {
-        if (t.populateVm < 0) break;
-        const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, PAGE_SIZE, SnpPageType.NORMAL, LAUNCH_IMAGE);
-        note(r.ret < 0 ? r.populateErr || r.ret : 0, op);
-        break;
+      // A range inside one memslot: `gfn` in the guest, `index` in the file behind it. One op in
+      // three goes wide instead: a file range anywhere in the file (across two memslots' bindings,
+      // over indices no memslot binds, up to a page past the end), or a gfn range across memslots
+      // (up to a page past the last).
+      const region = t.regions[rng.below(t.regions.length)];
+      let len = 1 + rng.below(Math.min(cfg.maxPages, region.npages));
+      if (tracer.on) opStart = tracer.now();
+      const at = rng.below(region.npages - len + 1);
+      let gfn = region.gfn + at;
+      let index = region.pgoff + at;
+      if (rng.below(3) === 0) {
+        const fileOp = op === 'punch' || op === 'fallocate' || op === 'hwpoison' || op === 'oom';
+        const first = fileOp ? 0 : t.regions[0].gfn;
+        const span = fileOp ? region.filePages : t.pages;
+        const start = rng.below(span);
+        len = 1 + rng.below(Math.min(2 * cfg.maxPages, span - start + 1));
+        if (fileOp) index = start;
+        else gfn = first + start;
       }
-      case 'prefault': {
-        const i = rng.below(t.vms.length);
-        const range = { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
-        note(kvmVcpuPreFaultMemory(k, t.prefaultVcpus[i], range), op);
-        break;
+      const fd = region.fd;
+      switch (op) {
+        case 'punch':
+          // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
+          // the window may be lost legitimately, and the guest will not call it data loss.
+          bumpMapped(rc, t, fd, index, len);
+          note(punchFd(sb, fd, index, len), op);
+          bumpMapped(rc, t, fd, index, len);
+          break;
+        case 'fallocate':
+          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
+          break;
+        case 'convert': {
+          const vm = t.vms[rng.below(t.vms.length)];
+          const toPrivate = !k.attrs.isPrivate(vm, gfn);
+          rc.bumpEpochs(vm, gfn, gfn + len);
+          let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
+          // A VMM discards the private backing of memory converted to shared (QEMU does): the
+          // regions' file is VM 0's own unless linked (a launching VM beside has its own).
+          if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) {
+            for (const x of t.regions) {
+              const a = Math.max(gfn, x.gfn);
+              const b = Math.min(gfn + len, x.gfn + x.npages);
+              if (a < b) r ||= punchFd(sb, x.fd, x.pgoff + a - x.gfn, b - a);
+            }
+          }
+          rc.bumpEpochs(vm, gfn, gfn + len);
+          note(r, op);
+          break;
+        }
+        case 'populate': {
+          if (t.populateVm < 0) break;
+          // A range, so that a page populated earlier answers EEXIST and the rest are not done.
+          const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE));
+          note(r.ret < 0 ? r.populateErr || r.ret : 0, op);
+          break;
+        }
+        case 'prefault': {
+          const i = rng.below(t.vms.length);
+          const range = { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
+          note(kvmVcpuPreFaultMemory(k, t.prefaultVcpus[i], range), op);
+          break;
+        }
+        case 'memslot':
+          note(memslotOp(sb, t, region, 0), op);
+          break;
+        case 'memflags':
+          note(memslotOp(sb, t, region, 1 + rng.below(2)), op);
+          break;
+        case 'close': {
+          // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
+          if (t.linked) break;
+          for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
+          note(closeAndRebuild(sb, t, fd), op);
+          for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
+          break;
+        }
+        case 'hwpoison':
+          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
+          break;
+        case 'fwfail':
+          sb.injectFirmwareFailures('RMPUPDATE', 1);
+          note(0, op);
+          break;
+        case 'signal': {
+          const tids = cfg.signalTids ?? [];
+          if (tids.length === 0) break;
+          sb.raiseSignal(tids[rng.below(tids.length)]);
+          note(0, op);
+          break;
+        }
+        case 'plainslot':
+          note(plainSlotOp(sb, t.vms[0], rng.below(2)), op);
+          break;
+        case 'oom':
+          // Starve, then allocate into the range as the VMM would (fallocate's ENOMEM path); the
+          // vCPUs' faults meanwhile take theirs.
+          sb.reserveHostPages(Math.max(1, sb.freeHostPages() - rng.below(3)));
+          starved = true;
+          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
+          break;
       }
-      case 'memslot':
-        note(memslotOp(sb, t, region, 0), op);
-        break;
-      case 'memflags':
-        note(memslotOp(sb, t, region, 1 + rng.below(2)), op);
-        break;
-      case 'close': {
-        // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
-        if (t.linked) break;
-        for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
-        note(closeAndRebuild(sb, t, fd), op);
-        for (const vm of t.vms) rc.bumpEpochs(vm, t.regions[0].gfn, t.regions[0].gfn + t.pages);
-        break;
-      }
-      case 'hwpoison':
-        note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
-        break;
-      case 'fwfail':
-        sb.injectFirmwareFailures('RMPUPDATE', 1);
-        note(0, op);
-        break;
-      case 'signal': {
-        const tids = cfg.signalTids ?? [];
-        if (tids.length === 0) break;
-        sb.raiseSignal(tids[rng.below(tids.length)]);
-        note(0, op);
-        break;
-      }
+      if (gap > 0) k.sync.sleepMs(gap);
     }
-    if (gap > 0) k.sync.sleepMs(gap);
+  } finally {
+    if (starved) sb.reserveHostPages(0);
   }
   return { ops, errors, elapsedMs: performance.now() - t0 };
+}
+
+/** The memslot id 'plainslot' uses: above the layouts' (0 and 1). */
+const PLAIN_SLOT = 8;
+const PLAIN_PAGES = 2;
+
+/**
+ * A memslot of VMM memory only, at the top of the guest physical space: created, given dirty
+ * logging by a flags-only change, moved up (variant 1 moves first), then deleted. The guests
+ * never touch its gfns. Returns the first error, or 0.
+ */
+function plainSlotOp(sb: Sandbox, vm: number, variant: number): number {
+  const top = sb.k.memslots.gfnsPerVm;
+  const gfn = top - 4 * PLAIN_PAGES;
+  const user = sb.mem.limits.userPages - PLAIN_PAGES;
+  const set = (flags: number, at: number, npages: number): number =>
+    kvmSetMemoryRegion(sb.k, vm, { slot: PLAIN_SLOT, flags, guestPhysAddr: at * PAGE_SIZE, memorySize: npages * PAGE_SIZE, userspaceAddr: user * PAGE_SIZE, gmemFile: -1, guestMemfdOffset: 0 });
+  if (gfn < 0 || user < 0) return 0;
+  const steps = variant === 0 ? [
+    () => set(0, gfn, PLAIN_PAGES),
+    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn, PLAIN_PAGES),
+    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
+  ] : [
+    () => set(0, gfn, PLAIN_PAGES),
+    () => set(0, gfn + PLAIN_PAGES, PLAIN_PAGES),
+    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
+  ];
+  let e = 0;
+  for (const step of steps) e ||= step();
+  // Delete whatever is there (another VMM thread may have made or moved it).
+  const del = set(0, gfn, 0);
+  return e || (del === -Errno.EINVAL ? 0 : del);
 }
 
 /** fallocate(PUNCH_HOLE | KEEP_SIZE) of `len` pages at `index` of the file at `fd`. */

@@ -225,7 +225,7 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       ),
     );
     const vmmRun = rt.call(rt.vmm, () =>
-      rt.vmm.api.runOps({ mix: parseMix(cfg.ops), rate: cfg.opRate, maxPages: 16, seed: subSeed(cfg.seed, 0), durationMs: cfg.durationMs, maxOps: 0, signalTids: rt.vcpus.map((a) => a.tid) }),
+      rt.vmm.api.runOps({ mix: parseMix(cfg.ops), rate: cfg.opRate, maxPages: 16, seed: subSeed(cfg.seed, 0), durationMs: cfg.durationMs, maxOps: 0, signalTids: [rt.vmm, ...rt.vcpus].map((a) => a.tid) }),
     );
     const loops = rt.vcpus.length + 1;
     let settled = false;
