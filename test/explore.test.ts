@@ -7,6 +7,7 @@ import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { VMM_OPS, randomLayout } from '../src/vmm/stress-ops.js';
 import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
 import { INVARIANTS } from '../src/vcpu-workers/violations.js';
+import { sumStats } from '../src/shm/stats.js';
 
 const explorers: Explorer[] = [];
 afterAll(async () => {
@@ -208,6 +209,19 @@ describe('invariants checked while a schedule runs', () => {
     expect(online).not.toBeNull();
     expect(online!.invariant).toBe('useAfterFree');
     expect(online!.detail).toMatch(/^at a scheduling point, vm \d's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
+  }, 60_000);
+});
+
+describe('a vCPU descheduled mid-access, in guest mode', () => {
+  it('makes a zap\'s TLB flush wait for it (kvm_flush_remote_tlbs), and the schedules stay clean', async () => {
+    const e = explorer({ kernel: 'upstream', workload: workloadFor(null, { ops: 'punch=3,convert=1', vmmOps: 4, multiVmShare: 0 }) });
+    let waits = 0;
+    for (let seed = 1; seed <= 100; seed++) {
+      const r = await e.runSchedule(seed);
+      if (r.violations.length > 0) expect.fail(`seed ${seed}: ${JSON.stringify(r.violations[0])}`);
+      waits += sumStats(e.mem()).tlbFlushWaits;
+    }
+    expect(waits).toBeGreaterThan(0);
   }, 60_000);
 });
 

@@ -60,7 +60,7 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
   }
   if (zapped > 0) {
     k.stats[C.sptesZapped] += zapped;
-    if ((k.g.bugs & Bug['zap-skips-tlb-flush']) === 0) k.vcpus.flushRemoteTlbs(k.sync, vm);
+    if ((k.g.bugs & Bug['zap-skips-tlb-flush']) === 0) k.stats[C.tlbFlushWaits] += k.vcpus.flushRemoteTlbs(k.sync, vm);
   }
 }
 
@@ -250,7 +250,7 @@ export function zapGfnRange(k: KvmCtx, vm: number, start: number, end: number): 
     const zapped = k.sptes.zap(vm, start, end);
     if (zapped > 0) {
       k.stats[C.sptesZapped] += zapped;
-      k.vcpus.flushRemoteTlbs(k.sync, vm);
+      k.stats[C.tlbFlushWaits] += k.vcpus.flushRemoteTlbs(k.sync, vm);
     }
   } finally {
     k.sync.writeUnlock(lock);

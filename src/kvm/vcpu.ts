@@ -68,10 +68,12 @@ export class VcpuTable {
   }
 
   // kvm_flush_remote_tlbs: every vCPU of `vm` drops its TLB, and each in guest mode must finish
-  // its current access. As kvm_make_all_cpus_request does, every request is made before the first
-  // wait: no vCPU keeps using a zapped translation while the flusher waits for another one.
-  flushRemoteTlbs(sync: Sync, vm: number): void {
+  // its current access. As kvm_make_all_cpus_request does, every request is made before the
+  // first wait: no vCPU keeps using a zapped translation while the flusher waits for another one.
+  // Returns how many vCPUs the flusher found mid-access and waited for.
+  flushRemoteTlbs(sync: Sync, vm: number): number {
     const w = this.w;
+    let waited = 0;
     const reqs = this.reqs;
     for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
       const b = this.at(s);
@@ -83,13 +85,16 @@ export class VcpuTable {
       if (req === 0 || Atomics.load(w, b + VC_MODE) !== IN_GUEST_MODE) continue;
       Atomics.add(w, b + VC_FLUSH_WAITERS, 1);
       try {
-        for (let ack = Atomics.load(w, b + VC_ACK); ack - req < 0 && Atomics.load(w, b + VC_MODE) === IN_GUEST_MODE; ack = Atomics.load(w, b + VC_ACK)) {
+        let ack = Atomics.load(w, b + VC_ACK);
+        if (ack - req < 0) waited++;
+        for (; ack - req < 0 && Atomics.load(w, b + VC_MODE) === IN_GUEST_MODE; ack = Atomics.load(w, b + VC_ACK)) {
           sync.waitWhileEquals(b + VC_ACK, ack, ACK_SPIN);
         }
       } finally {
         Atomics.sub(w, b + VC_FLUSH_WAITERS, 1);
       }
     }
+    return waited;
   }
 }
 

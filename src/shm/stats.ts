@@ -49,6 +49,8 @@ export const COUNTER_NAMES = [
   'rmpViolations',
   'vcExceptions',
   'staleTlbAccesses',
+  /** Remote TLB flushes that waited for a vCPU still in guest mode to finish its access. */
+  'tlbFlushWaits',
   'hostRmpFaults',
   'faultNs',
   'guestExitsHandled',
