@@ -8,6 +8,8 @@ import { subSeed } from '../src/shm/prng.js';
 import type { Runtime, VcpuActor } from '../src/vmm/runtime.js';
 import { parseMix } from '../src/vmm/stress-ops.js';
 import { auditQuiescent } from '../src/vmm/audit.js';
+import { Folios, PG_HWPOISON } from '../src/gmem/folio.js';
+import { Sptes, spteFrame } from '../src/kvm/spte.js';
 import { EXIT_FLAG_PRIVATE, PAGE, assignedPfns, expectQuiescentAuditClean, expectTeardownAuditClean, shutdownAll, startRuntime } from './runtime-helpers.js';
 
 afterEach(shutdownAll);
@@ -67,6 +69,12 @@ describe('fault injection', () => {
     // Data written before the injection is intact.
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
     expectQuiescentAuditClean(rt);
+    // What a memory_failure that skipped the zap would leave: the auditor names the mapping.
+    const pfn = spteFrame(new Sptes(rt.mem).get(c.vm, 1));
+    const folios = new Folios(rt.mem);
+    folios.set(pfn, PG_HWPOISON);
+    expect(auditQuiescent(rt.mem).violations.map((v) => v.detail)).toEqual([`SPTE maps pfn ${pfn}, which is hwpoisoned`]);
+    folios.clear(pfn, PG_HWPOISON);
     await expectTeardownAuditClean(rt);
   });
 

@@ -4,7 +4,7 @@
 import { Rmp } from '../firmware/rmp.js';
 import { PfnAllocator } from '../gmem/allocator.js';
 import { Files } from '../gmem/file.js';
-import { Folios, PG_FREE } from '../gmem/folio.js';
+import { Folios, PG_FREE, PG_HWPOISON } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
 import { MemAttributes } from '../kvm/attributes.js';
 import { Memslots } from '../kvm/memslots.js';
@@ -169,6 +169,12 @@ export function auditQuiescent(mem: Mem): AuditReport {
       const pfn = spteFrame(spte);
       if (v.folios.test(pfn, PG_FREE)) {
         add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn}, which is on the free list` });
+        continue;
+      }
+      // kvm_gmem_error_folio zaps a poisoned folio's mappings and kvm_gmem_get_pfn refuses it
+      // (EHWPOISON): once both are done, no SPTE may map it.
+      if (v.folios.test(pfn, PG_HWPOISON)) {
+        add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn}, which is hwpoisoned` });
         continue;
       }
       if (!v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
