@@ -105,10 +105,31 @@ function auditBindings(v: Views, add: (x: Violation) => void): void {
       }
     }
   }
+  // kvm_set_memory_region refuses a slot overlapping another (EEXIST): the active slots are disjoint.
+  for (let vm = 0; vm < v.vms.maxVms; vm++) {
+    if (!v.vms.live(vm)) continue;
+    const ms = v.memslots.used(vm).map((s) => v.memslots.info(vm, s)).sort((a, b) => a.baseGfn - b.baseGfn);
+    for (let i = 1; i < ms.length; i++) {
+      if (ms[i].baseGfn < ms[i - 1].baseGfn + ms[i - 1].npages) add({ invariant: 'balance', by: 'auditor', vm, detail: `memslots ${ms[i - 1].id} and ${ms[i].id} of vm ${vm} overlap at gfn ${ms[i].baseGfn}` });
+    }
+  }
   for (let id = 0; id < LIMITS.MAX_FILES; id++) {
     const f = v.files.slab.handle(id);
     if (!v.files.valid(f)) continue;
     const vm = v.files.vm(f);
+    // kvm_gmem_bind refuses a range past the file's size or one already bound (EINVAL).
+    const size = v.inodes.sizePages(v.files.inode(f));
+    const bds = [];
+    for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
+      const bd = v.files.binding(f, k);
+      if (bd.npages === 0) continue;
+      if (bd.pgoff < 0 || bd.pgoff + bd.npages > size) add({ invariant: 'balance', by: 'auditor', vm, detail: `a binding of gmem file ${id} covers indices ${bd.pgoff}..${bd.pgoff + bd.npages - 1}, past its ${size} pages` });
+      bds.push(bd);
+    }
+    bds.sort((a, b) => a.pgoff - b.pgoff);
+    for (let i = 1; i < bds.length; i++) {
+      if (bds[i].pgoff < bds[i - 1].pgoff + bds[i - 1].npages) add({ invariant: 'balance', by: 'auditor', vm, detail: `two bindings of gmem file ${id} overlap at index ${bds[i].pgoff}` });
+    }
     for (const slot of v.files.boundSlots(f)) {
       if (!v.memslots.valid(vm, slot)) add({ invariant: 'useAfterFree', by: 'auditor', vm, detail: `a binding of gmem file ${id} points at memslot record ${slot & 255} of vm ${vm}, which was freed (a dangling pointer)` });
     }

@@ -56,7 +56,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
@@ -275,6 +275,11 @@ export class Explorer {
     if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
     const outcome = sched.outcome();
     violations.push(...takeOnlineReports(rt.mem));
+    if (outcome === SchedOutcome.STEP_LIMIT) {
+      // A default schedule takes a few hundred steps: one that runs out of them has an actor
+      // spinning without end (a livelock), which no kernel may do.
+      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)` });
+    }
     if (outcome === SchedOutcome.DEADLOCK) {
       violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}` });
     } else if (outcome === SchedOutcome.RUNNING) {

@@ -23,10 +23,12 @@ import type { Sandbox } from './sandbox.js';
  * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails; signal: a
  * signal for a vCPU or VMM thread (its pre-fault, fallocate or populate in flight, or next, returns EINTR); plainslot: a
  * memslot without guest_memfd created, given dirty logging (flags only), moved and deleted;
+ * badbind: memslots the kernel must refuse (a binding of indices already bound, one past the
+ * file's end, a slot over another's gfns), left in place if accepted, for the auditor to see;
  * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
  * fallocates a range meanwhile (ENOMEM paths).
  */
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'plainslot', 'close', 'hwpoison', 'fwfail', 'oom', 'signal'] as const;
+export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'plainslot', 'badbind', 'close', 'hwpoison', 'fwfail', 'oom', 'signal'] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 
 /** The byte a 'populate' op measures into the launching VM: no guest tag can match it. */
@@ -219,6 +221,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         case 'plainslot':
           note(plainSlotOp(sb, t.vms[0], rng.below(2)), op);
           break;
+        case 'badbind':
+          note(badBindOp(sb, t.vms[0], region, rng.below(3)), op);
+          break;
         case 'oom':
           // Starve, then allocate into the range as the VMM would (fallocate's ENOMEM path); the
           // vCPUs' faults meanwhile take theirs.
@@ -265,6 +270,33 @@ function plainSlotOp(sb: Sandbox, vm: number, variant: number): number {
   // Delete whatever is there (another VMM thread may have made or moved it).
   const del = set(0, gfn, 0);
   return e || (del === -Errno.EINVAL ? 0 : del);
+}
+
+/** The memslot id 'badbind' tries: above the others. */
+const BAD_SLOT = 9;
+
+/**
+ * A KVM_SET_USER_MEMORY_REGION2 the kernel must refuse (kvm_gmem_bind, kvm_set_memory_region):
+ * variant 0 binds an index of `r`'s file that `r` already binds, 1 binds past the file's end, 2
+ * places a plain slot over `r`'s first gfn. Returns its errno: 0 means it was accepted, and the
+ * slot stays for the auditor (bindings and memslots must stay disjoint, inside the file).
+ */
+function badBindOp(sb: Sandbox, vm: number, r: StressRegion, variant: number): number {
+  const gfn = variant === 2 ? r.gfn : sb.k.memslots.gfnsPerVm - 6 * PLAIN_PAGES;
+  const pgoff = variant === 0 ? r.pgoff : r.filePages - 1;
+  const npages = variant === 1 ? 2 : 1;
+  if (gfn < 0 || pgoff < 0) return 0;
+  return sb.withGmemFd(r.fd, (gmemFile) =>
+    kvmSetMemoryRegion(sb.k, vm, {
+      slot: BAD_SLOT,
+      flags: variant === 2 ? 0 : KVM_MEM_GUEST_MEMFD,
+      guestPhysAddr: gfn * PAGE_SIZE,
+      memorySize: npages * PAGE_SIZE,
+      userspaceAddr: (sb.mem.limits.userPages - PLAIN_PAGES) * PAGE_SIZE,
+      gmemFile,
+      guestMemfdOffset: pgoff * PAGE_SIZE,
+    }),
+  );
 }
 
 /** fallocate(PUNCH_HOLE | KEEP_SIZE) of `len` pages at `index` of the file at `fd`. */
