@@ -96,6 +96,9 @@ function fileBoundRanges(g: GmemCtx, file: number, start: number, end: number): 
   const vm = g.files.vm(file);
   const ranges: number[] = [];
   for (const b of g.files.boundOverlaps(file, start, end)) {
+    // xa_for_each_range over gmem->bindings, then slot->base_gfn through the pointer it found:
+    // only the invalidate lock keeps an unbind (and the slot's free) out of this window.
+    g.sync.point(P['invalidate.binding_walk']);
     g.kvm.slotLive(vm, b.slot, Site['kvm_gmem_invalidate_begin: slot->base_gfn']);
     ranges.push(b.gs, b.ge);
   }

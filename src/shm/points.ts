@@ -22,6 +22,7 @@ export const POINTS = [
   'fput.before_release',
   'rmp.rmpupdate',
   'guest.in_access',
+  'invalidate.binding_walk',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -89,7 +89,8 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
   const errors: Record<string, number> = {};
   // An op the layout cannot run is not drawn: populate needs a launching VM, close a VM of its own.
   const runnable = (o: VmmOp): boolean => (o !== 'populate' || t.populateVm >= 0) && (o !== 'close' || !t.linked);
-  const weights = VMM_OPS.map((o) => (runnable(o) ? Math.max(0, cfg.mix[o] ?? 0) : 0));
+  // Beside a launching VM, populate is the op that VM is there for: drawn four times as often.
+  const weights = VMM_OPS.map((o) => (runnable(o) ? Math.max(0, cfg.mix[o] ?? 0) * (o === 'populate' ? 4 : 1) : 0));
   const total = weights.reduce((a, b) => a + b, 0);
   const t0 = performance.now();
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
@@ -178,9 +179,14 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           // A range, so that a page populated earlier answers EEXIST and the rest are not done.
           const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE));
           let e = r.ret < 0 ? r.populateErr || r.ret : 0;
-          // One time in four the launch ends here: its pages can then be pre-faulted (pre_fault_allowed)
-          // and the auditor holds their SPTEs to the RMP (a page populate left unmeasured shows).
-          if (rng.below(4) === 0) e ||= snpLaunchFinish(k, k.psp, t.populateVm);
+          // One time in four the launch ends here and the VMM pre-faults what it populated, as a VMM
+          // boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
+          // populate left unmeasured, but marked up to date, shows).
+          if (rng.below(4) === 0) {
+            e ||= snpLaunchFinish(k, k.psp, t.populateVm);
+            const v = t.prefaultVcpus[t.vms.indexOf(t.populateVm)];
+            if (v !== undefined) e ||= kvmVcpuPreFaultMemory(k, v, { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 });
+          }
           note(e, op);
           break;
         }
@@ -208,7 +214,8 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
           break;
         case 'fwfail':
-          sb.injectFirmwareFailures('RMPUPDATE', 1);
+          // With a VM launching, half the time its next LAUNCH_UPDATE fails instead.
+          sb.injectFirmwareFailures(t.populateVm >= 0 && rng.below(2) === 0 ? 'LAUNCH_UPDATE' : 'RMPUPDATE', 1);
           note(0, op);
           break;
         case 'signal': {
