@@ -57,6 +57,9 @@ describe('exit status per command', () => {
     expect(notFound.stdout).toMatch(/^fault-skips-seq-recheck: not found in 1 schedule\(s\)/);
     expect(notFound.status).toBe(1);
     expectUsage(await cli(['explore', '--schedules', '0']), /--schedules must be an integer from 1/);
+    expectUsage(await cli(['explore', '--ops', 'punch=1,melt=2']), /--ops: unknown operation 'melt'; known: punch, .*badbind.*oom/);
+    expectUsage(await cli(['explore', '--vmm-threads', '5']), /--vmm-threads must be an integer from 1 to 4, got '5'/);
+    expectUsage(await cli(['explore', '--multi-vm-share', '1.5']), /--multi-vm-share must be a number from 0 to 1/);
     const saved = readdirSync(dir).filter((f) => f.startsWith('schedule-prepare-skips-clear'));
     expect(saved).toHaveLength(1);
     const replay = await cli(['replay', join(dir, saved[0]), '--trace', join(dir, 't.json')]);
@@ -64,6 +67,12 @@ describe('exit status per command', () => {
     expect(replay.status).toBe(0);
     // A schedule's trace says how many events it had no room for.
     expect(JSON.parse(readFileSync(join(dir, 't.json'), 'utf8')).metadata).toEqual({ droppedEvents: 0 });
+    // The workload options reach the saved schedule, so that it replays with them.
+    const dir2 = tempDir('explore-tuned-');
+    const tuned = await cli(['explore', '--bug', 'prepare-skips-clear', '--ops', 'punch=1,plainslot=1', '--vmm-threads', '1', '--multi-vm-share', '0', '--schedules', '5', '--no-shrink', '--out', dir2]);
+    expect(tuned.status).toBe(0);
+    const [file] = readdirSync(dir2);
+    expect(JSON.parse(readFileSync(join(dir2, file), 'utf8')).config.workload).toMatchObject({ ops: 'punch=1,plainslot=1', vmmThreads: 1, multiVmShare: 0 });
   });
 
   it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {

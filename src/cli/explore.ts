@@ -31,6 +31,10 @@ export interface ExploreCliOptions {
   shrink: boolean;
   /** Chrome trace of the (shrunk) failing schedule; with --bug all, one file per bug. */
   trace?: string;
+  /** Workload over the bug's or catalogue's: VMM op weights, VMM threads, share of two-VM schedules. */
+  ops?: string;
+  vmmThreads?: number;
+  multiVmShare?: number;
 }
 
 export interface BugSearch {
@@ -98,7 +102,12 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
     strategy: o.strategy as StrategyName,
     depth: o.depth,
     maxSteps: 20_000,
-    workload: workloadFor(bug, hist?.workload ?? {}),
+    workload: workloadFor(bug, {
+      ...(hist?.workload ?? {}),
+      ...(o.ops !== undefined ? { ops: o.ops } : {}),
+      ...(o.vmmThreads !== undefined ? { vmmThreads: o.vmmThreads } : {}),
+      ...(o.multiVmShare !== undefined ? { multiVmShare: o.multiVmShare } : {}),
+    }),
   };
   const expected = hist === undefined || kernel === undefined ? undefined : hist.buggy.includes(kernel) ? ('found' as const) : ('not found' as const);
   const shard = o.shard ?? { k: 0, n: 1 };

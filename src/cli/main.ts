@@ -8,6 +8,8 @@ import { CATALOGUE } from '../vmm/catalogue.js';
 import { checkOutputs } from '../vmm/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
+import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore.js';
+import { parseMix } from '../vmm/stress-ops.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
 import { exploreCommand, parseShard, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
@@ -34,6 +36,16 @@ function shardArg(v: string): { k: number; n: number } {
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
+}
+
+/** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
+function mixArg(v: string): string {
+  try {
+    parseMix(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
 }
 
 function numArg(name: string, min: number, max = Infinity) {
@@ -158,6 +170,9 @@ program
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .addOption(new Option('--catalogue <id>', 'a historical bug (see `gmem-sandbox catalogue`): its workload; exit 0 when it is found on a version that has it, or not found on one with the fix').choices(CATALOGUE.map((b) => b.id)))
   .option('--shard <K/N>', 'run only the schedules i with i % N == K (0-based), as one of N machines; `merge` combines the --json results', shardArg)
+  .option('--ops <mix>', `VMM operation weights (default: every op: ${DEFAULT_WORKLOAD.ops})`, mixArg)
+  .option('--vmm-threads <n>', `VMM threads that split the ops (default ${DEFAULT_WORKLOAD.vmmThreads})`, intArg('--vmm-threads', 1, MAX_VMM_THREADS))
+  .option('--multi-vm-share <x>', `share of schedules run as two linked VMs or beside a launching VM (default ${DEFAULT_WORKLOAD.multiVmShare})`, numArg('--multi-vm-share', 0, 1))
   .option('--out <dir>', 'where failing schedules are saved', '.')
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
