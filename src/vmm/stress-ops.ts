@@ -50,6 +50,8 @@ export interface VmmOpsConfig {
 
 /** One memslot of the target layout (VM 0's; other VMs bind their linked files the same way). */
 export interface StressRegion {
+  /** The VM whose memslot it is (VM 0, or an SNP VM launching beside it). */
+  vm: number;
   slot: number;
   gfn: number;
   npages: number;
@@ -163,8 +165,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
           // A VMM discards the private backing of memory converted to shared (QEMU does): the
           // regions' file is VM 0's own unless linked (a launching VM beside has its own).
-          if (r === 0 && !toPrivate && !t.linked && vm === t.vms[0]) {
+          if (r === 0 && !toPrivate && !t.linked) {
             for (const x of t.regions) {
+              if (x.vm !== vm) continue;
               const a = Math.max(gfn, x.gfn);
               const b = Math.min(gfn + len, x.gfn + x.npages);
               if (a < b) r ||= punchFd(sb, x.fd, x.pgoff + a - x.gfn, b - a);
@@ -197,10 +200,10 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           break;
         }
         case 'memslot':
-          note(memslotOp(sb, t, region, 0), op);
+          note(memslotOp(sb, region, 0), op);
           break;
         case 'memflags':
-          note(memslotOp(sb, t, region, 1 + rng.below(2)), op);
+          note(memslotOp(sb, region, 1 + rng.below(2)), op);
           break;
         case 'close': {
           // Only a VM's own file: a linked inode outlives it, and its other VMs keep their slots.
@@ -229,7 +232,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           note(plainSlotOp(sb, t.vms[0], rng.below(2)), op);
           break;
         case 'badbind':
-          note(badBindOp(sb, t.vms[0], region, rng.below(3)), op);
+          note(badBindOp(sb, region.vm, region, rng.below(3)), op);
           break;
         case 'oom':
           // Starve, then allocate into the range as the VMM would (fallocate's ENOMEM path); the
@@ -317,7 +320,8 @@ function bumpMapped(rc: RunControl, t: StressTarget, fd: number, index: number, 
     if (r.fd !== fd) continue;
     const a = Math.max(index, r.pgoff);
     const b = Math.min(index + len, r.pgoff + r.npages);
-    if (a < b) for (const vm of t.vms) rc.bumpEpochs(vm, r.gfn + a - r.pgoff, r.gfn + b - r.pgoff);
+    // Linked VMs map the same indices at the same gfns; otherwise only the region's VM sees it.
+    if (a < b) for (const vm of t.linked ? t.vms : [r.vm]) rc.bumpEpochs(vm, r.gfn + a - r.pgoff, r.gfn + b - r.pgoff);
   }
 }
 
@@ -346,8 +350,8 @@ function setSlot(sb: Sandbox, r: StressRegion, vm: number, m: { flags: number; g
  * (accepted before 9935df5333aa, which leaves the file's binding on the freed slot), then
  * delete and recreate. Returns the first error, or 0.
  */
-function memslotOp(sb: Sandbox, t: StressTarget, r: StressRegion, variant: number): number {
-  const vm = t.vms[0];
+function memslotOp(sb: Sandbox, r: StressRegion, variant: number): number {
+  const vm = r.vm;
   let e = 0;
   if (variant > 0) e = setSlot(sb, r, vm, { flags: 0, gfn: variant === 2 ? sb.k.memslots.gfnsPerVm - r.npages : r.gfn, npages: r.npages });
   const del = setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: 0 });
@@ -361,8 +365,8 @@ function memslotOp(sb: Sandbox, t: StressTarget, r: StressRegion, variant: numbe
  * the same size there.
  */
 function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
-  const vm = t.vms[0];
   const backed = t.regions.filter((r) => r.fd === fd);
+  const vm = backed[0].vm;
   const size = sb.withGmemFd(fd, (f) => (f < 0 ? f : sb.k.g.inodes.sizePages(sb.k.g.files.inode(f))));
   if (size < 0) return size;
   // Another VMM thread may have closed it first: that close's EBADF is this one's answer.
@@ -382,7 +386,7 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
 }
 
 /** A layout's memslot before its files exist: `file` numbers the layout's files; `size` is the pages that file needs. */
-export interface LayoutRegion extends Omit<StressRegion, 'fd' | 'filePages'> {
+export interface LayoutRegion extends Omit<StressRegion, 'fd' | 'filePages' | 'vm'> {
   size: number;
 }
 

@@ -147,7 +147,7 @@ class VmmWorker {
         if (i > 0) this.stressFds.push(gmem);
         const userPage = i * cfg.pages + r.userPage;
         vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
-        if (i === 0) targetRegions.push({ slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd, filePages: gmem.fstat().size / PAGE_SIZE });
+        if (i === 0) targetRegions.push({ vm: vm.id, slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd, filePages: gmem.fstat().size / PAGE_SIZE });
       }
       finish(vm, i === 0 && cfg.populateFirstVm === true);
     });
@@ -160,6 +160,9 @@ class VmmWorker {
       finish(vm, true);
       populateVm = vm.id;
       all.push(vm);
+      // Its file is a target too: punch, fallocate, hwpoison, close and memslot ops race its populates.
+      targetRegions.push({ vm: vm.id, slot: 0, gfn: gfnStart, npages: cfg.pages, pgoff: 0, userPage: cfg.vms * cfg.pages, file: gmem.file, fd: gmem.fd, filePages: cfg.pages });
+      this.stressFds.push(gmem);
     }
     const shared: SharedStressTarget = { regions: targetRegions, pages: cfg.pages, vms: all.map((v) => v.id), populateVm, linked: cfg.vms > 1, prefault };
     // Thread 0 works on its own copy: a close-and-rebuild moves its regions to new fds.
