@@ -82,7 +82,7 @@ describe('planted bugs: races need a preemption, the others do not', () => {
     const e = explorer({ bug });
     let found = 0;
     // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
-    for (let seed = 1; seed <= 100; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
+    for (let seed = 1; seed <= 40; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
     if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
     else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
     await e.close();
@@ -216,7 +216,7 @@ describe('a vCPU descheduled mid-access, in guest mode', () => {
   it('makes a zap\'s TLB flush wait for it (kvm_flush_remote_tlbs), and the schedules stay clean', async () => {
     const e = explorer({ kernel: 'upstream', workload: workloadFor(null, { ops: 'punch=3,convert=1', vmmOps: 4, multiVmShare: 0 }) });
     let waits = 0;
-    for (let seed = 1; seed <= 100; seed++) {
+    for (let seed = 1; seed <= 40; seed++) {
       const r = await e.runSchedule(seed);
       if (r.violations.length > 0) expect.fail(`seed ${seed}: ${JSON.stringify(r.violations[0])}`);
       waits += sumStats(e.mem()).tlbFlushWaits;
