@@ -6,7 +6,6 @@
 import { Errno } from '../shm/errno.js';
 import { type LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { assert } from '../shm/limits.js';
-import { NO_HANDLE } from '../shm/slab.js';
 import type { KvmCtx } from './kvm.js';
 import { kvmGmemClose } from './task_work.js';
 
@@ -118,5 +117,5 @@ export class FdTable {
 
 /** fdput of a reference fgetGmem took (its last reference releases the file on the way out). */
 export function fdputGmem(k: KvmCtx, file: number): void {
-  if (file !== NO_HANDLE && file >= 0) kvmGmemClose(k, file);
+  if (file >= 0) kvmGmemClose(k, file);
 }

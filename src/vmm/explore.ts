@@ -43,8 +43,8 @@ export interface ExploreWorkload {
   /** VMM threads issuing the ops (their share of vmmOps each), so that two ioctls overlap. */
   vmmThreads: number;
   /**
-   * Share of schedules (of a one-VM workload) run as two VMs on one inode instead: VM 0 an SNP VM
-   * still launching, which the populate op LAUNCH_UPDATEs, and VM 1 running, bound by link.
+   * Share of schedules (of a one-VM workload) run with two VMs instead (see scheduleShape): two
+   * running VMs bound to one inode by link, or the VM with an SNP VM launching beside it.
    */
   multiVmShare: number;
 }

@@ -5,11 +5,10 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, 
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../kvm/memslots.js';
-import { Errno } from '../shm/errno.js';
 import { SnpPageType } from '../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchUpdate } from '../kvm/sev.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
-import { errnoName } from '../shm/errno.js';
+import { Errno, errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { Prng } from '../shm/prng.js';
 import { TraceKind } from '../shm/trace.js';
@@ -20,9 +19,10 @@ import type { Sandbox } from './sandbox.js';
  * memslot: delete slot 0 and recreate it; memflags: first drop KVM_MEM_GUEST_MEMFD from it by a
  * flags-only change or a move (as a fuzzer would; refused since 9935df5333aa), then delete and
  * recreate; close: close the guest_memfd, whose faults may still hold it, then rebuild slot 0
- * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE fails; signal: a
- * signal for a vCPU or VMM thread (its pre-fault, fallocate or populate in flight, or next, returns EINTR); plainslot: a
- * memslot without guest_memfd created, given dirty logging (flags only), moved and deleted;
+ * on a new one; hwpoison: memory_failure on a page; fwfail: the next RMPUPDATE (or, with a VM
+ * launching, LAUNCH_UPDATE) fails; signal: a signal for a vCPU or VMM thread (its pre-fault,
+ * fallocate or populate in flight, or next, returns EINTR); plainslot: a memslot without
+ * guest_memfd created, given dirty logging (flags only), moved and deleted;
  * badbind: memslots the kernel must refuse (a binding of indices already bound, one past the
  * file's end, a slot over another's gfns), left in place if accepted, for the auditor to see;
  * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
@@ -48,7 +48,7 @@ export interface VmmOpsConfig {
   signalTids?: number[];
 }
 
-/** One memslot of the target layout (VM 0's; other VMs bind their linked files the same way). */
+/** One memslot of the target layout: VM 0's (linked VMs bind theirs the same way) or a launching VM's. */
 export interface StressRegion {
   /** The VM whose memslot it is (VM 0, or an SNP VM launching beside it). */
   vm: number;
