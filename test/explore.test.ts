@@ -5,7 +5,8 @@ import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
 import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { VMM_OPS, randomLayout } from '../src/vmm/stress-ops.js';
-import { type ExploreConfig, Explorer, switchesIn, workloadFor } from '../src/vmm/explore.js';
+import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore.js';
+import { ExplorePool } from '../src/vmm/explore-pool.js';
 import { INVARIANTS } from '../src/vcpu-workers/violations.js';
 import { sumStats } from '../src/shm/stats.js';
 
@@ -74,6 +75,63 @@ describe('controlled schedules', () => {
     const again = await e.runSchedule(failing!.seed, shrunk.choices);
     expect(again.outcome).toBe('violation');
     expect(again.choices.slice(0, shrunk.choices.length)).toEqual(shrunk.choices);
+  });
+});
+
+describe('batches: schedules as rounds on the workers (explore-round.ts)', () => {
+  it('a batch gives, schedule by schedule, exactly what single runs give', async () => {
+    const a = explorer();
+    const b = explorer();
+    const seeds = [3, 4, 5, 6, 7, 8, 9, 10];
+    const batch = await a.runSchedules(seeds);
+    expect(batch.map((r) => r.seed)).toEqual(seeds);
+    for (const r of batch) {
+      const single = await b.runSchedule(r.seed);
+      expect(r.choices).toEqual(single.choices);
+      expect(r.steps).toBe(single.steps);
+      expect(r.ops).toEqual(single.ops);
+      expect(r.shape).toEqual(single.shape);
+      expect(r.outcome).toBe('ok');
+    }
+    expect(a.schedulesRun).toBe(seeds.length);
+  });
+
+  it('a batch stops at its first failing schedule, and a pool of two explorers reports the seed one explorer does', async () => {
+    const bug = 'fault-skips-seq-recheck' as const;
+    const e = explorer({ bug });
+    const seeds = Array.from({ length: 400 }, (_, i) => i + 1);
+    let first: ScheduleResult | null = null;
+    for (let i = 0; i < seeds.length && first === null; i += 16) {
+      const rs = await e.runSchedules(seeds.slice(i, i + 16));
+      const last = rs[rs.length - 1];
+      // Every schedule before the last ran clean; the batch ended early only at a failure.
+      expect(rs.slice(0, -1).every((r) => r.outcome === 'ok' || r.outcome === 'step-limit')).toBe(true);
+      if (last.outcome === 'violation') first = last;
+      else expect(rs.length).toBe(Math.min(16, seeds.length - i));
+    }
+    expect(first).not.toBeNull();
+    const pool = new ExplorePool({ kernel: 'upstream', bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug) }, 2);
+    try {
+      const found = await pool.search(seeds, 4);
+      expect(found.failing?.result.seed).toBe(first!.seed);
+      expect(found.failing?.result.choices).toEqual(first!.choices);
+      expect(found.schedules).toBe(first!.seed);
+      expect(found.ran).toBeGreaterThanOrEqual(found.schedules);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a worker that died fails the batch at once, naming it, and close does not hang', async () => {
+    const e = explorer();
+    await e.runSchedule(1);
+    const vcpu = (e as unknown as { runners: Array<{ api: { exitNow(code: number): Promise<void> }; dead: Promise<never> }> }).runners[0];
+    void vcpu.api.exitNow(3).catch(() => undefined);
+    await vcpu.dead.catch(() => undefined);
+    const t0 = performance.now();
+    await expect(e.runSchedules([2, 3, 4])).rejects.toThrow(/vcpu 0 of vm vm0 exited: thread exited with code 3/);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await e.close();
   });
 });
 

@@ -9,6 +9,7 @@ import { type HistoricalBug, historicalBug } from '../vmm/catalogue.js';
 import type { StrategyName } from '../shm/sched.js';
 import { chromeTraceFromSchedule } from '../vmm/chrome-trace.js';
 import { type ExploreConfig, Explorer, type ScheduleFile, type ScheduleResult, switchesIn, workloadFor } from '../vmm/explore.js';
+import { ExplorePool } from '../vmm/explore-pool.js';
 import { checkOutputs, writeOutput } from '../vmm/outputs.js';
 import { EXIT } from './exit.js';
 import { readScheduleFile } from './inputs.js';
@@ -35,6 +36,8 @@ export interface ExploreCliOptions {
   ops?: string;
   vmmThreads?: number;
   multiVmShare?: number;
+  /** Explorers searching at once, each on its own sandbox (default 1). */
+  jobs?: number;
 }
 
 export interface BugSearch {
@@ -70,10 +73,6 @@ export function parseShard(v: string): { k: number; n: number } {
   return { k, n };
 }
 
-function fails(r: ScheduleResult): boolean {
-  return r.outcome === 'violation' || r.outcome === 'deadlock';
-}
-
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */
 function save(dir: string, name: string, cfg: ExploreConfig, r: ScheduleResult): string | undefined {
   const file = join(dir, name);
@@ -91,6 +90,9 @@ function writeScheduleTrace(file: string, ex: Explorer): boolean {
   if (droppedEvents > 0) process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the schedule's trace was full\n`);
   return writeOutput(file, JSON.stringify({ ...chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames()), metadata: { droppedEvents } }));
 }
+
+/** Schedules per batch: few enough that progress moves and an interrupt loses little. */
+const EXPLORE_BATCH = 16;
 
 export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progress: Progress, signal?: AbortSignal): Promise<BugSearch> {
   const hist = o.catalogue !== undefined ? historicalBug(o.catalogue) : undefined;
@@ -111,20 +113,26 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
   };
   const expected = hist === undefined || kernel === undefined ? undefined : hist.buggy.includes(kernel) ? ('found' as const) : ('not found' as const);
   const shard = o.shard ?? { k: 0, n: 1 };
-  const ex = new Explorer(cfg);
+  const pool = new ExplorePool(cfg, o.jobs ?? 1);
   const t0 = performance.now();
-  const sps = () => ex.schedulesRun / Math.max(1e-3, (performance.now() - t0) / 1000);
+  const sps = () => pool.schedulesRun / Math.max(1e-3, (performance.now() - t0) / 1000);
   // A schedule or a shrink in progress cannot be waited for: its workers go at once.
-  const stop = () => void ex.close();
+  const stop = () => void pool.close();
   signal?.addEventListener('abort', stop, { once: true });
   let res: BugSearch = { bug, found: false, schedules: 0, schedulesPerSecond: 0, ...(expected ? { expected } : {}) };
+  const seeds: number[] = [];
+  for (let i = shard.k; i < o.schedules; i += shard.n) seeds.push((o.seed + i) >>> 0);
   try {
-    for (let i = shard.k; i < o.schedules && !signal?.aborted; i += shard.n) {
-      const seed = (o.seed + i) >>> 0;
-      const r = await ex.runSchedule(seed);
-      res.schedules++;
-      progress.update((i + 1) / o.schedules, `${bug ?? hist?.id ?? 'no bug'}: schedule ${i + 1}/${o.schedules} (seed ${seed})`);
-      if (!fails(r)) continue;
+    // Batches of seeds run on the workers without a control-plane call between schedules; each
+    // stops at its first failing schedule. With --jobs, explorers take batches in turn.
+    const found = await pool.search(seeds, EXPLORE_BATCH, (ran, last) => {
+      res.schedules = ran;
+      progress.update(Math.min(1, (ran * shard.n) / o.schedules), `${bug ?? hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`);
+    });
+    res.schedules = found.schedules;
+    if (found.failing !== null) {
+      const { result: r, explorer: ex } = found.failing;
+      const seed = r.seed;
       const tag = `${bug ?? hist?.id ?? 'none'}-${kernel ?? o.policy ?? 'default'}-${o.strategy}-seed${seed}`;
       const saved = save(o.out, `schedule-${tag}.json`, cfg, r);
       res = { ...res, found: true, seed, steps: r.steps, violation: `${r.violations[0].invariant}: ${r.violations[0].detail}`, ...(saved ? { saved } : {}), schedulesPerSecond: sps() };
@@ -149,7 +157,7 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
     return { ...res, schedulesPerSecond: sps(), interrupted: true };
   } finally {
     signal?.removeEventListener('abort', stop);
-    await ex.close();
+    await pool.close();
   }
 }
 

@@ -9,6 +9,7 @@ import { checkOutputs } from '../vmm/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress.js';
 import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore.js';
+import { MAX_EXPLORE_JOBS } from '../vmm/explore-pool.js';
 import { parseMix } from '../vmm/stress-ops.js';
 import { PATTERNS } from '../vcpu-workers/workload.js';
 import { exploreCommand, parseShard, replayCommand } from './explore.js';
@@ -173,6 +174,7 @@ program
   .option('--ops <mix>', `VMM operation weights (default: every op: ${DEFAULT_WORKLOAD.ops})`, mixArg)
   .option('--vmm-threads <n>', `VMM threads that split the ops (default ${DEFAULT_WORKLOAD.vmmThreads})`, intArg('--vmm-threads', 1, MAX_VMM_THREADS))
   .option('--multi-vm-share <x>', `share of schedules run as two linked VMs or beside a launching VM (default ${DEFAULT_WORKLOAD.multiVmShare})`, numArg('--multi-vm-share', 0, 1))
+  .option('--jobs <n>', `explorers searching at once, each on its own sandbox and threads (default 1); the result is the one --jobs 1 gives`, intArg('--jobs', 1, MAX_EXPLORE_JOBS))
   .option('--out <dir>', 'where failing schedules are saved', '.')
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')

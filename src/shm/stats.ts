@@ -107,12 +107,13 @@ export type StatsSnapshot = Record<CounterName, number>;
 
 /** Sums every thread's block. Reads race benignly with writers: a snapshot may be a few counts old. */
 export function sumStats(mem: Mem): StatsSnapshot {
-  const out = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as StatsSnapshot;
+  // Summed by index, then named once: adding into the named object costs ten times more.
+  const sums = new Float64Array(COUNTER_NAMES.length);
   for (let t = 0; t < mem.limits.maxThreads; t++) {
     const s = threadStats(mem, t);
-    for (let i = 0; i < COUNTER_NAMES.length; i++) out[COUNTER_NAMES[i]] += s[i];
+    for (let i = 0; i < sums.length; i++) sums[i] += s[i];
   }
-  return out;
+  return Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, sums[i]])) as StatsSnapshot;
 }
 
 /** Fault latency histogram: bucket b counts faults that took [2^b, 2^(b+1)) ns. */

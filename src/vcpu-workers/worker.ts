@@ -4,7 +4,10 @@
 import { asActor, openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
 import type { KernelVersionName } from '../gmem/version.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
-import type { SharedBuffers } from '../shm/layout.js';
+import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
+import { followRounds } from '../shm/bell.js';
+import { SyncControl } from '../shm/sync.js';
+import type { Violation } from './violations.js';
 import { exposeToParent } from '../shm/rpc.js';
 import { GuestCpu } from './guest.js';
 import { type GuestOp, execGuestOp } from './ops.js';
@@ -22,6 +25,11 @@ export interface VcpuInit {
   platform?: PlatformKind;
   /** A vCPU the VMM already created (id and slot): attach to it instead of creating one. */
   created?: { id: number; slot: number };
+}
+
+/** What a vCPU actor reads of an explorer round (vmm/explore-round.ts RoundPayload). */
+interface ExploreRound {
+  vcpus: Array<{ created: { vm: number; id: number; slot: number }; run: WorkloadConfig }>;
 }
 
 class VcpuWorker {
@@ -49,6 +57,23 @@ class VcpuWorker {
 
   run(cfg: WorkloadConfig): WorkloadResult {
     return asActor(this.c.k.sync, () => runWorkload(this.c, this.rc!, cfg), false, onlineChecker(this.c.k));
+  }
+
+  /** The explorer's schedules as vCPU actor `index` of each (vmm/explore-round.ts): the violations of the last one. */
+  exploreFollow(bell: SharedArrayBuffer, fromGen: number, init: Omit<VcpuInit, 'vm' | 'created'>, index: number): Violation[] {
+    const rs = followRounds(
+      bell,
+      fromGen,
+      new SyncControl(mapBuffers(init.buffers)),
+      (p: ExploreRound) => {
+        const { created, run } = p.vcpus[index];
+        this.init({ ...init, vm: created.vm, created });
+        return this.run(run);
+      },
+      (r) => r.violations.length > 0,
+    );
+    // The batch ends at the first schedule with a finding: only the last round's can have one.
+    return rs[rs.length - 1]?.violations ?? [];
   }
 
   /** Throws inside the worker: for tests of crash reporting. */

@@ -3,96 +3,23 @@
 // for replay, the forced choices); a schedule that breaks an invariant is saved, replayed, and
 // shrunk to fewer context switches.
 
-import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
+import { BUGS, type BugName, bugMask } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import type { KernelVersionName } from '../gmem/version.js';
-import type { VmTypeName } from '../kvm/vm.js';
+import { Bell } from '../shm/bell.js';
 import type { Mem } from '../shm/layout.js';
 import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
-import { Prng, subSeed } from '../shm/prng.js';
 import type { Violation } from '../vcpu-workers/violations.js';
-import type { WorkloadResult } from '../vcpu-workers/workload.js';
-import { auditQuiescent, auditTeardown } from './audit.js';
 import { describeDeadlock } from './deadlock.js';
-import { ddminSwitches } from './shrink.js';
-import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
-import { resetSandboxMemory } from './build.js';
 import { SandboxClosedError } from './errors.js';
-import { type Actor, Runtime, type VcpuActor } from './runtime.js';
+import type { RoundPlan } from './explore-round.js';
+import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from './explore-workload.js';
+import { ddminSwitches } from './shrink.js';
+import { type Actor, Runtime, type VcpuActor, WorkerCrashError } from './runtime.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
-import { type VmmOp, type VmmOpsResult, parseMix } from './stress-ops.js';
+import { type VmmOp, parseMix } from './stress-ops.js';
 
-export interface ExploreWorkload {
-  vmType: VmTypeName;
-  vms: number;
-  /** Guest pages every VM maps: few, so actors collide. */
-  pages: number;
-  vcpus: number;
-  accesses: number;
-  writeRatio: number;
-  ops: string;
-  vmmOps: number;
-  populateFirstVm: boolean;
-  /** Share of a vCPU's steps that are KVM_PRE_FAULT_MEMORY on its own vCPU (racing the VMM's ioctls). */
-  prefaultRatio: number;
-  /**
-   * 'random': each schedule draws its layout (one VM only): the range at a random gfn, split in
-   * two memslots, at offsets into one file or two; 'identity': one slot, gfn i at index i.
-   */
-  layout: 'random' | 'identity';
-  /** VMM threads issuing the ops (their share of vmmOps each), so that two ioctls overlap. */
-  vmmThreads: number;
-  /**
-   * Share of schedules (of a one-VM workload) run with two VMs instead (see scheduleShape): two
-   * running VMs bound to one inode by link, or the VM with an SNP VM launching beside it.
-   */
-  multiVmShare: number;
-}
-
-export const DEFAULT_WORKLOAD: ExploreWorkload = {
-  vmType: 'snp',
-  vms: 1,
-  pages: 4,
-  vcpus: 2,
-  accesses: 8,
-  writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1',
-  vmmOps: 4,
-  populateFirstVm: false,
-  prefaultRatio: 0.15,
-  layout: 'random',
-  vmmThreads: 2,
-  multiVmShare: 0.25,
-};
-
-/** The most VMM threads a controlled workload runs. */
-export const MAX_VMM_THREADS = 4;
-
-export interface ScheduleShape {
-  /** Running VMs (with populateFirstVm, VM 0 of them launches instead), bound to one inode by link when several. */
-  vms: number;
-  populateFirstVm: boolean;
-  /** An SNP VM launching beside them on a guest_memfd of its own, for 'populate'. */
-  launchingBeside: boolean;
-}
-
-/**
- * The VMs a schedule runs: the workload's or, for multiVmShare of one-VM schedules, half the time
- * two running VMs on one inode (link, the vCPUs split between them) and half the time the one
- * VM with an SNP VM launching beside it (populate). The vCPU actors are the same in every shape.
- */
-export function scheduleShape(w: ExploreWorkload, seed: number): ScheduleShape {
-  const plain = { vms: w.vms, populateFirstVm: w.populateFirstVm, launchingBeside: false };
-  if (w.vms !== 1 || w.populateFirstVm || w.multiVmShare === 0) return plain;
-  const r = new Prng(subSeed(seed, 98)).next();
-  if (r >= w.multiVmShare) return plain;
-  return r < w.multiVmShare / 2 && w.vcpus > 1 ? { ...plain, vms: 2 } : { ...plain, launchingBeside: true };
-}
-
-/** Ops for VMM thread `t` of `threads`: an even split of `total`, the first threads taking the rest. */
-export function opsForThread(total: number, threads: number, t: number): number {
-  return Math.floor(total / threads) + (t < total % threads ? 1 : 0);
-}
+export { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, opsForThread, scheduleShape } from './explore-workload.js';
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
@@ -101,7 +28,8 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
 };
 
-const PCT_STEPS = 100;
+/** Longest one schedule of a batch may take before the run is declared hung. */
+const SCHEDULE_TIMEOUT_MS = 20_000;
 
 export interface ExploreConfig {
   /** The modelled kernel; `policy` is the older name of the same choice (one of them, or neither for the default). */
@@ -143,6 +71,8 @@ export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> 
 export class Explorer {
   private rt: Runtime | null = null;
   private sched: SchedControl | null = null;
+  /** The doorbell the schedules' rounds ring (explore-round.ts). */
+  private bell: SharedArrayBuffer | null = null;
   private runners: VcpuActor[] = [];
   /** The VMM threads: the runtime's VMM worker, then the others. */
   private vmms: Array<Actor<VmmWorkerApi>> = [];
@@ -183,122 +113,91 @@ export class Explorer {
     this.runners = [...rt.vcpus];
     this.rt = rt;
     this.sched = new SchedControl(rt.mem);
+    this.bell = Bell.allocate();
+    for (const a of [rt.vmm, ...this.runners]) this.watch(a);
     return rt;
   }
 
   /** Runs one schedule; `forced` replays choices (strategy 'replay' then applies past them). */
   async runSchedule(seed: number, forced?: readonly number[]): Promise<ScheduleResult> {
+    const rs = await this.runSchedules([seed], forced);
+    return rs[0];
+  }
+
+  /**
+   * Runs the seeds in order until one fails (its result is the last) or all ran: a batch of
+   * rounds on the workers (explore-round.ts), one control-plane call per worker for the batch.
+   */
+  async runSchedules(seeds: readonly number[], forced?: readonly number[]): Promise<ScheduleResult[]> {
+    if (seeds.length === 0) return [];
     const rt = await this.runtime();
-    const sched = this.sched!;
     const w = this.cfg.workload;
-    resetSandboxMemory(rt.descriptor);
-    setBugs(rt.mem, this.cfg.bug ? bugMask([this.cfg.bug]) : 0);
-    // Each round trip to a worker costs a wake-up of that thread and one of ours (0.1-0.7 ms on
-    // this machine): calls are posted back to back wherever a worker may take them in order.
-    // The VMM inits, then sets up, and creates every running vCPU itself, so that their ids and
-    // slots do not depend on which vCPU worker comes first.
-    // The workload's VMM threads (shrinking may drop to one; the others then sit this one out).
-    while (this.vmms.length < w.vmmThreads) this.vmms.push(rt.addVmmThread());
+    // The workload's VMM threads (shrinking may drop to one; the others then sit this batch out).
+    while (this.vmms.length < w.vmmThreads) this.vmms.push(this.watch(rt.addVmmThread()));
+    // A worker already gone would never arrive: say so now rather than at the batch's timeout.
+    if (rt.crashes.length > 0) throw new WorkerCrashError(rt.crashes[0]);
     const vmms = this.vmms.slice(0, w.vmmThreads);
-    const shape = scheduleShape(w, seed);
-    const [, layout] = await Promise.all([
-      rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' })),
-      rt.call(rt.vmm, () =>
-        rt.vmm.api.setupStress({ vmType: w.vmType, vms: shape.vms, pages: w.pages, privateShare: 1, populateFirstVm: shape.populateFirstVm,
-          launchingBeside: shape.launchingBeside,
-          // Every shape runs the same vCPU actors, split over its running VMs.
-          vcpusTotal: w.vcpus * (w.vms - (w.populateFirstVm ? 1 : 0)),
-          vmmThreads: vmms.length,
-          ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
-        }),
-      ),
-    ]);
-    sched.configure({
-      strategy: forced ? 'replay' : this.cfg.strategy,
-      seed,
-      actors: vmms.length + this.runners.length,
-      maxSteps: this.cfg.maxSteps,
+    const bell = this.bell!;
+    const fromGen = new Bell(bell, rt.control).generation();
+    const plan: RoundPlan = {
+      bell,
+      fromGen,
+      descriptor: rt.descriptor,
+      seeds: [...seeds],
+      forced: forced ? [...forced] : null,
+      bugMask: this.cfg.bug ? bugMask([this.cfg.bug]) : 0,
+      strategy: this.cfg.strategy,
       depth: this.cfg.depth,
-      // PCT places its change points within this many steps: about the length of a schedule of
-      // the default workload (a fixed number, so that a seed alone decides the interleaving).
-      estimatedSteps: PCT_STEPS,
-      ...(forced ? { forced } : {}),
-    });
-    const opsCfg = (t: number) => {
-      const share = opsForThread(w.vmmOps, vmms.length, t);
-      // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
-      return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids: [...vmms, ...this.runners].map((r) => r.tid) };
+      maxSteps: this.cfg.maxSteps,
+      workload: w,
+      vmmTids: vmms.map((v) => v.tid),
+      runnerTids: this.runners.map((r) => r.tid),
     };
-    // The other VMM threads take the layout the first built (its fds are the process's), then run
-    // their share of the ops: posted back to back, as for the vCPUs below.
-    const vmmJobs = vmms.map((v, t) => {
-      if (t === 0) return rt.call(v, () => v.api.runOps(opsCfg(0)));
-      const init = rt.call(v, () => v.api.init(rt.descriptor, v.tid, { mode: 'controlled', platform: 'direct' }));
-      const attach = rt.call(v, () => v.api.attachStress(layout.shared, t));
-      const run = rt.call(v, () => v.api.runOps(opsCfg(t)));
-      return Promise.all([init, attach, run]).then(([, , r]) => r);
+    // Every call is posted before any round starts; the followers wait on the doorbell.
+    const lead = rt.call(rt.vmm, () => rt.vmm.api.exploreLead(plan), this.batchTimeoutMs(seeds.length));
+    const vmmFollowers = vmms.slice(1).map((v, i) => rt.call(v, () => v.api.exploreFollow(bell, fromGen, rt.descriptor, v.tid, i + 1), 0));
+    const init = { buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: 0, mode: 'controlled' as const, platform: 'direct' as const };
+    const vcpuFollowers = this.runners.map((a, i) => rt.call(a, () => a.api.exploreFollow(bell, fromGen, { ...init, tid: a.tid }, i), 0));
+    const [led, ...followed] = await Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]);
+    if (led.status === 'rejected') throw led.reason;
+    const records = led.value;
+    this.schedulesRun += records.length;
+    const crashed = followed.find((r) => r.status === 'rejected');
+    if (crashed) throw new Error(`schedule ${records[records.length - 1]?.seed ?? seeds[0]}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
+    const last = records[records.length - 1];
+    if (last.error !== undefined) throw new Error(`schedule ${last.seed}: the VMM thread failed: ${last.error}`);
+    const vmmOps = followed.slice(0, vmmFollowers.length).map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
+    const vcpuViolations = followed.slice(vmmFollowers.length).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value);
+    this.runners.forEach((a, i) => (a.vm = last.vcpuVms[i]));
+    const sched = this.sched!;
+    return records.map((rec, k) => {
+      const ops = { ...rec.ops };
+      for (const perRound of vmmOps) for (const [op, n] of Object.entries(perRound[k] ?? {})) ops[op as VmmOp] += n;
+      const violations = rec === last ? [...vcpuViolations, ...rec.violations] : rec.violations;
+      if (rec.sched === SchedOutcome.DEADLOCK) violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}` });
+      return {
+        seed: rec.seed,
+        steps: rec.steps,
+        switches: rec.switches,
+        outcome: violations.length > 0 ? (rec.sched === SchedOutcome.DEADLOCK ? 'deadlock' : 'violation') : rec.sched === SchedOutcome.STEP_LIMIT ? 'step-limit' : 'ok',
+        violations,
+        choices: rec.choices,
+        ops,
+        shape: rec.shape,
+      };
     });
-    // A vCPU worker takes its init, then its run: one wake-up.
-    const jobs = this.runners.map((a, i) => {
-      const created = layout.vcpus[i];
-      a.vm = created.vm;
-      const init = rt.call(a, () =>
-        a.api.init({ buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct', created }),
-      );
-      const run = rt.call(a, () =>
-        a.api.run({
-          gfnStart: layout.gfnStart,
-          gfnCount: w.pages,
-          pattern: 'random',
-          writeRatio: w.writeRatio,
-          hotRatio: 0.8,
-          seed: subSeed(seed, i + 1),
-          // One writer per page over every VM: linked VMs share the folios, so a page another
-          // VM's vCPU owned could be overwritten under this one's feet.
-          writerIndex: i,
-          writers: this.runners.length,
-          durationMs: 0,
-          maxAccesses: w.accesses,
-          multiVm: shape.vms > 1,
-          prefaultRatio: w.prefaultRatio,
-        }),
-      );
-      return Promise.all([init, run]).then(([, r]) => r);
-    });
-    const settled = await Promise.allSettled([...vmmJobs, ...jobs]);
-    this.schedulesRun++;
-    const violations: Violation[] = [];
-    for (const r of settled.slice(vmmJobs.length)) if (r.status === 'fulfilled') violations.push(...(r.value as WorkloadResult).violations);
-    const ops = parseMix('');
-    for (const r of settled.slice(0, vmmJobs.length)) if (r.status === 'fulfilled') for (const [op, n] of Object.entries((r.value as VmmOpsResult).ops)) ops[op as VmmOp] += n;
-    const crashed = settled.find((r) => r.status === 'rejected' && !/aborted/.test(String((r as PromiseRejectedResult).reason)));
-    if (crashed) throw new Error(`schedule ${seed}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
-    const outcome = sched.outcome();
-    violations.push(...takeOnlineReports(rt.mem));
-    if (outcome === SchedOutcome.STEP_LIMIT) {
-      // A default schedule takes a few hundred steps: one that runs out of them has an actor
-      // spinning without end (a livelock), which no kernel may do.
-      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)` });
-    }
-    if (outcome === SchedOutcome.DEADLOCK) {
-      violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}` });
-    } else if (outcome === SchedOutcome.RUNNING) {
-      violations.push(...auditQuiescent(rt.mem).violations);
-      // Every fd closed and every VM destroyed: a release or a free that touches freed memory
-      // shows here, and so does anything left behind.
-      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
-      violations.push(...auditTeardown(rt.mem).violations);
-    }
-    return {
-      seed,
-      steps: sched.steps(),
-      switches: sched.switches(),
-      outcome: violations.length > 0 ? (outcome === SchedOutcome.DEADLOCK ? 'deadlock' : 'violation') : outcome === SchedOutcome.STEP_LIMIT ? 'step-limit' : 'ok',
-      violations,
-      choices: sched.log(),
-      ops,
-      shape,
-    };
+  }
+
+  /** A worker of the rounds that dies ends every wait of the rounds (the leader's, the followers'). */
+  private watch<A extends Actor<unknown>>(a: A): A {
+    const bell = new Bell(this.bell!, this.rt!.control);
+    a.dead.catch(() => bell.abort(2));
+    return a;
+  }
+
+  /** A batch may take as long as its schedules; a single call's limit bounds each. */
+  private batchTimeoutMs(n: number): number {
+    return SCHEDULE_TIMEOUT_MS * n;
   }
 
   /** The shared memory of the explored sandbox (valid until close). */

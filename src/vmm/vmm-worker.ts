@@ -14,7 +14,11 @@ import type { SandboxDescriptor } from './build.js';
 import { IoctlExecutor } from './ioctl-exec.js';
 import { GuestMemfd, Sandbox, type Vm } from './sandbox.js';
 import type { IoctlStep } from './scenario/schema.js';
-import { type StressRegion, type StressTarget, type VmmOpsConfig, type VmmOpsResult, randomLayout, runVmmOps } from './stress-ops.js';
+import { type LeaderHooks, type RoundPayload, type RoundPlan, type RoundRecord, leadRounds } from './explore-round.js';
+import { followRounds } from '../shm/bell.js';
+import { mapBuffers } from '../shm/layout.js';
+import { SyncControl } from '../shm/sync.js';
+import { type StressRegion, type StressTarget, type VmmOp, type VmmOpsConfig, type VmmOpsResult, randomLayout, runVmmOps } from './stress-ops.js';
 
 export interface StressSetup {
   vmType: VmTypeName;
@@ -194,6 +198,34 @@ class VmmWorker {
     const t = this.target;
     if (t === null) throw new Error('runOps before setupStress');
     return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg), false, onlineChecker(this.s.k));
+  }
+
+  /** The explorer's schedules, this thread leading (explore-round.ts): one record per schedule run. */
+  exploreLead(plan: RoundPlan): RoundRecord[] {
+    const tid = plan.vmmTids[0];
+    const hooks: LeaderHooks = {
+      mem: mapBuffers(plan.descriptor.buffers),
+      init: () => this.init(plan.descriptor, tid, { mode: 'controlled', platform: 'direct' }),
+      setup: (cfg) => this.setupStress(cfg),
+      runOps: (cfg) => this.runOps(cfg),
+      closeAll: () => this.closeAll(),
+    };
+    return leadRounds(plan, hooks);
+  }
+
+  /** The explorer's schedules as VMM thread `t` of each: the leader's layout, its share of the ops (null: aborted). */
+  exploreFollow(bell: SharedArrayBuffer, fromGen: number, descriptor: SandboxDescriptor, tid: number, t: number): Array<Record<VmmOp, number> | null> {
+    return followRounds(
+      bell,
+      fromGen,
+      new SyncControl(mapBuffers(descriptor.buffers)),
+      (p: RoundPayload) => {
+        this.init(descriptor, tid, { mode: 'controlled', platform: 'direct' });
+        this.attachStress(p.shared, t);
+        return this.runOps(p.vmmOps[t]).ops;
+      },
+      () => false,
+    );
   }
 
   /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */

@@ -1,0 +1,67 @@
+// Several explorers searching one seed list at once, each on its own sandbox and workers. A
+// schedule's actors run one at a time and most of its time is thread wake-ups, so a second
+// explorer uses the CPU the first leaves idle. The answer is the one a single explorer gives:
+// the failing schedule with the lowest seed index, after every seed before it ran clean.
+
+import { type ExploreConfig, Explorer, type ScheduleResult } from './explore.js';
+
+/** The most explorers one search runs at once. */
+export const MAX_EXPLORE_JOBS = 16;
+
+export interface PoolSearch {
+  /** The first failing schedule in seed order, and the explorer that ran it (for shrinking and replay). */
+  failing: { result: ScheduleResult; explorer: Explorer } | null;
+  /** Schedules a single explorer would have run: up to and including the failing one, or all. */
+  schedules: number;
+  /** Schedules the pool really ran (some past the failing one, on the other explorers). */
+  ran: number;
+}
+
+function fails(r: ScheduleResult): boolean {
+  return r.outcome === 'violation' || r.outcome === 'deadlock';
+}
+
+export class ExplorePool {
+  readonly explorers: Explorer[];
+
+  constructor(cfg: ExploreConfig, jobs: number) {
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_EXPLORE_JOBS) throw new Error(`jobs: must be an integer from 1 to ${MAX_EXPLORE_JOBS}, got ${jobs}`);
+    this.explorers = Array.from({ length: jobs }, () => new Explorer(cfg));
+  }
+
+  /** Schedules run so far over every explorer. */
+  get schedulesRun(): number {
+    return this.explorers.reduce((n, e) => n + e.schedulesRun, 0);
+  }
+
+  /**
+   * Runs the seeds in batches of `batch`, each explorer taking the next batch when it is free,
+   * until a schedule fails and every seed before it has run. `onBatch` hears of each batch done.
+   */
+  async search(seeds: readonly number[], batch: number, onBatch: (ran: number, last: ScheduleResult) => void = () => undefined): Promise<PoolSearch> {
+    let next = 0;
+    let ran = 0;
+    // The lowest failing seed index so far: batches starting after it are not taken.
+    let best: { index: number; result: ScheduleResult; explorer: Explorer } | null = null;
+    const worker = async (ex: Explorer): Promise<void> => {
+      while (next < seeds.length && (best === null || next < best.index)) {
+        const start = next;
+        const end = Math.min(seeds.length, start + batch, best?.index ?? Infinity);
+        next = end;
+        const rs = await ex.runSchedules(seeds.slice(start, end));
+        ran += rs.length;
+        const last = rs[rs.length - 1];
+        onBatch(ran, last);
+        const index = start + rs.length - 1;
+        if (fails(last) && (best === null || index < best.index)) best = { index, result: last, explorer: ex };
+      }
+    };
+    await Promise.all(this.explorers.map(worker));
+    const found = best as { index: number; result: ScheduleResult; explorer: Explorer } | null;
+    return found ? { failing: { result: found.result, explorer: found.explorer }, schedules: found.index + 1, ran } : { failing: null, schedules: seeds.length, ran };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.explorers.map((e) => e.close()));
+  }
+}
