@@ -7,7 +7,7 @@ import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { VMM_OPS, randomLayout } from '../src/vmm/stress-ops.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore.js';
 import { ExplorePool } from '../src/vmm/explore-pool.js';
-import { INVARIANTS } from '../src/vcpu-workers/violations.js';
+import { INVARIANTS, type Violation } from '../src/vcpu-workers/violations.js';
 import { sumStats } from '../src/shm/stats.js';
 
 const explorers: Explorer[] = [];
@@ -22,6 +22,17 @@ function explorer(over: Partial<ExploreConfig> = {}): Explorer {
   const e = new Explorer({ ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug), ...over });
   explorers.push(e);
   return e;
+}
+
+/**
+ * Runs seeds from..to in batches of 16, as the CLI does (a batch ends at its first failing
+ * schedule); `each` sees every result in seed order and returns true to stop.
+ */
+async function eachSchedule(e: Explorer, from: number, to: number, each: (r: ScheduleResult) => boolean | void, forced?: number[]): Promise<void> {
+  for (let s = from; s <= to; s += 16) {
+    const rs = await e.runSchedules(Array.from({ length: Math.min(16, to - s + 1) }, (_, i) => s + i), forced);
+    for (const r of rs) if (each(r) === true) return;
+  }
 }
 
 describe('controlled schedules', () => {
@@ -140,7 +151,7 @@ describe('planted bugs: races need a preemption, the others do not', () => {
     const e = explorer({ bug });
     let found = 0;
     // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
-    for (let seed = 1; seed <= 40; seed++) if ((await e.runSchedule(seed, [])).outcome !== 'ok') found++;
+    await eachSchedule(e, 1, 40, (r) => void (r.outcome !== 'ok' && found++), []);
     if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
     else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
     await e.close();
@@ -151,16 +162,14 @@ describe('planted bugs are each found within 1,000 schedules', () => {
   it.each(BUG_NAMES)('%s', async (bug: BugName) => {
     const e = explorer({ bug });
     let found = 0;
-    for (let seed = 1; seed <= 1000; seed++) {
-      const r = await e.runSchedule(seed);
-      if (r.outcome !== 'ok' && r.outcome !== 'step-limit') {
-        found = seed;
-        // A planted bug breaks an invariant; none of them deadlocks.
-        expect(r.outcome).toBe('violation');
-        expect(INVARIANTS).toContain(r.violations[0].invariant);
-        break;
-      }
-    }
+    await eachSchedule(e, 1, 1000, (r) => {
+      if (r.outcome === 'ok' || r.outcome === 'step-limit') return false;
+      found = r.seed;
+      // A planted bug breaks an invariant; none of them deadlocks.
+      expect(r.outcome).toBe('violation');
+      expect(INVARIANTS).toContain(r.violations[0].invariant);
+      return true;
+    });
     expect(found).toBeGreaterThan(0);
     await e.close();
   });
@@ -168,7 +177,7 @@ describe('planted bugs are each found within 1,000 schedules', () => {
   it.each(BUG_NAMES)('%s, by PCT (depth 3)', async (bug: BugName) => {
     const e = explorer({ bug, strategy: 'pct', depth: 3 });
     let found = 0;
-    for (let seed = 1; seed <= 1000 && found === 0; seed++) if ((await e.runSchedule(seed)).outcome === 'violation') found = seed;
+    await eachSchedule(e, 1, 1000, (r) => r.outcome === 'violation' && (found = r.seed) > 0);
     expect(found).toBeGreaterThan(0);
     await e.close();
   });
@@ -181,11 +190,10 @@ describe('each version survives 200 schedules of page operations (its prepare lo
   it.each([...KERNEL_VERSIONS])('%s', async (kernel) => {
     const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
     const outcomes: Record<string, number> = {};
-    for (let seed = 1; seed <= 200; seed++) {
-      const r = await e.runSchedule(seed);
+    await eachSchedule(e, 1, 200, (r) => {
       outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
-      if (r.violations.length > 0) expect.fail(`seed ${seed}: ${JSON.stringify(r.violations[0])}`);
-    }
+      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+    });
     expect(outcomes.ok).toBe(200);
     await e.close();
   }, 120_000);
@@ -194,12 +202,15 @@ describe('each version survives 200 schedules of page operations (its prepare lo
 describe('historical bugs, found by running the version that had them', () => {
   /** Schedules until the first violation (0: none), that schedule, and its details. */
   async function hunt(e: Explorer, n: number) {
-    for (let seed = 1; seed <= n; seed++) {
-      const r = await e.runSchedule(seed);
-      if (r.outcome === 'violation' || r.outcome === 'deadlock') return { seed, r, details: r.violations.map((v) => v.detail) };
-      expect(r.outcome, `seed ${seed}`).toBe('ok');
-    }
-    return { seed: 0, r: null, details: [] as string[] };
+    let found: { seed: number; r: ScheduleResult | null; details: string[] } = { seed: 0, r: null, details: [] };
+    await eachSchedule(e, 1, n, (r) => {
+      if (r.outcome === 'violation' || r.outcome === 'deadlock') {
+        found = { seed: r.seed, r, details: r.violations.map((v) => v.detail) };
+        return true;
+      }
+      expect(r.outcome, `seed ${r.seed}`).toBe('ok');
+    });
+    return found;
   }
 
   const explorable = CATALOGUE.filter((b) => b.workload !== undefined);
@@ -231,14 +242,13 @@ describe('historical bugs, found by running the version that had them', () => {
     const e = explorer({ kernel: 'upstream' });
     const ops = Object.fromEntries(VMM_OPS.map((o) => [o, 0]));
     const shapes = { one: 0, linked: 0, launchingBeside: 0 };
-    for (let seed = 1; seed <= 150; seed++) {
-      const r = await e.runSchedule(seed);
-      if (r.violations.length > 0) expect.fail(`seed ${seed}: ${JSON.stringify(r.violations[0])}`);
+    await eachSchedule(e, 1, 150, (r) => {
+      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
       for (const o of VMM_OPS) ops[o] += r.ops[o];
       if (r.shape.launchingBeside) shapes.launchingBeside++;
       else if (r.shape.vms > 1) shapes.linked++;
       else shapes.one++;
-    }
+    });
     for (const o of VMM_OPS) expect(ops[o], o).toBeGreaterThan(0);
     expect(shapes.linked).toBeGreaterThan(5);
     expect(shapes.launchingBeside).toBeGreaterThan(5);
@@ -247,11 +257,8 @@ describe('historical bugs, found by running the version that had them', () => {
 
   it('two VMM threads overlap their ioctls: one waits on a lock the other holds (6.11, memslot updates)', async () => {
     const e = explorer({ kernel: '6.11', workload: workloadFor(null, { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3, multiVmShare: 0 }) });
-    let both = null;
-    for (let seed = 1; seed <= 300 && both === null; seed++) {
-      const r = await e.runSchedule(seed);
-      both = r.violations.find((v) => /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail)) ?? null;
-    }
+    let both: Violation | null = null;
+    await eachSchedule(e, 1, 300, (r) => (both = r.violations.find((v) => /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail)) ?? null) !== null);
     expect(both).not.toBeNull();
   }, 60_000);
 });
@@ -259,11 +266,8 @@ describe('historical bugs, found by running the version that had them', () => {
 describe('invariants checked while a schedule runs', () => {
   it('a SPTE mapping a freed page is caught at the scheduling point where the window opens (punch-frees-before-zap)', async () => {
     const e = explorer({ bug: 'punch-frees-before-zap' });
-    let online = null;
-    for (let seed = 1; seed <= 300 && online === null; seed++) {
-      const r = await e.runSchedule(seed);
-      online = r.violations.find((v) => v.by.endsWith('(online)')) ?? null;
-    }
+    let online: Violation | null = null;
+    await eachSchedule(e, 1, 300, (r) => (online = r.violations.find((v) => v.by.endsWith('(online)')) ?? null) !== null);
     expect(online).not.toBeNull();
     expect(online!.invariant).toBe('useAfterFree');
     expect(online!.detail).toMatch(/^at a scheduling point, vm \d's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
