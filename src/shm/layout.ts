@@ -10,6 +10,11 @@ export interface Region {
   /** First Int32 word of the region in the meta buffer (cache-line aligned). */
   readonly base: number;
   readonly words: number;
+  /**
+   * The words, from the base, that a reset of the sandbox zeroes; the owner writes the rest
+   * before it reads them (the scheduler's logs: 1.5 MiB that a reset per schedule would clear).
+   */
+  readonly resetWords: number;
   /** Who owns the region's layout, for reports and reviewers. */
   readonly owner: string;
 }
@@ -24,12 +29,13 @@ export class LayoutBuilder {
   private next = 0;
   private readonly regions: Record<string, Region> = {};
 
-  /** Declares a region of `words` Int32 words, aligned to a cache line. */
-  add(name: string, words: number, owner: string): void {
+  /** Declares a region of `words` Int32 words, aligned to a cache line; a reset zeroes its first `resetWords`. */
+  add(name: string, words: number, owner: string, resetWords = words): void {
     assert(!(name in this.regions), `region ${name} declared twice`);
     assert(Number.isInteger(words) && words >= 0, `region ${name} size`);
+    assert(Number.isInteger(resetWords) && resetWords >= 0 && resetWords <= words, `region ${name} reset size`);
     const base = this.next;
-    this.regions[name] = { base, words, owner };
+    this.regions[name] = { base, words, resetWords, owner };
     this.next = base + Math.ceil(words / WORDS_PER_LINE) * WORDS_PER_LINE;
   }
 

@@ -81,7 +81,10 @@ const REGION = 'sched';
 
 export function declareSched(lb: LayoutBuilder, maxThreads: number): void {
   if (maxThreads > 32 * CAND_WORDS) throw new Error(`sched: candidate masks hold ${32 * CAND_WORDS} threads, not ${maxThreads}`);
-  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads + CAND_WORDS * MAX_STEPS, 'shm/sched.ts');
+  // A reset clears the header (H_ENABLED: set-up code before configure() runs free) and the
+  // actors; the log, forced choices, trace, deadlock snapshot and candidate sets are written
+  // before they are read (up to the step and trace counts the header holds).
+  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads + CAND_WORDS * MAX_STEPS, 'shm/sched.ts', HEADER + maxThreads * A_WORDS);
 }
 
 /**

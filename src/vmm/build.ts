@@ -182,7 +182,7 @@ const PAINT_CHUNK = 64 << 20;
 function* resetSteps(d: SandboxDescriptor, fresh: boolean): Generator<number> {
   const mem = mapBuffers(d.buffers);
   if (!fresh) {
-    mem.w.fill(0);
+    for (const r of Object.values(mem.layout.regions)) mem.w.fill(0, r.base, r.base + r.resetWords);
     mem.user.fill(0);
   }
   new SyncControl(mem).init(d.watchdogMs, d.spin);
