@@ -63,6 +63,14 @@ export class Rmp {
   assigned(pfn: number): boolean {
     return (this.flags(pfn) & RMP_ASSIGNED) !== 0;
   }
+  /**
+   * The first assigned pfn at or after `from` (-1: none). Plain reads: for a reader nobody
+   * writes under (a quiescent point, or the token holder of a controlled run).
+   */
+  nextAssigned(from: number): number {
+    for (let pfn = from, i = this.base + from * RMP_WORDS; pfn < this.nrPfns; pfn++, i += RMP_WORDS) if ((this.w[i] & RMP_ASSIGNED) !== 0) return pfn;
+    return -1;
+  }
   asid(pfn: number): number {
     return (Atomics.load(this.w, this.base + pfn * RMP_WORDS) >>> ASID_SHIFT) & ASID_MASK;
   }

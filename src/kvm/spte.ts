@@ -47,6 +47,15 @@ export class Sptes {
     if (gfn < 0 || gfn >= this.gfnsPerVm) return 0;
     return Atomics.load(this.w, this.base + vm * this.gfnsPerVm + gfn);
   }
+  /**
+   * The first gfn at or after `from` with a present SPTE in `vm` (-1: none). Plain reads: for a
+   * reader nobody writes under (a quiescent point, or the token holder of a controlled run).
+   */
+  nextPresent(vm: number, from: number): number {
+    const b = this.base + vm * this.gfnsPerVm;
+    for (let gfn = from; gfn < this.gfnsPerVm; gfn++) if (this.w[b + gfn] !== 0) return gfn;
+    return -1;
+  }
   set(vm: number, gfn: number, spte: number): void {
     Atomics.store(this.w, this.base + vm * this.gfnsPerVm + gfn, spte);
   }

@@ -47,15 +47,17 @@ export function onlineChecker(k: KvmCtx): () => void {
   return () => {
     // One report per run is enough to fail it; the rest of the run would only repeat it.
     if (Atomics.load(w, base + H_COUNT) !== 0) return;
+    // Run at every scheduling point, by the one actor running: the scans skip the empty entries
+    // (most of them) with plain reads, where a lookup each cost a schedule an eighth of its time.
     for (let vm = 0; vm < vms.maxVms; vm++) {
       if (!vms.live(vm)) continue;
-      for (let gfn = 0; gfn < sptes.gfnsPerVm; gfn++) {
+      for (let gfn = sptes.nextPresent(vm, 0); gfn >= 0; gfn = sptes.nextPresent(vm, gfn + 1)) {
         const spte = sptes.get(vm, gfn);
-        if (spte !== 0 && sptePrivate(spte) && folios.test(spteFrame(spte), PG_FREE)) return report(SPTE_MAPS_FREE, vm, gfn, spteFrame(spte));
+        if (sptePrivate(spte) && folios.test(spteFrame(spte), PG_FREE)) return report(SPTE_MAPS_FREE, vm, gfn, spteFrame(spte));
       }
     }
-    for (let pfn = 0; pfn < folios.nrPfns; pfn++) {
-      if (folios.test(pfn, PG_FREE) && rmp.assigned(pfn)) return report(FREE_PFN_ASSIGNED, -1, -1, pfn);
+    for (let pfn = rmp.nextAssigned(0); pfn >= 0; pfn = rmp.nextAssigned(pfn + 1)) {
+      if (folios.test(pfn, PG_FREE)) return report(FREE_PFN_ASSIGNED, -1, -1, pfn);
     }
   };
 }
