@@ -1,4 +1,4 @@
-// explore --shard K/N and merge: the shards of a search merge into what the unsharded search
+// explore --shard K/N, --jobs N and merge: the shards of a search merge into what the unsharded search
 // reports (found or not, the first failing seed, the schedules it took), and a missing shard
 // makes the merge incomplete.
 
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, tempDir } from './cli-helpers.js';
 
-describe('explore --shard and merge', () => {
+describe('explore --shard, --jobs and merge', () => {
   it('two shards merge into the unsharded result; one shard alone is incomplete (exit 1)', async () => {
     const dir = tempDir();
     const base = ['explore', '--catalogue', 'gmem-unbind-dying-file', '--schedules', '40', '--seed', '3', '--no-shrink', '--out', dir, '--json'];
@@ -28,6 +28,13 @@ describe('explore --shard and merge', () => {
     const partial = await cli(['merge', join(dir, 's1.json')]);
     expect(partial.status).toBe(1);
     expect(partial.stdout).toMatch(/merge: INCOMPLETE, shards missing: 0\/2/);
+    // Two explorers in one process report what one does: the same first failing seed, after as many schedules.
+    const jobs = await cli([...base, '--jobs', '2']);
+    expect(jobs.status, jobs.stderr).toBe(0);
+    expect(JSON.parse(jobs.stdout).results[0]).toMatchObject({ found: true, seed: unsharded.seed, schedules: unsharded.schedules, violation: unsharded.violation });
+    const badJobs = await cli(['explore', '--jobs', '0']);
+    expect(badJobs.status).toBe(2);
+    expect(badJobs.stderr).toMatch(/--jobs must be an integer from 1 to 16, got '0'/);
     const bad = await cli(['explore', '--shard', '2/2']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--shard: must be K\/N with 0 <= K < N \(0-based\), got '2\/2'/);
