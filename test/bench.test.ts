@@ -51,8 +51,11 @@ const EXPECTED = [
   'policy.prepare-on-fault',
   'policy.prepare-on-fault-own-vm',
   // explore
-  'explore.steps',
+  'explore.schedules.1perCall',
+  'explore.steps.1perCall',
   'explore.schedules',
+  'explore.steps',
+  'explore.schedules.2jobs',
 ];
 
 interface JsonRow {

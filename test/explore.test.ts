@@ -7,6 +7,7 @@ import { CATALOGUE } from '../src/vmm/catalogue.js';
 import { VMM_OPS, randomLayout } from '../src/vmm/stress-ops.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore.js';
 import { ExplorePool } from '../src/vmm/explore-pool.js';
+import { Bell } from '../src/shm/bell.js';
 import { INVARIANTS, type Violation } from '../src/vcpu-workers/violations.js';
 import { sumStats } from '../src/shm/stats.js';
 
@@ -131,6 +132,19 @@ describe('batches: schedules as rounds on the workers (explore-round.ts)', () =>
     } finally {
       await pool.close();
     }
+  });
+
+  it('a worker that never takes its part is reported hung, with who waits on what, and close does not hang', async () => {
+    const e = explorer({ scheduleTimeoutMs: 1500 });
+    await e.runSchedule(1);
+    // The vCPU worker is kept busy following a doorbell nobody rings: the batch's call to it waits behind that.
+    const inner = e as unknown as { runners: Array<{ tid: number; api: { exploreFollow(...a: unknown[]): Promise<unknown> } }>; rt: { descriptor: { buffers: unknown; kernel: string } } };
+    const stuck = inner.runners[1];
+    void stuck.api.exploreFollow(Bell.allocate(), 0, { buffers: inner.rt.descriptor.buffers, kernel: inner.rt.descriptor.kernel, tid: stuck.tid, mode: 'controlled', platform: 'direct' }, 1).catch(() => undefined);
+    const t0 = performance.now();
+    await expect(e.runSchedules([2, 3])).rejects.toThrow(/^explorer hung: no schedule of the batch finished within 1500 ms; /);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await e.close();
   });
 
   it('a worker that died fails the batch at once, naming it, and close does not hang', async () => {

@@ -15,7 +15,7 @@ import { SandboxClosedError } from './errors.js';
 import type { RoundPlan } from './explore-round.js';
 import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from './explore-workload.js';
 import { ddminSwitches } from './shrink.js';
-import { type Actor, Runtime, type VcpuActor, WorkerCrashError } from './runtime.js';
+import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from './runtime.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
 import { type VmmOp, parseMix } from './stress-ops.js';
 
@@ -30,6 +30,7 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
 
 /** Longest one schedule of a batch may take before the run is declared hung. */
 const SCHEDULE_TIMEOUT_MS = 20_000;
+const WATCHDOG_TICK_MS = 250;
 
 export interface ExploreConfig {
   /** The modelled kernel; `policy` is the older name of the same choice (one of them, or neither for the default). */
@@ -40,6 +41,8 @@ export interface ExploreConfig {
   depth: number;
   maxSteps: number;
   workload: ExploreWorkload;
+  /** A batch is hung when no schedule of it finishes within this (default 20 s). */
+  scheduleTimeoutMs?: number;
 }
 
 export interface ScheduleResult {
@@ -154,11 +157,12 @@ export class Explorer {
       runnerTids: this.runners.map((r) => r.tid),
     };
     // Every call is posted before any round starts; the followers wait on the doorbell.
-    const lead = rt.call(rt.vmm, () => rt.vmm.api.exploreLead(plan), this.batchTimeoutMs(seeds.length));
+    const lead = rt.call(rt.vmm, () => rt.vmm.api.exploreLead(plan), 0);
     const vmmFollowers = vmms.slice(1).map((v, i) => rt.call(v, () => v.api.exploreFollow(bell, fromGen, rt.descriptor, v.tid, i + 1), 0));
     const init = { buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: 0, mode: 'controlled' as const, platform: 'direct' as const };
     const vcpuFollowers = this.runners.map((a, i) => rt.call(a, () => a.api.exploreFollow(bell, fromGen, { ...init, tid: a.tid }, i), 0));
-    const [led, ...followed] = await Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]);
+    const watchdog = roundWatchdog(rt, new Bell(bell, rt.control), this.cfg.scheduleTimeoutMs ?? SCHEDULE_TIMEOUT_MS);
+    const [led, ...followed] = await Promise.race([Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]), watchdog.hung]).finally(watchdog.stop);
     if (led.status === 'rejected') throw led.reason;
     const records = led.value;
     this.schedulesRun += records.length;
@@ -193,11 +197,6 @@ export class Explorer {
     const bell = new Bell(this.bell!, this.rt!.control);
     a.dead.catch(() => bell.abort(2));
     return a;
-  }
-
-  /** A batch may take as long as its schedules; a single call's limit bounds each. */
-  private batchTimeoutMs(n: number): number {
-    return SCHEDULE_TIMEOUT_MS * n;
   }
 
   /** The shared memory of the explored sandbox (valid until close). */
@@ -276,6 +275,37 @@ export class Explorer {
     await this.rt?.shutdown();
     this.rt = null;
   }
+}
+
+/**
+ * Declares a batch hung when no round of it starts within `timeoutMs` (a schedule takes
+ * milliseconds): the report names who waits on what, and every wait of the sandbox and of the
+ * rounds is aborted so that the threads unwind.
+ */
+function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Promise<never>; stop: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    let gen = bell.generation();
+    let since = performance.now();
+    timer = setInterval(() => {
+      const now = performance.now();
+      if (bell.generation() !== gen) {
+        gen = bell.generation();
+        since = now;
+        return;
+      }
+      if (now - since < timeoutMs) return;
+      clearInterval(timer);
+      const report: CrashReport = { actor: 'explorer', kind: 'timeout', message: `no schedule of the batch finished within ${timeoutMs} ms; ${rt.whoWaits()}` };
+      rt.crashes.push(report);
+      rt.control.abort(3);
+      bell.abort(3);
+      reject(new WorkerCrashError(report));
+    }, WATCHDOG_TICK_MS);
+    timer.unref();
+  });
+  hung.catch(() => undefined);
+  return { hung, stop: () => clearInterval(timer) };
 }
 
 /** Context switches in a list of choices. */
