@@ -160,21 +160,29 @@ describe('batches: schedules as rounds on the workers (explore-round.ts)', () =>
   });
 });
 
+/** One explorer per planted bug, shared by the tests below (a sandbox's start costs more than its schedules). */
+const perBug = new Map<BugName, Explorer>();
+function bugExplorer(bug: BugName, strategy: 'random' | 'pct' = 'random'): Explorer {
+  let e = perBug.get(bug);
+  if (e === undefined) perBug.set(bug, (e = explorer({ bug })));
+  e.cfg = { ...e.cfg, strategy, depth: 3 };
+  return e;
+}
+
 describe('planted bugs: races need a preemption, the others do not', () => {
   it.each(BUG_NAMES)('%s', async (bug: BugName) => {
-    const e = explorer({ bug });
+    const e = bugExplorer(bug);
     let found = 0;
     // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits.
     await eachSchedule(e, 1, 40, (r) => void (r.outcome !== 'ok' && found++), []);
     if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
     else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
-    await e.close();
   });
 });
 
 describe('planted bugs are each found within 1,000 schedules', () => {
   it.each(BUG_NAMES)('%s', async (bug: BugName) => {
-    const e = explorer({ bug });
+    const e = bugExplorer(bug);
     let found = 0;
     await eachSchedule(e, 1, 1000, (r) => {
       if (r.outcome === 'ok' || r.outcome === 'step-limit') return false;
@@ -185,15 +193,13 @@ describe('planted bugs are each found within 1,000 schedules', () => {
       return true;
     });
     expect(found).toBeGreaterThan(0);
-    await e.close();
   });
 
   it.each(BUG_NAMES)('%s, by PCT (depth 3)', async (bug: BugName) => {
-    const e = explorer({ bug, strategy: 'pct', depth: 3 });
+    const e = bugExplorer(bug, 'pct');
     let found = 0;
     await eachSchedule(e, 1, 1000, (r) => r.outcome === 'violation' && (found = r.seed) > 0);
     expect(found).toBeGreaterThan(0);
-    await e.close();
   });
 });
 
