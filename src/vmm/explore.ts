@@ -1,7 +1,8 @@
 // Seeded exploration of interleavings: one small sandbox, reused for every schedule, whose VMM
 // and vCPU workers run in the controlled mode of the sync layer. Each schedule is a seed (plus,
-// for replay, the forced choices); a schedule that breaks an invariant is saved, replayed, and
-// shrunk to fewer context switches.
+// for replay, the forced choices); schedules run in batches as rounds on the workers
+// (explore-round.ts). A schedule that breaks an invariant is saved, replayed, and shrunk to
+// fewer context switches.
 
 import { BUGS, type BugName, bugMask } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
@@ -93,6 +94,8 @@ export class Explorer {
     if (!Number.isInteger(t) || t < 1 || t > MAX_VMM_THREADS) throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
     const m = cfg.workload.multiVmShare;
     if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
+    const to = cfg.scheduleTimeoutMs;
+    if (to !== undefined && !(Number.isInteger(to) && to > 0)) throw new Error(`scheduleTimeoutMs: must be a positive integer, got ${to}`);
   }
 
   private async runtime(): Promise<Runtime> {
