@@ -19,5 +19,6 @@ export { runStress, type StressOptions, type StressReport } from './vmm/stress.j
 export { parseScenario, ScenarioError, type Scenario } from './vmm/scenario/schema.js';
 export { runScenario, type ScenarioReport } from './vmm/scenario/runner.js';
 export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore.js';
+export { ExplorePool, type PoolSearch } from './vmm/explore-pool.js';
 export { multiVmExperiment, policiesExperiment, type KernelChoice, type MultiVmOptions, type MultiVmResult, type PageOwners, type PoliciesOptions, type PolicyRow } from './vmm/experiments.js';
 export { BUG_NAMES, type BugName } from './gmem/bugs.js';
