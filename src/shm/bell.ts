@@ -48,6 +48,10 @@ export interface BellArrivals {
 export class Bell {
   private readonly w: Int32Array;
   private readonly bytes: Buffer;
+  /** The header words, for followRounds' abort check. */
+  get words(): Int32Array {
+    return this.w;
+  }
 
   /** A fresh doorbell's memory, to send to every thread of the rounds. */
   static allocate(): SharedArrayBuffer {
@@ -70,8 +74,9 @@ export class Bell {
   /** Leader: posts a round for `followers` threads and wakes them. */
   ring(payload: unknown, followers: number): void {
     const json = JSON.stringify(payload);
+    const len = Buffer.byteLength(json, 'utf8');
+    if (len > MAX_BELL_PAYLOAD) throw new Error(`bell: a round's payload takes ${len} bytes, more than ${MAX_BELL_PAYLOAD}`);
     const n = this.bytes.write(json, 0, 'utf8');
-    if (n >= MAX_BELL_PAYLOAD) throw new Error(`bell: a round's payload takes more than ${MAX_BELL_PAYLOAD} bytes`);
     Atomics.store(this.w, PAYLOAD_LEN, n);
     Atomics.store(this.w, ARRIVED, 0);
     Atomics.store(this.w, FLAGGED, 0);
@@ -131,32 +136,33 @@ export class Bell {
 
 /**
  * A follower's rounds: waits for each, runs `part` on its payload, arrives. An abort of the run
- * (a deadlock, a step limit) ends the part normally; any other error is reported to the leader
- * (which ends the batch) and thrown once the rounds stop. Returns every round's result, null for
- * a part the run aborted.
+ * (a deadlock, a step limit) ends the part normally (its result is null). Any other error, even
+ * before the part joined the run, aborts the sandbox (reason 2, as a dead worker does: the
+ * actors waiting for this one to register unwind at once, and so does the leader), arrives as
+ * crashed and is thrown. Returns every round's result.
  */
 export function followRounds<P, R>(sab: SharedArrayBuffer, fromGen: number, ctl: SyncControl, part: (p: P) => R, flagged: (r: R) => boolean): Array<R | null> {
   const bell = new Bell(sab, ctl);
   const out: Array<R | null> = [];
-  let failure: unknown = null;
   for (let seen = fromGen; ; ) {
-    const round = bell.next<P>(seen);
-    if (round === null) break;
-    seen = round.gen;
-    if (failure !== null) {
-      bell.arrive(false, true);
-      continue;
-    }
+    let flag = false;
     try {
+      const round = bell.next<P>(seen);
+      if (round === null) return out;
+      seen = round.gen;
       const r = part(round.payload);
+      flag = flagged(r);
       out.push(r);
-      bell.arrive(flagged(r), false);
     } catch (e) {
-      if (!(e instanceof SyncAbortError)) failure = e;
+      if (!(e instanceof SyncAbortError)) {
+        ctl.abort(2);
+        bell.arrive(false, true);
+        throw e;
+      }
+      // A fatal abort (shutdown, a dead worker) ends the rounds; a run's own end, only the part.
+      if (fatalAbort(bell.words, ctl) !== 0) throw e;
       out.push(null);
-      bell.arrive(false, failure !== null);
     }
+    bell.arrive(flag, false);
   }
-  if (failure !== null) throw failure;
-  return out;
 }

@@ -41,14 +41,24 @@ export class ExplorePool {
   async search(seeds: readonly number[], batch: number, onBatch: (ran: number, last: ScheduleResult) => void = () => undefined): Promise<PoolSearch> {
     let next = 0;
     let ran = 0;
-    // The lowest failing seed index so far: batches starting after it are not taken.
+    // The lowest failing seed index so far, and the lowest batch that threw: batches starting
+    // after either are not taken. A batch that threw counts from its first seed, since which of
+    // its seeds failed is unknown: one explorer might have met it first.
     let best: { index: number; result: ScheduleResult; explorer: Explorer } | null = null;
+    let broken: { index: number; error: unknown } | null = null;
+    const limit = (): number => Math.min(best?.index ?? Infinity, broken?.index ?? Infinity);
     const worker = async (ex: Explorer): Promise<void> => {
-      while (next < seeds.length && (best === null || next < best.index)) {
+      while (next < seeds.length && next < limit()) {
         const start = next;
-        const end = Math.min(seeds.length, start + batch, best?.index ?? Infinity);
+        const end = Math.min(seeds.length, start + batch, limit());
         next = end;
-        const rs = await ex.runSchedules(seeds.slice(start, end));
+        let rs: ScheduleResult[];
+        try {
+          rs = await ex.runSchedules(seeds.slice(start, end));
+        } catch (error) {
+          if (broken === null || start < broken.index) broken = { index: start, error };
+          return;
+        }
         ran += rs.length;
         const last = rs[rs.length - 1];
         onBatch(ran, last);
@@ -58,6 +68,8 @@ export class ExplorePool {
     };
     await Promise.all(this.explorers.map(worker));
     const found = best as { index: number; result: ScheduleResult; explorer: Explorer } | null;
+    const threw = broken as { index: number; error: unknown } | null;
+    if (threw !== null && (found === null || threw.index < found.index)) throw threw.error;
     return found ? { failing: { result: found.result, explorer: found.explorer }, schedules: found.index + 1, ran } : { failing: null, schedules: seeds.length, ran };
   }
 

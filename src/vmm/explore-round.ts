@@ -67,11 +67,14 @@ export interface RoundRecord {
   shape: ScheduleShape;
   /** The VM of each vCPU actor in this schedule. */
   vcpuVms: number[];
-  /** Followers that arrived with a finding, or after an error of their own. */
+  /** Followers that arrived with a finding of their own (a vCPU's violations): the batch ends here. */
   flagged: number;
-  crashed: number;
-  /** The leader's own error (not an abort), if any: the batch ends with it. */
-  error?: string;
+  /**
+   * Why the schedule did not run to its end, if it did not: 'aborted' (a dead worker or a
+   * follower's error aborted the sandbox: the controller finds which), 'a follower failed', or
+   * the leader's own error. The batch ends with it.
+   */
+  failed?: string;
 }
 
 /** The leader's handle on its VMM worker. */
@@ -85,105 +88,122 @@ export interface LeaderHooks {
 
 /** Runs the plan's seeds as rounds until one fails (or all ran); one record per schedule run. */
 export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
-  const mem = h.mem;
-  const sched = new SchedControl(mem);
-  const bell = new Bell(plan.bell, new SyncControl(mem));
-  const w = plan.workload;
-  const followers = plan.vmmTids.length - 1 + plan.runnerTids.length;
+  const sched = new SchedControl(h.mem);
+  const bell = new Bell(plan.bell, new SyncControl(h.mem));
   const out: RoundRecord[] = [];
   try {
     for (const seed of plan.seeds) {
-      resetSandboxMemory(plan.descriptor);
-      setBugs(mem, plan.bugMask);
-      h.init();
-      const shape = scheduleShape(w, seed);
-      const layout = h.setup({
-        vmType: w.vmType,
-        vms: shape.vms,
-        pages: w.pages,
-        privateShare: 1,
-        populateFirstVm: shape.populateFirstVm,
-        launchingBeside: shape.launchingBeside,
-        // Every shape runs the same vCPU actors, split over its running VMs.
-        vcpusTotal: plan.runnerTids.length,
-        vmmThreads: plan.vmmTids.length,
-        ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
-      });
-      sched.configure({
-        strategy: plan.forced ? 'replay' : plan.strategy,
-        seed,
-        actors: plan.vmmTids.length + plan.runnerTids.length,
-        maxSteps: plan.maxSteps,
-        depth: plan.depth,
-        // A fixed estimate, so that a seed alone decides PCT's interleaving.
-        estimatedSteps: PCT_STEPS,
-        ...(plan.forced ? { forced: plan.forced } : {}),
-      });
-      const signalTids = [...plan.vmmTids, ...plan.runnerTids];
-      const vmmOps = plan.vmmTids.map((_, t): VmmOpsConfig => {
-        const share = opsForThread(w.vmmOps, plan.vmmTids.length, t);
-        // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
-        return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids };
-      });
-      const vcpus = layout.vcpus.map((created, i) => ({
-        created,
-        run: {
-          gfnStart: layout.gfnStart,
-          gfnCount: w.pages,
-          pattern: 'random' as const,
-          writeRatio: w.writeRatio,
-          hotRatio: 0.8,
-          seed: subSeed(seed, i + 1),
-          // One writer per page over every VM: linked VMs share the folios, so a page another
-          // VM's vCPU owned could be overwritten under this one's feet.
-          writerIndex: i,
-          writers: plan.runnerTids.length,
-          durationMs: 0,
-          maxAccesses: w.accesses,
-          multiVm: shape.vms > 1,
-          prefaultRatio: w.prefaultRatio,
-        },
-      }));
-      bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, followers);
-      let ops = parseMix('');
-      let error: string | undefined;
+      let rec: RoundRecord;
       try {
-        ops = h.runOps(vmmOps[0]).ops;
+        rec = leadOne(plan, h, sched, bell, seed);
       } catch (e) {
-        if (!(e instanceof SyncAbortError)) error = e instanceof Error ? (e.stack ?? e.message) : String(e);
+        const failed = e instanceof SyncAbortError ? 'aborted' : describeError(e);
+        out.push({ seed, steps: sched.steps(), switches: sched.switches(), choices: [], sched: sched.outcome(), violations: [], ops: parseMix(''), shape: scheduleShape(plan.workload, seed), vcpuVms: [], flagged: 0, failed });
+        break;
       }
-      const arrived = bell.arrivals();
-      const outcome = sched.outcome();
-      const violations = takeOnlineReports(mem);
-      if (outcome === SchedOutcome.STEP_LIMIT) {
-        // A default schedule takes a few hundred steps: one that runs out of them has an actor
-        // spinning without end (a livelock), which no kernel may do.
-        violations.push({ invariant: 'liveness', by: 'scheduler', detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)` });
-      } else if (outcome === SchedOutcome.RUNNING && error === undefined && arrived.crashed === 0) {
-        violations.push(...auditQuiescent(mem).violations);
-        // Every fd closed and every VM destroyed: a release or a free that touches freed memory
-        // shows here, and so does anything left behind.
-        h.closeAll();
-        violations.push(...auditTeardown(mem).violations);
-      }
-      out.push({
-        seed,
-        steps: sched.steps(),
-        switches: sched.switches(),
-        choices: sched.log(),
-        sched: outcome,
-        violations,
-        ops,
-        shape,
-        vcpuVms: layout.vcpus.map((c) => c.vm),
-        flagged: arrived.flagged,
-        crashed: arrived.crashed,
-        ...(error !== undefined ? { error } : {}),
-      });
-      if (error !== undefined || arrived.crashed > 0 || arrived.flagged > 0 || violations.length > 0 || outcome === SchedOutcome.DEADLOCK) break;
+      out.push(rec);
+      if (rec.failed !== undefined || rec.flagged > 0 || rec.violations.length > 0 || rec.sched === SchedOutcome.DEADLOCK) break;
     }
   } finally {
     bell.stop();
   }
   return out;
+}
+
+function describeError(e: unknown): string {
+  return e instanceof Error ? (e.stack ?? e.message) : String(e);
+}
+
+/** One schedule: reset, layout, scheduler, the round, audits and teardown. */
+function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bell, seed: number): RoundRecord {
+  const mem = h.mem;
+  const w = plan.workload;
+  const followers = plan.vmmTids.length - 1 + plan.runnerTids.length;
+  resetSandboxMemory(plan.descriptor);
+  setBugs(mem, plan.bugMask);
+  h.init();
+  const shape = scheduleShape(w, seed);
+  const layout = h.setup({
+    vmType: w.vmType,
+    vms: shape.vms,
+    pages: w.pages,
+    privateShare: 1,
+    populateFirstVm: shape.populateFirstVm,
+    launchingBeside: shape.launchingBeside,
+    // Every shape runs the same vCPU actors, split over its running VMs.
+    vcpusTotal: plan.runnerTids.length,
+    vmmThreads: plan.vmmTids.length,
+    ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
+  });
+  sched.configure({
+    strategy: plan.forced ? 'replay' : plan.strategy,
+    seed,
+    actors: plan.vmmTids.length + plan.runnerTids.length,
+    maxSteps: plan.maxSteps,
+    depth: plan.depth,
+    // A fixed estimate, so that a seed alone decides PCT's interleaving.
+    estimatedSteps: PCT_STEPS,
+    ...(plan.forced ? { forced: plan.forced } : {}),
+  });
+  const signalTids = [...plan.vmmTids, ...plan.runnerTids];
+  const vmmOps = plan.vmmTids.map((_, t): VmmOpsConfig => {
+    const share = opsForThread(w.vmmOps, plan.vmmTids.length, t);
+    // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
+    return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids };
+  });
+  const vcpus = layout.vcpus.map((created, i) => ({
+    created,
+    run: {
+      gfnStart: layout.gfnStart,
+      gfnCount: w.pages,
+      pattern: 'random' as const,
+      writeRatio: w.writeRatio,
+      hotRatio: 0.8,
+      seed: subSeed(seed, i + 1),
+      // One writer per page over every VM: linked VMs share the folios, so a page another
+      // VM's vCPU owned could be overwritten under this one's feet.
+      writerIndex: i,
+      writers: plan.runnerTids.length,
+      durationMs: 0,
+      maxAccesses: w.accesses,
+      multiVm: shape.vms > 1,
+      prefaultRatio: w.prefaultRatio,
+    },
+  }));
+  bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, followers);
+  let ops = parseMix('');
+  let failed: string | undefined;
+  try {
+    ops = h.runOps(vmmOps[0]).ops;
+  } catch (e) {
+    if (!(e instanceof SyncAbortError)) failed = describeError(e);
+  }
+  const arrived = bell.arrivals();
+  if (failed === undefined && arrived.crashed > 0) failed = 'a follower failed';
+  const outcome = sched.outcome();
+  const violations = takeOnlineReports(mem);
+  if (outcome === SchedOutcome.STEP_LIMIT) {
+    // A default schedule takes a few hundred steps: one that runs out of them has an actor
+    // spinning without end (a livelock), which no kernel may do.
+    violations.push({ invariant: 'liveness', by: 'scheduler', detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)` });
+  } else if (outcome === SchedOutcome.RUNNING && failed === undefined) {
+    violations.push(...auditQuiescent(mem).violations);
+    // Every fd closed and every VM destroyed: a release or a free that touches freed memory
+    // shows here, and so does anything left behind.
+    h.closeAll();
+    violations.push(...auditTeardown(mem).violations);
+  }
+  return {
+    seed,
+    steps: sched.steps(),
+    switches: sched.switches(),
+    choices: sched.log(),
+    sched: outcome,
+    violations,
+    ops,
+    shape,
+    vcpuVms: layout.vcpus.map((c) => c.vm),
+    flagged: arrived.flagged,
+    ...(failed !== undefined ? { failed } : {}),
+  };
 }

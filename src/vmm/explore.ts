@@ -13,7 +13,7 @@ import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
 import type { Violation } from '../vcpu-workers/violations.js';
 import { describeDeadlock } from './deadlock.js';
 import { SandboxClosedError } from './errors.js';
-import type { RoundPlan } from './explore-round.js';
+import type { RoundPlan, RoundRecord } from './explore-round.js';
 import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from './explore-workload.js';
 import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from './runtime.js';
@@ -120,7 +120,7 @@ export class Explorer {
     this.rt = rt;
     this.sched = new SchedControl(rt.mem);
     this.bell = Bell.allocate();
-    for (const a of [rt.vmm, ...this.runners]) this.watch(a);
+    for (const a of [rt.vmm, rt.firmware, ...this.runners]) this.watch(a);
     return rt;
   }
 
@@ -166,13 +166,11 @@ export class Explorer {
     const vcpuFollowers = this.runners.map((a, i) => rt.call(a, () => a.api.exploreFollow(bell, fromGen, { ...init, tid: a.tid }, i), 0));
     const watchdog = roundWatchdog(rt, new Bell(bell, rt.control), this.cfg.scheduleTimeoutMs ?? SCHEDULE_TIMEOUT_MS);
     const [led, ...followed] = await Promise.race([Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]), watchdog.hung]).finally(watchdog.stop);
-    if (led.status === 'rejected') throw led.reason;
+    if (led.status === 'rejected') throw rt.crashes.length > 0 ? new WorkerCrashError(rt.crashes[0]) : led.reason;
     const records = led.value;
     this.schedulesRun += records.length;
-    const crashed = followed.find((r) => r.status === 'rejected');
-    if (crashed) throw new Error(`schedule ${records[records.length - 1]?.seed ?? seeds[0]}: a worker failed: ${(crashed as PromiseRejectedResult).reason}`);
     const last = records[records.length - 1];
-    if (last.error !== undefined) throw new Error(`schedule ${last.seed}: the VMM thread failed: ${last.error}`);
+    if (last.failed !== undefined || followed.some((r) => r.status === 'rejected')) throw failureOf(rt, last, followed);
     const vmmOps = followed.slice(0, vmmFollowers.length).map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
     const vcpuViolations = followed.slice(vmmFollowers.length).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value);
     this.runners.forEach((a, i) => (a.vm = last.vcpuVms[i]));
@@ -281,7 +279,19 @@ export class Explorer {
 }
 
 /**
- * Declares a batch hung when no round of it starts within `timeoutMs` (a schedule takes
+ * Why a batch ended early, by its first cause rather than its echoes: a dead worker, then a
+ * follower's own error, then the leader's (an abort the others met is what the cause did to them).
+ */
+function failureOf(rt: Runtime, last: RoundRecord, followed: ReadonlyArray<PromiseSettledResult<unknown>>): Error {
+  const crash = rt.crashes[0];
+  if (crash !== undefined) return new WorkerCrashError({ ...crash, message: `${crash.message} (in schedule ${last.seed})` });
+  const own = followed.find((r): r is PromiseRejectedResult => r.status === 'rejected' && (r.reason as Error | undefined)?.name !== 'SyncAbortError');
+  if (own !== undefined) return new Error(`schedule ${last.seed}: a worker failed: ${own.reason}`);
+  return new Error(`schedule ${last.seed}: the leading VMM thread failed: ${last.failed ?? 'aborted'}`);
+}
+
+/**
+ * Declares a batch hung when no new round of it starts within `timeoutMs` (a schedule takes
  * milliseconds): the report names who waits on what, and every wait of the sandbox and of the
  * rounds is aborted so that the threads unwind.
  */
