@@ -67,7 +67,7 @@ export async function runExplore(ctx: Ctx): Promise<Row[]> {
   }
   const per = (t: Tally) => `${t.n} schedules, ${(t.steps / t.n).toFixed(0)} steps and ${(t.switches / t.n).toFixed(0)} switches each`;
   return [
-    { group: 'explore', name: 'explore.schedules.1perCall', kind: 'rate', median: single.n / single.s, note: `one schedule per control-plane call (a batch of 1): the flow before the batches; ${per(single)}` },
+    { group: 'explore', name: 'explore.schedules.1perCall', kind: 'rate', median: single.n / single.s, note: `one schedule per control-plane call (a batch of 1, with the other savings of the batched code: not the old tree); ${per(single)}` },
     { group: 'explore', name: 'explore.steps.1perCall', kind: 'rate', median: single.steps / single.s, note: 'controlled steps per second, the same run' },
     {
       group: 'explore',
