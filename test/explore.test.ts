@@ -147,6 +147,18 @@ describe('batches: schedules as rounds on the workers (explore-round.ts)', () =>
     await e.close();
   });
 
+  it("a follower's own error mid-batch aborts the schedule at once and is reported as the cause, with its schedule", async () => {
+    const e = explorer();
+    await e.runSchedules([1, 2]);
+    const vcpu = (e as unknown as { runners: Array<{ api: { failNextRound(m: string): Promise<void> } }> }).runners[1];
+    await vcpu.api.failNextRound('planted follower error');
+    const t0 = performance.now();
+    // It fails before it registers: without the abort the other actors would wait for it until the watchdog.
+    await expect(e.runSchedules([3, 4, 5])).rejects.toThrow(/^schedule 3: a worker failed: Error: planted follower error/);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await e.close();
+  });
+
   it('a worker that died fails the batch at once, naming it, and close does not hang', async () => {
     const e = explorer();
     await e.runSchedule(1);

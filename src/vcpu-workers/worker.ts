@@ -35,6 +35,8 @@ interface ExploreRound {
 class VcpuWorker {
   private cpu: GuestCpu | null = null;
   private rc: RunControl | null = null;
+  /** Set by failNextRound: the next explorer round's part throws this (for tests). */
+  private roundFailure: string | null = null;
 
   init(init: VcpuInit): { id: number; slot: number } {
     const k = openKernel({ buffers: init.buffers, kernel: init.kernel, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
@@ -66,6 +68,9 @@ class VcpuWorker {
       fromGen,
       new SyncControl(mapBuffers(init.buffers)),
       (p: ExploreRound) => {
+        const failure = this.roundFailure;
+        this.roundFailure = null;
+        if (failure !== null) throw new Error(failure);
         const { created, run } = p.vcpus[index];
         this.init({ ...init, vm: created.vm, created });
         return this.run(run);
@@ -74,6 +79,11 @@ class VcpuWorker {
     );
     // The batch ends at the first schedule with a finding: only the last round's can have one.
     return rs[rs.length - 1]?.violations ?? [];
+  }
+
+  /** Makes this worker's part of the next explorer round throw, before it joins the run: for tests of error reporting. */
+  failNextRound(message: string): void {
+    this.roundFailure = message;
   }
 
   /** Throws inside the worker: for tests of crash reporting. */
