@@ -122,6 +122,12 @@ export class Bell {
     if (Atomics.add(this.w, ARRIVED, 1) + 1 === Atomics.load(this.w, EXPECTED)) Atomics.notify(this.w, ARRIVED);
   }
 
+  /** Throws SyncAbortError if the rounds must end (a dead worker, a shutdown, a hang). */
+  throwIfAborted(): void {
+    const abort = fatalAbort(this.w, this.ctl);
+    if (abort !== 0) throw new SyncAbortError(abort);
+  }
+
   /** Leader: waits until every follower of the round arrived. */
   arrivals(): BellArrivals {
     for (;;) {

@@ -187,6 +187,10 @@ export class SyncControl {
   abortReason(): number {
     return Atomics.load(this.mem.w, this.base + CTL_ABORT);
   }
+  /** Ends an abort whose cause is dealt with (the explorer, before reusing its sandbox). */
+  clearAbort(): void {
+    Atomics.store(this.mem.w, this.base + CTL_ABORT, 0);
+  }
   setWatchdogMs(ms: number): void {
     Atomics.store(this.mem.w, this.base + CTL_WATCHDOG_MS, ms);
   }

@@ -179,6 +179,9 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     if (!(e instanceof SyncAbortError)) failed = describeError(e);
   }
   const arrived = bell.arrivals();
+  // Everyone arrived, but a worker outside the round (or this one's own ops) met a fatal abort:
+  // the schedule did not run to its end, and its audits would judge a torn state.
+  bell.throwIfAborted();
   if (failed === undefined && arrived.crashed > 0) failed = 'a follower failed';
   const outcome = sched.outcome();
   const violations = takeOnlineReports(mem);

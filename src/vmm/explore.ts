@@ -112,12 +112,18 @@ export class Explorer {
       await rt.shutdown();
       throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
     }
-    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
-    this.vmms = [rt.vmm];
-    const running = w.vms - (w.populateFirstVm ? 1 : 0);
-    for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
-    this.runners = [...rt.vcpus];
+    // From here a close() shuts this runtime down, and the calls below reject.
     this.rt = rt;
+    try {
+      await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+      const running = w.vms - (w.populateFirstVm ? 1 : 0);
+      for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
+    } catch (e) {
+      throw this.closed ? new SandboxClosedError('Explorer.runSchedule', 'shutdown') : e;
+    }
+    if (this.closed) throw new SandboxClosedError('Explorer.runSchedule', 'shutdown');
+    this.vmms = [rt.vmm];
+    this.runners = [...rt.vcpus];
     this.sched = new SchedControl(rt.mem);
     this.bell = Bell.allocate();
     for (const a of [rt.vmm, rt.firmware, ...this.runners]) this.watch(a);
@@ -142,6 +148,9 @@ export class Explorer {
     while (this.vmms.length < w.vmmThreads) this.vmms.push(this.watch(rt.addVmmThread()));
     // A worker already gone would never arrive: say so now rather than at the batch's timeout.
     if (rt.crashes.length > 0) throw new WorkerCrashError(rt.crashes[0]);
+    // An abort a follower's own error raised in an earlier batch is dealt with (that batch threw):
+    // left set, the followers would take it for this batch's before the leader's reset clears it.
+    rt.control.clearAbort();
     const vmms = this.vmms.slice(0, w.vmmThreads);
     const bell = this.bell!;
     const fromGen = new Bell(bell, rt.control).generation();
@@ -170,7 +179,7 @@ export class Explorer {
     const records = led.value;
     this.schedulesRun += records.length;
     const last = records[records.length - 1];
-    if (last.failed !== undefined || followed.some((r) => r.status === 'rejected')) throw failureOf(rt, last, followed);
+    if (last.failed !== undefined || rt.crashes.length > 0 || followed.some((r) => r.status === 'rejected')) throw failureOf(rt, last, followed);
     const vmmOps = followed.slice(0, vmmFollowers.length).map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
     const vcpuViolations = followed.slice(vmmFollowers.length).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value);
     this.runners.forEach((a, i) => (a.vm = last.vcpuVms[i]));
