@@ -48,10 +48,6 @@ export interface BellArrivals {
 export class Bell {
   private readonly w: Int32Array;
   private readonly bytes: Buffer;
-  /** The header words, for followRounds' abort check. */
-  get words(): Int32Array {
-    return this.w;
-  }
 
   /** A fresh doorbell's memory, to send to every thread of the rounds. */
   static allocate(): SharedArrayBuffer {
@@ -166,7 +162,7 @@ export function followRounds<P, R>(sab: SharedArrayBuffer, fromGen: number, ctl:
         throw e;
       }
       // A fatal abort (shutdown, a dead worker) ends the rounds; a run's own end, only the part.
-      if (fatalAbort(bell.words, ctl) !== 0) throw e;
+      bell.throwIfAborted();
       out.push(null);
     }
     bell.arrive(flag, false);

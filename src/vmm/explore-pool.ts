@@ -4,7 +4,7 @@
 // the one a single explorer gives: the failing schedule with the lowest seed index, after every
 // seed before it ran clean.
 
-import { type ExploreConfig, Explorer, type ScheduleResult } from './explore.js';
+import { type ExploreConfig, Explorer, type ScheduleResult, fails } from './explore.js';
 
 /** The most explorers one search runs at once. */
 export const MAX_EXPLORE_JOBS = 16;
@@ -16,10 +16,6 @@ export interface PoolSearch {
   schedules: number;
   /** Schedules the pool really ran (some past the failing one, on the other explorers). */
   ran: number;
-}
-
-function fails(r: ScheduleResult): boolean {
-  return r.outcome === 'violation' || r.outcome === 'deadlock';
 }
 
 export class ExplorePool {

@@ -242,7 +242,6 @@ export class Explorer {
    * the choices the last failing run really made, so it replays exactly.
    */
   async shrink(failing: ScheduleResult, budget = 200): Promise<ScheduleResult & { workload: ExploreWorkload }> {
-    const fails = (r: ScheduleResult): boolean => r.outcome === 'violation' || r.outcome === 'deadlock';
     const invariant = failing.violations[0]?.invariant;
     // First fewer workload operations: the same seed with half the VMM ops or guest accesses,
     // kept while the run still breaks the same invariant (the choices are then that run's).
@@ -328,6 +327,11 @@ function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Prom
   });
   hung.catch(() => undefined);
   return { hung, stop: () => clearInterval(timer) };
+}
+
+/** Whether a schedule broke an invariant or deadlocked (a step limit is reported as a violation). */
+export function fails(r: ScheduleResult): boolean {
+  return r.outcome === 'violation' || r.outcome === 'deadlock';
 }
 
 /** Context switches in a list of choices. */
