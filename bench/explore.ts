@@ -1,10 +1,10 @@
 // Group 'explore' (issue 12 item 5): the explorer's throughput on its default workload (the
 // `gmem-sandbox explore` defaults: random walk, no bug, upstream): controlled steps and schedules
-// per second as the CLI runs them (batches of 16 seeds, explore-round.ts), against one schedule
+// per second as the CLI runs them (batches of 16 seeds, src/vmm/explore/round.ts), against one schedule
 // per control-plane call measured in the same run, and a pool of two explorers (--jobs 2).
 
-import { DEFAULT_WORKLOAD, type ExploreConfig, Explorer } from '../src/vmm/explore.js';
-import { ExplorePool } from '../src/vmm/explore-pool.js';
+import { DEFAULT_WORKLOAD, type ExploreConfig, Explorer } from '../src/vmm/explore/explorer.js';
+import { ExplorePool } from '../src/vmm/explore/pool.js';
 import type { Ctx } from './measure.js';
 import type { Row } from './table.js';
 

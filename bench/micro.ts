@@ -6,7 +6,7 @@
 
 import { LockClass } from '../src/shm/stats.js';
 import { Exit } from '../src/vcpu-workers/guest.js';
-import { Sandbox, type Vcpu } from '../src/vmm/sandbox.js';
+import { Sandbox, type Vcpu } from '../src/vmm/sandbox/sandbox.js';
 import { type Ctx, type Sampled, consume, tinySync } from './measure.js';
 import type { Row } from './table.js';
 

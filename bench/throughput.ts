@@ -12,8 +12,8 @@ import { Worker } from 'node:worker_threads';
 import type { PolicyName } from '../src/gmem/policy.js';
 import type { ComputeJob } from './compute-worker.js';
 import { type StatsSnapshot } from '../src/shm/stats.js';
-import type { WorkloadConfig, WorkloadResult } from '../src/vcpu-workers/workload.js';
-import { Runtime, type VcpuActor } from '../src/vmm/runtime.js';
+import type { WorkloadConfig, WorkloadResult } from '../src/vcpu-workers/guest-workload.js';
+import { Runtime, type VcpuActor } from '../src/vmm/sandbox/runtime.js';
 import { type Ctx, median } from './measure.js';
 import type { Row } from './table.js';
 

@@ -1,9 +1,9 @@
 // gmem-sandbox: the public library API.
 
-export { Sandbox, Vm, GuestMemfd, Vcpu } from './vmm/sandbox.js';
-export type { GuestAccessResult, RmpQuery, FolioInfo, UserMemoryRegion2Args } from './vmm/sandbox.js';
-export type { SandboxOptions } from './vmm/build.js';
-export { KvmError, ArgumentError, SandboxClosedError } from './vmm/errors.js';
+export { Sandbox, Vm, GuestMemfd, Vcpu } from './vmm/sandbox/sandbox.js';
+export type { GuestAccessResult, RmpQuery, FolioInfo, UserMemoryRegion2Args } from './vmm/sandbox/sandbox.js';
+export type { SandboxOptions } from './vmm/sandbox/build.js';
+export { KvmError, ArgumentError, SandboxClosedError } from './vmm/sandbox/errors.js';
 export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
 export { POLICIES, type PolicyName } from './gmem/policy.js';
 export { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from './gmem/version.js';
@@ -14,11 +14,11 @@ export type { ErrnoCode } from './shm/errno.js';
 export { LockTimeoutError, SyncAbortError } from './shm/sync.js';
 
 // The threaded runtime and the runs built on it (what the CLI commands call).
-export { Runtime, type RuntimeOptions, WorkerCrashError, type CrashReport } from './vmm/runtime.js';
-export { runStress, type StressOptions, type StressReport } from './vmm/stress.js';
+export { Runtime, type RuntimeOptions, WorkerCrashError, type CrashReport } from './vmm/sandbox/runtime.js';
+export { runStress, type StressOptions, type StressReport } from './vmm/stress/stress.js';
 export { parseScenario, ScenarioError, type Scenario } from './vmm/scenario/schema.js';
 export { runScenario, type ScenarioReport } from './vmm/scenario/runner.js';
-export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore.js';
-export { ExplorePool, type PoolSearch } from './vmm/explore-pool.js';
-export { multiVmExperiment, policiesExperiment, type KernelChoice, type MultiVmOptions, type MultiVmResult, type PageOwners, type PoliciesOptions, type PolicyRow } from './vmm/experiments.js';
+export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore/explorer.js';
+export { ExplorePool, type PoolSearch } from './vmm/explore/pool.js';
+export { multiVmExperiment, policiesExperiment, type KernelChoice, type MultiVmOptions, type MultiVmResult, type PageOwners, type PoliciesOptions, type PolicyRow } from './vmm/experiments/experiments.js';
 export { BUG_NAMES, type BugName } from './gmem/bugs.js';

@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { PCP_BATCH, PCP_HIGH, PfnAllocator } from '../src/gmem/allocator.js';
 import { FreeSync } from '../src/shm/sync.js';
-import { auditQuiescent, auditTeardown } from '../src/vmm/audit.js';
-import { Sandbox, TID_CONTROLLER } from '../src/vmm/sandbox.js';
+import { auditQuiescent, auditTeardown } from '../src/checker/audit.js';
+import { Sandbox, TID_CONTROLLER } from '../src/vmm/sandbox/sandbox.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;

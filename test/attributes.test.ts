@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Vm } from '../src/index.js';
 import { makeSpte, spteFrame } from '../src/kvm/spte.js';
-import { auditQuiescent } from '../src/vmm/audit.js';
+import { auditQuiescent } from '../src/checker/audit.js';
 import { EXIT_FLAG_PRIVATE, MiB, PAGE_SIZE, dataOf, faultAndValidate, filled, setupVm, smallSandbox, statsDelta } from './helpers.js';
 
 const PRIVATE = 8; // KVM_MEMORY_ATTRIBUTE_PRIVATE

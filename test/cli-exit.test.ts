@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { InputError, checkOutputs, outputProblem } from '../src/vmm/outputs.js';
+import { InputError, checkOutputs, outputProblem } from '../src/vmm/io/outputs.js';
 import { type CliResult, STACK, cli, root, start, tempDir } from './cli-helpers.js';
 
 const example = join(root, 'examples/private-fault-snp.json');

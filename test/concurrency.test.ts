@@ -4,9 +4,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { PolicyName } from '../src/gmem/policy.js';
 import { pointId } from '../src/shm/points.js';
-import type { Runtime } from '../src/vmm/runtime.js';
-import { runStress } from '../src/vmm/stress.js';
-import { INVARIANTS } from '../src/vcpu-workers/violations.js';
+import type { Runtime } from '../src/vmm/sandbox/runtime.js';
+import { runStress } from '../src/vmm/stress/stress.js';
+import { INVARIANTS } from '../src/checker/violations.js';
 import {
   EXIT_FLAG_PRIVATE,
   PAGE,

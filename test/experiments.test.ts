@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, KERNEL_VERSIONS, type KernelVersionName, multiVmExperiment, policiesExperiment } from '../src/index.js';
-import { experimentKernels, launchAfterFallocate } from '../src/vmm/experiments.js';
+import { experimentKernels, launchAfterFallocate } from '../src/vmm/experiments/experiments.js';
 import { tempDir } from './cli-helpers.js';
 
 const RUN = { vms: 2, pages: 16, durationMs: 300, seed: 1 };

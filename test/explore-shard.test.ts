@@ -37,6 +37,6 @@ describe('explore --shard, --jobs and merge', () => {
     expect(badJobs.stderr).toMatch(/--jobs must be an integer from 1 to 16, got '0'/);
     const bad = await cli(['explore', '--shard', '2/2']);
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toMatch(/--shard: must be K\/N with 0 <= K < N \(0-based\), got '2\/2'/);
+    expect(bad.stderr).toMatch(/--shard: K is 0-based and must be from 0 to 1 .*, got '2\/2'/);
   }, 60_000);
 });

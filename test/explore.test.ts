@@ -3,12 +3,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
-import { CATALOGUE } from '../src/vmm/catalogue.js';
-import { VMM_OPS, randomLayout } from '../src/vmm/stress-ops.js';
-import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore.js';
-import { ExplorePool } from '../src/vmm/explore-pool.js';
+import { CATALOGUE } from '../src/vmm/explore/catalogue.js';
+import { randomLayout } from '../src/vmm/workload/layout.js';
+import { VMM_OPS } from '../src/vmm/workload/vmm-ops.js';
+import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore/explorer.js';
+import { ExplorePool } from '../src/vmm/explore/pool.js';
 import { Bell } from '../src/shm/bell.js';
-import { INVARIANTS, type Violation } from '../src/vcpu-workers/violations.js';
+import { INVARIANTS, type Violation } from '../src/checker/violations.js';
 import { sumStats } from '../src/shm/stats.js';
 
 const explorers: Explorer[] = [];
@@ -90,7 +91,7 @@ describe('controlled schedules', () => {
   });
 });
 
-describe('batches: schedules as rounds on the workers (explore-round.ts)', () => {
+describe('batches: schedules as rounds on the workers (explore/round.ts)', () => {
   it('a batch gives, schedule by schedule, exactly what single runs give', async () => {
     // One explorer is enough: every schedule starts from a reset sandbox.
     const a = explorer();

@@ -53,7 +53,7 @@ describe('the shared fd table', () => {
     const sb = await smallSandbox();
     const vm = await sb.createVm({ type: 'sw-protected' });
     const g = await vm.createGuestMemfd({ size: MiB });
-    const { Sandbox } = await import('../src/vmm/sandbox.js');
+    const { Sandbox } = await import('../src/vmm/sandbox/sandbox.js');
     const other = Sandbox.attach(sb.descriptor, 5, { platform: 'direct' });
     expect(other.gmemFileOfFd(g.fd)).toBe(g.file);
     other.closeFd(g.fd);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ScenarioError, parseScenario } from '../src/vmm/scenario/schema.js';
-import { ScheduleError, parseSchedule } from '../src/vmm/schedule-schema.js';
+import { ScheduleError, parseSchedule } from '../src/vmm/explore/schedule-file.js';
 import { STACK, bin, root, tempDir } from './cli-helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);

@@ -5,8 +5,8 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ScenarioError, parseScenario } from '../src/vmm/scenario/schema.js';
-import { ScheduleError, parseSchedule } from '../src/vmm/schedule-schema.js';
-import { resolveStressOptions } from '../src/vmm/stress.js';
+import { ScheduleError, parseSchedule } from '../src/vmm/explore/schedule-file.js';
+import { resolveStressOptions } from '../src/vmm/stress/stress.js';
 import { STACK, cli, root, tempDir } from './cli-helpers.js';
 
 const base = { policy: 'prepare-on-fault', memory: '4MiB', vms: [{ name: 'a', type: 'snp', vcpus: 1 }] };

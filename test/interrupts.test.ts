@@ -6,8 +6,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { INVARIANTS } from '../src/vcpu-workers/violations.js';
-import { lineFromReport, planSweep } from '../src/vmm/sweep.js';
+import { INVARIANTS } from '../src/checker/violations.js';
+import { lineFromReport } from '../src/vmm/sweep/line.js';
+import { planSweep } from '../src/vmm/sweep/plan.js';
 import { STACK, bin, cli, start, tempDir } from './cli-helpers.js';
 
 /** Processes whose command line holds `marker` (Linux /proc). */

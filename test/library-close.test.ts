@@ -4,7 +4,7 @@
 
 import { describe, expect, it, vi } from 'vitest';
 import { GuestMemfd, Sandbox, SandboxClosedError, Vcpu, Vm } from '../src/index.js';
-import { Runtime } from '../src/vmm/runtime.js';
+import { Runtime } from '../src/vmm/sandbox/runtime.js';
 
 /** Resolves to how a promise settled, or 'pending' if it has not within `ms`. */
 function settled(p: Promise<unknown>, ms = 3000): Promise<string> {
@@ -104,7 +104,7 @@ describe('traces report dropped events', () => {
   });
 
   it('a default-length traced stress run drops nothing', async () => {
-    const { runStress } = await import('../src/vmm/stress.js');
+    const { runStress } = await import('../src/vmm/stress/stress.js');
     const { tempDir } = await import('./cli-helpers.js');
     const { readFileSync } = await import('node:fs');
     const file = `${tempDir()}/t.json`;

@@ -5,11 +5,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Bug } from '../src/gmem/bugs.js';
 import type { KernelVersionName } from '../src/gmem/version.js';
-import { auditQuiescent } from '../src/vmm/audit.js';
-import { Sandbox } from '../src/vmm/sandbox.js';
+import { auditQuiescent } from '../src/checker/audit.js';
+import { Sandbox } from '../src/vmm/sandbox/sandbox.js';
 import { runScenario, type ScenarioReport } from '../src/vmm/scenario/runner.js';
 import { parseScenario } from '../src/vmm/scenario/schema.js';
-import { KvmError } from '../src/vmm/errors.js';
+import { KvmError } from '../src/vmm/sandbox/errors.js';
 
 const A0 = { vm: 'a', vcpu: 0 } as const;
 

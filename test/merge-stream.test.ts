@@ -5,7 +5,7 @@
 import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { INVARIANTS } from '../src/vcpu-workers/violations.js';
+import { INVARIANTS } from '../src/checker/violations.js';
 import { STACK, cli, tempDir } from './cli-helpers.js';
 
 const N = 1_000_000;

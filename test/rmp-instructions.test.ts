@@ -9,7 +9,7 @@ import { Rmp } from '../src/firmware/rmp.js';
 import { pointId } from '../src/shm/points.js';
 import { C, threadStats } from '../src/shm/stats.js';
 import { SyncControl } from '../src/shm/sync.js';
-import { Sandbox } from '../src/vmm/sandbox.js';
+import { Sandbox } from '../src/vmm/sandbox/sandbox.js';
 import { PAGE, expectOk, setupVm, shutdownAll, startRuntime } from './runtime-helpers.js';
 
 afterEach(shutdownAll);

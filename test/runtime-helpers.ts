@@ -6,10 +6,10 @@ import { expect } from 'vitest';
 import { Rmp } from '../src/firmware/rmp.js';
 import type { PolicyName } from '../src/gmem/policy.js';
 import type { VmTypeName } from '../src/kvm/vm.js';
-import { INVARIANTS, type Invariant } from '../src/vcpu-workers/violations.js';
+import { INVARIANTS, type Invariant } from '../src/checker/violations.js';
 import type { Outcome } from '../src/vcpu-workers/outcome.js';
-import { type AuditReport, auditQuiescent, auditTeardown } from '../src/vmm/audit.js';
-import { Runtime, type RuntimeOptions } from '../src/vmm/runtime.js';
+import { type AuditReport, auditQuiescent, auditTeardown } from '../src/checker/audit.js';
+import { Runtime, type RuntimeOptions } from '../src/vmm/sandbox/runtime.js';
 
 export const MiB = 1 << 20;
 export const PAGE = 4096;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Runtime } from '../src/vmm/runtime.js';
+import { Runtime } from '../src/vmm/sandbox/runtime.js';
 
 let rt: Runtime | null = null;
 afterEach(async () => {

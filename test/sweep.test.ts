@@ -3,18 +3,12 @@
 
 import { describe, expect, it } from 'vitest';
 import { POLICIES } from '../src/gmem/policy.js';
-import {
-  type SweepLine,
-  inputLines,
-  mergeLines,
-  parseParam,
-  parseSeeds,
-  parseShard,
-  planSweep,
-  rerunCommand,
-  runSweep,
-  shardPlan,
-} from '../src/vmm/sweep.js';
+import { parseShard } from '../src/vmm/io/shard.js';
+import type { SweepLine } from '../src/vmm/sweep/line.js';
+import { inputLines, mergeLines } from '../src/vmm/sweep/merge.js';
+import { parseParam, parseSeeds, rerunCommand } from '../src/vmm/sweep/params.js';
+import { planSweep, shardPlan } from '../src/vmm/sweep/plan.js';
+import { runSweep } from '../src/vmm/sweep/run.js';
 
 describe('sweep planning', () => {
   it('builds the cartesian product in a fixed parameter order, seeds innermost', () => {
@@ -85,7 +79,7 @@ describe('sweep planning', () => {
     expect(parseShard('0/4')).toEqual({ k: 0, n: 4 });
     expect(parseShard('3/4')).toEqual({ k: 3, n: 4 });
     expect(() => parseShard('4/4')).toThrow(/K is 0-based and must be from 0 to 3/);
-    expect(() => parseShard('1/0')).toThrow(/N must be at least 1/);
+    expect(() => parseShard('1/0')).toThrow(/N must be an integer of at least 1/);
     expect(() => parseShard('1-4')).toThrow(/expected K\/N/);
     expect(() => parseShard('-1/4')).toThrow(/expected K\/N/);
   });

@@ -7,10 +7,10 @@ import { bugMask, setBugs } from '../src/gmem/bugs.js';
 import { HOST_PATTERN } from '../src/gmem/folio.js';
 import { mapBuffers } from '../src/shm/layout.js';
 import { sumStats } from '../src/shm/stats.js';
-import { auditQuiescent } from '../src/vmm/audit.js';
-import { buildSandboxMemory } from '../src/vmm/build.js';
-import { runStress } from '../src/vmm/stress.js';
-import { Sandbox } from '../src/vmm/sandbox.js';
+import { auditQuiescent } from '../src/checker/audit.js';
+import { buildSandboxMemory } from '../src/vmm/sandbox/build.js';
+import { runStress } from '../src/vmm/stress/stress.js';
+import { Sandbox } from '../src/vmm/sandbox/sandbox.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;

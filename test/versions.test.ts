@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { KERNEL_VERSIONS, VERSIONS } from '../src/gmem/version.js';
-import { Sandbox } from '../src/vmm/sandbox.js';
+import { Sandbox } from '../src/vmm/sandbox/sandbox.js';
 import { MiB, PAGE_SIZE } from './helpers.js';
 
 async function sandbox(kernel: (typeof KERNEL_VERSIONS)[number]): Promise<Sandbox> {

@@ -4,11 +4,11 @@
 
 import { CommanderError, InvalidArgumentError } from 'commander';
 import { SandboxLimitError } from '../shm/limits.js';
-import { ArgumentError } from '../vmm/errors.js';
-import { InputError } from '../vmm/outputs.js';
-import { ScheduleError } from '../vmm/schedule-schema.js';
+import { ArgumentError } from '../vmm/sandbox/errors.js';
+import { InputError } from '../vmm/io/outputs.js';
+import { ScheduleError } from '../vmm/explore/schedule-file.js';
 import { ScenarioError } from '../vmm/scenario/schema.js';
-import { SweepError } from '../vmm/sweep.js';
+import { SweepError } from '../vmm/sweep/params.js';
 import { type Interrupt, interruptible } from './interrupt.js';
 
 export const EXIT = { PASS: 0, FAIL: 1, USAGE: 2, INTERRUPTED: 130 } as const;

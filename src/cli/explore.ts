@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import type { KernelVersionName } from '../gmem/version.js';
-import { type HistoricalBug, historicalBug } from '../vmm/catalogue.js';
+import { type HistoricalBug, historicalBug } from '../vmm/explore/catalogue.js';
 import type { StrategyName } from '../shm/sched.js';
-import { chromeTraceFromSchedule } from '../vmm/chrome-trace.js';
-import { type ExploreConfig, Explorer, type ScheduleFile, type ScheduleResult, switchesIn, workloadFor } from '../vmm/explore.js';
-import { ExplorePool } from '../vmm/explore-pool.js';
-import { checkOutputs, writeOutput } from '../vmm/outputs.js';
+import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
+import { type ExploreConfig, Explorer, type ScheduleFile, type ScheduleResult, switchesIn, workloadFor } from '../vmm/explore/explorer.js';
+import { ExplorePool } from '../vmm/explore/pool.js';
+import { checkOutputs, writeOutput } from '../vmm/io/outputs.js';
 import { EXIT } from './exit.js';
 import { readScheduleFile } from './inputs.js';
 import { Progress } from './progress.js';
@@ -62,15 +62,6 @@ function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: HistoricalBu
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel;
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
   return bug !== null ? 'upstream' : undefined;
-}
-
-/** Parses --shard K/N (0-based K, as sweep's). */
-export function parseShard(v: string): { k: number; n: number } {
-  const m = /^(\d+)\/(\d+)$/.exec(v);
-  const k = m ? Number(m[1]) : NaN;
-  const n = m ? Number(m[2]) : NaN;
-  if (!(n >= 1 && k >= 0 && k < n)) throw new Error(`--shard: must be K/N with 0 <= K < N (0-based), got '${v}'`);
-  return { k, n };
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */

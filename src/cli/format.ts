@@ -1,8 +1,8 @@
 // Human-readable reports for the terminal.
 
-import type { MultiVmResult, PolicyRow } from '../vmm/experiments.js';
+import type { MultiVmResult, PolicyRow } from '../vmm/experiments/experiments.js';
 import type { ScenarioReport } from '../vmm/scenario/runner.js';
-import type { StressReport } from '../vmm/stress.js';
+import type { StressReport } from '../vmm/stress/stress.js';
 
 function rows(pairs: Array<[string, string | number]>, indent = '  '): string {
   const w = Math.max(...pairs.map(([k]) => k.length));

@@ -2,9 +2,9 @@
 // bad field its path and the rule (exit status 2).
 
 import { readFileSync } from 'node:fs';
-import { InputError } from '../vmm/outputs.js';
-import { type ScheduleFile } from '../vmm/explore.js';
-import { ScheduleError, parseSchedule } from '../vmm/schedule-schema.js';
+import { InputError } from '../vmm/io/outputs.js';
+import { type ScheduleFile } from '../vmm/explore/explorer.js';
+import { ScheduleError, parseSchedule } from '../vmm/explore/schedule-file.js';
 import { type Scenario, ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
 
 /** A JSON file's contents; an unreadable file or bad JSON is an InputError naming the file. */

@@ -7,7 +7,7 @@
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
-import { type McSchedule, type ModelCheckOptions, type ModelCheckResult, ModelChecker, checkerFor, isScenarioSchedule, scheduleFile } from '../vmm/model-check.js';
+import { type McSchedule, type ModelCheckOptions, type ModelCheckResult, ModelChecker, checkerFor, isScenarioSchedule, scheduleFile } from '../vmm/scenario/model-check.js';
 import { ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
 import { Progress } from './progress.js';
 

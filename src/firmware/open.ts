@@ -3,7 +3,8 @@
 
 import { type KernelVersionName, kernelVersion } from '../gmem/version.js';
 import { wordDescriber } from './describe.js';
-import { KvmCtx } from '../kvm/kvm.js';
+import type { KvmCtx } from '../kvm/ctx.js';
+import { openKvm } from '../kvm/kvm.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { ControlledSync } from '../shm/sched.js';
 import { FreeSync, type Sync } from '../shm/sync.js';
@@ -26,7 +27,7 @@ export function openKernel(o: KernelOptions): KvmCtx {
   const describe = wordDescriber(mem);
   const sync: Sync = o.mode === 'controlled' ? new ControlledSync(mem, o.tid, describe) : new FreeSync(mem, o.tid, describe);
   const psp = o.platform === 'direct' ? new DirectPlatform(mem, sync) : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
-  return new KvmCtx(mem, sync, psp, kernelVersion(o.kernel));
+  return openKvm(mem, sync, psp, kernelVersion(o.kernel));
 }
 
 /** Runs `job` as an actor of a controlled run (register, run, exit); as is in free mode. */

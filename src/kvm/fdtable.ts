@@ -6,7 +6,7 @@
 import { Errno } from '../shm/errno.js';
 import { type LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { assert } from '../shm/limits.js';
-import type { KvmCtx } from './kvm.js';
+import type { KvmCtx } from './ctx.js';
 import { kvmGmemClose } from './task_work.js';
 
 /** RLIMIT_NOFILE's usual soft limit: fds 0..MAX_FDS-1, of which 0-2 are stdio. */

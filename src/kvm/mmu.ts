@@ -9,7 +9,7 @@ import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C, LockClass, latencyBucket } from '../shm/stats.js';
 import { TraceKind } from '../shm/trace.js';
-import type { KvmCtx } from './kvm.js';
+import type { KvmCtx } from './ctx.js';
 import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';

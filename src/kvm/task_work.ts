@@ -3,7 +3,8 @@
 
 import { gmemFput, gmemRelease, gmemTakeDeferredFput } from '../gmem/guest_memfd.js';
 import { P } from '../shm/points.js';
-import { type KvmCtx, withSlotsLock } from './kvm.js';
+import type { KvmCtx } from './ctx.js';
+import { withSlotsLock } from './locking.js';
 
 // kvm_gmem_release with the VM's slots_lock, as the file's last fput does.
 export function kvmGmemRelease(k: KvmCtx, file: number): void {

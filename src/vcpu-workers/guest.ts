@@ -3,7 +3,7 @@
 // violation, #VC for an unvalidated page) before touching the page's bytes.
 
 import { Rmp } from '../firmware/rmp.js';
-import type { KvmCtx } from '../kvm/kvm.js';
+import type { KvmCtx } from '../kvm/ctx.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
 import { makeSpte, spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';

@@ -7,14 +7,14 @@ import { KvmVcpu } from '../kvm/vcpu.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { followRounds } from '../shm/bell.js';
 import { SyncControl } from '../shm/sync.js';
-import type { Violation } from './violations.js';
+import type { Violation } from '../checker/violations.js';
 import { exposeToParent } from '../shm/rpc.js';
 import { GuestCpu } from './guest.js';
 import { type GuestOp, execGuestOp } from './ops.js';
 import type { Outcome } from './outcome.js';
 import { RunControl } from './runctl.js';
-import { onlineChecker } from './online-audit.js';
-import { type WorkloadConfig, type WorkloadResult, runWorkload } from './workload.js';
+import { onlineChecker } from '../checker/online.js';
+import { type WorkloadConfig, type WorkloadResult, runWorkload } from './guest-workload.js';
 
 export interface VcpuInit {
   buffers: SharedBuffers;
@@ -27,7 +27,7 @@ export interface VcpuInit {
   created?: { id: number; slot: number };
 }
 
-/** What a vCPU actor reads of an explorer round (vmm/explore-round.ts RoundPayload). */
+/** What a vCPU actor reads of an explorer round (vmm/explore/round.ts RoundPayload). */
 interface ExploreRound {
   vcpus: Array<{ created: { vm: number; id: number; slot: number }; run: WorkloadConfig }>;
 }
@@ -61,7 +61,7 @@ class VcpuWorker {
     return asActor(this.c.k.sync, () => runWorkload(this.c, this.rc!, cfg), false, onlineChecker(this.c.k));
   }
 
-  /** The explorer's schedules as vCPU actor `index` of each (vmm/explore-round.ts): the violations of the last one. */
+  /** The explorer's schedules as vCPU actor `index` of each (vmm/explore/round.ts): the violations of the last one. */
   exploreFollow(bell: SharedArrayBuffer, fromGen: number, init: Omit<VcpuInit, 'vm' | 'created'>, index: number): Violation[] {
     const rs = followRounds(
       bell,

@@ -1,8 +1,8 @@
 // ReportData from a run's results: one builder per command that can write --report.
 
-import type { MultiVmResult, PolicyRow } from '../experiments.js';
+import type { MultiVmResult, PolicyRow } from '../experiments/experiments.js';
 import type { ScenarioReport } from '../scenario/runner.js';
-import type { StressReport } from '../stress.js';
+import type { StressReport } from '../stress/stress.js';
 import type { ReportData, ReportTable } from './model.js';
 
 function base(title: string, command: string): Pick<ReportData, 'title' | 'command' | 'generatedAt'> {

@@ -8,7 +8,7 @@
 //   #chart-lock-waits     horizontal bars of wait time per lock class, labelled with contended counts
 // With no data a chart still renders its <svg>, showing a "no data" text.
 
-import { writeOutput } from '../outputs.js';
+import { writeOutput } from '../io/outputs.js';
 import type { ReportData, ReportTable } from './model.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import { LOCK_CLASS_NAMES, sumLatency } from '../../shm/stats.js';
 import { pointId } from '../../shm/points.js';
 import type { GuestOp } from '../../vcpu-workers/ops.js';
 import type { Outcome } from '../../vcpu-workers/outcome.js';
-import { INVARIANTS, type Invariant, type Violation } from '../../vcpu-workers/violations.js';
-import { auditQuiescent, auditTeardown, mergeAudit } from '../audit.js';
-import { type Actor, type CrashReport, Runtime } from '../runtime.js';
+import { INVARIANTS, type Invariant, type Violation } from '../../checker/violations.js';
+import { auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
+import { type Actor, type CrashReport, Runtime } from '../sandbox/runtime.js';
 import type { IoctlStep, LeafStep, Scenario, Step } from './schema.js';
 
 export interface StepReport extends Outcome {

@@ -11,7 +11,7 @@ import { Errno } from '../../shm/errno.js';
 import { LIMITS } from '../../shm/limits.js';
 import { POINTS } from '../../shm/points.js';
 import { EXIT_NAMES } from '../../vcpu-workers/guest.js';
-import { parseSize } from '../units.js';
+import { parseSize } from '../sandbox/units.js';
 
 /** A size or address: a number, a hex string ("0x1000") or a size ("4KiB", "2MiB"). */
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {

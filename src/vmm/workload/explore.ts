@@ -1,9 +1,9 @@
 // The explorer's workload: what one schedule runs (VMs, pages, vCPU accesses, the VMM's op mix)
 // and the shape each seed gives it. Shared by the controller (explore.ts) and the VMM thread that
-// leads the schedules (explore-round.ts).
+// leads the schedules (explore/round.ts).
 
-import type { VmTypeName } from '../kvm/vm.js';
-import { Prng, subSeed } from '../shm/prng.js';
+import type { VmTypeName } from '../../kvm/vm.js';
+import { Prng, subSeed } from '../../shm/prng.js';
 
 export interface ExploreWorkload {
   vmType: VmTypeName;

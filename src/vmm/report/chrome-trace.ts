@@ -2,14 +2,14 @@
 // scheduler's log: one track per actor, a slice per step it ran, and a "wait" slice for every
 // stretch it spent blocked on a lock or a word.
 
-import { wordDescriber } from '../firmware/describe.js';
-import type { Mem } from '../shm/layout.js';
-import { POINTS } from '../shm/points.js';
-import type { SchedTraceEvent } from '../shm/sched.js';
-import { LOCK_CLASS_NAMES } from '../shm/stats.js';
-import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../shm/trace.js';
-import { IOCTL_STEPS, IOCTL_TRACE_BASE } from './ioctl-exec.js';
-import { VMM_OPS } from './stress-ops.js';
+import { wordDescriber } from '../../firmware/describe.js';
+import type { Mem } from '../../shm/layout.js';
+import { POINTS } from '../../shm/points.js';
+import type { SchedTraceEvent } from '../../shm/sched.js';
+import { LOCK_CLASS_NAMES } from '../../shm/stats.js';
+import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../../shm/trace.js';
+import { IOCTL_STEPS, IOCTL_TRACE_BASE } from '../scenario/ioctl-exec.js';
+import { VMM_OPS } from '../workload/vmm-ops.js';
 
 export interface ChromeTraceEvent {
   name: string;

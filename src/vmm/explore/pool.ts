@@ -4,7 +4,7 @@
 // the one a single explorer gives: the failing schedule with the lowest seed index, after every
 // seed before it ran clean.
 
-import { type ExploreConfig, Explorer, type ScheduleResult, fails } from './explore.js';
+import { type ExploreConfig, Explorer, type ScheduleResult, fails } from './explorer.js';
 
 /** The most explorers one search runs at once. */
 export const MAX_EXPLORE_JOBS = 16;

@@ -1,26 +1,26 @@
 // Seeded exploration of interleavings: one small sandbox, reused for every schedule, whose VMM
 // and vCPU workers run in the controlled mode of the sync layer. Each schedule is a seed (plus,
 // for replay, the forced choices); schedules run in batches as rounds on the workers
-// (explore-round.ts). A schedule that breaks an invariant is saved, replayed, and shrunk to
+// (round.ts). A schedule that breaks an invariant is saved, replayed, and shrunk to
 // fewer context switches.
 
-import { BUGS, type BugName, bugMask } from '../gmem/bugs.js';
-import type { PolicyName } from '../gmem/policy.js';
-import type { KernelVersionName } from '../gmem/version.js';
-import { Bell } from '../shm/bell.js';
-import type { Mem } from '../shm/layout.js';
-import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
-import type { Violation } from '../vcpu-workers/violations.js';
-import { describeDeadlock } from './deadlock.js';
-import { SandboxClosedError } from './errors.js';
-import type { RoundPlan, RoundRecord } from './explore-round.js';
-import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from './explore-workload.js';
+import { BUGS, type BugName, bugMask } from '../../gmem/bugs.js';
+import type { PolicyName } from '../../gmem/policy.js';
+import type { KernelVersionName } from '../../gmem/version.js';
+import { Bell } from '../../shm/bell.js';
+import type { Mem } from '../../shm/layout.js';
+import { SchedControl, SchedOutcome, type StrategyName } from '../../shm/sched.js';
+import type { Violation } from '../../checker/violations.js';
+import { describeDeadlock } from '../../checker/deadlock.js';
+import { SandboxClosedError } from '../sandbox/errors.js';
+import type { RoundPlan, RoundRecord } from './round.js';
+import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from '../workload/explore.js';
 import { ddminSwitches } from './shrink.js';
-import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from './runtime.js';
-import type { VmmWorkerApi } from './vmm-worker.js';
-import { type VmmOp, parseMix } from './stress-ops.js';
+import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
+import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
+import { type VmmOp, parseMix } from '../workload/vmm-ops.js';
 
-export { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, opsForThread, scheduleShape } from './explore-workload.js';
+export { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, opsForThread, scheduleShape } from '../workload/explore.js';
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
@@ -75,7 +75,7 @@ export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> 
 export class Explorer {
   private rt: Runtime | null = null;
   private sched: SchedControl | null = null;
-  /** The doorbell the schedules' rounds ring (explore-round.ts). */
+  /** The doorbell the schedules' rounds ring (round.ts). */
   private bell: SharedArrayBuffer | null = null;
   private runners: VcpuActor[] = [];
   /** The VMM threads: the runtime's VMM worker, then the others. */
@@ -138,7 +138,7 @@ export class Explorer {
 
   /**
    * Runs the seeds in order until one fails (its result is the last) or all ran: a batch of
-   * rounds on the workers (explore-round.ts), one control-plane call per worker for the batch.
+   * rounds on the workers (round.ts), one control-plane call per worker for the batch.
    */
   async runSchedules(seeds: readonly number[], forced?: readonly number[]): Promise<ScheduleResult[]> {
     if (seeds.length === 0) return [];

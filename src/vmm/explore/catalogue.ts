@@ -3,9 +3,9 @@
 // gmem/version.ts) is the bug, and the version with the fix runs the same workload clean. The
 // accepted races of b85524314a are listed too, as findings: no version fixes them.
 
-import type { KernelVersionName } from '../gmem/version.js';
-import type { Invariant } from '../vcpu-workers/violations.js';
-import type { ExploreWorkload } from './explore.js';
+import type { KernelVersionName } from '../../gmem/version.js';
+import type { Invariant } from '../../checker/violations.js';
+import type { ExploreWorkload } from './explorer.js';
 
 export interface HistoricalBug {
   readonly id: string;

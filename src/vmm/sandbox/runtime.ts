@@ -4,22 +4,22 @@
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import type { FirmwareWorkerApi } from '../firmware/worker.js';
-import { Mailbox, type MailboxTuning } from '../shm/mailbox.js';
-import { FIRMWARE_MAILBOX } from '../firmware/mailbox.js';
-import type { VmTypeName } from '../kvm/vm.js';
-import { wordDescriber } from '../firmware/describe.js';
-import { type Mem, mapBuffers } from '../shm/layout.js';
-import { type Remote, wrapWorker } from '../shm/rpc.js';
-import { type StatsSnapshot, sumStats } from '../shm/stats.js';
+import type { FirmwareWorkerApi } from '../../firmware/worker.js';
+import { Mailbox, type MailboxTuning } from '../../shm/mailbox.js';
+import { FIRMWARE_MAILBOX } from '../../firmware/mailbox.js';
+import type { VmTypeName } from '../../kvm/vm.js';
+import { wordDescriber } from '../../firmware/describe.js';
+import { type Mem, mapBuffers } from '../../shm/layout.js';
+import { type Remote, wrapWorker } from '../../shm/rpc.js';
+import { type StatsSnapshot, sumStats } from '../../shm/stats.js';
 import { SandboxClosedError } from './errors.js';
-import { collectTrace, enableTracing, traceDropped } from '../shm/trace.js';
-import { setBugs } from '../gmem/bugs.js';
-import { chromeTraceFromEvents } from './chrome-trace.js';
-import { writeOutput } from './outputs.js';
-import { FreeSync, SyncControl } from '../shm/sync.js';
-import { RunControl } from '../vcpu-workers/runctl.js';
-import type { VcpuWorkerApi } from '../vcpu-workers/worker.js';
+import { collectTrace, enableTracing, traceDropped } from '../../shm/trace.js';
+import { setBugs } from '../../gmem/bugs.js';
+import { chromeTraceFromEvents } from '../report/chrome-trace.js';
+import { writeOutput } from '../io/outputs.js';
+import { FreeSync, SyncControl } from '../../shm/sync.js';
+import { RunControl } from '../../vcpu-workers/runctl.js';
+import type { VcpuWorkerApi } from '../../vcpu-workers/worker.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemoryAsync } from './build.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
 
@@ -30,8 +30,8 @@ export const TID_FIRST_VCPU = 3;
 /** Where a worker's compiled entry lives: workers always run the built JavaScript in dist/. */
 export function workerFile(rel: string): string {
   const here = fileURLToPath(import.meta.url);
-  // Running from dist/src/vmm/runtime.js: siblings. Running from src/vmm/runtime.ts (vitest): dist/.
-  const root = here.replace(/[\\/](dist[\\/])?src[\\/]vmm[\\/]runtime\.[jt]s$/, '');
+  // Running from dist/src/vmm/sandbox/runtime.js. Running from src/vmm/sandbox/runtime.ts (vitest): dist/.
+  const root = here.replace(/[\\/](dist[\\/])?src[\\/]vmm[\\/]sandbox[\\/]runtime\.[jt]s$/, '');
   return `${root}/dist/src/${rel}`;
 }
 
@@ -125,7 +125,7 @@ export class Runtime {
     if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
     if (opts.bugs) setBugs(mapBuffers(descriptor.buffers), opts.bugs);
     const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
-    const vmm = spawn<VmmWorkerApi>('vmm/vmm-worker.js', 'vmm', TID_VMM);
+    const vmm = spawn<VmmWorkerApi>('vmm/sandbox/vmm-worker.js', 'vmm', TID_VMM);
     const rt = new Runtime(descriptor, vmm, fw, opts);
     for (const a of [fw, vmm]) rt.watch(a);
     rt.firmwareDone = rt.call(fw, () => fw.api.serve(descriptor.buffers, TID_FIRMWARE, opts.mailbox), 0);
@@ -160,7 +160,7 @@ export class Runtime {
   /** Starts another VMM thread of the same process (it shares the fd table); the caller inits it. */
   addVmmThread(): Actor<VmmWorkerApi> {
     const tid = this.nextTid++;
-    const a = spawn<VmmWorkerApi>('vmm/vmm-worker.js', `vmm ${this.extraVmms.length + 2}`, tid);
+    const a = spawn<VmmWorkerApi>('vmm/sandbox/vmm-worker.js', `vmm ${this.extraVmms.length + 2}`, tid);
     this.watch(a);
     this.extraVmms.push(a);
     return a;

@@ -3,22 +3,22 @@
 // end; the report counts faults, retries, prepares, firmware calls, exits, leftovers and
 // violations per invariant, with the seed that reproduces the run.
 
-import { POLICY_NAMES_BY_ID, type PolicyName } from '../gmem/policy.js';
-import { type KernelVersionName, VERSIONS } from '../gmem/version.js';
-import { resolveKernel } from './build.js';
-import type { VmTypeName } from '../kvm/vm.js';
-import { LIMITS, PAGE_SIZE } from '../shm/limits.js';
-import { subSeed } from '../shm/prng.js';
-import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../shm/stats.js';
-import { bugMask } from '../gmem/bugs.js';
-import { INVARIANTS, type Invariant } from '../vcpu-workers/violations.js';
-import type { Pattern, WorkloadResult } from '../vcpu-workers/workload.js';
-import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from './audit.js';
-import { MAX_BUFFER_BYTES } from './build.js';
-import { ArgumentError } from './errors.js';
-import { parseSize } from './units.js';
-import { type CrashReport, Runtime } from './runtime.js';
-import { type VmmOpsResult, parseMix } from './stress-ops.js';
+import { POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
+import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
+import { resolveKernel } from '../sandbox/build.js';
+import type { VmTypeName } from '../../kvm/vm.js';
+import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
+import { subSeed } from '../../shm/prng.js';
+import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
+import { bugMask } from '../../gmem/bugs.js';
+import { INVARIANTS, type Invariant } from '../../checker/violations.js';
+import type { Pattern, WorkloadResult } from '../../vcpu-workers/guest-workload.js';
+import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
+import { MAX_BUFFER_BYTES } from '../sandbox/build.js';
+import { ArgumentError } from '../sandbox/errors.js';
+import { parseSize } from '../sandbox/units.js';
+import { type CrashReport, Runtime } from '../sandbox/runtime.js';
+import { type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
 
 export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */

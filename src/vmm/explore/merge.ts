@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { InputError } from './outputs.js';
+import { InputError } from '../io/outputs.js';
 
 const search = z.looseObject({
   bug: z.string().nullable(),

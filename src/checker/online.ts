@@ -5,7 +5,7 @@
 
 import { Rmp } from '../firmware/rmp.js';
 import { Folios, PG_FREE } from '../gmem/folio.js';
-import type { KvmCtx } from '../kvm/kvm.js';
+import type { KvmCtx } from '../kvm/ctx.js';
 import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
 import { Vms } from '../kvm/vm.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
@@ -21,7 +21,7 @@ const SPTE_MAPS_FREE = 1;
 const FREE_PFN_ASSIGNED = 2;
 
 export function declareOnlineAudit(lb: LayoutBuilder): void {
-  lb.add(REGION, HEADER + KEEP * REP, 'vcpu-workers/online-audit.ts');
+  lb.add(REGION, HEADER + KEEP * REP, 'checker/online.ts');
 }
 
 /** The checker one actor runs at its scheduling points (a Sync step hook). */

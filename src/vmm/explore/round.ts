@@ -4,20 +4,20 @@
 // down, and goes on to the next seed until one fails. The controller makes one call per worker
 // per batch of seeds: between two schedules no message crosses a port.
 
-import { setBugs } from '../gmem/bugs.js';
-import { Bell } from '../shm/bell.js';
-import type { Mem } from '../shm/layout.js';
-import { subSeed } from '../shm/prng.js';
-import { SchedControl, SchedOutcome, type StrategyName } from '../shm/sched.js';
-import { SyncAbortError, SyncControl } from '../shm/sync.js';
-import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
-import type { Violation } from '../vcpu-workers/violations.js';
-import type { WorkloadConfig } from '../vcpu-workers/workload.js';
-import { auditQuiescent, auditTeardown } from './audit.js';
-import { type SandboxDescriptor, resetSandboxMemory } from './build.js';
-import { type ExploreWorkload, type ScheduleShape, opsForThread, scheduleShape } from './explore-workload.js';
-import { type VmmOp, type VmmOpsConfig, type VmmOpsResult, parseMix } from './stress-ops.js';
-import type { CreatedVcpu, SharedStressTarget, StressSetup } from './vmm-worker.js';
+import { setBugs } from '../../gmem/bugs.js';
+import { Bell } from '../../shm/bell.js';
+import type { Mem } from '../../shm/layout.js';
+import { subSeed } from '../../shm/prng.js';
+import { SchedControl, SchedOutcome, type StrategyName } from '../../shm/sched.js';
+import { SyncAbortError, SyncControl } from '../../shm/sync.js';
+import { takeOnlineReports } from '../../checker/online.js';
+import type { Violation } from '../../checker/violations.js';
+import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
+import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
+import { type SandboxDescriptor, resetSandboxMemory } from '../sandbox/build.js';
+import { type ExploreWorkload, type ScheduleShape, opsForThread, scheduleShape } from '../workload/explore.js';
+import { type VmmOp, type VmmOpsConfig, type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
+import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */
 const PCT_STEPS = 100;

@@ -8,19 +8,19 @@
 // expectations and the auditor (quiescent, then teardown) decide pass or fail; the first
 // failing schedule is returned, and can be shrunk and saved for `replay`.
 
-import { BUGS, type BugName, bugMask, setBugs } from '../gmem/bugs.js';
-import { SchedControl, SchedOutcome } from '../shm/sched.js';
-import { subSeed } from '../shm/prng.js';
-import type { Outcome } from '../vcpu-workers/outcome.js';
-import type { Violation } from '../vcpu-workers/violations.js';
-import { auditQuiescent, auditTeardown } from './audit.js';
-import { describeDeadlock } from './deadlock.js';
-import { ddminSwitches } from './shrink.js';
-import { takeOnlineReports } from '../vcpu-workers/online-audit.js';
-import { resetSandboxMemory } from './build.js';
-import { Runtime, type VcpuActor } from './runtime.js';
-import { matchesPartial, toGuestOp } from './scenario/runner.js';
-import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step, parseScenario } from './scenario/schema.js';
+import { BUGS, type BugName, bugMask, setBugs } from '../../gmem/bugs.js';
+import { SchedControl, SchedOutcome } from '../../shm/sched.js';
+import { subSeed } from '../../shm/prng.js';
+import type { Outcome } from '../../vcpu-workers/outcome.js';
+import type { Violation } from '../../checker/violations.js';
+import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
+import { describeDeadlock } from '../../checker/deadlock.js';
+import { ddminSwitches } from '../explore/shrink.js';
+import { takeOnlineReports } from '../../checker/online.js';
+import { resetSandboxMemory } from '../sandbox/build.js';
+import { Runtime, type VcpuActor } from '../sandbox/runtime.js';
+import { matchesPartial, toGuestOp } from './runner.js';
+import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step, parseScenario } from './schema.js';
 
 const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
 /** Steps the scripted runner uses to force one interleaving; a model checker explores them all instead. */

@@ -16,7 +16,7 @@ import type { Mem } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { sumStats } from '../shm/stats.js';
 import { FreeSync } from '../shm/sync.js';
-import { INVARIANTS, type Invariant, type Violation, ViolationLog } from '../vcpu-workers/violations.js';
+import { INVARIANTS, type Invariant, type Violation, ViolationLog } from './violations.js';
 
 export interface AuditReport {
   violations: Violation[];

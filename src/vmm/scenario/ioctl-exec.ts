@@ -1,12 +1,12 @@
 // Runs one ioctl-like scenario step against a Sandbox on the calling thread (the VMM worker),
 // resolving VM and guest_memfd names, and reports its Outcome.
 
-import { TraceKind } from '../shm/trace.js';
-import { hex, type Outcome, outcomeOfError } from '../vcpu-workers/outcome.js';
-import { bytesOfHex } from '../vcpu-workers/ops.js';
-import { GuestMemfd, type Sandbox, type Vm } from './sandbox.js';
-import { Errno } from '../shm/errno.js';
-import type { IoctlStep } from './scenario/schema.js';
+import { TraceKind } from '../../shm/trace.js';
+import { hex, type Outcome, outcomeOfError } from '../../vcpu-workers/outcome.js';
+import { bytesOfHex } from '../../vcpu-workers/ops.js';
+import { GuestMemfd, type Sandbox, type Vm } from '../sandbox/sandbox.js';
+import { Errno } from '../../shm/errno.js';
+import type { IoctlStep } from './schema.js';
 
 /** Ioctl steps in trace order: a trace event's arg is IOCTL_TRACE_BASE + the index here. */
 export const IOCTL_STEPS = [

@@ -1,19 +1,19 @@
 // One-command experiments: several VMs bound to one guest_memfd on each kernel version, and the
 // versions (their prepare policies) side by side on one workload.
 
-import { Rmp } from '../firmware/rmp.js';
-import { Files } from '../gmem/file.js';
-import { Inodes } from '../gmem/inode.js';
-import { Policy, type PolicyName } from '../gmem/policy.js';
-import { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from '../gmem/version.js';
-import { Vms } from '../kvm/vm.js';
-import { PAGE_SIZE } from '../shm/limits.js';
-import { INVARIANTS } from '../vcpu-workers/violations.js';
-import type { Runtime } from './runtime.js';
-import { Sandbox } from './sandbox.js';
-import { resolveKernel } from './build.js';
-import { ArgumentError } from './errors.js';
-import { type StressOptions, type StressProgress, type StressReport, runStress } from './stress.js';
+import { Rmp } from '../../firmware/rmp.js';
+import { Files } from '../../gmem/file.js';
+import { Inodes } from '../../gmem/inode.js';
+import { Policy, type PolicyName } from '../../gmem/policy.js';
+import { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from '../../gmem/version.js';
+import { Vms } from '../../kvm/vm.js';
+import { PAGE_SIZE } from '../../shm/limits.js';
+import { INVARIANTS } from '../../checker/violations.js';
+import type { Runtime } from '../sandbox/runtime.js';
+import { Sandbox } from '../sandbox/sandbox.js';
+import { resolveKernel } from '../sandbox/build.js';
+import { ArgumentError } from '../sandbox/errors.js';
+import { type StressOptions, type StressProgress, type StressReport, runStress } from '../stress/stress.js';
 
 /** The kernels an experiment runs: one version, 'all', or a list in the order to run them. */
 export type KernelChoice = KernelVersionName | 'all' | readonly KernelVersionName[];

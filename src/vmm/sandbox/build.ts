@@ -1,32 +1,32 @@
 // Builds a sandbox's shared memory: every region declared by its owner, buffers allocated,
 // allocator filled, free pages painted with the host pattern.
 
-import { declareFirmwareLock } from '../firmware/direct.js';
-import { declareFirmwareMailbox } from '../firmware/mailbox.js';
-import { declareRmp } from '../firmware/rmp.js';
-import { declareSnpGuests } from '../firmware/snp.js';
-import { declareAllocator, PfnAllocator } from '../gmem/allocator.js';
-import { declareBugs } from '../gmem/bugs.js';
-import { declareFiles } from '../gmem/file.js';
-import { declareFdTable } from '../kvm/fdtable.js';
-import { HOST_PATTERN, declareFolios, Folios } from '../gmem/folio.js';
-import { declareInodes } from '../gmem/inode.js';
-import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../gmem/policy.js';
-import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersionName, POLICY_VERSION, VERSIONS } from '../gmem/version.js';
-import { declareAttributes } from '../kvm/attributes.js';
-import { declareMemslots } from '../kvm/memslots.js';
-import { declareSptes } from '../kvm/spte.js';
-import { declareVcpus } from '../kvm/vcpu.js';
-import { declareVms } from '../kvm/vm.js';
-import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../shm/layout.js';
-import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../shm/limits.js';
-import { declareLatency, declareStats } from '../shm/stats.js';
-import { declareTrace } from '../shm/trace.js';
-import { declareKasan } from '../shm/slab.js';
-import { declareSched } from '../shm/sched.js';
-import { declareRunctl } from '../vcpu-workers/runctl.js';
-import { declareOnlineAudit } from '../vcpu-workers/online-audit.js';
-import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../shm/sync.js';
+import { declareFirmwareLock } from '../../firmware/direct.js';
+import { declareFirmwareMailbox } from '../../firmware/mailbox.js';
+import { declareRmp } from '../../firmware/rmp.js';
+import { declareSnpGuests } from '../../firmware/snp.js';
+import { declareAllocator, PfnAllocator } from '../../gmem/allocator.js';
+import { declareBugs } from '../../gmem/bugs.js';
+import { declareFiles } from '../../gmem/file.js';
+import { declareFdTable } from '../../kvm/fdtable.js';
+import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
+import { declareInodes } from '../../gmem/inode.js';
+import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
+import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersionName, POLICY_VERSION, VERSIONS } from '../../gmem/version.js';
+import { declareAttributes } from '../../kvm/attributes.js';
+import { declareMemslots } from '../../kvm/memslots.js';
+import { declareSptes } from '../../kvm/spte.js';
+import { declareVcpus } from '../../kvm/vcpu.js';
+import { declareVms } from '../../kvm/vm.js';
+import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../../shm/layout.js';
+import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../../shm/limits.js';
+import { declareLatency, declareStats } from '../../shm/stats.js';
+import { declareTrace } from '../../shm/trace.js';
+import { declareKasan } from '../../shm/slab.js';
+import { declareSched } from '../../shm/sched.js';
+import { declareRunctl } from '../../vcpu-workers/runctl.js';
+import { declareOnlineAudit } from '../../checker/online.js';
+import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../../shm/sync.js';
 import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
 

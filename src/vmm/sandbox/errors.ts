@@ -1,6 +1,6 @@
 // Errors a user of the library sees.
 
-import { Errno, type ErrnoCode, errnoName } from '../shm/errno.js';
+import { Errno, type ErrnoCode, errnoName } from '../../shm/errno.js';
 
 /** A refused ioctl or syscall, with the errno the kernel would return. */
 export class KvmError extends Error {

@@ -1,19 +1,19 @@
 // The VMM's side of a stress run, on the VMM worker: fallocate, PUNCH_HOLE, attribute
 // conversion and pre-fault, drawn from a weighted mix at a given rate, while the vCPUs run.
 
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate } from '../gmem/guest_memfd.js';
-import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../kvm/attributes.js';
-import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
-import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../kvm/memslots.js';
-import { SnpPageType } from '../kvm/psp.js';
-import { snpLaunchFinish, snpLaunchUpdate } from '../kvm/sev.js';
-import type { KvmVcpu } from '../kvm/vcpu.js';
-import { Errno, errnoName } from '../shm/errno.js';
-import { PAGE_SIZE } from '../shm/limits.js';
-import { Prng } from '../shm/prng.js';
-import { TraceKind } from '../shm/trace.js';
-import type { RunControl } from '../vcpu-workers/runctl.js';
-import type { Sandbox } from './sandbox.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate } from '../../gmem/guest_memfd.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
+import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../../kvm/kvm_main.js';
+import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../../kvm/memslots.js';
+import { SnpPageType } from '../../kvm/psp.js';
+import { snpLaunchFinish, snpLaunchUpdate } from '../../kvm/sev.js';
+import type { KvmVcpu } from '../../kvm/vcpu.js';
+import { Errno, errnoName } from '../../shm/errno.js';
+import { PAGE_SIZE } from '../../shm/limits.js';
+import { Prng } from '../../shm/prng.js';
+import { TraceKind } from '../../shm/trace.js';
+import type { RunControl } from '../../vcpu-workers/runctl.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
 
 /**
  * memslot: delete slot 0 and recreate it; memflags: first drop KVM_MEM_GUEST_MEMFD from it by a
@@ -383,24 +383,6 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
     e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: r.npages });
   }
   return e;
-}
-
-/** A layout's memslot before its files exist: `file` numbers the layout's files; `size` is the pages that file needs. */
-export interface LayoutRegion extends Omit<StressRegion, 'fd' | 'filePages' | 'vm'> {
-  size: number;
-}
-
-/** A random layout of `pages` gfns over two memslots (see VmmWorker.setupStress). */
-export function randomLayout(pages: number, seed: number): LayoutRegion[] {
-  const rng = new Prng(seed);
-  const gfn = rng.below(8);
-  const split = 1 + rng.below(pages - 1);
-  const off0 = rng.below(4);
-  const first: LayoutRegion = { slot: 0, gfn, npages: split, pgoff: off0, userPage: 0, file: 0, size: off0 + split };
-  const sameFile = rng.below(2) === 0;
-  const off1 = sameFile ? off0 + split + rng.below(3) : rng.below(4);
-  const n1 = pages - split;
-  return [first, { slot: 1, gfn: gfn + split, npages: n1, pgoff: off1, userPage: split, file: sameFile ? 0 : 1, size: off1 + n1 }];
 }
 
 /** Parses "punch=3,convert=1" (names from VMM_OPS); unknown names or bad weights throw. */

@@ -10,7 +10,7 @@ import { Prng } from '../shm/prng.js';
 import { C } from '../shm/stats.js';
 import { Exit, type GuestCpu } from './guest.js';
 import type { RunControl } from './runctl.js';
-import { type Violation, ViolationLog } from './violations.js';
+import { type Violation, ViolationLog } from '../checker/violations.js';
 
 export const TAG_MAGIC = 0x676d656d; // 'gmem'
 const TAG_BYTES = 16;

@@ -5,8 +5,9 @@
 // read back from their files in index order when they are written out.
 
 import { z } from 'zod';
-import { INVARIANTS } from '../vcpu-workers/violations.js';
-import { type SweepLine, type SweepParams, SweepError, formatParams, rerunCommand } from './sweep.js';
+import { INVARIANTS } from '../../checker/violations.js';
+import type { SweepLine } from './line.js';
+import { type SweepParams, SweepError, formatParams, rerunCommand } from './params.js';
 
 const count = z.number().int().nonnegative();
 const lineSchema = z.strictObject({

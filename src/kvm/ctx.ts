@@ -1,0 +1,70 @@
+// One thread's view of the kernel (struct kvm and its friends, for every VM): guest_memfd plus
+// KVM's per-VM tables. The MMU and the arch (SEV) hooks are wired in by kvm.ts, so that nothing
+// here imports the modules that take this context.
+
+import type { ArchGmemHooks, GmemKvmOps } from '../gmem/arch.js';
+import { GmemCtx } from '../gmem/ctx.js';
+import type { KernelVersion } from '../gmem/version.js';
+import type { Mem } from '../shm/layout.js';
+import { threadLatency, threadStats } from '../shm/stats.js';
+import { Tracer } from '../shm/trace.js';
+import type { Sync } from '../shm/sync.js';
+import { MemAttributes } from './attributes.js';
+import { Memslots } from './memslots.js';
+import type { SnpPlatform } from './psp.js';
+import { Sptes } from './spte.js';
+import { VcpuTable } from './vcpu.js';
+import { Vms } from './vm.js';
+
+/** What kvm.ts plugs in: the arch hooks (sev.ts) and the MMU's invalidation (mmu.ts). */
+export interface KvmWiring {
+  arch(k: KvmCtx): ArchGmemHooks;
+  invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void;
+  invalidateEnd(k: KvmCtx, vm: number): void;
+}
+
+export class KvmCtx implements GmemKvmOps {
+  readonly vms: Vms;
+  readonly memslots: Memslots;
+  readonly attrs: MemAttributes;
+  readonly sptes: Sptes;
+  readonly vcpus: VcpuTable;
+  readonly stats: Float64Array;
+  readonly latency: Float64Array;
+  readonly tracer: Tracer;
+  readonly g: GmemCtx;
+  readonly arch: ArchGmemHooks;
+
+  constructor(
+    readonly mem: Mem,
+    readonly sync: Sync,
+    readonly psp: SnpPlatform & { readonly core?: unknown },
+    readonly version: KernelVersion,
+    private readonly wiring: KvmWiring,
+  ) {
+    this.vms = new Vms(mem);
+    this.memslots = new Memslots(mem);
+    this.attrs = new MemAttributes(mem);
+    this.sptes = new Sptes(mem);
+    this.vcpus = new VcpuTable(mem);
+    this.stats = threadStats(mem, sync.tid);
+    this.latency = threadLatency(mem, sync.tid);
+    this.tracer = new Tracer(mem, sync.tid);
+    this.arch = wiring.arch(this);
+    this.g = new GmemCtx(mem, sync, this.stats, version, this.arch, this);
+  }
+
+  invalidateBegin(vm: number, ranges: readonly number[]): void {
+    this.wiring.invalidateBegin(this, vm, ranges);
+  }
+  invalidateEnd(vm: number): void {
+    this.wiring.invalidateEnd(this, vm);
+  }
+  detachSlot(vm: number, slot: number, site: number): void {
+    // A write into a freed slot would corrupt whatever reused it: reported, not done.
+    if (this.memslots.check(vm, slot, site, this.sync.tid)) this.memslots.detachFile(vm, slot);
+  }
+  slotLive(vm: number, slot: number, site: number): boolean {
+    return this.memslots.check(vm, slot, site, this.sync.tid);
+  }
+}

@@ -1,0 +1,134 @@
+// The VMM thread: the user-space VMM's ioctls (scenario steps, and the stress op mix) on a
+// Sandbox attached to the shared memory, firmware commands going through the mailbox.
+
+import { asActor, type PlatformKind, type SyncMode } from '../../firmware/open.js';
+import type { VmTypeName } from '../../kvm/vm.js';
+import { exposeToParent } from '../../shm/rpc.js';
+import type { Outcome } from '../../vcpu-workers/outcome.js';
+import { RunControl } from '../../vcpu-workers/runctl.js';
+import { onlineChecker } from '../../checker/online.js';
+import type { SandboxDescriptor } from './build.js';
+import { IoctlExecutor } from '../scenario/ioctl-exec.js';
+import { GuestMemfd, Sandbox } from './sandbox.js';
+import type { IoctlStep } from '../scenario/schema.js';
+import { type LeaderHooks, type RoundPayload, type RoundPlan, type RoundRecord, leadRounds } from '../explore/round.js';
+import { followRounds } from '../../shm/bell.js';
+import { mapBuffers } from '../../shm/layout.js';
+import { SyncControl } from '../../shm/sync.js';
+import { type SharedStressTarget, type StressLayout, type StressSetup, attachStressTarget, buildStressLayout } from '../workload/layout.js';
+import { type StressTarget, type VmmOp, type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
+
+class VmmWorker {
+  private sb: Sandbox | null = null;
+  private ex: IoctlExecutor | null = null;
+  private target: StressTarget | null = null;
+  private stressFds: GuestMemfd[] = [];
+  /** vCPU slots setupStress claimed for pre-fault handles (every VMM thread's), released at closeAll. */
+  private prefaultSlots: number[] = [];
+
+  init(descriptor: SandboxDescriptor, tid: number, opts: { mode?: SyncMode; platform?: PlatformKind } = {}): void {
+    this.sb = Sandbox.attach(descriptor, tid, opts);
+    this.ex = new IoctlExecutor(this.sb);
+    this.target = null;
+    this.stressFds = [];
+    this.prefaultSlots = [];
+  }
+
+  private get s(): Sandbox {
+    if (this.sb === null) throw new Error('VMM worker used before init');
+    return this.sb;
+  }
+
+  /** Creates the scenario's VMs; returns their ids in order. */
+  createVms(specs: Array<{ name: string; type: VmTypeName }>): number[] {
+    return specs.map((v) => {
+      const vm = this.s.createVmSync({ type: v.type });
+      this.ex!.vms.set(v.name, vm);
+      return vm.id;
+    });
+  }
+
+  exec(step: IoctlStep): Outcome {
+    return this.ex!.exec(step);
+  }
+
+  /** An ioctl step as an actor of a controlled run (a model checker's parallel group). */
+  execActor(step: IoctlStep): Outcome {
+    return asActor(this.s.k.sync, () => this.ex!.exec(step), false, onlineChecker(this.s.k));
+  }
+
+  /** Builds the stress layout (workload/layout.ts) and takes it as VMM thread 0. */
+  setupStress(cfg: StressSetup): StressLayout {
+    const built = buildStressLayout(this.s, cfg);
+    this.stressFds = built.fds;
+    this.prefaultSlots = built.prefaultSlots;
+    this.attachStress(structuredClone(built.shared), 0);
+    return built;
+  }
+
+  /** Another VMM thread of the process takes the layout setupStress built: same fds, its own pre-fault vCPUs. */
+  attachStress(shared: SharedStressTarget, thread: number): void {
+    this.target = attachStressTarget(this.s, shared, thread);
+  }
+
+  runOps(cfg: VmmOpsConfig): VmmOpsResult {
+    const t = this.target;
+    if (t === null) throw new Error('runOps before setupStress');
+    return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg), false, onlineChecker(this.s.k));
+  }
+
+  /** The explorer's schedules, this thread leading (explore/round.ts): one record per schedule run. */
+  exploreLead(plan: RoundPlan): RoundRecord[] {
+    const tid = plan.vmmTids[0];
+    const hooks: LeaderHooks = {
+      mem: mapBuffers(plan.descriptor.buffers),
+      init: () => this.init(plan.descriptor, tid, { mode: 'controlled', platform: 'direct' }),
+      setup: (cfg) => this.setupStress(cfg),
+      runOps: (cfg) => this.runOps(cfg),
+      closeAll: () => this.closeAll(),
+    };
+    return leadRounds(plan, hooks);
+  }
+
+  /** The explorer's schedules as VMM thread `t` of each: the leader's layout, its share of the ops (null: aborted). */
+  exploreFollow(bell: SharedArrayBuffer, fromGen: number, descriptor: SandboxDescriptor, tid: number, t: number): Array<Record<VmmOp, number> | null> {
+    return followRounds(
+      bell,
+      fromGen,
+      new SyncControl(mapBuffers(descriptor.buffers)),
+      (p: RoundPayload) => {
+        this.init(descriptor, tid, { mode: 'controlled', platform: 'direct' });
+        this.attachStress(p.shared, t);
+        return this.runOps(p.vmmOps[t]).ops;
+      },
+      () => false,
+    );
+  }
+
+  /** Closes every guest_memfd this VMM holds (teardown: folios go back to the allocator). */
+  closeAll(): void {
+    for (const slot of this.prefaultSlots) this.s.k.vcpus.release(slot);
+    this.prefaultSlots = [];
+    this.s.closeAllFds();
+  }
+
+  /** Fault injection, from the VMM's side. */
+  injectFirmwareFailures(cmd: 'RMPUPDATE' | 'LAUNCH_UPDATE' | 'LAUNCH_START' | 'LAUNCH_FINISH', n: number): void {
+    this.s.injectFirmwareFailures(cmd, n);
+  }
+  reserveHostPages(pages: number): void {
+    this.s.reserveHostPages(pages);
+  }
+  hwpoisonOffset(offset: number): Outcome {
+    const g = this.stressFds[0];
+    try {
+      g.hwpoisonSync(offset);
+      return { result: 'ok' };
+    } catch (e) {
+      return { result: (e as { code?: string }).code ?? 'error', detail: (e as Error).message };
+    }
+  }
+}
+
+export type VmmWorkerApi = VmmWorker;
+exposeToParent(new VmmWorker());

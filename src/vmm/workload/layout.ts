@@ -1,0 +1,191 @@
+// The layout a stress or explore run works on: the VMs, their guest_memfds and memslots, the
+// launch state, and the vCPUs the VMM creates for the vCPU workers and for its own pre-faults.
+// Built once on the VMM thread that leads (buildStressLayout); every other VMM thread of the
+// process attaches to it (attachStressTarget) and shares its fds.
+
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
+import { KvmVcpu } from '../../kvm/vcpu.js';
+import type { VmTypeName } from '../../kvm/vm.js';
+import { PAGE_SIZE } from '../../shm/limits.js';
+import { Prng } from '../../shm/prng.js';
+import type { GuestMemfd, Sandbox, Vm } from '../sandbox/sandbox.js';
+import type { StressRegion, StressTarget } from './vmm-ops.js';
+
+export interface StressSetup {
+  vmType: VmTypeName;
+  vms: number;
+  /** guest pages each VM maps (gpa 0 .. pages), all backed by one guest_memfd. */
+  pages: number;
+  /** Share of the range made private at the start (the rest is shared). */
+  privateShare: number;
+  /** VM 0 is an SNP VM left between LAUNCH_START and LAUNCH_FINISH, for 'populate' ops. */
+  populateFirstVm?: boolean;
+  /** Draw a random layout from this seed (one VM only; absent: identity, gfn i at index i). */
+  layoutSeed?: number;
+  /**
+   * vCPUs to create (KVM_CREATE_VCPU, here on the VMM) per running VM, for vCPU workers that
+   * then attach to them by id and slot: created in this order, they are the same every time.
+   */
+  vcpusPerVm?: number;
+  /** VMM threads that will run ops on this layout (each gets its own pre-fault vCPU per VM; default 1). */
+  vmmThreads?: number;
+  /**
+   * Adds an SNP VM left launching beside the running ones, on a guest_memfd of its own over the
+   * same gfns, for 'populate' ops (no running VM shares its inode: no kernel can fault a page a
+   * populate is measuring, as SNP vCPUs do not run before LAUNCH_FINISH).
+   */
+  launchingBeside?: boolean;
+  /** vCPUs to create over all running VMs, round robin (instead of vcpusPerVm). */
+  vcpusTotal?: number;
+}
+
+/** The layout as another VMM thread of the process attaches to it (see attachStress). */
+export interface SharedStressTarget {
+  regions: StressRegion[];
+  pages: number;
+  vms: number[];
+  populateVm: number;
+  linked: boolean;
+  /** Per VMM thread, per VM: the vCPU its KVM_PRE_FAULT_MEMORY goes through. */
+  prefault: CreatedVcpu[][];
+}
+
+/** A vCPU setupStress created for a vCPU worker. */
+export interface CreatedVcpu {
+  vm: number;
+  id: number;
+  slot: number;
+}
+
+/** What buildStressLayout made: the layout to share, and what the building thread owns. */
+export interface StressLayout {
+  vms: number[];
+  file: number;
+  gfnStart: number;
+  vcpus: CreatedVcpu[];
+  shared: SharedStressTarget;
+  /** Every guest_memfd the layout opened (closed at teardown). */
+  fds: GuestMemfd[];
+  /** vCPU slots claimed for every VMM thread's pre-fault handles (released at teardown). */
+  prefaultSlots: number[];
+}
+
+/** A layout's memslot before its files exist: `file` numbers the layout's files; `size` is the pages that file needs. */
+export interface LayoutRegion extends Omit<StressRegion, 'fd' | 'filePages' | 'vm'> {
+  size: number;
+}
+
+/** A random layout of `pages` gfns over two memslots (see VmmWorker.setupStress). */
+export function randomLayout(pages: number, seed: number): LayoutRegion[] {
+  const rng = new Prng(seed);
+  const gfn = rng.below(8);
+  const split = 1 + rng.below(pages - 1);
+  const off0 = rng.below(4);
+  const first: LayoutRegion = { slot: 0, gfn, npages: split, pgoff: off0, userPage: 0, file: 0, size: off0 + split };
+  const sameFile = rng.below(2) === 0;
+  const off1 = sameFile ? off0 + split + rng.below(3) : rng.below(4);
+  const n1 = pages - split;
+  return [first, { slot: 1, gfn: gfn + split, npages: n1, pgoff: off1, userPage: split, file: sameFile ? 0 : 1, size: off1 + n1 }];
+}
+
+/** A vCPU of `vm` created by the VMM (KVM_CREATE_VCPU) and given a slot. */
+function createVcpu(sb: Sandbox, vm: number, what: string): CreatedVcpu {
+  const id = sb.k.vms.addVcpu(vm);
+  const slot = sb.k.vcpus.claim(vm);
+  if (id < 0 || slot < 0) throw new Error(`vm ${vm}: no vCPU slot left${what}`);
+  return { vm, id, slot };
+}
+
+/** Attributes, launch state and one pre-fault handle per VMM thread, for a VM whose memslots exist. */
+function finishVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, vm: Vm, launching: boolean, out: StressLayout): void {
+  const priv = Math.floor(cfg.pages * cfg.privateShare);
+  if (priv > 0) vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
+  if (vm.type === 'snp') {
+    vm.snpLaunchStartSync();
+    if (!launching) vm.snpLaunchFinishSync();
+  }
+  for (let t = 0; t < (cfg.vmmThreads ?? 1); t++) {
+    const c = createVcpu(sb, vm.id, ' for a pre-fault handle');
+    out.shared.prefault[t].push(c);
+    out.prefaultSlots.push(c.slot);
+  }
+}
+
+/** One guest_memfd per distinct `file` number of the layout, sized to the regions it backs. */
+function openLayoutFiles(vm0: Vm, regions: readonly LayoutRegion[]): Map<number, GuestMemfd> {
+  const files = new Map<number, GuestMemfd>();
+  for (const r of regions) {
+    if (files.has(r.file)) continue;
+    const size = Math.max(...regions.filter((x) => x.file === r.file).map((x) => x.size));
+    files.set(r.file, vm0.createGuestMemfdSync({ size: size * PAGE_SIZE }));
+  }
+  return files;
+}
+
+/**
+ * Builds the stress layout. Identity: every VM binds one guest_memfd (linked for VMs after the
+ * first) by slot 0, gfn i at index i. Random (one VM): the range starts at a random gfn and is
+ * split in two memslots at a random page, the first at a random offset into its file, the
+ * second either further into the same file or in a second file.
+ */
+export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
+  const vms: Vm[] = [];
+  for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
+  const regions = cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1 ? randomLayout(cfg.pages, cfg.layoutSeed) : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
+  const files = openLayoutFiles(vms[0], regions);
+  const gfnStart = regions[0].gfn;
+  const threads = cfg.vmmThreads ?? 1;
+  const shared: SharedStressTarget = { regions: [], pages: cfg.pages, vms: [], populateVm: cfg.populateFirstVm ? vms[0].id : -1, linked: cfg.vms > 1, prefault: Array.from({ length: threads }, () => []) };
+  const out: StressLayout = { vms: [], file: -1, gfnStart, vcpus: [], shared, fds: [...files.values()], prefaultSlots: [] };
+  vms.forEach((vm, i) => {
+    for (const r of regions) {
+      const first = files.get(r.file)!;
+      const gmem = i === 0 ? first : vm.linkGuestMemfdSync(first);
+      if (i > 0) out.fds.push(gmem);
+      const userPage = i * cfg.pages + r.userPage;
+      vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
+      if (i === 0) shared.regions.push({ vm: vm.id, slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd, filePages: gmem.fstat().size / PAGE_SIZE });
+    }
+    finishVm(sb, cfg, gfnStart, vm, i === 0 && cfg.populateFirstVm === true, out);
+  });
+  const all = [...vms];
+  if (cfg.launchingBeside) all.push(addLaunchingVm(sb, cfg, gfnStart, out));
+  shared.vms = all.map((v) => v.id);
+  out.vms = shared.vms;
+  out.file = shared.regions[0].file;
+  out.vcpus = createRunningVcpus(sb, cfg, vms.filter((vm) => vm.id !== shared.populateVm));
+  return out;
+}
+
+/**
+ * An SNP VM launching beside the running ones, on a guest_memfd of its own over the same gfns:
+ * its file is a target too, so punch, fallocate, hwpoison, close and memslot ops race its populates.
+ */
+function addLaunchingVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, out: StressLayout): Vm {
+  const vm = sb.createVmSync({ type: 'snp' });
+  const gmem = vm.createGuestMemfdSync({ size: cfg.pages * PAGE_SIZE });
+  vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: gfnStart * PAGE_SIZE, memorySize: cfg.pages * PAGE_SIZE, userspaceAddr: cfg.vms * cfg.pages * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: 0 });
+  finishVm(sb, cfg, gfnStart, vm, true, out);
+  out.shared.populateVm = vm.id;
+  out.shared.regions.push({ vm: vm.id, slot: 0, gfn: gfnStart, npages: cfg.pages, pgoff: 0, userPage: cfg.vms * cfg.pages, file: gmem.file, fd: gmem.fd, filePages: cfg.pages });
+  out.fds.push(gmem);
+  return vm;
+}
+
+/** The vCPUs the vCPU workers attach to: vcpusPerVm each, or vcpusTotal round robin over the running VMs. */
+function createRunningVcpus(sb: Sandbox, cfg: StressSetup, running: readonly Vm[]): CreatedVcpu[] {
+  const perVm = running.map(() => cfg.vcpusPerVm ?? 0);
+  if (cfg.vcpusTotal !== undefined) for (let c = 0; c < running.length; c++) perVm[c] = Math.floor(cfg.vcpusTotal / running.length) + (c < cfg.vcpusTotal % running.length ? 1 : 0);
+  const vcpus: CreatedVcpu[] = [];
+  running.forEach((vm, v) => {
+    for (let c = 0; c < perVm[v]; c++) vcpus.push(createVcpu(sb, vm.id, ''));
+  });
+  return vcpus;
+}
+
+/** VMM thread `thread`'s view of a built layout: the shared fds, its own pre-fault vCPUs. */
+export function attachStressTarget(sb: Sandbox, shared: SharedStressTarget, thread: number): StressTarget {
+  const k = sb.k;
+  const prefaultVcpus = shared.prefault[thread].map((c) => new KvmVcpu(c.vm, c.id, c.slot, k.vcpus, sb.mem, k.sync));
+  return { regions: shared.regions, pages: shared.pages, vms: shared.vms, prefaultVcpus, populateVm: shared.populateVm, linked: shared.linked };
+}
