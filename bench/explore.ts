@@ -56,20 +56,40 @@ export async function runExplore(ctx: Ctx): Promise<Row[]> {
   let pooled: { n: number; s: number };
   try {
     // Warm-up (a quick run measures the start-up too: its figures are not for quoting).
-    if (!ctx.quick) await pool.search(Array.from({ length: 64 }, (_, i) => 1 + i), BATCH);
+    if (!ctx.quick)
+      await pool.search(
+        Array.from({ length: 64 }, (_, i) => 1 + i),
+        BATCH,
+      );
     // One search, as the CLI makes, of about the budget's worth of seeds at the one-explorer rate.
-    const seeds = Array.from({ length: Math.max(2 * BATCH, Math.round(((batched.n / batched.s) * budgetMs) / 1000)) }, (_, i) => 300_000 + i);
+    const seeds = Array.from(
+      { length: Math.max(2 * BATCH, Math.round(((batched.n / batched.s) * budgetMs) / 1000)) },
+      (_, i) => 300_000 + i,
+    );
     const t0 = performance.now();
     const r = await pool.search(seeds, BATCH);
-    if (r.failing !== null) throw new Error(`explore bench: schedule ${r.failing.result.seed} failed: ${JSON.stringify(r.failing.result.violations[0])}`);
+    if (r.failing !== null)
+      throw new Error(`explore bench: schedule ${r.failing.result.seed} failed: ${JSON.stringify(r.failing.result.violations[0])}`);
     pooled = { n: r.ran, s: (performance.now() - t0) / 1000 };
   } finally {
     await pool.close();
   }
   const per = (t: Tally) => `${t.n} schedules, ${(t.steps / t.n).toFixed(0)} steps and ${(t.switches / t.n).toFixed(0)} switches each`;
   return [
-    { group: 'explore', name: 'explore.schedules.1perCall', kind: 'rate', median: single.n / single.s, note: `one schedule per control-plane call (a batch of 1, with the other savings of the batched code: not the old tree); ${per(single)}` },
-    { group: 'explore', name: 'explore.steps.1perCall', kind: 'rate', median: single.steps / single.s, note: 'controlled steps per second, the same run' },
+    {
+      group: 'explore',
+      name: 'explore.schedules.1perCall',
+      kind: 'rate',
+      median: single.n / single.s,
+      note: `one schedule per control-plane call (a batch of 1, with the other savings of the batched code: not the old tree); ${per(single)}`,
+    },
+    {
+      group: 'explore',
+      name: 'explore.steps.1perCall',
+      kind: 'rate',
+      median: single.steps / single.s,
+      note: 'controlled steps per second, the same run',
+    },
     {
       group: 'explore',
       name: 'explore.schedules',
@@ -79,7 +99,22 @@ export async function runExplore(ctx: Ctx): Promise<Row[]> {
       target: { op: '>=', ratio: 3 },
       note: `batches of ${BATCH} (as the CLI runs), default workload; ${per(batched)}`,
     },
-    { group: 'explore', name: 'explore.steps', kind: 'rate', median: batched.steps / batched.s, baseline: 'explore.steps.1perCall', target: { op: '>=', ratio: 3 }, note: `controlled steps per second, the same run (${(batched.switches / batched.s / 1000).toFixed(1)}k switches/s)` },
-    { group: 'explore', name: 'explore.schedules.2jobs', kind: 'rate', median: pooled.n / pooled.s, baseline: 'explore.schedules', note: `two explorers at once (--jobs 2), ${pooled.n} schedules` },
+    {
+      group: 'explore',
+      name: 'explore.steps',
+      kind: 'rate',
+      median: batched.steps / batched.s,
+      baseline: 'explore.steps.1perCall',
+      target: { op: '>=', ratio: 3 },
+      note: `controlled steps per second, the same run (${(batched.switches / batched.s / 1000).toFixed(1)}k switches/s)`,
+    },
+    {
+      group: 'explore',
+      name: 'explore.schedules.2jobs',
+      kind: 'rate',
+      median: pooled.n / pooled.s,
+      baseline: 'explore.schedules',
+      note: `two explorers at once (--jobs 2), ${pooled.n} schedules`,
+    },
   ];
 }

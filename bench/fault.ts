@@ -49,7 +49,14 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
   const perVm = roundUpMiB((n + warm + 1) * PAGE_SIZE);
   // Two VMs' worth of folios, plus as many pages again for the zero-fill baseline.
   const memory = 3 * perVm + MiB;
-  const desc = buildSandboxMemory({ policy: 'prepare-on-fault-own-vm', memory, gpaSpace: perVm, userMemory: perVm, gmemSpace: 2 * perVm, maxVms: 2 });
+  const desc = buildSandboxMemory({
+    policy: 'prepare-on-fault-own-vm',
+    memory,
+    gpaSpace: perVm,
+    userMemory: perVm,
+    gmemSpace: 2 * perVm,
+    maxVms: 2,
+  });
   const fw = await FirmwareServer.start(desc);
   const rows: Row[] = [];
   try {
@@ -66,7 +73,13 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
     // in the caches as the faults' pages are, and already backed by the OS (painted at build).
     ctx.log('fault: zero-fill one page');
     const fill = timedLoop(n, warm, (i) => fillPage(top - i, 0));
-    rows.push({ group: 'fault', name: 'zero-fill.page', kind: 'time', ...histSampled(fill), note: 'one cold 4 KiB page, Mem.fillPage as the fault path clears, per call' });
+    rows.push({
+      group: 'fault',
+      name: 'zero-fill.page',
+      kind: 'time',
+      ...histSampled(fill),
+      note: 'one cold 4 KiB page, Mem.fillPage as the fault path clears, per call',
+    });
     const peer = await EchoPeer.start();
     try {
       peer.begin('spin');
@@ -76,7 +89,13 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
         fillPage(top - off - i, 0);
         peer.spinRoundTrip();
       });
-      rows.push({ group: 'fault', name: 'zero-fill+rt.spin', kind: 'time', ...histSampled(both), note: 'one page filled, then one cache-line round trip' });
+      rows.push({
+        group: 'fault',
+        name: 'zero-fill+rt.spin',
+        kind: 'time',
+        ...histSampled(both),
+        note: 'one page filled, then one cache-line round trip',
+      });
       await peer.end();
     } finally {
       await peer.close();
@@ -119,7 +138,14 @@ export async function runPrefault(ctx: Ctx): Promise<Row[]> {
   const max = Math.max(...sizes);
   const memory = max + 8 * MiB;
   ctx.log(`prefault: building a ${memory / MiB} MiB sandbox`);
-  const desc = buildSandboxMemory({ policy: 'prepare-on-fault-own-vm', memory, gpaSpace: max, userMemory: max, gmemSpace: 2 * max, maxVms: 2 });
+  const desc = buildSandboxMemory({
+    policy: 'prepare-on-fault-own-vm',
+    memory,
+    gpaSpace: max,
+    userMemory: max,
+    gmemSpace: 2 * max,
+    maxVms: 2,
+  });
   const fw = await FirmwareServer.start(desc);
   const rows: Row[] = [];
   try {
@@ -137,7 +163,14 @@ export async function runPrefault(ctx: Ctx): Promise<Row[]> {
         fills.push((performance.now() - t0) * 1e6);
       }
       const base = `zero-fill.${label(size)}`;
-      rows.push({ group: 'prefault', name: base, kind: 'time', median: median(fills), samples: reps, note: `page-by-page fill of ${label(size)}, median of ${reps}` });
+      rows.push({
+        group: 'prefault',
+        name: base,
+        kind: 'time',
+        median: median(fills),
+        samples: reps,
+        note: `page-by-page fill of ${label(size)}, median of ${reps}`,
+      });
       for (const type of ['sw-protected', 'snp'] as const) {
         if (type === 'snp' && !snpSizes.includes(size)) continue;
         const v = vms[type];
@@ -159,7 +192,7 @@ export async function runPrefault(ctx: Ctx): Promise<Row[]> {
           median: t,
           samples: reps,
           baseline: base,
-          note: `KVM_PRE_FAULT_MEMORY, one call; ${((t / (size / PAGE_SIZE)) | 0)} ns/page, ${(size / MiB / (t / 1e9)).toFixed(0)} MiB/s, median of ${reps}`,
+          note: `KVM_PRE_FAULT_MEMORY, one call; ${(t / (size / PAGE_SIZE)) | 0} ns/page, ${(size / MiB / (t / 1e9)).toFixed(0)} MiB/s, median of ${reps}`,
         });
       }
     }

@@ -235,7 +235,11 @@ export async function runRoundtrip(ctx: Ctx): Promise<Row[]> {
     });
     const asleep = histSampled(hMailbox);
     const asleepNote = `each call after the server slept ${IDLE_GAP_MS} ms, sampled in turn with rt.futex.idle${notAsleep ? `; ${notAsleep} calls found it awake` : ''}`;
-    row('mailbox.nop.asleep', asleep, { baseline: 'rt.futex', target: { op: '<=', ratio: 1.2 }, note: `${asleepNote}; vs the back-to-back futex baseline` });
+    row('mailbox.nop.asleep', asleep, {
+      baseline: 'rt.futex',
+      target: { op: '<=', ratio: 1.2 },
+      note: `${asleepNote}; vs the back-to-back futex baseline`,
+    });
     row('mailbox.nop.asleep.strict', asleep, {
       baseline: 'rt.futex.idle',
       target: { op: '<=', ratio: 1.2 },

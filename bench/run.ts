@@ -48,7 +48,12 @@ function parseArgs(argv: string[]): Args {
     else if (s === '--only' || s.startsWith('--only=')) {
       const v = s === '--only' ? argv[++i] : s.slice('--only='.length);
       if (v === undefined) throw new Error('--only needs a group name');
-      a.only.push(...v.split(',').map((x) => x.trim()).filter(Boolean));
+      a.only.push(
+        ...v
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      );
     } else if (s === '--help' || s === '-h') {
       process.stdout.write(`usage: node dist/bench/run.js [--quick] [--json] [--only ${Object.keys(GROUPS).join('|')}[,...]]\n`);
       process.exit(0);
@@ -95,15 +100,26 @@ async function main(): Promise<void> {
   progress.done();
   resolveRows(rows);
   const elapsedS = (performance.now() - t0) / 1000;
-  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${os.platform()} ${os.release()}` };
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+  };
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({ quick: args.quick, groups: names, elapsedS, machine: { ...machine, scaling, noisy }, rows }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ quick: args.quick, groups: names, elapsedS, machine: { ...machine, scaling, noisy }, rows }, null, 2)}\n`,
+    );
   } else {
-    process.stdout.write(`gmem-sandbox bench${args.quick ? ' (--quick: smoke run, not for quoting)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}\n\n`);
+    process.stdout.write(
+      `gmem-sandbox bench${args.quick ? ' (--quick: smoke run, not for quoting)' : ''}: ${machine.cpus} x ${machine.cpuModel}, node ${machine.node}\n\n`,
+    );
     process.stdout.write(`machine: ${verdict}\n\n`);
     process.stdout.write(`${renderTable(rows)}\n\n`);
     const missed = rows.filter((r) => r.status === 'MISS').map((r) => r.name);
-    process.stdout.write(`${rows.filter((r) => r.status === 'PASS').length} targets met, ${missed.length} missed${missed.length ? ` (${missed.join(', ')})` : ''}; ${elapsedS.toFixed(1)} s${noisy ? '; NOISY RUN' : ''}\n`);
+    process.stdout.write(
+      `${rows.filter((r) => r.status === 'PASS').length} targets met, ${missed.length} missed${missed.length ? ` (${missed.join(', ')})` : ''}; ${elapsedS.toFixed(1)} s${noisy ? '; NOISY RUN' : ''}\n`,
+    );
   }
 }
 

@@ -66,7 +66,11 @@ export async function runCeiling(ctx: Ctx): Promise<Row[]> {
     await Promise.all(ws.map((w) => once(w, 'online')));
     for (const [kind, iters, what] of [
       ['chain', ctx.quick ? 2e7 : 1e8, 'dependent integer multiply chain'],
-      ['fill', ctx.quick ? 2e4 : 2e5, 'Uint8Array.fill of a 4 KiB page (shared buffer, L2-resident): compute-bound, as the fault path was before memory.fill'],
+      [
+        'fill',
+        ctx.quick ? 2e4 : 2e5,
+        'Uint8Array.fill of a 4 KiB page (shared buffer, L2-resident): compute-bound, as the fault path was before memory.fill',
+      ],
     ] as const) {
       // n workers at once, starting from worker `first`.
       const run = async (n: number, first: number, count: number = iters): Promise<number> => {
@@ -86,7 +90,14 @@ export async function runCeiling(ctx: Ctx): Promise<Row[]> {
       for (let r = 0; r < reps; r++) for (const n of [1, 2] as const) rates[n].push(await run(n, r));
       ctx.log(`throughput: ${kind} ceiling measured`);
       rows.push(
-        { group: 'machine', name: `ceiling.${kind}.1thread`, kind: 'rate', median: median(rates[1]), samples: reps, note: `${what}, one worker` },
+        {
+          group: 'machine',
+          name: `ceiling.${kind}.1thread`,
+          kind: 'rate',
+          median: median(rates[1]),
+          samples: reps,
+          note: `${what}, one worker`,
+        },
         {
           group: 'machine',
           name: `ceiling.${kind}.2threads`,
@@ -94,7 +105,7 @@ export async function runCeiling(ctx: Ctx): Promise<Row[]> {
           median: median(rates[2]),
           samples: reps,
           baseline: `ceiling.${kind}.1thread`,
-          note: 'the same on two workers at once: the machine\'s 2-thread scaling',
+          note: "the same on two workers at once: the machine's 2-thread scaling",
         },
       );
     }
@@ -116,14 +127,26 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
   const reps = q ? 1 : 3;
   const pages = 2 * reps * window + (q ? 2048 : 65536);
   ctx.log(`throughput: runtime with ${(pages * PAGE) / MiB} MiB`);
-  let rt = await Runtime.start({ sandbox: { policy: 'prepare-on-fault-own-vm', memory: pages * PAGE + 4 * MiB, gpaSpace: pages * PAGE, userMemory: pages * PAGE, maxVms: 1 } });
+  let rt = await Runtime.start({
+    sandbox: {
+      policy: 'prepare-on-fault-own-vm',
+      memory: pages * PAGE + 4 * MiB,
+      gpaSpace: pages * PAGE,
+      userMemory: pages * PAGE,
+      maxVms: 1,
+    },
+  });
   try {
     const { vms } = await rt.call(rt.vmm, () => rt.vmm.api.setupStress({ vmType: 'sw-protected', vms: 1, pages, privateShare: 1 }));
     const vcpus = [await rt.addVcpu('bench', vms[0], 0), await rt.addVcpu('bench', vms[0], 1)];
     // Warm both vCPU workers' JIT on a window of their own before anything is timed.
     const warm = q ? 2048 : 65536;
     ctx.log(`throughput: warm-up, 2 vCPUs, ${warm} pages`);
-    await runVcpus(rt, vcpus, vcpus.map((_, i) => workload((i * warm) / 2, warm / 2)));
+    await runVcpus(
+      rt,
+      vcpus,
+      vcpus.map((_, i) => workload((i * warm) / 2, warm / 2)),
+    );
     let next = warm;
     const rates: Record<1 | 2, number[]> = { 1: [], 2: [] };
     const waits: Record<1 | 2, number[]> = { 1: [], 2: [] };
@@ -170,19 +193,44 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
   // PUNCH_HOLE churn: the VMM punches random ranges while the vCPUs read and write at random.
   const churnPages = q ? 2048 : 8192;
   const durationMs = q ? 300 : 2000;
-  rt = await Runtime.start({ sandbox: { policy: 'prepare-on-fault-own-vm', memory: churnPages * PAGE + 4 * MiB, gpaSpace: churnPages * PAGE, userMemory: churnPages * PAGE, maxVms: 1 } });
+  rt = await Runtime.start({
+    sandbox: {
+      policy: 'prepare-on-fault-own-vm',
+      memory: churnPages * PAGE + 4 * MiB,
+      gpaSpace: churnPages * PAGE,
+      userMemory: churnPages * PAGE,
+      maxVms: 1,
+    },
+  });
   try {
-    const { vms } = await rt.call(rt.vmm, () => rt.vmm.api.setupStress({ vmType: 'sw-protected', vms: 1, pages: churnPages, privateShare: 1 }));
+    const { vms } = await rt.call(rt.vmm, () =>
+      rt.vmm.api.setupStress({ vmType: 'sw-protected', vms: 1, pages: churnPages, privateShare: 1 }),
+    );
     const vcpus = [await rt.addVcpu('bench', vms[0], 0), await rt.addVcpu('bench', vms[0], 1)];
     for (const n of [1, 2] as const) {
       ctx.log(`throughput: punch churn, ${n} vCPU(s), ${durationMs} ms`);
       const before = rt.stats();
       const ops = rt.call(rt.vmm, () =>
-        rt.vmm.api.runOps({ mix: { punch: 1, fallocate: 0, convert: 0, prefault: 0 }, rate: 2000, maxPages: 64, seed: 7, durationMs, maxOps: 0 }),
+        rt.vmm.api.runOps({
+          mix: { punch: 1, fallocate: 0, convert: 0, prefault: 0 },
+          rate: 2000,
+          maxPages: 64,
+          seed: 7,
+          durationMs,
+          maxOps: 0,
+        }),
       );
-      const cfgs = vcpus
-        .slice(0, n)
-        .map((_, i) => workload(0, churnPages, { pattern: 'random', writeRatio: 0.5, writers: n, writerIndex: i, seed: 11 + i, durationMs, maxAccesses: 0 }));
+      const cfgs = vcpus.slice(0, n).map((_, i) =>
+        workload(0, churnPages, {
+          pattern: 'random',
+          writeRatio: 0.5,
+          writers: n,
+          writerIndex: i,
+          seed: 11 + i,
+          durationMs,
+          maxAccesses: 0,
+        }),
+      );
       const [{ res }, vmmRes] = await Promise.all([runVcpus(rt, vcpus.slice(0, n), cfgs), ops]);
       const d = delta(before, rt.stats());
       const ms = Math.max(vmmRes.elapsedMs, ...res.map((x) => x.elapsedMs));
@@ -193,7 +241,7 @@ export async function runThroughput(ctx: Ctx): Promise<Row[]> {
         kind: 'rate',
         median: (d.faults / ms) * 1000,
         ...(n === 2 ? { baseline: 'churn.1vcpu.faults', target: { op: '>=' as const, ratio: CHURN_SCALING } } : {}),
-        note: `${d.punchHoles} punches (${((d.punchHoles / ms) * 1000).toFixed(0)}/s), ${(((d.guestReads + d.guestWrites) / ms) * 1000 / 1e3).toFixed(0)}k accesses/s, ${ms.toFixed(0)} ms`,
+        note: `${d.punchHoles} punches (${((d.punchHoles / ms) * 1000).toFixed(0)}/s), ${((((d.guestReads + d.guestWrites) / ms) * 1000) / 1e3).toFixed(0)}k accesses/s, ${ms.toFixed(0)} ms`,
       });
       for (const cls of ['invalidate', 'folio', 'mmu'] as const) {
         const ns = d[`lockWaitNs.${cls}`];
@@ -223,7 +271,9 @@ export async function runPolicies(ctx: Ctx): Promise<Row[]> {
   const policies: PolicyName[] = ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'];
   for (const policy of policies) {
     ctx.log(`policy: ${policy}`);
-    const rt = await Runtime.start({ sandbox: { policy, memory: pages * PAGE + 4 * MiB, gpaSpace: pages * PAGE, userMemory: pages * PAGE, maxVms: 1 } });
+    const rt = await Runtime.start({
+      sandbox: { policy, memory: pages * PAGE + 4 * MiB, gpaSpace: pages * PAGE, userMemory: pages * PAGE, maxVms: 1 },
+    });
     try {
       await rt.createVms([{ name: 'a', type: 'snp', vcpus: 1 }]);
       const exec = async (step: Parameters<typeof rt.vmm.api.exec>[0]): Promise<void> => {
@@ -232,7 +282,15 @@ export async function runPolicies(ctx: Ctx): Promise<Row[]> {
       };
       const bytes = pages * PAGE;
       await exec({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: bytes });
-      await exec({ op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: bytes, guest_memfd: 'g' });
+      await exec({
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: bytes,
+        guest_memfd: 'g',
+      });
       await exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: bytes, attributes: 'private' });
       await exec({ op: 'snp_launch_start', vm: 'a' });
       await exec({ op: 'snp_launch_finish', vm: 'a' });
@@ -249,7 +307,10 @@ export async function runPolicies(ctx: Ctx): Promise<Row[]> {
         const { res } = await runVcpus(rt, [v], [workload(start, window)]);
         const d = delta(before, rt.stats());
         const touchMs = res[0].elapsedMs;
-        if (d.pvalidates !== window) throw new Error(`policy ${policy}: ${d.pvalidates} PVALIDATEs for ${window} first touches (exits ${JSON.stringify(res[0].exits)})`);
+        if (d.pvalidates !== window)
+          throw new Error(
+            `policy ${policy}: ${d.pvalidates} PVALIDATEs for ${window} first touches (exits ${JSON.stringify(res[0].exits)})`,
+          );
         if (r < warmReps) continue;
         rates.push((window / (fallocMs + touchMs)) * 1000);
         split.push([fallocMs, touchMs]);

@@ -33,14 +33,26 @@ export async function runZeroFill(ctx: Ctx): Promise<Row[]> {
     ['zero-fill.u32.fill', 'Uint32Array.fill', (p) => u32.fill(0, p * 1024, (p + 1) * 1024)],
     ['zero-fill.f64.fill', 'Float64Array.fill', (p) => f64.fill(0, p * 512, (p + 1) * 512)],
     ['zero-fill.b64.fill', 'BigUint64Array.fill', (p) => b64.fill(0n, p * 512, (p + 1) * 512)],
-    ['zero-fill.copyWithin', 'Uint8Array.copyWithin from a zero page of the same buffer', (p) => u8.copyWithin(p * PAGE_SIZE, zero, zero + PAGE_SIZE)],
+    [
+      'zero-fill.copyWithin',
+      'Uint8Array.copyWithin from a zero page of the same buffer',
+      (p) => u8.copyWithin(p * PAGE_SIZE, zero, zero + PAGE_SIZE),
+    ],
     ['zero-fill.Buffer.fill', 'Buffer.fill over the shared bytes', (p) => buf.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE)],
     ['zero-fill.set.template', 'Uint8Array.set from a private zero page (the fallback without wasm)', (p) => plain(p, 0)],
     ['zero-fill.wasm.memory.fill', 'WebAssembly memory.fill on the shared wasm memory the buffer is', (p) => fillPage(p, 0)],
   ];
   const o = { batch: BATCH, timeMs: ctx.quick ? 40 : 400, warmupMs: ctx.quick ? 10 : 100 };
   const anchorNs = PAGE_SIZE / CLEAR_PAGE_GBPS;
-  const rows: Row[] = [{ group: 'zerofill', name: 'clear_page.anchor', kind: 'time', median: anchorNs, note: `the kernel's clear_page at ${CLEAR_PAGE_GBPS} GB/s (physical anchor, not measured here)` }];
+  const rows: Row[] = [
+    {
+      group: 'zerofill',
+      name: 'clear_page.anchor',
+      kind: 'time',
+      median: anchorNs,
+      note: `the kernel's clear_page at ${CLEAR_PAGE_GBPS} GB/s (physical anchor, not measured here)`,
+    },
+  ];
   for (const [name, what, fn] of candidates) {
     ctx.log(`zerofill: ${name}`);
     const s = tinySync(
@@ -51,7 +63,14 @@ export async function runZeroFill(ctx: Ctx): Promise<Row[]> {
       },
       o,
     );
-    rows.push({ group: 'zerofill', name, kind: 'time', ...s, baseline: 'clear_page.anchor', note: `${what}; ${(PAGE_SIZE / s.median).toFixed(1)} GB/s, batches of ${BATCH}` });
+    rows.push({
+      group: 'zerofill',
+      name,
+      kind: 'time',
+      ...s,
+      baseline: 'clear_page.anchor',
+      note: `${what}; ${(PAGE_SIZE / s.median).toFixed(1)} GB/s, batches of ${BATCH}`,
+    });
   }
   return rows;
 }

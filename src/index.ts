@@ -20,5 +20,14 @@ export { parseScenario, ScenarioError, type Scenario } from './vmm/scenario/sche
 export { runScenario, type ScenarioReport } from './vmm/scenario/runner.js';
 export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore/explorer.js';
 export { ExplorePool, type PoolSearch } from './vmm/explore/pool.js';
-export { multiVmExperiment, policiesExperiment, type KernelChoice, type MultiVmOptions, type MultiVmResult, type PageOwners, type PoliciesOptions, type PolicyRow } from './vmm/experiments/experiments.js';
+export {
+  multiVmExperiment,
+  policiesExperiment,
+  type KernelChoice,
+  type MultiVmOptions,
+  type MultiVmResult,
+  type PageOwners,
+  type PoliciesOptions,
+  type PolicyRow,
+} from './vmm/experiments/experiments.js';
 export { BUG_NAMES, type BugName } from './gmem/bugs.js';

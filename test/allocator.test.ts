@@ -24,7 +24,7 @@ function vmOver1MiB() {
 }
 
 describe('pcp lists', () => {
-  it('the first fault moves a batch to the thread\'s list; frees go back to it; counts stay exact', () => {
+  it("the first fault moves a batch to the thread's list; frees go back to it; counts stay exact", () => {
     const { sb, vm, gmem, vcpu, alloc } = vmOver1MiB();
     expect(vcpu.readSync(0, 1).ok).toBe(true);
     expect(vm.backingPfn(0)).toBe(0);
@@ -52,7 +52,7 @@ describe('pcp lists', () => {
     expect(auditQuiescent(sb.mem).violations).toEqual([]);
   });
 
-  it('an empty zone drains the other threads\' lists before it reports ENOMEM: every page is reachable', () => {
+  it("an empty zone drains the other threads' lists before it reports ENOMEM: every page is reachable", () => {
     const { sb, vm, vcpu, alloc } = vmOver1MiB();
     // Another thread takes a batch and frees its one page: 32 pages wait on its list.
     const other = new PfnAllocator(sb.mem, new FreeSync(sb.mem, 9));
@@ -89,7 +89,10 @@ describe('pcp lists', () => {
     const saved = w[word];
     w[word] = 0;
     const bad = auditQuiescent(sb.mem).violations.map((v) => v.detail);
-    expect(bad).toEqual([`the pcp list of thread ${TID_CONTROLLER} holds pfn 0, which is in use`, '1 free pfn(s) on no free list (lost to the allocator)']);
+    expect(bad).toEqual([
+      `the pcp list of thread ${TID_CONTROLLER} holds pfn 0, which is in use`,
+      '1 free pfn(s) on no free list (lost to the allocator)',
+    ]);
     w[word] = list[0];
     expect(auditQuiescent(sb.mem).violations.map((v) => v.detail)).toEqual([
       `pfn ${list[0]} is on the free lists twice (again in the pcp list of thread ${TID_CONTROLLER})`,

@@ -43,7 +43,9 @@ describe('KVM_SET_MEMORY_ATTRIBUTES', () => {
 
   it('a real change counts one conversion and sets the whole range', async () => {
     const { sb, vm } = await setupVm({ type: 'sw-protected', private: false });
-    const d = await statsDelta(sb, ['conversions'], () => vm.setMemoryAttributes({ address: 2 * PAGE_SIZE, size: 3 * PAGE_SIZE, attributes: 'private' }));
+    const d = await statsDelta(sb, ['conversions'], () =>
+      vm.setMemoryAttributes({ address: 2 * PAGE_SIZE, size: 3 * PAGE_SIZE, attributes: 'private' }),
+    );
     expect(d.conversions).toBe(1);
     expect(privateMap(vm, 6)).toEqual([false, false, true, true, true, false]);
   });
@@ -63,7 +65,9 @@ describe('KVM_SET_MEMORY_ATTRIBUTES', () => {
   it('a conversion zaps the SPTEs of the range; the old kind of access then exits to the VMM', async () => {
     const { sb, vm, vcpu } = await setupVm({ type: 'sw-protected' });
     await vcpu.write(PAGE_SIZE, Uint8Array.of(9, 9));
-    const d = await statsDelta(sb, ['conversions', 'sptesZapped'], () => vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'shared' }));
+    const d = await statsDelta(sb, ['conversions', 'sptesZapped'], () =>
+      vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'shared' }),
+    );
     expect(d).toEqual({ conversions: 1, sptesZapped: 1 });
     expect(await vcpu.read(PAGE_SIZE, 2, { private: true })).toMatchObject({
       ok: false,
@@ -83,7 +87,9 @@ describe('KVM_SET_MEMORY_ATTRIBUTES', () => {
     await vcpu.write(2 * PAGE_SIZE, Uint8Array.of(7));
     const spte = sb.k.sptes.get(vm.id, 2);
     expect(spte).not.toBe(0);
-    const d = await statsDelta(sb, ['sptesZapped'], () => vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'private' }));
+    const d = await statsDelta(sb, ['sptesZapped'], () =>
+      vm.setMemoryAttributes({ address: 0, size: 4 * PAGE_SIZE, attributes: 'private' }),
+    );
     expect(d).toEqual({ sptesZapped: 1 });
     expect(auditQuiescent(sb.mem).violations).toEqual([]);
     // What a conversion that skipped the zap would leave: the auditor names it.

@@ -28,7 +28,9 @@ const EXPECTED = [
   'rt.comlink',
   // zerofill
   'clear_page.anchor',
-  ...['u8.fill', 'u16.fill', 'u32.fill', 'f64.fill', 'b64.fill', 'copyWithin', 'Buffer.fill', 'set.template', 'wasm.memory.fill'].map((m) => `zero-fill.${m}`),
+  ...['u8.fill', 'u16.fill', 'u32.fill', 'f64.fill', 'b64.fill', 'copyWithin', 'Buffer.fill', 'set.template', 'wasm.memory.fill'].map(
+    (m) => `zero-fill.${m}`,
+  ),
   // fault
   'zero-fill.page',
   'zero-fill+rt.spin',
@@ -75,10 +77,19 @@ describe('bench', () => {
       timeout: 55_000,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const report = JSON.parse(out) as { quick: boolean; rows: JsonRow[]; machine: { noisy: boolean; scaling: { chain: number; fill: number } } };
+    const report = JSON.parse(out) as {
+      quick: boolean;
+      rows: JsonRow[];
+      machine: { noisy: boolean; scaling: { chain: number; fill: number } };
+    };
     expect(report.quick).toBe(true);
     // The machine's state comes first, with the verdict every other figure is read against.
-    expect(report.rows.slice(0, 4).map((r) => r.name)).toEqual(['ceiling.chain.1thread', 'ceiling.chain.2threads', 'ceiling.fill.1thread', 'ceiling.fill.2threads']);
+    expect(report.rows.slice(0, 4).map((r) => r.name)).toEqual([
+      'ceiling.chain.1thread',
+      'ceiling.chain.2threads',
+      'ceiling.fill.1thread',
+      'ceiling.fill.2threads',
+    ]);
     expect(report.machine.noisy).toBe(!(Math.min(report.machine.scaling.chain, report.machine.scaling.fill) >= 1.8));
     const byName = new Map(report.rows.map((r) => [r.name, r]));
     expect([...byName.keys()].sort()).toEqual([...EXPECTED].sort());

@@ -45,7 +45,10 @@ describe('exit status per command', () => {
     const fail = await cli(['run', wrong]);
     expect(fail.stdout).toMatch(/^FAIL \[0\] create_guest_memfd -> EINVAL/m);
     expect(fail.status).toBe(1);
-    expectUsage(await cli(['run', join(dir, 'nope.json')]), new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'));
+    expectUsage(
+      await cli(['run', join(dir, 'nope.json')]),
+      new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'),
+    );
   });
 
   it('explore and replay: 0 when the bug is found and replayed, 1 when not found, 2 for bad input', async () => {
@@ -69,10 +72,29 @@ describe('exit status per command', () => {
     expect(JSON.parse(readFileSync(join(dir, 't.json'), 'utf8')).metadata).toEqual({ droppedEvents: 0 });
     // The workload options reach the saved schedule, so that it replays with them.
     const dir2 = tempDir('explore-tuned-');
-    const tuned = await cli(['explore', '--bug', 'prepare-skips-clear', '--ops', 'punch=1,plainslot=1', '--vmm-threads', '1', '--multi-vm-share', '0', '--schedules', '5', '--no-shrink', '--out', dir2]);
+    const tuned = await cli([
+      'explore',
+      '--bug',
+      'prepare-skips-clear',
+      '--ops',
+      'punch=1,plainslot=1',
+      '--vmm-threads',
+      '1',
+      '--multi-vm-share',
+      '0',
+      '--schedules',
+      '5',
+      '--no-shrink',
+      '--out',
+      dir2,
+    ]);
     expect(tuned.status).toBe(0);
     const [file] = readdirSync(dir2);
-    expect(JSON.parse(readFileSync(join(dir2, file), 'utf8')).config.workload).toMatchObject({ ops: 'punch=1,plainslot=1', vmmThreads: 1, multiVmShare: 0 });
+    expect(JSON.parse(readFileSync(join(dir2, file), 'utf8')).config.workload).toMatchObject({
+      ops: 'punch=1,plainslot=1',
+      vmmThreads: 1,
+      multiVmShare: 0,
+    });
   });
 
   it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {
@@ -83,7 +105,10 @@ describe('exit status per command', () => {
     expect(r.status).toBe(0);
     expectUsage(await cli(['experiment', 'multi-vm', '--vms', '1']), /--vms must be an integer from 2 to 8, got '1'/);
     expectUsage(await cli(['experiment', 'policies', '--duration', '0']), /--duration must be a number from 0.1 to 600, got '0'/);
-    expectUsage(await cli(['experiment', 'policies', '--kernel', '6.12']), /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, upstream, all/);
+    expectUsage(
+      await cli(['experiment', 'policies', '--kernel', '6.12']),
+      /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, upstream, all/,
+    );
   });
 
   it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {
@@ -96,7 +121,10 @@ describe('exit status per command', () => {
       /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm' are kernels 6.10, b85524314a, 6.11, which contradicts kernel 'all'; give one of them$/m,
     );
     const stress = await cli(['stress', '--kernel', '6.18', '--policy', 'prepare-on-fault']);
-    expectUsage(stress, /^gmem-sandbox stress: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m);
+    expectUsage(
+      stress,
+      /^gmem-sandbox stress: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m,
+    );
   });
 
   it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', async () => {
@@ -108,7 +136,10 @@ describe('exit status per command', () => {
     expect(lines).toHaveLength(2);
     expect((await cli(['merge', out])).status).toBe(0);
     const failing = join(dir, 'failing.jsonl');
-    writeFileSync(failing, `${lines[0]}\n${JSON.stringify({ ...JSON.parse(lines[1]), ok: false, crashes: 1, error: 'vmm crashed: test' })}\n`);
+    writeFileSync(
+      failing,
+      `${lines[0]}\n${JSON.stringify({ ...JSON.parse(lines[1]), ok: false, crashes: 1, error: 'vmm crashed: test' })}\n`,
+    );
     const merged = await cli(['merge', failing]);
     expect(merged.stdout).toMatch(/^sweep \w+: FAIL {2}2 of 2 job\(s\) ran, 1 ok, 1 failing, 0 missing/);
     expect(merged.status).toBe(1);
@@ -118,7 +149,9 @@ describe('exit status per command', () => {
   it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {
     for (const args of [['--help'], ['experiment', 'multi-vm', '--help']]) {
       const r = await cli(args);
-      expect(r.stdout).toContain('Exit status (every command):\n  0    pass\n  1    a violation, a planted bug not found, or a failed job\n  2    a usage or input error');
+      expect(r.stdout).toContain(
+        'Exit status (every command):\n  0    pass\n  1    a violation, a planted bug not found, or a failed job\n  2    a usage or input error',
+      );
       expect(r.stdout).toContain('130  interrupted');
       expect(r.status).toBe(0);
     }
@@ -150,7 +183,10 @@ describe('output paths are checked before any work starts', () => {
     writeFileSync(join(dir, 'schedule.json'), readFileSync(SCHEDULE));
     const r = await cli(args(dir));
     const afile = join(dir, 'afile');
-    expectUsage(r, new RegExp(`^gmem-sandbox ${command}: ${flag} ${esc(afile)}/[\\w.-]+: cannot be written: ${esc(afile)} is not a directory$`, 'm'));
+    expectUsage(
+      r,
+      new RegExp(`^gmem-sandbox ${command}: ${flag} ${esc(afile)}/[\\w.-]+: cannot be written: ${esc(afile)} is not a directory$`, 'm'),
+    );
     expect(r.stdout).toBe('');
     // Refused before the 5 s of work (and before any worker started).
     expect(r.ms).toBeLessThan(4000);
@@ -175,7 +211,16 @@ describe('output paths are checked before any work starts', () => {
     const dir = tempDir();
     const sub = join(dir, 'sub');
     // Long enough for a progress line (one every 2 s off a terminal) while the run goes on.
-    const r = start(process.execPath, [join(root, 'bin/gmem-sandbox.js'), 'stress', '--duration', '4', '--seed', '2', '--trace', join(sub, 't.json')]);
+    const r = start(process.execPath, [
+      join(root, 'bin/gmem-sandbox.js'),
+      'stress',
+      '--duration',
+      '4',
+      '--seed',
+      '2',
+      '--trace',
+      join(sub, 't.json'),
+    ]);
     await r.waitFor(/faults \d+/);
     // The trace's directory becomes a file while the run goes on.
     rmSync(sub, { recursive: true, force: true });

@@ -54,7 +54,15 @@ describe('two vCPUs faulting one gfn at once', () => {
         { result: 'vc', exit: 'vc' },
         { result: 'vc', exit: 'vc' },
       ]);
-      expect(counters(rt)).toEqual({ faults: 2, faultRetries: 0, foliosAllocated: 1, prepares: 1, archPrepareCalls: 1, sptesInstalled: 2, memoryFaultExits: 0 });
+      expect(counters(rt)).toEqual({
+        faults: 2,
+        faultRetries: 0,
+        foliosAllocated: 1,
+        prepares: 1,
+        archPrepareCalls: 1,
+        sptesInstalled: 2,
+        memoryFaultExits: 0,
+      });
       const q = expectOk(await rt.vmm.api.exec({ op: 'rmp_query', vm: 'a', gpa }));
       const rmp = q.value as { present: boolean; pfn: number; assigned: boolean; asid: number; gpa: number; validated: boolean };
       expect(rmp).toMatchObject({ present: true, assigned: true, gpa, validated: false });
@@ -74,7 +82,15 @@ describe('two vCPUs faulting one gfn at once', () => {
       { result: 'vc', exit: 'vc' },
       { result: 'vc', exit: 'vc' },
     ]);
-    expect(counters(rt)).toEqual({ faults: 2, faultRetries: 0, foliosAllocated: 1, prepares: 1, archPrepareCalls: 2, sptesInstalled: 2, memoryFaultExits: 0 });
+    expect(counters(rt)).toEqual({
+      faults: 2,
+      faultRetries: 0,
+      foliosAllocated: 1,
+      prepares: 1,
+      archPrepareCalls: 2,
+      sptesInstalled: 2,
+      memoryFaultExits: 0,
+    });
     expect(assignedPfns(rt)).toHaveLength(1);
     expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
@@ -88,7 +104,15 @@ describe('two vCPUs faulting one gfn at once', () => {
       { result: 'ok', value: '00000000' },
       { result: 'ok', value: '00000000' },
     ]);
-    expect(counters(rt)).toEqual({ faults: 2, faultRetries: 0, foliosAllocated: 1, prepares: 1, archPrepareCalls: 0, sptesInstalled: 2, memoryFaultExits: 0 });
+    expect(counters(rt)).toEqual({
+      faults: 2,
+      faultRetries: 0,
+      foliosAllocated: 1,
+      prepares: 1,
+      archPrepareCalls: 0,
+      sptesInstalled: 2,
+      memoryFaultExits: 0,
+    });
     expect(assignedPfns(rt)).toEqual([]);
     expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
@@ -97,7 +121,11 @@ describe('two vCPUs faulting one gfn at once', () => {
 
 describe('a conversion racing a fault makes the fault retry', () => {
   /** Holds vCPU 0's access to gpa after get_pfn, before mmu_lock; runs `convert` on the VMM meanwhile. */
-  async function raceConversion(rt: Runtime, gpa: number, convert: { address: number; size: number; attributes: 'private' | 'shared' }): Promise<unknown> {
+  async function raceConversion(
+    rt: Runtime,
+    gpa: number,
+    convert: { address: number; size: number; attributes: 'private' | 'shared' },
+  ): Promise<unknown> {
     const c = rt.vcpu('a', 0);
     const slot = rt.control.armPause(pointId('fault.before_mmu_lock'), c.tid);
     const read = rt.call(c, () => c.api.exec({ op: 'guest_read', gpa, len: 4 }));
@@ -114,9 +142,21 @@ describe('a conversion racing a fault makes the fault retry', () => {
     await setupVm(rt, 'snp', 1);
     const gpa = 0x3000;
     const out = await raceConversion(rt, gpa, { address: gpa, size: PAGE, attributes: 'shared' });
-    expect(out).toEqual({ result: 'memory_fault', exit: 'memory_fault', value: { errno: 'EFAULT', gpa, size: PAGE, flags: EXIT_FLAG_PRIVATE } });
+    expect(out).toEqual({
+      result: 'memory_fault',
+      exit: 'memory_fault',
+      value: { errno: 'EFAULT', gpa, size: PAGE, flags: EXIT_FLAG_PRIVATE },
+    });
     // get_pfn ran once before the conversion (the folio was prepared); the retry exited before get_pfn.
-    expect(counters(rt)).toEqual({ faults: 1, faultRetries: 1, foliosAllocated: 1, prepares: 1, archPrepareCalls: 1, sptesInstalled: 0, memoryFaultExits: 1 });
+    expect(counters(rt)).toEqual({
+      faults: 1,
+      faultRetries: 1,
+      foliosAllocated: 1,
+      prepares: 1,
+      archPrepareCalls: 1,
+      sptesInstalled: 0,
+      memoryFaultExits: 1,
+    });
     // The fault dropped its folio reference on the retry: the folio is cached with refcount 1.
     expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
@@ -137,7 +177,15 @@ describe('a conversion racing a fault makes the fault retry', () => {
     rt.control.release(slot);
     expect(await read).toEqual({ result: 'memory_fault', exit: 'memory_fault', value: { errno: 'EFAULT', gpa, size: PAGE, flags: 0 } });
     // A shared fault never touches guest_memfd.
-    expect(counters(rt)).toEqual({ faults: 1, faultRetries: 1, foliosAllocated: 0, prepares: 0, archPrepareCalls: 0, sptesInstalled: 0, memoryFaultExits: 1 });
+    expect(counters(rt)).toEqual({
+      faults: 1,
+      faultRetries: 1,
+      foliosAllocated: 0,
+      prepares: 0,
+      archPrepareCalls: 0,
+      sptesInstalled: 0,
+      memoryFaultExits: 1,
+    });
     expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
   });
@@ -149,7 +197,15 @@ describe('a conversion racing a fault makes the fault retry', () => {
     const out = await raceConversion(rt, gpa, { address: 0x80000, size: 16 * PAGE, attributes: 'shared' });
     expect(out).toEqual({ result: 'ok', value: '00000000' });
     // The retry ran get_pfn again on the now up-to-date folio: no second allocation or prepare.
-    expect(counters(rt)).toEqual({ faults: 1, faultRetries: 1, foliosAllocated: 1, prepares: 1, archPrepareCalls: 0, sptesInstalled: 1, memoryFaultExits: 0 });
+    expect(counters(rt)).toEqual({
+      faults: 1,
+      faultRetries: 1,
+      foliosAllocated: 1,
+      prepares: 1,
+      archPrepareCalls: 0,
+      sptesInstalled: 1,
+      memoryFaultExits: 0,
+    });
     // The page stays mapped: a second read does not fault.
     const c = rt.vcpu('a', 0);
     expect(await c.api.exec({ op: 'guest_read', gpa, len: 4 })).toEqual({ result: 'ok', value: '00000000' });
@@ -163,7 +219,9 @@ describe('a conversion racing a fault makes the fault retry', () => {
     await setupVm(rt, 'snp', 1);
     const gpa = 0x3000;
     const vslot = rt.control.armPause(pointId('set_attributes.after_invalidate_begin'), rt.vmm.tid);
-    const conv = rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'set_memory_attributes', vm: 'a', address: gpa, size: PAGE, attributes: 'shared' }));
+    const conv = rt.call(rt.vmm, () =>
+      rt.vmm.api.exec({ op: 'set_memory_attributes', vm: 'a', address: gpa, size: PAGE, attributes: 'shared' }),
+    );
     await rt.control.whenHeld(vslot, 5000);
     const c = rt.vcpu('a', 0);
     const read = rt.call(c, () => c.api.exec({ op: 'guest_read', gpa, len: 4, private: true }));
@@ -176,7 +234,11 @@ describe('a conversion racing a fault makes the fault retry', () => {
     expect(rt.stats().sptesInstalled).toBe(0);
     rt.control.release(vslot);
     expectOk(await conv);
-    expect(await read).toEqual({ result: 'memory_fault', exit: 'memory_fault', value: { errno: 'EFAULT', gpa, size: PAGE, flags: EXIT_FLAG_PRIVATE } });
+    expect(await read).toEqual({
+      result: 'memory_fault',
+      exit: 'memory_fault',
+      value: { errno: 'EFAULT', gpa, size: PAGE, flags: EXIT_FLAG_PRIVATE },
+    });
     expect(rt.stats().foliosAllocated).toBe(0);
     expect(rt.stats().faultRetries).toBeGreaterThanOrEqual(1);
     expectQuiescentAuditClean(rt);
@@ -211,14 +273,30 @@ describe('stress runs end with 0 violations', () => {
 
 describe('free-mode stress catches planted bugs (the checks are not inert)', () => {
   it('prepare-skips-clear: a guest reads host bytes (stale data), and the run fails', async () => {
-    const r = await runStress({ policy: 'prepare-on-fault-own-vm', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0, bugs: ['prepare-skips-clear'] });
+    const r = await runStress({
+      policy: 'prepare-on-fault-own-vm',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['prepare-skips-clear'],
+    });
     expect(r.ok).toBe(false);
     expect(r.violations.staleData).toBeGreaterThan(0);
     expect(r.crashes).toEqual([]);
   });
 
   it('skip-arch-invalidate-on-free: freed pages stay guest-owned (host isolation), and the run fails', async () => {
-    const r = await runStress({ policy: 'prepare-on-fault', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0, bugs: ['skip-arch-invalidate-on-free'] });
+    const r = await runStress({
+      policy: 'prepare-on-fault',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['skip-arch-invalidate-on-free'],
+    });
     expect(r.ok).toBe(false);
     expect(r.violations.hostIsolation).toBeGreaterThan(0);
   });

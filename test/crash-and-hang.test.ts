@@ -26,7 +26,12 @@ describe('a crashed worker', () => {
     const c = rt.vcpu('a', 1);
     // A malformed control message: comlink decodes the arguments outside its try/catch, so the
     // TypeError escapes the worker's message handler and kills the thread.
-    c.worker.postMessage({ id: 'x', type: 'APPLY', path: ['exec'], argumentList: [{ type: 'HANDLER', name: 'no-such-handler', value: 0 }] });
+    c.worker.postMessage({
+      id: 'x',
+      type: 'APPLY',
+      path: ['exec'],
+      argumentList: [{ type: 'HANDLER', name: 'no-such-handler', value: 0 }],
+    });
     await expect(c.dead).rejects.toThrow(/^vcpu 1 of vm a crashed: .*deserialize/);
     expect(rt.crashes).toHaveLength(1);
     expect(rt.crashes[0]).toMatchObject({ actor: 'vcpu 1 of vm a', kind: 'error' });
@@ -48,7 +53,10 @@ describe('a crashed worker', () => {
     await expect(rt.call(c, () => c.api.exitNow(3))).rejects.toThrow('vcpu 0 of vm a exited: thread exited with code 3');
     expect(rt.crashes).toEqual([{ actor: 'vcpu 0 of vm a', kind: 'exit', message: 'thread exited with code 3' }]);
     // The VMM, untouched, still answers.
-    expect(await rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'rmp_query', vm: 'a', gpa: 0 }))).toEqual({ result: 'ok', value: { present: false } });
+    expect(await rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'rmp_query', vm: 'a', gpa: 0 }))).toEqual({
+      result: 'ok',
+      value: { present: false },
+    });
     const t0 = performance.now();
     await rt.shutdown();
     expect(performance.now() - t0).toBeLessThan(5000);
@@ -67,14 +75,18 @@ describe('a deliberate deadlock', () => {
     expect(await rt.control.whenHeld(slot, 5000)).toBe(c0.tid);
     // vCPU 1 faults the same page and sleeps on that folio lock until the watchdog fires.
     const t0 = performance.now();
-    const err = await rt.call(c1, () => c1.api.exec({ op: 'guest_read', gpa, len: 4 })).then(
-      () => null,
-      (e: Error) => e,
-    );
+    const err = await rt
+      .call(c1, () => c1.api.exec({ op: 'guest_read', gpa, len: 4 }))
+      .then(
+        () => null,
+        (e: Error) => e,
+      );
     const waited = performance.now() - t0;
     expect(err).not.toBeNull();
     expect(err!.name).toBe('LockTimeoutError');
-    expect(err!.message).toMatch(new RegExp(`^watchdog: thread ${c1.tid} waited \\d+ ms on folio lock of pfn \\d+, held by thread ${c0.tid}$`));
+    expect(err!.message).toMatch(
+      new RegExp(`^watchdog: thread ${c1.tid} waited \\d+ ms on folio lock of pfn \\d+, held by thread ${c0.tid}$`),
+    );
     expect(waited).toBeGreaterThanOrEqual(300);
     expect(waited).toBeLessThan(10_000);
     // The watchdog is not a crash: both workers are alive, vCPU 0 still held.
@@ -104,13 +116,17 @@ describe('a deliberate deadlock', () => {
     r0.catch(() => undefined);
     await rt.control.whenHeld(slot, 5000);
     const t0 = performance.now();
-    const err = await rt.call(c1, () => c1.api.exec({ op: 'guest_read', gpa, len: 4 })).then(
-      () => null,
-      (e: Error) => e,
-    );
+    const err = await rt
+      .call(c1, () => c1.api.exec({ op: 'guest_read', gpa, len: 4 }))
+      .then(
+        () => null,
+        (e: Error) => e,
+      );
     expect(performance.now() - t0).toBeLessThan(10_000);
     expect(err?.name).toBe('WorkerCrashError');
-    expect(err?.message).toMatch(new RegExp(`^vcpu 1 of vm a hung: no answer within 2000 ms; .*thread ${c1.tid} waits on folio lock of pfn \\d+`));
+    expect(err?.message).toMatch(
+      new RegExp(`^vcpu 1 of vm a hung: no answer within 2000 ms; .*thread ${c1.tid} waits on folio lock of pfn \\d+`),
+    );
     expect(rt.crashes).toHaveLength(1);
     expect(rt.crashes[0]).toMatchObject({ actor: 'vcpu 1 of vm a', kind: 'timeout' });
     // The timeout aborted every wait: the held vCPU is let go with an abort, and nothing hangs.

@@ -18,14 +18,24 @@ describe('which kernel versions an experiment runs', () => {
     expect(experimentKernels({ kernel: 'all' })).toEqual([...KERNEL_VERSIONS]);
     expect(experimentKernels({ kernel: '6.18' })).toEqual(['6.18']);
     expect(experimentKernels({ kernel: ['upstream', '6.10'] })).toEqual(['upstream', '6.10']);
-    expect(() => experimentKernels({ kernel: '6.12' as never })).toThrow(/^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, upstream, got '6.12'$/);
+    expect(() => experimentKernels({ kernel: '6.12' as never })).toThrow(
+      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, upstream, got '6.12'$/,
+    );
   });
 
   it('policies are aliases for the versions they were modelled on; both given must agree', () => {
-    expect(experimentKernels({ policies: ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'] })).toEqual(['6.10', 'b85524314a', '6.11']);
+    expect(experimentKernels({ policies: ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'] })).toEqual([
+      '6.10',
+      'b85524314a',
+      '6.11',
+    ]);
     expect(experimentKernels({ kernel: '6.10', policies: ['prepare-on-allocate'] })).toEqual(['6.10']);
-    expect(() => experimentKernels({ kernel: '6.18', policies: ['prepare-on-fault'] })).toThrow(/^policies: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/);
-    expect(() => experimentKernels({ kernel: 'all', policies: ['prepare-on-fault'] }, 'policy')).toThrow(/^policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel 'all'; give one of them$/);
+    expect(() => experimentKernels({ kernel: '6.18', policies: ['prepare-on-fault'] })).toThrow(
+      /^policies: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/,
+    );
+    expect(() => experimentKernels({ kernel: 'all', policies: ['prepare-on-fault'] }, 'policy')).toThrow(
+      /^policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel 'all'; give one of them$/,
+    );
   });
 
   it('the experiments refuse a contradiction before running anything', async () => {
@@ -56,7 +66,17 @@ describe('multi-vm by kernel version', () => {
       expect(r.run.crashes, at).toEqual([]);
       expect(r.run.ok, at).toBe(true);
       expect(r.run.config.kernel, at).toBe(r.kernel);
-      expect({ policy: r.policy, faults: r.faults, arch: r.archPrepareCalls, crossVm: r.crossVmArchPrepareCalls, contested: r.owners.contested, unassigned: r.owners.unassigned }, at).toEqual({
+      expect(
+        {
+          policy: r.policy,
+          faults: r.faults,
+          arch: r.archPrepareCalls,
+          crossVm: r.crossVmArchPrepareCalls,
+          contested: r.owners.contested,
+          unassigned: r.owners.unassigned,
+        },
+        at,
+      ).toEqual({
         policy: want.policy,
         faults: 32,
         arch: want.arch,
@@ -65,7 +85,10 @@ describe('multi-vm by kernel version', () => {
         unassigned: 0,
       });
       expect(r.archPreparePerFault, at).toBe(want.arch / 32);
-      expect(r.owners.byVm.reduce((a, b) => a + b, 0), at).toBe(12);
+      expect(
+        r.owners.byVm.reduce((a, b) => a + b, 0),
+        at,
+      ).toBe(12);
       // Before 6.11 the newest VM (first in the inode's list) is registered first and keeps every page.
       if (want.newestOwnsAll) expect(r.owners.byVm, at).toEqual([0, 12]);
       // Either way one VM touches pages the other owns.
@@ -76,8 +99,12 @@ describe('multi-vm by kernel version', () => {
   it('a policy runs as its version, labelled and traced by the version name', async () => {
     const dir = tempDir();
     const rows = await multiVmExperiment({ ...RUN, policies: ['prepare-on-fault'], trace: (k) => join(dir, `t.${k}.json`) });
-    expect(rows.map((r) => [r.kernel, r.policy, r.archPrepareCalls, r.crossVmArchPrepareCalls])).toEqual([['b85524314a', 'prepare-on-fault', 24, 12]]);
-    expect(rows[0].sentence).toMatch(/^The arch prepare ran once per folio for all 2 bound VMs .*, 12 of the 24 for a VM other than the faulting one\)/);
+    expect(rows.map((r) => [r.kernel, r.policy, r.archPrepareCalls, r.crossVmArchPrepareCalls])).toEqual([
+      ['b85524314a', 'prepare-on-fault', 24, 12],
+    ]);
+    expect(rows[0].sentence).toMatch(
+      /^The arch prepare ran once per folio for all 2 bound VMs .*, 12 of the 24 for a VM other than the faulting one\)/,
+    );
     expect(existsSync(join(dir, 't.b85524314a.json'))).toBe(true);
   }, 60_000);
 });

@@ -10,7 +10,19 @@ import { cli, tempDir } from './cli-helpers.js';
 describe('explore --shard, --jobs and merge', () => {
   it('two shards merge into the unsharded result; one shard alone is incomplete (exit 1)', async () => {
     const dir = tempDir();
-    const base = ['explore', '--catalogue', 'gmem-unbind-dying-file', '--schedules', '40', '--seed', '3', '--no-shrink', '--out', dir, '--json'];
+    const base = [
+      'explore',
+      '--catalogue',
+      'gmem-unbind-dying-file',
+      '--schedules',
+      '40',
+      '--seed',
+      '3',
+      '--no-shrink',
+      '--out',
+      dir,
+      '--json',
+    ];
     // One at a time: three explorers at once would load the two cores other tests time.
     const all = await cli(base);
     const s0 = await cli([...base, '--shard', '0/2']);
@@ -23,7 +35,12 @@ describe('explore --shard, --jobs and merge', () => {
     const merged = await cli(['merge', join(dir, 's0.json'), join(dir, 's1.json'), '--json']);
     expect(merged.status, merged.stderr).toBe(0);
     const m = JSON.parse(merged.stdout);
-    expect(m.results[0]).toMatchObject({ found: unsharded.found, seed: unsharded.seed, schedules: unsharded.schedules, violation: unsharded.violation });
+    expect(m.results[0]).toMatchObject({
+      found: unsharded.found,
+      seed: unsharded.seed,
+      schedules: unsharded.schedules,
+      violation: unsharded.violation,
+    });
     expect(m.missingShards).toEqual([]);
     const partial = await cli(['merge', join(dir, 's1.json')]);
     expect(partial.status).toBe(1);
@@ -31,7 +48,12 @@ describe('explore --shard, --jobs and merge', () => {
     // Two explorers in one process report what one does: the same first failing seed, after as many schedules.
     const jobs = await cli([...base, '--jobs', '2']);
     expect(jobs.status, jobs.stderr).toBe(0);
-    expect(JSON.parse(jobs.stdout).results[0]).toMatchObject({ found: true, seed: unsharded.seed, schedules: unsharded.schedules, violation: unsharded.violation });
+    expect(JSON.parse(jobs.stdout).results[0]).toMatchObject({
+      found: true,
+      seed: unsharded.seed,
+      schedules: unsharded.schedules,
+      violation: unsharded.violation,
+    });
     const badJobs = await cli(['explore', '--jobs', '0']);
     expect(badJobs.status).toBe(2);
     expect(badJobs.stderr).toMatch(/--jobs must be an integer from 1 to 16, got '0'/);

@@ -30,9 +30,18 @@ function explorer(over: Partial<ExploreConfig> = {}): Explorer {
  * Runs seeds from..to in batches of 16, as the CLI does (a batch ends at its first failing
  * schedule); `each` sees every result in seed order and returns true to stop.
  */
-async function eachSchedule(e: Explorer, from: number, to: number, each: (r: ScheduleResult) => boolean | void, forced?: number[]): Promise<void> {
+async function eachSchedule(
+  e: Explorer,
+  from: number,
+  to: number,
+  each: (r: ScheduleResult) => boolean | void,
+  forced?: number[],
+): Promise<void> {
   for (let s = from; s <= to; s += 16) {
-    const rs = await e.runSchedules(Array.from({ length: Math.min(16, to - s + 1) }, (_, i) => s + i), forced);
+    const rs = await e.runSchedules(
+      Array.from({ length: Math.min(16, to - s + 1) }, (_, i) => s + i),
+      forced,
+    );
     for (const r of rs) if (each(r) === true) return;
   }
 }
@@ -124,7 +133,10 @@ describe('batches: schedules as rounds on the workers (explore/round.ts)', () =>
       else expect(rs.length).toBe(Math.min(16, seeds.length - i));
     }
     expect(first).not.toBeNull();
-    const pool = new ExplorePool({ kernel: 'upstream', bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug) }, 2);
+    const pool = new ExplorePool(
+      { kernel: 'upstream', bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug) },
+      2,
+    );
     try {
       const found = await pool.search(seeds, 4);
       expect(found.failing?.result.seed).toBe(first!.seed);
@@ -140,9 +152,25 @@ describe('batches: schedules as rounds on the workers (explore/round.ts)', () =>
     const e = explorer({ scheduleTimeoutMs: 1000 });
     await e.runSchedule(1);
     // The vCPU worker is kept busy following a doorbell nobody rings: the batch's call to it waits behind that.
-    const inner = e as unknown as { runners: Array<{ tid: number; api: { exploreFollow(...a: unknown[]): Promise<unknown> } }>; rt: { descriptor: { buffers: unknown; kernel: string } } };
+    const inner = e as unknown as {
+      runners: Array<{ tid: number; api: { exploreFollow(...a: unknown[]): Promise<unknown> } }>;
+      rt: { descriptor: { buffers: unknown; kernel: string } };
+    };
     const stuck = inner.runners[1];
-    void stuck.api.exploreFollow(Bell.allocate(), 0, { buffers: inner.rt.descriptor.buffers, kernel: inner.rt.descriptor.kernel, tid: stuck.tid, mode: 'controlled', platform: 'direct' }, 1).catch(() => undefined);
+    void stuck.api
+      .exploreFollow(
+        Bell.allocate(),
+        0,
+        {
+          buffers: inner.rt.descriptor.buffers,
+          kernel: inner.rt.descriptor.kernel,
+          tid: stuck.tid,
+          mode: 'controlled',
+          platform: 'direct',
+        },
+        1,
+      )
+      .catch(() => undefined);
     const t0 = performance.now();
     await expect(e.runSchedules([2, 3])).rejects.toThrow(/^explorer hung: no schedule of the batch finished within 1000 ms; /);
     expect(performance.now() - t0).toBeLessThan(5_000);
@@ -157,7 +185,9 @@ describe('batches: schedules as rounds on the workers (explore/round.ts)', () =>
       await vcpu.api.failNextRound('planted follower error');
       const t0 = performance.now();
       // It fails before it registers: without the abort the other actors would wait for it until the watchdog.
-      await expect(e.runSchedules([seed, seed + 1])).rejects.toThrow(new RegExp(`^schedule ${seed}: a worker failed: Error: planted follower error`));
+      await expect(e.runSchedules([seed, seed + 1])).rejects.toThrow(
+        new RegExp(`^schedule ${seed}: a worker failed: Error: planted follower error`),
+      );
       expect(performance.now() - t0).toBeLessThan(5_000);
       // The explorer goes on: the abort that error raised does not outlive its batch (a follower
       // that saw it before the leader's reset would never arrive).
@@ -226,16 +256,20 @@ describe('planted bugs are each found within 1,000 schedules', () => {
 const PAGE_OPS = 'punch=3,convert=1,fallocate=1,prefault=1';
 
 describe('each version survives 200 schedules of page operations (its prepare logic is clean)', () => {
-  it.each([...KERNEL_VERSIONS])('%s', async (kernel) => {
-    const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
-    const outcomes: Record<string, number> = {};
-    await eachSchedule(e, 1, 200, (r) => {
-      outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
-      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
-    });
-    expect(outcomes.ok).toBe(200);
-    await e.close();
-  }, 120_000);
+  it.each([...KERNEL_VERSIONS])(
+    '%s',
+    async (kernel) => {
+      const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
+      const outcomes: Record<string, number> = {};
+      await eachSchedule(e, 1, 200, (r) => {
+        outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
+        if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+      });
+      expect(outcomes.ok).toBe(200);
+      await e.close();
+    },
+    120_000,
+  );
 });
 
 describe('historical bugs, found by running the version that had them', () => {
@@ -253,14 +287,18 @@ describe('historical bugs, found by running the version that had them', () => {
   }
 
   const explorable = CATALOGUE.filter((b) => b.workload !== undefined);
-  it.each(explorable.map((b) => [b.id, b] as const))('%s: its buggy version finds it, its fixed version runs the same seeds clean', async (_id, bug) => {
-    const workload = workloadFor(null, bug.workload);
-    const buggy = await hunt(explorer({ kernel: bug.buggy[bug.buggy.length - 1], workload }), 300);
-    expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
-    expect(buggy.r!.violations[0].invariant).toBe(bug.invariant);
-    expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
-    expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150)).seed, 'clean on the fixed version').toBe(0);
-  }, 90_000);
+  it.each(explorable.map((b) => [b.id, b] as const))(
+    '%s: its buggy version finds it, its fixed version runs the same seeds clean',
+    async (_id, bug) => {
+      const workload = workloadFor(null, bug.workload);
+      const buggy = await hunt(explorer({ kernel: bug.buggy[bug.buggy.length - 1], workload }), 300);
+      expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
+      expect(buggy.r!.violations[0].invariant).toBe(bug.invariant);
+      expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
+      expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150)).seed, 'clean on the fixed version').toBe(0);
+    },
+    90_000,
+  );
 
   it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
     const bug = CATALOGUE.find((b) => b.id === 'prefault-memslot-deadlock')!;
@@ -270,7 +308,9 @@ describe('historical bugs, found by running the version that had them', () => {
     // One VMM thread holds slots_lock in synchronize_srcu (the other, if it wants the lock, waits
     // on it), while a vCPU's pre-fault spins on the INVALID slot inside its read section.
     expect(found.details[0]).toMatch(/^deadlock: no actor can run: /);
-    expect(found.details[0]).toMatch(/vmm( 2)? waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu \d \(vm 0\)\)/);
+    expect(found.details[0]).toMatch(
+      /vmm( 2)? waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu \d \(vm 0\)\)/,
+    );
     expect(found.details[0]).toMatch(/vcpu \d \(vm 0\) waits on the memslot generation of vm 0/);
     const again = await e.runSchedule(found.seed, found.r!.choices);
     expect(again.outcome).toBe('deadlock');
@@ -295,9 +335,21 @@ describe('historical bugs, found by running the version that had them', () => {
   }, 60_000);
 
   it('two VMM threads overlap their ioctls: one waits on a lock the other holds (6.11, memslot updates)', async () => {
-    const e = explorer({ kernel: '6.11', workload: workloadFor(null, { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3, multiVmShare: 0 }) });
+    const e = explorer({
+      kernel: '6.11',
+      workload: workloadFor(null, { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3, multiVmShare: 0 }),
+    });
     let both: Violation | null = null;
-    await eachSchedule(e, 1, 300, (r) => (both = r.violations.find((v) => /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail)) ?? null) !== null);
+    await eachSchedule(
+      e,
+      1,
+      300,
+      (r) =>
+        (both =
+          r.violations.find((v) =>
+            /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail),
+          ) ?? null) !== null,
+    );
     expect(both).not.toBeNull();
   }, 60_000);
 });
@@ -314,7 +366,7 @@ describe('invariants checked while a schedule runs', () => {
 });
 
 describe('a vCPU descheduled mid-access, in guest mode', () => {
-  it('makes a zap\'s TLB flush wait for it (kvm_flush_remote_tlbs), and the schedules stay clean', async () => {
+  it("makes a zap's TLB flush wait for it (kvm_flush_remote_tlbs), and the schedules stay clean", async () => {
     const e = explorer({ kernel: 'upstream', workload: workloadFor(null, { ops: 'punch=3,convert=1', vmmOps: 4, multiVmShare: 0 }) });
     let waits = 0;
     for (let seed = 1; seed <= 40; seed++) {

@@ -10,7 +10,15 @@ import { parseMix } from '../src/vmm/workload/vmm-ops.js';
 import { auditQuiescent } from '../src/checker/audit.js';
 import { Folios, PG_HWPOISON } from '../src/gmem/folio.js';
 import { Sptes, spteFrame } from '../src/kvm/spte.js';
-import { EXIT_FLAG_PRIVATE, PAGE, assignedPfns, expectQuiescentAuditClean, expectTeardownAuditClean, shutdownAll, startRuntime } from './runtime-helpers.js';
+import {
+  EXIT_FLAG_PRIVATE,
+  PAGE,
+  assignedPfns,
+  expectQuiescentAuditClean,
+  expectTeardownAuditClean,
+  shutdownAll,
+  startRuntime,
+} from './runtime-helpers.js';
 
 afterEach(shutdownAll);
 
@@ -36,7 +44,11 @@ async function ownPage(c: VcpuActor, gpa: number, data: string): Promise<void> {
   expect(await c.api.exec({ op: 'guest_read', gpa, len: data.length / 2 })).toEqual({ result: 'ok', value: data });
 }
 
-function delta(rt: Runtime, before: ReturnType<Runtime['stats']>, keys: ReadonlyArray<keyof ReturnType<Runtime['stats']>>): Record<string, number> {
+function delta(
+  rt: Runtime,
+  before: ReturnType<Runtime['stats']>,
+  keys: ReadonlyArray<keyof ReturnType<Runtime['stats']>>,
+): Record<string, number> {
   const now = rt.stats();
   return Object.fromEntries(keys.map((k) => [k, now[k] - before[k]]));
 }
@@ -64,8 +76,17 @@ describe('fault injection', () => {
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x5000, len: 4 })).toEqual({ result: 'vc', exit: 'vc' });
     expect(await c.api.exec({ op: 'pvalidate', gpa: 0x5000 })).toEqual({ result: 'ok', value: 0 });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x5000, len: 4 })).toEqual({ result: 'ok', value: '00000000' });
-    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'prepares', 'sptesInstalled'])).toEqual({ foliosAllocated: 1, archPrepareCalls: 2, prepares: 1, sptesInstalled: 1 });
-    expect(assignedPfns(rt).map((e) => e.gfn).sort((a, b) => a - b)).toEqual([1, 5]);
+    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'prepares', 'sptesInstalled'])).toEqual({
+      foliosAllocated: 1,
+      archPrepareCalls: 2,
+      prepares: 1,
+      sptesInstalled: 1,
+    });
+    expect(
+      assignedPfns(rt)
+        .map((e) => e.gfn)
+        .sort((a, b) => a - b),
+    ).toEqual([1, 5]);
     // Data written before the injection is intact.
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
     expectQuiescentAuditClean(rt);
@@ -109,13 +130,24 @@ describe('fault injection', () => {
     const before = rt.stats();
     await rt.vmm.api.reserveHostPages(1 << 30);
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x7000, len: 4 })).toEqual(memoryFault(0x7000, 'ENOMEM'));
-    expect(await c.api.exec({ op: 'pre_fault_memory', gpa: 0x8000, size: PAGE })).toEqual({ result: 'ENOMEM', value: { gpa: 0x8000, size: PAGE, flags: 0 } });
+    expect(await c.api.exec({ op: 'pre_fault_memory', gpa: 0x8000, size: PAGE })).toEqual({
+      result: 'ENOMEM',
+      value: { gpa: 0x8000, size: PAGE, flags: 0 },
+    });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
-    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({ foliosAllocated: 0, archPrepareCalls: 0, sptesInstalled: 0 });
+    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({
+      foliosAllocated: 0,
+      archPrepareCalls: 0,
+      sptesInstalled: 0,
+    });
     expectQuiescentAuditClean(rt);
     await rt.vmm.api.reserveHostPages(0);
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x7000, len: 4 })).toEqual({ result: 'vc', exit: 'vc' });
-    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({ foliosAllocated: 1, archPrepareCalls: 1, sptesInstalled: 1 });
+    expect(delta(rt, before, ['foliosAllocated', 'archPrepareCalls', 'sptesInstalled'])).toEqual({
+      foliosAllocated: 1,
+      archPrepareCalls: 1,
+      sptesInstalled: 1,
+    });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0x1000, len: 4 })).toEqual({ result: 'ok', value: 'cafef00d' });
     expectQuiescentAuditClean(rt);
     await expectTeardownAuditClean(rt);
@@ -140,7 +172,16 @@ describe('a vCPU thread that dies during a stress run', () => {
 
   async function startStress(rt: Runtime): Promise<{ vcpus: VcpuActor[]; vmmRun: Promise<unknown> }> {
     const vcpus = await stressLayout(rt, PAGES, 2, 0.75);
-    const vmmRun = rt.call(rt.vmm, () => rt.vmm.api.runOps({ mix: parseMix('punch=3,fallocate=1,convert=2,prefault=1'), rate: 2000, maxPages: 16, seed: 7, durationMs: 1500, maxOps: 0 }));
+    const vmmRun = rt.call(rt.vmm, () =>
+      rt.vmm.api.runOps({
+        mix: parseMix('punch=3,fallocate=1,convert=2,prefault=1'),
+        rate: 2000,
+        maxPages: 16,
+        seed: 7,
+        durationMs: 1500,
+        maxOps: 0,
+      }),
+    );
     vmmRun.catch(() => undefined);
     return { vcpus, vmmRun };
   }
@@ -163,7 +204,8 @@ describe('a vCPU thread that dies during a stress run', () => {
     const a = auditQuiescent(rt.mem);
     const { balance: _held, liveness: _l, ...data } = a.counts;
     expect(data, JSON.stringify(a.violations)).toEqual({ staleData: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, dataLost: 0 });
-    for (const v of a.violations) expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);
+    for (const v of a.violations)
+      expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);
   }
 
   /** Every other call ends by itself (finishes, or rejects with the abort) within 5 s of `t0`. */

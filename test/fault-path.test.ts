@@ -2,7 +2,18 @@
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN } from '../src/index.js';
-import { EXIT_FLAG_PRIVATE, MiB, PAGE_SIZE, dataOf, expectHostIsolation, faultAndValidate, filled, image, setupVm, statsDelta } from './helpers.js';
+import {
+  EXIT_FLAG_PRIVATE,
+  MiB,
+  PAGE_SIZE,
+  dataOf,
+  expectHostIsolation,
+  faultAndValidate,
+  filled,
+  image,
+  setupVm,
+  statsDelta,
+} from './helpers.js';
 
 describe('fault path: exits to the VMM', () => {
   it('a private access to a shared gpa exits memory_fault with flags PRIVATE and the gpa', async () => {
@@ -99,7 +110,12 @@ describe('fault path: kvm_gmem_get_pfn errors', () => {
   it('no host page left: ENOMEM, reported as a memory fault; nothing cached', async () => {
     const { sb, gmem, vcpu } = await setupVm({ type: 'sw-protected' });
     sb.reserveHostPages(sb.freeHostPages());
-    expect(await vcpu.read(0, 1)).toMatchObject({ ok: false, exit: 'memory_fault', errno: 'ENOMEM', memoryFault: { gpa: 0, flags: EXIT_FLAG_PRIVATE } });
+    expect(await vcpu.read(0, 1)).toMatchObject({
+      ok: false,
+      exit: 'memory_fault',
+      errno: 'ENOMEM',
+      memoryFault: { gpa: 0, flags: EXIT_FLAG_PRIVATE },
+    });
     expect(gmem.folioAt(0)).toBeNull();
     sb.reserveHostPages(0);
     expect(dataOf(await vcpu.read(0, 4))).toEqual(filled(4, 0));
@@ -108,7 +124,12 @@ describe('fault path: kvm_gmem_get_pfn errors', () => {
   it('a failed arch prepare (injected RMPUPDATE failure): EINVAL memory fault, folio left not up to date, retry works', async () => {
     const { sb, vm, gmem, vcpu } = await setupVm({ type: 'snp', launch: 'finished', policy: 'prepare-on-fault-own-vm' });
     sb.injectFirmwareFailures('RMPUPDATE');
-    expect(await vcpu.read(0, 1)).toMatchObject({ ok: false, exit: 'memory_fault', errno: 'EINVAL', memoryFault: { gpa: 0, flags: EXIT_FLAG_PRIVATE } });
+    expect(await vcpu.read(0, 1)).toMatchObject({
+      ok: false,
+      exit: 'memory_fault',
+      errno: 'EINVAL',
+      memoryFault: { gpa: 0, flags: EXIT_FLAG_PRIVATE },
+    });
     expect(gmem.folioAt(0)).toMatchObject({ uptodate: false, refcount: 1 });
     expect(vm.rmpQuery(0)).toMatchObject({ present: true, assigned: false });
     await faultAndValidate(vcpu, 0);

@@ -21,7 +21,27 @@ const schedule = JSON.parse(readFileSync(join(root, 'test/fixtures/schedule-prep
 /** Values a field may be set to: right and wrong types, edge numbers, units, garbage. Bounded so a run stays short. */
 const value = fc.oneof(
   fc.constantFrom(0, 1, -1, -4, 2, 3, 7, 31, 32, 4096, 0x1000, 2 ** 32, 2 ** 53, 1e300, 0.5, -0.5, Number.NaN),
-  fc.constantFrom('0', '1', '-4', '4KiB', '2MiB', '1MiB', '4MiB', '5GiB', '0x1000', '0xzz', '12 parsecs', '', 'a', 'g', 'snp', 'ok', 'EINVAL', 'private', 'fault.begin'),
+  fc.constantFrom(
+    '0',
+    '1',
+    '-4',
+    '4KiB',
+    '2MiB',
+    '1MiB',
+    '4MiB',
+    '5GiB',
+    '0x1000',
+    '0xzz',
+    '12 parsecs',
+    '',
+    'a',
+    'g',
+    'snp',
+    'ok',
+    'EINVAL',
+    'private',
+    'fault.begin',
+  ),
   fc.constantFrom(null, true, false, [], {}, ['guest_memfd'], ['keep_size', 'punch_hole'], { vm: 'a', vcpu: 0 }),
   fc.string({ maxLength: 8 }),
   fc.integer({ min: -10, max: 100 }),
@@ -51,7 +71,8 @@ function mutate(base: unknown, ms: Mutation[]): unknown {
       key = keys[step % keys.length];
       node = (node as Record<string | number, unknown>)[key];
     }
-    if (m.kind === 'add' && node !== null && typeof node === 'object' && !Array.isArray(node)) (node as Record<string, unknown>)[m.key] = m.value;
+    if (m.kind === 'add' && node !== null && typeof node === 'object' && !Array.isArray(node))
+      (node as Record<string, unknown>)[m.key] = m.value;
     else if (parent === null) continue;
     else if (m.kind === 'delete' && !Array.isArray(parent)) delete (parent as Record<string, unknown>)[key as string];
     else (parent as Record<string | number, unknown>)[key] = m.value;
@@ -140,7 +161,11 @@ const OPTS: Record<string, Array<[string, string[]]>> = {
 const cliArgs = fc.constantFrom(...Object.keys(OPTS)).chain((command) =>
   fc.tuple(
     fc.constant(command),
-    fc.subarray(OPTS[command], { maxLength: Math.min(4, OPTS[command].length) }).chain((opts) => fc.tuple(...opts.map(([flag, vals]) => (vals.length === 0 ? fc.constant([flag]) : fc.constantFrom(...vals).map((v) => [flag, v]))))),
+    fc
+      .subarray(OPTS[command], { maxLength: Math.min(4, OPTS[command].length) })
+      .chain((opts) =>
+        fc.tuple(...opts.map(([flag, vals]) => (vals.length === 0 ? fc.constant([flag]) : fc.constantFrom(...vals).map((v) => [flag, v])))),
+      ),
     fc.oneof(fc.constant<string[]>([]), fc.constantFrom(['--bogus'], ['extra-arg'], ['--seed'])),
     fc.array(mutation, { maxLength: 3 }),
   ),
@@ -149,7 +174,11 @@ const cliArgs = fc.constantFrom(...Object.keys(OPTS)).chain((command) =>
 /** Runs the CLI; a run past 60 s is killed and reported as hung (signal SIGKILL). */
 function run(args: string[], cwd: string, mark: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, GMEM_FUZZ_MARK: mark }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd,
+      env: { ...process.env, GMEM_FUZZ_MARK: mark },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
@@ -186,7 +215,8 @@ describe('fuzz: command lines', () => {
         const file = join(dir, `in${n++}.json`);
         if (command === 'run') writeFileSync(file, JSON.stringify(mutate(example, ms)));
         if (command === 'replay') writeFileSync(file, JSON.stringify(mutate(schedule, ms)));
-        if (command === 'merge') writeFileSync(file, ms.length % 2 === 0 ? '' : `${JSON.stringify(mutate({ plan: 'p', total: 1, index: 0, seed: 0 }, ms))}\n`);
+        if (command === 'merge')
+          writeFileSync(file, ms.length % 2 === 0 ? '' : `${JSON.stringify(mutate({ plan: 'p', total: 1, index: 0, seed: 0 }, ms))}\n`);
         if (['run', 'replay', 'merge'].includes(command)) args.splice(command.split(' ').length, 0, file);
         if (command === 'explore') args.push('--out', dir);
         const mark = `${process.pid}-${n}`;

@@ -16,6 +16,9 @@ export default function setup(): () => void {
     rmSync(root, { recursive: true, force: true });
     if (previous === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = previous;
-    if (left.length > 0) throw new Error(`tests left ${left.length} entr${left.length === 1 ? 'y' : 'ies'} in the temp directory: ${left.slice(0, 10).join(', ')}`);
+    if (left.length > 0)
+      throw new Error(
+        `tests left ${left.length} entr${left.length === 1 ? 'y' : 'ies'} in the temp directory: ${left.slice(0, 10).join(', ')}`,
+      );
   };
 }

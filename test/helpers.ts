@@ -81,12 +81,22 @@ export async function setupVm(o: SetupOptions = {}): Promise<Setup> {
 }
 
 /** A second SNP VM in `a.sb` with its own file on `a.gmem`'s inode, bound at the same offset. */
-export async function linkSecondVm(a: Setup, o: { gpa?: number; slotSize?: number; offset?: number; launch?: 'none' | 'finished' } = {}): Promise<Setup> {
+export async function linkSecondVm(
+  a: Setup,
+  o: { gpa?: number; slotSize?: number; offset?: number; launch?: 'none' | 'finished' } = {},
+): Promise<Setup> {
   const vm = await a.sb.createVm({ type: 'snp' });
   const gmem = await vm.linkGuestMemfd(a.gmem);
   const gpa = o.gpa ?? 0;
   const slotSize = o.slotSize ?? gmem.fstat().size - (o.offset ?? 0);
-  await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: gpa, memorySize: slotSize, guestMemfd: gmem, guestMemfdOffset: o.offset ?? 0 });
+  await vm.setUserMemoryRegion2({
+    slot: 0,
+    flags: ['guest_memfd'],
+    guestPhysAddr: gpa,
+    memorySize: slotSize,
+    guestMemfd: gmem,
+    guestMemfdOffset: o.offset ?? 0,
+  });
   await vm.setMemoryAttributes({ address: gpa, size: slotSize, attributes: 'private' });
   // A running second guest by default: an SNP vCPU cannot enter before LAUNCH_FINISH.
   if ((o.launch ?? 'finished') === 'finished') {
@@ -135,7 +145,10 @@ export async function faultAndValidate(vcpu: Vcpu, gpa: number): Promise<void> {
 }
 
 /** The RMP entry of a host pfn, whether or not any folio holds it now. */
-export function rmpOfPfn(sb: Sandbox, pfn: number): { assigned: boolean; asid: number; gpa: number; validated: boolean; immutable: boolean } {
+export function rmpOfPfn(
+  sb: Sandbox,
+  pfn: number,
+): { assigned: boolean; asid: number; gpa: number; validated: boolean; immutable: boolean } {
   const e = sb.psp.rmpLookup(pfn);
   return { assigned: e.assigned, asid: e.asid, gpa: e.gfn * PAGE_SIZE, validated: e.validated, immutable: e.immutable };
 }
@@ -154,7 +167,11 @@ export function expectHostIsolation(sb: Sandbox): void {
 }
 
 /** Counter deltas around `fn`. */
-export async function statsDelta<K extends keyof ReturnType<Sandbox['stats']>>(sb: Sandbox, keys: readonly K[], fn: () => Promise<unknown> | unknown): Promise<Record<K, number>> {
+export async function statsDelta<K extends keyof ReturnType<Sandbox['stats']>>(
+  sb: Sandbox,
+  keys: readonly K[],
+  fn: () => Promise<unknown> | unknown,
+): Promise<Record<K, number>> {
   const before = sb.stats();
   await fn();
   const after = sb.stats();

@@ -35,19 +35,24 @@ const STOP_MS = 2000;
 const marker = () => String(3_000_000_000 + Math.floor(Math.random() * 1_000_000_000));
 
 describe('interrupts', () => {
-  it.each(['SIGINT', 'SIGTERM'] as const)('%s stops stress within 1 s: partial result marked interrupted, exit 130, no worker left', async (sig) => {
-    const seed = marker();
-    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--seed', seed]);
-    await r.waitFor(/faults [1-9]/);
-    const sent = r.kill(sig);
-    const e = await r.exited;
-    expect(e.at - sent).toBeLessThan(STOP_MS);
-    expect(r.stdout()).toMatch(new RegExp(`^gmem-sandbox stress: INTERRUPTED after \\d+\\.\\d s \\(partial result\\) {2}\\(seed ${seed}\\)`));
-    expect(r.stdout()).toMatch(/^ {2}faults +[1-9]/m);
-    expect(r.stderr()).toContain(`gmem-sandbox stress: ${sig}: stopping, the partial result follows`);
-    expect(e.status).toBe(130);
-    expect(processesWith(seed)).toEqual([]);
-  });
+  it.each(['SIGINT', 'SIGTERM'] as const)(
+    '%s stops stress within 1 s: partial result marked interrupted, exit 130, no worker left',
+    async (sig) => {
+      const seed = marker();
+      const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--seed', seed]);
+      await r.waitFor(/faults [1-9]/);
+      const sent = r.kill(sig);
+      const e = await r.exited;
+      expect(e.at - sent).toBeLessThan(STOP_MS);
+      expect(r.stdout()).toMatch(
+        new RegExp(`^gmem-sandbox stress: INTERRUPTED after \\d+\\.\\d s \\(partial result\\) {2}\\(seed ${seed}\\)`),
+      );
+      expect(r.stdout()).toMatch(/^ {2}faults +[1-9]/m);
+      expect(r.stderr()).toContain(`gmem-sandbox stress: ${sig}: stopping, the partial result follows`);
+      expect(e.status).toBe(130);
+      expect(processesWith(seed)).toEqual([]);
+    },
+  );
 
   it('stress --json marks the partial report interrupted', async () => {
     const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--json']);
@@ -97,7 +102,15 @@ describe('interrupts', () => {
         vms: [{ name: 'a', type: 'snp', vcpus: 1 }],
         steps: [
           { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB' },
-          { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '1MiB', guest_memfd: 'g' },
+          {
+            op: 'set_user_memory_region2',
+            vm: 'a',
+            slot: 0,
+            flags: ['guest_memfd'],
+            guest_phys_addr: 0,
+            memory_size: '1MiB',
+            guest_memfd: 'g',
+          },
           { op: 'pause', point: 'fault.begin', actor: { vm: 'a', vcpu: 0 } },
           { op: 'await_held', point: 'fault.begin', timeout_ms: 30000 },
         ],
@@ -110,7 +123,7 @@ describe('interrupts', () => {
     const e = await r.exited;
     expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(e.status).toBe(130);
-    expect(r.stdout()).toMatch(/^ ok  \[0\] create_guest_memfd -> ok/m);
+    expect(r.stdout()).toMatch(/^ ok {2}\[0\] create_guest_memfd -> ok/m);
     expect(r.stdout()).toMatch(/^audit: not run \(interrupted\)$/m);
     expect(r.stdout()).toMatch(/INTERRUPTED after 4 step\(s\) \(partial result\)$/m);
   });
@@ -122,20 +135,27 @@ describe('interrupts', () => {
     const r = start(process.execPath, [bin, ...args]);
     // Wait for a finished job, then interrupt the next.
     const end = Date.now() + 30_000;
-    while ((existsSync(out) ? readFileSync(out, 'utf8').split('\n').length - 1 : 0) < 1 && Date.now() < end) await new Promise((res) => setTimeout(res, 50));
+    while ((existsSync(out) ? readFileSync(out, 'utf8').split('\n').length - 1 : 0) < 1 && Date.now() < end)
+      await new Promise((res) => setTimeout(res, 50));
     const sent = r.kill('SIGINT');
     const e = await r.exited;
     expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(e.status).toBe(130);
     expect(r.stderr()).toMatch(/INTERRUPTED: \d of 4 job\(s\) finished in this run; rerun with --resume/);
-    const kept = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).index as number);
+    const kept = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).index as number);
     expect(kept.length).toBeGreaterThanOrEqual(1);
     expect(kept.length).toBeLessThan(4);
 
     const resumed = await cli([...args, '--resume']);
     expect(resumed.stderr).toContain(`resuming: ${kept.length} of this shard's 4 job(s) already in ${out}, ${4 - kept.length} to run`);
     expect(resumed.status).toBe(0);
-    const all = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).index as number);
+    const all = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).index as number);
     // Every job once: the earlier lines kept, the rest appended.
     expect(all.slice(0, kept.length)).toEqual(kept);
     expect([...all].sort()).toEqual([0, 1, 2, 3]);
@@ -148,11 +168,21 @@ describe('interrupts', () => {
     const out = join(dir, 'o.jsonl');
     // A finished job's line, as a sweep of that plan writes it.
     const plan = planSweep({ params: ['duration=0.2'], seeds: '0' });
-    const report = { ok: true, faultsPerSecond: 1, violations: Object.fromEntries(INVARIANTS.map((i) => [i, 0])), findings: { punchHoleLeftovers: 0, crossVmPrepare: 0 }, counters: {}, elapsedMs: 1, crashes: [] };
+    const report = {
+      ok: true,
+      faultsPerSecond: 1,
+      violations: Object.fromEntries(INVARIANTS.map((i) => [i, 0])),
+      findings: { punchHoleLeftovers: 0, crossVmPrepare: 0 },
+      counters: {},
+      elapsedMs: 1,
+      crashes: [],
+    };
     const before = `${JSON.stringify(lineFromReport({ plan: plan.id, total: 1, ...plan.jobs[0] }, report as never))}\n`;
     writeFileSync(out, before);
     const other = await cli(['sweep', '--seeds', '1', '--param', 'duration=0.2', '--out', out]);
-    expect(other.stderr).toMatch(/--out .*o\.jsonl: holds lines of sweep plan \w+, but this sweep is plan \w+; append only the same sweep to one file/);
+    expect(other.stderr).toMatch(
+      /--out .*o\.jsonl: holds lines of sweep plan \w+, but this sweep is plan \w+; append only the same sweep to one file/,
+    );
     expect(other.status).toBe(2);
     expect(readFileSync(out, 'utf8')).toBe(before);
     writeFileSync(out, `${before}{"plan":"cut sh`);
@@ -164,10 +194,17 @@ describe('interrupts', () => {
   });
 
   it('sweep | head: a closed stdout ends the run quietly as an interrupt, without a crash', async () => {
-    const r = spawnSync('bash', ['-c', `'${process.execPath}' '${bin}' sweep --seeds 0..3 --param duration=0.2 --quiet | head -c 9; echo " status=\${PIPESTATUS[0]}"`], {
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `'${process.execPath}' '${bin}' sweep --seeds 0..3 --param duration=0.2 --quiet | head -c 9; echo " status=\${PIPESTATUS[0]}"`,
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
     expect(r.stdout).toBe('{"plan":" status=130\n');
     expect(r.stderr).not.toMatch(STACK);
     expect(r.stderr).not.toContain('EPIPE');

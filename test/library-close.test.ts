@@ -8,12 +8,20 @@ import { Runtime } from '../src/vmm/sandbox/runtime.js';
 
 /** Resolves to how a promise settled, or 'pending' if it has not within `ms`. */
 function settled(p: Promise<unknown>, ms = 3000): Promise<string> {
-  return Promise.race([p.then(() => 'resolved', (e: Error) => `rejected ${e.name}: ${e.message}`), new Promise<string>((r) => setTimeout(() => r('pending'), ms))]);
+  return Promise.race([
+    p.then(
+      () => 'resolved',
+      (e: Error) => `rejected ${e.name}: ${e.message}`,
+    ),
+    new Promise<string>((r) => setTimeout(() => r('pending'), ms)),
+  ]);
 }
 
 /** Every method of a class's prototype (not the constructor). */
 function methods(cls: { prototype: object }): string[] {
-  return Object.getOwnPropertyNames(cls.prototype).filter((n) => n !== 'constructor' && typeof Object.getOwnPropertyDescriptor(cls.prototype, n)?.value === 'function');
+  return Object.getOwnPropertyNames(cls.prototype).filter(
+    (n) => n !== 'constructor' && typeof Object.getOwnPropertyDescriptor(cls.prototype, n)?.value === 'function',
+  );
 }
 
 describe('Sandbox after close', () => {
@@ -40,7 +48,13 @@ describe('Sandbox after close', () => {
         } catch (e) {
           outcome = e;
         }
-        const err = outcome instanceof Promise ? await outcome.then(() => null, (e: unknown) => e) : outcome;
+        const err =
+          outcome instanceof Promise
+            ? await outcome.then(
+                () => null,
+                (e: unknown) => e,
+              )
+            : outcome;
         expect(err, `${name}.${m}`).toBeInstanceOf(SandboxClosedError);
         expect((err as SandboxClosedError).message).toBe(`${name}.${m}: the sandbox is closed`);
         checked++;
@@ -61,14 +75,35 @@ describe('Runtime after shutdown', () => {
     await rt.createVms([{ name: 'a', type: 'snp', vcpus: 1 }]);
     const a = rt.vcpu('a', 0);
     // A call that would not answer for 30 s (a workload, which stops when asked) settles.
-    const run = rt.call(a, () => a.api.run({ gfnStart: 0, gfnCount: 1, pattern: 'random', writeRatio: 0, hotRatio: 0, seed: 1, writerIndex: 0, writers: 1, durationMs: 30_000, maxAccesses: 0, multiVm: false }), 0);
+    const run = rt.call(
+      a,
+      () =>
+        a.api.run({
+          gfnStart: 0,
+          gfnCount: 1,
+          pattern: 'random',
+          writeRatio: 0,
+          hotRatio: 0,
+          seed: 1,
+          writerIndex: 0,
+          writers: 1,
+          durationMs: 30_000,
+          maxAccesses: 0,
+          multiVm: false,
+        }),
+      0,
+    );
     await new Promise((r) => setTimeout(r, 200));
     const runSettled = settled(run);
     await rt.shutdown();
     expect(await runSettled).not.toBe('pending');
-    expect(await settled(rt.call(rt.vmm, () => rt.vmm.api.createVms([])))).toBe('rejected SandboxClosedError: Runtime.call(vmm): the runtime is shut down');
+    expect(await settled(rt.call(rt.vmm, () => rt.vmm.api.createVms([])))).toBe(
+      'rejected SandboxClosedError: Runtime.call(vmm): the runtime is shut down',
+    );
     expect(await settled(rt.vmm.api.createVms([]))).toBe('rejected SandboxClosedError: worker vmm: the runtime is shut down');
-    expect(await settled(a.api.exec({ op: 'guest_read', gpa: 0, len: 8 }))).toBe('rejected SandboxClosedError: worker vcpu 0 of vm a: the runtime is shut down');
+    expect(await settled(a.api.exec({ op: 'guest_read', gpa: 0, len: 8 }))).toBe(
+      'rejected SandboxClosedError: worker vcpu 0 of vm a: the runtime is shut down',
+    );
     // A second shutdown is the same, finished one.
     await expect(rt.shutdown()).resolves.toBeUndefined();
     // No crash was reported for workers stopped on purpose.
@@ -83,9 +118,19 @@ describe('traces report dropped events', () => {
       await rt.createVms([{ name: 'a', type: 'sw-protected', vcpus: 1 }]);
       await rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: 1 << 20 } as never));
       await rt.call(rt.vmm, () =>
-        rt.vmm.api.exec({ op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: 1 << 20, guest_memfd: 'g' } as never),
+        rt.vmm.api.exec({
+          op: 'set_user_memory_region2',
+          vm: 'a',
+          slot: 0,
+          flags: ['guest_memfd'],
+          guest_phys_addr: 0,
+          memory_size: 1 << 20,
+          guest_memfd: 'g',
+        } as never),
       );
-      await rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: 1 << 20, attributes: 'private' } as never));
+      await rt.call(rt.vmm, () =>
+        rt.vmm.api.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: 1 << 20, attributes: 'private' } as never),
+      );
       const a = rt.vcpu('a', 0);
       for (let p = 0; p < 20; p++) await rt.call(a, () => a.api.exec({ op: 'guest_read', gpa: p * 4096, len: 8, private: true }));
       const t = rt.chromeTrace('drops');
@@ -94,7 +139,9 @@ describe('traces report dropped events', () => {
       const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
       try {
         rt.writeTrace('/dev/null', 'drops');
-        expect(String(err.mock.calls[0][0])).toMatch(/^gmem-sandbox: trace \/dev\/null: \d+ event\(s\) dropped, the per-thread ring was full \(.*vcpu 0 of vm a: \d+/);
+        expect(String(err.mock.calls[0][0])).toMatch(
+          /^gmem-sandbox: trace \/dev\/null: \d+ event\(s\) dropped, the per-thread ring was full \(.*vcpu 0 of vm a: \d+/,
+        );
       } finally {
         err.mockRestore();
       }

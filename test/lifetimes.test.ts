@@ -17,15 +17,35 @@ const A0 = { vm: 'a', vcpu: 0 } as const;
 function setup(type: 'sw-protected' | 'snp'): unknown[] {
   const steps: unknown[] = [
     { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB', expect: 'ok' },
-    { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '1MiB', guest_memfd: 'g', expect: 'ok' },
+    {
+      op: 'set_user_memory_region2',
+      vm: 'a',
+      slot: 0,
+      flags: ['guest_memfd'],
+      guest_phys_addr: 0,
+      memory_size: '1MiB',
+      guest_memfd: 'g',
+      expect: 'ok',
+    },
     { op: 'set_memory_attributes', vm: 'a', address: 0, size: '1MiB', attributes: 'private', expect: 'ok' },
   ];
   if (type === 'snp') steps.push({ op: 'snp_launch_start', vm: 'a', expect: 'ok' }, { op: 'snp_launch_finish', vm: 'a', expect: 'ok' });
   return steps;
 }
 
-async function run(kernel: KernelVersionName, type: 'sw-protected' | 'snp', steps: unknown[], opts: { bugs?: number; watchdogMs?: number } = {}): Promise<ScenarioReport> {
-  const s = parseScenario({ kernel, memory: '4MiB', watchdog_ms: opts.watchdogMs ?? 5000, vms: [{ name: 'a', type, vcpus: 1 }], steps: [...setup(type), ...steps] });
+async function run(
+  kernel: KernelVersionName,
+  type: 'sw-protected' | 'snp',
+  steps: unknown[],
+  opts: { bugs?: number; watchdogMs?: number } = {},
+): Promise<ScenarioReport> {
+  const s = parseScenario({
+    kernel,
+    memory: '4MiB',
+    watchdog_ms: opts.watchdogMs ?? 5000,
+    vms: [{ name: 'a', type, vcpus: 1 }],
+    steps: [...setup(type), ...steps],
+  });
   return runScenario(s, undefined, opts.bugs ? { bugs: opts.bugs } : {});
 }
 
@@ -39,7 +59,10 @@ function step(r: ScenarioReport, note: string, steps: unknown[]): ScenarioReport
 }
 
 function expectPass(r: ScenarioReport): void {
-  expect(r.steps.filter((s) => !s.pass), JSON.stringify(r.steps.filter((s) => !s.pass))).toEqual([]);
+  expect(
+    r.steps.filter((s) => !s.pass),
+    JSON.stringify(r.steps.filter((s) => !s.pass)),
+  ).toEqual([]);
   expect(r.audit.violations).toEqual([]);
   expect(r.ok).toBe(true);
 }
@@ -55,7 +78,16 @@ describe('memslot delete versus a fault in flight (kvm->srcu)', () => {
     { op: 'guest_read', ...A0, gpa: '0x3000', len: 4, note: 'held' },
     { op: 'await_held', point: 'fault.before_get_pfn' },
     { op: 'pause', point: 'memslot.between_publishes', actor: 'vmm' },
-    { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: 0, expect: 'ok', note: 'delete' },
+    {
+      op: 'set_user_memory_region2',
+      vm: 'a',
+      slot: 0,
+      flags: ['guest_memfd'],
+      guest_phys_addr: 0,
+      memory_size: 0,
+      expect: 'ok',
+      note: 'delete',
+    },
     // The delete published the INVALID copy and waits in synchronize_srcu for the held fault.
     { op: 'await_held', point: 'memslot.between_publishes', timeout_ms: 300, expect: 'ETIMEDOUT' },
     { op: 'resume', point: 'fault.before_get_pfn', expect_value: { was_held: true } },
@@ -79,11 +111,26 @@ describe('memslot delete versus a fault in flight (kvm->srcu)', () => {
     const steps = [
       { op: 'create_guest_memfd', vm: 'a', as: 'h', size: '1MiB', expect: 'ok' },
       ...structuredClone(heldFaultDelete),
-      { op: 'set_user_memory_region2', vm: 'a', slot: 1, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '1MiB', guest_memfd: 'h', expect: 'ok' },
+      {
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 1,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: '1MiB',
+        guest_memfd: 'h',
+        expect: 'ok',
+      },
       { op: 'guest_read', ...A0, gpa: '0x3000', len: 4, expect: 'vc' },
       { op: 'pvalidate', ...A0, gpa: '0x3000', expect: 'ok', expect_value: 0 },
       { op: 'guest_read', ...A0, gpa: '0x3000', len: 4, expect: 'ok', expect_value: '00000000' },
-      { op: 'rmp_query', vm: 'a', gpa: '0x3000', expect: 'ok', expect_value: { present: true, assigned: true, asid: 1, gpa: 0x3000, validated: true } },
+      {
+        op: 'rmp_query',
+        vm: 'a',
+        gpa: '0x3000',
+        expect: 'ok',
+        expect_value: { present: true, assigned: true, asid: 1, gpa: 0x3000, validated: true },
+      },
     ];
     // The held fault prepared the old file's page for the guest, which has not validated it.
     Object.assign(steps[2], { expect: 'vc' });
@@ -108,7 +155,9 @@ describe('KVM_PRE_FAULT_MEMORY versus a memslot delete', () => {
     const r = await run('6.11', 'sw-protected', steps, { watchdogMs: 400 });
     const del = step(r, 'delete', steps);
     expect(del.result).toBe('hang');
-    expect(del.detail).toMatch(/waited \d+ ms on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread (\d+), held by reader thread \1 in a read section since grace period \d+/);
+    expect(del.detail).toMatch(
+      /waited \d+ ms on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread (\d+), held by reader thread \1 in a read section since grace period \d+/,
+    );
     expect(r.audit.counts.liveness).toBe(1);
     expect(r.ok).toBe(false);
   });
@@ -160,11 +209,18 @@ describe('gmem file references', () => {
 
   it('6.11 (a7800aa80ea4): a slot deleted while its file is dying keeps its binding, and release writes into the freed slot', async () => {
     const r = await run('6.11', 'sw-protected', dyingUnbind);
-    expect(r.steps.every((s) => s.pass), JSON.stringify(r.steps)).toBe(true);
+    expect(
+      r.steps.every((s) => s.pass),
+      JSON.stringify(r.steps),
+    ).toBe(true);
     // The write that nulls slot->gmem.file, then kvm_gmem_invalidate_begin's read of slot->base_gfn.
     expect(r.audit.counts.useAfterFree).toBe(2);
-    expect(r.audit.violations[0].detail).toMatch(/^KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem.file, NULL\): memslot record \d+ of vm 0, handle of generation \d+, record now free/);
-    expect(r.audit.violations[1].detail).toMatch(/^KASAN: use-after-free in kvm_gmem_invalidate_begin: slot->base_gfn: memslot record \d+ of vm 0/);
+    expect(r.audit.violations[0].detail).toMatch(
+      /^KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem.file, NULL\): memslot record \d+ of vm 0, handle of generation \d+, record now free/,
+    );
+    expect(r.audit.violations[1].detail).toMatch(
+      /^KASAN: use-after-free in kvm_gmem_invalidate_begin: slot->base_gfn: memslot record \d+ of vm 0/,
+    );
     expect(r.ok).toBe(false);
   });
 
@@ -188,7 +244,9 @@ describe('freed-object detection', () => {
     const r = await run('6.11', 'sw-protected', heldDelete, { bugs: Bug['memslot-update-skips-synchronize-srcu'] });
     expect(r.audit.counts.useAfterFree).toBe(1);
     expect(r.audit.violations[0]).toMatchObject({ invariant: 'useAfterFree', vm: 0 });
-    expect(r.audit.violations[0].detail).toMatch(/^KASAN: use-after-free in kvm_gmem_get_pfn: slot->gmem: memslot record \d+ of vm 0, handle of generation \d+, record now free/);
+    expect(r.audit.violations[0].detail).toMatch(
+      /^KASAN: use-after-free in kvm_gmem_get_pfn: slot->gmem: memslot record \d+ of vm 0, handle of generation \d+, record now free/,
+    );
   });
 
   it('without the planted bug the same schedule is clean', async () => {
@@ -222,7 +280,9 @@ describe('a memslot update that drops KVM_MEM_GUEST_MEMFD', () => {
       expect(dangling.violations[0].detail).toMatch(/^a binding of gmem file \d+ points at memslot record \d+ of vm 0, which was freed/);
       await gmem.close();
       const a = auditQuiescent(sb.mem);
-      expect(a.violations.map((v) => v.detail)).toContainEqual(expect.stringMatching(/^KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem.file, NULL\)/));
+      expect(a.violations.map((v) => v.detail)).toContainEqual(
+        expect.stringMatching(/^KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem.file, NULL\)/),
+      );
     });
 
     it(`upstream (9935df5333aa): the ${change} change is EINVAL and nothing changes`, async () => {

@@ -26,12 +26,16 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
     const sb = await smallSandbox();
     const def = await sb.createVm({ type: 'default' });
     const g = await def.createGuestMemfd({ size: MiB });
-    await expect(def.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: g })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
+    await expect(
+      def.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: g }),
+    ).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
     expect(await slotMissing(def, 0)).toBe(true);
     for (const type of ['sw-protected', 'snp'] as const) {
       const vm = await sb.createVm({ type });
       const gm = await vm.createGuestMemfd({ size: MiB });
-      await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gm })).resolves.toBeUndefined();
+      await expect(
+        vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gm }),
+      ).resolves.toBeUndefined();
     }
   });
 
@@ -47,7 +51,9 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
     const { vm, gmem } = await snpVmWithGmem();
     const base = { slot: 1, flags: ['guest_memfd'] as Array<'guest_memfd'>, guestMemfd: gmem };
     await expect(vm.setUserMemoryRegion2({ ...base, guestPhysAddr: 512, memorySize: MiB })).rejects.toMatchObject({ code: 'EINVAL' });
-    await expect(vm.setUserMemoryRegion2({ ...base, guestPhysAddr: 0, memorySize: PAGE_SIZE + 1 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(vm.setUserMemoryRegion2({ ...base, guestPhysAddr: 0, memorySize: PAGE_SIZE + 1 })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
     await expect(vm.setUserMemoryRegion2({ slot: 2, guestPhysAddr: 100, memorySize: PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 1)).toBe(true);
     expect(await slotMissing(vm, 2)).toBe(true);
@@ -59,12 +65,32 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
     const { vm, gmem } = await snpVmWithGmem(2 * MiB);
     await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: MiB, memorySize: MiB, guestMemfd: gmem });
     // Overlapping on the right, on the left, and fully inside; gmem and plain slots alike.
-    await expect(vm.setUserMemoryRegion2({ slot: 1, flags: ['guest_memfd'], guestPhysAddr: MiB + PAGE_SIZE, memorySize: MiB, guestMemfd: gmem, guestMemfdOffset: MiB })).rejects.toMatchObject({ code: 'EEXIST', errno: 17 });
-    await expect(vm.setUserMemoryRegion2({ slot: 1, guestPhysAddr: 0, memorySize: MiB + PAGE_SIZE })).rejects.toMatchObject({ code: 'EEXIST' });
-    await expect(vm.setUserMemoryRegion2({ slot: 1, guestPhysAddr: MiB + 8 * PAGE_SIZE, memorySize: PAGE_SIZE })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(
+      vm.setUserMemoryRegion2({
+        slot: 1,
+        flags: ['guest_memfd'],
+        guestPhysAddr: MiB + PAGE_SIZE,
+        memorySize: MiB,
+        guestMemfd: gmem,
+        guestMemfdOffset: MiB,
+      }),
+    ).rejects.toMatchObject({ code: 'EEXIST', errno: 17 });
+    await expect(vm.setUserMemoryRegion2({ slot: 1, guestPhysAddr: 0, memorySize: MiB + PAGE_SIZE })).rejects.toMatchObject({
+      code: 'EEXIST',
+    });
+    await expect(vm.setUserMemoryRegion2({ slot: 1, guestPhysAddr: MiB + 8 * PAGE_SIZE, memorySize: PAGE_SIZE })).rejects.toMatchObject({
+      code: 'EEXIST',
+    });
     expect(await slotMissing(vm, 1)).toBe(true);
     // Adjacent is fine, and the refused gmem slot did not bind offset MiB of the file.
-    await vm.setUserMemoryRegion2({ slot: 1, flags: ['guest_memfd'], guestPhysAddr: 2 * MiB, memorySize: MiB, guestMemfd: gmem, guestMemfdOffset: MiB });
+    await vm.setUserMemoryRegion2({
+      slot: 1,
+      flags: ['guest_memfd'],
+      guestPhysAddr: 2 * MiB,
+      memorySize: MiB,
+      guestMemfd: gmem,
+      guestMemfdOffset: MiB,
+    });
   });
 
   it('a GUEST_MEMFD slot cannot be moved or resized (EINVAL); it stays where it was', async () => {
@@ -88,8 +114,17 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
     const d = await statsDelta(sb, ['sptesZapped'], () => vm.setUserMemoryRegion2({ slot: 0, guestPhysAddr: 0, memorySize: 0 }));
     expect(d.sptesZapped).toBe(1);
     // The gfn is still PRIVATE: a shared access mismatches, a private one cannot be emulated; once shared, MMIO.
-    expect(await vcpu.read(2 * PAGE_SIZE, 4, { private: false })).toMatchObject({ ok: false, exit: 'memory_fault', memoryFault: { flags: 0 } });
-    expect(await vcpu.read(2 * PAGE_SIZE, 4)).toMatchObject({ ok: false, exit: 'memory_fault', errno: 'EFAULT', memoryFault: { gpa: 2 * PAGE_SIZE, flags: EXIT_FLAG_PRIVATE } });
+    expect(await vcpu.read(2 * PAGE_SIZE, 4, { private: false })).toMatchObject({
+      ok: false,
+      exit: 'memory_fault',
+      memoryFault: { flags: 0 },
+    });
+    expect(await vcpu.read(2 * PAGE_SIZE, 4)).toMatchObject({
+      ok: false,
+      exit: 'memory_fault',
+      errno: 'EFAULT',
+      memoryFault: { gpa: 2 * PAGE_SIZE, flags: EXIT_FLAG_PRIVATE },
+    });
     await vm.setMemoryAttributes({ address: 0, size: MiB, attributes: 'shared' });
     expect(await vcpu.read(2 * PAGE_SIZE, 4)).toEqual({ ok: false, exit: 'mmio' });
     await vm.setMemoryAttributes({ address: 0, size: MiB, attributes: 'private' });
@@ -100,14 +135,22 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
 
   it('deleting a slot that does not exist is EINVAL', async () => {
     const { vm } = await snpVmWithGmem();
-    await expect(vm.setUserMemoryRegion2({ slot: 7, guestPhysAddr: 0, memorySize: 0 })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
+    await expect(vm.setUserMemoryRegion2({ slot: 7, guestPhysAddr: 0, memorySize: 0 })).rejects.toMatchObject({
+      code: 'EINVAL',
+      errno: 22,
+    });
   });
 
   it('READONLY together with GUEST_MEMFD is EINVAL; READONLY alone is EINVAL on SNP (66155de93bcf), fine on sw-protected', async () => {
     const { vm, gmem } = await snpVmWithGmem();
-    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd', 'readonly'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(
+      vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd', 'readonly'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem }),
+    ).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 0)).toBe(true);
-    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
+    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB })).rejects.toMatchObject({
+      code: 'EINVAL',
+      errno: 22,
+    });
     expect(await slotMissing(vm, 0)).toBe(true);
     const sw = await vm.sb.createVm({ type: 'sw-protected' });
     await sw.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB });
@@ -117,32 +160,46 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
 describe('KVM_SET_USER_MEMORY_REGION2: kvm_gmem_bind', () => {
   it('a closed or unknown fd is EBADF', async () => {
     const { vm, gmem } = await snpVmWithGmem();
-    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: 9999 })).rejects.toMatchObject({ code: 'EBADF', errno: 9 });
+    await expect(
+      vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: 9999 }),
+    ).rejects.toMatchObject({ code: 'EBADF', errno: 9 });
     await gmem.close();
-    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem })).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(
+      vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem }),
+    ).rejects.toMatchObject({ code: 'EBADF' });
     expect(await slotMissing(vm, 0)).toBe(true);
   });
 
   it('an fd that is not a guest_memfd (the VM fd) is EINVAL', async () => {
     const { vm } = await snpVmWithGmem();
-    await expect(vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: vm.fd })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(
+      vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: vm.fd }),
+    ).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 0)).toBe(true);
   });
 
   it("another VM's guest_memfd is EINVAL", async () => {
     const { sb, gmem } = await snpVmWithGmem();
     const other = await sb.createVm({ type: 'snp' });
-    await expect(other.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(
+      other.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem }),
+    ).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(other, 0)).toBe(true);
   });
 
   it('an unaligned offset, or offset + size past the file size, is EINVAL', async () => {
     const { vm, gmem, sb } = await snpVmWithGmem(MiB);
     const base = { slot: 0, flags: ['guest_memfd'] as Array<'guest_memfd'>, guestPhysAddr: 0, guestMemfd: gmem };
-    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: PAGE_SIZE, guestMemfdOffset: 100 })).rejects.toMatchObject({ code: 'EINVAL' });
-    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: PAGE_SIZE, guestMemfdOffset: -PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: PAGE_SIZE, guestMemfdOffset: 100 })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
+    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: PAGE_SIZE, guestMemfdOffset: -PAGE_SIZE })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
     await expect(vm.setUserMemoryRegion2({ ...base, memorySize: MiB + PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
-    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: 2 * PAGE_SIZE, guestMemfdOffset: MiB - PAGE_SIZE })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(vm.setUserMemoryRegion2({ ...base, memorySize: 2 * PAGE_SIZE, guestMemfdOffset: MiB - PAGE_SIZE })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
     expect(await slotMissing(vm, 0)).toBe(true);
     // The refused slot is not there: an access at its gpa is MMIO, and no folio was allocated.
     // (The launch first: an SNP vCPU cannot enter the guest before LAUNCH_FINISH.)
@@ -159,9 +216,23 @@ describe('KVM_SET_USER_MEMORY_REGION2: kvm_gmem_bind', () => {
     const { vm, gmem } = await snpVmWithGmem(MiB);
     await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB / 2, guestMemfd: gmem });
     await expect(
-      vm.setUserMemoryRegion2({ slot: 1, flags: ['guest_memfd'], guestPhysAddr: 4 * MiB, memorySize: MiB / 2, guestMemfd: gmem, guestMemfdOffset: MiB / 2 - PAGE_SIZE }),
+      vm.setUserMemoryRegion2({
+        slot: 1,
+        flags: ['guest_memfd'],
+        guestPhysAddr: 4 * MiB,
+        memorySize: MiB / 2,
+        guestMemfd: gmem,
+        guestMemfdOffset: MiB / 2 - PAGE_SIZE,
+      }),
     ).rejects.toMatchObject({ code: 'EINVAL' });
     expect(await slotMissing(vm, 1)).toBe(true);
-    await vm.setUserMemoryRegion2({ slot: 1, flags: ['guest_memfd'], guestPhysAddr: 4 * MiB, memorySize: MiB / 2, guestMemfd: gmem, guestMemfdOffset: MiB / 2 });
+    await vm.setUserMemoryRegion2({
+      slot: 1,
+      flags: ['guest_memfd'],
+      guestPhysAddr: 4 * MiB,
+      memorySize: MiB / 2,
+      guestMemfd: gmem,
+      guestMemfdOffset: MiB / 2,
+    });
   });
 });

@@ -42,13 +42,30 @@ describe('merge of a million lines', () => {
     const inputBytes = files.reduce((n, f) => n + statSync(f).size, 0);
     expect(inputBytes).toBeGreaterThan(4 * 64 * 2 ** 20);
     const out = join(dir, 'merged.jsonl');
-    const r = await cli(['merge', ...files, '--json', '--out', out], { nodeArgs: ['--max-old-space-size=64', '--stack-size=200'], timeoutMs: 120_000 });
+    const r = await cli(['merge', ...files, '--json', '--out', out], {
+      nodeArgs: ['--max-old-space-size=64', '--stack-size=200'],
+      timeoutMs: 120_000,
+    });
     expect(r.stderr).not.toMatch(STACK);
     const s = JSON.parse(r.stdout);
     expect(s).toMatchObject({ plan: 'p1m', total: N, runs: N - 1, ok: N - 2, duplicates: 1, missing: [7] });
     expect(s.combinations).toEqual([
-      { params: { vcpus: 1 }, runs: N / 2, ok: N / 2 - 1, faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }), violations: zeros, crashes: 1 },
-      { params: { vcpus: 2 }, runs: N / 2 - 1, ok: N / 2 - 1, faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }), violations: zeros, crashes: 0 },
+      {
+        params: { vcpus: 1 },
+        runs: N / 2,
+        ok: N / 2 - 1,
+        faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }),
+        violations: zeros,
+        crashes: 1,
+      },
+      {
+        params: { vcpus: 2 },
+        runs: N / 2 - 1,
+        ok: N / 2 - 1,
+        faultsPerSecond: expect.objectContaining({ min: 100, max: 106 }),
+        violations: zeros,
+        crashes: 0,
+      },
     ]);
     expect(s.failures).toEqual([expect.objectContaining({ index: 12, crashes: 1, error: 'vmm crashed: test' })]);
     expect(r.status).toBe(1);
@@ -71,7 +88,11 @@ describe('merge of a million lines', () => {
     const tail = Buffer.allocUnsafe(4096);
     readSync(fd2, tail, 0, tail.length, size - tail.length);
     closeSync(fd2);
-    const firstLines = first.toString('utf8').split('\n').slice(0, 13).map((l) => JSON.parse(l));
+    const firstLines = first
+      .toString('utf8')
+      .split('\n')
+      .slice(0, 13)
+      .map((l) => JSON.parse(l));
     expect(firstLines.map((l) => l.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13]);
     expect(firstLines[11].ok).toBe(false);
     expect(JSON.parse(tail.toString('utf8').trimEnd().split('\n').at(-1) as string).index).toBe(N - 1);
@@ -98,7 +119,7 @@ describe('merge of a million lines', () => {
     expect(s.status).toBe(1);
   });
 
-  it('reads stdin (spooled to the run\'s temp directory, which is removed)', async () => {
+  it("reads stdin (spooled to the run's temp directory, which is removed)", async () => {
     const s = await cli(['merge', '-'], { input: `${line(1)}\n${line(0)}\n`.replaceAll(`"total":${N}`, '"total":2') });
     expect(s.stdout).toMatch(/^sweep p1m: PASS {2}2 of 2 job\(s\) ran, 2 ok, 0 failing, 0 missing/);
     expect(s.status).toBe(0);

@@ -8,7 +8,14 @@ import { tempDir } from './cli-helpers.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BugName } from '../src/gmem/bugs.js';
-import { type McSchedule, ModelChecker, checkModelCheckable, checkerFor, countPreemptions, scheduleFile } from '../src/vmm/scenario/model-check.js';
+import {
+  type McSchedule,
+  ModelChecker,
+  checkModelCheckable,
+  checkerFor,
+  countPreemptions,
+  scheduleFile,
+} from '../src/vmm/scenario/model-check.js';
 import { ScenarioError, parseScenario } from '../src/vmm/scenario/schema.js';
 
 const root = join(import.meta.dirname, '..');
@@ -54,19 +61,36 @@ describe('the exhaustive mode covers a small scenario completely', () => {
     expect(first.outcome).toBe('ok');
     expect(first.choices).toEqual([...Array(13).fill(3), ...Array(13).fill(4)]);
     expect(first.candidates).toEqual([...Array(13).fill([3, 4]), ...Array(13).fill([4])]);
-    expect(first.steps.map((s) => `${s.index} ${s.op} ${s.result}`)).toEqual(['0 create_guest_memfd ok', '1 set_user_memory_region2 ok', '2 set_memory_attributes ok', '3.0 guest_write ok', '3.1 guest_write ok', '4 guest_read ok']);
+    expect(first.steps.map((s) => `${s.index} ${s.op} ${s.result}`)).toEqual([
+      '0 create_guest_memfd ok',
+      '1 set_user_memory_region2 ok',
+      '2 set_memory_attributes ok',
+      '3.0 guest_write ok',
+      '3.1 guest_write ok',
+      '4 guest_read ok',
+    ]);
     const seen: string[][] = [];
     for (const k of [0, 1, 2]) {
       const runs: McSchedule[] = [];
       const res = await mc.explore((_, r) => runs.push(r), undefined, { preemptions: k });
       // 13 chunks per actor (12 sync points each, no lock in common): the count is combinatorial.
       expect(twoActorSchedules(13, 13, k)).toBe([2, 26, 314][k]);
-      expect(res).toEqual({ mode: 'exhaustive', preemptions: k, schedules: twoActorSchedules(13, 13, k), complete: true, capHit: false, stepLimited: 0 });
+      expect(res).toEqual({
+        mode: 'exhaustive',
+        preemptions: k,
+        schedules: twoActorSchedules(13, 13, k),
+        complete: true,
+        capHit: false,
+        stepLimited: 0,
+      });
       const keys = runs.map((r) => r.choices.join(','));
       expect(new Set(keys).size).toBe(runs.length);
       expect(Math.max(...runs.map((r) => r.preemptions))).toBe(k);
       // Each exact count of preemptions p <= k contributes the schedules of p alone.
-      for (let p = 0; p <= k; p++) expect(runs.filter((r) => r.preemptions === p).length).toBe(twoActorSchedules(13, 13, p) - (p > 0 ? twoActorSchedules(13, 13, p - 1) : 0));
+      for (let p = 0; p <= k; p++)
+        expect(runs.filter((r) => r.preemptions === p).length).toBe(
+          twoActorSchedules(13, 13, p) - (p > 0 ? twoActorSchedules(13, 13, p - 1) : 0),
+        );
       expect(runs.every((r) => r.outcome === 'ok' && r.failures.length === 0 && r.violations.length === 0)).toBe(true);
       seen.push(keys);
     }
@@ -77,7 +101,10 @@ describe('the exhaustive mode covers a small scenario completely', () => {
       const walk = (w: number[], a: number, b: number, runs: number): void => {
         if (runs > k + 2) return;
         if (a === 0 && b === 0) return void out.push(w.join(','));
-        for (const [t, left] of [[3, a], [4, b]] as const) {
+        for (const [t, left] of [
+          [3, a],
+          [4, b],
+        ] as const) {
           if (left === 0) continue;
           w.push(t);
           walk(w, t === 3 ? a - 1 : a, t === 4 ? b - 1 : b, w.length === 1 || w[w.length - 2] !== t ? runs + 1 : runs);
@@ -131,7 +158,14 @@ describe('a planted race is found with one preemption, saved, shrunk and replaye
     expect(f.failures).toEqual([]);
     // Seen first where it opens, at the fault's next scheduling point, then by the end-of-run audit.
     expect(f.violations).toEqual([
-      { invariant: 'useAfterFree', by: 'thread 1 (online)', vm: 0, gfn: 2, pfn: 0, detail: "at a scheduling point, vm 0's SPTE for gfn 2 maps pfn 0, which is on the free list" },
+      {
+        invariant: 'useAfterFree',
+        by: 'thread 1 (online)',
+        vm: 0,
+        gfn: 2,
+        pfn: 0,
+        detail: "at a scheduling point, vm 0's SPTE for gfn 2 maps pfn 0, which is on the free list",
+      },
       { invariant: 'useAfterFree', by: 'auditor', vm: 0, gfn: 2, pfn: 0, detail: 'SPTE maps pfn 0, which is on the free list' },
     ]);
     expect(countPreemptions(f.choices, f.candidates, f.groupStarts)).toBe(1);
@@ -167,7 +201,16 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
     vms: [{ name: 'a', type: 'sw-protected', vcpus: 1 }],
     steps: [
       { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '64KiB', expect: 'ok' },
-      { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '64KiB', guest_memfd: 'g', expect: 'ok' },
+      {
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: '64KiB',
+        guest_memfd: 'g',
+        expect: 'ok',
+      },
       { op: 'set_memory_attributes', vm: 'a', address: 0, size: '64KiB', attributes: 'private', expect: 'ok' },
       {
         op: 'parallel',
@@ -212,18 +255,39 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
 });
 
 describe('the command line', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
   it('explore FILE.json finds the planted race (exit 1), saves the schedule, and replay reproduces it (exit 0)', () => {
     const dir = tempDir('mc-cli-');
-    const r = cli('explore', join(root, 'examples', PUNCH_VS_FAULT), '--preemptions', '1', '--bug', 'invalidate-end-before-truncate', '--no-shrink', '--out', dir, '--json');
+    const r = cli(
+      'explore',
+      join(root, 'examples', PUNCH_VS_FAULT),
+      '--preemptions',
+      '1',
+      '--bug',
+      'invalidate-end-before-truncate',
+      '--no-shrink',
+      '--out',
+      dir,
+      '--json',
+    );
     expect(r.status, r.stderr).toBe(1);
     const out = JSON.parse(r.stdout);
-    expect(out).toMatchObject({ mode: 'exhaustive', preemptions: 1, schedules: 9, complete: false, ok: false, failing: { outcome: 'violation', preemptions: 1 } });
+    expect(out).toMatchObject({
+      mode: 'exhaustive',
+      preemptions: 1,
+      schedules: 9,
+      complete: false,
+      ok: false,
+      failing: { outcome: 'violation', preemptions: 1 },
+    });
     expect(out.saved).toBe(join(dir, 'schedule-model-check-punch-vs-fault-exhaustive-k1.json'));
     expect(existsSync(out.saved)).toBe(true);
     const rep = cli('replay', out.saved);
     expect(rep.status, rep.stderr).toBe(0);
-    expect(rep.stdout).toMatch(/reproduced exactly \(outcome violation\)\n {2}useAfterFree: at a scheduling point, vm 0's SPTE for gfn 2 maps pfn 0, which is on the free list/);
+    expect(rep.stdout).toMatch(
+      /reproduced exactly \(outcome violation\)\n {2}useAfterFree: at a scheduling point, vm 0's SPTE for gfn 2 maps pfn 0, which is on the free list/,
+    );
   });
   it('a refused scenario is a usage error (exit 2) and runs nothing', () => {
     const r = cli('explore', join(root, 'examples', 'punch-hole-leftover.json'));

@@ -2,7 +2,18 @@
 
 import { describe, expect, it } from 'vitest';
 import { POLICIES, type PolicyName } from '../src/index.js';
-import { MiB, PAGE_SIZE, dataOf, expectHostIsolation, faultAndValidate, filled, image, linkSecondVm, setupVm, statsDelta } from './helpers.js';
+import {
+  MiB,
+  PAGE_SIZE,
+  dataOf,
+  expectHostIsolation,
+  faultAndValidate,
+  filled,
+  image,
+  linkSecondVm,
+  setupVm,
+  statsDelta,
+} from './helpers.js';
 
 interface Expect {
   /** fallocate clears, marks up to date and registers the page with the bound SNP VM. */
@@ -21,15 +32,35 @@ interface Expect {
 }
 
 const TABLE: Record<PolicyName, Expect> = {
-  'prepare-on-allocate': { populateUptodate: 'EINVAL', fallocatePrepares: true, archPrepareEveryFault: true, archPrepareCallsTwoVms: 2, ownerWhenAFaults: 'B' },
-  'prepare-on-fault': { populateUptodate: 'EINVAL', fallocatePrepares: false, archPrepareEveryFault: false, archPrepareCallsTwoVms: 2, ownerWhenAFaults: 'B' },
-  'prepare-on-fault-own-vm': { populateUptodate: 'EEXIST', fallocatePrepares: false, archPrepareEveryFault: false, archPrepareCallsTwoVms: 1, ownerWhenAFaults: 'A' },
+  'prepare-on-allocate': {
+    populateUptodate: 'EINVAL',
+    fallocatePrepares: true,
+    archPrepareEveryFault: true,
+    archPrepareCallsTwoVms: 2,
+    ownerWhenAFaults: 'B',
+  },
+  'prepare-on-fault': {
+    populateUptodate: 'EINVAL',
+    fallocatePrepares: false,
+    archPrepareEveryFault: false,
+    archPrepareCallsTwoVms: 2,
+    ownerWhenAFaults: 'B',
+  },
+  'prepare-on-fault-own-vm': {
+    populateUptodate: 'EEXIST',
+    fallocatePrepares: false,
+    archPrepareEveryFault: false,
+    archPrepareCallsTwoVms: 1,
+    ownerWhenAFaults: 'A',
+  },
 };
 
 describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy, want) => {
   it('fallocate: folio uptodate and RMP state', async () => {
     const { sb, vm, gmem } = await setupVm({ policy, type: 'snp', launch: 'started' });
-    const d = await statsDelta(sb, ['archPrepareCalls', 'prepares', 'clears', 'rmpUpdates'], () => gmem.fallocate(['keep_size'], 0, 2 * PAGE_SIZE));
+    const d = await statsDelta(sb, ['archPrepareCalls', 'prepares', 'clears', 'rmpUpdates'], () =>
+      gmem.fallocate(['keep_size'], 0, 2 * PAGE_SIZE),
+    );
     const n = want.fallocatePrepares ? 2 : 0;
     expect(d).toEqual({ archPrepareCalls: n, prepares: n, clears: n, rmpUpdates: n });
     for (const gpa of [0, PAGE_SIZE]) {
@@ -69,7 +100,10 @@ describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy,
     const { sb, vm, vcpu } = await setupVm({ policy, type: 'snp', launch: 'started' });
     await vm.snpLaunchUpdate({ gpa: 0, data: image(1) });
     const digest = vm.snpLaunchDigest();
-    await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(2) })).rejects.toMatchObject({ code: 'EIO', populateError: want.populateUptodate });
+    await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(2) })).rejects.toMatchObject({
+      code: 'EIO',
+      populateError: want.populateUptodate,
+    });
     expect(vm.snpLaunchDigest()).toBe(digest);
     await vm.snpLaunchFinish();
     expect(dataOf(await vcpu.read(0, PAGE_SIZE))).toEqual([...image(1)]);
@@ -105,7 +139,12 @@ describe.each(POLICIES.map((p) => [p, TABLE[p]] as const))('policy %s', (policy,
       ra = await a.vcpu.read(gpa, 8);
     });
     // Every call past the one for A itself was made for B.
-    expect(d).toEqual({ archPrepareCalls: want.archPrepareCallsTwoVms, archPrepareCallsOtherVm: want.archPrepareCallsTwoVms - 1, rmpUpdates: 1, faults: 1 });
+    expect(d).toEqual({
+      archPrepareCalls: want.archPrepareCallsTwoVms,
+      archPrepareCallsOtherVm: want.archPrepareCallsTwoVms - 1,
+      rmpUpdates: 1,
+      faults: 1,
+    });
     const pfn = a.gmem.folioAt(gpa)!.pfn;
     expect(b.gmem.folioAt(gpa)!.pfn).toBe(pfn);
     if (want.ownerWhenAFaults === 'B') {

@@ -4,7 +4,19 @@
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, type PolicyName, SevRet } from '../src/index.js';
-import { MiB, PAGE_SIZE, dataOf, expectHostIsolation, faultAndValidate, filled, image, linkSecondVm, setupVm, smallSandbox, statsDelta } from './helpers.js';
+import {
+  MiB,
+  PAGE_SIZE,
+  dataOf,
+  expectHostIsolation,
+  faultAndValidate,
+  filled,
+  image,
+  linkSecondVm,
+  setupVm,
+  smallSandbox,
+  statsDelta,
+} from './helpers.js';
 
 const ZERO_DIGEST = '00'.repeat(48);
 
@@ -90,24 +102,31 @@ describe('kvm_gmem_populate errors', () => {
   it.each([
     ['prepare-on-fault', 'EINVAL'],
     ['prepare-on-fault-own-vm', 'EEXIST'],
-  ] as Array<[PolicyName, string]>)('%s: a page already up to date (faulted) is EIO with populateError %s', async (policy, populateError) => {
-    const a = await setupVm({ policy, type: 'snp', launch: 'started' });
-    const { sb, vm } = a;
-    const b = await linkSecondVm(a);
-    await faultAndValidate(b.vcpu, 0);
-    const q = vm.rmpQuery(0);
-    const err = await vm.snpLaunchUpdate({ gpa: 0, data: image(1) }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'EIO', populateError });
-    expect(vm.rmpQuery(0)).toEqual(q);
-    expect(dataOf(await b.vcpu.read(0, 16))).toEqual(filled(16, 0));
-    expect(vm.snpLaunchDigest()).toBe(ZERO_DIGEST);
-    expectHostIsolation(sb);
-  });
+  ] as Array<[PolicyName, string]>)(
+    '%s: a page already up to date (faulted) is EIO with populateError %s',
+    async (policy, populateError) => {
+      const a = await setupVm({ policy, type: 'snp', launch: 'started' });
+      const { sb, vm } = a;
+      const b = await linkSecondVm(a);
+      await faultAndValidate(b.vcpu, 0);
+      const q = vm.rmpQuery(0);
+      const err = await vm.snpLaunchUpdate({ gpa: 0, data: image(1) }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'EIO', populateError });
+      expect(vm.rmpQuery(0)).toEqual(q);
+      expect(dataOf(await b.vcpu.read(0, 16))).toEqual(filled(16, 0));
+      expect(vm.snpLaunchDigest()).toBe(ZERO_DIGEST);
+      expectHostIsolation(sb);
+    },
+  );
 
   it('an injected LAUNCH_UPDATE firmware failure: EIO, page restored to shared, and a retry succeeds', async () => {
     const { sb, vm, vcpu } = await setupVm({ type: 'snp', launch: 'started' });
     sb.injectFirmwareFailures('LAUNCH_UPDATE');
-    await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(4) })).rejects.toMatchObject({ code: 'EIO', populateError: 'EIO', fwError: SevRet.INJECTED_FAILURE });
+    await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(4) })).rejects.toMatchObject({
+      code: 'EIO',
+      populateError: 'EIO',
+      fwError: SevRet.INJECTED_FAILURE,
+    });
     expect(vm.rmpQuery(0)).toMatchObject({ present: true, assigned: false });
     expect(vm.snpLaunchDigest()).toBe(ZERO_DIGEST);
     await expect(vm.snpLaunchUpdate({ gpa: 0, data: image(4) })).resolves.toEqual({ pagesDone: 1 });
@@ -130,7 +149,10 @@ describe('kvm_gmem_populate errors', () => {
     await faultAndValidate((await linkSecondVm(a)).vcpu, 2 * PAGE_SIZE);
     const data = new Uint8Array(4 * PAGE_SIZE).fill(0x3c);
     expect(await vm.snpLaunchUpdate({ gpa: 0, len: 4 * PAGE_SIZE, data })).toEqual({ pagesDone: 2 });
-    await expect(vm.snpLaunchUpdate({ gpa: 2 * PAGE_SIZE, len: 2 * PAGE_SIZE, data })).rejects.toMatchObject({ code: 'EIO', populateError: 'EEXIST' });
+    await expect(vm.snpLaunchUpdate({ gpa: 2 * PAGE_SIZE, len: 2 * PAGE_SIZE, data })).rejects.toMatchObject({
+      code: 'EIO',
+      populateError: 'EEXIST',
+    });
   });
 });
 
@@ -146,7 +168,15 @@ describe('LAUNCH_UPDATE: contents, RMP and the launch digest', () => {
     await vm.snpLaunchFinish();
     for (let i = 0; i < 3; i++) {
       const gpa = (4 + i) * PAGE_SIZE;
-      expect(vm.rmpQuery(gpa)).toEqual({ present: true, pfn: gmem.folioAt(gpa)!.pfn, assigned: true, asid: vm.asid, gpa, validated: true, immutable: false });
+      expect(vm.rmpQuery(gpa)).toEqual({
+        present: true,
+        pfn: gmem.folioAt(gpa)!.pfn,
+        assigned: true,
+        asid: vm.asid,
+        gpa,
+        validated: true,
+        immutable: false,
+      });
       expect(gmem.folioAt(gpa)).toMatchObject({ uptodate: true, refcount: 1 });
       // No PVALIDATE needed.
       const bytes = dataOf(await vcpu.read(gpa, PAGE_SIZE));
@@ -184,12 +214,33 @@ describe('LAUNCH_UPDATE: contents, RMP and the launch digest', () => {
       await vm.snpLaunchFinish();
       return vm.snpLaunchDigest();
     }
-    const a = await launch([[0, 1], [PAGE_SIZE, 2]]);
-    const b = await launch([[0, 1], [PAGE_SIZE, 2]]);
+    const a = await launch([
+      [0, 1],
+      [PAGE_SIZE, 2],
+    ]);
+    const b = await launch([
+      [0, 1],
+      [PAGE_SIZE, 2],
+    ]);
     expect(a).toBe(b);
-    expect(await launch([[0, 1], [2 * PAGE_SIZE, 2]])).not.toBe(a);
-    expect(await launch([[0, 1], [PAGE_SIZE, 3]])).not.toBe(a);
-    expect(await launch([[PAGE_SIZE, 2], [0, 1]])).not.toBe(a);
+    expect(
+      await launch([
+        [0, 1],
+        [2 * PAGE_SIZE, 2],
+      ]),
+    ).not.toBe(a);
+    expect(
+      await launch([
+        [0, 1],
+        [PAGE_SIZE, 3],
+      ]),
+    ).not.toBe(a);
+    expect(
+      await launch([
+        [PAGE_SIZE, 2],
+        [0, 1],
+      ]),
+    ).not.toBe(a);
   });
 
   it("an 'unmeasured' page extends the digest by its GPA and type only, and is still populated", async () => {

@@ -35,7 +35,13 @@ describe('KVM_PRE_FAULT_MEMORY: mapping', () => {
     });
     expect(d).toEqual({ preFaultedPages: 3, sptesInstalled: 3, archPrepareCalls: 3 });
     for (const i of [4, 5, 6]) {
-      expect(vm.rmpQuery(i * PAGE_SIZE)).toMatchObject({ present: true, assigned: true, asid: vm.asid, gpa: i * PAGE_SIZE, validated: false });
+      expect(vm.rmpQuery(i * PAGE_SIZE)).toMatchObject({
+        present: true,
+        assigned: true,
+        asid: vm.asid,
+        gpa: i * PAGE_SIZE,
+        validated: false,
+      });
     }
     const d2 = await statsDelta(sb, ['faults'], async () => {
       expect(await vcpu.read(4 * PAGE_SIZE, 1)).toEqual({ ok: false, exit: 'vc' });
@@ -58,7 +64,9 @@ describe('KVM_PRE_FAULT_MEMORY: mapping', () => {
     const vm = await sb.createVm({ type: 'default' });
     await vm.setUserMemoryRegion2({ slot: 0, guestPhysAddr: 0, memorySize: MiB });
     const vcpu = await vm.createVcpu();
-    const d = await statsDelta(sb, ['faultsShared', 'preFaultedPages', 'foliosAllocated'], () => vcpu.preFaultMemory({ gpa: 0, size: 2 * PAGE_SIZE }));
+    const d = await statsDelta(sb, ['faultsShared', 'preFaultedPages', 'foliosAllocated'], () =>
+      vcpu.preFaultMemory({ gpa: 0, size: 2 * PAGE_SIZE }),
+    );
     expect(d).toEqual({ faultsShared: 2, preFaultedPages: 2, foliosAllocated: 0 });
   });
 

@@ -19,7 +19,11 @@ export const EXIT_FLAG_PRIVATE = 8;
 /** Runtimes a test started; the afterEach of every file shuts them all down. */
 export const live: Runtime[] = [];
 
-export async function startRuntime(policy: PolicyName, opts: Partial<RuntimeOptions['sandbox']> = {}, callTimeoutMs = 20_000): Promise<Runtime> {
+export async function startRuntime(
+  policy: PolicyName,
+  opts: Partial<RuntimeOptions['sandbox']> = {},
+  callTimeoutMs = 20_000,
+): Promise<Runtime> {
   const rt = await Runtime.start({ sandbox: { policy, memory: '16MiB', ...opts }, callTimeoutMs });
   live.push(rt);
   return rt;
@@ -42,7 +46,17 @@ export async function setupVm(rt: Runtime, type: VmTypeName, vcpus: number): Pro
   await rt.createVms([{ name: 'a', type, vcpus }]);
   const v = rt.vmm.api;
   expectOk(await v.exec({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: MiB }));
-  expectOk(await v.exec({ op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: MiB, guest_memfd: 'g' }));
+  expectOk(
+    await v.exec({
+      op: 'set_user_memory_region2',
+      vm: 'a',
+      slot: 0,
+      flags: ['guest_memfd'],
+      guest_phys_addr: 0,
+      memory_size: MiB,
+      guest_memfd: 'g',
+    }),
+  );
   expectOk(await v.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: MiB, attributes: 'private' }));
   if (type === 'snp') {
     expectOk(await v.exec({ op: 'snp_launch_start', vm: 'a' }));

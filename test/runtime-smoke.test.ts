@@ -13,8 +13,20 @@ describe('runtime', () => {
     await rt.createVms([{ name: 'a', type: 'snp', vcpus: 1 }]);
     const v = rt.vmm.api;
     expect(await v.exec({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: 1 << 20 })).toMatchObject({ result: 'ok' });
-    expect(await v.exec({ op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: 1 << 20, guest_memfd: 'g' })).toEqual({ result: 'ok' });
-    expect(await v.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: 1 << 20, attributes: 'private' })).toEqual({ result: 'ok' });
+    expect(
+      await v.exec({
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: 1 << 20,
+        guest_memfd: 'g',
+      }),
+    ).toEqual({ result: 'ok' });
+    expect(await v.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: 1 << 20, attributes: 'private' })).toEqual({
+      result: 'ok',
+    });
     expect(await v.exec({ op: 'snp_launch_start', vm: 'a' })).toEqual({ result: 'ok' });
     expect((await v.exec({ op: 'snp_launch_finish', vm: 'a' })).result).toBe('ok');
     const c = rt.vcpu('a', 0);

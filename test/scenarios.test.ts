@@ -42,9 +42,21 @@ describe('punch-hole leftover, replayed with pause points', () => {
       expect(q?.value).toMatchObject({ present: true, uptodate: true, hwpoison: false });
       // The held guest_read finished once everything was let go: a fresh SNP page, #VC.
       expect(r.steps.find((s) => s.op === 'guest_read')).toMatchObject({ result: 'vc', exit: 'vc', pass: true });
-      expect(r.steps.find((s) => s.op === 'stats')?.value).toMatchObject({ punchHoleLeftovers: 1, foliosAllocated: 1, foliosFreed: 0, punchHoles: 1 });
+      expect(r.steps.find((s) => s.op === 'stats')?.value).toMatchObject({
+        punchHoleLeftovers: 1,
+        foliosAllocated: 1,
+        foliosFreed: 0,
+        punchHoles: 1,
+      });
       // Same steps, same outcomes, same pfn every time.
-      shapes.push(r.steps.map((s) => [s.index, s.op, s.result, s.op === 'folio_query' ? { pfn: (s.value as { pfn: number }).pfn } : s.op === 'rmp_query' ? s.value : null]));
+      shapes.push(
+        r.steps.map((s) => [
+          s.index,
+          s.op,
+          s.result,
+          s.op === 'folio_query' ? { pfn: (s.value as { pfn: number }).pfn } : s.op === 'rmp_query' ? s.value : null,
+        ]),
+      );
     }
     expect(shapes[1]).toEqual(shapes[0]);
     expect(shapes[2]).toEqual(shapes[0]);
@@ -62,7 +74,15 @@ describe('every example scenario', () => {
       const failed = r.steps.filter((s) => !s.pass);
       expect(failed, JSON.stringify(failed)).toEqual([]);
       expect(r.crashes).toEqual([]);
-      expect(r.audit.counts).toEqual({ staleData: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, dataLost: 0, balance: 0, liveness: 0 });
+      expect(r.audit.counts).toEqual({
+        staleData: 0,
+        rmpAgreement: 0,
+        hostIsolation: 0,
+        useAfterFree: 0,
+        dataLost: 0,
+        balance: 0,
+        liveness: 0,
+      });
       expect(r.ok).toBe(true);
     });
   }
@@ -76,7 +96,15 @@ describe('scenario validation', () => {
     vms: [{ name: 'a', type: 'snp', vcpus: 1 }],
     steps: [
       { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB' },
-      { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '1MiB', guest_memfd: 'g' },
+      {
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: '1MiB',
+        guest_memfd: 'g',
+      },
       { op: 'set_memory_attributes', vm: 'a', address: 0, size: '1MiB', attributes: 'private' },
     ],
   });
@@ -147,7 +175,11 @@ describe('scenario validation', () => {
     s.steps[2] = { op: 'pause', point: 'nowhere' };
     const p = problems(s);
     expect(p).toHaveLength(3);
-    expect(p).toContainEqual(expect.stringMatching(/^policy: Invalid option: expected one of "prepare-on-allocate"\|"prepare-on-fault"\|"prepare-on-fault-own-vm"$/));
+    expect(p).toContainEqual(
+      expect.stringMatching(
+        /^policy: Invalid option: expected one of "prepare-on-allocate"\|"prepare-on-fault"\|"prepare-on-fault-own-vm"$/,
+      ),
+    );
     expect(p).toContainEqual(expect.stringMatching(/^steps\.2\.point: Invalid option: expected one of "fault\.begin"\|/));
     expect(p).toContainEqual('(top level): Unrecognized key: "extra"');
   });

@@ -57,7 +57,19 @@ describe('an SNP vCPU before LAUNCH_FINISH cannot enter the guest (KVM_EXIT_FAIL
 
   it('a guest workload on an SNP vCPU before LAUNCH_FINISH runs nothing: one fail_entry exit', async () => {
     const { sb, vcpu } = await setupVm({ type: 'snp', launch: 'started' });
-    const cfg = { gfnStart: 0, gfnCount: 16, pattern: 'random' as const, writeRatio: 0.5, hotRatio: 0, seed: 1, writerIndex: 0, writers: 1, durationMs: 0, maxAccesses: 100, multiVm: false };
+    const cfg = {
+      gfnStart: 0,
+      gfnCount: 16,
+      pattern: 'random' as const,
+      writeRatio: 0.5,
+      hotRatio: 0,
+      seed: 1,
+      writerIndex: 0,
+      writers: 1,
+      durationMs: 0,
+      maxAccesses: 100,
+      multiVm: false,
+    };
     const r = runWorkload(vcpu.cpu, new RunControl(sb.mem), cfg);
     expect(r).toMatchObject({ accesses: 0, exits: { fail_entry: 1, memory_fault: 0, vc: 0 }, violationCount: 0 });
     expect(sb.stats().faults).toBe(0);
@@ -76,9 +88,25 @@ describe('an SNP vCPU before LAUNCH_FINISH cannot enter the guest (KVM_EXIT_FAIL
         vms: [{ name: 'a', type: 'snp', vcpus: 1 }],
         steps: [
           { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB' },
-          { op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: '1MiB', guest_memfd: 'g' },
+          {
+            op: 'set_user_memory_region2',
+            vm: 'a',
+            slot: 0,
+            flags: ['guest_memfd'],
+            guest_phys_addr: 0,
+            memory_size: '1MiB',
+            guest_memfd: 'g',
+          },
           { op: 'set_memory_attributes', vm: 'a', address: 0, size: '1MiB', attributes: 'private' },
-          { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '0x1000', len: 4, expect: 'fail_entry', expect_value: { hardware_entry_failure_reason: -1 } },
+          {
+            op: 'guest_read',
+            vm: 'a',
+            vcpu: 0,
+            gpa: '0x1000',
+            len: 4,
+            expect: 'fail_entry',
+            expect_value: { hardware_entry_failure_reason: -1 },
+          },
           { op: 'snp_launch_start', vm: 'a', expect: 'ok' },
           { op: 'guest_write', vm: 'a', vcpu: 0, gpa: '0x1000', data: '01', expect: 'fail_entry' },
           { op: 'pvalidate', vm: 'a', vcpu: 0, gpa: '0x1000', expect: 'fail_entry' },
@@ -88,7 +116,18 @@ describe('an SNP vCPU before LAUNCH_FINISH cannot enter the guest (KVM_EXIT_FAIL
         ],
       }),
     );
-    expect(r.steps.map((s) => s.result)).toEqual(['ok', 'ok', 'ok', 'fail_entry', 'ok', 'fail_entry', 'fail_entry', 'EOPNOTSUPP', 'ok', 'vc']);
+    expect(r.steps.map((s) => s.result)).toEqual([
+      'ok',
+      'ok',
+      'ok',
+      'fail_entry',
+      'ok',
+      'fail_entry',
+      'fail_entry',
+      'EOPNOTSUPP',
+      'ok',
+      'vc',
+    ]);
     expect(r.ok).toBe(true);
   });
 });
@@ -112,7 +151,17 @@ describe('kvm->lock around every SEV ioctl', () => {
     await rt.createVms([{ name: 'a', type: 'snp', vcpus: 0 }]);
     const v = rt.vmm.api;
     expectOk(await v.exec({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: MiB }));
-    expectOk(await v.exec({ op: 'set_user_memory_region2', vm: 'a', slot: 0, flags: ['guest_memfd'], guest_phys_addr: 0, memory_size: MiB, guest_memfd: 'g' }));
+    expectOk(
+      await v.exec({
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: MiB,
+        guest_memfd: 'g',
+      }),
+    );
     expectOk(await v.exec({ op: 'set_memory_attributes', vm: 'a', address: 0, size: MiB, attributes: 'private' }));
     const vms = new Vms(rt.mem);
     const vm = rt.vmIds.get('a')!;

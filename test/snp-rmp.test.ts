@@ -49,7 +49,15 @@ describe('RMP ownership', () => {
       expect(await vcpu.write(gpa, Uint8Array.of(1))).toEqual({ ok: false, exit: 'vc' });
     });
     expect(d.vcExceptions).toBe(2);
-    expect(vm.rmpQuery(gpa)).toEqual({ present: true, pfn: gmem.folioAt(gpa)!.pfn, assigned: true, asid: vm.asid, gpa, validated: false, immutable: false });
+    expect(vm.rmpQuery(gpa)).toEqual({
+      present: true,
+      pfn: gmem.folioAt(gpa)!.pfn,
+      assigned: true,
+      asid: vm.asid,
+      gpa,
+      validated: false,
+      immutable: false,
+    });
   });
 
   it('PVALIDATE validates once; a second PVALIDATE is FAIL_NOUPDATE (255); rescinding brings #VC back', async () => {

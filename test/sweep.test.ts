@@ -68,7 +68,9 @@ describe('sweep planning', () => {
     expect(() => planSweep({ params: ['vcpus=1', 'vcpus=2'] })).toThrow(/already given/);
     expect(() => planSweep({ params: ['duration=1', 'duration-ms=500'] })).toThrow(/already given/);
     // A combination that stress itself refuses, caught before anything runs.
-    expect(() => planSweep({ params: ['memory=4MiB', 'guest-memory=8MiB'] })).toThrow(/combination memory=4MiB guestMemory=8MiB: guest-memory/);
+    expect(() => planSweep({ params: ['memory=4MiB', 'guest-memory=8MiB'] })).toThrow(
+      /combination memory=4MiB guestMemory=8MiB: guest-memory/,
+    );
 
     expect(() => parseSeeds('5..2')).toThrow(/range end 2 is below its start 5/);
     expect(() => parseSeeds('a..3')).toThrow(/'a' is not a seed/);
@@ -90,7 +92,9 @@ describe('sharding', () => {
     const plan = planSweep({ params: ['policy=all', 'vm-type=all'], seeds: '0..16' });
     expect(plan.total).toBe(102);
     for (const n of [1, 2, 3, 7, 200]) {
-      const shards = [...Array(n).keys()].map((k) => planSweep({ params: ['policy=all', 'vm-type=all'], seeds: '0..16', shard: `${k}/${n}` }));
+      const shards = [...Array(n).keys()].map((k) =>
+        planSweep({ params: ['policy=all', 'vm-type=all'], seeds: '0..16', shard: `${k}/${n}` }),
+      );
       const all = shards.flatMap((s) => s.jobs.map((j) => j.index));
       expect(new Set(all).size).toBe(all.length);
       expect(all.sort((a, b) => a - b)).toEqual(plan.jobs.map((j) => j.index));
@@ -100,7 +104,11 @@ describe('sharding', () => {
         for (const j of s.jobs) expect(j).toEqual(plan.jobs[j.index]);
       }
     }
-    expect(shardPlan(plan, { k: 1, n: 4 }).jobs.map((j) => j.index).slice(0, 3)).toEqual([1, 5, 9]);
+    expect(
+      shardPlan(plan, { k: 1, n: 4 })
+        .jobs.map((j) => j.index)
+        .slice(0, 3),
+    ).toEqual([1, 5, 9]);
   });
 });
 
@@ -156,7 +164,10 @@ describe('mergeLines', () => {
 
   it('keeps a failing copy of a job over an ok one', () => {
     const okCopy = JSON.stringify({ ...lines[2], ok: true, violations: lines[0].violations });
-    for (const order of [[okCopy, shard0[1]], [shard0[1], okCopy]]) {
+    for (const order of [
+      [okCopy, shard0[1]],
+      [shard0[1], okCopy],
+    ]) {
       const s = mergeLines(order);
       expect(s).toMatchObject({ runs: 1, ok: 0, duplicates: 1 });
       expect(s.failures.map((f) => f.index)).toEqual([2]);
@@ -175,7 +186,9 @@ describe('mergeLines', () => {
     expect(() => mergeLines(inputLines('x.jsonl', `${shard0[0]}\n${JSON.stringify({ ...lines[1], faultsPerSecond: 'fast' })}`))).toThrow(
       /^x\.jsonl:2: not a sweep line: faultsPerSecond: /,
     );
-    expect(() => mergeLines([shard0[0], JSON.stringify({ ...lines[1], plan: 'other' })])).toThrow(/<input>:2: from plan other .* shards of different sweeps/);
+    expect(() => mergeLines([shard0[0], JSON.stringify({ ...lines[1], plan: 'other' })])).toThrow(
+      /<input>:2: from plan other .* shards of different sweeps/,
+    );
     expect(() => mergeLines([shard0[0], JSON.stringify({ ...lines[0], seed: 9 })])).toThrow(/<input>:2: job 0 has seed 9/);
     expect(() => mergeLines([JSON.stringify({ ...lines[0], index: 6 })])).toThrow(/beyond the plan's 6 jobs/);
   });

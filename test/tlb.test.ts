@@ -86,12 +86,31 @@ describe('the per-vCPU TLB', () => {
   });
 
   it('free-mode stress on real workers: a missing flush fails the run (useAfterFree), a correct run has no stale access', async () => {
-    const bad = await runStress({ policy: 'prepare-on-fault-own-vm', vmType: 'sw-protected', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0, bugs: ['zap-skips-tlb-flush'] });
+    const bad = await runStress({
+      policy: 'prepare-on-fault-own-vm',
+      vmType: 'sw-protected',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['zap-skips-tlb-flush'],
+    });
     expect(bad.crashes).toEqual([]);
     expect(bad.ok).toBe(false);
     expect(bad.violations.useAfterFree).toBeGreaterThan(0);
-    expect(bad.violationDetails.some((v) => v.detail.endsWith('went through a TLB entry whose SPTE was zapped without a TLB flush'))).toBe(true);
-    const good = await runStress({ policy: 'prepare-on-fault-own-vm', vmType: 'sw-protected', durationMs: 800, seed: 3, vcpus: 2, memory: '16MiB', auditEveryMs: 0 });
+    expect(bad.violationDetails.some((v) => v.detail.endsWith('went through a TLB entry whose SPTE was zapped without a TLB flush'))).toBe(
+      true,
+    );
+    const good = await runStress({
+      policy: 'prepare-on-fault-own-vm',
+      vmType: 'sw-protected',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+    });
     expect(good.ok).toBe(true);
     expect(good.violations.useAfterFree).toBe(0);
     expect(good.counters.sptesZapped).toBeGreaterThan(0);

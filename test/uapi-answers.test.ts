@@ -30,16 +30,18 @@ describe('KVM_CREATE_GUEST_MEMFD: flags are a u64 (kvm_gmem_create: flags & ~val
   });
 
   it('in a scenario, a hex u64 flag with bit 63 is EINVAL', async () => {
-    const r = await runScenario(parseScenario({
-      policy: 'prepare-on-fault-own-vm',
-      memory: '4MiB',
-      vms: [{ name: 'a', type: 'snp', vcpus: 0 }],
-      steps: [
-        { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB', flags: '0x8000000000000000', expect: 'EINVAL' },
-        { op: 'create_guest_memfd', vm: 'a', as: 'h', size: '1MiB', flags: 4294967296, expect: 'EINVAL' },
-        { op: 'create_guest_memfd', vm: 'a', as: 'i', size: '1MiB', flags: '0x0', expect: 'ok' },
-      ],
-    }));
+    const r = await runScenario(
+      parseScenario({
+        policy: 'prepare-on-fault-own-vm',
+        memory: '4MiB',
+        vms: [{ name: 'a', type: 'snp', vcpus: 0 }],
+        steps: [
+          { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB', flags: '0x8000000000000000', expect: 'EINVAL' },
+          { op: 'create_guest_memfd', vm: 'a', as: 'h', size: '1MiB', flags: 4294967296, expect: 'EINVAL' },
+          { op: 'create_guest_memfd', vm: 'a', as: 'i', size: '1MiB', flags: '0x0', expect: 'ok' },
+        ],
+      }),
+    );
     expect(r.steps.map((s) => s.result)).toEqual(['EINVAL', 'EINVAL', 'ok']);
     expect(r.ok).toBe(true);
   });
@@ -49,7 +51,9 @@ describe('KVM_SET_USER_MEMORY_REGION2: READONLY on a VM with protected state (66
   it('SNP: READONLY is EINVAL and no slot is made; sw-protected and default VMs accept it', async () => {
     const sb = await smallSandbox();
     const snp = await sb.createVm({ type: 'snp' });
-    await expect(snp.setUserMemoryRegion2({ slot: 1, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB })).rejects.toMatchObject({ code: 'EINVAL', errno: 22 });
+    await expect(snp.setUserMemoryRegion2({ slot: 1, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB })).rejects.toMatchObject(
+      { code: 'EINVAL', errno: 22 },
+    );
     // The slot id is free: the same slot without READONLY is created.
     await snp.setUserMemoryRegion2({ slot: 1, guestPhysAddr: 4 * MiB, memorySize: MiB });
     for (const type of ['sw-protected', 'default'] as const) {
@@ -125,7 +129,8 @@ describe('fallocate: vfs_fallocate (6.11) checks, in its order, before kvm_gmem_
       [COLLAPSE_RANGE | PUNCH_HOLE, 'EOPNOTSUPP'],
       [COLLAPSE_RANGE | PUNCH_HOLE | KEEP_SIZE, 'EINVAL'],
     ];
-    for (const [mode, code] of cases) await expect(gmem.fallocate(mode, 0, PAGE_SIZE), `mode 0x${mode.toString(16)}`).rejects.toMatchObject({ code });
+    for (const [mode, code] of cases)
+      await expect(gmem.fallocate(mode, 0, PAGE_SIZE), `mode 0x${mode.toString(16)}`).rejects.toMatchObject({ code });
     // offset < 0 or len <= 0 is checked before any mode.
     await expect(gmem.fallocate(KEEP_SIZE | 0x80, -PAGE_SIZE, PAGE_SIZE)).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(gmem.fallocate(PUNCH_HOLE, 0, 0)).rejects.toMatchObject({ code: 'EINVAL' });

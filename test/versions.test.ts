@@ -14,14 +14,27 @@ describe('kernel versions', () => {
     expect((await Sandbox.create({ policy: 'prepare-on-fault', memory: '4MiB' })).descriptor.kernel).toBe('b85524314a');
     expect((await Sandbox.create({ policy: 'prepare-on-allocate', memory: '4MiB' })).descriptor.kernel).toBe('6.10');
     expect((await Sandbox.create({ memory: '4MiB' })).descriptor.kernel).toBe('6.11');
-    expect(() => Sandbox.createSync({ kernel: '6.18', policy: 'prepare-on-fault' })).toThrow(/^policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'/);
-    expect(() => Sandbox.createSync({ kernel: '6.12' as never })).toThrow(/^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, upstream, got '6.12'/);
+    expect(() => Sandbox.createSync({ kernel: '6.18', policy: 'prepare-on-fault' })).toThrow(
+      /^policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'/,
+    );
+    expect(() => Sandbox.createSync({ kernel: '6.12' as never })).toThrow(
+      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, upstream, got '6.12'/,
+    );
   });
 
   it('each later version keeps every fix of the earlier ones', () => {
-    const fixes = ['prefaultInvalidSlotEagain', 'unbindDyingFile', 'rejectGmemFlagsChange', 'populateRefusesUptodate', 'populatePrivateOnly', 'readonlyRefusedOnSnp', 'prefaultNeedsLaunch'] as const;
+    const fixes = [
+      'prefaultInvalidSlotEagain',
+      'unbindDyingFile',
+      'rejectGmemFlagsChange',
+      'populateRefusesUptodate',
+      'populatePrivateOnly',
+      'readonlyRefusedOnSnp',
+      'prefaultNeedsLaunch',
+    ] as const;
     for (let i = 1; i < KERNEL_VERSIONS.length; i++) {
-      for (const f of fixes) if (VERSIONS[KERNEL_VERSIONS[i - 1]][f]) expect(VERSIONS[KERNEL_VERSIONS[i]][f], `${KERNEL_VERSIONS[i]}.${f}`).toBe(true);
+      for (const f of fixes)
+        if (VERSIONS[KERNEL_VERSIONS[i - 1]][f]) expect(VERSIONS[KERNEL_VERSIONS[i]][f], `${KERNEL_VERSIONS[i]}.${f}`).toBe(true);
     }
   });
 
@@ -65,7 +78,10 @@ describe('kernel versions', () => {
       const gmem = await vm.createGuestMemfd({ size: MiB });
       await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem });
       await vm.snpLaunchStart();
-      await expect(vm.snpLaunchUpdate({ gpa: 0, data: new Uint8Array(16) })).rejects.toMatchObject({ code: 'EIO', populateError: 'EINVAL' });
+      await expect(vm.snpLaunchUpdate({ gpa: 0, data: new Uint8Array(16) })).rejects.toMatchObject({
+        code: 'EIO',
+        populateError: 'EINVAL',
+      });
       expect(sb.stats().rmpUpdates).toBe(0);
       await sb.close();
     }

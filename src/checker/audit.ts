@@ -79,8 +79,10 @@ function ownedByCoBoundVm(v: Views, ino: number, asid: number): boolean {
 /** Every use of a freed object a thread reported (KASAN), each once. */
 function auditKasan(mem: Mem, add: (x: Violation) => void): void {
   const { count, reports } = takeKasanReports(mem);
-  for (const r of reports) add({ invariant: 'useAfterFree', by: `thread ${r.tid}`, ...(r.owner >= 0 ? { vm: r.owner } : {}), detail: describeKasan(r) });
-  for (let i = reports.length; i < count; i++) add({ invariant: 'useAfterFree', by: 'kasan', detail: 'a further KASAN report (not kept in full)' });
+  for (const r of reports)
+    add({ invariant: 'useAfterFree', by: `thread ${r.tid}`, ...(r.owner >= 0 ? { vm: r.owner } : {}), detail: describeKasan(r) });
+  for (let i = reports.length; i < count; i++)
+    add({ invariant: 'useAfterFree', by: 'kasan', detail: 'a further KASAN report (not kept in full)' });
 }
 
 /**
@@ -95,22 +97,41 @@ function auditBindings(v: Views, add: (x: Violation) => void): void {
       const m = v.memslots.info(vm, s);
       if ((m.flags & KVM_MEM_GUEST_MEMFD) === 0 || m.gmemFile < 0) continue;
       if (!v.files.valid(m.gmemFile)) {
-        add({ invariant: 'useAfterFree', by: 'auditor', vm, detail: `memslot ${m.id} still points at gmem file record ${m.gmemFile & 255}, which was freed` });
+        add({
+          invariant: 'useAfterFree',
+          by: 'auditor',
+          vm,
+          detail: `memslot ${m.id} still points at gmem file record ${m.gmemFile & 255}, which was freed`,
+        });
         continue;
       }
       const first = v.files.bindingAt(m.gmemFile, m.gmemPgoff);
       const last = v.files.bindingAt(m.gmemFile, m.gmemPgoff + m.npages - 1);
       if (first < 0 || last < 0 || v.files.bindingSlot(m.gmemFile, first) !== s || v.files.bindingSlot(m.gmemFile, last) !== s) {
-        add({ invariant: 'balance', by: 'auditor', vm, detail: `memslot ${m.id} is not bound by its gmem file over indices ${m.gmemPgoff}..${m.gmemPgoff + m.npages - 1}` });
+        add({
+          invariant: 'balance',
+          by: 'auditor',
+          vm,
+          detail: `memslot ${m.id} is not bound by its gmem file over indices ${m.gmemPgoff}..${m.gmemPgoff + m.npages - 1}`,
+        });
       }
     }
   }
   // kvm_set_memory_region refuses a slot overlapping another (EEXIST): the active slots are disjoint.
   for (let vm = 0; vm < v.vms.maxVms; vm++) {
     if (!v.vms.live(vm)) continue;
-    const ms = v.memslots.used(vm).map((s) => v.memslots.info(vm, s)).sort((a, b) => a.baseGfn - b.baseGfn);
+    const ms = v.memslots
+      .used(vm)
+      .map((s) => v.memslots.info(vm, s))
+      .sort((a, b) => a.baseGfn - b.baseGfn);
     for (let i = 1; i < ms.length; i++) {
-      if (ms[i].baseGfn < ms[i - 1].baseGfn + ms[i - 1].npages) add({ invariant: 'balance', by: 'auditor', vm, detail: `memslots ${ms[i - 1].id} and ${ms[i].id} of vm ${vm} overlap at gfn ${ms[i].baseGfn}` });
+      if (ms[i].baseGfn < ms[i - 1].baseGfn + ms[i - 1].npages)
+        add({
+          invariant: 'balance',
+          by: 'auditor',
+          vm,
+          detail: `memslots ${ms[i - 1].id} and ${ms[i].id} of vm ${vm} overlap at gfn ${ms[i].baseGfn}`,
+        });
     }
   }
   for (let id = 0; id < LIMITS.MAX_FILES; id++) {
@@ -123,15 +144,28 @@ function auditBindings(v: Views, add: (x: Violation) => void): void {
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
       const bd = v.files.binding(f, k);
       if (bd.npages === 0) continue;
-      if (bd.pgoff < 0 || bd.pgoff + bd.npages > size) add({ invariant: 'balance', by: 'auditor', vm, detail: `a binding of gmem file ${id} covers indices ${bd.pgoff}..${bd.pgoff + bd.npages - 1}, past its ${size} pages` });
+      if (bd.pgoff < 0 || bd.pgoff + bd.npages > size)
+        add({
+          invariant: 'balance',
+          by: 'auditor',
+          vm,
+          detail: `a binding of gmem file ${id} covers indices ${bd.pgoff}..${bd.pgoff + bd.npages - 1}, past its ${size} pages`,
+        });
       bds.push(bd);
     }
     bds.sort((a, b) => a.pgoff - b.pgoff);
     for (let i = 1; i < bds.length; i++) {
-      if (bds[i].pgoff < bds[i - 1].pgoff + bds[i - 1].npages) add({ invariant: 'balance', by: 'auditor', vm, detail: `two bindings of gmem file ${id} overlap at index ${bds[i].pgoff}` });
+      if (bds[i].pgoff < bds[i - 1].pgoff + bds[i - 1].npages)
+        add({ invariant: 'balance', by: 'auditor', vm, detail: `two bindings of gmem file ${id} overlap at index ${bds[i].pgoff}` });
     }
     for (const slot of v.files.boundSlots(f)) {
-      if (!v.memslots.valid(vm, slot)) add({ invariant: 'useAfterFree', by: 'auditor', vm, detail: `a binding of gmem file ${id} points at memslot record ${slot & 255} of vm ${vm}, which was freed (a dangling pointer)` });
+      if (!v.memslots.valid(vm, slot))
+        add({
+          invariant: 'useAfterFree',
+          by: 'auditor',
+          vm,
+          detail: `a binding of gmem file ${id} points at memslot record ${slot & 255} of vm ${vm}, which was freed (a dangling pointer)`,
+        });
     }
   }
 }
@@ -144,9 +178,12 @@ function auditFreeLists(v: Views, add: (x: Violation) => void): void {
   const seen = new Uint8Array(v.folios.nrPfns);
   const check = (pfns: Int32Array, where: string): void => {
     for (const pfn of pfns) {
-      if (pfn < 0 || pfn >= v.folios.nrPfns) add({ invariant: 'balance', by: 'auditor', detail: `${where} holds pfn ${pfn}, which does not exist` });
-      else if (seen[pfn]++ !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `pfn ${pfn} is on the free lists twice (again in ${where})` });
-      else if (!v.folios.test(pfn, PG_FREE)) add({ invariant: 'balance', by: 'auditor', pfn, detail: `${where} holds pfn ${pfn}, which is in use` });
+      if (pfn < 0 || pfn >= v.folios.nrPfns)
+        add({ invariant: 'balance', by: 'auditor', detail: `${where} holds pfn ${pfn}, which does not exist` });
+      else if (seen[pfn]++ !== 0)
+        add({ invariant: 'balance', by: 'auditor', pfn, detail: `pfn ${pfn} is on the free lists twice (again in ${where})` });
+      else if (!v.folios.test(pfn, PG_FREE))
+        add({ invariant: 'balance', by: 'auditor', pfn, detail: `${where} holds pfn ${pfn}, which is in use` });
     }
   };
   check(v.alloc.freePfns(), 'the zone free list');
@@ -173,9 +210,11 @@ export function auditQuiescent(mem: Mem): AuditReport {
     if (!v.vms.live(vm)) continue;
     const snp = v.vms.isSnp(vm);
     const asid = v.vms.asid(vm);
-    if (Atomics.load(w, v.vms.inProgressWord(vm)) !== 0) add({ invariant: 'balance', by: 'auditor', vm, detail: 'mmu_invalidate_in_progress is not 0 at a quiescent point' });
+    if (Atomics.load(w, v.vms.inProgressWord(vm)) !== 0)
+      add({ invariant: 'balance', by: 'auditor', vm, detail: 'mmu_invalidate_in_progress is not 0 at a quiescent point' });
     for (const lock of [v.vms.mmuLockWord(vm), v.vms.slotsLockWord(vm)]) {
-      if (Atomics.load(w, lock) !== 0) add({ invariant: 'balance', by: 'auditor', vm, detail: `a lock of vm ${vm} is held at a quiescent point` });
+      if (Atomics.load(w, lock) !== 0)
+        add({ invariant: 'balance', by: 'auditor', vm, detail: `a lock of vm ${vm} is held at a quiescent point` });
     }
     for (let gfn = 0; gfn < v.sptes.gfnsPerVm; gfn++) {
       const spte = v.sptes.get(vm, gfn);
@@ -183,7 +222,14 @@ export function auditQuiescent(mem: Mem): AuditReport {
       if (!sptePrivate(spte)) {
         // A conversion to private zaps the range (kvm_arch_pre_set_memory_attributes) and a
         // fault re-checks the attribute under mmu_lock: no shared SPTE outlives its attribute.
-        if (v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, detail: `a shared SPTE (user page ${spteFrame(spte)}) maps a gfn whose attribute is private` });
+        if (v.attrs.isPrivate(vm, gfn))
+          add({
+            invariant: 'rmpAgreement',
+            by: 'auditor',
+            vm,
+            gfn,
+            detail: `a shared SPTE (user page ${spteFrame(spte)}) maps a gfn whose attribute is private`,
+          });
         continue;
       }
       checked++;
@@ -198,7 +244,8 @@ export function auditQuiescent(mem: Mem): AuditReport {
         add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn}, which is hwpoisoned` });
         continue;
       }
-      if (!v.attrs.isPrivate(vm, gfn)) add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
+      if (!v.attrs.isPrivate(vm, gfn))
+        add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
       const s = v.memslots.lookup(vm, gfn);
       const file = s < 0 ? -1 : v.memslots.gmemFile(vm, s);
       if (file < 0 || !v.files.valid(file)) {
@@ -209,7 +256,14 @@ export function auditQuiescent(mem: Mem): AuditReport {
       const index = gfn - v.memslots.baseGfn(vm, s) + v.memslots.gmemPgoff(vm, s);
       const cached = v.inodes.peek(ino, index);
       if (cached !== pfn) {
-        add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn} but index ${index} of its guest_memfd holds ${cached < 0 ? 'nothing' : `pfn ${cached}`}` });
+        add({
+          invariant: 'useAfterFree',
+          by: 'auditor',
+          vm,
+          gfn,
+          pfn,
+          detail: `SPTE maps pfn ${pfn} but index ${index} of its guest_memfd holds ${cached < 0 ? 'nothing' : `pfn ${cached}`}`,
+        });
         continue;
       }
       if (!snp) continue;
@@ -226,28 +280,55 @@ export function auditQuiescent(mem: Mem): AuditReport {
         vm,
         gfn,
         pfn,
-        detail: e.assigned ? `RMP entry of pfn ${pfn} is assigned to ASID ${e.asid} at gfn ${e.gfn}, not ASID ${asid} at gfn ${gfn}` : `RMP entry of pfn ${pfn} is hypervisor-owned`,
+        detail: e.assigned
+          ? `RMP entry of pfn ${pfn} is assigned to ASID ${e.asid} at gfn ${e.gfn}, not ASID ${asid} at gfn ${gfn}`
+          : `RMP entry of pfn ${pfn} is hypervisor-owned`,
       });
     }
   }
   for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
-    if (Atomics.load(w, v.folios.lockWord(pfn)) !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `folio lock of pfn ${pfn} held at a quiescent point` });
+    if (Atomics.load(w, v.folios.lockWord(pfn)) !== 0)
+      add({ invariant: 'balance', by: 'auditor', pfn, detail: `folio lock of pfn ${pfn} held at a quiescent point` });
     if (v.folios.test(pfn, PG_FREE)) {
-      if (v.rmp.assigned(pfn)) add({ invariant: 'hostIsolation', by: 'auditor', pfn, detail: `free pfn ${pfn} is still assigned to ASID ${v.rmp.asid(pfn)} in the RMP` });
-      if (v.folios.refcount(pfn) !== 0) add({ invariant: 'balance', by: 'auditor', pfn, detail: `free pfn ${pfn} has refcount ${v.folios.refcount(pfn)}` });
+      if (v.rmp.assigned(pfn))
+        add({
+          invariant: 'hostIsolation',
+          by: 'auditor',
+          pfn,
+          detail: `free pfn ${pfn} is still assigned to ASID ${v.rmp.asid(pfn)} in the RMP`,
+        });
+      if (v.folios.refcount(pfn) !== 0)
+        add({ invariant: 'balance', by: 'auditor', pfn, detail: `free pfn ${pfn} has refcount ${v.folios.refcount(pfn)}` });
     } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1) {
-      add({ invariant: 'balance', by: 'auditor', pfn, detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected 1)` });
+      add({
+        invariant: 'balance',
+        by: 'auditor',
+        pfn,
+        detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected 1)`,
+      });
     }
   }
   auditFreeLists(v, add);
   for (let ino = 0; ino < LIMITS.MAX_INODES; ino++) {
     if (!v.inodes.live(ino)) continue;
-    if (Atomics.load(w, v.inodes.invalidateLockWord(ino)) !== 0) add({ invariant: 'balance', by: 'auditor', detail: `invalidate_lock of inode ${ino} held at a quiescent point` });
+    if (Atomics.load(w, v.inodes.invalidateLockWord(ino)) !== 0)
+      add({ invariant: 'balance', by: 'auditor', detail: `invalidate_lock of inode ${ino} held at a quiescent point` });
   }
   const stats = sumStats(mem);
-  if (stats.hostRmpFaults > 0) add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
-  if (stats.staleTlbAccesses > 0) add({ invariant: 'useAfterFree', by: 'auditor', detail: `${stats.staleTlbAccesses} guest access(es) went through a TLB entry whose SPTE was zapped without a TLB flush` });
-  return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: crossVm + stats['finding.crossVmPrepare'] }, checkedSptes: checked };
+  if (stats.hostRmpFaults > 0)
+    add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+  if (stats.staleTlbAccesses > 0)
+    add({
+      invariant: 'useAfterFree',
+      by: 'auditor',
+      detail: `${stats.staleTlbAccesses} guest access(es) went through a TLB entry whose SPTE was zapped without a TLB flush`,
+    });
+  return {
+    violations: log.list,
+    counts,
+    findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: crossVm + stats['finding.crossVmPrepare'] },
+    checkedSptes: checked,
+  };
 }
 
 /** At teardown, after every guest_memfd was closed: everything is back where it started. */
@@ -255,7 +336,8 @@ export function auditTeardown(mem: Mem): AuditReport {
   const v = new Views(mem);
   const { add, counts, log } = recorder();
   const free = v.alloc.freeCount();
-  if (free !== v.folios.nrPfns) add({ invariant: 'balance', by: 'auditor', detail: `${v.folios.nrPfns - free} pfn(s) not back in the allocator at teardown` });
+  if (free !== v.folios.nrPfns)
+    add({ invariant: 'balance', by: 'auditor', detail: `${v.folios.nrPfns - free} pfn(s) not back in the allocator at teardown` });
   let notFree = 0;
   let assigned = 0;
   for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
@@ -263,7 +345,12 @@ export function auditTeardown(mem: Mem): AuditReport {
     if (v.rmp.assigned(pfn)) assigned++;
   }
   if (notFree) add({ invariant: 'balance', by: 'auditor', detail: `${notFree} folio(s) not free with refcount 0 at teardown` });
-  if (assigned) add({ invariant: 'balance', by: 'auditor', detail: `${assigned} RMP entr${assigned === 1 ? 'y is' : 'ies are'} still guest-owned at teardown` });
+  if (assigned)
+    add({
+      invariant: 'balance',
+      by: 'auditor',
+      detail: `${assigned} RMP entr${assigned === 1 ? 'y is' : 'ies are'} still guest-owned at teardown`,
+    });
   auditKasan(mem, add);
   // Every slab is empty once every fd was closed: nothing leaked, nothing left half-released.
   const files = LIMITS.MAX_FILES - v.files.freeSlotCount();
@@ -272,12 +359,18 @@ export function auditTeardown(mem: Mem): AuditReport {
   for (let ino = 0; ino < LIMITS.MAX_INODES; ino++) if (v.inodes.live(ino)) inodes++;
   if (inodes) add({ invariant: 'balance', by: 'auditor', detail: `${inodes} guest_memfd inode(s) not evicted at teardown` });
   for (let vm = 0; vm < v.vms.maxVms; vm++) {
-    if (v.vms.live(vm)) add({ invariant: 'balance', by: 'auditor', vm, detail: `vm ${vm} was not destroyed at teardown (a gmem file still pins it)` });
+    if (v.vms.live(vm))
+      add({ invariant: 'balance', by: 'auditor', vm, detail: `vm ${vm} was not destroyed at teardown (a gmem file still pins it)` });
     const slots = v.memslots.recordsInUse(vm);
     if (slots) add({ invariant: 'balance', by: 'auditor', vm, detail: `${slots} memslot record(s) of vm ${vm} not freed at teardown` });
   }
   const stats = sumStats(mem);
-  return { violations: log.list, counts, findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: stats['finding.crossVmPrepare'] }, checkedSptes: 0 };
+  return {
+    violations: log.list,
+    counts,
+    findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: stats['finding.crossVmPrepare'] },
+    checkedSptes: 0,
+  };
 }
 
 /** Adds b's counts and violations into a. */
@@ -287,7 +380,10 @@ export function mergeAudit(a: AuditReport, b: AuditReport): AuditReport {
   return {
     violations: [...a.violations, ...b.violations].slice(0, 50),
     counts,
-    findings: { punchHoleLeftovers: Math.max(a.findings.punchHoleLeftovers, b.findings.punchHoleLeftovers), crossVmPrepare: Math.max(a.findings.crossVmPrepare, b.findings.crossVmPrepare) },
+    findings: {
+      punchHoleLeftovers: Math.max(a.findings.punchHoleLeftovers, b.findings.punchHoleLeftovers),
+      crossVmPrepare: Math.max(a.findings.crossVmPrepare, b.findings.crossVmPrepare),
+    },
     checkedSptes: a.checkedSptes + b.checkedSptes,
   };
 }

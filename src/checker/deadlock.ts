@@ -13,7 +13,14 @@ export function describeDeadlock(mem: Mem, sched: SchedControl, names: ReadonlyM
     .deadlock()
     .map((b) => {
       const d = describe(b.word);
-      const holder = d.kind === 'srcu' ? `held by ${name(d.reader ?? -1)}` : d.kind === 'mutex' ? `held by ${name((b.value & OWNER_MASK) - 1)}` : d.kind === 'rwsem' ? `state ${b.value}` : `value ${b.value}`;
+      const holder =
+        d.kind === 'srcu'
+          ? `held by ${name(d.reader ?? -1)}`
+          : d.kind === 'mutex'
+            ? `held by ${name((b.value & OWNER_MASK) - 1)}`
+            : d.kind === 'rwsem'
+              ? `state ${b.value}`
+              : `value ${b.value}`;
       return `${name(b.tid)} waits on ${d.name} (${holder})${b.orWord >= 0 ? ' or a signal' : ''}`;
     })
     .join('; ');

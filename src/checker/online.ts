@@ -73,8 +73,20 @@ export function takeOnlineReports(mem: Mem): Violation[] {
     const [kind, vm, gfn, pfn, tid] = [w[r], w[r + 1], w[r + 2], w[r + 3], w[r + 4]];
     out.push(
       kind === SPTE_MAPS_FREE
-        ? { invariant: 'useAfterFree', by: `thread ${tid} (online)`, vm, gfn, pfn, detail: `at a scheduling point, vm ${vm}'s SPTE for gfn ${gfn} maps pfn ${pfn}, which is on the free list` }
-        : { invariant: 'hostIsolation', by: `thread ${tid} (online)`, pfn, detail: `at a scheduling point, free pfn ${pfn} is still guest-owned in the RMP` },
+        ? {
+            invariant: 'useAfterFree',
+            by: `thread ${tid} (online)`,
+            vm,
+            gfn,
+            pfn,
+            detail: `at a scheduling point, vm ${vm}'s SPTE for gfn ${gfn} maps pfn ${pfn}, which is on the free list`,
+          }
+        : {
+            invariant: 'hostIsolation',
+            by: `thread ${tid} (online)`,
+            pfn,
+            detail: `at a scheduling point, free pfn ${pfn} is still guest-owned in the RMP`,
+          },
     );
   }
   return out;

@@ -22,7 +22,15 @@ Exit status (every command):
 
 /** Errors that mean the user asked for something invalid: exit 2, and nothing was started. */
 export function isInputError(e: unknown): e is Error {
-  return e instanceof InputError || e instanceof ArgumentError || e instanceof SandboxLimitError || e instanceof ScenarioError || e instanceof ScheduleError || e instanceof SweepError || e instanceof InvalidArgumentError;
+  return (
+    e instanceof InputError ||
+    e instanceof ArgumentError ||
+    e instanceof SandboxLimitError ||
+    e instanceof ScenarioError ||
+    e instanceof ScheduleError ||
+    e instanceof SweepError ||
+    e instanceof InvalidArgumentError
+  );
 }
 
 /**
@@ -30,7 +38,10 @@ export function isInputError(e: unknown): e is Error {
  * error is printed as one line with status 2; an interrupt turns any status into 130; anything
  * else is a failure of the run (status 1), printed without a stack trace unless GMEM_DEBUG is set.
  */
-export function action<A extends unknown[]>(name: string, fn: (it: Interrupt, ...args: A) => Promise<number> | number): (...args: A) => Promise<void> {
+export function action<A extends unknown[]>(
+  name: string,
+  fn: (it: Interrupt, ...args: A) => Promise<number> | number,
+): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const it = interruptible(name);
     // A promise that can never settle must not end the process silently with status 0 once the

@@ -78,8 +78,12 @@ function traceFile(o: ExploreCliOptions, bug: BugName | null): string | undefine
 /** Writes the last schedule's trace; events it had no room for are counted in its metadata and on stderr. */
 function writeScheduleTrace(file: string, ex: Explorer): boolean {
   const droppedEvents = ex.traceDropped();
-  if (droppedEvents > 0) process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the schedule's trace was full\n`);
-  return writeOutput(file, JSON.stringify({ ...chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames()), metadata: { droppedEvents } }));
+  if (droppedEvents > 0)
+    process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the schedule's trace was full\n`);
+  return writeOutput(
+    file,
+    JSON.stringify({ ...chromeTraceFromSchedule(ex.mem(), ex.trace(), ex.actorNames()), metadata: { droppedEvents } }),
+  );
 }
 
 /** Schedules per batch: few enough that progress moves and an interrupt loses little. */
@@ -102,7 +106,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       ...(o.multiVmShare !== undefined ? { multiVmShare: o.multiVmShare } : {}),
     }),
   };
-  const expected = hist === undefined || kernel === undefined ? undefined : hist.buggy.includes(kernel) ? ('found' as const) : ('not found' as const);
+  const expected =
+    hist === undefined || kernel === undefined ? undefined : hist.buggy.includes(kernel) ? ('found' as const) : ('not found' as const);
   const shard = o.shard ?? { k: 0, n: 1 };
   const pool = new ExplorePool(cfg, o.jobs ?? 1);
   const t0 = performance.now();
@@ -118,7 +123,10 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
     // stops at its first failing schedule. With --jobs, explorers take batches in turn.
     const found = await pool.search(seeds, EXPLORE_BATCH, (ran, last) => {
       res.schedules = ran;
-      progress.update(Math.min(1, (ran * shard.n) / o.schedules), `${bug ?? hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`);
+      progress.update(
+        Math.min(1, (ran * shard.n) / o.schedules),
+        `${bug ?? hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`,
+      );
     });
     res.schedules = found.schedules;
     if (found.failing !== null) {
@@ -126,7 +134,15 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       const seed = r.seed;
       const tag = `${bug ?? hist?.id ?? 'none'}-${kernel ?? o.policy ?? 'default'}-${o.strategy}-seed${seed}`;
       const saved = save(o.out, `schedule-${tag}.json`, cfg, r);
-      res = { ...res, found: true, seed, steps: r.steps, violation: `${r.violations[0].invariant}: ${r.violations[0].detail}`, ...(saved ? { saved } : {}), schedulesPerSecond: sps() };
+      res = {
+        ...res,
+        found: true,
+        seed,
+        steps: r.steps,
+        violation: `${r.violations[0].invariant}: ${r.violations[0].detail}`,
+        ...(saved ? { saved } : {}),
+        schedulesPerSecond: sps(),
+      };
       let last = r;
       if (o.shrink) {
         const s = await ex.shrink(r);
@@ -154,7 +170,10 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
 
 export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal): Promise<number> {
   const bugs: Array<BugName | null> = o.bug === 'all' ? BUG_NAMES : [o.bug ? (o.bug as BugName) : null];
-  checkOutputs([{ flag: '--out', path: o.out, kind: 'dir' }, ...bugs.map((b) => (o.trace ? { flag: '--trace', path: traceFile(o, b) as string, kind: 'file' as const } : undefined))]);
+  checkOutputs([
+    { flag: '--out', path: o.out, kind: 'dir' },
+    ...bugs.map((b) => (o.trace ? { flag: '--trace', path: traceFile(o, b) as string, kind: 'file' as const } : undefined)),
+  ]);
   const progress = new Progress(false);
   const results: BugSearch[] = [];
   for (const b of bugs) {
@@ -172,8 +191,13 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
     for (const r of results) {
       const name = r.bug ?? o.catalogue ?? '(no planted bug)';
       if (r.found) {
-        process.stdout.write(`${name}: FOUND after ${r.schedules} schedule(s), seed ${r.seed}, ${r.steps} steps\n  ${r.violation}\n  saved ${r.saved ?? '(not written)'}\n`);
-        if (r.shrunk) process.stdout.write(`  shrunk to ${r.shrunk.forcedChoices} forced choices, ${r.shrunk.switches} context switches: ${r.shrunk.saved}\n`);
+        process.stdout.write(
+          `${name}: FOUND after ${r.schedules} schedule(s), seed ${r.seed}, ${r.steps} steps\n  ${r.violation}\n  saved ${r.saved ?? '(not written)'}\n`,
+        );
+        if (r.shrunk)
+          process.stdout.write(
+            `  shrunk to ${r.shrunk.forcedChoices} forced choices, ${r.shrunk.switches} context switches: ${r.shrunk.saved}\n`,
+          );
         if (r.trace) process.stdout.write(`  trace: ${r.trace}\n`);
       } else {
         process.stdout.write(`${name}: ${r.interrupted ? 'INTERRUPTED, not found' : 'not found'} in ${r.schedules} schedule(s)\n`);
@@ -191,7 +215,8 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
  * found on a version that has it and not on one that has the fix; otherwise anything found fails.
  */
 export function exploreStatus(planted: boolean, results: ReadonlyArray<Pick<BugSearch, 'found' | 'expected'>>): number {
-  if (results.some((r) => r.expected !== undefined)) return results.every((r) => r.found === (r.expected === 'found')) ? EXIT.PASS : EXIT.FAIL;
+  if (results.some((r) => r.expected !== undefined))
+    return results.every((r) => r.found === (r.expected === 'found')) ? EXIT.PASS : EXIT.FAIL;
   if (planted) return results.every((r) => r.found) ? EXIT.PASS : EXIT.FAIL;
   return results.some((r) => r.found) ? EXIT.FAIL : EXIT.PASS;
 }
@@ -208,7 +233,9 @@ export async function replayCommand(file: string, o: { trace?: string; json?: bo
     const same = samePrefix && r.outcome === saved.outcome && (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
     const traced = o.trace !== undefined && writeScheduleTrace(o.trace, ex);
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ reproduced: same, outcome: r.outcome, steps: r.steps, violations: r.violations, ...(traced ? { trace: o.trace } : {}) }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ reproduced: same, outcome: r.outcome, steps: r.steps, violations: r.violations, ...(traced ? { trace: o.trace } : {}) }, null, 2)}\n`,
+      );
     } else {
       process.stdout.write(`replay of ${file}: ${same ? 'reproduced exactly' : 'DIVERGED'} (${r.steps} steps, outcome ${r.outcome})\n`);
       for (const v of r.violations.slice(0, 5)) process.stdout.write(`  ${v.invariant}: ${v.detail}\n`);

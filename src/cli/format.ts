@@ -12,7 +12,12 @@ function rows(pairs: Array<[string, string | number]>, indent = '  '): string {
 /** 16777216 -> "16MiB"; strings are shown as given. */
 function bytes(v: number | string): string {
   if (typeof v === 'string') return v;
-  for (const [u, n] of [['GiB', 1 << 30], ['MiB', 1 << 20], ['KiB', 1 << 10]] as const) if (v >= n && v % n === 0) return `${v / n}${u}`;
+  for (const [u, n] of [
+    ['GiB', 1 << 30],
+    ['MiB', 1 << 20],
+    ['KiB', 1 << 10],
+  ] as const)
+    if (v >= n && v % n === 0) return `${v / n}${u}`;
   return `${v} B`;
 }
 
@@ -42,7 +47,9 @@ export function stressCommand(r: StressReport): string {
 export function formatStress(r: StressReport): string {
   const c = r.config;
   const out: string[] = [];
-  out.push(`gmem-sandbox stress: ${r.interrupted ? `INTERRUPTED after ${(r.elapsedMs / 1000).toFixed(1)} s (partial result)` : r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed})`);
+  out.push(
+    `gmem-sandbox stress: ${r.interrupted ? `INTERRUPTED after ${(r.elapsedMs / 1000).toFixed(1)} s (partial result)` : r.ok ? 'PASS' : 'FAIL'}  (seed ${r.seed})`,
+  );
   out.push(`  same workload again: ${stressCommand(r)}`);
   out.push('  (threads run freely, so a rerun repeats the workload, not the interleaving: `explore` replays exactly)');
   out.push(
@@ -50,17 +57,28 @@ export function formatStress(r: StressReport): string {
   );
   out.push('', 'kernel paths');
   out.push(rows(Object.entries(r.counters)));
-  out.push(rows([['faults/s', Math.round(r.faultsPerSecond)], ['guest accesses', r.guestAccesses]]));
+  out.push(
+    rows([
+      ['faults/s', Math.round(r.faultsPerSecond)],
+      ['guest accesses', r.guestAccesses],
+    ]),
+  );
   out.push('', 'VMM operations (a conversion to shared also punches its range, as QEMU discards it)');
   out.push(rows(Object.entries(r.vmmOps)));
   if (Object.keys(r.vmmErrors).length) out.push(rows(Object.entries(r.vmmErrors).map(([k, v]) => [`error ${k}`, v])));
   out.push('', 'guest exits left unhandled (a #VC is handled by PVALIDATE and a retry: see vcExceptions)');
   out.push(rows(Object.entries(r.exits)));
   out.push('', 'findings (allowed by the kernel, maybe surprising)');
-  out.push(rows([['punch-hole leftovers', r.findings.punchHoleLeftovers], ['cross-VM prepares (pages a vCPU found owned by another VM)', r.findings.crossVmPrepare]]));
+  out.push(
+    rows([
+      ['punch-hole leftovers', r.findings.punchHoleLeftovers],
+      ['cross-VM prepares (pages a vCPU found owned by another VM)', r.findings.crossVmPrepare],
+    ]),
+  );
   out.push('', 'violations per invariant');
   out.push(rows(Object.entries(r.violations)));
-  for (const v of r.violationDetails.slice(0, 10)) out.push(`  ! ${v.invariant} (${v.by}${v.gfn !== undefined ? `, gfn ${v.gfn}` : ''}): ${v.detail}`);
+  for (const v of r.violationDetails.slice(0, 10))
+    out.push(`  ! ${v.invariant} (${v.by}${v.gfn !== undefined ? `, gfn ${v.gfn}` : ''}): ${v.detail}`);
   for (const c of r.crashes) out.push(`  ! ${c.actor} ${c.kind}: ${c.message}${c.stack ? `\n${c.stack}` : ''}`);
   return out.join('\n');
 }
@@ -85,7 +103,13 @@ export function formatScenario(r: ScenarioReport): string {
 export function table(columns: string[], rows: Array<Array<string | number>>): string {
   const cells = [columns, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toLocaleString('en-US') : c)))];
   const w = columns.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
-  return cells.map((r, j) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ') + (j === 0 ? `\n${w.map((n) => '-'.repeat(n)).join('  ')}` : '')).join('\n');
+  return cells
+    .map(
+      (r, j) =>
+        r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ') +
+        (j === 0 ? `\n${w.map((n) => '-'.repeat(n)).join('  ')}` : ''),
+    )
+    .join('\n');
 }
 
 /** One character per page: the owning VM's index, '.' hypervisor-owned, '-' no folio. */
@@ -100,7 +124,16 @@ export function formatMultiVm(rs: MultiVmResult[]): string {
   const out = [
     table(
       ['kernel', 'faults', 'arch prepares', 'for other VMs', 'per fault', 'RMP violations', 'contested', 'pages per VM'],
-      rs.map((r) => [r.kernel, r.faults, r.archPrepareCalls, r.crossVmArchPrepareCalls, r.archPreparePerFault.toFixed(2), r.rmpViolations, r.owners.contested, r.owners.byVm.map((n, i) => `VM${i}:${n}`).join(' ')]),
+      rs.map((r) => [
+        r.kernel,
+        r.faults,
+        r.archPrepareCalls,
+        r.crossVmArchPrepareCalls,
+        r.archPreparePerFault.toFixed(2),
+        r.rmpViolations,
+        r.owners.contested,
+        r.owners.byVm.map((n, i) => `VM${i}:${n}`).join(' '),
+      ]),
     ),
     '',
   ];
@@ -111,7 +144,29 @@ export function formatMultiVm(rs: MultiVmResult[]): string {
 
 export function formatPolicies(rows: PolicyRow[]): string {
   return table(
-    ['kernel', 'prepare policy', 'faults', 'prepares', 'arch prepares', 'fw commands', 'leftovers', 'faults/s', 'LAUNCH_UPDATE after fallocate', 'violations'],
-    rows.map((r) => [r.kernel, r.policy, r.faults, r.prepares, r.archPrepareCalls, r.firmwareCommands, r.punchHoleLeftovers, Math.round(r.faultsPerSecond), r.launchUpdateAfterFallocate, r.violations]),
+    [
+      'kernel',
+      'prepare policy',
+      'faults',
+      'prepares',
+      'arch prepares',
+      'fw commands',
+      'leftovers',
+      'faults/s',
+      'LAUNCH_UPDATE after fallocate',
+      'violations',
+    ],
+    rows.map((r) => [
+      r.kernel,
+      r.policy,
+      r.faults,
+      r.prepares,
+      r.archPrepareCalls,
+      r.firmwareCommands,
+      r.punchHoleLeftovers,
+      Math.round(r.faultsPerSecond),
+      r.launchUpdateAfterFallocate,
+      r.violations,
+    ]),
   );
 }

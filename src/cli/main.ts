@@ -27,7 +27,8 @@ import { readScenarioFile } from './inputs.js';
 function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
     return n;
   };
 }
@@ -53,14 +54,17 @@ function mixArg(v: string): string {
 function numArg(name: string, min: number, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}, got '${v}'`);
+    if (!Number.isFinite(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}, got '${v}'`);
     return n;
   };
 }
 
 /** The command line as typed, for reports (so a run can be rerun from its report). */
 function commandLine(): string {
-  return ['gmem-sandbox', ...process.argv.slice(2)].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
+  return ['gmem-sandbox', ...process.argv.slice(2)]
+    .map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`))
+    .join(' ');
 }
 
 const program = new Command();
@@ -72,12 +76,18 @@ program
   .exitOverride();
 
 /** An output option, for the check made before any work starts. */
-const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') => (path === undefined ? undefined : { flag, path, kind });
+const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') =>
+  path === undefined ? undefined : { flag, path, kind };
 
 program
   .command('stress')
   .description('vCPU workers fault pages while the VMM punches holes, converts and pre-faults; the auditor checks every invariant')
-  .option('--vcpus <n>', 'vCPU worker threads per VM (and at most 61 over all VMs; each VM also gives the VMM a vCPU)', intArg('--vcpus', 1, 31), 2)
+  .option(
+    '--vcpus <n>',
+    'vCPU worker threads per VM (and at most 61 over all VMs; each VM also gives the VMM a vCPU)',
+    intArg('--vcpus', 1, 31),
+    2,
+  )
   .option('--vms <n>', 'VMs bound to one guest_memfd (linked)', intArg('--vms', 1, 8), 1)
   .option('--memory <size>', 'host memory for guest_memfd (at most 4GiB)', '64MiB')
   .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
@@ -85,7 +95,11 @@ program
   .addOption(new Option('--kernel <version>', 'modelled kernel version (default 6.11)').choices([...KERNEL_VERSIONS]))
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
-  .option('--ops <mix>', 'VMM operation weights: punch, fallocate, convert, prefault (populate runs only under explore)', 'punch=3,fallocate=1,convert=2,prefault=1')
+  .option(
+    '--ops <mix>',
+    'VMM operation weights: punch, fallocate, convert, prefault (populate runs only under explore)',
+    'punch=3,fallocate=1,convert=2,prefault=1',
+  )
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
   .addOption(new Option('--pattern <pattern>', 'guest access pattern').choices([...PATTERNS]).default('random'))
   .option('--write-ratio <r>', 'share of guest accesses that write', numArg('--write-ratio', 0, 1), 0.3)
@@ -97,66 +111,86 @@ program
   .addOption(new Option('--bug <name...>', 'enable planted bugs (the run should then fail)').choices([...BUG_NAMES]))
   .action(
     action('stress', async (it, o) => {
-    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
-    const progress = new Progress(false);
-    const report = await runStress({
-      signal: it.signal,
-      onSetupProgress: (f, what) => progress.update(f, what),
-      vcpus: o.vcpus,
-      vms: o.vms,
-      memory: o.memory,
-      ...(o.guestMemory ? { guestMemory: o.guestMemory } : {}),
-      durationMs: Math.round(o.duration * 1000),
-      ...(o.kernel ? { kernel: o.kernel } : {}),
-      ...(o.policy ? { policy: o.policy } : {}),
-      vmType: o.vmType,
-      ops: o.ops,
-      opRate: o.opRate,
-      pattern: o.pattern,
-      writeRatio: o.writeRatio,
-      auditEveryMs: o.auditEvery,
-      ...(o.seed !== undefined ? { seed: o.seed } : {}),
-      ...(o.trace ? { trace: o.trace } : {}),
-      ...(o.bug ? { bugs: o.bug } : {}),
-      onProgress: (p) =>
-        progress.update(p.elapsedMs / p.durationMs, `${(p.elapsedMs / 1000).toFixed(1)}s faults ${p.stats.faults} retries ${p.stats.faultRetries} punches ${p.stats.punchHoles} violations ${p.violations}`),
-    });
-    progress.done();
-    if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
-    process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
-    return report.interrupted ? EXIT.INTERRUPTED : report.ok ? EXIT.PASS : EXIT.FAIL;
+      checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+      const progress = new Progress(false);
+      const report = await runStress({
+        signal: it.signal,
+        onSetupProgress: (f, what) => progress.update(f, what),
+        vcpus: o.vcpus,
+        vms: o.vms,
+        memory: o.memory,
+        ...(o.guestMemory ? { guestMemory: o.guestMemory } : {}),
+        durationMs: Math.round(o.duration * 1000),
+        ...(o.kernel ? { kernel: o.kernel } : {}),
+        ...(o.policy ? { policy: o.policy } : {}),
+        vmType: o.vmType,
+        ops: o.ops,
+        opRate: o.opRate,
+        pattern: o.pattern,
+        writeRatio: o.writeRatio,
+        auditEveryMs: o.auditEvery,
+        ...(o.seed !== undefined ? { seed: o.seed } : {}),
+        ...(o.trace ? { trace: o.trace } : {}),
+        ...(o.bug ? { bugs: o.bug } : {}),
+        onProgress: (p) =>
+          progress.update(
+            p.elapsedMs / p.durationMs,
+            `${(p.elapsedMs / 1000).toFixed(1)}s faults ${p.stats.faults} retries ${p.stats.faultRetries} punches ${p.stats.punchHoles} violations ${p.violations}`,
+          ),
+      });
+      progress.done();
+      if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
+      process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
+      return report.interrupted ? EXIT.INTERRUPTED : report.ok ? EXIT.PASS : EXIT.FAIL;
     }),
   );
 
 program
   .command('run')
-  .description('run a JSON scenario and print each step\'s outcome')
+  .description("run a JSON scenario and print each step's outcome")
   .argument('<file>', 'scenario file')
   .option('--json', 'print {steps, audit, findings} as JSON on stdout')
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
-  .addOption(new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([...KERNEL_VERSIONS]))
+  .addOption(
+    new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([
+      ...KERNEL_VERSIONS,
+    ]),
+  )
   .action(
     action('run', async (it, file: string, o) => {
-    const read = readScenarioFile(file);
-    const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
-    checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
-    const progress = new Progress(false);
-    const total = scenario.steps.length;
-    const r = await runScenario(scenario, (s) => progress.update((Number.parseInt(s.index, 10) + 1) / total, `step ${s.index} of ${total}: ${s.op} -> ${s.result}`), {
-      ...(o.trace ? { trace: o.trace } : {}),
-      signal: it.signal,
-      onSetupProgress: (f, what) => progress.update(f, what),
-    });
-    progress.done();
-    if (o.report) writeReport(o.report, reportFromScenario(r, file, commandLine()));
-    if (o.json) {
-      const steps = r.steps.map((s) => ({ op: s.op, result: s.result, ...(s.value !== undefined ? { value: s.value } : {}), ...(s.exit ? { exit: s.exit } : {}), ...(s.detail ? { detail: s.detail } : {}), ...(s.mismatch ? { mismatch: s.mismatch } : {}) }));
-      process.stdout.write(`${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, interrupted: r.interrupted, ok: r.ok }, null, 2)}\n`);
-    } else {
-      process.stdout.write(`${formatScenario(r)}\n`);
-    }
-    return r.interrupted ? EXIT.INTERRUPTED : r.ok ? EXIT.PASS : EXIT.FAIL;
+      const read = readScenarioFile(file);
+      const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
+      checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+      const progress = new Progress(false);
+      const total = scenario.steps.length;
+      const r = await runScenario(
+        scenario,
+        (s) => progress.update((Number.parseInt(s.index, 10) + 1) / total, `step ${s.index} of ${total}: ${s.op} -> ${s.result}`),
+        {
+          ...(o.trace ? { trace: o.trace } : {}),
+          signal: it.signal,
+          onSetupProgress: (f, what) => progress.update(f, what),
+        },
+      );
+      progress.done();
+      if (o.report) writeReport(o.report, reportFromScenario(r, file, commandLine()));
+      if (o.json) {
+        const steps = r.steps.map((s) => ({
+          op: s.op,
+          result: s.result,
+          ...(s.value !== undefined ? { value: s.value } : {}),
+          ...(s.exit ? { exit: s.exit } : {}),
+          ...(s.detail ? { detail: s.detail } : {}),
+          ...(s.mismatch ? { mismatch: s.mismatch } : {}),
+        }));
+        process.stdout.write(
+          `${JSON.stringify({ steps, audit: r.audit, findings: r.findings, crashes: r.crashes, interrupted: r.interrupted, ok: r.ok }, null, 2)}\n`,
+        );
+      } else {
+        process.stdout.write(`${formatScenario(r)}\n`);
+      }
+      return r.interrupted ? EXIT.INTERRUPTED : r.ok ? EXIT.PASS : EXIT.FAIL;
     }),
   );
 
@@ -167,25 +201,64 @@ program
   .addOption(new Option('--strategy <s>', 'scheduling strategy').choices(['random', 'pct']).default('random'))
   .option('--depth <d>', 'PCT bug depth', intArg('--depth', 1, 17), 3)
   .option('--seed <n>', 'first seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
-  .addOption(new Option('--kernel <version>', 'modelled kernel version (default 6.11; upstream when hunting a planted bug; a catalogued bug\'s buggy version with --catalogue)').choices([...KERNEL_VERSIONS]))
+  .addOption(
+    new Option(
+      '--kernel <version>',
+      "modelled kernel version (default 6.11; upstream when hunting a planted bug; a catalogued bug's buggy version with --catalogue)",
+    ).choices([...KERNEL_VERSIONS]),
+  )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
-  .addOption(new Option('--catalogue <id>', 'a historical bug (see `gmem-sandbox catalogue`): its workload; exit 0 when it is found on a version that has it, or not found on one with the fix').choices(CATALOGUE.map((b) => b.id)))
-  .option('--shard <K/N>', 'run only the schedules i with i % N == K (0-based), as one of N machines; `merge` combines the --json results', shardArg)
+  .addOption(
+    new Option(
+      '--catalogue <id>',
+      'a historical bug (see `gmem-sandbox catalogue`): its workload; exit 0 when it is found on a version that has it, or not found on one with the fix',
+    ).choices(CATALOGUE.map((b) => b.id)),
+  )
+  .option(
+    '--shard <K/N>',
+    'run only the schedules i with i % N == K (0-based), as one of N machines; `merge` combines the --json results',
+    shardArg,
+  )
   .option('--ops <mix>', `VMM operation weights (default: every op: ${DEFAULT_WORKLOAD.ops})`, mixArg)
-  .option('--vmm-threads <n>', `VMM threads that split the ops (default ${DEFAULT_WORKLOAD.vmmThreads})`, intArg('--vmm-threads', 1, MAX_VMM_THREADS))
-  .option('--multi-vm-share <x>', `share of schedules run as two linked VMs or beside a launching VM (default ${DEFAULT_WORKLOAD.multiVmShare})`, numArg('--multi-vm-share', 0, 1))
-  .option('--jobs <n>', `explorers searching at once, each on its own sandbox and threads (default 1); the result is the one --jobs 1 gives`, intArg('--jobs', 1, MAX_EXPLORE_JOBS))
+  .option(
+    '--vmm-threads <n>',
+    `VMM threads that split the ops (default ${DEFAULT_WORKLOAD.vmmThreads})`,
+    intArg('--vmm-threads', 1, MAX_VMM_THREADS),
+  )
+  .option(
+    '--multi-vm-share <x>',
+    `share of schedules run as two linked VMs or beside a launching VM (default ${DEFAULT_WORKLOAD.multiVmShare})`,
+    numArg('--multi-vm-share', 0, 1),
+  )
+  .option(
+    '--jobs <n>',
+    `explorers searching at once, each on its own sandbox and threads (default 1); the result is the one --jobs 1 gives`,
+    intArg('--jobs', 1, MAX_EXPLORE_JOBS),
+  )
   .option('--out <dir>', 'where failing schedules are saved', '.')
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
   // A scenario file switches to model checking its parallel groups (src/cli/model-check.ts).
   .argument('[file]', 'scenario file: model check the interleavings of its parallel groups')
-  .addOption(new Option('--mode <m>', 'with a scenario file: every schedule within the preemption bound, or random walks').choices(['exhaustive', 'random']).default('exhaustive'))
+  .addOption(
+    new Option('--mode <m>', 'with a scenario file: every schedule within the preemption bound, or random walks')
+      .choices(['exhaustive', 'random'])
+      .default('exhaustive'),
+  )
   .option('--preemptions <k>', 'with a scenario file: the preemption bound of the exhaustive mode', intArg('--preemptions', 0, 64), 2)
-  .option('--max-schedules <n>', 'with a scenario file: stop the exhaustive mode after this many schedules (it then says it is not complete)', intArg('--max-schedules', 1), 10_000)
-  .action(action('explore', (it, file: string | undefined, o) => (file !== undefined ? modelCheckCommand(file, o) : exploreCommand(o, it.signal))));
+  .option(
+    '--max-schedules <n>',
+    'with a scenario file: stop the exhaustive mode after this many schedules (it then says it is not complete)',
+    intArg('--max-schedules', 1),
+    10_000,
+  )
+  .action(
+    action('explore', (it, file: string | undefined, o) =>
+      file !== undefined ? modelCheckCommand(file, o) : exploreCommand(o, it.signal),
+    ),
+  );
 
 program
   .command('replay')
@@ -202,12 +275,23 @@ program
   .action(
     action('catalogue', async (_it, o) => {
       if (o.json) {
-        process.stdout.write(`${JSON.stringify(CATALOGUE.map((b) => ({ ...b, detail: b.detail.source })), null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify(
+            CATALOGUE.map((b) => ({ ...b, detail: b.detail.source })),
+            null,
+            2,
+          )}\n`,
+        );
       } else {
         for (const b of CATALOGUE) {
           const fixed = b.fixedBy === null ? 'accepted (a finding)' : `fixed by ${b.fixedBy}`;
-          const run = b.workload !== undefined ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]` : `gmem-sandbox run ${b.scenario}`;
-          process.stdout.write(`${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`);
+          const run =
+            b.workload !== undefined
+              ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]`
+              : `gmem-sandbox run ${b.scenario}`;
+          process.stdout.write(
+            `${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`,
+          );
         }
       }
       return EXIT.PASS;
@@ -229,10 +313,17 @@ function kernelsArg(o: { kernel?: KernelChoice; policy?: PolicyName | 'all' }): 
 
 experiment
   .command('multi-vm')
-  .description('N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per kernel version')
+  .description(
+    'N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per kernel version',
+  )
   .option('--vms <n>', 'VMs bound to the one inode', intArg('--vms', 2, 8), 2)
   .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_VERSIONS, 'all']))
-  .addOption(new Option('--policy <policy>', 'prepare policy, or all: an alias for the kernel versions they were modelled on').choices([...POLICIES, 'all']))
+  .addOption(
+    new Option('--policy <policy>', 'prepare policy, or all: an alias for the kernel versions they were modelled on').choices([
+      ...POLICIES,
+      'all',
+    ]),
+  )
   .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 1)
   .option('--pages <n>', 'pages every VM maps', intArg('--pages', 1, 1 << 16), 256)
   .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
@@ -241,26 +332,33 @@ experiment
   .option('--report <file.html>', 'write a self-contained HTML report')
   .action(
     action('experiment multi-vm', async (it, o) => {
-    const kernels = kernelsArg(o);
-    const trace = perKernel(o.trace);
-    checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-    const progress = new Progress(false);
-    const results = await multiVmExperiment({
-      vms: o.vms,
-      kernel: kernels,
-      durationMs: Math.round(o.duration * 1000),
-      seed: o.seed,
-      pages: o.pages,
-      ...(trace ? { trace } : {}),
-      signal: it.signal,
-      onProgress: (f, what) => progress.update(f, what),
-    });
-    progress.done();
-    const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
-    if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })), null, 2)}\n`);
-    else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-    return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+      const kernels = kernelsArg(o);
+      const trace = perKernel(o.trace);
+      checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
+      const progress = new Progress(false);
+      const results = await multiVmExperiment({
+        vms: o.vms,
+        kernel: kernels,
+        durationMs: Math.round(o.duration * 1000),
+        seed: o.seed,
+        pages: o.pages,
+        ...(trace ? { trace } : {}),
+        signal: it.signal,
+        onProgress: (f, what) => progress.update(f, what),
+      });
+      progress.done();
+      const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
+      if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
+      if (o.json)
+        process.stdout.write(
+          `${JSON.stringify(
+            results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })),
+            null,
+            2,
+          )}\n`,
+        );
+      else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
+      return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );
 
@@ -275,17 +373,31 @@ experiment
   .option('--report <file.html>', 'write a self-contained HTML report')
   .action(
     action('experiment policies', async (it, o) => {
-    const kernels = kernelsArg(o);
-    const trace = perKernel(o.trace);
-    checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-    const progress = new Progress(false);
-    const rows = await policiesExperiment({ kernel: kernels, durationMs: Math.round(o.duration * 1000), seed: o.seed, ...(trace ? { trace } : {}), signal: it.signal, onProgress: (f, what) => progress.update(f, what) });
-    progress.done();
-    const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
-    if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
-    if (o.json) process.stdout.write(`${JSON.stringify(rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })), null, 2)}\n`);
-    else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-    return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+      const kernels = kernelsArg(o);
+      const trace = perKernel(o.trace);
+      checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
+      const progress = new Progress(false);
+      const rows = await policiesExperiment({
+        kernel: kernels,
+        durationMs: Math.round(o.duration * 1000),
+        seed: o.seed,
+        ...(trace ? { trace } : {}),
+        signal: it.signal,
+        onProgress: (f, what) => progress.update(f, what),
+      });
+      progress.done();
+      const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
+      if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
+      if (o.json)
+        process.stdout.write(
+          `${JSON.stringify(
+            rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })),
+            null,
+            2,
+          )}\n`,
+        );
+      else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
+      return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );
 

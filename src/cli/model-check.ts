@@ -7,7 +7,15 @@
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
-import { type McSchedule, type ModelCheckOptions, type ModelCheckResult, ModelChecker, checkerFor, isScenarioSchedule, scheduleFile } from '../vmm/scenario/model-check.js';
+import {
+  type McSchedule,
+  type ModelCheckOptions,
+  type ModelCheckResult,
+  ModelChecker,
+  checkerFor,
+  isScenarioSchedule,
+  scheduleFile,
+} from '../vmm/scenario/model-check.js';
 import { ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
 import { Progress } from './progress.js';
 
@@ -43,7 +51,8 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
   }
   if (o.bug === 'all') return usage('--bug all searches the built-in workload; with a scenario file, name one bug');
   if (o.bug !== undefined && !(BUG_NAMES as string[]).includes(o.bug)) return usage(`--bug: unknown planted bug '${o.bug}'`);
-  if (o.trace !== undefined) return usage('--trace is not supported with a scenario file (replay the saved schedule of the workload explorer instead)');
+  if (o.trace !== undefined)
+    return usage('--trace is not supported with a scenario file (replay the saved schedule of the workload explorer instead)');
   // The output directory is checked before any work, so a long search cannot end unsaved.
   try {
     mkdirSync(o.out, { recursive: true });
@@ -71,7 +80,10 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
   };
   process.once('SIGINT', onSigint);
   const progress = new Progress(false);
-  const label = o.mode === 'random' ? `random, ${opts.maxSchedules} schedules from seed ${o.seed}` : `exhaustive, at most ${o.preemptions} preemption(s)`;
+  const label =
+    o.mode === 'random'
+      ? `random, ${opts.maxSchedules} schedules from seed ${o.seed}`
+      : `exhaustive, at most ${o.preemptions} preemption(s)`;
   try {
     const res = await mc.explore(
       (n) => progress.update(o.mode === 'random' ? n / opts.maxSchedules : 0, `${basename(file)}: schedule ${n}`),
@@ -92,7 +104,9 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
       }
     }
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ file, ...summary(res), ...(saved ? { saved } : {}), ...(shrunk ? { shrunk } : {}), interrupted }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ file, ...summary(res), ...(saved ? { saved } : {}), ...(shrunk ? { shrunk } : {}), interrupted }, null, 2)}\n`,
+      );
     } else {
       process.stdout.write(`${report(file, label, res, interrupted, saved, shrunk)}\n`);
     }
@@ -114,15 +128,34 @@ function summary(res: ModelCheckResult): object {
     capHit: res.capHit,
     stepLimited: res.stepLimited,
     ok: f === undefined,
-    ...(f ? { failing: { outcome: f.outcome, preemptions: f.preemptions, choices: f.choices.length, failures: f.failures, violations: f.violations } } : {}),
+    ...(f
+      ? {
+          failing: {
+            outcome: f.outcome,
+            preemptions: f.preemptions,
+            choices: f.choices.length,
+            failures: f.failures,
+            violations: f.violations,
+          },
+        }
+      : {}),
   };
 }
 
-function report(file: string, label: string, res: ModelCheckResult, interrupted: boolean, saved?: string, shrunk?: { saved: string; choices: number; preemptions: number }): string {
+function report(
+  file: string,
+  label: string,
+  res: ModelCheckResult,
+  interrupted: boolean,
+  saved?: string,
+  shrunk?: { saved: string; choices: number; preemptions: number },
+): string {
   const out = [`model check of ${file} (${label})`];
   const f = res.failing;
   if (f) {
-    out.push(`FAILED on schedule ${res.schedules} (${f.preemptions} preemption(s), ${f.choices.length} scheduler steps, outcome ${f.outcome})`);
+    out.push(
+      `FAILED on schedule ${res.schedules} (${f.preemptions} preemption(s), ${f.choices.length} scheduler steps, outcome ${f.outcome})`,
+    );
     for (const m of f.failures.slice(0, 5)) out.push(`  ${m}`);
     for (const v of f.violations.slice(0, 5)) out.push(`  ${v.invariant}: ${v.detail}`);
     out.push(`  saved ${saved}`);
@@ -133,7 +166,9 @@ function report(file: string, label: string, res: ModelCheckResult, interrupted:
   } else if (res.complete) {
     out.push(`covered ${res.schedules} schedules (${res.preemptions} preemptions), all passed: complete`);
   } else if (!interrupted && !res.capHit) {
-    out.push(`ran ${res.schedules} schedules (${res.preemptions} preemptions), all passed, but NOT complete: ${res.stepLimited} were cut by the step limit`);
+    out.push(
+      `ran ${res.schedules} schedules (${res.preemptions} preemptions), all passed, but NOT complete: ${res.stepLimited} were cut by the step limit`,
+    );
   } else {
     const why = interrupted ? 'interrupted' : `stopped at the cap of ${res.schedules} schedules (--max-schedules)`;
     out.push(`${why}: NOT complete; the ${res.schedules} schedules run (at most ${res.preemptions} preemptions) all passed`);
@@ -159,9 +194,13 @@ export async function replayIfScenario(file: string, o: { json?: boolean; trace?
   try {
     const { reproduced, result: r } = await mc.replay(saved);
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ reproduced, outcome: r.outcome, preemptions: r.preemptions, failures: r.failures, violations: r.violations }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ reproduced, outcome: r.outcome, preemptions: r.preemptions, failures: r.failures, violations: r.violations }, null, 2)}\n`,
+      );
     } else {
-      process.stdout.write(`replay of ${file} (scenario ${saved.scenarioPath ?? '(embedded)'}): ${reproduced ? 'reproduced exactly' : 'DIVERGED'} (outcome ${r.outcome})\n`);
+      process.stdout.write(
+        `replay of ${file} (scenario ${saved.scenarioPath ?? '(embedded)'}): ${reproduced ? 'reproduced exactly' : 'DIVERGED'} (outcome ${r.outcome})\n`,
+      );
       process.stdout.write(`  ${describeFailure(r)}\n`);
     }
     return reproduced ? 0 : 1;

@@ -1,7 +1,18 @@
 // `gmem-sandbox sweep` and `gmem-sandbox merge`: run a parameter x seed campaign (or one shard of
 // it) on a worker pool as JSON lines, and join shards' lines into one summary.
 
-import { closeSync, createWriteStream, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  createWriteStream,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -50,11 +61,19 @@ export function registerSweep(program: Command): void {
   program
     .command('sweep')
     .description('run stress over a cartesian product of parameters x seeds on a worker pool, one JSON line per job')
-    .option('--param <name=values>', `a parameter and its values, comma-separated, 'all' for kernel/policy/vm-type/pattern (repeatable); names: ${PARAM_HELP}`, collect, [])
+    .option(
+      '--param <name=values>',
+      `a parameter and its values, comma-separated, 'all' for kernel/policy/vm-type/pattern (repeatable); names: ${PARAM_HELP}`,
+      collect,
+      [],
+    )
     .option('--seeds <list>', 'seeds: A..B (inclusive), a comma list, or both (0..9,100)', '0')
     .option('--shard <K/N>', 'run only shard K of N (K 0-based, 0 <= K < N: jobs with index % N == K), e.g. $JOB_COMPLETION_INDEX/N')
     .option('--jobs <n>', 'jobs running at once (each job runs 2 + vCPUs threads itself)', jobsArg, 1)
-    .option('--out <file>', 'append the JSON lines to this file instead of printing them (lines already there are kept; they must be of this sweep)')
+    .option(
+      '--out <file>',
+      'append the JSON lines to this file instead of printing them (lines already there are kept; they must be of this sweep)',
+    )
     .option('--resume', 'with --out: skip the jobs whose lines are already in the file')
     .option('--summary <file>', 'also write the merged summary as JSON to this file')
     .option('--dry-run', 'print the planned jobs of this shard as JSON lines ({index, seed, params}) and run nothing')
@@ -104,7 +123,9 @@ async function readPrevious(file: string, plan: SweepPlan, merger: SweepMerger, 
   const id = merger.fileId(file);
   await forEachLine(file, (text, line) => merger.add(text, { file: id, line, offset: 0, length: 0 }), signal);
   if (merger.planId !== null && merger.planId !== plan.id) {
-    throw new InputError(`--out ${file}: holds lines of sweep plan ${merger.planId}, but this sweep is plan ${plan.id}; append only the same sweep to one file`);
+    throw new InputError(
+      `--out ${file}: holds lines of sweep plan ${merger.planId}, but this sweep is plan ${plan.id}; append only the same sweep to one file`,
+    );
   }
 }
 
@@ -130,7 +151,10 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
   const thisRun = merger.fileId('(this run, job)');
   const todo = o.resume ? { ...plan, jobs: plan.jobs.filter((j) => !merger.has(j.index)) } : plan;
   log(describePlan(plan, o.jobs));
-  if (o.resume) log(`resuming: ${plan.jobs.length - todo.jobs.length} of this shard's ${plan.jobs.length} job(s) already in ${o.out}, ${todo.jobs.length} to run`);
+  if (o.resume)
+    log(
+      `resuming: ${plan.jobs.length - todo.jobs.length} of this shard's ${plan.jobs.length} job(s) already in ${o.out}, ${todo.jobs.length} to run`,
+    );
   // Appending, one write per line: an interrupted sweep keeps every line it finished.
   let fd = o.out !== undefined ? openSync(o.out, 'a') : null;
   const emit = (s: string): void => {
@@ -162,9 +186,14 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
         if (!isOk(l)) {
           failing++;
           progress.done();
-          log(`! job ${l.index} (seed ${l.seed}${l.params && formatParams(l.params) ? `, ${formatParams(l.params)}` : ''}) failed: ${failureText(l)}`);
+          log(
+            `! job ${l.index} (seed ${l.seed}${l.params && formatParams(l.params) ? `, ${formatParams(l.params)}` : ''}) failed: ${failureText(l)}`,
+          );
         }
-        progress.update(done / todo.jobs.length, `${done}/${todo.jobs.length} jobs, ${failing} failing; last #${l.index} seed ${l.seed} ${Math.round(l.faultsPerSecond)} faults/s`);
+        progress.update(
+          done / todo.jobs.length,
+          `${done}/${todo.jobs.length} jobs, ${failing} failing; last #${l.index} seed ${l.seed} ${Math.round(l.faultsPerSecond)} faults/s`,
+        );
       },
     });
   } finally {
@@ -176,7 +205,9 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
   if (o.summary !== undefined) writeOutput(o.summary, `${JSON.stringify({ ...summaryJson(summary), interrupted }, null, 2)}\n`);
   if (!o.quiet) process.stderr.write(`${formatSummary(summary, { shard: plan.shard !== null })}\n`);
   if (interrupted) {
-    log(`INTERRUPTED: ${done} of ${todo.jobs.length} job(s) finished in this run${o.out !== undefined ? `; rerun with --resume to run the rest into ${o.out}` : ''}`);
+    log(
+      `INTERRUPTED: ${done} of ${todo.jobs.length} job(s) finished in this run${o.out !== undefined ? `; rerun with --resume to run the rest into ${o.out}` : ''}`,
+    );
     return EXIT.INTERRUPTED;
   }
   return summary.failures.length > 0 ? EXIT.FAIL : EXIT.PASS;
@@ -244,7 +275,8 @@ export async function mergeCommand(files: string[], o: MergeCliOptions, signal?:
         spool ??= mkdtempSync(join(tmpdir(), 'gmem-merge-'));
         paths.push(await spoolStdin(spool));
       } else {
-        if (!existsSync(f) || !statSync(f).isFile()) throw new InputError(`${f}: cannot read: ${existsSync(f) ? 'not a regular file' : 'no such file'}`);
+        if (!existsSync(f) || !statSync(f).isFile())
+          throw new InputError(`${f}: cannot read: ${existsSync(f) ? 'not a regular file' : 'no such file'}`);
         paths.push(f);
       }
     }
@@ -255,13 +287,18 @@ export async function mergeCommand(files: string[], o: MergeCliOptions, signal?:
       await forEachLine(p, (text, line, offset, length) => m.add(text, { file, line, offset, length }), signal);
     }
     if (m.lines === 0) {
-      process.stdout.write(o.json ? `${JSON.stringify({ ok: false, error: 'no sweep lines in the input' }, null, 2)}\n` : `merge: FAIL  no sweep lines in ${files.join(', ')}: nothing to merge\n`);
+      process.stdout.write(
+        o.json
+          ? `${JSON.stringify({ ok: false, error: 'no sweep lines in the input' }, null, 2)}\n`
+          : `merge: FAIL  no sweep lines in ${files.join(', ')}: nothing to merge\n`,
+      );
       return EXIT.FAIL;
     }
     const summary = m.summary();
     if (o.out !== undefined) writeMerged(o.out, m, paths);
     process.stdout.write(o.json ? `${JSON.stringify(summaryJson(summary), null, 2)}\n` : `${formatSummary(summary)}\n`);
-    if (summary.missing.length > 0 && o.json) process.stderr.write(`gmem-sandbox merge: incomplete: ${summary.missing.length} of ${summary.total} jobs missing\n`);
+    if (summary.missing.length > 0 && o.json)
+      process.stderr.write(`gmem-sandbox merge: incomplete: ${summary.missing.length} of ${summary.total} jobs missing\n`);
     return summary.failures.length > 0 || summary.missing.length > 0 ? EXIT.FAIL : EXIT.PASS;
   } finally {
     if (spool !== null) rmSync(spool, { recursive: true, force: true });
@@ -314,11 +351,24 @@ export function formatSummary(s: SweepSummary, o: { shard?: boolean; maxFailures
       failureText({ violations: c.violations, crashes: 0 }).replace(/^not ok$/, '-'),
       String(c.crashes),
     ]);
-    out.push('', ...table(['combination', 'runs', 'ok', 'faults/s mean (min..max)', 'violations', 'crashes'], rows, [false, true, true, true, false, true]));
+    out.push(
+      '',
+      ...table(['combination', 'runs', 'ok', 'faults/s mean (min..max)', 'violations', 'crashes'], rows, [
+        false,
+        true,
+        true,
+        true,
+        false,
+        true,
+      ]),
+    );
   }
   if (!o.shard && s.missing.length > 0) {
     const shown = s.missing.slice(0, 20).join(', ');
-    out.push('', `missing job indices (a shard did not finish?): ${shown}${s.missing.length > 20 ? `, ... (${s.missing.length} in all)` : ''}`);
+    out.push(
+      '',
+      `missing job indices (a shard did not finish?): ${shown}${s.missing.length > 20 ? `, ... (${s.missing.length} in all)` : ''}`,
+    );
   }
   if (failing > 0) {
     const max = o.maxFailures ?? 20;
@@ -336,15 +386,28 @@ export function formatSummary(s: SweepSummary, o: { shard?: boolean; maxFailures
 function mergeExplore(files: string[], paths: string[], o: MergeCliOptions): number {
   const merged = mergeExploreResults(files, paths.map(readExploreResult));
   const incomplete = merged.missingShards.length > 0;
-  const status = incomplete || merged.interrupted ? EXIT.FAIL : exploreStatus(merged.results.some((r) => r.bug !== null), merged.results);
+  const status =
+    incomplete || merged.interrupted
+      ? EXIT.FAIL
+      : exploreStatus(
+          merged.results.some((r) => r.bug !== null),
+          merged.results,
+        );
   if (o.out !== undefined) writeOutput(o.out, `${JSON.stringify(merged, null, 2)}\n`);
   if (o.json) process.stdout.write(`${JSON.stringify(merged, null, 2)}\n`);
   else {
     for (const r of merged.results) {
       const name = r.bug ?? merged.catalogue ?? '(no planted bug)';
-      process.stdout.write(r.found ? `${name}: FOUND, first at seed ${r.seed} (${r.schedules} schedules over ${files.length} shard(s))\n  ${r.violation}\n  saved ${r.saved ?? '(not written)'}\n` : `${name}: not found in ${r.schedules} schedules over ${files.length} shard(s)\n`);
+      process.stdout.write(
+        r.found
+          ? `${name}: FOUND, first at seed ${r.seed} (${r.schedules} schedules over ${files.length} shard(s))\n  ${r.violation}\n  saved ${r.saved ?? '(not written)'}\n`
+          : `${name}: not found in ${r.schedules} schedules over ${files.length} shard(s)\n`,
+      );
     }
-    if (incomplete) process.stdout.write(`merge: INCOMPLETE, shards missing: ${merged.missingShards.map((k) => `${k}/${merged.shardCount}`).join(', ')}\n`);
+    if (incomplete)
+      process.stdout.write(
+        `merge: INCOMPLETE, shards missing: ${merged.missingShards.map((k) => `${k}/${merged.shardCount}`).join(', ')}\n`,
+      );
   }
   return status;
 }

@@ -32,12 +32,24 @@ export function wordDescriber(mem: Mem): WordDescriber {
     const rmpPfn = rmp.pfnOfWord(i);
     if (rmpPfn >= 0) return { name: `RMP entry of pfn ${rmpPfn} (an RMPUPDATE in progress)`, kind: 'word' };
     for (let vm = 0; vm < mem.limits.maxVms; vm++) {
-      if (i === memslots.generationWord(vm)) return { name: `the memslot generation of vm ${vm} (a fault retrying on an INVALID slot waits for the next publish)`, kind: 'word' };
+      if (i === memslots.generationWord(vm))
+        return {
+          name: `the memslot generation of vm ${vm} (a fault retrying on an INVALID slot waits for the next publish)`,
+          kind: 'word',
+        };
     }
     const v = vms.describeWord(i);
     if (v !== null) {
-      if (v.what === 'srcu') return { name: `synchronize_srcu(kvm->srcu of vm ${v.vm}): the read section of thread ${v.reader}`, kind: 'srcu', reader: v.reader };
-      return { name: `${v.what} of vm ${v.vm}`, kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' || v.what === 'kvm->lock' ? 'mutex' : 'word' };
+      if (v.what === 'srcu')
+        return {
+          name: `synchronize_srcu(kvm->srcu of vm ${v.vm}): the read section of thread ${v.reader}`,
+          kind: 'srcu',
+          reader: v.reader,
+        };
+      return {
+        name: `${v.what} of vm ${v.vm}`,
+        kind: v.what === 'mmu_lock' ? 'rwsem' : v.what === 'slots_lock' || v.what === 'kvm->lock' ? 'mutex' : 'word',
+      };
     }
     return { name: `shared word ${i}`, kind: 'word' };
   };

@@ -26,7 +26,10 @@ export function openKernel(o: KernelOptions): KvmCtx {
   const mem = mapBuffers(o.buffers);
   const describe = wordDescriber(mem);
   const sync: Sync = o.mode === 'controlled' ? new ControlledSync(mem, o.tid, describe) : new FreeSync(mem, o.tid, describe);
-  const psp = o.platform === 'direct' ? new DirectPlatform(mem, sync) : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
+  const psp =
+    o.platform === 'direct'
+      ? new DirectPlatform(mem, sync)
+      : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
   return openKvm(mem, sync, psp, kernelVersion(o.kernel));
 }
 

@@ -68,7 +68,8 @@ export class Rmp {
    * writes under (a quiescent point, or the token holder of a controlled run).
    */
   nextAssigned(from: number): number {
-    for (let pfn = from, i = this.base + from * RMP_WORDS; pfn < this.nrPfns; pfn++, i += RMP_WORDS) if ((this.w[i] & RMP_ASSIGNED) !== 0) return pfn;
+    for (let pfn = from, i = this.base + from * RMP_WORDS; pfn < this.nrPfns; pfn++, i += RMP_WORDS)
+      if ((this.w[i] & RMP_ASSIGNED) !== 0) return pfn;
     return -1;
   }
   asid(pfn: number): number {
@@ -113,10 +114,11 @@ export class Rmp {
    * with FAIL_OVERLAP, the code Linux's rmpupdate() loops on. No lock shared with the firmware.
    */
   rmpupdate(pfn: number, flags: number, asid: number, gfn: number, sync: Sync): number {
-    if (!(pfn >= 0 && pfn < this.nrPfns) || !(asid >= 0 && asid <= ASID_MASK) || !(gfn >= 0 && gfn < GFN_LIMIT)) return RmpupdateRet.FAIL_INPUT;
+    if (!(pfn >= 0 && pfn < this.nrPfns) || !(asid >= 0 && asid <= ASID_MASK) || !(gfn >= 0 && gfn < GFN_LIMIT))
+      return RmpupdateRet.FAIL_INPUT;
     if ((flags & RMP_ASSIGNED) !== 0 && asid === 0) return RmpupdateRet.FAIL_INPUT;
     const i = this.base + pfn * RMP_WORDS;
-    for (let cur = Atomics.load(this.w, i); ; ) {
+    for (let cur = Atomics.load(this.w, i); ;) {
       if ((cur & RMP_BUSY) !== 0) return RmpupdateRet.FAIL_OVERLAP;
       const seen = Atomics.compareExchange(this.w, i, cur, cur | RMP_BUSY);
       if (seen === cur) break;
@@ -150,7 +152,7 @@ export class Rmp {
    */
   pvalidate(pfn: number, asid: number, gfn: number, validate: boolean): number {
     const i = this.base + pfn * RMP_WORDS;
-    for (let cur = Atomics.load(this.w, i); ; ) {
+    for (let cur = Atomics.load(this.w, i); ;) {
       if ((cur & OWNER_BITS) !== encode(RMP_ASSIGNED, asid, gfn)) return -1;
       if ((cur & RMP_IMMUTABLE) !== 0) return PvalidateRet.FAIL_INPUT;
       if (((cur & RMP_VALIDATED) !== 0) === validate) return PvalidateRet.FAIL_NOUPDATE;
@@ -167,7 +169,7 @@ export class Rmp {
   firmwareWrite(pfn: number, flags: number, asid: number, gfn: number): void {
     const i = this.base + pfn * RMP_WORDS;
     const next = encode(flags & FLAG_BITS, asid, gfn);
-    for (let cur = Atomics.load(this.w, i); ; ) {
+    for (let cur = Atomics.load(this.w, i); ;) {
       const seen = Atomics.compareExchange(this.w, i, cur, next | (cur & (RMP_BUSY | RMP_WAITERS)));
       if (seen === cur) return;
       cur = seen;

@@ -101,7 +101,11 @@ export class SnpFirmwareCore {
     const info = Buffer.alloc(16);
     info.writeBigUInt64LE(BigInt(gfn) * BigInt(PAGE_SIZE), 0);
     info.writeUInt32LE(type, 8);
-    const next = createHash('sha384').update(prev).update(page === null ? new Uint8Array(DIGEST_BYTES) : createHash('sha384').update(page).digest()).update(info).digest();
+    const next = createHash('sha384')
+      .update(prev)
+      .update(page === null ? new Uint8Array(DIGEST_BYTES) : createHash('sha384').update(page).digest())
+      .update(info)
+      .digest();
     const words = new Int32Array(next.buffer, next.byteOffset, DIGEST_BYTES / 4);
     for (let k = 0; k < DIGEST_BYTES / 4; k++) Atomics.store(this.w, dw + k, words[k]);
   }

@@ -131,7 +131,10 @@ export class PfnAllocator {
   pcpList(tid: number): { pfns: Int32Array; locked: boolean } {
     const p = this.pcps + tid * PCP_WORDS;
     const n = Atomics.load(this.w, p + P_COUNT);
-    return { pfns: this.w.slice(p + P_LIST, p + P_LIST + Math.max(0, Math.min(n, PCP_HIGH))), locked: Atomics.load(this.w, p + P_LOCK) !== 0 };
+    return {
+      pfns: this.w.slice(p + P_LIST, p + P_LIST + Math.max(0, Math.min(n, PCP_HIGH))),
+      locked: Atomics.load(this.w, p + P_LOCK) !== 0,
+    };
   }
 
   /** rmqueue_bulk: up to a batch from the zone onto the held pcp list `p`; its new count. */

@@ -7,15 +7,47 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 
 export const BUGS = {
-  'prepare-skips-clear': { bit: 1 << 0, race: false, what: 'get_pfn prepares a folio without clearing it, so the guest sees what the page held before' },
-  'fault-skips-seq-recheck': { bit: 1 << 1, race: true, what: 'the fault installs its SPTE without re-checking mmu_invalidate_seq under mmu_lock' },
-  'get-pfn-unlocked-prepare': { bit: 1 << 2, race: true, what: 'get_pfn drops the folio lock before preparing, so two faults can prepare one folio at once' },
-  'punch-frees-before-zap': { bit: 1 << 3, race: false, what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them' },
+  'prepare-skips-clear': {
+    bit: 1 << 0,
+    race: false,
+    what: 'get_pfn prepares a folio without clearing it, so the guest sees what the page held before',
+  },
+  'fault-skips-seq-recheck': {
+    bit: 1 << 1,
+    race: true,
+    what: 'the fault installs its SPTE without re-checking mmu_invalidate_seq under mmu_lock',
+  },
+  'get-pfn-unlocked-prepare': {
+    bit: 1 << 2,
+    race: true,
+    what: 'get_pfn drops the folio lock before preparing, so two faults can prepare one folio at once',
+  },
+  'punch-frees-before-zap': {
+    bit: 1 << 3,
+    race: false,
+    what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them',
+  },
   'populate-no-uptodate-check': { bit: 1 << 4, race: false, what: 'kvm_gmem_populate does not refuse a folio that is already up to date' },
-  'invalidate-end-before-truncate': { bit: 1 << 5, race: true, what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed' },
-  'skip-arch-invalidate-on-free': { bit: 1 << 6, race: false, what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)' },
-  'memslot-update-skips-synchronize-srcu': { bit: 1 << 7, race: true, what: 'kvm_set_memslot publishes memslot sets without synchronize_srcu, so a fault in flight uses a slot after it was freed' },
-  'zap-skips-tlb-flush': { bit: 1 << 8, race: true, what: 'an invalidation zaps SPTEs without flushing the vCPUs\' TLBs, which keep the old translations' },
+  'invalidate-end-before-truncate': {
+    bit: 1 << 5,
+    race: true,
+    what: 'PUNCH_HOLE ends the invalidation before truncating, so a fault can map a folio about to be freed',
+  },
+  'skip-arch-invalidate-on-free': {
+    bit: 1 << 6,
+    race: false,
+    what: 'a folio leaves the page cache without the arch invalidate (its RMP entry stays guest-owned)',
+  },
+  'memslot-update-skips-synchronize-srcu': {
+    bit: 1 << 7,
+    race: true,
+    what: 'kvm_set_memslot publishes memslot sets without synchronize_srcu, so a fault in flight uses a slot after it was freed',
+  },
+  'zap-skips-tlb-flush': {
+    bit: 1 << 8,
+    race: true,
+    what: "an invalidation zaps SPTEs without flushing the vCPUs' TLBs, which keep the old translations",
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];

@@ -114,7 +114,7 @@ export class Files {
   tryGet(f: number): boolean {
     if (!this.slab.valid(f)) return false;
     const i = this.at(f) + FL_REF;
-    for (let r = Atomics.load(this.w, i); r > 0; ) {
+    for (let r = Atomics.load(this.w, i); r > 0;) {
       const prev = Atomics.compareExchange(this.w, i, r, r + 1);
       if (prev === r) {
         // Taken on a record freed and reused between the check and the CAS: give it back.

@@ -106,7 +106,7 @@ export class Folios {
   /** folio_try_get: takes a reference unless the folio is already on its way to being freed. */
   tryGet(pfn: number): boolean {
     const i = this.base + pfn * FOLIO_WORDS + F_REF;
-    for (let r = Atomics.load(this.w, i); r > 0; ) {
+    for (let r = Atomics.load(this.w, i); r > 0;) {
       const prev = Atomics.compareExchange(this.w, i, r, r + 1);
       if (prev === r) return true;
       r = prev;

@@ -33,7 +33,12 @@ export const FALLOC_MODE_NAMES = {
 export type FallocModeName = keyof typeof FALLOC_MODE_NAMES;
 /** FALLOC_FL_SUPPORTED_MASK (include/linux/falloc.h, 6.11): NO_HIDE_STALE is not in it. */
 const FALLOC_FL_SUPPORTED_MASK =
-  FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE;
+  FALLOC_FL_KEEP_SIZE |
+  FALLOC_FL_PUNCH_HOLE |
+  FALLOC_FL_COLLAPSE_RANGE |
+  FALLOC_FL_ZERO_RANGE |
+  FALLOC_FL_INSERT_RANGE |
+  FALLOC_FL_UNSHARE_RANGE;
 /** KVM_CREATE_GUEST_MEMFD accepts no flags in 6.11. */
 export const GUEST_MEMFD_VALID_FLAGS = 0;
 
@@ -62,7 +67,8 @@ export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number |
   if (!(size > 0) || !isPageAligned(size)) return -Errno.EINVAL;
   const pages = size / PAGE_SIZE;
   return withTableLock(g, () => {
-    if (g.files.freeSlotCount() === 0) throw new SandboxLimitError('guest_memfd', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
+    if (g.files.freeSlotCount() === 0)
+      throw new SandboxLimitError('guest_memfd', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
     const ino = g.inodes.create(pages);
     if (typeof ino === 'string') throw new SandboxLimitError('size', ino);
     const f = g.files.alloc(ino, vm);
@@ -81,7 +87,8 @@ export function gmemLink(g: GmemCtx, file: number, vm: number): number {
     if (g.inodes.nfiles(ino) >= LIMITS.MAX_FILES_PER_INODE) {
       throw new SandboxLimitError('link', `at most ${LIMITS.MAX_FILES_PER_INODE} files may share one guest_memfd inode`);
     }
-    if (g.files.freeSlotCount() === 0) throw new SandboxLimitError('link', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
+    if (g.files.freeSlotCount() === 0)
+      throw new SandboxLimitError('link', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
     const f = g.files.alloc(ino, vm);
     g.inodes.addFile(ino, f);
     return f;
@@ -456,7 +463,16 @@ export function gmemPopulate(
   return withActiveFile(g, s.fileWord, (file) => populateFile(g, vm, file, s, startGfn, npages, isPrivate, post));
 }
 
-function populateFile(g: GmemCtx, vm: number, file: number, s: PopulateSlot, startGfn: number, npages: number, isPrivate: (gfn: number) => boolean, post: PostPopulate): number {
+function populateFile(
+  g: GmemCtx,
+  vm: number,
+  file: number,
+  s: PopulateSlot,
+  startGfn: number,
+  npages: number,
+  isPrivate: (gfn: number) => boolean,
+  post: PostPopulate,
+): number {
   const ino = g.files.inode(file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);

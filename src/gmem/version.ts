@@ -58,11 +58,24 @@ const V610: KernelVersion = {
   prefaultNeedsLaunch: false,
 };
 const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
-const V611: KernelVersion = { ...SEED, name: '6.11', prepare: Policy.ON_FAULT_OWN_VM, populateRefusesUptodate: true, populatePrivateOnly: true, readonlyRefusedOnSnp: true };
+const V611: KernelVersion = {
+  ...SEED,
+  name: '6.11',
+  prepare: Policy.ON_FAULT_OWN_VM,
+  populateRefusesUptodate: true,
+  populatePrivateOnly: true,
+  readonlyRefusedOnSnp: true,
+};
 const V618: KernelVersion = { ...V611, name: '6.18', prefaultInvalidSlotEagain: true, unbindDyingFile: true };
 const UPSTREAM: KernelVersion = { ...V618, name: 'upstream', rejectGmemFlagsChange: true };
 
-export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = { '6.10': V610, b85524314a: SEED, '6.11': V611, '6.18': V618, upstream: UPSTREAM };
+export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = {
+  '6.10': V610,
+  b85524314a: SEED,
+  '6.11': V611,
+  '6.18': V618,
+  upstream: UPSTREAM,
+};
 
 /** The version each prepare-policy name was modelled on. */
 export const POLICY_VERSION: Readonly<Record<PolicyName, KernelVersionName>> = {
@@ -82,6 +95,7 @@ export const DEFAULT_KERNEL: KernelVersionName = '6.11';
 // is modelled as upstream only), and the 6.11-rc1 text itself (read at a90764f0e4ed).
 
 export function kernelVersion(name: string): KernelVersion {
-  if (!(KERNEL_VERSIONS as readonly string[]).includes(name)) throw new Error(`kernel: must be one of ${KERNEL_VERSIONS.join(', ')}; got '${name}'`);
+  if (!(KERNEL_VERSIONS as readonly string[]).includes(name))
+    throw new Error(`kernel: must be one of ${KERNEL_VERSIONS.join(', ')}; got '${name}'`);
   return VERSIONS[name as KernelVersionName];
 }

@@ -35,7 +35,7 @@ export function declareFdTable(lb: LayoutBuilder): void {
 
 function pack(kind: FdKind, value: number): number {
   assert(value >= 0 && value <= VALUE_MASK, `fd entry value ${value} out of range`);
-  return ((kind << VALUE_BITS) | value) | 0;
+  return (kind << VALUE_BITS) | value | 0;
 }
 
 function unpack(fd: number, e: number): FdEntry | null {

@@ -74,12 +74,26 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
   const npages = m.memorySize / PAGE_SIZE;
   const gfnLimit = k.memslots.gfnsPerVm;
   if (baseGfn + npages > gfnLimit) {
-    throw new SandboxLimitError('guest_phys_addr', `guest_phys_addr + memory_size must stay below ${gfnLimit * PAGE_SIZE} (limits.gfnsPerVm)`);
+    throw new SandboxLimitError(
+      'guest_phys_addr',
+      `guest_phys_addr + memory_size must stay below ${gfnLimit * PAGE_SIZE} (limits.gfnsPerVm)`,
+    );
   }
   if (m.userspaceAddr / PAGE_SIZE + npages > k.mem.limits.userPages) {
-    throw new SandboxLimitError('userspace_addr', `userspace_addr + memory_size must stay below ${k.mem.limits.userPages * PAGE_SIZE} (limits.userPages)`);
+    throw new SandboxLimitError(
+      'userspace_addr',
+      `userspace_addr + memory_size must stay below ${k.mem.limits.userPages * PAGE_SIZE} (limits.userPages)`,
+    );
   }
-  const next: MemslotInfo = { id, flags: m.flags, baseGfn, npages, userPage: m.userspaceAddr / PAGE_SIZE, gmemFile: NO_HANDLE, gmemPgoff: 0 };
+  const next: MemslotInfo = {
+    id,
+    flags: m.flags,
+    baseGfn,
+    npages,
+    userPage: m.userspaceAddr / PAGE_SIZE,
+    gmemFile: NO_HANDLE,
+    gmemPgoff: 0,
+  };
   if (old !== NO_HANDLE) {
     const o = k.memslots.info(vm, old);
     // Private memslots are immutable, they can only be deleted.
@@ -96,7 +110,8 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
     return 0;
   }
   if (k.memslots.overlaps(vm, -1, baseGfn, baseGfn + npages)) return -Errno.EEXIST;
-  if (k.memslots.used(vm).length >= LIMITS.MAX_MEMSLOTS) throw new SandboxLimitError('slot', `a VM may have at most ${LIMITS.MAX_MEMSLOTS} memslots in the sandbox`);
+  if (k.memslots.used(vm).length >= LIMITS.MAX_MEMSLOTS)
+    throw new SandboxLimitError('slot', `a VM may have at most ${LIMITS.MAX_MEMSLOTS} memslots in the sandbox`);
   if (m.flags & KVM_MEM_GUEST_MEMFD) {
     if (m.gmemFile < 0) return m.gmemFile;
     if (m.guestMemfdOffset + m.memorySize < m.guestMemfdOffset) return -Errno.EINVAL;

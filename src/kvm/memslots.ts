@@ -67,7 +67,10 @@ export class Memslots {
     this.indexBase = regionBase(mem, INDEX);
     this.gfnsPerVm = mem.limits.gfnsPerVm;
     this.w = mem.w;
-    this.slabs = Array.from({ length: mem.limits.maxVms }, (_, vm) => new Slab(this.w, this.vmBase(vm) + RECS, NREC, REC_WORDS, Obj.MEMSLOT, mem, vm));
+    this.slabs = Array.from(
+      { length: mem.limits.maxVms },
+      (_, vm) => new Slab(this.w, this.vmBase(vm) + RECS, NREC, REC_WORDS, Obj.MEMSLOT, mem, vm),
+    );
   }
 
   private vmBase(vm: number): number {
@@ -226,7 +229,8 @@ export class Memslots {
     if (old !== NO_HANDLE) {
       let k = 0;
       while (k < LIMITS.MAX_MEMSLOTS && Atomics.load(this.w, l + k) !== old + 1) k++;
-      if (k === LIMITS.MAX_MEMSLOTS) throw new Error(`kvm_replace_memslot: vm ${vm} slot record ${handleId(old)} is not in the inactive set`);
+      if (k === LIMITS.MAX_MEMSLOTS)
+        throw new Error(`kvm_replace_memslot: vm ${vm} slot record ${handleId(old)} is not in the inactive set`);
       Atomics.store(this.w, l + k, 0);
       const b = this.baseGfn(vm, old);
       const e = b + this.npages(vm, old);

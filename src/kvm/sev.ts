@@ -79,12 +79,28 @@ function snpLaunchStartLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
 const VALID_PAGE_TYPES: ReadonlySet<number> = new Set(Object.values(SnpPageType));
 
 // sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_UPDATE)
-export function snpLaunchUpdate(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
+export function snpLaunchUpdate(
+  k: KvmCtx,
+  psp: SnpPlatform,
+  vm: number,
+  gfnStart: number,
+  len: number,
+  type: number,
+  src: Uint8Array | null,
+): LaunchUpdateResult {
   return withKvmLock(k, vm, () => snpLaunchUpdateLocked(k, psp, vm, gfnStart, len, type, src));
 }
 
 // snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
-function snpLaunchUpdateLocked(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart: number, len: number, type: number, src: Uint8Array | null): LaunchUpdateResult {
+function snpLaunchUpdateLocked(
+  k: KvmCtx,
+  psp: SnpPlatform,
+  vm: number,
+  gfnStart: number,
+  len: number,
+  type: number,
+  src: Uint8Array | null,
+): LaunchUpdateResult {
   const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
   // snp_launch_update: `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START
   // and FINISH answer -ENOTTY for a VM that is not SNP).
@@ -100,7 +116,8 @@ function snpLaunchUpdateLocked(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart
     // hypervisor-owned state (an up-to-date folio before de80252414f3 has one), is EINVAL.
     if (!k.attrs.isPrivate(vm, gfn)) return -Errno.EINVAL;
     if (psp.rmpAssigned(pfn)) return -Errno.EINVAL;
-    if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
+    if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)))
+      return -Errno.EFAULT;
     k.stats[C.rmpUpdates]++;
     // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.
     const rr = psp.rmpMakePrivate(pfn, gfn, asid, true);
@@ -123,7 +140,15 @@ function snpLaunchUpdateLocked(k: KvmCtx, psp: SnpPlatform, vm: number, gfnStart
     if (s === NO_HANDLE || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
     k.memslots.check(vm, s, Site['kvm_gmem_populate: slot'], k.sync.tid);
     const m = k.memslots.info(vm, s);
-    const count = gmemPopulate(k.g, vm, { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff }, gfnStart, npages, (gfn) => k.attrs.isPrivate(vm, gfn), post);
+    const count = gmemPopulate(
+      k.g,
+      vm,
+      { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff },
+      gfnStart,
+      npages,
+      (gfn) => k.attrs.isPrivate(vm, gfn),
+      post,
+    );
     if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError };
     return { ret: 0, pagesDone: count, populateErr: 0, fwError };
   } finally {

@@ -166,7 +166,9 @@ export class Vms {
     return this.at(vm) + V_RANGE_END;
   }
   /** Which VM and lock a word is, for reports. */
-  describeWord(i: number): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' | 'srcu'; reader?: number } | null {
+  describeWord(
+    i: number,
+  ): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' | 'srcu'; reader?: number } | null {
     const srel = i - this.srcuBase;
     if (srel >= 0 && srel < this.maxVms * this.srcuStride) {
       const vm = Math.floor(srel / this.srcuStride);

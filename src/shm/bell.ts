@@ -143,10 +143,16 @@ export class Bell {
  * actors waiting for this one to register unwind at once, and so does the leader), arrives as
  * crashed and is thrown. Returns every round's result.
  */
-export function followRounds<P, R>(sab: SharedArrayBuffer, fromGen: number, ctl: SyncControl, part: (p: P) => R, flagged: (r: R) => boolean): Array<R | null> {
+export function followRounds<P, R>(
+  sab: SharedArrayBuffer,
+  fromGen: number,
+  ctl: SyncControl,
+  part: (p: P) => R,
+  flagged: (r: R) => boolean,
+): Array<R | null> {
   const bell = new Bell(sab, ctl);
   const out: Array<R | null> = [];
-  for (let seen = fromGen; ; ) {
+  for (let seen = fromGen; ;) {
     let flag = false;
     try {
       const round = bell.next<P>(seen);

@@ -21,9 +21,7 @@ export const Errno = {
 } as const;
 export type ErrnoCode = keyof typeof Errno;
 
-const BY_NUMBER: Record<number, ErrnoCode> = Object.fromEntries(
-  Object.entries(Errno).map(([k, v]) => [v, k as ErrnoCode]),
-);
+const BY_NUMBER: Record<number, ErrnoCode> = Object.fromEntries(Object.entries(Errno).map(([k, v]) => [v, k as ErrnoCode]));
 
 export function errnoName(errno: number): ErrnoCode {
   const name = BY_NUMBER[Math.abs(errno)];

@@ -117,7 +117,11 @@ export class Mailbox {
       // The spin looks at the first pending word first (one load to see a request), and at
       // stop only every 64 rounds: a shorter round answers sooner.
       for (let n = 0; n < this.tuning.serverSpin; n++) {
-        if (Atomics.load(w, b + H_PENDING) !== 0 || Atomics.load(w, b + H_PENDING + 1) !== 0 || ((n & 63) === 63 && Atomics.load(w, b + H_STOP) !== 0)) {
+        if (
+          Atomics.load(w, b + H_PENDING) !== 0 ||
+          Atomics.load(w, b + H_PENDING + 1) !== 0 ||
+          ((n & 63) === 63 && Atomics.load(w, b + H_STOP) !== 0)
+        ) {
           idle = false;
           break;
         }
@@ -134,7 +138,11 @@ export class Mailbox {
     return served;
   }
 
-  private drain(mask: number, first: number, handle: (client: number, cmd: number, a0: number, a1: number, a2: number, a3: number) => number): number {
+  private drain(
+    mask: number,
+    first: number,
+    handle: (client: number, cmd: number, a0: number, a1: number, a2: number, a3: number) => number,
+  ): number {
     const w = this.w;
     let n = 0;
     while (mask !== 0) {

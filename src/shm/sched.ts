@@ -36,8 +36,30 @@ export type StrategyName = 'random' | 'pct' | 'replay';
 export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3 } as const;
 
 /** Event kinds in the trace. */
-export const Ev = { POINT: 0, LOCK: 1, READ_LOCK: 2, WRITE_LOCK: 3, WAIT: 4, BLOCK: 5, EXIT: 6, SLEEP: 7, SRCU_READ_LOCK: 8, SYNCHRONIZE_SRCU: 9 } as const;
-export const EV_NAMES = ['point', 'lock', 'read_lock', 'write_lock', 'wait', 'block', 'exit', 'sleep', 'srcu_read_lock', 'synchronize_srcu'] as const;
+export const Ev = {
+  POINT: 0,
+  LOCK: 1,
+  READ_LOCK: 2,
+  WRITE_LOCK: 3,
+  WAIT: 4,
+  BLOCK: 5,
+  EXIT: 6,
+  SLEEP: 7,
+  SRCU_READ_LOCK: 8,
+  SYNCHRONIZE_SRCU: 9,
+} as const;
+export const EV_NAMES = [
+  'point',
+  'lock',
+  'read_lock',
+  'write_lock',
+  'wait',
+  'block',
+  'exit',
+  'sleep',
+  'srcu_read_lock',
+  'synchronize_srcu',
+] as const;
 
 export const MAX_STEPS = 1 << 15;
 export const MAX_TRACE = 1 << 16;
@@ -84,7 +106,12 @@ export function declareSched(lb: LayoutBuilder, maxThreads: number): void {
   // A reset clears the header (H_ENABLED: set-up code before configure() runs free) and the
   // actors; the log, forced choices, trace, deadlock snapshot and candidate sets are written
   // before they are read (up to the step and trace counts the header holds).
-  lb.add(REGION, HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads + CAND_WORDS * MAX_STEPS, 'shm/sched.ts', HEADER + maxThreads * A_WORDS);
+  lb.add(
+    REGION,
+    HEADER + maxThreads * A_WORDS + 2 * MAX_STEPS + 4 * MAX_TRACE + DL_WORDS * maxThreads + CAND_WORDS * MAX_STEPS,
+    'shm/sched.ts',
+    HEADER + maxThreads * A_WORDS,
+  );
 }
 
 /**
@@ -242,7 +269,8 @@ export class SchedControl {
     const out: Array<{ tid: number; word: number; server: boolean }> = [];
     for (let t = 0; t < this.maxThreads; t++) {
       const a = this.actors + t * A_WORDS;
-      if (Atomics.load(this.w, a + A_STATE) === ST_BLOCKED) out.push({ tid: t, word: Atomics.load(this.w, a + A_BLOCK_WORD), server: Atomics.load(this.w, a + A_SERVER) !== 0 });
+      if (Atomics.load(this.w, a + A_STATE) === ST_BLOCKED)
+        out.push({ tid: t, word: Atomics.load(this.w, a + A_BLOCK_WORD), server: Atomics.load(this.w, a + A_SERVER) !== 0 });
     }
     return out;
   }
@@ -286,7 +314,11 @@ function decide(w: Int32Array, base: number, maxThreads: number, self: number): 
     if (st === ST_RUNNABLE) cands.push(t);
     else if (st === ST_BLOCKED) {
       const w2 = Atomics.load(w, a + A_BLOCK_WORD2);
-      if (Atomics.load(w, Atomics.load(w, a + A_BLOCK_WORD)) !== Atomics.load(w, a + A_BLOCK_VALUE) || (w2 !== 0 && Atomics.load(w, w2 - 1) !== Atomics.load(w, a + A_BLOCK_VALUE2))) cands.push(t);
+      if (
+        Atomics.load(w, Atomics.load(w, a + A_BLOCK_WORD)) !== Atomics.load(w, a + A_BLOCK_VALUE) ||
+        (w2 !== 0 && Atomics.load(w, w2 - 1) !== Atomics.load(w, a + A_BLOCK_VALUE2))
+      )
+        cands.push(t);
       else if (Atomics.load(w, a + A_SERVER) === 0) waiting = true;
     }
   }
@@ -524,7 +556,8 @@ export class ControlledSync implements Sync {
   mutexUnlock(i: number): void {
     if (!this.active) return this.free.mutexUnlock(i);
     const old = Atomics.exchange(this.w, i, 0);
-    if ((old & OWNER_MASK) !== this.me) throw new Error(`mutex word ${i} unlocked by thread ${this.tid} but held by ${(old & OWNER_MASK) - 1}`);
+    if ((old & OWNER_MASK) !== this.me)
+      throw new Error(`mutex word ${i} unlocked by thread ${this.tid} but held by ${(old & OWNER_MASK) - 1}`);
     // Taken in free mode before this actor registered, with free-mode sleepers to wake.
     if (old & WAITERS) this.free.wake(i, 1);
   }

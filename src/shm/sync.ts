@@ -247,7 +247,8 @@ export class SyncControl {
     for (;;) {
       const st = Atomics.load(w, b + 2);
       if (st === PAUSE_HELD) return Atomics.load(w, b + 3);
-      if ((st & STATE_MASK) !== PAUSE_ARMED && st !== PAUSE_CLAIMING) throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
+      if ((st & STATE_MASK) !== PAUSE_ARMED && st !== PAUSE_CLAIMING)
+        throw new Error(`pause ${slot} is ${this.pauseState(slot)}, not armed`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`pause at '${POINTS[Atomics.load(w, b) - 1]}' was not reached within ${timeoutMs} ms`);
       const r = Atomics.waitAsync(w, b + 2, st, Math.min(left, 50));
@@ -629,7 +630,9 @@ export class FreeSync implements Sync {
       case 'mutex':
         return holderName(v);
       case 'srcu':
-        return v === 0 ? 'nobody (the read section just ended)' : `reader thread ${this.describe(i).reader ?? '?'} in a read section since grace period ${srcuReaderSince(v)}`;
+        return v === 0
+          ? 'nobody (the read section just ended)'
+          : `reader thread ${this.describe(i).reader ?? '?'} in a read section since grace period ${srcuReaderSince(v)}`;
       default:
         return `value ${v}`;
     }
@@ -672,7 +675,8 @@ export function srcuExit(w: Int32Array, srcu: number, tid: number): void {
 
 /** Starts a grace period: returns its number, which synchronize_srcu compares sections with. */
 export function srcuStartGp(w: Int32Array, srcu: number, tid: number): number {
-  if (w[srcuReaderWord(srcu, tid)] !== 0) throw new Error(`synchronize_srcu by thread ${tid} inside its own read section: it would wait for itself`);
+  if (w[srcuReaderWord(srcu, tid)] !== 0)
+    throw new Error(`synchronize_srcu by thread ${tid} inside its own read section: it would wait for itself`);
   return Atomics.add(w, srcu + SRCU_GP, 1) + 1;
 }
 

@@ -164,7 +164,13 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
     if (!owner && (seen[0] !== TAG_MAGIC || seen[1] !== gfn) && tornTag(gfn)) return;
     if (seen[0] !== TAG_MAGIC) {
       stats[C['violation.staleData']]++;
-      log.add({ invariant: 'staleData', by, vm, gfn, detail: `read bytes ${Buffer.from(seenBytes).toString('hex')} that no guest wrote (host data)` });
+      log.add({
+        invariant: 'staleData',
+        by,
+        vm,
+        gfn,
+        detail: `read bytes ${Buffer.from(seenBytes).toString('hex')} that no guest wrote (host data)`,
+      });
       return;
     }
     if (seen[1] !== gfn) {

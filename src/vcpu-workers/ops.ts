@@ -22,7 +22,11 @@ function exitOutcome(cpu: GuestCpu, code: number): Outcome {
   const name = EXIT_NAMES[code];
   if (code === Exit.MEMORY_FAULT) {
     const mf = cpu.vcpu.exit;
-    return { result: name, exit: name, value: { errno: errnoName(cpu.lastErrno), ...(mf ? { gpa: mf.gpa, size: mf.size, flags: mf.flags } : {}) } };
+    return {
+      result: name,
+      exit: name,
+      value: { errno: errnoName(cpu.lastErrno), ...(mf ? { gpa: mf.gpa, size: mf.size, flags: mf.flags } : {}) },
+    };
   }
   if (code === Exit.FAIL_ENTRY) return { result: name, exit: name, value: { hardware_entry_failure_reason: SVM_EXIT_ERR } };
   return { result: name, exit: name };

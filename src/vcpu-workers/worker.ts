@@ -39,7 +39,13 @@ class VcpuWorker {
   private roundFailure: string | null = null;
 
   init(init: VcpuInit): { id: number; slot: number } {
-    const k = openKernel({ buffers: init.buffers, kernel: init.kernel, tid: init.tid, mode: init.mode ?? 'free', platform: init.platform ?? 'mailbox' });
+    const k = openKernel({
+      buffers: init.buffers,
+      kernel: init.kernel,
+      tid: init.tid,
+      mode: init.mode ?? 'free',
+      platform: init.platform ?? 'mailbox',
+    });
     const id = init.created?.id ?? k.vms.addVcpu(init.vm);
     const slot = init.created?.slot ?? k.vcpus.claim(init.vm);
     if (id < 0 || slot < 0) throw new Error(`vm ${init.vm}: no vCPU slot left`);

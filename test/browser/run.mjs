@@ -1,3 +1,4 @@
+/* global getComputedStyle */
 // Browser test for the HTML report (npm run test:browser): renders sample reports with the built
 // renderer (dist/), opens them in Debian's Chromium through playwright-core (no browser download),
 // and checks what the browser laid out: each chart's geometry (bar heights and widths against the
@@ -20,7 +21,16 @@ const TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT_MS || 90_000);
 const KEEP = process.argv.includes('--keep') || process.env.KEEP_REPORT === '1';
 const IDS = ['chart-fault-latency', 'chart-throughput', 'chart-lock-waits'];
 // Flags for a quiet, offline, sandbox-less headless Chromium (playwright adds --headless).
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
 
 let passed = 0;
 let failed = 0;
@@ -62,7 +72,7 @@ try {
 // Realistic sample data (deterministic: a small LCG stands in for Math.random).
 
 let lcg = 42;
-const rand = () => ((lcg = (lcg * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+const rand = () => (lcg = (lcg * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 
 function sampleData() {
   const faultLatency = [];
@@ -125,7 +135,15 @@ function sampleData() {
   };
 }
 
-const emptyData = () => ({ ...sampleData(), title: 'gmem-sandbox run: empty', summary: [], tables: [], faultLatency: [], throughput: [], lockWaits: [] });
+const emptyData = () => ({
+  ...sampleData(),
+  title: 'gmem-sandbox run: empty',
+  summary: [],
+  tables: [],
+  faultLatency: [],
+  throughput: [],
+  lockWaits: [],
+});
 
 // ---------------------------------------------------------------------------------------------
 // Geometry helpers (run in the page)
@@ -135,7 +153,14 @@ async function boxes(page, id, selector) {
   return page.$$eval(`svg#${id} ${selector}`, (els) =>
     els.map((e) => {
       const r = e.getBoundingClientRect();
-      return { x: r.x, y: r.y, w: r.width, h: r.height, title: e.querySelector('title')?.textContent ?? '', fill: getComputedStyle(e).fill };
+      return {
+        x: r.x,
+        y: r.y,
+        w: r.width,
+        h: r.height,
+        title: e.querySelector('title')?.textContent ?? '',
+        fill: getComputedStyle(e).fill,
+      };
     }),
   );
 }
@@ -176,17 +201,29 @@ try {
   await page.goto(pathToFileURL(reportFile).href);
 
   check('page <title> rendered', (await page.title()) === data.title, await page.title());
-  check('command line in a <code> block', ((await page.textContent('code')) ?? '').startsWith('gmem-sandbox run --policy prepare-on-fault'));
+  check(
+    'command line in a <code> block',
+    ((await page.textContent('code')) ?? '').startsWith('gmem-sandbox run --policy prepare-on-fault'),
+  );
   const tables = await page.$$eval('table', (ts) => ts.length);
   check(`${data.tables.length} tables rendered`, tables === data.tables.length, `found ${tables}`);
   const scripts = await page.$$eval('script', (s) => s.length);
-  check('table text escaped (shown as text, no <script> element)', scripts === 0 && (await page.getByText('<script>alert("x")</script>').count()) === 1);
+  check(
+    'table text escaped (shown as text, no <script> element)',
+    scripts === 0 && (await page.getByText('<script>alert("x")</script>').count()) === 1,
+  );
 
   for (const id of IDS) {
     const svg = page.locator(`svg#${id}`);
     const box = await svg.boundingBox();
-    check(`svg#${id} laid out (${box ? `${Math.round(box.width)}x${Math.round(box.height)}` : 'no box'})`, box !== null && box.width >= 900 && box.height >= 150);
-    check(`svg#${id} has role="img" and a title`, (await svg.getAttribute('role')) === 'img' && ((await svg.locator('title').first().textContent()) ?? '').length > 5);
+    check(
+      `svg#${id} laid out (${box ? `${Math.round(box.width)}x${Math.round(box.height)}` : 'no box'})`,
+      box !== null && box.width >= 900 && box.height >= 150,
+    );
+    check(
+      `svg#${id} has role="img" and a title`,
+      (await svg.getAttribute('role')) === 'img' && ((await svg.locator('title').first().textContent()) ?? '').length > 5,
+    );
     if (KEEP) await svg.screenshot({ path: join(work, `${id}.png`) });
   }
 
@@ -194,14 +231,31 @@ try {
   // standing on one baseline, each with its bucket as a tooltip, painted blue.
   const nonEmpty = data.faultLatency.filter((b) => b.count > 0);
   const bars = await boxes(page, 'chart-fault-latency', 'rect.bar');
-  check(`fault latency: ${nonEmpty.length} bars for ${nonEmpty.length} non-empty buckets`, bars.length === nonEmpty.length, `found ${bars.length}`);
-  check('fault latency: bars left to right in bucket order', bars.every((b, i) => i === 0 || b.x > bars[i - 1].x));
-  const hErr = proportionError(bars.map((b) => b.h), nonEmpty.map((b) => b.count));
+  check(
+    `fault latency: ${nonEmpty.length} bars for ${nonEmpty.length} non-empty buckets`,
+    bars.length === nonEmpty.length,
+    `found ${bars.length}`,
+  );
+  check(
+    'fault latency: bars left to right in bucket order',
+    bars.every((b, i) => i === 0 || b.x > bars[i - 1].x),
+  );
+  const hErr = proportionError(
+    bars.map((b) => b.h),
+    nonEmpty.map((b) => b.count),
+  );
   check(`fault latency: bar heights proportional to counts (within ${hErr.toFixed(2)} px)`, hErr < 1.5);
   const baselines = bars.map((b) => b.y + b.h);
   check('fault latency: bars share a baseline', Math.max(...baselines) - Math.min(...baselines) < 0.5);
-  check('fault latency: tooltips give bucket and count', bars.every((b, i) => b.title.endsWith(`: ${nonEmpty[i].count} faults`)), bars[0]?.title);
-  check(`fault latency: bars painted ${bars[0]?.fill}`, bars.every((b) => b.fill === 'rgb(47, 111, 179)'));
+  check(
+    'fault latency: tooltips give bucket and count',
+    bars.every((b, i) => b.title.endsWith(`: ${nonEmpty[i].count} faults`)),
+    bars[0]?.title,
+  );
+  check(
+    `fault latency: bars painted ${bars[0]?.fill}`,
+    bars.every((b) => b.fill === 'rgb(47, 111, 179)'),
+  );
 
   // Throughput: one polyline point per sample; x grows with time and y falls as the rate rises,
   // both linearly (the points lie on the data's own scale).
@@ -217,30 +271,55 @@ try {
     const k = xs.reduce((a, x, i) => a + (x - mx) * (ys[i] - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
     return { k, err: Math.max(...xs.map((x, i) => Math.abs(my + k * (x - mx) - ys[i]))) };
   };
-  const fx = fit(data.throughput.map((s) => s.tMs), pts.map((p) => p.x));
-  const fy = fit(data.throughput.map((s) => s.faultsPerSecond), pts.map((p) => p.y));
+  const fx = fit(
+    data.throughput.map((s) => s.tMs),
+    pts.map((p) => p.x),
+  );
+  const fy = fit(
+    data.throughput.map((s) => s.faultsPerSecond),
+    pts.map((p) => p.y),
+  );
   check(`throughput: x linear in time (within ${fx.err.toFixed(2)} px)`, fx.k > 0 && fx.err < 0.5);
   check(`throughput: y linear in rate, higher is up (within ${fy.err.toFixed(2)} px)`, fy.k < 0 && fy.err < 0.5);
   const tbox = await page.locator('svg#chart-throughput').boundingBox();
-  check('throughput: every point inside the chart', pts.every((p) => p.x >= tbox.x && p.x <= tbox.x + tbox.width && p.y >= tbox.y && p.y <= tbox.y + tbox.height));
+  check(
+    'throughput: every point inside the chart',
+    pts.every((p) => p.x >= tbox.x && p.x <= tbox.x + tbox.width && p.y >= tbox.y && p.y <= tbox.y + tbox.height),
+  );
 
   // Lock waits: one horizontal bar per lock class, widths proportional to wait time, labelled
   // with the contended count, painted orange.
   const lockBars = await boxes(page, 'chart-lock-waits', 'rect.bar');
   check(`lock waits: ${data.lockWaits.length} bars`, lockBars.length === data.lockWaits.length, `found ${lockBars.length}`);
-  const wErr = proportionError(lockBars.map((b) => b.w), data.lockWaits.map((l) => l.waitMs));
+  const wErr = proportionError(
+    lockBars.map((b) => b.w),
+    data.lockWaits.map((l) => l.waitMs),
+  );
   check(`lock waits: widths proportional to wait time (within ${wErr.toFixed(2)} px)`, wErr < 1.5);
-  check('lock waits: one bar per row, top to bottom', lockBars.every((b, i) => i === 0 || b.y > lockBars[i - 1].y + lockBars[i - 1].h - 0.5));
+  check(
+    'lock waits: one bar per row, top to bottom',
+    lockBars.every((b, i) => i === 0 || b.y > lockBars[i - 1].y + lockBars[i - 1].h - 0.5),
+  );
   const lockText = (await page.locator('svg#chart-lock-waits').textContent()) ?? '';
-  check('lock waits: labels name each lock and its contended count', data.lockWaits.every((l) => lockText.includes(l.lock) && lockText.includes(`${l.contended} contended`)));
-  check(`lock waits: bars painted ${lockBars[0]?.fill}`, lockBars.every((b) => b.fill === 'rgb(194, 87, 26)'));
+  check(
+    'lock waits: labels name each lock and its contended count',
+    data.lockWaits.every((l) => lockText.includes(l.lock) && lockText.includes(`${l.contended} contended`)),
+  );
+  check(
+    `lock waits: bars painted ${lockBars[0]?.fill}`,
+    lockBars.every((b) => b.fill === 'rgb(194, 87, 26)'),
+  );
 
   // With no data every chart is still there, saying so.
   await page.goto(pathToFileURL(emptyFile).href);
   for (const id of IDS) {
     const svg = page.locator(`svg#${id}`);
     const shapes = await svg.locator('rect.bar, polyline').count();
-    check(`empty data: svg#${id} shows "no data" and nothing else`, (await svg.locator('text', { hasText: /^no data$/ }).count()) === 1 && shapes === 0, `${shapes} shapes`);
+    check(
+      `empty data: svg#${id} shows "no data" and nothing else`,
+      (await svg.locator('text', { hasText: /^no data$/ }).count()) === 1 && shapes === 0,
+      `${shapes} shapes`,
+    );
   }
 } catch (err) {
   check('browser test ran without throwing', false, err && err.stack ? err.stack : String(err));

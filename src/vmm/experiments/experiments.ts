@@ -23,14 +23,21 @@ export type KernelChoice = KernelVersionName | 'all' | readonly KernelVersionNam
  * all. Given both, they must name the same versions (resolveKernel's rule for one of each);
  * `policyField` names the policies in the error (the CLI's --policy).
  */
-export function experimentKernels(o: { kernel?: KernelChoice; policies?: readonly PolicyName[] }, policyField = 'policies'): KernelVersionName[] {
-  const kernels = o.kernel === undefined ? undefined : o.kernel === 'all' ? KERNEL_VERSIONS : typeof o.kernel === 'string' ? [o.kernel] : o.kernel;
+export function experimentKernels(
+  o: { kernel?: KernelChoice; policies?: readonly PolicyName[] },
+  policyField = 'policies',
+): KernelVersionName[] {
+  const kernels =
+    o.kernel === undefined ? undefined : o.kernel === 'all' ? KERNEL_VERSIONS : typeof o.kernel === 'string' ? [o.kernel] : o.kernel;
   const byKernel = kernels?.map((kernel) => resolveKernel({ kernel }));
   const byPolicy = o.policies?.map((policy) => resolveKernel({ policy }));
   if (byKernel !== undefined && byPolicy !== undefined && byKernel.join() !== byPolicy.join()) {
     const quoted = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(', ');
     const kernel = typeof o.kernel === 'string' ? `'${o.kernel}'` : quoted(byKernel);
-    throw new ArgumentError(policyField, `${quoted(o.policies ?? [])} ${byPolicy.length === 1 ? 'is kernel' : 'are kernels'} ${byPolicy.join(', ')}, which contradicts kernel ${kernel}; give one of them`);
+    throw new ArgumentError(
+      policyField,
+      `${quoted(o.policies ?? [])} ${byPolicy.length === 1 ? 'is kernel' : 'are kernels'} ${byPolicy.join(', ')}, which contradicts kernel ${kernel}; give one of them`,
+    );
   }
   return byKernel ?? byPolicy ?? [...KERNEL_VERSIONS];
 }
@@ -109,11 +116,24 @@ function pageOwners(rt: Runtime, vmIds: number[], file: number): PageOwners {
 }
 
 /** One version's run within an experiment: its share of the progress, and the experiment's signal. */
-function runHooks(o: { signal?: AbortSignal; onProgress?: (fraction: number, what: string) => void }, i: number, n: number, kernel: KernelVersionName): Pick<StressOptions, 'signal' | 'onProgress'> {
+function runHooks(
+  o: { signal?: AbortSignal; onProgress?: (fraction: number, what: string) => void },
+  i: number,
+  n: number,
+  kernel: KernelVersionName,
+): Pick<StressOptions, 'signal' | 'onProgress'> {
   const report = o.onProgress;
   return {
     ...(o.signal ? { signal: o.signal } : {}),
-    ...(report ? { onProgress: (p: StressProgress) => report((i + Math.min(1, p.elapsedMs / p.durationMs)) / n, `${kernel} (${i + 1} of ${n}): ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.stats.faults} faults`) } : {}),
+    ...(report
+      ? {
+          onProgress: (p: StressProgress) =>
+            report(
+              (i + Math.min(1, p.elapsedMs / p.durationMs)) / n,
+              `${kernel} (${i + 1} of ${n}): ${(p.elapsedMs / 1000).toFixed(1)} s, ${p.stats.faults} faults`,
+            ),
+        }
+      : {}),
   };
 }
 
@@ -236,7 +256,14 @@ export async function policiesExperiment(o: PoliciesOptions): Promise<PolicyRow[
   for (const [i, kernel] of kernels.entries()) {
     if (o.signal?.aborted) break;
     const trace = o.trace?.(kernel);
-    const run = await runStress({ kernel, durationMs: o.durationMs, seed: o.seed, auditEveryMs: 500, ...(trace ? { trace } : {}), ...runHooks(o, i, kernels.length, kernel) });
+    const run = await runStress({
+      kernel,
+      durationMs: o.durationMs,
+      seed: o.seed,
+      auditEveryMs: 500,
+      ...(trace ? { trace } : {}),
+      ...runHooks(o, i, kernels.length, kernel),
+    });
     rows.push({
       kernel,
       policy: run.config.policy,

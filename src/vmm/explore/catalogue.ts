@@ -78,7 +78,8 @@ export const CATALOGUE: readonly HistoricalBug[] = [
   },
   {
     id: 'cross-vm-prepare',
-    title: 'preparing a page for one VM calls the arch prepare hook for every VM bound to the inode, in list order (accepted by b85524314a)',
+    title:
+      'preparing a page for one VM calls the arch prepare hook for every VM bound to the inode, in list order (accepted by b85524314a)',
     introducedBy: 'the first kvm_arch_gmem_prepare (6.11-rc1)',
     fixedBy: '6dd761d92f66 (6.11: the faulting VM only)',
     buggy: ['6.10', 'b85524314a'],

@@ -20,11 +20,26 @@ import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
 import { type VmmOp, parseMix } from '../workload/vmm-ops.js';
 
-export { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, opsForThread, scheduleShape } from '../workload/explore.js';
+export {
+  DEFAULT_WORKLOAD,
+  type ExploreWorkload,
+  MAX_VMM_THREADS,
+  type ScheduleShape,
+  opsForThread,
+  scheduleShape,
+} from '../workload/explore.js';
 
 /** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
-  'populate-no-uptodate-check': { vmType: 'sw-protected', vms: 2, populateFirstVm: true, ops: 'populate=1', vmmOps: 4, vcpus: 1, accesses: 10 },
+  'populate-no-uptodate-check': {
+    vmType: 'sw-protected',
+    vms: 2,
+    populateFirstVm: true,
+    ops: 'populate=1',
+    vmmOps: 4,
+    vcpus: 1,
+    accesses: 10,
+  },
   'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
   'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
 };
@@ -91,7 +106,8 @@ export class Explorer {
     parseMix(cfg.workload.ops);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
     const t = cfg.workload.vmmThreads;
-    if (!Number.isInteger(t) || t < 1 || t > MAX_VMM_THREADS) throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
+    if (!Number.isInteger(t) || t < 1 || t > MAX_VMM_THREADS)
+      throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
     const m = cfg.workload.multiVmShare;
     if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
     const to = cfg.scheduleTimeoutMs;
@@ -104,7 +120,16 @@ export class Explorer {
     const w = this.cfg.workload;
     const rt = await Runtime.start({
       // Room for one more VM than the workload's (scheduleShape's launching VM), and its user memory.
-      sandbox: { ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}), ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}), memory: '1MiB', gpaSpace: '256KiB', userMemory: Math.max(256 << 10, (w.vms + 1) * w.pages * 4096), gmemSpace: '1MiB', maxVms: Math.max(2, w.vms + 1), watchdogMs: 0 },
+      sandbox: {
+        ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}),
+        ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}),
+        memory: '1MiB',
+        gpaSpace: '256KiB',
+        userMemory: Math.max(256 << 10, (w.vms + 1) * w.pages * 4096),
+        gmemSpace: '1MiB',
+        maxVms: Math.max(2, w.vms + 1),
+        watchdogMs: 0,
+      },
       callTimeoutMs: 20_000,
     });
     // close() while the workers were starting: they would be nobody's to stop.
@@ -171,16 +196,27 @@ export class Explorer {
     // Every call is posted before any round starts; the followers wait on the doorbell.
     const lead = rt.call(rt.vmm, () => rt.vmm.api.exploreLead(plan), 0);
     const vmmFollowers = vmms.slice(1).map((v, i) => rt.call(v, () => v.api.exploreFollow(bell, fromGen, rt.descriptor, v.tid, i + 1), 0));
-    const init = { buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: 0, mode: 'controlled' as const, platform: 'direct' as const };
+    const init = {
+      buffers: rt.descriptor.buffers,
+      kernel: rt.descriptor.kernel,
+      tid: 0,
+      mode: 'controlled' as const,
+      platform: 'direct' as const,
+    };
     const vcpuFollowers = this.runners.map((a, i) => rt.call(a, () => a.api.exploreFollow(bell, fromGen, { ...init, tid: a.tid }, i), 0));
     const watchdog = roundWatchdog(rt, new Bell(bell, rt.control), this.cfg.scheduleTimeoutMs ?? SCHEDULE_TIMEOUT_MS);
-    const [led, ...followed] = await Promise.race([Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]), watchdog.hung]).finally(watchdog.stop);
+    const [led, ...followed] = await Promise.race([Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]), watchdog.hung]).finally(
+      watchdog.stop,
+    );
     if (led.status === 'rejected') throw rt.crashes.length > 0 ? new WorkerCrashError(rt.crashes[0]) : led.reason;
     const records = led.value;
     this.schedulesRun += records.length;
     const last = records[records.length - 1];
-    if (last.failed !== undefined || rt.crashes.length > 0 || followed.some((r) => r.status === 'rejected')) throw failureOf(rt, last, followed);
-    const vmmOps = followed.slice(0, vmmFollowers.length).map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
+    if (last.failed !== undefined || rt.crashes.length > 0 || followed.some((r) => r.status === 'rejected'))
+      throw failureOf(rt, last, followed);
+    const vmmOps = followed
+      .slice(0, vmmFollowers.length)
+      .map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
     const vcpuViolations = followed.slice(vmmFollowers.length).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value);
     this.runners.forEach((a, i) => (a.vm = last.vcpuVms[i]));
     const sched = this.sched!;
@@ -188,12 +224,24 @@ export class Explorer {
       const ops = { ...rec.ops };
       for (const perRound of vmmOps) for (const [op, n] of Object.entries(perRound[k] ?? {})) ops[op as VmmOp] += n;
       const violations = rec === last ? [...vcpuViolations, ...rec.violations] : rec.violations;
-      if (rec.sched === SchedOutcome.DEADLOCK) violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}` });
+      if (rec.sched === SchedOutcome.DEADLOCK)
+        violations.push({
+          invariant: 'liveness',
+          by: 'scheduler',
+          detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}`,
+        });
       return {
         seed: rec.seed,
         steps: rec.steps,
         switches: rec.switches,
-        outcome: violations.length > 0 ? (rec.sched === SchedOutcome.DEADLOCK ? 'deadlock' : 'violation') : rec.sched === SchedOutcome.STEP_LIMIT ? 'step-limit' : 'ok',
+        outcome:
+          violations.length > 0
+            ? rec.sched === SchedOutcome.DEADLOCK
+              ? 'deadlock'
+              : 'violation'
+            : rec.sched === SchedOutcome.STEP_LIMIT
+              ? 'step-limit'
+              : 'ok',
         violations,
         choices: rec.choices,
         ops,
@@ -293,7 +341,9 @@ export class Explorer {
 function failureOf(rt: Runtime, last: RoundRecord, followed: ReadonlyArray<PromiseSettledResult<unknown>>): Error {
   const crash = rt.crashes[0];
   if (crash !== undefined) return new WorkerCrashError({ ...crash, message: `${crash.message} (in schedule ${last.seed})` });
-  const own = followed.find((r): r is PromiseRejectedResult => r.status === 'rejected' && (r.reason as Error | undefined)?.name !== 'SyncAbortError');
+  const own = followed.find(
+    (r): r is PromiseRejectedResult => r.status === 'rejected' && (r.reason as Error | undefined)?.name !== 'SyncAbortError',
+  );
   if (own !== undefined) return new Error(`schedule ${last.seed}: a worker failed: ${own.reason}`);
   return new Error(`schedule ${last.seed}: the leading VMM thread failed: ${last.failed ?? 'aborted'}`);
 }
@@ -317,7 +367,11 @@ function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Prom
       }
       if (now - since < timeoutMs) return;
       clearInterval(timer);
-      const report: CrashReport = { actor: 'explorer', kind: 'timeout', message: `no schedule of the batch finished within ${timeoutMs} ms; ${rt.whoWaits()}` };
+      const report: CrashReport = {
+        actor: 'explorer',
+        kind: 'timeout',
+        message: `no schedule of the batch finished within ${timeoutMs} ms; ${rt.whoWaits()}`,
+      };
       rt.crashes.push(report);
       rt.control.abort(3);
       bell.abort(3);

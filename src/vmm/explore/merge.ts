@@ -45,16 +45,26 @@ export function readExploreResult(file: string): ExploreResult {
     throw new InputError(`${file}: not JSON: ${(e as Error).message}`);
   }
   const r = exploreResultSchema.safeParse(raw);
-  if (!r.success) throw new InputError(`${file}: not an explore --json result:\n  ${r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('\n  ')}`);
+  if (!r.success)
+    throw new InputError(
+      `${file}: not an explore --json result:\n  ${r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('\n  ')}`,
+    );
   return r.data;
 }
 
 /** One search over every shard; missing shards are named and make the merge incomplete. */
-export function mergeExploreResults(files: string[], parts: ExploreResult[]): ExploreResult & { missingShards: number[]; shardCount: number } {
+export function mergeExploreResults(
+  files: string[],
+  parts: ExploreResult[],
+): ExploreResult & { missingShards: number[]; shardCount: number } {
   const first = parts[0];
-  const same = (p: ExploreResult): string => JSON.stringify([p.kernel, p.strategy, p.depth, p.seed, p.schedules, p.catalogue, p.shard.n, p.results.map((r) => r.bug)]);
+  const same = (p: ExploreResult): string =>
+    JSON.stringify([p.kernel, p.strategy, p.depth, p.seed, p.schedules, p.catalogue, p.shard.n, p.results.map((r) => r.bug)]);
   parts.forEach((p, i) => {
-    if (same(p) !== same(first)) throw new InputError(`${files[i]}: a shard of another search than ${files[0]} (kernel, strategy, depth, seed, schedules, catalogue, shard count and bugs must agree)`);
+    if (same(p) !== same(first))
+      throw new InputError(
+        `${files[i]}: a shard of another search than ${files[0]} (kernel, strategy, depth, seed, schedules, catalogue, shard count and bugs must agree)`,
+      );
   });
   const seen = new Map<number, string>();
   parts.forEach((p, i) => {
@@ -69,7 +79,16 @@ export function mergeExploreResults(files: string[], parts: ExploreResult[]): Ex
     const base = { ...all[0], schedules: all.reduce((n, r) => n + r.schedules, 0), interrupted: all.some((r) => r.interrupted === true) };
     // Every shard ran every seed below its own first failure, so the unsharded search would have
     // stopped at the earliest one, after as many schedules as seeds up to it.
-    return found.length > 0 ? { ...base, ...found[0], schedules: (found[0].seed ?? first.seed) - first.seed + 1, found: true } : { ...base, found: false };
+    return found.length > 0
+      ? { ...base, ...found[0], schedules: (found[0].seed ?? first.seed) - first.seed + 1, found: true }
+      : { ...base, found: false };
   });
-  return { ...first, shard: { k: 0, n: 1 }, interrupted: parts.some((p) => p.interrupted), results, missingShards, shardCount: first.shard.n };
+  return {
+    ...first,
+    shard: { k: 0, n: 1 },
+    interrupted: parts.some((p) => p.interrupted),
+    results,
+    missingShards,
+    shardCount: first.shard.n,
+  };
 }

@@ -22,7 +22,8 @@ export class ExplorePool {
   readonly explorers: Explorer[];
 
   constructor(cfg: ExploreConfig, jobs: number) {
-    if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_EXPLORE_JOBS) throw new Error(`jobs: must be an integer from 1 to ${MAX_EXPLORE_JOBS}, got ${jobs}`);
+    if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_EXPLORE_JOBS)
+      throw new Error(`jobs: must be an integer from 1 to ${MAX_EXPLORE_JOBS}, got ${jobs}`);
     this.explorers = Array.from({ length: jobs }, () => new Explorer(cfg));
   }
 
@@ -35,7 +36,11 @@ export class ExplorePool {
    * Runs the seeds in batches of `batch`, each explorer taking the next batch when it is free,
    * until a schedule fails and every seed before it has run. `onBatch` hears of each batch done.
    */
-  async search(seeds: readonly number[], batch: number, onBatch: (ran: number, last: ScheduleResult) => void = () => undefined): Promise<PoolSearch> {
+  async search(
+    seeds: readonly number[],
+    batch: number,
+    onBatch: (ran: number, last: ScheduleResult) => void = () => undefined,
+  ): Promise<PoolSearch> {
     let next = 0;
     let ran = 0;
     // The lowest failing seed index so far, and the lowest batch that threw: batches starting
@@ -67,7 +72,9 @@ export class ExplorePool {
     const found = best as { index: number; result: ScheduleResult; explorer: Explorer } | null;
     const threw = broken as { index: number; error: unknown } | null;
     if (threw !== null && (found === null || threw.index < found.index)) throw threw.error;
-    return found ? { failing: { result: found.result, explorer: found.explorer }, schedules: found.index + 1, ran } : { failing: null, schedules: seeds.length, ran };
+    return found
+      ? { failing: { result: found.result, explorer: found.explorer }, schedules: found.index + 1, ran }
+      : { failing: null, schedules: seeds.length, ran };
   }
 
   async close(): Promise<void> {

@@ -98,7 +98,19 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
         rec = leadOne(plan, h, sched, bell, seed);
       } catch (e) {
         const failed = e instanceof SyncAbortError ? 'aborted' : describeError(e);
-        out.push({ seed, steps: sched.steps(), switches: sched.switches(), choices: [], sched: sched.outcome(), violations: [], ops: parseMix(''), shape: scheduleShape(plan.workload, seed), vcpuVms: [], flagged: 0, failed });
+        out.push({
+          seed,
+          steps: sched.steps(),
+          switches: sched.switches(),
+          choices: [],
+          sched: sched.outcome(),
+          violations: [],
+          ops: parseMix(''),
+          shape: scheduleShape(plan.workload, seed),
+          vcpuVms: [],
+          flagged: 0,
+          failed,
+        });
         break;
       }
       out.push(rec);
@@ -149,7 +161,15 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   const vmmOps = plan.vmmTids.map((_, t): VmmOpsConfig => {
     const share = opsForThread(w.vmmOps, plan.vmmTids.length, t);
     // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
-    return { mix: parseMix(share > 0 ? w.ops : ''), rate: 0, maxPages: 2, seed: subSeed(seed, t === 0 ? 0 : 100 + t), durationMs: 0, maxOps: share, signalTids };
+    return {
+      mix: parseMix(share > 0 ? w.ops : ''),
+      rate: 0,
+      maxPages: 2,
+      seed: subSeed(seed, t === 0 ? 0 : 100 + t),
+      durationMs: 0,
+      maxOps: share,
+      signalTids,
+    };
   });
   const vcpus = layout.vcpus.map((created, i) => ({
     created,
@@ -188,7 +208,11 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   if (outcome === SchedOutcome.STEP_LIMIT) {
     // A default schedule takes a few hundred steps: one that runs out of them has an actor
     // spinning without end (a livelock), which no kernel may do.
-    violations.push({ invariant: 'liveness', by: 'scheduler', detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)` });
+    violations.push({
+      invariant: 'liveness',
+      by: 'scheduler',
+      detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)`,
+    });
   } else if (outcome === SchedOutcome.RUNNING && failed === undefined) {
     violations.push(...auditQuiescent(mem).violations);
     // Every fd closed and every VM destroyed: a release or a free that touches freed memory

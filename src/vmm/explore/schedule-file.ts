@@ -53,14 +53,32 @@ export const scheduleSchema = z
       workload,
     }),
     seed: int(0, 2 ** 32 - 1),
-    choices: z.array(z.number().int().min(0).max(1 << 16)).max(L.maxSteps),
+    choices: z
+      .array(
+        z
+          .number()
+          .int()
+          .min(0)
+          .max(1 << 16),
+      )
+      .max(L.maxSteps),
     outcome: z.enum(['ok', 'violation', 'deadlock', 'step-limit']),
     violations: z.array(z.looseObject({ invariant: z.enum(INVARIANTS), by: z.string(), detail: z.string() })),
   })
   .superRefine((s, ctx) => {
     const w = s.config.workload;
-    if (w.populateFirstVm && w.vms < 2) ctx.addIssue({ code: 'custom', path: ['config', 'workload', 'vms'], message: 'must be at least 2 when populateFirstVm is set (one VM launches, one runs)' });
-    if (s.choices.length > s.config.maxSteps) ctx.addIssue({ code: 'custom', path: ['choices'], message: `has ${s.choices.length} choices, more than maxSteps (${s.config.maxSteps})` });
+    if (w.populateFirstVm && w.vms < 2)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['config', 'workload', 'vms'],
+        message: 'must be at least 2 when populateFirstVm is set (one VM launches, one runs)',
+      });
+    if (s.choices.length > s.config.maxSteps)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['choices'],
+        message: `has ${s.choices.length} choices, more than maxSteps (${s.config.maxSteps})`,
+      });
   });
 
 export class ScheduleError extends Error {

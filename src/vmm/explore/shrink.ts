@@ -13,7 +13,11 @@ export interface Shrinkable {
  * `rerun(seed, forced)` runs a schedule with forced choices (-1: no decision there) and returns
  * it if it still fails, else null. At most `budget` reruns.
  */
-export async function ddminSwitches<R extends Shrinkable>(failing: R, rerun: (seed: number, forced: number[]) => Promise<R | null>, budget: number): Promise<R> {
+export async function ddminSwitches<R extends Shrinkable>(
+  failing: R,
+  rerun: (seed: number, forced: number[]) => Promise<R | null>,
+  budget: number,
+): Promise<R> {
   const c = failing.choices;
   let switches: number[] = [];
   for (let i = 1; i < c.length; i++) if (c[i] !== c[i - 1]) switches.push(i);

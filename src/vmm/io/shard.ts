@@ -16,6 +16,10 @@ export function parseShard(raw: string): Shard {
   const k = Number(m[1]);
   const n = Number(m[2]);
   if (n < 1 || !Number.isSafeInteger(n)) throw new ArgumentError('--shard', `N must be an integer of at least 1, got '${raw}'`);
-  if (k >= n) throw new ArgumentError('--shard', `K is 0-based and must be from 0 to ${n - 1} (shards are 0/${n} .. ${n - 1}/${n}, like JOB_COMPLETION_INDEX), got '${raw}'`);
+  if (k >= n)
+    throw new ArgumentError(
+      '--shard',
+      `K is 0-based and must be from 0 to ${n - 1} (shards are 0/${n} .. ${n - 1}/${n}, like JOB_COMPLETION_INDEX), got '${raw}'`,
+    );
   return { k, n };
 }

@@ -26,7 +26,11 @@ export interface ChromeTraceEvent {
 /** Logical time: one scheduling step is shown as this many microseconds. */
 const STEP_US = 10;
 
-export function chromeTraceFromSchedule(mem: Mem, events: readonly SchedTraceEvent[], names: Map<number, string>): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ns' } {
+export function chromeTraceFromSchedule(
+  mem: Mem,
+  events: readonly SchedTraceEvent[],
+  names: Map<number, string>,
+): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ns' } {
   const describe = wordDescriber(mem);
   const label = (e: SchedTraceEvent): string => {
     switch (e.kind) {
@@ -52,7 +56,16 @@ export function chromeTraceFromSchedule(mem: Mem, events: readonly SchedTraceEve
       let j = i + 1;
       while (j < events.length && events[j].tid !== e.tid) j++;
       const end = j < events.length ? events[j].step : events[events.length - 1].step + 1;
-      out.push({ name: label(e), cat: 'wait', ph: 'X', ts: e.step * STEP_US, dur: Math.max(1, (end - e.step) * STEP_US), pid: 1, tid: e.tid, args: { step: e.step } });
+      out.push({
+        name: label(e),
+        cat: 'wait',
+        ph: 'X',
+        ts: e.step * STEP_US,
+        dur: Math.max(1, (end - e.step) * STEP_US),
+        pid: 1,
+        tid: e.tid,
+        args: { step: e.step },
+      });
       continue;
     }
     out.push({ name: label(e), cat: e.kind, ph: 'X', ts: e.step * STEP_US, dur: STEP_US, pid: 1, tid: e.tid, args: { step: e.step } });
@@ -60,10 +73,23 @@ export function chromeTraceFromSchedule(mem: Mem, events: readonly SchedTraceEve
   return { traceEvents: out, displayTimeUnit: 'ns' };
 }
 
-const FIRMWARE_COMMANDS = ['', 'RMPUPDATE private', 'RMPUPDATE shared', 'LAUNCH_START', 'LAUNCH_UPDATE', 'LAUNCH_FINISH', 'PVALIDATE', 'NOP'];
+const FIRMWARE_COMMANDS = [
+  '',
+  'RMPUPDATE private',
+  'RMPUPDATE shared',
+  'LAUNCH_START',
+  'LAUNCH_UPDATE',
+  'LAUNCH_FINISH',
+  'PVALIDATE',
+  'NOP',
+];
 
 /** Chrome trace events from a free-mode run's wall-clock trace (shm/trace.ts). */
-export function chromeTraceFromEvents(events: readonly TraceEvent[], names: Map<number, string>, title: string): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ms' } {
+export function chromeTraceFromEvents(
+  events: readonly TraceEvent[],
+  names: Map<number, string>,
+  title: string,
+): { traceEvents: ChromeTraceEvent[]; displayTimeUnit: 'ms' } {
   const t0 = events.reduce((m, e) => Math.min(m, e.startMs), Infinity);
   const name = (e: TraceEvent): string => {
     switch (e.kind) {

@@ -16,12 +16,7 @@ import type { ReportData, ReportTable } from './model.js';
 
 /** Escapes a value for HTML text and attribute values (double- or single-quoted). */
 export function escapeHtml(value: unknown): string {
-  return String(value)
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;');
+  return String(value).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 }
 
 /** Trims a number to at most `digits` decimals and drops trailing zeros: 1.50 -> "1.5". */
@@ -353,7 +348,9 @@ p.note { color: var(--muted); font-size: 13.5px; margin: 4px 0 24px; }
 p.empty, td.empty { color: var(--muted); font-style: italic; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
 @media print { figure, table { break-inside: avoid; } main { max-width: none; } }
-`.replace(/\n\s*/g, '\n').trim();
+`
+  .replace(/\n\s*/g, '\n')
+  .trim();
 
 function renderTable(table: ReportTable, index: number): string {
   const id = `table-${index + 1}`;

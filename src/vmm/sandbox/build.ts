@@ -70,20 +70,30 @@ export const MAX_BUFFER_BYTES = 2 ** 32;
 
 function pages(v: number | string | undefined, dflt: number, field: string): number {
   const bytes = v === undefined ? dflt : parseSize(v, field);
-  if (!(bytes > 0) || !isPageAligned(bytes)) throw new ArgumentError(field, `must be a positive multiple of ${PAGE_SIZE} bytes, got ${bytes}`);
+  if (!(bytes > 0) || !isPageAligned(bytes))
+    throw new ArgumentError(field, `must be a positive multiple of ${PAGE_SIZE} bytes, got ${bytes}`);
   return bytes / PAGE_SIZE;
 }
 
 export function resolveLimits(o: SandboxOptions): SandboxLimits {
   const nrPfns = pages(o.memory, 64 << 20, 'memory');
-  checkLimit(nrPfns <= LIMITS.MAX_PFNS && nrPfns * PAGE_SIZE <= MAX_BUFFER_BYTES, 'memory', `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${nrPfns * PAGE_SIZE} bytes`);
+  checkLimit(
+    nrPfns <= LIMITS.MAX_PFNS && nrPfns * PAGE_SIZE <= MAX_BUFFER_BYTES,
+    'memory',
+    `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${nrPfns * PAGE_SIZE} bytes`,
+  );
   const gfnsPerVm = pages(o.gpaSpace, Math.max(1 << 30, 2 * nrPfns * PAGE_SIZE), 'gpaSpace');
   checkLimit(gfnsPerVm <= LIMITS.MAX_GFNS, 'gpaSpace', `at most ${(LIMITS.MAX_GFNS * PAGE_SIZE) / (1 << 30)} GiB`);
   const userPages = pages(o.userMemory, 16 << 20, 'userMemory');
-  checkLimit(userPages * PAGE_SIZE <= MAX_BUFFER_BYTES, 'userMemory', `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${userPages * PAGE_SIZE} bytes`);
+  checkLimit(
+    userPages * PAGE_SIZE <= MAX_BUFFER_BYTES,
+    'userMemory',
+    `at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB (a typed array's limit in Node), got ${userPages * PAGE_SIZE} bytes`,
+  );
   const filemapPages = pages(o.gmemSpace, Math.max(4 * nrPfns, gfnsPerVm) * PAGE_SIZE, 'gmemSpace');
   const maxVms = o.maxVms ?? 4;
-  if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > LIMITS.MAX_VMS) throw new ArgumentError('maxVms', `must be an integer from 1 to ${LIMITS.MAX_VMS}, got ${maxVms}`);
+  if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > LIMITS.MAX_VMS)
+    throw new ArgumentError('maxVms', `must be an integer from 1 to ${LIMITS.MAX_VMS}, got ${maxVms}`);
   return { nrPfns, gfnsPerVm, userPages, filemapPages, maxVms, maxThreads: LIMITS.MAX_THREADS };
 }
 
@@ -132,12 +142,14 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   const kernel = resolveKernel(o);
   const policy = POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare];
   const watchdogMs = o.watchdogMs ?? DEFAULT_WATCHDOG_MS;
-  if (!Number.isInteger(watchdogMs) || watchdogMs < 0) throw new ArgumentError('watchdogMs', `must be a non-negative integer, got ${watchdogMs}`);
+  if (!Number.isInteger(watchdogMs) || watchdogMs < 0)
+    throw new ArgumentError('watchdogMs', `must be a non-negative integer, got ${watchdogMs}`);
   const spin = o.spin ?? DEFAULT_SPIN;
   if (!Number.isInteger(spin) || spin < 1) throw new ArgumentError('spin', `must be a positive integer, got ${spin}`);
   const limits = resolveLimits(o);
   const traceEvents = o.traceEvents ?? 0;
-  if (!Number.isInteger(traceEvents) || traceEvents < 0 || traceEvents > 1 << 20) throw new ArgumentError('traceEvents', `must be an integer from 0 to ${1 << 20}, got ${traceEvents}`);
+  if (!Number.isInteger(traceEvents) || traceEvents < 0 || traceEvents > 1 << 20)
+    throw new ArgumentError('traceEvents', `must be an integer from 0 to ${1 << 20}, got ${traceEvents}`);
   const lb = new LayoutBuilder();
   declareSync(lb, limits.maxThreads);
   declareStats(lb, limits.maxThreads);
@@ -199,4 +211,3 @@ function* resetSteps(d: SandboxDescriptor, fresh: boolean): Generator<number> {
     for (let pfn = first; pfn < end; pfn++) mem.fillPage(pfn, HOST_PATTERN);
   }
 }
-

@@ -118,10 +118,13 @@ export class Runtime {
 
   /** Builds the shared memory and starts the firmware and VMM workers. */
   static async start(opts: RuntimeOptions): Promise<Runtime> {
-    const descriptor = await buildSandboxMemoryAsync(opts.trace ? { traceEvents: opts.traceEvents ?? 1 << 16, ...opts.sandbox } : opts.sandbox, {
-      ...(opts.onSetupProgress ? { onProgress: opts.onSetupProgress } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
+    const descriptor = await buildSandboxMemoryAsync(
+      opts.trace ? { traceEvents: opts.traceEvents ?? 1 << 16, ...opts.sandbox } : opts.sandbox,
+      {
+        ...(opts.onSetupProgress ? { onProgress: opts.onSetupProgress } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
+    );
     if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
     if (opts.bugs) setBugs(mapBuffers(descriptor.buffers), opts.bugs);
     const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
@@ -249,7 +252,9 @@ export class Runtime {
     const t = this.chromeTrace(title);
     const { droppedEvents, droppedByThread } = t.metadata;
     if (droppedEvents > 0) {
-      const who = Object.entries(droppedByThread).map(([n, c]) => `${n}: ${c}`).join(', ');
+      const who = Object.entries(droppedByThread)
+        .map(([n, c]) => `${n}: ${c}`)
+        .join(', ');
       process.stderr.write(`gmem-sandbox: trace ${file}: ${droppedEvents} event(s) dropped, the per-thread ring was full (${who})\n`);
     }
     return writeOutput(file, () => JSON.stringify(t));
@@ -260,7 +265,8 @@ export class Runtime {
     this.rc.setPause(true, this.sync);
     const end = Date.now() + timeoutMs;
     while (this.rc.parked() < expected) {
-      if (Date.now() > end) throw new Error(`quiesce: only ${this.rc.parked()} of ${expected} loops parked within ${timeoutMs} ms; ${this.whoWaits()}`);
+      if (Date.now() > end)
+        throw new Error(`quiesce: only ${this.rc.parked()} of ${expected} loops parked within ${timeoutMs} ms; ${this.whoWaits()}`);
       await new Promise((r) => setTimeout(r, 1));
     }
   }

@@ -37,8 +37,7 @@ const FD_KIND = { gmem: FdKind.GMEM, vm: FdKind.VM, vcpu: FdKind.VCPU } as const
 
 /** What a guest access saw: the bytes read, or the exit that stopped it. */
 export type GuestAccessResult =
-  | { ok: true; data: Uint8Array }
-  | { ok: false; exit: Exclude<ExitName, 'none'>; errno?: ErrnoCode; memoryFault?: MemoryFaultExit };
+  { ok: true; data: Uint8Array } | { ok: false; exit: Exclude<ExitName, 'none'>; errno?: ErrnoCode; memoryFault?: MemoryFaultExit };
 
 export interface RmpQuery {
   present: boolean;
@@ -79,7 +78,13 @@ export class Sandbox {
     opts: { mode?: SyncMode; platform?: PlatformKind } = {},
   ) {
     this.policy = descriptor.policy;
-    this.k = openKernel({ buffers: descriptor.buffers, kernel: descriptor.kernel, tid, mode: opts.mode ?? 'free', platform: opts.platform ?? 'direct' });
+    this.k = openKernel({
+      buffers: descriptor.buffers,
+      kernel: descriptor.kernel,
+      tid,
+      mode: opts.mode ?? 'free',
+      platform: opts.platform ?? 'direct',
+    });
     this.mem = this.k.mem;
     this.psp = this.k.psp as DirectPlatform | MailboxPlatform;
     this.control = new SyncControl(this.mem);
@@ -254,7 +259,10 @@ export class Vm {
   }
   linkGuestMemfdSync(gmem: GuestMemfd | number): GuestMemfd {
     const fd = typeof gmem === 'number' ? gmem : gmem.fd;
-    const f = check('KVM_LINK_GUEST_MEMFD', this.sb.withGmemFd(fd, (file) => (file < 0 ? file : gmemLink(this.sb.k.g, file, this.id))));
+    const f = check(
+      'KVM_LINK_GUEST_MEMFD',
+      this.sb.withGmemFd(fd, (file) => (file < 0 ? file : gmemLink(this.sb.k.g, file, this.id))),
+    );
     return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
   }
 
@@ -266,7 +274,8 @@ export class Vm {
     let flags = 0;
     if (Array.isArray(a.flags)) {
       for (const n of a.flags) {
-        if (!(n in MEM_FLAG_NAMES)) throw new ArgumentError('flags', `unknown memslot flag '${n}'; known: ${Object.keys(MEM_FLAG_NAMES).join(', ')}`);
+        if (!(n in MEM_FLAG_NAMES))
+          throw new ArgumentError('flags', `unknown memslot flag '${n}'; known: ${Object.keys(MEM_FLAG_NAMES).join(', ')}`);
         flags |= MEM_FLAG_NAMES[n];
       }
     } else flags = a.flags ?? 0;
@@ -279,17 +288,33 @@ export class Vm {
       userspaceAddr: int(a.userspaceAddr ?? 0, 'userspace_addr', -Infinity),
       guestMemfdOffset: int(a.guestMemfdOffset ?? 0, 'guest_memfd_offset', -Infinity),
     };
-    check('KVM_SET_USER_MEMORY_REGION2', this.sb.withGmemFd(fd, (gmemFile) => kvmSetMemoryRegion(this.sb.k, this.id, { ...region, gmemFile })));
+    check(
+      'KVM_SET_USER_MEMORY_REGION2',
+      this.sb.withGmemFd(fd, (gmemFile) => kvmSetMemoryRegion(this.sb.k, this.id, { ...region, gmemFile })),
+    );
   }
 
   // KVM_SET_MEMORY_ATTRIBUTES
-  async setMemoryAttributes(a: { address: number | string; size: number | string; attributes: number | 'private' | 'shared'; flags?: number }): Promise<void> {
+  async setMemoryAttributes(a: {
+    address: number | string;
+    size: number | string;
+    attributes: number | 'private' | 'shared';
+    flags?: number;
+  }): Promise<void> {
     this.setMemoryAttributesSync(a);
   }
-  setMemoryAttributesSync(a: { address: number | string; size: number | string; attributes: number | 'private' | 'shared'; flags?: number }): void {
+  setMemoryAttributesSync(a: {
+    address: number | string;
+    size: number | string;
+    attributes: number | 'private' | 'shared';
+    flags?: number;
+  }): void {
     const attrs = a.attributes === 'private' ? KVM_MEMORY_ATTRIBUTE_PRIVATE : a.attributes === 'shared' ? 0 : a.attributes;
     if (typeof attrs !== 'number') throw new ArgumentError('attributes', `must be 'private', 'shared' or a number`);
-    check('KVM_SET_MEMORY_ATTRIBUTES', kvmSetMemoryAttributes(this.sb.k, this.id, int(a.address, 'address', -Infinity), int(a.size, 'size', -Infinity), attrs, a.flags ?? 0));
+    check(
+      'KVM_SET_MEMORY_ATTRIBUTES',
+      kvmSetMemoryAttributes(this.sb.k, this.id, int(a.address, 'address', -Infinity), int(a.size, 'size', -Infinity), attrs, a.flags ?? 0),
+    );
   }
 
   // KVM_SEV_SNP_LAUNCH_START
@@ -305,15 +330,23 @@ export class Vm {
    * Returns the pages done. A failure of kvm_gmem_populate throws EIO, as the kernel returns,
    * with the populate errno (EEXIST, EINVAL, ...) in `populateError`.
    */
-  async snpLaunchUpdate(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): Promise<{ pagesDone: number }> {
+  async snpLaunchUpdate(a: {
+    gpa: number | string;
+    len?: number | string;
+    type?: keyof typeof SNP_PAGE_TYPE_NAMES;
+    data?: Uint8Array;
+  }): Promise<{ pagesDone: number }> {
     return this.snpLaunchUpdateSync(a);
   }
-  snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): { pagesDone: number } {
+  snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): {
+    pagesDone: number;
+  } {
     const gpa = int(a.gpa, 'gpa');
     // Without len, the data rounded up to whole pages (at least one page).
     const len = a.len === undefined ? Math.max(1, Math.ceil((a.data?.length ?? 0) / PAGE_SIZE)) * PAGE_SIZE : int(a.len, 'len');
     const typeName = a.type ?? 'normal';
-    if (!(typeName in SNP_PAGE_TYPE_NAMES)) throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
+    if (!(typeName in SNP_PAGE_TYPE_NAMES))
+      throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
     const type = SNP_PAGE_TYPE_NAMES[typeName];
     let src: Uint8Array | null = null;
     if (type !== SnpPageType.ZERO) {
@@ -323,7 +356,13 @@ export class Vm {
     if (gpa % PAGE_SIZE !== 0) throw new KvmError('KVM_SEV_SNP_LAUNCH_UPDATE', -Errno.EINVAL, 'gpa must be page aligned');
     const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, src);
     if (r.ret < 0) {
-      throw new KvmError('KVM_SEV_SNP_LAUNCH_UPDATE', r.ret, undefined, r.populateErr < 0 ? errnoName(r.populateErr) : undefined, r.fwError);
+      throw new KvmError(
+        'KVM_SEV_SNP_LAUNCH_UPDATE',
+        r.ret,
+        undefined,
+        r.populateErr < 0 ? errnoName(r.populateErr) : undefined,
+        r.fwError,
+      );
     }
     return { pagesDone: r.pagesDone };
   }
@@ -358,7 +397,15 @@ export class Vm {
     const pfn = this.backingPfn(int(gpa, 'gpa'));
     if (pfn < 0) return { present: false };
     const e = this.sb.psp.rmpLookup(pfn);
-    return { present: true, pfn, assigned: e.assigned, asid: e.asid, gpa: e.gfn * PAGE_SIZE, validated: e.validated, immutable: e.immutable };
+    return {
+      present: true,
+      pfn,
+      assigned: e.assigned,
+      asid: e.asid,
+      gpa: e.gfn * PAGE_SIZE,
+      validated: e.validated,
+      immutable: e.immutable,
+    };
   }
 
   /** The pfn cached in guest_memfd for gpa through this VM's memslot, or -1. */
@@ -392,14 +439,18 @@ export class GuestMemfd {
     let m = 0;
     if (Array.isArray(mode)) {
       for (const n of mode) {
-        if (!(n in FALLOC_MODE_NAMES)) throw new ArgumentError('mode', `unknown fallocate mode '${n as string}'; known: ${Object.keys(FALLOC_MODE_NAMES).join(', ')}`);
+        if (!(n in FALLOC_MODE_NAMES))
+          throw new ArgumentError('mode', `unknown fallocate mode '${n as string}'; known: ${Object.keys(FALLOC_MODE_NAMES).join(', ')}`);
         m |= FALLOC_MODE_NAMES[n];
       }
     } else m = mode;
     const off = int(offset, 'offset', -Infinity);
     const n = int(len, 'len', -Infinity);
     this.requireOpen('fallocate');
-    check('fallocate', this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemFallocate(this.sb.k.g, f, m, off, n))));
+    check(
+      'fallocate',
+      this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemFallocate(this.sb.k.g, f, m, off, n))),
+    );
   }
 
   /** close(2): release when no other reference is left. */
@@ -430,7 +481,10 @@ export class GuestMemfd {
   hwpoisonSync(offset: number | string): void {
     const off = int(offset, 'offset');
     this.requireOpen('hwpoison');
-    check('hwpoison', this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemErrorFolio(this.sb.k.g, f, Math.floor(off / PAGE_SIZE)))));
+    check(
+      'hwpoison',
+      this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemErrorFolio(this.sb.k.g, f, Math.floor(off / PAGE_SIZE)))),
+    );
   }
 
   /** The folio cached at `offset`, or null for a hole. */
@@ -491,7 +545,10 @@ export class Vcpu {
   }
 
   /** PVALIDATE: { ok, code } with the instruction's return code, or the exit taken. */
-  async pvalidate(gpa: number | string, validate = true): Promise<{ ok: true; code: number } | { ok: false; exit: Exclude<ExitName, 'none'>; errno?: ErrnoCode }> {
+  async pvalidate(
+    gpa: number | string,
+    validate = true,
+  ): Promise<{ ok: true; code: number } | { ok: false; exit: Exclude<ExitName, 'none'>; errno?: ErrnoCode }> {
     if (this.vm.type !== 'snp') throw new ArgumentError('pvalidate', 'PVALIDATE exists only in SNP guests');
     const r = this.cpu.pvalidate(int(gpa, 'gpa'), validate);
     if (r >= 0) return { ok: true, code: r };

@@ -91,7 +91,13 @@ class VmmWorker {
   }
 
   /** The explorer's schedules as VMM thread `t` of each: the leader's layout, its share of the ops (null: aborted). */
-  exploreFollow(bell: SharedArrayBuffer, fromGen: number, descriptor: SandboxDescriptor, tid: number, t: number): Array<Record<VmmOp, number> | null> {
+  exploreFollow(
+    bell: SharedArrayBuffer,
+    fromGen: number,
+    descriptor: SandboxDescriptor,
+    tid: number,
+    t: number,
+  ): Array<Record<VmmOp, number> | null> {
     return followRounds(
       bell,
       fromGen,

@@ -130,7 +130,10 @@ export class IoctlExecutor {
         const g = this.gmemOrErrno(st.fd);
         if (!(g instanceof GuestMemfd)) return g;
         const f = g.folioAt(st.offset);
-        return { result: 'ok', value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) } };
+        return {
+          result: 'ok',
+          value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) },
+        };
       }
     }
   }

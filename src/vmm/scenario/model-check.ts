@@ -112,14 +112,18 @@ export function checkModelCheckable(s: Scenario): void {
   const problems: string[] = [];
   let groups = 0;
   s.steps.forEach((st: Step, i) => {
-    if (SCRIPTING.has(st.op)) problems.push(`steps.${i}: '${st.op}' scripts one interleaving; a model checker explores all of them (remove pause/resume/await_held/settle)`);
+    if (SCRIPTING.has(st.op))
+      problems.push(
+        `steps.${i}: '${st.op}' scripts one interleaving; a model checker explores all of them (remove pause/resume/await_held/settle)`,
+      );
     if (st.op !== 'parallel') return;
     groups++;
     const owners = new Map<string, number>();
     st.steps.forEach((c, j) => {
       const path = `steps.${i}.steps.${j}`;
       if (SCRIPTING.has(c.op)) problems.push(`${path}: '${c.op}' scripts one interleaving; a model checker explores all of them`);
-      else if (CONTROLLER.has(c.op)) problems.push(`${path}: '${c.op}' runs on the controller, which is no actor; move it out of the parallel group`);
+      else if (CONTROLLER.has(c.op))
+        problems.push(`${path}: '${c.op}' runs on the controller, which is no actor; move it out of the parallel group`);
       else {
         // One VMM worker, one worker per vCPU: two steps on one of them would run one after
         // the other, not in parallel, so the group would not mean what it says.
@@ -138,7 +142,12 @@ export function checkModelCheckable(s: Scenario): void {
 }
 
 /** Preemptions in a schedule: choices of another actor at steps where the running one was a candidate. */
-export function countPreemptions(choices: readonly number[], candidates: readonly number[][], groupStarts: readonly number[], upTo = choices.length): number {
+export function countPreemptions(
+  choices: readonly number[],
+  candidates: readonly number[][],
+  groupStarts: readonly number[],
+  upTo = choices.length,
+): number {
   const starts = new Set(groupStarts);
   let n = 0;
   for (let i = 1; i < upTo; i++) {
@@ -206,9 +215,28 @@ export class ModelChecker {
     const ids = await rt.call(rt.vmm, () => rt.vmm.api.createVms(s.vms.map((v) => ({ name: v.name, type: v.type }))));
     for (const a of rt.vcpus) {
       a.vm = ids[s.vms.findIndex((v) => v.name === a.vmName)];
-      await rt.call(a, () => a.api.init({ buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, tid: a.tid, vm: a.vm, mode: 'controlled', platform: 'direct' }));
+      await rt.call(a, () =>
+        a.api.init({
+          buffers: rt.descriptor.buffers,
+          kernel: rt.descriptor.kernel,
+          tid: a.tid,
+          vm: a.vm,
+          mode: 'controlled',
+          platform: 'direct',
+        }),
+      );
     }
-    const out: McSchedule = { seed, choices: [], candidates: [], groupStarts: [], preemptions: 0, outcome: 'ok', failures: [], violations: [], steps: [] };
+    const out: McSchedule = {
+      seed,
+      choices: [],
+      candidates: [],
+      groupStarts: [],
+      preemptions: 0,
+      outcome: 'ok',
+      failures: [],
+      violations: [],
+      steps: [],
+    };
     let stopped = false;
     for (let i = 0; i < s.steps.length && !stopped; i++) {
       const st = s.steps[i];
@@ -237,7 +265,11 @@ export class ModelChecker {
         else throw new Error(`schedule ${seed}: step ${index} (${st.steps[j].op}) failed: ${r.reason}`);
       });
       if (outcome === SchedOutcome.DEADLOCK) {
-        out.violations.push({ invariant: 'liveness', by: 'scheduler', detail: `deadlock in parallel group ${i}: no actor can run: ${describeDeadlock(this.rt!.mem, this.sched!, this.rt!.actorNames())}` });
+        out.violations.push({
+          invariant: 'liveness',
+          by: 'scheduler',
+          detail: `deadlock in parallel group ${i}: no actor can run: ${describeDeadlock(this.rt!.mem, this.sched!, this.rt!.actorNames())}`,
+        });
         out.outcome = 'deadlock';
         stopped = true;
       } else if (outcome === SchedOutcome.STEP_LIMIT) {
@@ -292,8 +324,10 @@ export class ModelChecker {
   /** Checks a step's outcome against its expect/expect_value, as the scenario runner does. */
   private check(out: McSchedule, st: LeafStep, index: string, o: Outcome): void {
     const r: McStepResult = { index, op: st.op, result: o.result, pass: true, ...(o.value !== undefined ? { value: o.value } : {}) };
-    if (st.expect !== undefined && o.result !== st.expect) r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
-    else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value)) r.mismatch = `expected value ${JSON.stringify(st.expect_value)}, got ${JSON.stringify(o.value)}`;
+    if (st.expect !== undefined && o.result !== st.expect)
+      r.mismatch = `expected ${st.expect}, got ${o.result}${o.detail ? ` (${o.detail})` : ''}`;
+    else if (st.expect_value !== undefined && !matchesPartial(o.value, st.expect_value))
+      r.mismatch = `expected value ${JSON.stringify(st.expect_value)}, got ${JSON.stringify(o.value)}`;
     if (r.mismatch !== undefined) {
       r.pass = false;
       out.failures.push(`step ${index} ${st.op}: ${r.mismatch}`);
@@ -313,7 +347,14 @@ export class ModelChecker {
     over: Partial<Pick<ModelCheckOptions, 'mode' | 'preemptions' | 'maxSchedules' | 'seed'>> = {},
   ): Promise<ModelCheckResult> {
     const o = { ...this.opts, ...over };
-    const res: ModelCheckResult = { mode: o.mode, preemptions: o.preemptions, schedules: 0, complete: false, capHit: false, stepLimited: 0 };
+    const res: ModelCheckResult = {
+      mode: o.mode,
+      preemptions: o.preemptions,
+      schedules: 0,
+      complete: false,
+      capHit: false,
+      stepLimited: 0,
+    };
     if (o.mode === 'random') {
       const seed0 = o.seed ?? 1;
       for (let i = 0; i < o.maxSchedules && !shouldStop?.(); i++) {
@@ -340,7 +381,10 @@ export class ModelChecker {
       res.schedules++;
       onSchedule?.(res.schedules, r);
       for (let i = 0; i < prefix.length; i++) {
-        if (r.choices[i] !== prefix[i]) throw new Error(`model check: schedule diverged from its forced prefix at step ${i} (forced ${prefix[i]}, ran ${r.choices[i]}): the run is not deterministic`);
+        if (r.choices[i] !== prefix[i])
+          throw new Error(
+            `model check: schedule diverged from its forced prefix at step ${i} (forced ${prefix[i]}, ran ${r.choices[i]}): the run is not deterministic`,
+          );
       }
       if (r.outcome === 'step-limit') res.stepLimited++;
       if (fails(r)) return { ...res, failing: r };
@@ -398,7 +442,13 @@ export class ModelChecker {
 }
 
 /** The file body for a failing schedule. */
-export function scheduleFile(raw: unknown, path: string | null, opts: ModelCheckOptions, r: McSchedule, maxSteps = opts.maxSteps ?? 20_000): ScenarioScheduleFile {
+export function scheduleFile(
+  raw: unknown,
+  path: string | null,
+  opts: ModelCheckOptions,
+  r: McSchedule,
+  maxSteps = opts.maxSteps ?? 20_000,
+): ScenarioScheduleFile {
   return {
     version: 1,
     kind: 'scenario',
@@ -418,9 +468,21 @@ export function scheduleFile(raw: unknown, path: string | null, opts: ModelCheck
 
 /** A model checker for a saved schedule's scenario and settings. */
 export function checkerFor(saved: ScenarioScheduleFile): ModelChecker {
-  return new ModelChecker(parseScenario(saved.scenario), { mode: saved.mode, preemptions: saved.preemptions, maxSchedules: 1, bug: saved.bug, maxSteps: saved.maxSteps });
+  return new ModelChecker(parseScenario(saved.scenario), {
+    mode: saved.mode,
+    preemptions: saved.preemptions,
+    maxSchedules: 1,
+    bug: saved.bug,
+    maxSteps: saved.maxSteps,
+  });
 }
 
 export function isScenarioSchedule(x: unknown): x is ScenarioScheduleFile {
-  return x !== null && typeof x === 'object' && (x as { kind?: unknown }).kind === 'scenario' && (x as { version?: unknown }).version === 1 && Array.isArray((x as { choices?: unknown }).choices);
+  return (
+    x !== null &&
+    typeof x === 'object' &&
+    (x as { kind?: unknown }).kind === 'scenario' &&
+    (x as { version?: unknown }).version === 1 &&
+    Array.isArray((x as { choices?: unknown }).choices)
+  );
 }

@@ -65,7 +65,12 @@ export interface ScenarioRunOptions {
 
 export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void, opts: ScenarioRunOptions = {}): Promise<ScenarioReport> {
   const rt = await Runtime.start({
-    sandbox: { ...(s.kernel !== undefined ? { kernel: s.kernel } : {}), ...(s.policy !== undefined ? { policy: s.policy } : {}), memory: s.memory ?? '64MiB', watchdogMs: s.watchdog_ms ?? 5000 },
+    sandbox: {
+      ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
+      ...(s.policy !== undefined ? { policy: s.policy } : {}),
+      memory: s.memory ?? '64MiB',
+      watchdogMs: s.watchdog_ms ?? 5000,
+    },
     callTimeoutMs: 30_000,
     trace: opts.trace !== undefined,
     ...(opts.onSetupProgress ? { onSetupProgress: opts.onSetupProgress } : {}),
@@ -90,13 +95,19 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const steps: StepReport[] = [];
   const pauses = new Map<string, { slot: number; tid: number }>();
   const held: InFlight[] = [];
-  let audit = { ok: true, counts: Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>, violations: [] as Violation[] };
+  let audit = {
+    ok: true,
+    counts: Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>,
+    violations: [] as Violation[],
+  };
   let findings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
   /** Watchdog reports: a wait that never ended. The run stops at the first. */
   const hangs: Violation[] = [];
 
-  const actorOf = (st: LeafStep): Actor<unknown> => (GUEST.has(st.op) ? rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : rt.vmm);
-  const tidOf = (a: 'vmm' | { vm: string; vcpu: number } | undefined): number => (a === undefined ? -1 : a === 'vmm' ? rt.vmm.tid : rt.vcpu(a.vm, a.vcpu).tid);
+  const actorOf = (st: LeafStep): Actor<unknown> =>
+    GUEST.has(st.op) ? rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : rt.vmm;
+  const tidOf = (a: 'vmm' | { vm: string; vcpu: number } | undefined): number =>
+    a === undefined ? -1 : a === 'vmm' ? rt.vmm.tid : rt.vcpu(a.vm, a.vcpu).tid;
 
   /** A step's promise, with a watchdog report turned into its outcome (and the run stopped). */
   const outcomeOf = async (index: string, p: Promise<Outcome>): Promise<Outcome> => {
@@ -148,7 +159,10 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
       else {
         try {
-          finish(r, st, { result: 'ok', value: { holder: await Promise.race([rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000), stopped]) } });
+          finish(r, st, {
+            result: 'ok',
+            value: { holder: await Promise.race([rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000), stopped]) },
+          });
         } catch (e) {
           finish(r, st, { result: 'ETIMEDOUT', detail: (e as Error).message });
         }
@@ -201,13 +215,24 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
   const settleInFlight = async (timeoutMs: number): Promise<Outcome> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const heldTids = new Set([...pauses.values()].filter((p) => rt.control.pauseState(p.slot) === 'held').map((p) => rt.control.pauseHolder(p.slot)));
+      const heldTids = new Set(
+        [...pauses.values()].filter((p) => rt.control.pauseState(p.slot) === 'held').map((p) => rt.control.pauseHolder(p.slot)),
+      );
       const waiting = held.filter((h) => !heldTids.has(actorOf(h.step).tid));
       if (waiting.length === 0) return { result: 'ok' };
       const left = deadline - Date.now();
-      if (left <= 0) return { result: 'ETIMEDOUT', detail: `steps ${waiting.map((h) => h.report.index).join(', ')} still in flight after ${timeoutMs} ms` };
+      if (left <= 0)
+        return {
+          result: 'ETIMEDOUT',
+          detail: `steps ${waiting.map((h) => h.report.index).join(', ')} still in flight after ${timeoutMs} ms`,
+        };
       const first = await Promise.race([
-        ...waiting.map((h) => h.promise.then(() => h, () => h)),
+        ...waiting.map((h) =>
+          h.promise.then(
+            () => h,
+            () => h,
+          ),
+        ),
         new Promise<null>((res) => setTimeout(() => res(null), Math.min(left, 20))),
       ]);
       if (first === null) continue;

@@ -58,7 +58,15 @@ const leafSteps = [
     as: name,
     size,
     // A u64: a number, or a hex string for the bits a JSON number cannot hold exactly.
-    flags: z.union([z.number().int(), z.string().regex(/^0x[0-9a-fA-F]{1,16}$/, 'must be a number or a hex u64 like "0x8000000000000000"').transform((v) => BigInt(v))]).optional(),
+    flags: z
+      .union([
+        z.number().int(),
+        z
+          .string()
+          .regex(/^0x[0-9a-fA-F]{1,16}$/, 'must be a number or a hex u64 like "0x8000000000000000"')
+          .transform((v) => BigInt(v)),
+      ])
+      .optional(),
   }),
   z.strictObject({ op: z.literal('link_guest_memfd'), ...vmStep, fd: fdRef, as: name }),
   z.strictObject({ op: z.literal('close'), fd: fdRef, ...base }),
@@ -73,7 +81,14 @@ const leafSteps = [
     guest_memfd: fdRef.optional(),
     guest_memfd_offset: size.optional(),
   }),
-  z.strictObject({ op: z.literal('set_memory_attributes'), ...vmStep, address: size, size, attributes: z.enum(['private', 'shared']), flags: z.number().int().optional() }),
+  z.strictObject({
+    op: z.literal('set_memory_attributes'),
+    ...vmStep,
+    address: size,
+    size,
+    attributes: z.enum(['private', 'shared']),
+    flags: z.number().int().optional(),
+  }),
   z.strictObject({
     op: z.literal('fallocate'),
     fd: fdRef,
@@ -101,7 +116,12 @@ const leafSteps = [
   z.strictObject({ op: z.literal('folio_query'), fd: fdRef, offset: size, ...base }),
   z.strictObject({ op: z.literal('pause'), point: z.enum(POINTS as unknown as [string, ...string[]]), actor: actor.optional(), ...base }),
   z.strictObject({ op: z.literal('resume'), point: z.enum(POINTS as unknown as [string, ...string[]]), ...base }),
-  z.strictObject({ op: z.literal('await_held'), point: z.enum(POINTS as unknown as [string, ...string[]]), timeout_ms: z.number().int().min(1).max(60_000).optional(), ...base }),
+  z.strictObject({
+    op: z.literal('await_held'),
+    point: z.enum(POINTS as unknown as [string, ...string[]]),
+    timeout_ms: z.number().int().min(1).max(60_000).optional(),
+    ...base,
+  }),
   z.strictObject({ op: z.literal('signal'), actor, ...base }),
   z.strictObject({ op: z.literal('settle'), timeout_ms: z.number().int().min(1).optional(), ...base }),
   z.strictObject({ op: z.literal('stats'), ...base }),
@@ -116,7 +136,12 @@ export const scenarioSchema = z.strictObject({
   kernel: z.enum(KERNEL_VERSIONS).optional(),
   policy: z.enum(POLICIES).optional(),
   memory: size.optional(),
-  seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
   watchdog_ms: z.number().int().min(0).max(600_000).optional(),
   vms: z
     .array(z.strictObject({ name, type: z.enum(VM_TYPES), vcpus: z.number().int().min(0).max(LIMITS.MAX_VCPUS_PER_VM).default(1) }))
@@ -169,7 +194,10 @@ const LEAF_OPS = leafSteps.map((s) => s.shape.op.value);
 /** zod's message, except for an unknown step op, where it only says "Invalid input". */
 function issueMessage(i: z.core.$ZodIssue, raw: unknown): string {
   if (i.code !== 'invalid_union' || i.path[i.path.length - 1] !== 'op') return i.message;
-  const got = i.path.reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<PropertyKey, unknown>)[k] : undefined), raw);
+  const got = i.path.reduce<unknown>(
+    (o, k) => (o !== null && typeof o === 'object' ? (o as Record<PropertyKey, unknown>)[k] : undefined),
+    raw,
+  );
   const known = i.path.length > 3 ? LEAF_OPS : [...LEAF_OPS, 'parallel'];
   return `unknown op ${JSON.stringify(got)}; expected one of ${known.join(', ')}`;
 }
@@ -183,7 +211,8 @@ function checkNames(s: Scenario): void {
   const vms = new Map(s.vms.map((v) => [v.name, v]));
   if (vms.size !== s.vms.length) problems.push('vms: VM names must be unique');
   const vcpus = s.vms.reduce((n, v) => n + v.vcpus, 0);
-  if (vcpus > MAX_SCENARIO_VCPUS) problems.push(`vms: ${vcpus} vCPUs in all; at most ${MAX_SCENARIO_VCPUS} (one thread each, beside the controller, VMM and firmware)`);
+  if (vcpus > MAX_SCENARIO_VCPUS)
+    problems.push(`vms: ${vcpus} vCPUs in all; at most ${MAX_SCENARIO_VCPUS} (one thread each, beside the controller, VMM and firmware)`);
   const fds = new Set<string>();
   const visit = (st: Step, path: string): void => {
     if ('vm' in st && typeof st.vm === 'string' && !vms.has(st.vm)) problems.push(`${path}.vm: no VM named '${st.vm}' in vms`);

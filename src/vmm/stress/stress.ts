@@ -128,12 +128,14 @@ const REPORTED_COUNTERS = [
  * on one inode, and a free-running guest would read its launch image as foreign data, failing a
  * clean run. The explorer runs that workload (and finds the planted bug) under its own checks.
  */
-const POPULATE_ONLY_IN_EXPLORE = "the populate op (LAUNCH_UPDATE) runs only under `explore` (try: gmem-sandbox explore --bug populate-no-uptodate-check), not in a free-running stress";
+const POPULATE_ONLY_IN_EXPLORE =
+  'the populate op (LAUNCH_UPDATE) runs only under `explore` (try: gmem-sandbox explore --bug populate-no-uptodate-check), not in a free-running stress';
 
 export function resolveStressOptions(o: StressOptions): StressConfig {
   const memory = o.memory ?? '64MiB';
   const memBytes = parseSize(memory, 'memory');
-  if (memBytes <= 0 || memBytes % PAGE_SIZE !== 0) throw new ArgumentError('memory', `must be a positive multiple of 4KiB, got ${memBytes}`);
+  if (memBytes <= 0 || memBytes % PAGE_SIZE !== 0)
+    throw new ArgumentError('memory', `must be a positive multiple of 4KiB, got ${memBytes}`);
   const guest = o.guestMemory ?? Math.min(memBytes / 4, 16 << 20);
   const kernel = resolveKernel(o);
   const cfg = {
@@ -150,18 +152,34 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     pattern: o.pattern ?? 'random',
     writeRatio: o.writeRatio ?? 0.3,
     bugs: o.bugs ?? [],
-    seed: o.seed ?? (Date.now() % 1_000_000),
+    seed: o.seed ?? Date.now() % 1_000_000,
     auditEveryMs: o.auditEveryMs ?? 1000,
     watchdogMs: o.watchdogMs ?? 5000,
   } as StressConfig;
   const L = STRESS_LIMITS;
   const checks: Array<[boolean, string, string]> = [
     [parseMix(cfg.ops).populate === 0, 'ops', POPULATE_ONLY_IN_EXPLORE],
-    [!cfg.bugs.includes('populate-no-uptodate-check'), 'bug', `populate-no-uptodate-check needs the populate op, and ${POPULATE_ONLY_IN_EXPLORE}`],
-    [Number.isInteger(cfg.vcpus) && cfg.vcpus >= 1 && cfg.vcpus <= L.vcpusPerVm, 'vcpus', `must be an integer from 1 to ${L.vcpusPerVm} (a VM has ${LIMITS.MAX_VCPUS_PER_VM} vCPU ids and the VMM uses one to pre-fault), got ${cfg.vcpus}`],
+    [
+      !cfg.bugs.includes('populate-no-uptodate-check'),
+      'bug',
+      `populate-no-uptodate-check needs the populate op, and ${POPULATE_ONLY_IN_EXPLORE}`,
+    ],
+    [
+      Number.isInteger(cfg.vcpus) && cfg.vcpus >= 1 && cfg.vcpus <= L.vcpusPerVm,
+      'vcpus',
+      `must be an integer from 1 to ${L.vcpusPerVm} (a VM has ${LIMITS.MAX_VCPUS_PER_VM} vCPU ids and the VMM uses one to pre-fault), got ${cfg.vcpus}`,
+    ],
     [Number.isInteger(cfg.vms) && cfg.vms >= 1 && cfg.vms <= L.vms, 'vms', `must be an integer from 1 to ${L.vms}, got ${cfg.vms}`],
-    [cfg.vms * cfg.vcpus <= L.vcpuThreads, 'vcpus', `vms x vcpus must be at most ${L.vcpuThreads} vCPU threads (${LIMITS.MAX_THREADS} threads less the controller, VMM and firmware), got ${cfg.vms} x ${cfg.vcpus}`],
-    [cfg.vms * (cfg.vcpus + 1) <= L.vcpuSlots, 'vcpus', `vms x (vcpus + 1) must be at most ${L.vcpuSlots} vCPU slots (each VM also gives the VMM a vCPU), got ${cfg.vms} x ${cfg.vcpus + 1}`],
+    [
+      cfg.vms * cfg.vcpus <= L.vcpuThreads,
+      'vcpus',
+      `vms x vcpus must be at most ${L.vcpuThreads} vCPU threads (${LIMITS.MAX_THREADS} threads less the controller, VMM and firmware), got ${cfg.vms} x ${cfg.vcpus}`,
+    ],
+    [
+      cfg.vms * (cfg.vcpus + 1) <= L.vcpuSlots,
+      'vcpus',
+      `vms x (vcpus + 1) must be at most ${L.vcpuSlots} vCPU slots (each VM also gives the VMM a vCPU), got ${cfg.vms} x ${cfg.vcpus + 1}`,
+    ],
     [cfg.durationMs > 0, 'duration', `must be positive, got ${cfg.durationMs} ms`],
     [cfg.writeRatio >= 0 && cfg.writeRatio <= 1, 'write-ratio', `must be between 0 and 1, got ${cfg.writeRatio}`],
     [cfg.opRate >= 0, 'op-rate', `must be >= 0, got ${cfg.opRate}`],
@@ -169,9 +187,14 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
   ];
   for (const [ok, field, rule] of checks) if (!ok) throw new ArgumentError(field, rule);
   const gb = parseSize(guest, 'guest-memory');
-  if (gb % PAGE_SIZE !== 0 || gb <= 0 || gb > memBytes) throw new ArgumentError('guest-memory', `must be a positive multiple of 4KiB no larger than memory (${memBytes}), got ${gb}`);
+  if (gb % PAGE_SIZE !== 0 || gb <= 0 || gb > memBytes)
+    throw new ArgumentError('guest-memory', `must be a positive multiple of 4KiB no larger than memory (${memBytes}), got ${gb}`);
   // The VMM backs each VM's shared memory with its own stretch of one buffer (see runStress).
-  if (gb * cfg.vms > MAX_BUFFER_BYTES) throw new ArgumentError('guest-memory', `guest-memory x VMs must be at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB, got ${gb} x ${cfg.vms}`);
+  if (gb * cfg.vms > MAX_BUFFER_BYTES)
+    throw new ArgumentError(
+      'guest-memory',
+      `guest-memory x VMs must be at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB, got ${gb} x ${cfg.vms}`,
+    );
   bugMask(cfg.bugs);
   return cfg;
 }
@@ -181,7 +204,13 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
   const pages = parseSize(cfg.guestMemory, 'guest-memory') / PAGE_SIZE;
   const rt = await Runtime.start({
     // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
-    sandbox: { kernel: cfg.kernel, memory: cfg.memory, userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms), watchdogMs: cfg.watchdogMs, maxVms: Math.max(4, cfg.vms) },
+    sandbox: {
+      kernel: cfg.kernel,
+      memory: cfg.memory,
+      userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms),
+      watchdogMs: cfg.watchdogMs,
+      maxVms: Math.max(4, cfg.vms),
+    },
     callTimeoutMs: cfg.durationMs + 30_000,
     trace: o.trace !== undefined,
     traceEvents: traceRingFor(cfg),
@@ -225,7 +254,15 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       ),
     );
     const vmmRun = rt.call(rt.vmm, () =>
-      rt.vmm.api.runOps({ mix: parseMix(cfg.ops), rate: cfg.opRate, maxPages: 16, seed: subSeed(cfg.seed, 0), durationMs: cfg.durationMs, maxOps: 0, signalTids: [rt.vmm, ...rt.vcpus].map((a) => a.tid) }),
+      rt.vmm.api.runOps({
+        mix: parseMix(cfg.ops),
+        rate: cfg.opRate,
+        maxPages: 16,
+        seed: subSeed(cfg.seed, 0),
+        durationMs: cfg.durationMs,
+        maxOps: 0,
+        signalTids: [rt.vmm, ...rt.vcpus].map((a) => a.tid),
+      }),
     );
     const loops = rt.vcpus.length + 1;
     let settled = false;
@@ -243,7 +280,8 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       await Promise.race([all, sleep(tick)]);
       const elapsed = performance.now() - runStart;
       const faults = rt.stats().faults;
-      if (elapsed > lastT) throughput.push({ tMs: Math.round(elapsed), faultsPerSecond: ((faults - lastFaults) * 1000) / (elapsed - lastT) });
+      if (elapsed > lastT)
+        throughput.push({ tMs: Math.round(elapsed), faultsPerSecond: ((faults - lastFaults) * 1000) / (elapsed - lastT) });
       lastT = elapsed;
       lastFaults = faults;
       if (settled || rt.crashes.length > 0) break;
@@ -271,7 +309,13 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       audit = mergeAudit(audit, auditTeardown(rt.mem));
     }
   } catch (e) {
-    if (rt.crashes.length === 0) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message, ...((e as Error).stack ? { stack: (e as Error).stack } : {}) });
+    if (rt.crashes.length === 0)
+      rt.crashes.push({
+        actor: 'controller',
+        kind: 'error',
+        message: (e as Error).message,
+        ...((e as Error).stack ? { stack: (e as Error).stack } : {}),
+      });
   } finally {
     o.signal?.removeEventListener('abort', stop);
     await rt.shutdown(interrupted ? 200 : undefined);
@@ -300,7 +344,10 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     exits,
     violations: counts,
     violationDetails: details,
-    findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: Math.max(audit?.findings.crossVmPrepare ?? 0, stats['finding.crossVmPrepare']) },
+    findings: {
+      punchHoleLeftovers: stats.punchHoleLeftovers,
+      crossVmPrepare: Math.max(audit?.findings.crossVmPrepare ?? 0, stats['finding.crossVmPrepare']),
+    },
     crashes: rt.crashes,
     faultsPerSecond: stats.faults / ((interrupted ? Math.max(1, performance.now() - runStart) : cfg.durationMs) / 1000),
     throughput,

@@ -97,7 +97,11 @@ export function isOk(l: SweepLine): boolean {
 }
 
 function stableKey(p: SweepParams): string {
-  return JSON.stringify(Object.keys(p).sort().map((k) => [k, (p as Record<string, string | number>)[k]]));
+  return JSON.stringify(
+    Object.keys(p)
+      .sort()
+      .map((k) => [k, (p as Record<string, string | number>)[k]]),
+  );
 }
 
 const NINV = INVARIANTS.length;
@@ -179,7 +183,9 @@ export class SweepMerger {
       this.plan = { id: line.plan, total: line.total, where };
       this.jobs = new Jobs(line.total);
     } else if (line.plan !== this.plan.id || line.total !== this.plan.total) {
-      throw new SweepError(`${where}: from plan ${line.plan} (${line.total} jobs), but ${this.plan.where} is from plan ${this.plan.id} (${this.plan.total} jobs): shards of different sweeps`);
+      throw new SweepError(
+        `${where}: from plan ${line.plan} (${line.total} jobs), but ${this.plan.where} is from plan ${this.plan.id} (${this.plan.total} jobs): shards of different sweeps`,
+      );
     }
     if (line.index >= line.total) throw new SweepError(`${where}: index ${line.index} is beyond the plan's ${line.total} jobs`);
     const j = this.jobs as Jobs;
@@ -196,7 +202,9 @@ export class SweepMerger {
       if (j.seed[i] !== line.seed || j.combo[i] !== combo) {
         const prev = this.comboParams[j.combo[i]];
         const was = this.where({ file: j.srcFile[i], line: j.srcLine[i], offset: 0, length: 0 });
-        throw new SweepError(`${where}: job ${i} has seed ${line.seed} ${formatParams(line.params)}, but ${was} has seed ${j.seed[i]} ${formatParams(prev)}`);
+        throw new SweepError(
+          `${where}: job ${i} has seed ${line.seed} ${formatParams(line.params)}, but ${was} has seed ${j.seed[i]} ${formatParams(prev)}`,
+        );
       }
       this.duplicates++;
       // A rerun of the same job can differ (real threads): keep a failing copy over an ok one.
@@ -239,7 +247,16 @@ export class SweepMerger {
     const j = this.jobs;
     const total = this.plan?.total ?? 0;
     const missing: number[] = [];
-    const acc = this.comboParams.map((params) => ({ params, runs: 0, ok: 0, sum: 0, min: Infinity, max: -Infinity, violations: new Array<number>(NINV).fill(0), crashes: 0 }));
+    const acc = this.comboParams.map((params) => ({
+      params,
+      runs: 0,
+      ok: 0,
+      sum: 0,
+      min: Infinity,
+      max: -Infinity,
+      violations: new Array<number>(NINV).fill(0),
+      crashes: 0,
+    }));
     let runs = 0;
     for (let i = 0; i < total; i++) {
       const c = (j as Jobs).combo[i];
@@ -285,7 +302,17 @@ export class SweepMerger {
         rerun: rerunCommand(l.params, l.seed),
       }));
     const lines = this.kept === null ? [] : [...this.kept.entries()].sort((a, b) => a[0] - b[0]).map(([, l]) => l);
-    return { plan: this.plan?.id ?? '', total, runs, ok: runs - failures.length, duplicates: this.duplicates, missing, combinations, failures, lines };
+    return {
+      plan: this.plan?.id ?? '',
+      total,
+      runs,
+      ok: runs - failures.length,
+      duplicates: this.duplicates,
+      missing,
+      combinations,
+      failures,
+      lines,
+    };
   }
 }
 

@@ -59,7 +59,8 @@ interface ParamSpec {
 function int(min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
-    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new Error(`must be an integer from ${min} to ${max}`);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max)
+      throw new Error(`must be an integer from ${min} to ${max}`);
     return n;
   };
 }
@@ -98,7 +99,14 @@ const SPECS: ParamSpec[] = [
   { name: 'vcpus', aliases: ['vcpus'], sep: ',', parse: int(1, 31), flag: '--vcpus' },
   { name: 'memory', aliases: ['memory'], sep: ',', parse: size('memory', false), flag: '--memory' },
   { name: 'guestMemory', aliases: ['guestMemory', 'guest-memory'], sep: ',', parse: size('guest-memory', true), flag: '--guest-memory' },
-  { name: 'durationMs', aliases: ['durationMs', 'duration-ms'], sep: ',', parse: int(100, 3_600_000), flag: '--duration', cli: (v) => String(Number(v) / 1000) },
+  {
+    name: 'durationMs',
+    aliases: ['durationMs', 'duration-ms'],
+    sep: ',',
+    parse: int(100, 3_600_000),
+    flag: '--duration',
+    cli: (v) => String(Number(v) / 1000),
+  },
   {
     name: 'ops',
     aliases: ['ops'],
@@ -117,7 +125,13 @@ const SPECS: ParamSpec[] = [
   { name: 'opRate', aliases: ['opRate', 'op-rate'], sep: ',', parse: num(0, 1e9), flag: '--op-rate' },
   { name: 'pattern', aliases: ['pattern'], sep: ',', all: PATTERNS, parse: oneOf(PATTERNS), flag: '--pattern' },
   { name: 'writeRatio', aliases: ['writeRatio', 'write-ratio'], sep: ',', parse: num(0, 1), flag: '--write-ratio' },
-  { name: 'auditEveryMs', aliases: ['auditEveryMs', 'audit-every-ms', 'audit-every'], sep: ',', parse: int(0, 3_600_000), flag: '--audit-every' },
+  {
+    name: 'auditEveryMs',
+    aliases: ['auditEveryMs', 'audit-every-ms', 'audit-every'],
+    sep: ',',
+    parse: int(0, 3_600_000),
+    flag: '--audit-every',
+  },
 ];
 /** `duration` (seconds) is an alias of durationMs with its own unit. */
 const DURATION_SECONDS: ParamSpec = {
@@ -150,7 +164,10 @@ export function parseParam(raw: string): ParsedParam {
     const hint = norm(given) === 'seed' || norm(given) === 'seeds' ? ' (use --seeds)' : '';
     throw new SweepError(`--param ${raw}: unknown parameter '${given}'${hint}; known: ${PARAM_HELP}`);
   }
-  const parts = raw.slice(eq + 1).split(spec.sep).map((p) => p.trim());
+  const parts = raw
+    .slice(eq + 1)
+    .split(spec.sep)
+    .map((p) => p.trim());
   const values: ParamValue[] = [];
   for (const p of parts) {
     if (p === '') throw new SweepError(`--param ${raw}: ${given} has an empty value (values are separated by '${spec.sep}')`);

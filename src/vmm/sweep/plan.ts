@@ -11,7 +11,18 @@
 import { createHash } from 'node:crypto';
 import { type Shard, parseShard } from '../io/shard.js';
 import { type StressOptions, resolveStressOptions } from '../stress/stress.js';
-import { MAX_JOBS, PARAM_ORDER, type ParsedParam, SWEEP_DEFAULTS, SweepError, type SweepParamName, type SweepParams, formatParams, parseParam, parseSeeds } from './params.js';
+import {
+  MAX_JOBS,
+  PARAM_ORDER,
+  type ParsedParam,
+  SWEEP_DEFAULTS,
+  SweepError,
+  type SweepParamName,
+  type SweepParams,
+  formatParams,
+  parseParam,
+  parseSeeds,
+} from './params.js';
 
 export interface SweepJob {
   index: number;
@@ -48,7 +59,8 @@ export function planSweep(spec: SweepSpec): SweepPlan {
   for (const raw of spec.params ?? []) {
     const p = parseParam(raw);
     const prev = rawOf.get(p.name);
-    if (prev !== undefined) throw new SweepError(`--param ${raw}: ${p.name} is already given by --param ${prev}; list all its values in one --param`);
+    if (prev !== undefined)
+      throw new SweepError(`--param ${raw}: ${p.name} is already given by --param ${prev}; list all its values in one --param`);
     byName.set(p.name, p);
     rawOf.set(p.name, raw);
   }
@@ -57,7 +69,8 @@ export function planSweep(spec: SweepSpec): SweepPlan {
   let combos: SweepParams[] = [{}];
   for (const p of params) combos = combos.flatMap((c) => p.values.map((v) => ({ ...c, [p.name]: v })));
   const total = combos.length * seeds.length;
-  if (total > MAX_JOBS) throw new SweepError(`the plan has ${total} jobs (${combos.length} combinations x ${seeds.length} seeds); at most ${MAX_JOBS}`);
+  if (total > MAX_JOBS)
+    throw new SweepError(`the plan has ${total} jobs (${combos.length} combinations x ${seeds.length} seeds); at most ${MAX_JOBS}`);
   // Every combination must make a valid stress run, before any job starts.
   for (const c of combos) {
     try {

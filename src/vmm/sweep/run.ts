@@ -40,7 +40,14 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
   try {
     await Promise.all(
       plan.jobs.map(async (j) => {
-        const task: SweepTask = { plan: plan.id, total: plan.total, index: j.index, seed: j.seed, params: j.params, ...(opts.trace ? { trace: jobTraceFile(opts.trace, j.index) } : {}) };
+        const task: SweepTask = {
+          plan: plan.id,
+          total: plan.total,
+          index: j.index,
+          seed: j.seed,
+          params: j.params,
+          ...(opts.trace ? { trace: jobTraceFile(opts.trace, j.index) } : {}),
+        };
         const t0 = performance.now();
         let line: SweepLine;
         try {

@@ -99,7 +99,8 @@ function createVcpu(sb: Sandbox, vm: number, what: string): CreatedVcpu {
 /** Attributes, launch state and one pre-fault handle per VMM thread, for a VM whose memslots exist. */
 function finishVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, vm: Vm, launching: boolean, out: StressLayout): void {
   const priv = Math.floor(cfg.pages * cfg.privateShare);
-  if (priv > 0) vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
+  if (priv > 0)
+    vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
   if (vm.type === 'snp') {
     vm.snpLaunchStartSync();
     if (!launching) vm.snpLaunchFinishSync();
@@ -131,11 +132,21 @@ function openLayoutFiles(vm0: Vm, regions: readonly LayoutRegion[]): Map<number,
 export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
   const vms: Vm[] = [];
   for (let i = 0; i < cfg.vms; i++) vms.push(sb.createVmSync({ type: i === 0 && cfg.populateFirstVm ? 'snp' : cfg.vmType }));
-  const regions = cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1 ? randomLayout(cfg.pages, cfg.layoutSeed) : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
+  const regions =
+    cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1
+      ? randomLayout(cfg.pages, cfg.layoutSeed)
+      : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
   const files = openLayoutFiles(vms[0], regions);
   const gfnStart = regions[0].gfn;
   const threads = cfg.vmmThreads ?? 1;
-  const shared: SharedStressTarget = { regions: [], pages: cfg.pages, vms: [], populateVm: cfg.populateFirstVm ? vms[0].id : -1, linked: cfg.vms > 1, prefault: Array.from({ length: threads }, () => []) };
+  const shared: SharedStressTarget = {
+    regions: [],
+    pages: cfg.pages,
+    vms: [],
+    populateVm: cfg.populateFirstVm ? vms[0].id : -1,
+    linked: cfg.vms > 1,
+    prefault: Array.from({ length: threads }, () => []),
+  };
   const out: StressLayout = { vms: [], file: -1, gfnStart, vcpus: [], shared, fds: [...files.values()], prefaultSlots: [] };
   vms.forEach((vm, i) => {
     for (const r of regions) {
@@ -143,8 +154,27 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
       const gmem = i === 0 ? first : vm.linkGuestMemfdSync(first);
       if (i > 0) out.fds.push(gmem);
       const userPage = i * cfg.pages + r.userPage;
-      vm.setUserMemoryRegion2Sync({ slot: r.slot, flags: ['guest_memfd'], guestPhysAddr: r.gfn * PAGE_SIZE, memorySize: r.npages * PAGE_SIZE, userspaceAddr: userPage * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: r.pgoff * PAGE_SIZE });
-      if (i === 0) shared.regions.push({ vm: vm.id, slot: r.slot, gfn: r.gfn, npages: r.npages, pgoff: r.pgoff, userPage, file: gmem.file, fd: gmem.fd, filePages: gmem.fstat().size / PAGE_SIZE });
+      vm.setUserMemoryRegion2Sync({
+        slot: r.slot,
+        flags: ['guest_memfd'],
+        guestPhysAddr: r.gfn * PAGE_SIZE,
+        memorySize: r.npages * PAGE_SIZE,
+        userspaceAddr: userPage * PAGE_SIZE,
+        guestMemfd: gmem,
+        guestMemfdOffset: r.pgoff * PAGE_SIZE,
+      });
+      if (i === 0)
+        shared.regions.push({
+          vm: vm.id,
+          slot: r.slot,
+          gfn: r.gfn,
+          npages: r.npages,
+          pgoff: r.pgoff,
+          userPage,
+          file: gmem.file,
+          fd: gmem.fd,
+          filePages: gmem.fstat().size / PAGE_SIZE,
+        });
     }
     finishVm(sb, cfg, gfnStart, vm, i === 0 && cfg.populateFirstVm === true, out);
   });
@@ -153,7 +183,11 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
   shared.vms = all.map((v) => v.id);
   out.vms = shared.vms;
   out.file = shared.regions[0].file;
-  out.vcpus = createRunningVcpus(sb, cfg, vms.filter((vm) => vm.id !== shared.populateVm));
+  out.vcpus = createRunningVcpus(
+    sb,
+    cfg,
+    vms.filter((vm) => vm.id !== shared.populateVm),
+  );
   return out;
 }
 
@@ -164,10 +198,28 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
 function addLaunchingVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, out: StressLayout): Vm {
   const vm = sb.createVmSync({ type: 'snp' });
   const gmem = vm.createGuestMemfdSync({ size: cfg.pages * PAGE_SIZE });
-  vm.setUserMemoryRegion2Sync({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: gfnStart * PAGE_SIZE, memorySize: cfg.pages * PAGE_SIZE, userspaceAddr: cfg.vms * cfg.pages * PAGE_SIZE, guestMemfd: gmem, guestMemfdOffset: 0 });
+  vm.setUserMemoryRegion2Sync({
+    slot: 0,
+    flags: ['guest_memfd'],
+    guestPhysAddr: gfnStart * PAGE_SIZE,
+    memorySize: cfg.pages * PAGE_SIZE,
+    userspaceAddr: cfg.vms * cfg.pages * PAGE_SIZE,
+    guestMemfd: gmem,
+    guestMemfdOffset: 0,
+  });
   finishVm(sb, cfg, gfnStart, vm, true, out);
   out.shared.populateVm = vm.id;
-  out.shared.regions.push({ vm: vm.id, slot: 0, gfn: gfnStart, npages: cfg.pages, pgoff: 0, userPage: cfg.vms * cfg.pages, file: gmem.file, fd: gmem.fd, filePages: cfg.pages });
+  out.shared.regions.push({
+    vm: vm.id,
+    slot: 0,
+    gfn: gfnStart,
+    npages: cfg.pages,
+    pgoff: 0,
+    userPage: cfg.vms * cfg.pages,
+    file: gmem.file,
+    fd: gmem.fd,
+    filePages: cfg.pages,
+  });
   out.fds.push(gmem);
   return vm;
 }
@@ -175,7 +227,9 @@ function addLaunchingVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, out: St
 /** The vCPUs the vCPU workers attach to: vcpusPerVm each, or vcpusTotal round robin over the running VMs. */
 function createRunningVcpus(sb: Sandbox, cfg: StressSetup, running: readonly Vm[]): CreatedVcpu[] {
   const perVm = running.map(() => cfg.vcpusPerVm ?? 0);
-  if (cfg.vcpusTotal !== undefined) for (let c = 0; c < running.length; c++) perVm[c] = Math.floor(cfg.vcpusTotal / running.length) + (c < cfg.vcpusTotal % running.length ? 1 : 0);
+  if (cfg.vcpusTotal !== undefined)
+    for (let c = 0; c < running.length; c++)
+      perVm[c] = Math.floor(cfg.vcpusTotal / running.length) + (c < cfg.vcpusTotal % running.length ? 1 : 0);
   const vcpus: CreatedVcpu[] = [];
   running.forEach((vm, v) => {
     for (let c = 0; c < perVm[v]; c++) vcpus.push(createVcpu(sb, vm.id, ''));
@@ -187,5 +241,12 @@ function createRunningVcpus(sb: Sandbox, cfg: StressSetup, running: readonly Vm[
 export function attachStressTarget(sb: Sandbox, shared: SharedStressTarget, thread: number): StressTarget {
   const k = sb.k;
   const prefaultVcpus = shared.prefault[thread].map((c) => new KvmVcpu(c.vm, c.id, c.slot, k.vcpus, sb.mem, k.sync));
-  return { regions: shared.regions, pages: shared.pages, vms: shared.vms, prefaultVcpus, populateVm: shared.populateVm, linked: shared.linked };
+  return {
+    regions: shared.regions,
+    pages: shared.pages,
+    vms: shared.vms,
+    prefaultVcpus,
+    populateVm: shared.populateVm,
+    linked: shared.linked,
+  };
 }

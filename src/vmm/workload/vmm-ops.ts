@@ -28,7 +28,22 @@ import type { Sandbox } from '../sandbox/sandbox.js';
  * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
  * fallocates a range meanwhile (ENOMEM paths).
  */
-export const VMM_OPS = ['punch', 'fallocate', 'convert', 'prefault', 'populate', 'memslot', 'memflags', 'plainslot', 'badbind', 'close', 'hwpoison', 'fwfail', 'oom', 'signal'] as const;
+export const VMM_OPS = [
+  'punch',
+  'fallocate',
+  'convert',
+  'prefault',
+  'populate',
+  'memslot',
+  'memflags',
+  'plainslot',
+  'badbind',
+  'close',
+  'hwpoison',
+  'fwfail',
+  'oom',
+  'signal',
+] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 
 /** The byte a 'populate' op measures into the launching VM: no guest tag can match it. */
@@ -156,7 +171,10 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           bumpMapped(rc, t, fd, index, len);
           break;
         case 'fallocate':
-          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
+          note(
+            sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))),
+            op,
+          );
           break;
         case 'convert': {
           const vm = t.vms[rng.below(t.vms.length)];
@@ -180,7 +198,15 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
         case 'populate': {
           if (t.populateVm < 0) break;
           // A range, so that a page populated earlier answers EEXIST and the rest are not done.
-          const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE));
+          const r = snpLaunchUpdate(
+            k,
+            k.psp,
+            t.populateVm,
+            gfn,
+            len * PAGE_SIZE,
+            SnpPageType.NORMAL,
+            new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE),
+          );
           let e = r.ret < 0 ? r.populateErr || r.ret : 0;
           // One time in four the launch ends here and the VMM pre-faults what it populated, as a VMM
           // boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
@@ -214,7 +240,10 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           break;
         }
         case 'hwpoison':
-          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))), op);
+          note(
+            sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemErrorFolio(k.g, f, index))),
+            op,
+          );
           break;
         case 'fwfail':
           // With a VM launching, half the time its next LAUNCH_UPDATE fails instead.
@@ -239,7 +268,10 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
           // vCPUs' faults meanwhile take theirs.
           sb.reserveHostPages(Math.max(1, sb.freeHostPages() - rng.below(3)));
           starved = true;
-          note(sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))), op);
+          note(
+            sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(k.g, f, FALLOC_FL_KEEP_SIZE, index * PAGE_SIZE, len * PAGE_SIZE))),
+            op,
+          );
           break;
       }
       if (gap > 0) k.sync.sleepMs(gap);
@@ -264,17 +296,28 @@ function plainSlotOp(sb: Sandbox, vm: number, variant: number): number {
   const gfn = top - 4 * PLAIN_PAGES;
   const user = sb.mem.limits.userPages - PLAIN_PAGES;
   const set = (flags: number, at: number, npages: number): number =>
-    kvmSetMemoryRegion(sb.k, vm, { slot: PLAIN_SLOT, flags, guestPhysAddr: at * PAGE_SIZE, memorySize: npages * PAGE_SIZE, userspaceAddr: user * PAGE_SIZE, gmemFile: -1, guestMemfdOffset: 0 });
+    kvmSetMemoryRegion(sb.k, vm, {
+      slot: PLAIN_SLOT,
+      flags,
+      guestPhysAddr: at * PAGE_SIZE,
+      memorySize: npages * PAGE_SIZE,
+      userspaceAddr: user * PAGE_SIZE,
+      gmemFile: -1,
+      guestMemfdOffset: 0,
+    });
   if (gfn < 0 || user < 0) return 0;
-  const steps = variant === 0 ? [
-    () => set(0, gfn, PLAIN_PAGES),
-    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn, PLAIN_PAGES),
-    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
-  ] : [
-    () => set(0, gfn, PLAIN_PAGES),
-    () => set(0, gfn + PLAIN_PAGES, PLAIN_PAGES),
-    () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
-  ];
+  const steps =
+    variant === 0
+      ? [
+          () => set(0, gfn, PLAIN_PAGES),
+          () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn, PLAIN_PAGES),
+          () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
+        ]
+      : [
+          () => set(0, gfn, PLAIN_PAGES),
+          () => set(0, gfn + PLAIN_PAGES, PLAIN_PAGES),
+          () => set(KVM_MEM_LOG_DIRTY_PAGES, gfn + PLAIN_PAGES, PLAIN_PAGES),
+        ];
   let e = 0;
   for (const step of steps) e ||= step();
   // Delete whatever is there (another VMM thread may have made or moved it).
@@ -311,7 +354,9 @@ function badBindOp(sb: Sandbox, vm: number, r: StressRegion, variant: number): n
 
 /** fallocate(PUNCH_HOLE | KEEP_SIZE) of `len` pages at `index` of the file at `fd`. */
 function punchFd(sb: Sandbox, fd: number, index: number, len: number): number {
-  return sb.withGmemFd(fd, (f) => (f < 0 ? f : gmemFallocate(sb.k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE)));
+  return sb.withGmemFd(fd, (f) =>
+    f < 0 ? f : gmemFallocate(sb.k.g, f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, index * PAGE_SIZE, len * PAGE_SIZE),
+  );
 }
 
 /** Moves the guests' epochs of every gfn that maps indices [index, index + len) of the file at `fd` (a discard). */
@@ -388,7 +433,10 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
 /** Parses "punch=3,convert=1" (names from VMM_OPS); unknown names or bad weights throw. */
 export function parseMix(s: string): Record<VmmOp, number> {
   const mix = zeroOps();
-  for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of s
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const [name, w] = part.split('=');
     if (!(VMM_OPS as readonly string[]).includes(name)) throw new Error(`--ops: unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);
     const weight = w === undefined ? 1 : Number(w);
