@@ -13,7 +13,7 @@ import type { FirmwareWorkerApi } from '../src/firmware/worker.js';
 import { type Mem, mapBuffers } from '../src/shm/layout.js';
 import { Mailbox, type MailboxTuning } from '../src/shm/mailbox.js';
 import { type Remote, wrapWorker } from '../src/shm/rpc.js';
-import { FreeSync } from '../src/shm/sync.js';
+import { FreeSync } from '../src/shm/sync/free.js';
 import { type SandboxDescriptor, buildSandboxMemory } from '../src/vmm/sandbox/build.js';
 import { TID_FIRMWARE, workerFile } from '../src/vmm/sandbox/runtime.js';
 import { PING, SESSION_WORDS, STOP, type Session } from './echo-worker.js';

@@ -5,7 +5,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { PCP_BATCH, PCP_HIGH, PfnAllocator } from '../src/gmem/allocator.js';
-import { FreeSync } from '../src/shm/sync.js';
+import { FreeSync } from '../src/shm/sync/free.js';
 import { auditQuiescent, auditTeardown } from '../src/checker/audit.js';
 import { Sandbox, TID_CONTROLLER } from '../src/vmm/sandbox/sandbox.js';
 

@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { Bell } from '../src/shm/bell.js';
-import type { SyncControl } from '../src/shm/sync.js';
+import type { SyncControl } from '../src/shm/sync/control.js';
 
 const BELL = new URL('../dist/src/shm/bell.js', import.meta.url).href;
 

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Rmp } from '../src/firmware/rmp.js';
 import { pointId } from '../src/shm/points.js';
 import { C, threadStats } from '../src/shm/stats.js';
-import { SyncControl } from '../src/shm/sync.js';
+import { SyncControl } from '../src/shm/sync/control.js';
 import { Sandbox } from '../src/vmm/sandbox/sandbox.js';
 import { PAGE, expectOk, setupVm, shutdownAll, startRuntime } from './runtime-helpers.js';
 

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { wordDescriber } from '../src/firmware/describe.js';
 import { Vms } from '../src/kvm/vm.js';
 import { pointId } from '../src/shm/points.js';
-import { OWNER_MASK } from '../src/shm/sync.js';
+import { OWNER_MASK } from '../src/shm/sync/words.js';
 import { TID_VMM } from '../src/vmm/sandbox/runtime.js';
 import { RunControl } from '../src/vcpu-workers/runctl.js';
 import { runWorkload } from '../src/vcpu-workers/guest-workload.js';

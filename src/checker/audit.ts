@@ -15,7 +15,7 @@ import { Vms } from '../kvm/vm.js';
 import type { Mem } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { sumStats } from '../shm/stats.js';
-import { FreeSync } from '../shm/sync.js';
+import { FreeSync } from '../shm/sync/free.js';
 import { INVARIANTS, type Invariant, type Violation, ViolationLog } from './violations.js';
 
 export interface AuditReport {

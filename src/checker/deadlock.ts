@@ -3,8 +3,8 @@
 
 import { wordDescriber } from '../firmware/describe.js';
 import type { Mem } from '../shm/layout.js';
-import type { SchedControl } from '../shm/sched.js';
-import { OWNER_MASK } from '../shm/sync.js';
+import type { SchedControl } from '../shm/sched/control.js';
+import { OWNER_MASK } from '../shm/sync/words.js';
 
 export function describeDeadlock(mem: Mem, sched: SchedControl, names: ReadonlyMap<number, string>): string {
   const describe = wordDescriber(mem);

@@ -6,7 +6,7 @@ import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import type { KernelVersionName } from '../gmem/version.js';
 import { type HistoricalBug, historicalBug } from '../vmm/explore/catalogue.js';
-import type { StrategyName } from '../shm/sched.js';
+import type { StrategyName } from '../shm/sched/layout.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 import { type ExploreConfig, Explorer, type ScheduleFile, type ScheduleResult, switchesIn, workloadFor } from '../vmm/explore/explorer.js';
 import { ExplorePool } from '../vmm/explore/pool.js';

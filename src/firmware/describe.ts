@@ -4,7 +4,7 @@ import { allocatorLockWord } from '../gmem/allocator.js';
 import { Folios } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
 import type { Mem } from '../shm/layout.js';
-import type { WordDescriber } from '../shm/sync.js';
+import type { WordDescriber } from '../shm/sync/sync.js';
 import { VcpuTable } from '../kvm/vcpu.js';
 import { Memslots } from '../kvm/memslots.js';
 import { Vms } from '../kvm/vm.js';

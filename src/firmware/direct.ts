@@ -7,7 +7,7 @@ import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
 import { HostRmp } from './host-rmp.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { C, LockClass, threadStats } from '../shm/stats.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
 const REGION = 'firmware_lock';

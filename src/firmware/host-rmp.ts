@@ -5,7 +5,7 @@
 import { Errno } from '../shm/errno.js';
 import type { Mem } from '../shm/layout.js';
 import { C, threadStats } from '../shm/stats.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { type HostRmpOps, type RmpEntry, RmpupdateRet } from '../kvm/psp.js';
 import { RMP_ASSIGNED, RMP_IMMUTABLE, Rmp } from './rmp.js';
 import { FwCmd, type SnpFirmwareCore } from './snp.js';

@@ -10,7 +10,7 @@ import { Mailbox, type MailboxTuning, declareMailbox } from '../shm/mailbox.js';
 import { P } from '../shm/points.js';
 import { C, threadStats } from '../shm/stats.js';
 import { TraceKind, Tracer } from '../shm/trace.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
 export const FIRMWARE_MAILBOX = 'firmware_mailbox';

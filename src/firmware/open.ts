@@ -6,8 +6,9 @@ import { wordDescriber } from './describe.js';
 import type { KvmCtx } from '../kvm/ctx.js';
 import { openKvm } from '../kvm/kvm.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
-import { ControlledSync } from '../shm/sched.js';
-import { FreeSync, type Sync } from '../shm/sync.js';
+import { ControlledSync } from '../shm/sched/controlled.js';
+import { FreeSync } from '../shm/sync/free.js';
+import { type Sync } from '../shm/sync/sync.js';
 import { DirectPlatform } from './direct.js';
 import { MailboxPlatform } from './mailbox.js';
 

@@ -11,7 +11,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { P } from '../shm/points.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { PvalidateRet, RmpupdateRet, type RmpEntry } from '../kvm/psp.js';
 
 const RMP_WORDS = 4;

@@ -3,7 +3,7 @@
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import type { MailboxTuning } from '../shm/mailbox.js';
 import { exposeToParent } from '../shm/rpc.js';
-import { FreeSync } from '../shm/sync.js';
+import { FreeSync } from '../shm/sync/free.js';
 import { serveFirmware } from './mailbox.js';
 
 class FirmwareWorker {

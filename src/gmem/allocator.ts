@@ -7,7 +7,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { LockClass } from '../shm/stats.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 
 const A_LOCK = 0;
 const A_TOP = 1;

@@ -1,7 +1,7 @@
 // The per-thread guest_memfd context: views of the shared tables plus the hooks from above.
 
 import type { Mem } from '../shm/layout.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { PfnAllocator } from './allocator.js';
 import { readBugs } from './bugs.js';
 import type { ArchGmemHooks, GmemKvmOps } from './arch.js';

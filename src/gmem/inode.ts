@@ -3,7 +3,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import { RWSEM_WORDS } from '../shm/sync.js';
+import { RWSEM_WORDS } from '../shm/sync/words.js';
 
 const INODE_WORDS = 32;
 const I_STATE = 0; // 0 free, 1 live

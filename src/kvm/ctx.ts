@@ -8,7 +8,7 @@ import type { KernelVersion } from '../gmem/version.js';
 import type { Mem } from '../shm/layout.js';
 import { threadLatency, threadStats } from '../shm/stats.js';
 import { Tracer } from '../shm/trace.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { MemAttributes } from './attributes.js';
 import { Memslots } from './memslots.js';
 import type { SnpPlatform } from './psp.js';

@@ -3,7 +3,7 @@
 
 import type { KernelVersion } from '../gmem/version.js';
 import type { Mem } from '../shm/layout.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 import { KvmCtx } from './ctx.js';
 import { invalidateBegin, invalidateEnd } from './mmu.js';
 import type { SnpPlatform } from './psp.js';

@@ -4,7 +4,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 
 /** KVM_MEMORY_EXIT_FLAG_PRIVATE */
 export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;

@@ -3,7 +3,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import { RWSEM_WORDS, srcuReaderOf, srcuWords } from '../shm/sync.js';
+import { RWSEM_WORDS, srcuReaderOf, srcuWords } from '../shm/sync/words.js';
 
 export const VM_TYPES = ['default', 'sw-protected', 'snp'] as const;
 export type VmTypeName = (typeof VM_TYPES)[number];

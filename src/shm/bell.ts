@@ -4,7 +4,8 @@
 // waits for every arrival. A round costs one wake-up per thread, where a control-plane call over
 // a message port costs a port message and an event-loop turn on each side.
 
-import { SyncAbortError, type SyncControl } from './sync.js';
+import { SyncAbortError } from './sync/sync.js';
+import { type SyncControl } from './sync/control.js';
 
 const GEN = 0;
 const CMD = 1;

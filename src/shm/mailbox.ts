@@ -5,7 +5,7 @@
 // sleeps. One outstanding request per client thread: calls are synchronous, as KVM's are.
 
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
-import type { Sync } from './sync.js';
+import type { Sync } from './sync/sync.js';
 
 const H_PENDING = 0; // two words: client bits 0-31, 32-63
 const H_SERVER_SLEEPING = 2;

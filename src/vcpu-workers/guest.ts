@@ -11,7 +11,9 @@ import { SnpPhase } from '../kvm/vm.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
-import { FreeSync, type Sync, WRITER } from '../shm/sync.js';
+import { FreeSync } from '../shm/sync/free.js';
+import { type Sync } from '../shm/sync/sync.js';
+import { WRITER } from '../shm/sync/words.js';
 import { Tlb } from './tlb.js';
 
 /** How a guest access ended. */

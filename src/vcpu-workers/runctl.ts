@@ -4,7 +4,7 @@
 // data was discarded" from "my data was lost". Owns the 'runctl' and 'guest_epochs' regions.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
-import type { Sync } from '../shm/sync.js';
+import type { Sync } from '../shm/sync/sync.js';
 
 const R_STOP = 0;
 const R_PAUSE = 1;

@@ -6,7 +6,7 @@ import type { KernelVersionName } from '../gmem/version.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { followRounds } from '../shm/bell.js';
-import { SyncControl } from '../shm/sync.js';
+import { SyncControl } from '../shm/sync/control.js';
 import type { Violation } from '../checker/violations.js';
 import { exposeToParent } from '../shm/rpc.js';
 import { GuestCpu } from './guest.js';

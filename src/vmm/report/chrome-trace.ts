@@ -5,7 +5,7 @@
 import { wordDescriber } from '../../firmware/describe.js';
 import type { Mem } from '../../shm/layout.js';
 import { POINTS } from '../../shm/points.js';
-import type { SchedTraceEvent } from '../../shm/sched.js';
+import type { SchedTraceEvent } from '../../shm/sched/control.js';
 import { LOCK_CLASS_NAMES } from '../../shm/stats.js';
 import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../../shm/trace.js';
 import { IOCTL_STEPS, IOCTL_TRACE_BASE } from '../scenario/ioctl-exec.js';

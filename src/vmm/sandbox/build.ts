@@ -23,10 +23,12 @@ import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from
 import { declareLatency, declareStats } from '../../shm/stats.js';
 import { declareTrace } from '../../shm/trace.js';
 import { declareKasan } from '../../shm/slab.js';
-import { declareSched } from '../../shm/sched.js';
+import { declareSched } from '../../shm/sched/layout.js';
 import { declareRunctl } from '../../vcpu-workers/runctl.js';
 import { declareOnlineAudit } from '../../checker/online.js';
-import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS, FreeSync, SyncControl, declareSync } from '../../shm/sync.js';
+import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS } from '../../shm/sync/sync.js';
+import { FreeSync } from '../../shm/sync/free.js';
+import { SyncControl, declareSync } from '../../shm/sync/control.js';
 import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
 

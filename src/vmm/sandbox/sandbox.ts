@@ -23,7 +23,7 @@ import { Errno, errnoName, type ErrnoCode } from '../../shm/errno.js';
 import type { Mem } from '../../shm/layout.js';
 import { PAGE_SIZE, SandboxLimitError } from '../../shm/limits.js';
 import { type StatsSnapshot, sumStats } from '../../shm/stats.js';
-import { SyncControl } from '../../shm/sync.js';
+import { SyncControl } from '../../shm/sync/control.js';
 import { EXIT_NAMES, Exit, type ExitName, GuestCpu } from '../../vcpu-workers/guest.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemory } from './build.js';
 import { ArgumentError, KvmError, SandboxClosedError, check } from './errors.js';

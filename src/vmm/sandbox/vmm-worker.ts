@@ -14,7 +14,7 @@ import type { IoctlStep } from '../scenario/schema.js';
 import { type LeaderHooks, type RoundPayload, type RoundPlan, type RoundRecord, leadRounds } from '../explore/round.js';
 import { followRounds } from '../../shm/bell.js';
 import { mapBuffers } from '../../shm/layout.js';
-import { SyncControl } from '../../shm/sync.js';
+import { SyncControl } from '../../shm/sync/control.js';
 import { type SharedStressTarget, type StressLayout, type StressSetup, attachStressTarget, buildStressLayout } from '../workload/layout.js';
 import { type StressTarget, type VmmOp, type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
 

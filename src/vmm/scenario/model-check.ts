@@ -9,7 +9,8 @@
 // failing schedule is returned, and can be shrunk and saved for `replay`.
 
 import { BUGS, type BugName, bugMask, setBugs } from '../../gmem/bugs.js';
-import { SchedControl, SchedOutcome } from '../../shm/sched.js';
+import { SchedControl } from '../../shm/sched/control.js';
+import { SchedOutcome } from '../../shm/sched/layout.js';
 import { subSeed } from '../../shm/prng.js';
 import type { Outcome } from '../../vcpu-workers/outcome.js';
 import type { Violation } from '../../checker/violations.js';

@@ -1,0 +1,147 @@
+// The scheduler's decision, made by whichever thread holds the token (or by the controller
+// while nobody does), so the shared PRNG and the log advance in one order: the actors that can
+// run, then the forced choice if there is one, else the strategy's pick.
+
+import type { Sync } from '../sync/sync.js';
+import {
+  A_BLOCK_VALUE,
+  A_BLOCK_VALUE2,
+  A_BLOCK_WORD,
+  A_BLOCK_WORD2,
+  A_PRIO,
+  A_SERVER,
+  A_STATE,
+  A_WAKE,
+  CAND_WORDS,
+  DL_WORDS,
+  H_FORCED_LEN,
+  H_MAX_STEPS,
+  H_OUTCOME,
+  H_PCT_CHANGES,
+  H_PCT_LOW,
+  H_PRNG,
+  H_STEP,
+  H_STRATEGY,
+  H_SWITCHES,
+  H_TOKEN,
+  MAX_PCT_CHANGES,
+  ST_BLOCKED,
+  ST_RUNNABLE,
+  SchedLayout,
+  SchedOutcome,
+  Strategy,
+} from './layout.js';
+
+/** The PRNG step on the shared state word (mulberry32), so every thread draws the same stream. */
+function draw(w: Int32Array, L: SchedLayout): number {
+  const s = (Atomics.load(w, L.h(H_PRNG)) + 0x6d2b79f5) | 0;
+  Atomics.store(w, L.h(H_PRNG), s);
+  let t = Math.imul(s ^ (s >>> 15), s | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
+/**
+ * Picks the next actor. Runs only on the token holder (or on the controller while nobody holds
+ * it), so the shared PRNG and log advance in one order. Returns -1 when no actor can run.
+ */
+export function decide(w: Int32Array, L: SchedLayout, self: number): number {
+  const maxThreads = L.maxThreads;
+  const cands: number[] = [];
+  let waiting = false;
+  for (let t = 0; t < maxThreads; t++) {
+    const a = L.actor(t);
+    const st = Atomics.load(w, a + A_STATE);
+    if (st === ST_RUNNABLE) cands.push(t);
+    else if (st === ST_BLOCKED) {
+      const w2 = Atomics.load(w, a + A_BLOCK_WORD2);
+      if (
+        Atomics.load(w, Atomics.load(w, a + A_BLOCK_WORD)) !== Atomics.load(w, a + A_BLOCK_VALUE) ||
+        (w2 !== 0 && Atomics.load(w, w2 - 1) !== Atomics.load(w, a + A_BLOCK_VALUE2))
+      )
+        cands.push(t);
+      else if (Atomics.load(w, a + A_SERVER) === 0) waiting = true;
+    }
+  }
+  if (cands.length === 0) {
+    // The first detection is the deadlock; actors leaving after the abort find smaller ones.
+    if (waiting && Atomics.compareExchange(w, L.h(H_OUTCOME), SchedOutcome.RUNNING, SchedOutcome.DEADLOCK) === SchedOutcome.RUNNING) {
+      snapshotDeadlock(w, L);
+    }
+    return -1;
+  }
+  const step = Atomics.load(w, L.h(H_STEP));
+  if (step >= Atomics.load(w, L.h(H_MAX_STEPS))) {
+    Atomics.store(w, L.h(H_OUTCOME), SchedOutcome.STEP_LIMIT);
+    return -1;
+  }
+  let next = -1;
+  if (step < Atomics.load(w, L.h(H_FORCED_LEN))) {
+    const f = Atomics.load(w, L.forced + step);
+    if (cands.includes(f)) next = f;
+  }
+  if (next < 0) {
+    switch (Atomics.load(w, L.h(H_STRATEGY))) {
+      case Strategy.RANDOM:
+        next = cands[Math.floor(draw(w, L) * cands.length)];
+        break;
+      case Strategy.PCT: {
+        if (self >= 0) {
+          for (let i = 0; i < MAX_PCT_CHANGES; i++) {
+            if (Atomics.load(w, L.h(H_PCT_CHANGES) + i) === step) {
+              Atomics.store(w, L.actor(self) + A_PRIO, Atomics.sub(w, L.h(H_PCT_LOW), 1));
+            }
+          }
+        }
+        let best = -Infinity;
+        for (const t of cands) {
+          const p = Atomics.load(w, L.actor(t) + A_PRIO);
+          if (p > best) {
+            best = p;
+            next = t;
+          }
+        }
+        break;
+      }
+      default:
+        // Past the forced prefix: no preemption, so a replay or a shrunk schedule stays short.
+        next = cands.includes(self) ? self : cands[0];
+    }
+  }
+  Atomics.store(w, L.log + step, next);
+  // Where alternatives existed, for a model checker (written only with a choice, as the log is).
+  const cb = L.cand + step * CAND_WORDS;
+  let lo = 0;
+  let hi = 0;
+  for (const t of cands) {
+    if (t < 32) lo |= 1 << t;
+    else hi |= 1 << (t - 32);
+  }
+  Atomics.store(w, cb, lo);
+  Atomics.store(w, cb + 1, hi);
+  Atomics.store(w, L.h(H_STEP), step + 1);
+  if (next !== self) Atomics.add(w, L.h(H_SWITCHES), 1);
+  const a = L.actor(next);
+  if (Atomics.load(w, a + A_STATE) === ST_BLOCKED) Atomics.store(w, a + A_STATE, ST_RUNNABLE);
+  return next;
+}
+
+/** Records every blocked non-server actor and what it waits on, before aborts change it. */
+function snapshotDeadlock(w: Int32Array, L: SchedLayout): void {
+  const dl = L.deadlock;
+  for (let t = 0; t < L.maxThreads; t++) {
+    const a = L.actor(t);
+    const blocked = Atomics.load(w, a + A_STATE) === ST_BLOCKED && Atomics.load(w, a + A_SERVER) === 0;
+    w[dl + t * DL_WORDS] = blocked ? 1 : 0;
+    w[dl + t * DL_WORDS + 1] = Atomics.load(w, a + A_BLOCK_WORD);
+    w[dl + t * DL_WORDS + 2] = Atomics.load(w, a + A_BLOCK_WORD2);
+    w[dl + t * DL_WORDS + 3] = Atomics.load(w, a + A_BLOCK_VALUE);
+  }
+}
+
+export function handOff(w: Int32Array, L: SchedLayout, next: number, sync: Sync): void {
+  Atomics.store(w, L.h(H_TOKEN), next);
+  const wake = L.actor(next) + A_WAKE;
+  Atomics.add(w, wake, 1);
+  sync.wake(wake, 1);
+}

@@ -1,0 +1,96 @@
+// The synchronisation primitives' interface: every lock, wait and wake in the sandbox goes
+// through a Sync. Futex style: a compareExchange fast path, a short bounded spin, then
+// Atomics.wait in slices so that an abort or the watchdog can end any wait. `point()` marks
+// where another actor may run: the free mode (free.ts) only checks pause points there; the
+// controlled mode (../sched/controlled.ts) schedules there instead.
+
+import type { LockClass } from '../stats.js';
+
+/** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
+export const WAIT_SLICE_MS = 10;
+export const DEFAULT_WATCHDOG_MS = 5000;
+export const DEFAULT_SPIN = 200;
+/**
+ * rwlock_t spins where an rwsem would sleep: its holders never sleep, so the wait is as short as
+ * the critical section. Past this many rounds (some 20-40 us, what a futex sleep and wake-up
+ * costs here) the holder was descheduled (the kernel disables preemption under a spinlock, a
+ * worker cannot) and the waiter sleeps instead, leaving the core to the thread it waits for.
+ */
+export const RWLOCK_SPIN = 4000;
+
+/** The sandbox was torn down while this thread waited. */
+export class SyncAbortError extends Error {
+  constructor(reason: number) {
+    super(`sandbox aborted (reason ${reason}) while waiting`);
+    this.name = 'SyncAbortError';
+  }
+}
+
+/** A wait outlived the watchdog: the message names the lock and who holds it. */
+export class LockTimeoutError extends Error {
+  constructor(
+    readonly lock: string,
+    readonly holder: string,
+    readonly waiter: number,
+    readonly waitedMs: number,
+  ) {
+    super(`watchdog: thread ${waiter} waited ${waitedMs.toFixed(0)} ms on ${lock}, held by ${holder}`);
+    this.name = 'LockTimeoutError';
+  }
+}
+
+/** Names a shared word for reports: installed by the layer that knows every region. */
+export interface WordInfo {
+  readonly name: string;
+  /** 'srcu': a reader word of an srcu_struct (synchronize_srcu waits on it); `reader` names its thread. */
+  readonly kind: 'mutex' | 'rwsem' | 'word' | 'srcu';
+  readonly reader?: number;
+}
+export type WordDescriber = (wordIndex: number) => WordInfo;
+
+export interface Sync {
+  readonly tid: number;
+  mutexLock(i: number, cls: LockClass): void;
+  mutexTryLock(i: number): boolean;
+  mutexUnlock(i: number): void;
+  downRead(i: number, cls: LockClass): void;
+  upRead(i: number): void;
+  downWrite(i: number, cls: LockClass): void;
+  upWrite(i: number): void;
+  /** srcu_read_lock on the srcu_struct at `srcu`; sections nest. */
+  srcuReadLock(srcu: number): void;
+  /** srcu_read_unlock */
+  srcuReadUnlock(srcu: number): void;
+  /** synchronize_srcu: returns once every read section that began before the call has ended. */
+  synchronizeSrcu(srcu: number): void;
+  /**
+   * A busy retry loop that only another actor can end (a fault spinning on an INVALID memslot):
+   * waits while w[i] === value, but returns true at once, without consuming it, if a signal is
+   * pending for this thread. No watchdog: a spinning CPU holds no lock (what it blocks is
+   * reported by the waiters on what it holds).
+   */
+  spinWhileEqualsInterruptible(i: number, value: number): boolean;
+  /** rwlock_t (read_lock, write_lock, ...): the same words as an rwsem, but waiters spin. */
+  readLock(i: number, cls: LockClass): void;
+  readUnlock(i: number): void;
+  writeLock(i: number, cls: LockClass): void;
+  writeUnlock(i: number): void;
+  /** Blocks while w[i] === value (spinning up to `spin` loads first). */
+  waitWhileEquals(i: number, value: number, spin: number): void;
+  /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */
+  idleWhileEquals(i: number, value: number, spin: number): void;
+  /** Wakes up to `count` threads blocked on w[i]. */
+  wake(i: number, count: number): void;
+  /** Sleeps about `ms` milliseconds (rate limiting); ends early, throwing, on abort. */
+  sleepMs(ms: number): void;
+  /** A named point where this actor may be held or descheduled. */
+  point(p: number): void;
+  /** Whether point(p) may stop here: lets a caller leave a state it must not stop in first. */
+  pointArmed(p: number): boolean;
+  /** True once the sandbox asked every actor to stop. */
+  aborted(): boolean;
+  /** A check to run at each scheduling point of a controlled run (null: none); the free mode has none. */
+  setStepHook(hook: (() => void) | null): void;
+  /** signal_pending(current), consuming the signal as its delivery would. */
+  signalPending(): boolean;
+}
