@@ -58,11 +58,12 @@ class VmmWorker {
   }
 
   /** Builds the stress layout (workload/layout.ts) and takes it as VMM thread 0. */
-  setupStress(cfg: StressSetup): StressLayout {
-    const built = buildStressLayout(this.s, cfg);
-    this.stressFds = built.fds;
-    this.prefaultSlots = built.prefaultSlots;
+  setupStress(cfg: StressSetup): Omit<StressLayout, 'fds' | 'prefaultSlots'> {
+    const { fds, prefaultSlots, ...built } = buildStressLayout(this.s, cfg);
+    this.stressFds = fds;
+    this.prefaultSlots = prefaultSlots;
     this.attachStress(structuredClone(built.shared), 0);
+    // What crosses the port to the controller: plain data, no handles.
     return built;
   }
 
