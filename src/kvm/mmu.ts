@@ -3,7 +3,7 @@
 
 import { Bug } from '../gmem/bugs.js';
 import { folioPut } from '../gmem/filemap.js';
-import { gmemGetPfn } from '../gmem/guest_memfd.js';
+import { gmemGetPfn } from '../gmem/get_pfn.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';

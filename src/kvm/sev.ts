@@ -2,7 +2,7 @@
 
 import type { ArchGmemHooks, PostPopulate } from '../gmem/arch.js';
 import { hostCopy } from '../gmem/filemap.js';
-import { gmemPopulate } from '../gmem/guest_memfd.js';
+import { gmemPopulate } from '../gmem/populate.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
 import { C, LockClass } from '../shm/stats.js';

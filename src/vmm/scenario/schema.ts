@@ -2,7 +2,7 @@
 // path and the rule it breaks, before anything runs.
 
 import { z } from 'zod';
-import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/guest_memfd.js';
+import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/fallocate.js';
 import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_VERSIONS, POLICY_VERSION } from '../../gmem/version.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';

@@ -1,7 +1,8 @@
 // The VMM's side of a stress run, on the VMM worker: fallocate, PUNCH_HOLE, attribute
 // conversion and pre-fault, drawn from a weighted mix at a given rate, while the vCPUs run.
 
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemCreate, gmemErrorFolio, gmemFallocate } from '../../gmem/guest_memfd.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, gmemFallocate } from '../../gmem/fallocate.js';
+import { gmemCreate, gmemErrorFolio } from '../../gmem/guest_memfd.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion, kvmVcpuPreFaultMemory } from '../../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../../kvm/memslots.js';
