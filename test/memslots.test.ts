@@ -142,7 +142,7 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
   });
 
   it('READONLY together with GUEST_MEMFD is EINVAL; READONLY alone is EINVAL on SNP (66155de93bcf), fine on sw-protected', async () => {
-    const { vm, gmem } = await snpVmWithGmem();
+    const { sb, vm, gmem } = await snpVmWithGmem();
     await expect(
       vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd', 'readonly'], guestPhysAddr: 0, memorySize: MiB, guestMemfd: gmem }),
     ).rejects.toMatchObject({ code: 'EINVAL' });
@@ -152,7 +152,7 @@ describe('KVM_SET_USER_MEMORY_REGION2: memslot rules', () => {
       errno: 22,
     });
     expect(await slotMissing(vm, 0)).toBe(true);
-    const sw = await vm.sb.createVm({ type: 'sw-protected' });
+    const sw = await sb.createVm({ type: 'sw-protected' });
     await sw.setUserMemoryRegion2({ slot: 0, flags: ['readonly'], guestPhysAddr: 4 * MiB, memorySize: MiB });
   });
 });

@@ -1,0 +1,58 @@
+// The auditor's read-only views of every region, and the recorder its checks report into.
+
+import { Rmp } from '../../firmware/rmp.js';
+import { PfnAllocator } from '../../gmem/allocator.js';
+import { Files } from '../../gmem/file.js';
+import { Folios } from '../../gmem/folio.js';
+import { Inodes } from '../../gmem/inode.js';
+import { MemAttributes } from '../../kvm/attributes.js';
+import { Memslots } from '../../kvm/memslots.js';
+import { Sptes } from '../../kvm/spte.js';
+import { Vms } from '../../kvm/vm.js';
+import type { Mem } from '../../shm/layout.js';
+import { FreeSync } from '../../shm/sync/free.js';
+import { INVARIANTS, type Invariant, type Violation, ViolationLog } from '../violations.js';
+
+export class Views {
+  readonly folios: Folios;
+  readonly inodes: Inodes;
+  readonly files: Files;
+  readonly vms: Vms;
+  readonly memslots: Memslots;
+  readonly attrs: MemAttributes;
+  readonly sptes: Sptes;
+  readonly rmp: Rmp;
+  readonly alloc: PfnAllocator;
+  constructor(readonly mem: Mem) {
+    this.folios = new Folios(mem);
+    this.inodes = new Inodes(mem);
+    this.files = new Files(mem);
+    this.vms = new Vms(mem);
+    this.memslots = new Memslots(mem);
+    this.attrs = new MemAttributes(mem);
+    this.sptes = new Sptes(mem);
+    this.rmp = new Rmp(mem);
+    this.alloc = new PfnAllocator(mem, new FreeSync(mem, 0));
+  }
+}
+
+export function emptyCounts(): Record<Invariant, number> {
+  return Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
+}
+
+/** Where a check reports a violation. */
+export type Add = (x: Violation) => void;
+
+/** Counts every violation per invariant and keeps the first ones in full. */
+export function recorder(): { add: (x: Violation) => void; counts: Record<Invariant, number>; log: ViolationLog } {
+  const log = new ViolationLog(50);
+  const counts = emptyCounts();
+  return {
+    add: (x) => {
+      counts[x.invariant]++;
+      log.add(x);
+    },
+    counts,
+    log,
+  };
+}

@@ -1,0 +1,226 @@
+// The API's VM: the VM ioctls (guest_memfd, memslots, attributes, SNP launch, vCPUs) and
+// queries of the RMP and the backing of a gpa.
+
+import { gmemCreate, gmemLink } from '../../gmem/guest_memfd.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
+import { kvmSetMemoryAttributes, kvmSetMemoryRegion } from '../../kvm/kvm_main.js';
+import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../kvm/memslots.js';
+import { SNP_PAGE_TYPE_NAMES, SnpPageType } from '../../kvm/psp.js';
+import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../../kvm/sev.js';
+import { KvmVcpu } from '../../kvm/vcpu.js';
+import { type VmTypeName } from '../../kvm/vm.js';
+import { Errno, errnoName } from '../../shm/errno.js';
+import { PAGE_SIZE, SandboxLimitError } from '../../shm/limits.js';
+import { ArgumentError, KvmError, check } from './errors.js';
+import { type RmpQuery, type SandboxPort, type VmPort, int } from './port.js';
+import { parseSize } from './units.js';
+
+import { GuestMemfd } from './guest-memfd.js';
+import { Vcpu } from './vcpu.js';
+
+export interface UserMemoryRegion2Args {
+  slot: number;
+  flags?: number | Array<'guest_memfd' | 'readonly' | 'log_dirty_pages'>;
+  guestPhysAddr: number | string;
+  memorySize: number | string;
+  userspaceAddr?: number | string;
+  /** A guest_memfd (object or fd number). */
+  guestMemfd?: GuestMemfd | number;
+  guestMemfdOffset?: number | string;
+}
+
+const MEM_FLAG_NAMES = { guest_memfd: KVM_MEM_GUEST_MEMFD, readonly: KVM_MEM_READONLY, log_dirty_pages: KVM_MEM_LOG_DIRTY_PAGES } as const;
+
+export class Vm implements VmPort {
+  constructor(
+    readonly sb: SandboxPort,
+    readonly id: number,
+    readonly type: VmTypeName,
+    readonly fd: number,
+  ) {}
+
+  get asid(): number {
+    return this.sb.k.vms.asid(this.id);
+  }
+
+  // KVM_CREATE_GUEST_MEMFD
+  /** `flags` is the uAPI's u64: a bigint reaches bits above 2^53. */
+  async createGuestMemfd(args: { size: number | string; flags?: number | bigint }): Promise<GuestMemfd> {
+    return this.createGuestMemfdSync(args);
+  }
+  createGuestMemfdSync(args: { size: number | string; flags?: number | bigint }): GuestMemfd {
+    const size = parseSize(args.size, 'size');
+    const f = check('KVM_CREATE_GUEST_MEMFD', gmemCreate(this.sb.k.g, this.id, size, args.flags ?? 0));
+    return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
+  }
+
+  /** KVM_LINK_GUEST_MEMFD (experimental): this VM gets its own file on `gmem`'s inode. */
+  async linkGuestMemfd(gmem: GuestMemfd | number): Promise<GuestMemfd> {
+    return this.linkGuestMemfdSync(gmem);
+  }
+  linkGuestMemfdSync(gmem: GuestMemfd | number): GuestMemfd {
+    const fd = typeof gmem === 'number' ? gmem : gmem.fd;
+    const f = check(
+      'KVM_LINK_GUEST_MEMFD',
+      this.sb.withGmemFd(fd, (file) => (file < 0 ? file : gmemLink(this.sb.k.g, file, this.id))),
+    );
+    return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
+  }
+
+  // KVM_SET_USER_MEMORY_REGION2
+  async setUserMemoryRegion2(a: UserMemoryRegion2Args): Promise<void> {
+    this.setUserMemoryRegion2Sync(a);
+  }
+  setUserMemoryRegion2Sync(a: UserMemoryRegion2Args): void {
+    let flags = 0;
+    if (Array.isArray(a.flags)) {
+      for (const n of a.flags) {
+        if (!(n in MEM_FLAG_NAMES))
+          throw new ArgumentError('flags', `unknown memslot flag '${n}'; known: ${Object.keys(MEM_FLAG_NAMES).join(', ')}`);
+        flags |= MEM_FLAG_NAMES[n];
+      }
+    } else flags = a.flags ?? 0;
+    const fd = a.guestMemfd === undefined ? -1 : typeof a.guestMemfd === 'number' ? a.guestMemfd : a.guestMemfd.fd;
+    const region = {
+      slot: int(a.slot, 'slot'),
+      flags,
+      guestPhysAddr: int(a.guestPhysAddr, 'guest_phys_addr', -Infinity),
+      memorySize: int(a.memorySize, 'memory_size', -Infinity),
+      userspaceAddr: int(a.userspaceAddr ?? 0, 'userspace_addr', -Infinity),
+      guestMemfdOffset: int(a.guestMemfdOffset ?? 0, 'guest_memfd_offset', -Infinity),
+    };
+    check(
+      'KVM_SET_USER_MEMORY_REGION2',
+      this.sb.withGmemFd(fd, (gmemFile) => kvmSetMemoryRegion(this.sb.k, this.id, { ...region, gmemFile })),
+    );
+  }
+
+  // KVM_SET_MEMORY_ATTRIBUTES
+  async setMemoryAttributes(a: {
+    address: number | string;
+    size: number | string;
+    attributes: number | 'private' | 'shared';
+    flags?: number;
+  }): Promise<void> {
+    this.setMemoryAttributesSync(a);
+  }
+  setMemoryAttributesSync(a: {
+    address: number | string;
+    size: number | string;
+    attributes: number | 'private' | 'shared';
+    flags?: number;
+  }): void {
+    const attrs = a.attributes === 'private' ? KVM_MEMORY_ATTRIBUTE_PRIVATE : a.attributes === 'shared' ? 0 : a.attributes;
+    if (typeof attrs !== 'number') throw new ArgumentError('attributes', `must be 'private', 'shared' or a number`);
+    check(
+      'KVM_SET_MEMORY_ATTRIBUTES',
+      kvmSetMemoryAttributes(this.sb.k, this.id, int(a.address, 'address', -Infinity), int(a.size, 'size', -Infinity), attrs, a.flags ?? 0),
+    );
+  }
+
+  // KVM_SEV_SNP_LAUNCH_START
+  async snpLaunchStart(): Promise<void> {
+    this.snpLaunchStartSync();
+  }
+  snpLaunchStartSync(): void {
+    check('KVM_SEV_SNP_LAUNCH_START', snpLaunchStart(this.sb.k, this.sb.psp, this.id));
+  }
+
+  /**
+   * KVM_SEV_SNP_LAUNCH_UPDATE: populates [gpa, gpa + len) with `data` (or zeros for type 'zero').
+   * Returns the pages done. A failure of kvm_gmem_populate throws EIO, as the kernel returns,
+   * with the populate errno (EEXIST, EINVAL, ...) in `populateError`.
+   */
+  async snpLaunchUpdate(a: {
+    gpa: number | string;
+    len?: number | string;
+    type?: keyof typeof SNP_PAGE_TYPE_NAMES;
+    data?: Uint8Array;
+  }): Promise<{ pagesDone: number }> {
+    return this.snpLaunchUpdateSync(a);
+  }
+  snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): {
+    pagesDone: number;
+  } {
+    const gpa = int(a.gpa, 'gpa');
+    // Without len, the data rounded up to whole pages (at least one page).
+    const len = a.len === undefined ? Math.max(1, Math.ceil((a.data?.length ?? 0) / PAGE_SIZE)) * PAGE_SIZE : int(a.len, 'len');
+    const typeName = a.type ?? 'normal';
+    if (!(typeName in SNP_PAGE_TYPE_NAMES))
+      throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
+    const type = SNP_PAGE_TYPE_NAMES[typeName];
+    let src: Uint8Array | null = null;
+    if (type !== SnpPageType.ZERO) {
+      src = new Uint8Array(Math.ceil(len / PAGE_SIZE) * PAGE_SIZE);
+      if (a.data !== undefined) src.set(a.data.subarray(0, src.length));
+    }
+    if (gpa % PAGE_SIZE !== 0) throw new KvmError('KVM_SEV_SNP_LAUNCH_UPDATE', -Errno.EINVAL, 'gpa must be page aligned');
+    const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, src);
+    if (r.ret < 0) {
+      throw new KvmError(
+        'KVM_SEV_SNP_LAUNCH_UPDATE',
+        r.ret,
+        undefined,
+        r.populateErr < 0 ? errnoName(r.populateErr) : undefined,
+        r.fwError,
+      );
+    }
+    return { pagesDone: r.pagesDone };
+  }
+
+  // KVM_SEV_SNP_LAUNCH_FINISH
+  async snpLaunchFinish(): Promise<void> {
+    this.snpLaunchFinishSync();
+  }
+  snpLaunchFinishSync(): void {
+    check('KVM_SEV_SNP_LAUNCH_FINISH', snpLaunchFinish(this.sb.k, this.sb.psp, this.id));
+  }
+
+  /** The firmware's launch digest so far (SHA-384, hex). */
+  snpLaunchDigest(): string {
+    return Buffer.from(this.sb.psp.launchDigest(this.asid)).toString('hex');
+  }
+
+  async createVcpu(): Promise<Vcpu> {
+    return this.createVcpuSync();
+  }
+  createVcpuSync(): Vcpu {
+    const id = this.sb.k.vms.addVcpu(this.id);
+    if (id < 0) throw new SandboxLimitError('vcpus', 'too many vCPUs for this VM');
+    const slot = this.sb.k.vcpus.claim(this.id);
+    if (slot < 0) throw new SandboxLimitError('vcpus', 'too many vCPUs in the sandbox');
+    this.sb.allocFd({ kind: 'vcpu' });
+    return new Vcpu(this, new KvmVcpu(this.id, id, slot, this.sb.k.vcpus, this.sb.mem, this.sb.k.sync));
+  }
+
+  /** The RMP entry of the folio now backing gpa (present: false when no folio backs it). */
+  rmpQuery(gpa: number | string): RmpQuery {
+    const pfn = this.backingPfn(int(gpa, 'gpa'));
+    if (pfn < 0) return { present: false };
+    const e = this.sb.psp.rmpLookup(pfn);
+    return {
+      present: true,
+      pfn,
+      assigned: e.assigned,
+      asid: e.asid,
+      gpa: e.gfn * PAGE_SIZE,
+      validated: e.validated,
+      immutable: e.immutable,
+    };
+  }
+
+  /** The pfn cached in guest_memfd for gpa through this VM's memslot, or -1. */
+  backingPfn(gpa: number): number {
+    const k = this.sb.k;
+    const gfn = Math.floor(gpa / PAGE_SIZE);
+    const s = k.memslots.lookup(this.id, gfn);
+    if (s < 0) return -1;
+    const m = k.memslots.info(this.id, s);
+    if (m.gmemFile < 0 || !k.g.files.valid(m.gmemFile)) return -1;
+    return k.g.inodes.peek(k.g.files.inode(m.gmemFile), gfn - m.baseGfn + m.gmemPgoff);
+  }
+
+  isPrivate(gpa: number): boolean {
+    return this.sb.k.attrs.isPrivate(this.id, Math.floor(gpa / PAGE_SIZE));
+  }
+}
