@@ -51,152 +51,199 @@ export interface WorkloadResult {
 }
 
 export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig): WorkloadResult {
-  const k = cpu.k;
-  const vm = cpu.vcpu.vm;
-  const sync = k.sync;
-  const stats = k.stats;
-  const rng = new Prng(cfg.seed);
-  const log = new ViolationLog();
-  const by = `vcpu ${cpu.vcpu.id} of vm ${vm}`;
-  const n = cfg.gfnCount;
-  const lastGen = new Int32Array(n);
-  const epochAtWrite = new Int32Array(n).fill(-1);
-  const tag = new Uint32Array(4);
-  const tagBytes = new Uint8Array(tag.buffer);
-  const seen = new Uint32Array(4);
-  const seenBytes = new Uint8Array(seen.buffer);
-  const want = new Uint32Array(2);
-  const wantBytes = new Uint8Array(want.buffer);
-  const exits: Record<string, number> = { memory_fault: 0, rmp_violation: 0, vc: 0, mmio: 0 };
-  const crossVmSeen = new Uint8Array(n);
-  const hot = Math.max(1, Math.floor(n / 10));
-  const t0 = performance.now();
-  const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
-  let seq = 0;
-  let accesses = 0;
-  const prefaultRatio = cfg.prefaultRatio ?? 0;
+  return new GuestWorkload(cpu, rc, cfg).run();
+}
 
-  const pick = (): number => {
-    switch (cfg.pattern) {
-      case 'sequential':
-        return seq++ % n;
-      case 'random':
-        return rng.below(n);
-      case 'hot':
-        return rng.next() < cfg.hotRatio ? rng.below(hot) : rng.below(n);
+/** One vCPU's run of a workload: its state between accesses, and the checks each access makes. */
+class GuestWorkload {
+  private readonly k: GuestCpu['k'];
+  private readonly vm: number;
+  private readonly rng: Prng;
+  private readonly log = new ViolationLog();
+  private readonly by: string;
+  private readonly n: number;
+  /** Per page this vCPU owns: the generation it last wrote, and the discard epoch it wrote in. */
+  private readonly lastGen: Int32Array;
+  private readonly epochAtWrite: Int32Array;
+  private readonly tag = new Uint32Array(4);
+  private readonly tagBytes = new Uint8Array(this.tag.buffer);
+  private readonly seen = new Uint32Array(4);
+  private readonly seenBytes = new Uint8Array(this.seen.buffer);
+  private readonly want = new Uint32Array(2);
+  private readonly wantBytes = new Uint8Array(this.want.buffer);
+  private readonly exits: Record<string, number> = { memory_fault: 0, rmp_violation: 0, vc: 0, mmio: 0 };
+  private readonly crossVmSeen: Uint8Array;
+  private readonly hot: number;
+  private readonly t0 = performance.now();
+  private readonly deadline: number;
+  private readonly prefaultRatio: number;
+  private seq = 0;
+  private accesses = 0;
+
+  constructor(
+    private readonly cpu: GuestCpu,
+    private readonly rc: RunControl,
+    private readonly cfg: WorkloadConfig,
+  ) {
+    this.k = cpu.k;
+    this.vm = cpu.vcpu.vm;
+    this.rng = new Prng(cfg.seed);
+    this.by = `vcpu ${cpu.vcpu.id} of vm ${this.vm}`;
+    this.n = cfg.gfnCount;
+    this.lastGen = new Int32Array(this.n);
+    this.epochAtWrite = new Int32Array(this.n).fill(-1);
+    this.crossVmSeen = new Uint8Array(this.n);
+    this.hot = Math.max(1, Math.floor(this.n / 10));
+    this.deadline = cfg.durationMs > 0 ? this.t0 + cfg.durationMs : Infinity;
+    this.prefaultRatio = cfg.prefaultRatio ?? 0;
+  }
+
+  run(): WorkloadResult {
+    // An SNP vCPU before LAUNCH_FINISH cannot enter (KVM_EXIT_FAIL_ENTRY): the guest runs nothing.
+    if (this.cpu.entryFails()) {
+      this.exits.fail_entry = 1;
+      return this.result();
     }
-  };
-
-  // An SNP vCPU before LAUNCH_FINISH cannot enter (KVM_EXIT_FAIL_ENTRY): the guest runs nothing.
-  if (cpu.entryFails()) {
-    exits.fail_entry = 1;
-    return { accesses, exits, violations: log.list, violationCount: log.count, elapsedMs: performance.now() - t0 };
-  }
-  // The guest runs in guest mode, leaving it only for exits and at the run-control checkpoints.
-  cpu.vcpu.enterGuest();
-  try {
-    guestLoop();
-  } finally {
-    cpu.vcpu.exitGuest();
+    // The guest runs in guest mode, leaving it only for exits and at the run-control checkpoints.
+    this.cpu.vcpu.enterGuest();
+    try {
+      this.guestLoop();
+    } finally {
+      this.cpu.vcpu.exitGuest();
+    }
+    return this.result();
   }
 
-  function guestLoop(): void {
+  private result(): WorkloadResult {
+    return {
+      accesses: this.accesses,
+      exits: this.exits,
+      violations: this.log.list,
+      violationCount: this.log.count,
+      elapsedMs: performance.now() - this.t0,
+    };
+  }
+
+  private pick(): number {
+    switch (this.cfg.pattern) {
+      case 'sequential':
+        return this.seq++ % this.n;
+      case 'random':
+        return this.rng.below(this.n);
+      case 'hot':
+        return this.rng.next() < this.cfg.hotRatio ? this.rng.below(this.hot) : this.rng.below(this.n);
+    }
+  }
+
+  private guestLoop(): void {
+    const { cpu, rc, cfg } = this;
+    const sync = this.k.sync;
     for (;;) {
-      if ((accesses & 255) === 0) {
-        if (rc.stopRequested() || sync.aborted() || performance.now() > deadline) break;
+      if ((this.accesses & 255) === 0) {
+        if (rc.stopRequested() || sync.aborted() || performance.now() > this.deadline) break;
         cpu.vcpu.exitGuest();
         rc.checkpoint(sync);
         cpu.pollAccessPoint();
         cpu.vcpu.enterGuest();
       }
-      if (cfg.maxAccesses > 0 && accesses >= cfg.maxAccesses) break;
-      const i = pick();
+      if (cfg.maxAccesses > 0 && this.accesses >= cfg.maxAccesses) break;
+      const i = this.pick();
       const gfn = cfg.gfnStart + i;
-      const gpa = gfn * PAGE_SIZE;
-      if (prefaultRatio > 0 && rng.next() < prefaultRatio) {
-        // A vCPU ioctl: issued from userspace, outside guest mode.
-        cpu.vcpu.exitGuest();
-        const r = kvmVcpuPreFaultMemory(k, cpu.vcpu, { gpa, size: PAGE_SIZE, flags: 0 });
-        cpu.vcpu.enterGuest();
-        exits[r < 0 ? `prefault:${errnoName(r)}` : 'prefault'] = (exits[r < 0 ? `prefault:${errnoName(r)}` : 'prefault'] ?? 0) + 1;
-        accesses++;
-        continue;
-      }
-      const owner = i % cfg.writers === cfg.writerIndex;
-      const write = owner && rng.next() < cfg.writeRatio;
-      const priv = k.attrs.isPrivate(vm, gfn);
-      const e0 = rc.epoch(vm, gfn);
-      let code: number;
-      if (write) {
-        tag[0] = TAG_MAGIC;
-        tag[1] = gfn;
-        tag[2] = cpu.vcpu.id;
-        tag[3] = lastGen[i] + 1;
-        code = cpu.access(gpa, TAG_BYTES, priv, null, tagBytes);
-        if (code === Exit.VC) code = revalidate(cpu, gpa, priv, null, tagBytes);
-        if (code === Exit.NONE) {
-          lastGen[i]++;
-          epochAtWrite[i] = e0;
-        }
-      } else {
-        code = cpu.access(gpa, TAG_BYTES, priv, seenBytes, null);
-        if (code === Exit.VC) code = revalidate(cpu, gpa, priv, seenBytes, null);
-        if (code === Exit.NONE) {
-          const e1 = rc.epoch(vm, gfn);
-          // An odd epoch is a discard in progress (the VMM bumps before and after): a write and a
-          // read both inside that window may legitimately see the discard between them.
-          checkRead(i, gfn, owner, owner && e0 === e1 && epochAtWrite[i] === e0 && (e0 & 1) === 0);
-        }
-      }
-      accesses++;
-      if (code !== Exit.NONE) onExit(code, gfn);
+      if (this.prefaultRatio > 0 && this.rng.next() < this.prefaultRatio) this.prefault(gfn);
+      else this.access(i, gfn);
+      this.accesses++;
     }
   }
 
-  function checkRead(i: number, gfn: number, owner: boolean, mustHaveMine: boolean): void {
+  /** A vCPU ioctl between two KVM_RUNs: issued from userspace, outside guest mode. */
+  private prefault(gfn: number): void {
+    const vcpu = this.cpu.vcpu;
+    vcpu.exitGuest();
+    const r = kvmVcpuPreFaultMemory(this.k, vcpu, { gpa: gfn * PAGE_SIZE, size: PAGE_SIZE, flags: 0 });
+    vcpu.enterGuest();
+    const key = r < 0 ? `prefault:${errnoName(r)}` : 'prefault';
+    this.exits[key] = (this.exits[key] ?? 0) + 1;
+  }
+
+  /** A tagged write to a page this vCPU owns, or a read checked against what it may hold. */
+  private access(i: number, gfn: number): void {
+    const { cpu, rc, cfg, vm } = this;
+    const gpa = gfn * PAGE_SIZE;
+    const owner = i % cfg.writers === cfg.writerIndex;
+    const write = owner && this.rng.next() < cfg.writeRatio;
+    const priv = this.k.attrs.isPrivate(vm, gfn);
+    const e0 = rc.epoch(vm, gfn);
+    let code: number;
+    if (write) {
+      const tag = this.tag;
+      tag[0] = TAG_MAGIC;
+      tag[1] = gfn;
+      tag[2] = cpu.vcpu.id;
+      tag[3] = this.lastGen[i] + 1;
+      code = cpu.access(gpa, TAG_BYTES, priv, null, this.tagBytes);
+      if (code === Exit.VC) code = revalidate(cpu, gpa, priv, null, this.tagBytes);
+      if (code === Exit.NONE) {
+        this.lastGen[i]++;
+        this.epochAtWrite[i] = e0;
+      }
+    } else {
+      code = cpu.access(gpa, TAG_BYTES, priv, this.seenBytes, null);
+      if (code === Exit.VC) code = revalidate(cpu, gpa, priv, this.seenBytes, null);
+      if (code === Exit.NONE) {
+        const e1 = rc.epoch(vm, gfn);
+        // An odd epoch is a discard in progress (the VMM bumps before and after): a write and a
+        // read both inside that window may legitimately see the discard between them.
+        this.checkRead(i, gfn, owner, owner && e0 === e1 && this.epochAtWrite[i] === e0 && (e0 & 1) === 0);
+      }
+    }
+    if (code !== Exit.NONE) this.onExit(code, gfn);
+  }
+
+  private checkRead(i: number, gfn: number, owner: boolean, mustHaveMine: boolean): void {
+    const { seen, lastGen } = this;
     const zero = seen[0] === 0 && seen[1] === 0 && seen[2] === 0 && seen[3] === 0;
     if (zero) {
-      if (mustHaveMine && lastGen[i] > 0) lost(gfn, `read zeros where generation ${lastGen[i]} was written`);
+      if (mustHaveMine && lastGen[i] > 0) this.lost(gfn, `read zeros where generation ${lastGen[i]} was written`);
       return;
     }
     // A read racing the owner's first write of a zeroed page may see part of the tag and part of
     // the zeros (a 16-byte access is not atomic): not stale data.
-    if (!owner && (seen[0] !== TAG_MAGIC || seen[1] !== gfn) && tornTag(gfn)) return;
+    if (!owner && (seen[0] !== TAG_MAGIC || seen[1] !== gfn) && this.tornTag(gfn)) return;
     if (seen[0] !== TAG_MAGIC) {
-      stats[C['violation.staleData']]++;
-      log.add({
-        invariant: 'staleData',
-        by,
-        vm,
-        gfn,
-        detail: `read bytes ${Buffer.from(seenBytes).toString('hex')} that no guest wrote (host data)`,
-      });
+      this.stale(gfn, `read bytes ${Buffer.from(this.seenBytes).toString('hex')} that no guest wrote (host data)`);
       return;
     }
     if (seen[1] !== gfn) {
-      stats[C['violation.staleData']]++;
-      log.add({ invariant: 'staleData', by, vm, gfn, detail: `read the data of gfn ${seen[1]} (vcpu ${seen[2]}, generation ${seen[3]})` });
+      this.stale(gfn, `read the data of gfn ${seen[1]} (vcpu ${seen[2]}, generation ${seen[3]})`);
       return;
     }
-    if (mustHaveMine && (seen[2] !== cpu.vcpu.id || seen[3] !== lastGen[i])) {
-      lost(gfn, `read generation ${seen[3]} of vcpu ${seen[2]}, expected generation ${lastGen[i]} of vcpu ${cpu.vcpu.id}`);
+    const me = this.cpu.vcpu.id;
+    if (mustHaveMine && (seen[2] !== me || seen[3] !== lastGen[i])) {
+      this.lost(gfn, `read generation ${seen[3]} of vcpu ${seen[2]}, expected generation ${lastGen[i]} of vcpu ${me}`);
     }
   }
 
   /** Every byte of the magic and gfn words is either 0 or the byte a tag of `gfn` has there. */
-  function tornTag(gfn: number): boolean {
-    want[0] = TAG_MAGIC;
-    want[1] = gfn;
-    for (let b = 0; b < 8; b++) if (seenBytes[b] !== 0 && seenBytes[b] !== wantBytes[b]) return false;
+  private tornTag(gfn: number): boolean {
+    this.want[0] = TAG_MAGIC;
+    this.want[1] = gfn;
+    for (let b = 0; b < 8; b++) if (this.seenBytes[b] !== 0 && this.seenBytes[b] !== this.wantBytes[b]) return false;
     return true;
   }
 
-  function lost(gfn: number, detail: string): void {
-    stats[C['violation.dataLost']]++;
-    log.add({ invariant: 'dataLost', by, vm, gfn, detail });
+  private stale(gfn: number, detail: string): void {
+    this.k.stats[C['violation.staleData']]++;
+    this.log.add({ invariant: 'staleData', by: this.by, vm: this.vm, gfn, detail });
   }
 
-  function onExit(code: number, gfn: number): void {
+  private lost(gfn: number, detail: string): void {
+    this.k.stats[C['violation.dataLost']]++;
+    this.log.add({ invariant: 'dataLost', by: this.by, vm: this.vm, gfn, detail });
+  }
+
+  private onExit(code: number, gfn: number): void {
+    const { exits, cfg } = this;
+    const stats = this.k.stats;
     switch (code) {
       case Exit.MEMORY_FAULT:
         // The VMM converted or punched the page behind this guest, or memory ran out: the exit
@@ -208,13 +255,19 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
         exits.rmp_violation++;
         if (cfg.multiVm) {
           // Counted once per page and vCPU: the guest keeps touching a page it cannot use.
-          if (crossVmSeen[gfn - cfg.gfnStart] === 0) {
-            crossVmSeen[gfn - cfg.gfnStart] = 1;
+          if (this.crossVmSeen[gfn - cfg.gfnStart] === 0) {
+            this.crossVmSeen[gfn - cfg.gfnStart] = 1;
             stats[C['finding.crossVmPrepare']]++;
           }
         } else {
           stats[C['violation.rmpAgreement']]++;
-          log.add({ invariant: 'rmpAgreement', by, vm, gfn, detail: 'RMP violation on a private access to a page this VM faulted in' });
+          this.log.add({
+            invariant: 'rmpAgreement',
+            by: this.by,
+            vm: this.vm,
+            gfn,
+            detail: 'RMP violation on a private access to a page this VM faulted in',
+          });
         }
         return;
       case Exit.VC:
@@ -225,8 +278,6 @@ export function runWorkload(cpu: GuestCpu, rc: RunControl, cfg: WorkloadConfig):
         return;
     }
   }
-
-  return { accesses, exits, violations: log.list, violationCount: log.count, elapsedMs: performance.now() - t0 };
 }
 
 /** #VC on a fresh private page: the guest PVALIDATEs it and retries the access once. */
