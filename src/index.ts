@@ -11,7 +11,7 @@ export { VM_TYPES, type VmTypeName } from './kvm/vm.js';
 export { HOST_PATTERN } from './gmem/folio.js';
 export { PvalidateRet, RmpupdateRet, SevRet } from './kvm/psp.js';
 export type { ErrnoCode } from './shm/errno.js';
-export { LockTimeoutError, SyncAbortError } from './shm/sync/sync.js';
+export { AbortReason, LockTimeoutError, SyncAbortError } from './shm/sync/sync.js';
 
 // The threaded runtime and the runs built on it (what the CLI commands call).
 export { Runtime, type RuntimeOptions, WorkerCrashError, type CrashReport } from './vmm/sandbox/runtime.js';

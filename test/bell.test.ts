@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { Bell } from '../src/shm/bell.js';
 import type { SyncControl } from '../src/shm/sync/control.js';
+import { AbortReason } from '../src/shm/sync/sync.js';
 
 const BELL = new URL('../dist/src/shm/bell.js', import.meta.url).href;
 
@@ -52,17 +53,17 @@ describe('the doorbell', () => {
     const [a, b] = await Promise.all(done);
     expect(a).toEqual({ ok: [10, 20] });
     expect(b).toEqual({ err: 'boom 1' });
-    // The failed one aborted the sandbox (reason 2, as a dead worker does); the other did not.
-    expect(Array.from(aborts)).toEqual([0, 2]);
+    // The failed one aborted the sandbox (as a dead worker does); the other did not.
+    expect(Array.from(aborts)).toEqual([AbortReason.NONE, AbortReason.WORKER_DIED]);
   });
 
   it('an abort ends a wait for arrivals that will never come', async () => {
     const sab = Bell.allocate();
     const bell = new Bell(sab, noAbort);
     bell.ring({ round: 1 }, 1);
-    bell.abort(2);
-    expect(() => bell.arrivals()).toThrow(/aborted \(reason 2\)/);
-    expect(() => bell.next(bell.generation())).toThrow(/aborted \(reason 2\)/);
+    bell.abort(AbortReason.WORKER_DIED);
+    expect(() => bell.arrivals()).toThrow(/^sandbox aborted \(a worker died\) while waiting$/);
+    expect(() => bell.next(bell.generation())).toThrow(/^sandbox aborted \(a worker died\) while waiting$/);
   });
 
   it('refuses a payload larger than its buffer, naming the limit', () => {

@@ -4,7 +4,7 @@
 // waits for every arrival. A round costs one wake-up per thread, where a control-plane call over
 // a message port costs a port message and an event-loop turn on each side.
 
-import { SyncAbortError } from './sync/sync.js';
+import { AbortReason, SyncAbortError } from './sync/sync.js';
 import { type SyncControl } from './sync/control.js';
 
 const GEN = 0;
@@ -34,11 +34,11 @@ const SLICE_MS = 50;
  * worker or a hung call (not a run's own end, a deadlock or a step limit). The doorbell's word
  * outlives the sandbox reset that clears the sandbox's.
  */
-function fatalAbort(w: Int32Array, ctl: SyncControl): number {
-  const own = Atomics.load(w, ABORT);
-  if (own !== 0) return own;
+function fatalAbort(w: Int32Array, ctl: SyncControl): AbortReason {
+  const own = Atomics.load(w, ABORT) as AbortReason;
+  if (own !== AbortReason.NONE) return own;
   const r = ctl.abortReason();
-  return r >= 1 && r <= 3 ? r : 0;
+  return r === AbortReason.SHUTDOWN || r === AbortReason.WORKER_DIED || r === AbortReason.TIMEOUT ? r : AbortReason.NONE;
 }
 
 export interface BellArrivals {
@@ -92,7 +92,7 @@ export class Bell {
   }
 
   /** Controller: a thread of the rounds is gone; every wait of the rounds throws SyncAbortError(reason). */
-  abort(reason: number): void {
+  abort(reason: AbortReason): void {
     Atomics.store(this.w, ABORT, reason);
     Atomics.notify(this.w, GEN);
     Atomics.notify(this.w, ARRIVED);
@@ -107,7 +107,7 @@ export class Bell {
         return { gen, payload: JSON.parse(this.bytes.toString('utf8', 0, Atomics.load(this.w, PAYLOAD_LEN))) as T };
       }
       const abort = fatalAbort(this.w, this.ctl);
-      if (abort !== 0) throw new SyncAbortError(abort);
+      if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
       Atomics.wait(this.w, GEN, gen, SLICE_MS);
     }
   }
@@ -122,7 +122,7 @@ export class Bell {
   /** Throws SyncAbortError if the rounds must end (a dead worker, a shutdown, a hang). */
   throwIfAborted(): void {
     const abort = fatalAbort(this.w, this.ctl);
-    if (abort !== 0) throw new SyncAbortError(abort);
+    if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
   }
 
   /** Leader: waits until every follower of the round arrived. */
@@ -131,7 +131,7 @@ export class Bell {
       const n = Atomics.load(this.w, ARRIVED);
       if (n >= Atomics.load(this.w, EXPECTED)) return { flagged: Atomics.load(this.w, FLAGGED), crashed: Atomics.load(this.w, CRASHED) };
       const abort = fatalAbort(this.w, this.ctl);
-      if (abort !== 0) throw new SyncAbortError(abort);
+      if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
       Atomics.wait(this.w, ARRIVED, n, SLICE_MS);
     }
   }
@@ -140,7 +140,7 @@ export class Bell {
 /**
  * A follower's rounds: waits for each, runs `part` on its payload, arrives. An abort of the run
  * (a deadlock, a step limit) ends the part normally (its result is null). Any other error, even
- * before the part joined the run, aborts the sandbox (reason 2, as a dead worker does: the
+ * before the part joined the run, aborts the sandbox (WORKER_DIED, as a dead worker does: the
  * actors waiting for this one to register unwind at once, and so does the leader), arrives as
  * crashed and is thrown. Returns every round's result.
  */
@@ -164,7 +164,7 @@ export function followRounds<P, R>(
       out.push(r);
     } catch (e) {
       if (!(e instanceof SyncAbortError)) {
-        ctl.abort(2);
+        ctl.abort(AbortReason.WORKER_DIED);
         bell.arrive(false, true);
         throw e;
       }

@@ -6,7 +6,6 @@ import type { Sync } from '../sync/sync.js';
 import { decide, handOff } from './decide.js';
 import {
   A_BLOCK_WORD,
-  A_PRIO,
   A_SERVER,
   A_STATE,
   A_WORDS,
@@ -19,35 +18,26 @@ import {
   H_FORCED_LEN,
   H_MAX_STEPS,
   H_OUTCOME,
-  H_PCT_CHANGES,
-  H_PCT_LOW,
-  H_PRNG,
   H_REGISTERED,
   H_STEP,
   H_STRATEGY,
   H_SWITCHES,
   H_TOKEN,
   H_TRACE_LEN,
-  MAX_PCT_CHANGES,
   MAX_STEPS,
   MAX_TRACE,
   ST_BLOCKED,
   SchedLayout,
   SchedOutcome,
-  Strategy,
   type StrategyName,
 } from './layout.js';
+import { type StrategyConfig, strategyNamed } from './strategies/index.js';
 
-export interface SchedConfig {
+export interface SchedConfig extends StrategyConfig {
   strategy: StrategyName;
-  seed: number;
   /** Actors that will register before the first step. */
   actors: number;
   maxSteps?: number;
-  /** PCT bug depth d (d - 1 priority change points). */
-  depth?: number;
-  /** PCT's estimate of the steps in a run, for placing change points. */
-  estimatedSteps?: number;
   /** Choices to force, step by step (replay and shrinking); past them: non-preemptive. */
   forced?: readonly number[];
 }
@@ -75,36 +65,17 @@ export class SchedControl {
   configure(c: SchedConfig): void {
     const w = this.w;
     const b = this.base;
+    const strategy = strategyNamed(c.strategy);
     for (let k = 0; k < HEADER + this.maxThreads * A_WORDS; k++) Atomics.store(w, b + k, 0);
     Atomics.store(w, b + H_TOKEN, -1);
-    Atomics.store(w, b + H_PRNG, c.seed >>> 0 || 1);
-    Atomics.store(w, b + H_STRATEGY, c.strategy === 'random' ? Strategy.RANDOM : c.strategy === 'pct' ? Strategy.PCT : Strategy.REPLAY);
+    Atomics.store(w, b + H_STRATEGY, strategy.id);
     Atomics.store(w, b + H_EXPECTED, c.actors);
     Atomics.store(w, b + H_MAX_STEPS, Math.min(c.maxSteps ?? MAX_STEPS, MAX_STEPS));
     const forced = c.forced ?? [];
     if (forced.length > MAX_STEPS) throw new Error(`replay: at most ${MAX_STEPS} forced choices`);
     for (let i = 0; i < forced.length; i++) Atomics.store(w, this.L.forced + i, forced[i]);
     Atomics.store(w, b + H_FORCED_LEN, forced.length);
-    if (c.strategy === 'pct') {
-      const depth = Math.max(1, Math.min(c.depth ?? 3, MAX_PCT_CHANGES + 1));
-      const k = Math.max(1, c.estimatedSteps ?? 2000);
-      let s = c.seed >>> 0 || 1;
-      const next = (): number => {
-        s = (s + 0x6d2b79f5) | 0;
-        let t = Math.imul(s ^ (s >>> 15), s | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-      };
-      for (let i = 0; i < depth - 1; i++) Atomics.store(w, b + H_PCT_CHANGES + i, 1 + Math.floor(next() * k));
-      Atomics.store(w, b + H_PCT_LOW, depth - 1);
-      // Distinct random initial priorities above the change-point range, by a seeded shuffle.
-      const prios = Array.from({ length: this.maxThreads }, (_, i) => depth + i);
-      for (let i = prios.length - 1; i > 0; i--) {
-        const j = Math.floor(next() * (i + 1));
-        [prios[i], prios[j]] = [prios[j], prios[i]];
-      }
-      for (let t = 0; t < this.maxThreads; t++) Atomics.store(w, this.L.actor(t) + A_PRIO, prios[t]);
-    }
+    strategy.configure(w, this.L, c);
     Atomics.store(w, b + H_ENABLED, 1);
   }
 

@@ -10,7 +10,7 @@ import { P } from '../points.js';
 import type { LockClass } from '../stats.js';
 import { SyncControl } from '../sync/control.js';
 import { FreeSync } from '../sync/free.js';
-import { type Sync, SyncAbortError, type WordDescriber } from '../sync/sync.js';
+import { AbortReason, type Sync, SyncAbortError, type WordDescriber } from '../sync/sync.js';
 import {
   OWNER_MASK,
   RW_OWNER,
@@ -112,7 +112,7 @@ export class ControlledSync implements Sync {
     else {
       Atomics.store(w, this.base + H_TOKEN, -1);
       // The last runnable actor left while others wait for what it will never do: end them.
-      if (Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK) this.ctl.abort(4);
+      if (Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK) this.ctl.abort(AbortReason.DEADLOCK);
     }
   }
 
@@ -126,9 +126,9 @@ export class ControlledSync implements Sync {
     if (next === this.tid) return;
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
-      const reason = Atomics.load(w, this.base + H_OUTCOME);
-      this.ctl.abort(reason === SchedOutcome.DEADLOCK ? 4 : 5);
-      throw new SyncAbortError(reason === SchedOutcome.DEADLOCK ? 4 : 5);
+      const reason = Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK ? AbortReason.DEADLOCK : AbortReason.STEP_LIMIT;
+      this.ctl.abort(reason);
+      throw new SyncAbortError(reason);
     }
     handOff(w, this.L, next, this.free);
     this.waitTurn();
@@ -150,8 +150,8 @@ export class ControlledSync implements Sync {
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
       if (Atomics.load(w, this.base + H_OUTCOME) !== SchedOutcome.RUNNING) {
-        this.ctl.abort(4);
-        throw new SyncAbortError(4);
+        this.ctl.abort(AbortReason.DEADLOCK);
+        throw new SyncAbortError(AbortReason.DEADLOCK);
       }
       // Nobody can run, yet nobody is stuck: only servers wait. The controller will kick us.
       this.waitTurn();
@@ -171,7 +171,7 @@ export class ControlledSync implements Sync {
       // The abort first: an actor unwinding from a deadlock releases its locks, and a waiter
       // handed one must not go on into state the unwinding left half-updated.
       const abort = this.ctl.abortReason();
-      if (abort !== 0) throw new SyncAbortError(abort);
+      if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
       if (Atomics.load(w, this.base + H_TOKEN) === this.tid) return;
       Atomics.wait(w, wake, seq, 50);
     }

@@ -1,6 +1,8 @@
 // The scheduler's decision, made by whichever thread holds the token (or by the controller
 // while nobody does), so the shared PRNG and the log advance in one order: the actors that can
-// run, then the forced choice if there is one, else the strategy's pick.
+// run, then the forced choice if there is one, else the strategy's pick (strategies/). What
+// every strategy shares is here: the candidates, deadlock and step-limit detection, the forced
+// prefix, the log and each step's candidate set.
 
 import type { Sync } from '../sync/sync.js';
 import {
@@ -8,7 +10,6 @@ import {
   A_BLOCK_VALUE2,
   A_BLOCK_WORD,
   A_BLOCK_WORD2,
-  A_PRIO,
   A_SERVER,
   A_STATE,
   A_WAKE,
@@ -17,29 +18,16 @@ import {
   H_FORCED_LEN,
   H_MAX_STEPS,
   H_OUTCOME,
-  H_PCT_CHANGES,
-  H_PCT_LOW,
-  H_PRNG,
   H_STEP,
   H_STRATEGY,
   H_SWITCHES,
   H_TOKEN,
-  MAX_PCT_CHANGES,
   ST_BLOCKED,
   ST_RUNNABLE,
   SchedLayout,
   SchedOutcome,
-  Strategy,
 } from './layout.js';
-
-/** The PRNG step on the shared state word (mulberry32), so every thread draws the same stream. */
-function draw(w: Int32Array, L: SchedLayout): number {
-  const s = (Atomics.load(w, L.h(H_PRNG)) + 0x6d2b79f5) | 0;
-  Atomics.store(w, L.h(H_PRNG), s);
-  let t = Math.imul(s ^ (s >>> 15), s | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+import { strategyById } from './strategies/index.js';
 
 /**
  * Picks the next actor. Runs only on the token holder (or on the controller while nobody holds
@@ -80,34 +68,7 @@ export function decide(w: Int32Array, L: SchedLayout, self: number): number {
     const f = Atomics.load(w, L.forced + step);
     if (cands.includes(f)) next = f;
   }
-  if (next < 0) {
-    switch (Atomics.load(w, L.h(H_STRATEGY))) {
-      case Strategy.RANDOM:
-        next = cands[Math.floor(draw(w, L) * cands.length)];
-        break;
-      case Strategy.PCT: {
-        if (self >= 0) {
-          for (let i = 0; i < MAX_PCT_CHANGES; i++) {
-            if (Atomics.load(w, L.h(H_PCT_CHANGES) + i) === step) {
-              Atomics.store(w, L.actor(self) + A_PRIO, Atomics.sub(w, L.h(H_PCT_LOW), 1));
-            }
-          }
-        }
-        let best = -Infinity;
-        for (const t of cands) {
-          const p = Atomics.load(w, L.actor(t) + A_PRIO);
-          if (p > best) {
-            best = p;
-            next = t;
-          }
-        }
-        break;
-      }
-      default:
-        // Past the forced prefix: no preemption, so a replay or a shrunk schedule stays short.
-        next = cands.includes(self) ? self : cands[0];
-    }
-  }
+  if (next < 0) next = strategyById(Atomics.load(w, L.h(H_STRATEGY))).pick(w, L, cands, step, self);
   Atomics.store(w, L.log + step, next);
   // Where alternatives existed, for a model checker (written only with a choice, as the log is).
   const cb = L.cand + step * CAND_WORDS;

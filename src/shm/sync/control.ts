@@ -5,7 +5,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../layout.js';
 import { assert } from '../limits.js';
 import { POINTS } from '../points.js';
-import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS } from './sync.js';
+import { AbortReason, DEFAULT_SPIN, DEFAULT_WATCHDOG_MS } from './sync.js';
 
 /** Control words (region 'sync'). */
 const CTL_ABORT = 0;
@@ -70,15 +70,16 @@ export class SyncControl {
     Atomics.store(this.mem.w, this.watchdogWord, watchdogMs);
     Atomics.store(this.mem.w, this.spinWord, spin);
   }
-  abort(reason = 1): void {
+  /** Asks every actor to stop: each wait of the sandbox throws SyncAbortError(reason). */
+  abort(reason: Exclude<AbortReason, typeof AbortReason.NONE>): void {
     Atomics.store(this.mem.w, this.abortWord, reason);
   }
-  abortReason(): number {
-    return Atomics.load(this.mem.w, this.abortWord);
+  abortReason(): AbortReason {
+    return Atomics.load(this.mem.w, this.abortWord) as AbortReason;
   }
   /** Ends an abort whose cause is dealt with (the explorer, before reusing its sandbox). */
   clearAbort(): void {
-    Atomics.store(this.mem.w, this.abortWord, 0);
+    Atomics.store(this.mem.w, this.abortWord, AbortReason.NONE);
   }
   setWatchdogMs(ms: number): void {
     Atomics.store(this.mem.w, this.watchdogWord, ms);

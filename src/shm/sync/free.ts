@@ -5,7 +5,16 @@ import { P } from '../points.js';
 import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, LockClass, threadStats } from '../stats.js';
 import { TraceKind, Tracer } from '../trace.js';
 import { PAUSE_HELD, SyncControl } from './control.js';
-import { DEFAULT_SPIN, LockTimeoutError, RWLOCK_SPIN, type Sync, SyncAbortError, WAIT_SLICE_MS, type WordDescriber } from './sync.js';
+import {
+  AbortReason,
+  DEFAULT_SPIN,
+  LockTimeoutError,
+  RWLOCK_SPIN,
+  type Sync,
+  SyncAbortError,
+  WAIT_SLICE_MS,
+  type WordDescriber,
+} from './sync.js';
 import {
   OWNER_MASK,
   RW_OWNER,
@@ -288,8 +297,8 @@ export class FreeSync implements Sync {
     const i = this.ctl.waitingOnWord(this.tid);
     const end = performance.now() + ms;
     for (let left = ms; left > 0; left = end - performance.now()) {
-      const abort = Atomics.load(this.w, this.ctl.abortWord);
-      if (abort !== 0) throw new SyncAbortError(abort);
+      const abort = Atomics.load(this.w, this.ctl.abortWord) as AbortReason;
+      if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
       // Our own waiting-on word is 0 while we are not blocked on a lock: nobody changes it.
       Atomics.wait(this.w, i, 0, Math.min(left, WAIT_SLICE_MS));
     }
@@ -317,7 +326,7 @@ export class FreeSync implements Sync {
   }
 
   aborted(): boolean {
-    return Atomics.load(this.w, this.ctl.abortWord) !== 0;
+    return Atomics.load(this.w, this.ctl.abortWord) !== AbortReason.NONE;
   }
 
   setStepHook(_hook: (() => void) | null): void {
@@ -335,8 +344,8 @@ export class FreeSync implements Sync {
     const ctl = this.ctl;
     Atomics.store(w, ctl.waitingOnWord(this.tid), what + 1);
     try {
-      const abort = Atomics.load(w, ctl.abortWord);
-      if (abort !== 0) throw new SyncAbortError(abort);
+      const abort = Atomics.load(w, ctl.abortWord) as AbortReason;
+      if (abort !== AbortReason.NONE) throw new SyncAbortError(abort);
       // The clock is read only when a slice ran out: right after a wake-up it costs this VM
       // 7-20 us, a third of the wake-up itself.
       if ((Atomics.wait(w, i, expected, WAIT_SLICE_MS) === 'timed-out' || (++this.wakes & 63) === 0) && !noWatchdog) {

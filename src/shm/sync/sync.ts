@@ -18,10 +18,46 @@ export const DEFAULT_SPIN = 200;
  */
 export const RWLOCK_SPIN = 4000;
 
+/**
+ * Why every actor of a sandbox must stop: the value of the sync region's abort word (0: none).
+ * Here beside SyncAbortError, which names it; SyncControl stores and reads it.
+ */
+export const AbortReason = {
+  NONE: 0,
+  /** The runtime shuts down: its workers are being terminated. */
+  SHUTDOWN: 1,
+  /** A worker died (or a follower of the explorer's rounds failed): nothing may wait for it. */
+  WORKER_DIED: 2,
+  /** A call to a worker, or an explorer batch, got no answer in time: something hangs. */
+  TIMEOUT: 3,
+  /** The controlled scheduler found that no actor can run. */
+  DEADLOCK: 4,
+  /** The controlled run took its step limit. */
+  STEP_LIMIT: 5,
+  /** A scenario step's wait outlived the watchdog: a hang the scenario reports, with nothing unwound. */
+  WATCHDOG: 6,
+} as const;
+export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
+
+const ABORT_REASON_NAMES: Readonly<Record<AbortReason, string>> = {
+  [AbortReason.NONE]: 'no reason',
+  [AbortReason.SHUTDOWN]: 'shutdown',
+  [AbortReason.WORKER_DIED]: 'a worker died',
+  [AbortReason.TIMEOUT]: 'no answer in time',
+  [AbortReason.DEADLOCK]: 'deadlock',
+  [AbortReason.STEP_LIMIT]: 'step limit',
+  [AbortReason.WATCHDOG]: 'watchdog',
+};
+
+/** The reason's name for messages (an unknown value as its number). */
+export function abortReasonName(reason: number): string {
+  return ABORT_REASON_NAMES[reason as AbortReason] ?? `reason ${reason}`;
+}
+
 /** The sandbox was torn down while this thread waited. */
 export class SyncAbortError extends Error {
-  constructor(reason: number) {
-    super(`sandbox aborted (reason ${reason}) while waiting`);
+  constructor(readonly reason: AbortReason) {
+    super(`sandbox aborted (${abortReasonName(reason)}) while waiting`);
     this.name = 'SyncAbortError';
   }
 }

@@ -8,6 +8,7 @@ import { BUGS, type BugName, bugMask } from '../../gmem/bugs.js';
 import type { PolicyName } from '../../gmem/policy.js';
 import type { KernelVersionName } from '../../gmem/version.js';
 import { Bell } from '../../shm/bell.js';
+import { AbortReason } from '../../shm/sync/sync.js';
 import type { Mem } from '../../shm/layout.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
@@ -254,7 +255,7 @@ export class Explorer {
   /** A worker of the rounds that dies ends every wait of the rounds (the leader's, the followers'). */
   private watch<A extends Actor<unknown>>(a: A): A {
     const bell = new Bell(this.bell!, this.rt!.control);
-    a.dead.catch(() => bell.abort(2));
+    a.dead.catch(() => bell.abort(AbortReason.WORKER_DIED));
     return a;
   }
 
@@ -374,8 +375,8 @@ function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Prom
         message: `no schedule of the batch finished within ${timeoutMs} ms; ${rt.whoWaits()}`,
       };
       rt.crashes.push(report);
-      rt.control.abort(3);
-      bell.abort(3);
+      rt.control.abort(AbortReason.TIMEOUT);
+      bell.abort(AbortReason.TIMEOUT);
       reject(new WorkerCrashError(report));
     }, WATCHDOG_TICK_MS);
     timer.unref();

@@ -19,6 +19,7 @@ import { chromeTraceFromEvents } from '../report/chrome-trace.js';
 import { writeOutput } from '../io/outputs.js';
 import { FreeSync } from '../../shm/sync/free.js';
 import { SyncControl } from '../../shm/sync/control.js';
+import { AbortReason } from '../../shm/sync/sync.js';
 import { RunControl } from '../../vcpu-workers/runctl.js';
 import type { VcpuWorkerApi } from '../../vcpu-workers/worker.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemoryAsync } from './build.js';
@@ -143,7 +144,7 @@ export class Runtime {
       if (!(e instanceof WorkerCrashError)) return;
       if (!this.crashes.includes(e.report)) this.crashes.push(e.report);
       // One actor down: stop the others' waits so nothing hangs on a lock it held.
-      if (!this.stopped) this.control.abort(2);
+      if (!this.stopped) this.control.abort(AbortReason.WORKER_DIED);
     });
   }
 
@@ -197,7 +198,7 @@ export class Runtime {
           timer = setTimeout(() => {
             const report: CrashReport = { actor: a.name, kind: 'timeout', message: `no answer within ${timeoutMs} ms; ${this.whoWaits()}` };
             this.crashes.push(report);
-            this.control.abort(3);
+            this.control.abort(AbortReason.TIMEOUT);
             reject(new WorkerCrashError(report));
           }, timeoutMs);
           timer.unref();
@@ -296,7 +297,7 @@ export class Runtime {
     mb.stop();
     await Promise.race([this.firmwareDone?.catch(() => undefined), delay(graceMs)]);
     this.stopped = true;
-    this.control.abort(1);
+    this.control.abort(AbortReason.SHUTDOWN);
     const all: Array<Actor<unknown>> = [this.vmm, this.firmware, ...this.extraVmms, ...this.vcpus];
     await Promise.race([Promise.all(all.map((a) => a.worker.terminate().catch(() => 0))), delay(graceMs)]);
   }

@@ -11,6 +11,7 @@ import type { Outcome } from '../../vcpu-workers/outcome.js';
 import { INVARIANTS, type Invariant, type Violation } from '../../checker/violations.js';
 import { auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
 import { type Actor, type CrashReport, Runtime } from '../sandbox/runtime.js';
+import { AbortReason } from '../../shm/sync/sync.js';
 import type { IoctlStep, LeafStep, Scenario, Step } from './schema.js';
 
 export interface StepReport extends Outcome {
@@ -117,7 +118,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       if (!(e instanceof Error) || e.name !== 'LockTimeoutError') throw e;
       hangs.push({ invariant: 'liveness', by: `step ${index}`, detail: e.message });
       // The kernel state behind a hang is not unwound: stop every actor (a spinning one too).
-      rt.control.abort(6);
+      rt.control.abort(AbortReason.WATCHDOG);
       return { result: 'hang', detail: e.message };
     }
   };
