@@ -97,7 +97,7 @@ program
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
   .option(
     '--ops <mix>',
-    'VMM operation weights: punch, fallocate, convert, prefault (populate runs only under explore)',
+    'VMM operation weights: punch, fallocate, convert, prefault, memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal (populate runs only under explore)',
     'punch=3,fallocate=1,convert=2,prefault=1',
   )
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
