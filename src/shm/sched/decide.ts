@@ -34,6 +34,9 @@ import { strategyById } from './strategies/index.js';
  * it), so the shared PRNG and log advance in one order. Returns -1 when no actor can run.
  */
 export function decide(w: Int32Array, L: SchedLayout, self: number): number {
+  // The run has ended (a deadlock or the step limit): the actors unwinding from the abort run at
+  // once, without the token, and must not log choices the replay would not make.
+  if (Atomics.load(w, L.h(H_OUTCOME)) !== SchedOutcome.RUNNING) return -1;
   const maxThreads = L.maxThreads;
   const cands: number[] = [];
   let waiting = false;
