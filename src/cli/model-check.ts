@@ -4,7 +4,8 @@
 // says which), 1 a schedule failed, 2 usage (unreadable or refused scenario, bad option, output
 // directory not writable), 130 interrupted.
 
-import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirs } from '../vmm/io/outputs.js';
 import { basename, join } from 'node:path';
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
 import {
@@ -55,7 +56,7 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
     return usage('--trace is not supported with a scenario file (replay the saved schedule of the workload explorer instead)');
   // The output directory is checked before any work, so a long search cannot end unsaved.
   try {
-    mkdirSync(o.out, { recursive: true });
+    mkdirs(o.out);
     accessSync(o.out, constants.W_OK);
   } catch (e) {
     return usage(`--out ${o.out}: not a writable directory (${(e as Error).message})`);

@@ -22,7 +22,7 @@ export interface OutputPath {
   kind: 'file' | 'dir';
 }
 
-/** Why `p` cannot be written as a `kind`, or null. Creates nothing. */
+/** Why `p` cannot be written as a `kind`, or null, as far as its path tells. Creates nothing. */
 export function outputProblem(p: string, kind: 'file' | 'dir'): string | null {
   const abs = resolve(p);
   if (existsSync(abs)) {
@@ -49,19 +49,43 @@ export function outputProblem(p: string, kind: 'file' | 'dir'): string | null {
   return null;
 }
 
-/** Throws an InputError naming the first output that cannot be written. */
+/**
+ * Creates `dir` and its missing parents one level at a time. Node's own recursive mkdir loops
+ * without end (in C++, deaf to signals) where a parent exists but refuses children, as /proc
+ * does; a plain mkdir per level fails there with the kernel's errno instead.
+ */
+export function mkdirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) mkdirSync(d);
+}
+
+/**
+ * Throws an InputError naming the first output that cannot be written. The directories an
+ * output needs are created here, before any work: a filesystem that refuses them (a read-only
+ * mount, /proc) is only found out by trying.
+ */
 export function checkOutputs(outputs: Array<OutputPath | undefined>): void {
   for (const o of outputs) {
     if (o === undefined) continue;
     const why = outputProblem(o.path, o.kind);
     if (why !== null) throw new InputError(`${o.flag} ${o.path}: cannot be written: ${why}`);
+    try {
+      mkdirs(o.kind === 'dir' ? o.path : dirname(resolve(o.path)));
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new InputError(`${o.flag} ${o.path}: cannot be written: mkdir ${err.path ?? o.path} failed (${err.code ?? err.message})`);
+    }
   }
 }
 
 /** Writes a whole file; on failure says on stderr what was not written and returns false. */
 export function writeOutput(path: string, data: string | (() => string)): boolean {
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirs(dirname(path));
     writeFileSync(path, typeof data === 'string' ? data : data());
     return true;
   } catch (e) {
