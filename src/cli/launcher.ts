@@ -1,9 +1,10 @@
 // `npx gmem-sandbox` starts this process through a chain: npx, then `npm exec`, then `sh -c`.
-// A SIGTERM sent to npx reaches none of the others, and npm passes signals only to the shell,
-// which does not pass them on: this process would run on, orphaned. So the launchers above us
-// (npm, npx and the shell npm started, nothing else: a run started from a script that exits stays
-// alive) are watched, and one that is gone counts as SIGTERM. Linux /proc only; elsewhere nothing
-// is watched.
+// A signal sent to npx reaches none of the others directly: npm passes it to the shell only, and
+// the shell, waiting for us, keeps it to itself. So the launchers above us (npm, npx and the
+// shell npm started, nothing else: a run started from a script that exits stays alive) are
+// watched: one that is gone counts as SIGTERM, and the shell waking up counts as SIGINT. That
+// shell sleeps in wait4() for its one child, us, and wakes only for a signal: its context-switch
+// count moves when npm forwards one. Linux /proc only; elsewhere nothing is watched.
 
 import { readFileSync } from 'node:fs';
 
@@ -25,7 +26,8 @@ function proc(pid: number): ProcInfo | null {
   }
 }
 
-const LAUNCHER = /(^|\/)(npx|npm)(-cli\.js)?( |$)|^npm exec |^(\/bin\/|\/usr\/bin\/)?(sh|dash|bash) -c /;
+const SHELL = /^(\/bin\/|\/usr\/bin\/)?(sh|dash|bash) -c /;
+const LAUNCHER = new RegExp(`(^|/)(npx|npm)(-cli\\.js)?( |$)|^npm exec |${SHELL.source}`);
 
 /** The pids of npm/npx launchers (and the shell they run us in) directly above this process. */
 export function launcherChain(): number[] {
@@ -38,6 +40,25 @@ export function launcherChain(): number[] {
     pid = p.ppid;
   }
   return chain;
+}
+
+/** The shell npm started us in (`sh -c ...`), if it is in the chain. */
+export function launcherShell(chain: readonly number[]): number | null {
+  for (const pid of chain) {
+    const p = proc(pid);
+    if (p !== null && SHELL.test(p.cmd)) return pid;
+  }
+  return null;
+}
+
+/** How often `pid` has slept and woken (voluntary context switches), or -1 if it is gone. */
+export function wakeups(pid: number): number {
+  try {
+    const m = /^voluntary_ctxt_switches:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? -1 : Number(m[1]);
+  } catch {
+    return -1;
+  }
 }
 
 /** True when one of `chain` has exited (gone, or a zombie nobody reaped yet). */
