@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { type Command, InvalidArgumentError } from 'commander';
 import { forEachLine } from '../vmm/io/line-reader.js';
+import { lockOutput } from '../vmm/io/lock.js';
 import { InputError, checkOutputs, writeOutput } from '../vmm/io/outputs.js';
 import { SweepMerger } from '../vmm/sweep/merge.js';
 import { looksLikeExploreResult, mergeExploreResults, readExploreResult } from '../vmm/explore/merge.js';
@@ -146,6 +147,16 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
     log(describePlan(plan, o.jobs));
     return EXIT.PASS;
   }
+  const unlock = o.out !== undefined ? lockOutput('--out', o.out) : () => undefined;
+  try {
+    return await runSweepInto(o, plan, log, signal);
+  } finally {
+    unlock();
+  }
+}
+
+/** The sweep proper, once its output is locked: earlier lines, the jobs, then the summary. */
+async function runSweepInto(o: SweepCliOptions, plan: SweepPlan, log: (s: string) => void, signal?: AbortSignal): Promise<number> {
   const merger = new SweepMerger();
   if (o.out !== undefined) await readPrevious(o.out, plan, merger, signal);
   const thisRun = merger.fileId('(this run, job)');
@@ -196,6 +207,9 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
         );
       },
     });
+  } catch (e) {
+    // Stopping the pool under an interrupt may fail as well: the summary of what finished stands.
+    if (!signal?.aborted) throw e;
   } finally {
     progress.done();
     if (fd !== null) closeSync(fd);
@@ -203,7 +217,7 @@ export async function sweepCommand(o: SweepCliOptions, signal?: AbortSignal): Pr
   const interrupted = signal?.aborted === true;
   const summary = merger.summary();
   if (o.summary !== undefined) writeOutput(o.summary, `${JSON.stringify({ ...summaryJson(summary), interrupted }, null, 2)}\n`);
-  if (!o.quiet) process.stderr.write(`${formatSummary(summary, { shard: plan.shard !== null })}\n`);
+  if (!o.quiet) process.stderr.write(`${formatSummary(summary, { shard: plan.shard !== null, interrupted, plan })}\n`);
   if (interrupted) {
     log(
       `INTERRUPTED: ${done} of ${todo.jobs.length} job(s) finished in this run${o.out !== undefined ? `; rerun with --resume to run the rest into ${o.out}` : ''}`,
@@ -334,12 +348,18 @@ function table(head: string[], rows: string[][], right: boolean[]): string[] {
 const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
 
 /** The summary as a table: one row per parameter combination, then the failing jobs with rerun commands. */
-export function formatSummary(s: SweepSummary, o: { shard?: boolean; maxFailures?: number } = {}): string {
+export function formatSummary(
+  s: SweepSummary,
+  o: { shard?: boolean; maxFailures?: number; interrupted?: boolean; plan?: { id: string; total: number } } = {},
+): string {
   const out: string[] = [];
   const failing = s.failures.length;
-  const verdict = failing > 0 ? 'FAIL' : s.missing.length > 0 && !o.shard ? 'INCOMPLETE' : 'PASS';
+  const verdict = o.interrupted ? 'INTERRUPTED' : failing > 0 ? 'FAIL' : s.missing.length > 0 && !o.shard ? 'INCOMPLETE' : 'PASS';
+  // With no line yet, the plan still says what was asked for.
+  const plan = s.plan || o.plan?.id || '(empty)';
+  const total = s.plan ? s.total : (o.plan?.total ?? s.total);
   out.push(
-    `sweep ${s.plan || '(empty)'}: ${verdict}  ${s.runs} of ${s.total} job(s) ran, ${s.ok} ok, ${failing} failing` +
+    `sweep ${plan}: ${verdict}  ${s.runs} of ${total} job(s) ran, ${s.ok} ok, ${failing} failing` +
       `${o.shard ? '' : `, ${s.missing.length} missing`}${s.duplicates ? `, ${s.duplicates} duplicate line(s) dropped` : ''}`,
   );
   if (s.combinations.length > 0) {

@@ -37,32 +37,35 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions = {}): Pro
   });
   const lines: SweepLine[] = [];
   const signal = opts.signal;
+  const runJob = async (j: SweepPlan['jobs'][number]): Promise<void> => {
+    const task: SweepTask = {
+      plan: plan.id,
+      total: plan.total,
+      index: j.index,
+      seed: j.seed,
+      params: j.params,
+      ...(opts.trace ? { trace: jobTraceFile(opts.trace, j.index) } : {}),
+    };
+    const t0 = performance.now();
+    let line: SweepLine;
+    try {
+      // Aborting a running task terminates its pool thread, and with it the job's own workers.
+      line = await pool.run(task, signal ? { signal } : {});
+    } catch (e) {
+      // An interrupted job has no line: it did not finish, and `--resume` runs it again.
+      if (signal?.aborted) return;
+      line = failedLine(task, e, performance.now() - t0);
+    }
+    lines.push(line);
+    opts.onLine?.(line);
+  };
+  // Jobs start in index order, `threads` at a time: the pool's own queue does not keep order.
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < plan.jobs.length && !signal?.aborted) await runJob(plan.jobs[next++]);
+  };
   try {
-    await Promise.all(
-      plan.jobs.map(async (j) => {
-        const task: SweepTask = {
-          plan: plan.id,
-          total: plan.total,
-          index: j.index,
-          seed: j.seed,
-          params: j.params,
-          ...(opts.trace ? { trace: jobTraceFile(opts.trace, j.index) } : {}),
-        };
-        const t0 = performance.now();
-        let line: SweepLine;
-        try {
-          if (signal?.aborted) return;
-          // Aborting a running task terminates its pool thread, and with it the job's own workers.
-          line = await pool.run(task, signal ? { signal } : {});
-        } catch (e) {
-          // An interrupted job has no line: it did not finish, and `--resume` runs it again.
-          if (signal?.aborted) return;
-          line = failedLine(task, e, performance.now() - t0);
-        }
-        lines.push(line);
-        opts.onLine?.(line);
-      }),
-    );
+    await Promise.all(Array.from({ length: threads }, lane));
   } finally {
     await pool.destroy();
   }
