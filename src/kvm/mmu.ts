@@ -88,7 +88,7 @@ export function invalidateRetryGfn(k: KvmCtx, vm: number, seq: number, gfn: numb
 }
 
 // kvm_mmu_prepare_memory_fault_exit: the fault ends in a KVM_EXIT_MEMORY_FAULT carrying `err`.
-function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err: number): number {
+export function memoryFaultExit(k: KvmCtx, v: KvmVcpu, gfn: number, priv: boolean, err: number): number {
   v.exit = { reason: 'memory_fault', gpa: gfn * PAGE_SIZE, size: PAGE_SIZE, flags: priv ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0 };
   k.stats[C.memoryFaultExits]++;
   return err;

@@ -4,10 +4,11 @@
 
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/ctx.js';
-import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault } from '../kvm/mmu.js';
+import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault, memoryFaultExit } from '../kvm/mmu.js';
 import { makeSpte, spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { SnpPhase } from '../kvm/vm.js';
+import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
@@ -112,12 +113,23 @@ export class GuestCpu {
    * instruction checks the entry itself.
    */
   translate(gfn: number, priv: boolean, dataAccess = true, write = false): number {
-    if (gfn < 0 || gfn >= this.gfnsPerVm) return -Exit.MMIO;
+    if (gfn < 0 || gfn >= this.gfnsPerVm) return -this.beyondGpaSpace(gfn, priv);
     if (dataAccess) {
       const hit = this.tlb.lookup(gfn, priv);
       if (hit >= 0 && (!this.auditTlb || this.hitIsCurrent(gfn, priv, hit))) return hit;
     }
     return this.walk(gfn, priv, dataAccess, write);
+  }
+
+  /**
+   * A gfn past the sandbox's guest physical space has no memslot and no attribute (shared): a
+   * shared access is emulated MMIO, a private one mismatches the attribute and exits to the VMM
+   * (kvm_faultin_pfn checks the attribute before the memslot).
+   */
+  private beyondGpaSpace(gfn: number, priv: boolean): number {
+    if (!priv) return Exit.MMIO;
+    this.lastErrno = -memoryFaultExit(this.k, this.vcpu, gfn, true, -Errno.EFAULT);
+    return Exit.MEMORY_FAULT;
   }
 
   /** The SPTE walk of a TLB miss (and the fault path on an EPT violation); fills the TLB. */
@@ -193,7 +205,7 @@ export class GuestCpu {
       const gfn = (gpa - off) / PAGE_SIZE;
       let frame = this.tlb.lookup(gfn, priv);
       if (frame < 0 || (this.auditTlb && !this.hitIsCurrent(gfn, priv, frame))) {
-        if (gfn >= this.gfnsPerVm) return Exit.MMIO;
+        if (gfn >= this.gfnsPerVm) return this.beyondGpaSpace(gfn, priv);
         frame = this.walk(gfn, priv, true, data !== null);
         if (frame < 0) return -frame;
       }
