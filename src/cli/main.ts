@@ -1,5 +1,8 @@
 // The gmem-sandbox command line.
 
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
@@ -71,9 +74,33 @@ const program = new Command();
 program
   .name('gmem-sandbox')
   .description('KVM guest_memfd, the KVM fault path and SEV-SNP registration, modelled on real threads and shared memory')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
   .showHelpAfterError('(add --help for usage)')
   // Commander's own errors then reach one place, which gives them the usage status 2.
   .exitOverride();
+
+/**
+ * Says on stderr where each output went (stdout stays the result's, --json included): a file
+ * whose write failed was already reported as not written.
+ */
+function sayWritten(cmd: string, since: number, outputs: Array<[string, string | undefined]>): void {
+  for (const [what, path] of outputs) {
+    if (path === undefined || !existsSync(path) || statSync(path).mtimeMs < since) continue;
+    process.stderr.write(`gmem-sandbox ${cmd}: wrote the ${what} to ${path}\n`);
+  }
+}
+
+/** This package's version, from its package.json (found from the built or the source tree). */
+function packageVersion(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dirname(dir) !== dir; dir = dirname(dir)) {
+    const f = join(dir, 'package.json');
+    if (existsSync(f)) {
+      const pkg = JSON.parse(readFileSync(f, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'gmem-sandbox') return pkg.version ?? 'unknown';
+    }
+  }
+  return 'unknown';
+}
 
 /** An output option, for the check made before any work starts. */
 const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') =>
@@ -112,6 +139,7 @@ program
   .action(
     action('stress', async (it, o) => {
       checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+      const since = Date.now();
       const progress = new Progress(false);
       const report = await runStress({
         signal: it.signal,
@@ -141,6 +169,10 @@ program
       progress.done();
       if (o.report) writeReport(o.report, reportFromStress(report, commandLine()));
       process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStress(report)}\n`);
+      sayWritten('stress', since, [
+        ['trace', o.trace],
+        ['report', o.report],
+      ]);
       return report.interrupted ? EXIT.INTERRUPTED : report.ok ? EXIT.PASS : EXIT.FAIL;
     }),
   );
@@ -162,6 +194,7 @@ program
       const read = readScenarioFile(file);
       const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
       checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
+      const since = Date.now();
       const progress = new Progress(false);
       const total = scenario.steps.length;
       const r = await runScenario(
@@ -190,6 +223,10 @@ program
       } else {
         process.stdout.write(`${formatScenario(r)}\n`);
       }
+      sayWritten('run', since, [
+        ['trace', o.trace],
+        ['report', o.report],
+      ]);
       return r.interrupted ? EXIT.INTERRUPTED : r.ok ? EXIT.PASS : EXIT.FAIL;
     }),
   );
@@ -236,7 +273,7 @@ program
     `explorers searching at once, each on its own sandbox and threads (default 1); the result is the one --jobs 1 gives`,
     intArg('--jobs', 1, MAX_EXPLORE_JOBS),
   )
-  .option('--out <dir>', 'where failing schedules are saved', '.')
+  .option('--out <dir>', 'where failing schedules are saved (created if missing)', 'schedules')
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
@@ -335,6 +372,7 @@ experiment
       const kernels = kernelsArg(o);
       const trace = perKernel(o.trace);
       checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
+      const since = Date.now();
       const progress = new Progress(false);
       const results = await multiVmExperiment({
         vms: o.vms,
@@ -358,6 +396,10 @@ experiment
           )}\n`,
         );
       else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
+      sayWritten('experiment multi-vm', since, [
+        ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
+        ['report', o.report],
+      ]);
       return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );
@@ -376,6 +418,7 @@ experiment
       const kernels = kernelsArg(o);
       const trace = perKernel(o.trace);
       checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
+      const since = Date.now();
       const progress = new Progress(false);
       const rows = await policiesExperiment({
         kernel: kernels,
@@ -397,6 +440,10 @@ experiment
           )}\n`,
         );
       else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
+      sayWritten('experiment policies', since, [
+        ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
+        ['report', o.report],
+      ]);
       return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
     }),
   );
