@@ -10,6 +10,7 @@ import { KERNEL_VERSIONS } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
 import { parseMix } from '../workload/vmm-ops.js';
+import { problemList } from '../io/problems.js';
 
 /** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */
 export const SCHEDULE_LIMITS = { vms: 4, vcpus: 8, pages: 64, accesses: 100_000, vmmOps: 100_000, maxSteps: 1_000_000, depth: 17 } as const;
@@ -83,7 +84,7 @@ export const scheduleSchema = z
 
 export class ScheduleError extends Error {
   constructor(readonly problems: string[]) {
-    super(`not a valid schedule file:\n  ${problems.join('\n  ')}`);
+    super(problemList('not a valid schedule file', problems));
     this.name = 'ScheduleError';
   }
 }
