@@ -5,7 +5,7 @@ import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
 import { CATALOGUE } from '../src/vmm/explore/catalogue.js';
 import { randomLayout } from '../src/vmm/workload/layout.js';
-import { VMM_OPS } from '../src/vmm/workload/vmm-ops.js';
+import { VMM_OPS } from '../src/vmm/workload/mix.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../src/vmm/explore/pool.js';
 import { Bell } from '../src/shm/bell.js';

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { subSeed } from '../src/shm/prng.js';
 import type { Runtime, VcpuActor } from '../src/vmm/sandbox/runtime.js';
-import { parseMix } from '../src/vmm/workload/vmm-ops.js';
+import { parseMix } from '../src/vmm/workload/mix.js';
 import { auditQuiescent } from '../src/checker/audit.js';
 import { Folios, PG_HWPOISON } from '../src/gmem/folio.js';
 import { Sptes, spteFrame } from '../src/kvm/spte.js';

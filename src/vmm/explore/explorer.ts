@@ -20,7 +20,7 @@ import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleS
 import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
-import { type VmmOp, parseMix } from '../workload/vmm-ops.js';
+import { type VmmOp, parseMix } from '../workload/mix.js';
 
 export {
   DEFAULT_WORKLOAD,

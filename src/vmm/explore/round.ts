@@ -18,7 +18,8 @@ import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
 import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
 import { type SandboxDescriptor, resetSandboxMemory } from '../sandbox/build.js';
 import { type ExploreWorkload, type ScheduleShape, opsForThread, scheduleShape } from '../workload/explore.js';
-import { type VmmOp, type VmmOpsConfig, type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
+import { type VmmOp, parseMix } from '../workload/mix.js';
+import type { VmmOpsConfig, VmmOpsResult } from '../workload/vmm-ops.js';
 import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */

@@ -9,7 +9,7 @@ import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_VERSIONS } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
-import { parseMix } from '../workload/vmm-ops.js';
+import { parseMix } from '../workload/mix.js';
 
 /** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */
 export const SCHEDULE_LIMITS = { vms: 4, vcpus: 8, pages: 64, accesses: 100_000, vmmOps: 100_000, maxSteps: 1_000_000, depth: 17 } as const;

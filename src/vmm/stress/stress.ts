@@ -18,7 +18,8 @@ import { MAX_BUFFER_BYTES } from '../sandbox/build.js';
 import { ArgumentError } from '../sandbox/errors.js';
 import { parseSize } from '../sandbox/units.js';
 import { type CrashReport, Runtime } from '../sandbox/runtime.js';
-import { type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
+import { parseMix } from '../workload/mix.js';
+import type { VmmOpsResult } from '../workload/vmm-ops.js';
 
 export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
