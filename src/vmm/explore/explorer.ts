@@ -18,7 +18,7 @@ import { SandboxClosedError } from '../sandbox/errors.js';
 import type { RoundPlan, RoundRecord } from './round.js';
 import { type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, vcpuActors } from '../workload/explore.js';
 import { ddminSwitches } from './shrink.js';
-import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
+import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
 import { type VmmOp, parseMix } from '../workload/mix.js';
 
@@ -86,7 +86,11 @@ export class Explorer {
   /** The configuration schedules run with; shrinking may reduce its workload. */
   cfg: ExploreConfig;
 
-  constructor(cfg: ExploreConfig) {
+  constructor(
+    cfg: ExploreConfig,
+    /** How its runtime starts beyond the configuration (not saved with a schedule): tests name their vCPU worker. */
+    private readonly runtimeOptions: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+  ) {
     this.cfg = { ...cfg, workload: { ...cfg.workload } };
     parseMix(cfg.workload.ops);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
@@ -116,6 +120,7 @@ export class Explorer {
         watchdogMs: 0,
       },
       callTimeoutMs: 20_000,
+      ...this.runtimeOptions,
     });
     // close() while the workers were starting: they would be nobody's to stop.
     if (this.closed) {
