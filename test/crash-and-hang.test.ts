@@ -1,10 +1,21 @@
 // Item 10: a crashed worker and a deliberate deadlock are reported, naming what went wrong, and
-// never hang the test run.
+// never hang the test run. The hooks that crash a worker are the test worker's
+// (test/workers/vcpu-test-worker.ts); the shipped one has none.
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { pointId } from '../src/shm/points.js';
 import { AbortReason } from '../src/shm/sync/sync.js';
-import { expectOk, expectQuiescentAuditClean, expectTeardownAuditClean, setupVm, shutdownAll, startRuntime } from './runtime-helpers.js';
+import { VcpuWorker } from '../src/vcpu-workers/api.js';
+import {
+  TEST_VCPU_WORKER,
+  expectOk,
+  expectQuiescentAuditClean,
+  expectTeardownAuditClean,
+  setupVm,
+  shutdownAll,
+  startRuntime,
+  testHooks,
+} from './runtime-helpers.js';
 
 afterEach(shutdownAll);
 
@@ -12,10 +23,10 @@ const POLICY = 'prepare-on-fault-own-vm';
 
 describe('a crashed worker', () => {
   it('an exception in a call rejects that call only; the worker lives on', async () => {
-    const rt = await startRuntime(POLICY);
+    const rt = await startRuntime(POLICY, {}, undefined, { vcpuWorker: TEST_VCPU_WORKER });
     await setupVm(rt, 'sw-protected', 1);
     const c = rt.vcpu('a', 0);
-    await expect(rt.call(c, () => c.api.crash('boom'))).rejects.toThrow(/^boom$/);
+    await expect(rt.call(c, () => testHooks(c).crash('boom'))).rejects.toThrow(/^boom$/);
     expect(rt.crashes).toEqual([]);
     expect(rt.control.abortReason()).toBe(AbortReason.NONE);
     expect(await c.api.exec({ op: 'guest_read', gpa: 0, len: 2 })).toEqual({ result: 'ok', value: '0000' });
@@ -48,10 +59,10 @@ describe('a crashed worker', () => {
   });
 
   it('a worker that exits is a crash report of kind exit with its code', async () => {
-    const rt = await startRuntime(POLICY);
+    const rt = await startRuntime(POLICY, {}, undefined, { vcpuWorker: TEST_VCPU_WORKER });
     await setupVm(rt, 'sw-protected', 1);
     const c = rt.vcpu('a', 0);
-    await expect(rt.call(c, () => c.api.exitNow(3))).rejects.toThrow('vcpu 0 of vm a exited: thread exited with code 3');
+    await expect(rt.call(c, () => testHooks(c).exitNow(3))).rejects.toThrow('vcpu 0 of vm a exited: thread exited with code 3');
     expect(rt.crashes).toEqual([{ actor: 'vcpu 0 of vm a', kind: 'exit', message: 'thread exited with code 3' }]);
     // The VMM, untouched, still answers.
     expect(await rt.call(rt.vmm, () => rt.vmm.api.exec({ op: 'rmp_query', vm: 'a', gpa: 0 }))).toEqual({
@@ -61,6 +72,22 @@ describe('a crashed worker', () => {
     const t0 = performance.now();
     await rt.shutdown();
     expect(performance.now() - t0).toBeLessThan(5000);
+  });
+});
+
+describe('the shipped vCPU worker', () => {
+  it('has none of the test hooks: a call to one fails in the worker, which neither throws nor exits and lives on', async () => {
+    const hooks = ['crash', 'exitNow', 'failNextRound'] as const;
+    expect(hooks.filter((h) => h in VcpuWorker.prototype)).toEqual([]);
+    const rt = await startRuntime(POLICY);
+    await setupVm(rt, 'sw-protected', 1);
+    const c = rt.vcpu('a', 0);
+    for (const h of hooks) {
+      const call = testHooks(c)[h] as unknown as (arg: unknown) => Promise<unknown>;
+      await expect(rt.call(c, () => call(h === 'exitNow' ? 3 : 'boom'))).rejects.toThrow(/reading 'apply'/);
+    }
+    expect(rt.crashes).toEqual([]);
+    expect(await c.api.exec({ op: 'guest_read', gpa: 0, len: 2 })).toEqual({ result: 'ok', value: '0000' });
   });
 });
 

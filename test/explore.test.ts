@@ -5,12 +5,14 @@ import { BUGS, BUG_NAMES, type BugName } from '../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../src/gmem/version.js';
 import { CATALOGUE } from '../src/vmm/explore/catalogue.js';
 import { randomLayout } from '../src/vmm/workload/layout.js';
-import { VMM_OPS } from '../src/vmm/workload/vmm-ops.js';
+import { VMM_OPS } from '../src/vmm/workload/mix.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../src/vmm/explore/pool.js';
 import { Bell } from '../src/shm/bell.js';
 import { INVARIANTS, type Violation } from '../src/checker/violations.js';
 import { sumStats } from '../src/shm/stats.js';
+import type { RuntimeOptions, VcpuActor } from '../src/vmm/sandbox/runtime.js';
+import { TEST_VCPU_WORKER, testHooks } from './runtime-helpers.js';
 
 const explorers: Explorer[] = [];
 afterAll(async () => {
@@ -18,10 +20,10 @@ afterAll(async () => {
 });
 
 /** The explorer on upstream (no known bug) unless told otherwise: what it finds is planted. */
-function explorer(over: Partial<ExploreConfig> = {}): Explorer {
+function explorer(over: Partial<ExploreConfig> = {}, runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {}): Explorer {
   const bug = over.bug ?? null;
   const kernel = over.policy === undefined ? { kernel: over.kernel ?? ('upstream' as const) } : {};
-  const e = new Explorer({ ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug), ...over });
+  const e = new Explorer({ ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug), ...over }, runtime);
   explorers.push(e);
   return e;
 }
@@ -178,11 +180,11 @@ describe('batches: schedules as rounds on the workers (explore/round.ts)', () =>
   });
 
   it("a follower's own error mid-batch aborts the schedule at once and is reported as the cause, with its schedule", async () => {
-    const e = explorer({ scheduleTimeoutMs: 3000 });
+    const e = explorer({ scheduleTimeoutMs: 3000 }, { vcpuWorker: TEST_VCPU_WORKER });
     await e.runSchedules([1, 2]);
-    const vcpu = (e as unknown as { runners: Array<{ api: { failNextRound(m: string): Promise<void> } }> }).runners[1];
+    const vcpu = (e as unknown as { runners: VcpuActor[] }).runners[1];
     for (let seed = 3; seed < 30; seed += 3) {
-      await vcpu.api.failNextRound('planted follower error');
+      await testHooks(vcpu).failNextRound('planted follower error');
       const t0 = performance.now();
       // It fails before it registers: without the abort the other actors would wait for it until the watchdog.
       await expect(e.runSchedules([seed, seed + 1])).rejects.toThrow(
@@ -197,10 +199,12 @@ describe('batches: schedules as rounds on the workers (explore/round.ts)', () =>
   });
 
   it('a worker that died fails the batch at once, naming it, and close does not hang', async () => {
-    const e = explorer();
+    const e = explorer({}, { vcpuWorker: TEST_VCPU_WORKER });
     await e.runSchedule(1);
-    const vcpu = (e as unknown as { runners: Array<{ api: { exitNow(code: number): Promise<void> }; dead: Promise<never> }> }).runners[0];
-    void vcpu.api.exitNow(3).catch(() => undefined);
+    const vcpu = (e as unknown as { runners: VcpuActor[] }).runners[0];
+    void testHooks(vcpu)
+      .exitNow(3)
+      .catch(() => undefined);
     await vcpu.dead.catch(() => undefined);
     const t0 = performance.now();
     await expect(e.runSchedules([2, 3, 4])).rejects.toThrow(/vcpu 0 of vm vm0 exited: thread exited with code 3/);

@@ -6,18 +6,20 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { subSeed } from '../src/shm/prng.js';
 import type { Runtime, VcpuActor } from '../src/vmm/sandbox/runtime.js';
-import { parseMix } from '../src/vmm/workload/vmm-ops.js';
+import { parseMix } from '../src/vmm/workload/mix.js';
 import { auditQuiescent } from '../src/checker/audit.js';
 import { Folios, PG_HWPOISON } from '../src/gmem/folio.js';
 import { Sptes, spteFrame } from '../src/kvm/spte.js';
 import {
   EXIT_FLAG_PRIVATE,
   PAGE,
+  TEST_VCPU_WORKER,
   assignedPfns,
   expectQuiescentAuditClean,
   expectTeardownAuditClean,
   shutdownAll,
   startRuntime,
+  testHooks,
 } from './runtime-helpers.js';
 
 afterEach(shutdownAll);
@@ -219,7 +221,7 @@ describe('a vCPU thread that dies during a stress run', () => {
   }
 
   it('exits (process.exit inside the worker) while the others run: reported, nothing hangs, no data lost', async () => {
-    const rt = await startRuntime(POLICY);
+    const rt = await startRuntime(POLICY, {}, undefined, { vcpuWorker: TEST_VCPU_WORKER });
     const { vcpus, vmmRun } = await startStress(rt);
     const [survivor, victim] = vcpus;
     const t0 = performance.now();
@@ -229,7 +231,7 @@ describe('a vCPU thread that dies during a stress run', () => {
     // while the survivor and the VMM are in the middle of theirs.
     const victimRun = rt.call(victim, () => victim.api.run(workload(victim, 300, 2)));
     victimRun.catch(() => undefined);
-    const exit = rt.call(victim, () => victim.api.exitNow(9));
+    const exit = rt.call(victim, () => testHooks(victim).exitNow(9));
     await expect(exit).rejects.toThrow('vcpu 1 of vm vm0 exited: thread exited with code 9');
     expect(rt.crashes).toEqual([{ actor: 'vcpu 1 of vm vm0', kind: 'exit', message: 'thread exited with code 9' }]);
     // The run's answer races the exit: it arrives, clean, or the call reports the exit.

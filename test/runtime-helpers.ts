@@ -10,11 +10,21 @@ import { INVARIANTS, type Invariant } from '../src/checker/violations.js';
 import type { Outcome } from '../src/vcpu-workers/outcome.js';
 import { type AuditReport, auditQuiescent, auditTeardown } from '../src/checker/audit.js';
 import { Runtime, type RuntimeOptions } from '../src/vmm/sandbox/runtime.js';
+import type { Remote } from '../src/shm/rpc.js';
+import type { VcpuTestWorkerApi } from './workers/vcpu-test-worker.js';
 
 export const MiB = 1 << 20;
 export const PAGE = 4096;
 /** KVM_MEMORY_EXIT_FLAG_PRIVATE */
 export const EXIT_FLAG_PRIVATE = 8;
+
+/** The vCPU worker with test hooks (crash, exitNow, failNextRound), built into dist/ by `npm run build`. */
+export const TEST_VCPU_WORKER = 'test/workers/vcpu-test-worker.js';
+
+/** A vCPU actor's API with the test worker's hooks: only on a runtime started with vcpuWorker TEST_VCPU_WORKER. */
+export function testHooks(a: { api: unknown }): Remote<VcpuTestWorkerApi> {
+  return a.api as Remote<VcpuTestWorkerApi>;
+}
 
 /** Runtimes a test started; the afterEach of every file shuts them all down. */
 export const live: Runtime[] = [];
@@ -23,8 +33,9 @@ export async function startRuntime(
   policy: PolicyName,
   opts: Partial<RuntimeOptions['sandbox']> = {},
   callTimeoutMs = 20_000,
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
 ): Promise<Runtime> {
-  const rt = await Runtime.start({ sandbox: { policy, memory: '16MiB', ...opts }, callTimeoutMs });
+  const rt = await Runtime.start({ sandbox: { policy, memory: '16MiB', ...opts }, callTimeoutMs, ...runtime });
   live.push(rt);
   return rt;
 }

@@ -13,7 +13,7 @@ import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
 import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore/explorer.js';
 import { MAX_EXPLORE_JOBS } from '../vmm/explore/pool.js';
-import { parseMix } from '../vmm/workload/vmm-ops.js';
+import { parseMix } from '../vmm/workload/mix.js';
 import { PATTERNS } from '../vcpu-workers/guest-workload.js';
 import { parseShard } from '../vmm/io/shard.js';
 import { exploreCommand, replayCommand } from './explore.js';

@@ -16,35 +16,22 @@ import type { Violation } from '../../checker/violations.js';
 import { describeDeadlock } from '../../checker/deadlock.js';
 import { SandboxClosedError } from '../sandbox/errors.js';
 import type { RoundPlan, RoundRecord } from './round.js';
-import { DEFAULT_WORKLOAD, type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape } from '../workload/explore.js';
+import { type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, vcpuActors } from '../workload/explore.js';
 import { ddminSwitches } from './shrink.js';
-import { type Actor, type CrashReport, Runtime, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
+import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
-import { type VmmOp, parseMix } from '../workload/vmm-ops.js';
+import { type VmmOp, parseMix } from '../workload/mix.js';
 
 export {
+  BUG_WORKLOADS,
   DEFAULT_WORKLOAD,
   type ExploreWorkload,
   MAX_VMM_THREADS,
   type ScheduleShape,
   opsForThread,
   scheduleShape,
+  workloadFor,
 } from '../workload/explore.js';
-
-/** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
-export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
-  'populate-no-uptodate-check': {
-    vmType: 'sw-protected',
-    vms: 2,
-    populateFirstVm: true,
-    ops: 'populate=1',
-    vmmOps: 4,
-    vcpus: 1,
-    accesses: 10,
-  },
-  'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
-  'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
-};
 
 /** Longest one schedule of a batch may take before the run is declared hung. */
 const SCHEDULE_TIMEOUT_MS = 20_000;
@@ -85,10 +72,6 @@ export interface ScheduleFile {
   violations: Violation[];
 }
 
-export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {
-  return { ...DEFAULT_WORKLOAD, ...(bug ? BUG_WORKLOADS[bug] : {}), ...over };
-}
-
 export class Explorer {
   private rt: Runtime | null = null;
   private sched: SchedControl | null = null;
@@ -103,7 +86,11 @@ export class Explorer {
   /** The configuration schedules run with; shrinking may reduce its workload. */
   cfg: ExploreConfig;
 
-  constructor(cfg: ExploreConfig) {
+  constructor(
+    cfg: ExploreConfig,
+    /** How its runtime starts beyond the configuration (not saved with a schedule): tests name their vCPU worker. */
+    private readonly runtimeOptions: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+  ) {
     this.cfg = { ...cfg, workload: { ...cfg.workload } };
     parseMix(cfg.workload.ops);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
@@ -133,6 +120,7 @@ export class Explorer {
         watchdogMs: 0,
       },
       callTimeoutMs: 20_000,
+      ...this.runtimeOptions,
     });
     // close() while the workers were starting: they would be nobody's to stop.
     if (this.closed) {
@@ -143,8 +131,7 @@ export class Explorer {
     this.rt = rt;
     try {
       await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
-      const running = w.vms - (w.populateFirstVm ? 1 : 0);
-      for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) await rt.addVcpu(`vm${v}`, -1, c);
+      for (const a of vcpuActors(w)) await rt.addVcpu(a.vmName, -1, a.index);
     } catch (e) {
       throw this.closed ? new SandboxClosedError('Explorer.runSchedule', 'shutdown') : e;
     }

@@ -1,5 +1,6 @@
 // The explorer's schedules as rounds on its worker threads, led by the first VMM thread: it resets
-// the sandbox, builds the seed's layout, configures the scheduler and rings the doorbell; every
+// the sandbox, builds the seed's layout, configures the scheduler and rings the doorbell with what
+// each actor runs (the workload's description of a schedule, workload/explore.ts); every
 // other VMM thread and vCPU thread runs its part and arrives; the leader then audits and tears
 // down, and goes on to the next seed until one fails. The controller makes one call per worker
 // per batch of seeds: between two schedules no message crosses a port.
@@ -7,7 +8,6 @@
 import { setBugs } from '../../gmem/bugs.js';
 import { Bell } from '../../shm/bell.js';
 import type { Mem } from '../../shm/layout.js';
-import { subSeed } from '../../shm/prng.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
@@ -17,8 +17,16 @@ import type { Violation } from '../../checker/violations.js';
 import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
 import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
 import { type SandboxDescriptor, resetSandboxMemory } from '../sandbox/build.js';
-import { type ExploreWorkload, type ScheduleShape, opsForThread, scheduleShape } from '../workload/explore.js';
-import { type VmmOp, type VmmOpsConfig, type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
+import {
+  type ExploreWorkload,
+  type ScheduleShape,
+  scheduleGuestRuns,
+  scheduleSetup,
+  scheduleShape,
+  scheduleVmmOps,
+} from '../workload/explore.js';
+import { type VmmOp, parseMix } from '../workload/mix.js';
+import type { VmmOpsConfig, VmmOpsResult } from '../workload/vmm-ops.js';
 import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */
@@ -130,25 +138,46 @@ function describeError(e: unknown): string {
 
 /** One schedule: reset, layout, scheduler, the round, audits and teardown. */
 function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bell, seed: number): RoundRecord {
-  const mem = h.mem;
   const w = plan.workload;
-  const followers = plan.vmmTids.length - 1 + plan.runnerTids.length;
-  resetSandboxMemory(plan.descriptor);
-  setBugs(mem, plan.bugMask);
-  h.init();
+  resetSandbox(plan, h);
   const shape = scheduleShape(w, seed);
-  const layout = h.setup({
-    vmType: w.vmType,
-    vms: shape.vms,
-    pages: w.pages,
-    privateShare: 1,
-    populateFirstVm: shape.populateFirstVm,
-    launchingBeside: shape.launchingBeside,
-    // Every shape runs the same vCPU actors, split over its running VMs.
-    vcpusTotal: plan.runnerTids.length,
-    vmmThreads: plan.vmmTids.length,
-    ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
-  });
+  const layout = h.setup(scheduleSetup(w, shape, seed, plan));
+  configureScheduler(plan, sched, seed);
+  const vmmOps = scheduleVmmOps(w, seed, plan);
+  const runs = scheduleGuestRuns(w, shape, seed, layout.gfnStart, plan.runnerTids.length);
+  const vcpus = layout.vcpus.map((created, i) => ({ created, run: runs[i] }));
+  bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, plan.vmmTids.length - 1 + plan.runnerTids.length);
+  const own = runOwnOps(h, vmmOps[0]);
+  const arrived = bell.arrivals();
+  // Everyone arrived, but a worker outside the round (or this one's own ops) met a fatal abort:
+  // the schedule did not run to its end, and its audits would judge a torn state.
+  bell.throwIfAborted();
+  const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
+  const outcome = sched.outcome();
+  const violations = judgeSchedule(h, sched, outcome, failed);
+  return {
+    seed,
+    steps: sched.steps(),
+    switches: sched.switches(),
+    choices: sched.log(),
+    sched: outcome,
+    violations,
+    ops: own.ops,
+    shape,
+    vcpuVms: layout.vcpus.map((c) => c.vm),
+    flagged: arrived.flagged,
+    ...(failed !== undefined ? { failed } : {}),
+  };
+}
+
+/** The sandbox as new, with the plan's planted bugs, and this thread attached to it again. */
+function resetSandbox(plan: RoundPlan, h: LeaderHooks): void {
+  resetSandboxMemory(plan.descriptor);
+  setBugs(h.mem, plan.bugMask);
+  h.init();
+}
+
+function configureScheduler(plan: RoundPlan, sched: SchedControl, seed: number): void {
   sched.configure({
     strategy: plan.forced ? 'replay' : plan.strategy,
     seed,
@@ -159,54 +188,20 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     estimatedSteps: PCT_STEPS,
     ...(plan.forced ? { forced: plan.forced } : {}),
   });
-  const signalTids = [...plan.vmmTids, ...plan.runnerTids];
-  const vmmOps = plan.vmmTids.map((_, t): VmmOpsConfig => {
-    const share = opsForThread(w.vmmOps, plan.vmmTids.length, t);
-    // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
-    return {
-      mix: parseMix(share > 0 ? w.ops : ''),
-      rate: 0,
-      maxPages: 2,
-      seed: subSeed(seed, t === 0 ? 0 : 100 + t),
-      durationMs: 0,
-      maxOps: share,
-      signalTids,
-    };
-  });
-  const vcpus = layout.vcpus.map((created, i) => ({
-    created,
-    run: {
-      gfnStart: layout.gfnStart,
-      gfnCount: w.pages,
-      pattern: 'random' as const,
-      writeRatio: w.writeRatio,
-      hotRatio: 0.8,
-      seed: subSeed(seed, i + 1),
-      // One writer per page over every VM: linked VMs share the folios, so a page another
-      // VM's vCPU owned could be overwritten under this one's feet.
-      writerIndex: i,
-      writers: plan.runnerTids.length,
-      durationMs: 0,
-      maxAccesses: w.accesses,
-      multiVm: shape.vms > 1,
-      prefaultRatio: w.prefaultRatio,
-    },
-  }));
-  bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, followers);
-  let ops = parseMix('');
-  let failed: string | undefined;
+}
+
+/** The leader's own share of the ops; an abort is not its failure (the caller finds the cause). */
+function runOwnOps(h: LeaderHooks, cfg: VmmOpsConfig): { ops: Record<VmmOp, number>; failed?: string } {
   try {
-    ops = h.runOps(vmmOps[0]).ops;
+    return { ops: h.runOps(cfg).ops };
   } catch (e) {
-    if (!(e instanceof SyncAbortError)) failed = describeError(e);
+    return { ops: parseMix(''), ...(e instanceof SyncAbortError ? {} : { failed: describeError(e) }) };
   }
-  const arrived = bell.arrivals();
-  // Everyone arrived, but a worker outside the round (or this one's own ops) met a fatal abort:
-  // the schedule did not run to its end, and its audits would judge a torn state.
-  bell.throwIfAborted();
-  if (failed === undefined && arrived.crashed > 0) failed = 'a follower failed';
-  const outcome = sched.outcome();
-  const violations = takeOnlineReports(mem);
+}
+
+/** Online reports, then a step limit, or, for a schedule run to its end, the audits before and after teardown. */
+function judgeSchedule(h: LeaderHooks, sched: SchedControl, outcome: number, failed: string | undefined): Violation[] {
+  const violations = takeOnlineReports(h.mem);
   if (outcome === SchedOutcome.STEP_LIMIT) {
     // A default schedule takes a few hundred steps: one that runs out of them has an actor
     // spinning without end (a livelock), which no kernel may do.
@@ -216,23 +211,11 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
       detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)`,
     });
   } else if (outcome === SchedOutcome.RUNNING && failed === undefined) {
-    violations.push(...auditQuiescent(mem).violations);
+    violations.push(...auditQuiescent(h.mem).violations);
     // Every fd closed and every VM destroyed: a release or a free that touches freed memory
     // shows here, and so does anything left behind.
     h.closeAll();
-    violations.push(...auditTeardown(mem).violations);
+    violations.push(...auditTeardown(h.mem).violations);
   }
-  return {
-    seed,
-    steps: sched.steps(),
-    switches: sched.switches(),
-    choices: sched.log(),
-    sched: outcome,
-    violations,
-    ops,
-    shape,
-    vcpuVms: layout.vcpus.map((c) => c.vm),
-    flagged: arrived.flagged,
-    ...(failed !== undefined ? { failed } : {}),
-  };
+  return violations;
 }

@@ -9,7 +9,7 @@ import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_VERSIONS } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
-import { parseMix } from '../workload/vmm-ops.js';
+import { parseMix } from '../workload/mix.js';
 import { problemList } from '../io/problems.js';
 
 /** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */

@@ -9,7 +9,7 @@ import type { SchedTraceEvent } from '../../shm/sched/control.js';
 import { LOCK_CLASS_NAMES } from '../../shm/stats.js';
 import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../../shm/trace.js';
 import { IOCTL_STEPS, IOCTL_TRACE_BASE } from '../scenario/ioctl-exec.js';
-import { VMM_OPS } from '../workload/vmm-ops.js';
+import { VMM_OPS } from '../workload/mix.js';
 
 export interface ChromeTraceEvent {
   name: string;

@@ -21,7 +21,7 @@ import { FreeSync } from '../../shm/sync/free.js';
 import { SyncControl } from '../../shm/sync/control.js';
 import { AbortReason } from '../../shm/sync/sync.js';
 import { RunControl } from '../../vcpu-workers/runctl.js';
-import type { VcpuWorkerApi } from '../../vcpu-workers/worker.js';
+import type { VcpuWorkerApi } from '../../vcpu-workers/api.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemoryAsync } from './build.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
 
@@ -31,10 +31,15 @@ export const TID_FIRST_VCPU = 3;
 
 /** Where a worker's compiled entry lives: workers always run the built JavaScript in dist/. */
 export function workerFile(rel: string): string {
+  return distFile(`src/${rel}`);
+}
+
+/** A built file, by its path under dist/ (`src/...`, or `test/workers/...` for a test's worker). */
+export function distFile(rel: string): string {
   const here = fileURLToPath(import.meta.url);
   // Running from dist/src/vmm/sandbox/runtime.js. Running from src/vmm/sandbox/runtime.ts (vitest): dist/.
   const root = here.replace(/[\\/](dist[\\/])?src[\\/]vmm[\\/]sandbox[\\/]runtime\.[jt]s$/, '');
-  return `${root}/dist/src/${rel}`;
+  return `${root}/dist/${rel}`;
 }
 
 export interface CrashReport {
@@ -88,6 +93,11 @@ export interface RuntimeOptions {
   onSetupProgress?: (fraction: number, what: string) => void;
   /** Abandons the start: the build stops between steps, started workers are shut down. */
   signal?: AbortSignal;
+  /**
+   * The vCPU workers' entry, under dist/ (default src/vcpu-workers/worker.js): tests name one
+   * that serves the same API plus their hooks (test/workers/vcpu-test-worker.ts).
+   */
+  vcpuWorker?: string;
 }
 
 export class Runtime {
@@ -129,8 +139,8 @@ export class Runtime {
     );
     if (opts.trace) enableTracing(mapBuffers(descriptor.buffers));
     if (opts.bugs) setBugs(mapBuffers(descriptor.buffers), opts.bugs);
-    const fw = spawn<FirmwareWorkerApi>('firmware/worker.js', 'firmware', TID_FIRMWARE);
-    const vmm = spawn<VmmWorkerApi>('vmm/sandbox/vmm-worker.js', 'vmm', TID_VMM);
+    const fw = spawn<FirmwareWorkerApi>(workerFile('firmware/worker.js'), 'firmware', TID_FIRMWARE);
+    const vmm = spawn<VmmWorkerApi>(workerFile('vmm/sandbox/vmm-worker.js'), 'vmm', TID_VMM);
     const rt = new Runtime(descriptor, vmm, fw, opts);
     for (const a of [fw, vmm]) rt.watch(a);
     rt.firmwareDone = rt.call(fw, () => fw.api.serve(descriptor.buffers, TID_FIRMWARE, opts.mailbox), 0);
@@ -151,7 +161,8 @@ export class Runtime {
   /** Starts one vCPU worker for VM `vm`. */
   async addVcpu(vmName: string, vm: number, index: number): Promise<VcpuActor> {
     const tid = this.nextTid++;
-    const a = spawn<VcpuWorkerApi>('vcpu-workers/worker.js', `vcpu ${index} of vm ${vmName}`, tid) as VcpuActor;
+    const entry = distFile(this.opts.vcpuWorker ?? 'src/vcpu-workers/worker.js');
+    const a = spawn<VcpuWorkerApi>(entry, `vcpu ${index} of vm ${vmName}`, tid) as VcpuActor;
     a.vm = vm;
     a.vmName = vmName;
     a.index = index;
@@ -165,7 +176,7 @@ export class Runtime {
   /** Starts another VMM thread of the same process (it shares the fd table); the caller inits it. */
   addVmmThread(): Actor<VmmWorkerApi> {
     const tid = this.nextTid++;
-    const a = spawn<VmmWorkerApi>('vmm/sandbox/vmm-worker.js', `vmm ${this.extraVmms.length + 2}`, tid);
+    const a = spawn<VmmWorkerApi>(workerFile('vmm/sandbox/vmm-worker.js'), `vmm ${this.extraVmms.length + 2}`, tid);
     this.watch(a);
     this.extraVmms.push(a);
     return a;
@@ -307,8 +318,8 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-function spawn<T>(rel: string, name: string, tid: number): Actor<T> {
-  const worker = new Worker(workerFile(rel), { name });
+function spawn<T>(file: string, name: string, tid: number): Actor<T> {
+  const worker = new Worker(file, { name });
   let fail: (e: Error) => void = () => undefined;
   const dead = new Promise<never>((_, reject) => {
     fail = reject;

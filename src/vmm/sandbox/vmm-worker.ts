@@ -15,8 +15,16 @@ import { type LeaderHooks, type RoundPayload, type RoundPlan, type RoundRecord, 
 import { followRounds } from '../../shm/bell.js';
 import { mapBuffers } from '../../shm/layout.js';
 import { SyncControl } from '../../shm/sync/control.js';
-import { type SharedStressTarget, type StressLayout, type StressSetup, attachStressTarget, buildStressLayout } from '../workload/layout.js';
-import { type StressTarget, type VmmOp, type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
+import {
+  type SharedStressTarget,
+  type StressLayout,
+  type StressSetup,
+  type StressTarget,
+  attachStressTarget,
+  buildStressLayout,
+} from '../workload/layout.js';
+import type { VmmOp } from '../workload/mix.js';
+import { type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
 
 class VmmWorker {
   private sb: Sandbox | null = null;

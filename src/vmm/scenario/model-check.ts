@@ -208,25 +208,8 @@ export class ModelChecker {
    */
   async runSchedule(seed: number, forced?: readonly number[]): Promise<McSchedule> {
     const rt = await this.runtime();
-    const sched = this.sched!;
     const s = this.scenario;
-    resetSandboxMemory(rt.descriptor);
-    setBugs(rt.mem, this.bugMask);
-    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
-    const ids = await rt.call(rt.vmm, () => rt.vmm.api.createVms(s.vms.map((v) => ({ name: v.name, type: v.type }))));
-    for (const a of rt.vcpus) {
-      a.vm = ids[s.vms.findIndex((v) => v.name === a.vmName)];
-      await rt.call(a, () =>
-        a.api.init({
-          buffers: rt.descriptor.buffers,
-          kernel: rt.descriptor.kernel,
-          tid: a.tid,
-          vm: a.vm,
-          mode: 'controlled',
-          platform: 'direct',
-        }),
-      );
-    }
+    await this.reset(rt);
     const out: McSchedule = {
       seed,
       choices: [],
@@ -241,42 +224,8 @@ export class ModelChecker {
     let stopped = false;
     for (let i = 0; i < s.steps.length && !stopped; i++) {
       const st = s.steps[i];
-      if (st.op !== 'parallel') {
-        this.check(out, st, String(i), await this.runAlone(rt, st));
-        continue;
-      }
-      const offset = out.choices.length;
-      sched.configure({
-        strategy: forced ? 'replay' : 'random',
-        seed: subSeed(seed, i),
-        actors: st.steps.length,
-        maxSteps: this.maxSteps,
-        ...(forced ? { forced: forced.slice(offset) } : {}),
-      });
-      const settled = await Promise.allSettled(st.steps.map((c) => this.startActor(rt, c)));
-      out.groupStarts.push(offset);
-      out.choices.push(...sched.log());
-      out.candidates.push(...sched.candidates());
-      const outcome = sched.outcome();
-      sched.disable();
-      settled.forEach((r, j) => {
-        const index = `${i}.${j}`;
-        if (r.status === 'fulfilled') this.check(out, st.steps[j], index, r.value);
-        else if (/aborted/.test(String(r.reason))) out.steps.push({ index, op: st.steps[j].op, result: 'aborted', pass: false });
-        else throw new Error(`schedule ${seed}: step ${index} (${st.steps[j].op}) failed: ${r.reason}`);
-      });
-      if (outcome === SchedOutcome.DEADLOCK) {
-        out.violations.push({
-          invariant: 'liveness',
-          by: 'scheduler',
-          detail: `deadlock in parallel group ${i}: no actor can run: ${describeDeadlock(this.rt!.mem, this.sched!, this.rt!.actorNames())}`,
-        });
-        out.outcome = 'deadlock';
-        stopped = true;
-      } else if (outcome === SchedOutcome.STEP_LIMIT) {
-        out.outcome = 'step-limit';
-        stopped = true;
-      }
+      if (st.op !== 'parallel') this.check(out, st, String(i), await this.runAlone(rt, st));
+      else stopped = await this.runGroup(rt, out, st.steps, i, forced);
     }
     this.schedulesRun++;
     out.violations.push(...takeOnlineReports(rt.mem));
@@ -290,6 +239,63 @@ export class ModelChecker {
     if (out.outcome === 'step-limit' && out.failures.length > 0) out.outcome = 'violation';
     out.preemptions = countPreemptions(out.choices, out.candidates, out.groupStarts);
     return out;
+  }
+
+  /** The wiped sandbox with the bug planted, the scenario's VMs created again and every worker attached to them. */
+  private async reset(rt: Runtime): Promise<void> {
+    const s = this.scenario;
+    resetSandboxMemory(rt.descriptor);
+    setBugs(rt.mem, this.bugMask);
+    await rt.call(rt.vmm, () => rt.vmm.api.init(rt.descriptor, rt.vmm.tid, { mode: 'controlled', platform: 'direct' }));
+    const ids = await rt.call(rt.vmm, () => rt.vmm.api.createVms(s.vms.map((v) => ({ name: v.name, type: v.type }))));
+    const init = { buffers: rt.descriptor.buffers, kernel: rt.descriptor.kernel, mode: 'controlled', platform: 'direct' } as const;
+    for (const a of rt.vcpus) {
+      a.vm = ids[s.vms.findIndex((v) => v.name === a.vmName)];
+      await rt.call(a, () => a.api.init({ ...init, tid: a.tid, vm: a.vm }));
+    }
+  }
+
+  /**
+   * Parallel group `i` (the scenario's step i) as a controlled run: its choices (forced from the
+   * schedule's next ones, or a random walk of the group's own seed) go into `out`, and its steps'
+   * outcomes are checked. True when it ended the schedule (a deadlock or the step limit).
+   */
+  private async runGroup(rt: Runtime, out: McSchedule, group: LeafStep[], i: number, forced?: readonly number[]): Promise<boolean> {
+    const sched = this.sched!;
+    const offset = out.choices.length;
+    sched.configure({
+      strategy: forced ? 'replay' : 'random',
+      seed: subSeed(out.seed, i),
+      actors: group.length,
+      maxSteps: this.maxSteps,
+      ...(forced ? { forced: forced.slice(offset) } : {}),
+    });
+    const settled = await Promise.allSettled(group.map((c) => this.startActor(rt, c)));
+    out.groupStarts.push(offset);
+    out.choices.push(...sched.log());
+    out.candidates.push(...sched.candidates());
+    const outcome = sched.outcome();
+    sched.disable();
+    settled.forEach((r, j) => {
+      const index = `${i}.${j}`;
+      if (r.status === 'fulfilled') this.check(out, group[j], index, r.value);
+      else if (/aborted/.test(String(r.reason))) out.steps.push({ index, op: group[j].op, result: 'aborted', pass: false });
+      else throw new Error(`schedule ${out.seed}: step ${index} (${group[j].op}) failed: ${r.reason}`);
+    });
+    if (outcome === SchedOutcome.DEADLOCK) {
+      out.violations.push({
+        invariant: 'liveness',
+        by: 'scheduler',
+        detail: `deadlock in parallel group ${i}: no actor can run: ${describeDeadlock(rt.mem, sched, rt.actorNames())}`,
+      });
+      out.outcome = 'deadlock';
+      return true;
+    }
+    if (outcome === SchedOutcome.STEP_LIMIT) {
+      out.outcome = 'step-limit';
+      return true;
+    }
+    return false;
   }
 
   /** A step outside any parallel group: no actor is registered, so it runs as in free mode. */

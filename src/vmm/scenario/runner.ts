@@ -78,52 +78,135 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.bugs ? { bugs: opts.bugs } : {}),
   });
-  // A step may be held at a pause or wait seconds for one: an interrupt cannot wait for it, so
-  // the workers go at once and every call in flight rejects.
-  let interrupted = false;
-  // Waits that are not calls to a worker (await_held) end with it too.
-  let endWaits: (e: Error) => void = () => undefined;
-  const stopped = new Promise<never>((_, reject) => (endWaits = reject));
-  stopped.catch(() => undefined);
-  const stop = (): void => {
-    interrupted = true;
-    endWaits(new Error('interrupted'));
-    void rt.shutdown();
-  };
+  const run = new ScenarioRun(rt, onStep);
+  const stop = (): void => run.interrupt();
   opts.signal?.addEventListener('abort', stop, { once: true });
   // An abort while the workers were starting has already fired.
   if (opts.signal?.aborted) stop();
-  const steps: StepReport[] = [];
-  const pauses = new Map<string, { slot: number; tid: number }>();
-  const held: InFlight[] = [];
-  let audit = {
+  try {
+    await run.runSteps(s);
+    await run.judge();
+  } catch (e) {
+    if (rt.crashes.length === 0 && !run.interrupted) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
+  } finally {
+    opts.signal?.removeEventListener('abort', stop);
+    // Workers first: nothing after this point may keep them running. The trace is in shared
+    // memory, which outlives them.
+    await rt.shutdown();
+    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
+  }
+  return run.report();
+}
+
+/** One scenario's run on a started runtime: its steps, the pauses armed, the steps left in flight. */
+class ScenarioRun {
+  readonly steps: StepReport[] = [];
+  /** Stopped early (an interrupt). */
+  interrupted = false;
+  private readonly pauses = new Map<string, { slot: number; tid: number }>();
+  private readonly held: InFlight[] = [];
+  /** Watchdog reports: a wait that never ended. The run stops at the first. */
+  private readonly hangs: Violation[] = [];
+  private audit: ScenarioReport['audit'] = {
     ok: true,
     counts: Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>,
-    violations: [] as Violation[],
+    violations: [],
   };
-  let findings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
-  /** Watchdog reports: a wait that never ended. The run stops at the first. */
-  const hangs: Violation[] = [];
+  private findings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
+  /** Waits that are not calls to a worker (await_held) end with an interrupt too. */
+  private endWaits: (e: Error) => void = () => undefined;
+  private readonly stopped = new Promise<never>((_, reject) => (this.endWaits = reject));
 
-  const actorOf = (st: LeafStep): Actor<unknown> =>
-    GUEST.has(st.op) ? rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : rt.vmm;
-  const tidOf = (a: 'vmm' | { vm: string; vcpu: number } | undefined): number =>
-    a === undefined ? -1 : a === 'vmm' ? rt.vmm.tid : rt.vcpu(a.vm, a.vcpu).tid;
+  constructor(
+    readonly rt: Runtime,
+    private readonly onStep?: (r: StepReport) => void,
+  ) {
+    this.stopped.catch(() => undefined);
+  }
+
+  /**
+   * A step may be held at a pause or wait seconds for one: an interrupt cannot wait for it, so
+   * the workers go at once and every call in flight rejects.
+   */
+  interrupt(): void {
+    this.interrupted = true;
+    this.endWaits(new Error('interrupted'));
+    void this.rt.shutdown();
+  }
+
+  /** The scenario's steps in order until a crash, a hang or an interrupt; then whatever a pause still holds. */
+  async runSteps(s: Scenario): Promise<void> {
+    const rt = this.rt;
+    await rt.createVms(s.vms);
+    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && this.hangs.length === 0 && !this.interrupted; i++) {
+      const st: Step = s.steps[i];
+      if (st.op === 'parallel') {
+        const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
+        this.steps.push(r);
+        await Promise.all(st.steps.map((c, j) => this.settle(c, `${i}.${j}`)));
+        this.onStep?.(r);
+        continue;
+      }
+      await this.settle(st, String(i));
+    }
+    // Let anything a pause still holds finish: release every pause, then wait.
+    if (!this.interrupted) await this.drainHeld();
+  }
+
+  /** The audit: the hangs if any; else, unless the run crashed or was stopped, quiescent then after teardown. */
+  async judge(): Promise<void> {
+    const rt = this.rt;
+    if (this.hangs.length > 0) {
+      const counts = Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
+      counts.liveness = this.hangs.length;
+      this.audit = { ok: false, counts, violations: this.hangs };
+    } else if (rt.crashes.length === 0 && !this.interrupted) {
+      const q = auditQuiescent(rt.mem);
+      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+      const t = mergeAudit(q, auditTeardown(rt.mem));
+      this.audit = { ok: INVARIANTS.every((i) => t.counts[i] === 0), counts: t.counts, violations: t.violations };
+      this.findings = t.findings;
+    }
+  }
+
+  report(): ScenarioReport {
+    const rt = this.rt;
+    const stats = rt.stats();
+    const ok = rt.crashes.length === 0 && this.audit.ok && this.steps.every((r) => r.pass) && !this.interrupted;
+    return {
+      steps: this.steps,
+      audit: this.audit,
+      findings: this.findings,
+      crashes: rt.crashes,
+      faultLatency: sumLatency(rt.mem),
+      lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+      interrupted: this.interrupted,
+      ok,
+    };
+  }
+
+  private actorOf(st: LeafStep): Actor<unknown> {
+    return GUEST.has(st.op) ? this.rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu) : this.rt.vmm;
+  }
+
+  private tidOf(a: 'vmm' | { vm: string; vcpu: number } | undefined): number {
+    return a === undefined ? -1 : a === 'vmm' ? this.rt.vmm.tid : this.rt.vcpu(a.vm, a.vcpu).tid;
+  }
 
   /** A step's promise, with a watchdog report turned into its outcome (and the run stopped). */
-  const outcomeOf = async (index: string, p: Promise<Outcome>): Promise<Outcome> => {
+  private async outcomeOf(index: string, p: Promise<Outcome>): Promise<Outcome> {
     try {
       return await p;
     } catch (e) {
       if (!(e instanceof Error) || e.name !== 'LockTimeoutError') throw e;
-      hangs.push({ invariant: 'liveness', by: `step ${index}`, detail: e.message });
+      this.hangs.push({ invariant: 'liveness', by: `step ${index}`, detail: e.message });
       // The kernel state behind a hang is not unwound: stop every actor (a spinning one too).
-      rt.control.abort(AbortReason.WATCHDOG);
+      this.rt.control.abort(AbortReason.WATCHDOG);
       return { result: 'hang', detail: e.message };
     }
-  };
+  }
 
-  const finish = (r: StepReport, st: LeafStep, o: Outcome): void => {
+  private finish(r: StepReport, st: LeafStep, o: Outcome): void {
     Object.assign(r, o);
     r.pass = true;
     if (st.expect === undefined && HARNESS_FAILURES.has(o.result)) {
@@ -136,47 +219,48 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
       r.pass = false;
       r.mismatch = `expected value ${JSON.stringify(st.expect_value)}, got ${JSON.stringify(o.value)}`;
     }
-    onStep?.(r);
-  };
+    this.onStep?.(r);
+  }
 
-  const start = (st: LeafStep): Promise<Outcome> => {
+  private start(st: LeafStep): Promise<Outcome> {
+    const rt = this.rt;
     if (GUEST.has(st.op)) {
       const a = rt.vcpu((st as { vm: string }).vm, (st as { vcpu: number }).vcpu);
       return rt.call(a, () => a.api.exec(toGuestOp(st)));
     }
     return rt.call(rt.vmm, () => rt.vmm.api.exec(st as IoctlStep));
-  };
+  }
 
-  /** Waits for a step unless a pause holds its actor; then it is left in flight. */
-  const settle = async (st: LeafStep, index: string): Promise<StepReport> => {
+  /** Runs a step to its outcome, unless a pause holds its actor; then it is left in flight. */
+  private async settle(st: LeafStep, index: string): Promise<StepReport> {
     const r: StepReport = { index, op: st.op, result: 'pending', pass: false, ...(st.expect ? { expect: st.expect } : {}) };
-    steps.push(r);
-    if (st.op === 'settle') {
-      finish(r, st, await settleInFlight(st.timeout_ms ?? 5000));
-      return r;
+    this.steps.push(r);
+    if (st.op === 'settle') this.finish(r, st, await this.settleInFlight(st.timeout_ms ?? 5000));
+    else if (st.op === 'await_held') this.finish(r, st, await this.awaitHeld(st.point, st.timeout_ms ?? 5000));
+    else {
+      const local = this.runLocal(st);
+      if (local !== null) this.finish(r, st, local);
+      else await this.startAndWatch(st, r);
     }
-    if (st.op === 'await_held') {
-      const p = pauses.get(st.point);
-      if (p === undefined) finish(r, st, { result: 'ENOENT', detail: `no pause armed at ${st.point}` });
-      else {
-        try {
-          finish(r, st, {
-            result: 'ok',
-            value: { holder: await Promise.race([rt.control.whenHeld(p.slot, st.timeout_ms ?? 5000), stopped]) },
-          });
-        } catch (e) {
-          finish(r, st, { result: 'ETIMEDOUT', detail: (e as Error).message });
-        }
-      }
-      return r;
+    return r;
+  }
+
+  /** The thread a pause holds, once one does. */
+  private async awaitHeld(point: string, timeoutMs: number): Promise<Outcome> {
+    const p = this.pauses.get(point);
+    if (p === undefined) return { result: 'ENOENT', detail: `no pause armed at ${point}` };
+    try {
+      return { result: 'ok', value: { holder: await Promise.race([this.rt.control.whenHeld(p.slot, timeoutMs), this.stopped]) } };
+    } catch (e) {
+      return { result: 'ETIMEDOUT', detail: (e as Error).message };
     }
-    const local = runLocal(st);
-    if (local !== null) {
-      finish(r, st, local);
-      return r;
-    }
-    const tid = actorOf(st).tid;
-    const promise = outcomeOf(index, start(st));
+  }
+
+  /** Starts a step on its actor and waits for it, unless the actor is held at a pause or stays blocked. */
+  private async startAndWatch(st: LeafStep, r: StepReport): Promise<void> {
+    const rt = this.rt;
+    const tid = this.actorOf(st).tid;
+    const promise = this.outcomeOf(r.index, this.start(st));
     let done = false;
     promise.then(
       () => (done = true),
@@ -186,40 +270,43 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     let blocked = 0;
     for (;;) {
       if (done) {
-        finish(r, st, await promise);
-        return r;
+        this.finish(r, st, await promise);
+        return;
       }
-      const heldHere = [...pauses.values()].some((p) => rt.control.pauseState(p.slot) === 'held' && rt.control.pauseHolder(p.slot) === tid);
+      const heldHere = [...this.pauses.values()].some(
+        (p) => rt.control.pauseState(p.slot) === 'held' && rt.control.pauseHolder(p.slot) === tid,
+      );
       blocked = rt.control.waitingOn(tid) !== 0 ? blocked + 1 : 0;
       // A step held at a pause, or blocked on what a later step will let go, stays in flight.
       if (heldHere || blocked >= BLOCKED_POLLS) {
         r.result = heldHere ? 'held' : 'blocked';
-        held.push({ report: r, step: st, promise });
-        return r;
+        this.held.push({ report: r, step: st, promise });
+        return;
       }
       await new Promise((res) => setTimeout(res, 1));
     }
-  };
+  }
 
   /** Records the outcome of a step that was in flight, once it settled. */
-  const land = async (h: InFlight): Promise<void> => {
+  private async land(h: InFlight): Promise<void> {
     try {
-      finish(h.report, h.step, await h.promise);
+      this.finish(h.report, h.step, await h.promise);
     } catch (e) {
       h.report.result = 'error';
       h.report.pass = false;
       h.report.mismatch = (e as Error).message;
     }
-  };
+  }
 
   /** Waits for every step in flight whose actor no pause holds; their outcomes are checked then. */
-  const settleInFlight = async (timeoutMs: number): Promise<Outcome> => {
+  private async settleInFlight(timeoutMs: number): Promise<Outcome> {
+    const rt = this.rt;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const heldTids = new Set(
-        [...pauses.values()].filter((p) => rt.control.pauseState(p.slot) === 'held').map((p) => rt.control.pauseHolder(p.slot)),
+        [...this.pauses.values()].filter((p) => rt.control.pauseState(p.slot) === 'held').map((p) => rt.control.pauseHolder(p.slot)),
       );
-      const waiting = held.filter((h) => !heldTids.has(actorOf(h.step).tid));
+      const waiting = this.held.filter((h) => !heldTids.has(this.actorOf(h.step).tid));
       if (waiting.length === 0) return { result: 'ok' };
       const left = deadline - Date.now();
       if (left <= 0)
@@ -237,91 +324,44 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
         new Promise<null>((res) => setTimeout(() => res(null), Math.min(left, 20))),
       ]);
       if (first === null) continue;
-      held.splice(held.indexOf(first), 1);
-      await land(first);
+      this.held.splice(this.held.indexOf(first), 1);
+      await this.land(first);
     }
-  };
+  }
 
   /** Steps the controller runs itself. */
-  const runLocal = (st: LeafStep): Outcome | null => {
+  private runLocal(st: LeafStep): Outcome | null {
+    const control = this.rt.control;
     switch (st.op) {
       case 'pause': {
-        if (pauses.has(st.point)) return { result: 'EBUSY', detail: `a pause at ${st.point} is already armed` };
-        const tid = tidOf(st.actor);
-        pauses.set(st.point, { slot: rt.control.armPause(pointId(st.point), tid), tid });
+        if (this.pauses.has(st.point)) return { result: 'EBUSY', detail: `a pause at ${st.point} is already armed` };
+        const tid = this.tidOf(st.actor);
+        this.pauses.set(st.point, { slot: control.armPause(pointId(st.point), tid), tid });
         return { result: 'ok' };
       }
       case 'resume': {
-        const p = pauses.get(st.point);
+        const p = this.pauses.get(st.point);
         if (p === undefined) return { result: 'ENOENT', detail: `no pause armed at ${st.point}` };
-        const wasHeld = rt.control.pauseState(p.slot) === 'held';
-        rt.control.release(p.slot);
-        pauses.delete(st.point);
+        const wasHeld = control.pauseState(p.slot) === 'held';
+        control.release(p.slot);
+        this.pauses.delete(st.point);
         return { result: 'ok', value: { was_held: wasHeld } };
       }
       case 'signal':
-        rt.control.raiseSignal(tidOf(st.actor));
+        control.raiseSignal(this.tidOf(st.actor));
         return { result: 'ok' };
       case 'stats':
-        return { result: 'ok', value: rt.stats() };
+        return { result: 'ok', value: this.rt.stats() };
       default:
         return null;
     }
-  };
-
-  const drainHeld = async (): Promise<void> => {
-    for (const p of pauses.values()) rt.control.release(p.slot);
-    pauses.clear();
-    for (const h of held.splice(0)) await land(h);
-  };
-
-  try {
-    await rt.createVms(s.vms);
-    for (let i = 0; i < s.steps.length && rt.crashes.length === 0 && hangs.length === 0 && !interrupted; i++) {
-      const st: Step = s.steps[i];
-      if (st.op === 'parallel') {
-        const r: StepReport = { index: String(i), op: 'parallel', result: 'ok', pass: true };
-        steps.push(r);
-        await Promise.all(st.steps.map((c, j) => settle(c, `${i}.${j}`)));
-        onStep?.(r);
-        continue;
-      }
-      await settle(st, String(i));
-    }
-    // Let anything a pause still holds finish: release every pause, then wait.
-    if (!interrupted) await drainHeld();
-    if (hangs.length > 0) {
-      const counts = Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
-      counts.liveness = hangs.length;
-      audit = { ok: false, counts, violations: hangs };
-    } else if (rt.crashes.length === 0 && !interrupted) {
-      const q = auditQuiescent(rt.mem);
-      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
-      const t = mergeAudit(q, auditTeardown(rt.mem));
-      audit = { ok: INVARIANTS.every((i) => t.counts[i] === 0), counts: t.counts, violations: t.violations };
-      findings = t.findings;
-    }
-  } catch (e) {
-    if (rt.crashes.length === 0 && !interrupted) rt.crashes.push({ actor: 'controller', kind: 'error', message: (e as Error).message });
-  } finally {
-    opts.signal?.removeEventListener('abort', stop);
-    // Workers first: nothing after this point may keep them running. The trace is in shared
-    // memory, which outlives them.
-    await rt.shutdown();
-    if (opts.trace !== undefined) rt.writeTrace(opts.trace, 'gmem-sandbox run');
   }
-  const stats = rt.stats();
-  const ok = rt.crashes.length === 0 && audit.ok && steps.every((r) => r.pass) && !interrupted;
-  return {
-    steps,
-    audit,
-    findings,
-    crashes: rt.crashes,
-    faultLatency: sumLatency(rt.mem),
-    lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
-    interrupted,
-    ok,
-  };
+
+  private async drainHeld(): Promise<void> {
+    for (const p of this.pauses.values()) this.rt.control.release(p.slot);
+    this.pauses.clear();
+    for (const h of this.held.splice(0)) await this.land(h);
+  }
 }
 
 /** Polls (1 ms apart) that must find an actor asleep before its step is left in flight. */

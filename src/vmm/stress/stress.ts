@@ -8,7 +8,6 @@ import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
 import { resolveKernel } from '../sandbox/build.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
-import { subSeed } from '../../shm/prng.js';
 import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
 import { bugMask } from '../../gmem/bugs.js';
 import { INVARIANTS, type Invariant } from '../../checker/violations.js';
@@ -18,7 +17,9 @@ import { MAX_BUFFER_BYTES } from '../sandbox/build.js';
 import { ArgumentError } from '../sandbox/errors.js';
 import { parseSize } from '../sandbox/units.js';
 import { type CrashReport, Runtime } from '../sandbox/runtime.js';
-import { type VmmOpsResult, parseMix } from '../workload/vmm-ops.js';
+import { parseMix } from '../workload/mix.js';
+import type { VmmOpsResult } from '../workload/vmm-ops.js';
+import { STRESS_WORKLOAD_DEFAULTS, stressGuestRun, stressSetup, stressVmmOps } from '../workload/stress.js';
 
 export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
@@ -147,10 +148,10 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     memory,
     guestMemory: guest,
     durationMs: o.durationMs ?? 5000,
-    ops: o.ops ?? 'punch=3,fallocate=1,convert=2,prefault=1',
-    opRate: o.opRate ?? 2000,
-    pattern: o.pattern ?? 'random',
-    writeRatio: o.writeRatio ?? 0.3,
+    ops: o.ops ?? STRESS_WORKLOAD_DEFAULTS.ops,
+    opRate: o.opRate ?? STRESS_WORKLOAD_DEFAULTS.opRate,
+    pattern: o.pattern ?? STRESS_WORKLOAD_DEFAULTS.pattern,
+    writeRatio: o.writeRatio ?? STRESS_WORKLOAD_DEFAULTS.writeRatio,
     bugs: o.bugs ?? [],
     seed: o.seed ?? Date.now() % 1_000_000,
     auditEveryMs: o.auditEveryMs ?? 1000,
@@ -202,7 +203,47 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
 export async function runStress(o: StressOptions = {}): Promise<StressReport> {
   const cfg = resolveStressOptions(o);
   const pages = parseSize(cfg.guestMemory, 'guest-memory') / PAGE_SIZE;
-  const rt = await Runtime.start({
+  const rt = await startRuntime(cfg, pages, o);
+  const t0 = performance.now();
+  const st: StressState = { interrupted: false, throughput: [], audit: null, results: [], vmm: null, runStart: t0 };
+  const stop = (): void => {
+    st.interrupted = true;
+    rt.requestStop();
+  };
+  o.signal?.addEventListener('abort', stop, { once: true });
+  // An abort while the workers were starting has already fired.
+  if (o.signal?.aborted) stop();
+  try {
+    await runWorkload(rt, cfg, pages, o, st);
+  } catch (e) {
+    if (rt.crashes.length === 0)
+      rt.crashes.push({
+        actor: 'controller',
+        kind: 'error',
+        message: (e as Error).message,
+        ...((e as Error).stack ? { stack: (e as Error).stack } : {}),
+      });
+  } finally {
+    o.signal?.removeEventListener('abort', stop);
+    await rt.shutdown(st.interrupted ? 200 : undefined);
+  }
+  return stressReport(rt, cfg, st, performance.now() - t0);
+}
+
+/** What a stress run gathers while it runs, for its report. */
+interface StressState {
+  /** Stopped early by the caller's signal. */
+  interrupted: boolean;
+  throughput: StressReport['throughput'];
+  audit: AuditReport | null;
+  results: WorkloadResult[];
+  vmm: VmmOpsResult | null;
+  /** When the workers started (throughput is sampled from then). */
+  runStart: number;
+}
+
+function startRuntime(cfg: StressConfig, pages: number, o: StressOptions): Promise<Runtime> {
+  return Runtime.start({
     // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
     sandbox: {
       kernel: cfg.kernel,
@@ -218,109 +259,78 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     ...(o.onSetupProgress ? { onSetupProgress: o.onSetupProgress } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
   });
-  let interrupted = false;
-  const stop = (): void => {
-    interrupted = true;
-    rt.requestStop();
-  };
-  o.signal?.addEventListener('abort', stop, { once: true });
-  // An abort while the workers were starting has already fired.
-  if (o.signal?.aborted) stop();
-  const throughput: StressReport['throughput'] = [];
-  let audit: AuditReport | null = null;
-  const results: WorkloadResult[] = [];
-  let vmmResult: VmmOpsResult = { ops: parseMix(''), errors: {}, elapsedMs: 0 };
-  const t0 = performance.now();
-  let runStart = t0;
-  try {
-    const layout = await rt.call(rt.vmm, () => rt.vmm.api.setupStress({ vmType: cfg.vmType, vms: cfg.vms, pages, privateShare: 0.75 }));
-    for (let v = 0; v < cfg.vms; v++) for (let c = 0; c < cfg.vcpus && !interrupted; c++) await rt.addVcpu(`vm${v}`, layout.vms[v], c);
-    const runs = rt.vcpus.map((a, i) =>
-      rt.call(a, () =>
-        a.api.run({
-          gfnStart: 0,
-          gfnCount: pages,
-          pattern: cfg.pattern,
-          writeRatio: cfg.writeRatio,
-          hotRatio: 0.8,
-          seed: subSeed(cfg.seed, i + 1),
-          // One writer per page over every VM: VMs bound to one inode share its folios.
-          writerIndex: i,
-          writers: rt.vcpus.length,
-          durationMs: cfg.durationMs,
-          maxAccesses: 0,
-          multiVm: cfg.vms > 1,
-        }),
+}
+
+/** The layout, the vCPU workers, the workload (workload/stress.ts) until it ends, then the final audits. */
+async function runWorkload(rt: Runtime, cfg: StressConfig, pages: number, o: StressOptions, st: StressState): Promise<void> {
+  const layout = await rt.call(rt.vmm, () => rt.vmm.api.setupStress(stressSetup(cfg, pages)));
+  for (let v = 0; v < cfg.vms; v++) for (let c = 0; c < cfg.vcpus && !st.interrupted; c++) await rt.addVcpu(`vm${v}`, layout.vms[v], c);
+  const runs = rt.vcpus.map((a, i) => rt.call(a, () => a.api.run(stressGuestRun(cfg, pages, i, rt.vcpus.length))));
+  const vmmRun = rt.call(rt.vmm, () =>
+    rt.vmm.api.runOps(
+      stressVmmOps(
+        cfg,
+        [rt.vmm, ...rt.vcpus].map((a) => a.tid),
       ),
-    );
-    const vmmRun = rt.call(rt.vmm, () =>
-      rt.vmm.api.runOps({
-        mix: parseMix(cfg.ops),
-        rate: cfg.opRate,
-        maxPages: 16,
-        seed: subSeed(cfg.seed, 0),
-        durationMs: cfg.durationMs,
-        maxOps: 0,
-        signalTids: [rt.vmm, ...rt.vcpus].map((a) => a.tid),
-      }),
-    );
-    const loops = rt.vcpus.length + 1;
-    let settled = false;
-    const all = Promise.all([Promise.all(runs), vmmRun]).finally(() => {
-      settled = true;
-    });
-    all.catch(() => undefined);
-    const tick = Math.max(50, Math.min(250, cfg.auditEveryMs > 0 ? cfg.auditEveryMs : 250));
-    // Throughput is sampled from when the workers start, not from before the set-up.
-    runStart = performance.now();
-    let lastAudit = 0;
-    let lastT = 0;
-    let lastFaults = 0;
-    while (!settled) {
-      await Promise.race([all, sleep(tick)]);
-      const elapsed = performance.now() - runStart;
-      const faults = rt.stats().faults;
-      if (elapsed > lastT)
-        throughput.push({ tMs: Math.round(elapsed), faultsPerSecond: ((faults - lastFaults) * 1000) / (elapsed - lastT) });
-      lastT = elapsed;
-      lastFaults = faults;
-      if (settled || rt.crashes.length > 0) break;
-      if (cfg.auditEveryMs > 0 && !interrupted && elapsed - lastAudit >= cfg.auditEveryMs && elapsed < cfg.durationMs - 300) {
-        lastAudit = elapsed;
-        await rt.quiesce(loops);
-        const a = auditQuiescent(rt.mem);
-        audit = audit === null ? a : mergeAudit(audit, a);
-        rt.resume();
-      }
-      o.onProgress?.({ elapsedMs: elapsed, durationMs: cfg.durationMs, stats: rt.stats(), violations: totalViolations(audit) });
-    }
-    const [r, vr] = await all;
-    results.push(...r);
-    vmmResult = vr;
-    const end = auditQuiescent(rt.mem);
-    audit = audit === null ? end : mergeAudit(audit, end);
-    o.beforeTeardown?.(rt, layout);
-    if (o.trace !== undefined) rt.writeTrace(o.trace, `gmem-sandbox stress (seed ${cfg.seed})`);
-    // An interrupted run has a second at most: the teardown audit (and the round trips it needs)
-    // is left out of its partial result.
-    if (!interrupted) {
-      await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
-      for (const a of rt.vcpus) await rt.call(a, () => a.api.release());
-      audit = mergeAudit(audit, auditTeardown(rt.mem));
-    }
-  } catch (e) {
-    if (rt.crashes.length === 0)
-      rt.crashes.push({
-        actor: 'controller',
-        kind: 'error',
-        message: (e as Error).message,
-        ...((e as Error).stack ? { stack: (e as Error).stack } : {}),
-      });
-  } finally {
-    o.signal?.removeEventListener('abort', stop);
-    await rt.shutdown(interrupted ? 200 : undefined);
+    ),
+  );
+  const all = Promise.all([Promise.all(runs), vmmRun]);
+  await sampleUntilDone(rt, cfg, o, st, all);
+  const [r, vr] = await all;
+  st.results.push(...r);
+  st.vmm = vr;
+  st.audit = merged(st.audit, auditQuiescent(rt.mem));
+  o.beforeTeardown?.(rt, layout);
+  if (o.trace !== undefined) rt.writeTrace(o.trace, `gmem-sandbox stress (seed ${cfg.seed})`);
+  // An interrupted run has a second at most: the teardown audit (and the round trips it needs)
+  // is left out of its partial result.
+  if (!st.interrupted) {
+    await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
+    for (const a of rt.vcpus) await rt.call(a, () => a.api.release());
+    st.audit = merged(st.audit, auditTeardown(rt.mem));
   }
-  const elapsedMs = performance.now() - t0;
+}
+
+/** Samples throughput, audits at quiescent points and reports progress until the workers are done (or one crashed). */
+async function sampleUntilDone(rt: Runtime, cfg: StressConfig, o: StressOptions, st: StressState, all: Promise<unknown>): Promise<void> {
+  const loops = rt.vcpus.length + 1;
+  let settled = false;
+  const done = all.finally(() => {
+    settled = true;
+  });
+  done.catch(() => undefined);
+  const tick = Math.max(50, Math.min(250, cfg.auditEveryMs > 0 ? cfg.auditEveryMs : 250));
+  // Throughput is sampled from when the workers start, not from before the set-up.
+  st.runStart = performance.now();
+  let lastAudit = 0;
+  let lastT = 0;
+  let lastFaults = 0;
+  while (!settled) {
+    await Promise.race([done, sleep(tick)]);
+    const elapsed = performance.now() - st.runStart;
+    const faults = rt.stats().faults;
+    if (elapsed > lastT)
+      st.throughput.push({ tMs: Math.round(elapsed), faultsPerSecond: ((faults - lastFaults) * 1000) / (elapsed - lastT) });
+    lastT = elapsed;
+    lastFaults = faults;
+    if (settled || rt.crashes.length > 0) break;
+    if (cfg.auditEveryMs > 0 && !st.interrupted && elapsed - lastAudit >= cfg.auditEveryMs && elapsed < cfg.durationMs - 300) {
+      lastAudit = elapsed;
+      await rt.quiesce(loops);
+      st.audit = merged(st.audit, auditQuiescent(rt.mem));
+      rt.resume();
+    }
+    o.onProgress?.({ elapsedMs: elapsed, durationMs: cfg.durationMs, stats: rt.stats(), violations: totalViolations(st.audit) });
+  }
+}
+
+function merged(a: AuditReport | null, b: AuditReport): AuditReport {
+  return a === null ? b : mergeAudit(a, b);
+}
+
+/** The report of a run that ended (or crashed, or was stopped), from what it gathered and the final stats. */
+function stressReport(rt: Runtime, cfg: StressConfig, st: StressState, elapsedMs: number): StressReport {
+  const { audit, results, interrupted } = st;
   const stats = rt.stats();
   const counts = Object.fromEntries(INVARIANTS.map((i) => [i, audit?.counts[i] ?? 0])) as Record<Invariant, number>;
   const exits: Record<string, number> = {};
@@ -338,8 +348,8 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
     config: cfg,
     elapsedMs,
     counters: Object.fromEntries(REPORTED_COUNTERS.map((k) => [k, stats[k]])),
-    vmmOps: vmmResult.ops,
-    vmmErrors: vmmResult.errors,
+    vmmOps: st.vmm?.ops ?? parseMix(''),
+    vmmErrors: st.vmm?.errors ?? {},
     guestAccesses: results.reduce((a, r) => a + r.accesses, 0),
     exits,
     violations: counts,
@@ -349,8 +359,8 @@ export async function runStress(o: StressOptions = {}): Promise<StressReport> {
       crossVmPrepare: Math.max(audit?.findings.crossVmPrepare ?? 0, stats['finding.crossVmPrepare']),
     },
     crashes: rt.crashes,
-    faultsPerSecond: stats.faults / ((interrupted ? Math.max(1, performance.now() - runStart) : cfg.durationMs) / 1000),
-    throughput,
+    faultsPerSecond: stats.faults / ((interrupted ? Math.max(1, performance.now() - st.runStart) : cfg.durationMs) / 1000),
+    throughput: st.throughput,
     faultLatency: sumLatency(rt.mem),
     lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
     interrupted,

@@ -5,7 +5,7 @@ import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_VERSIONS } from '../../gmem/version.js';
 import { PATTERNS } from '../../vcpu-workers/guest-workload.js';
 import { parseSize } from '../sandbox/units.js';
-import { parseMix } from '../workload/vmm-ops.js';
+import { parseMix } from '../workload/mix.js';
 
 export class SweepError extends Error {
   constructor(message: string) {

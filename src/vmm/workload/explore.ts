@@ -1,9 +1,16 @@
-// The explorer's workload: what one schedule runs (VMs, pages, vCPU accesses, the VMM's op mix)
-// and the shape each seed gives it. Shared by the controller (explore.ts) and the VMM thread that
-// leads the schedules (explore/round.ts).
+// The explorer's workload: what one schedule runs (VMs, pages, vCPU accesses, the VMM's op mix),
+// the shape each seed gives it, and from these the configuration of every actor of a schedule:
+// the layout the leading VMM thread builds, each VMM thread's ops, each vCPU actor's guest
+// workload. The controller (explore/explorer.ts) and the VMM thread that leads the schedules
+// (explore/round.ts) only run what this file describes.
 
+import type { BugName } from '../../gmem/bugs.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { Prng, subSeed } from '../../shm/prng.js';
+import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
+import type { StressSetup } from './layout.js';
+import { parseMix } from './mix.js';
+import type { VmmOpsConfig } from './vmm-ops.js';
 
 export interface ExploreWorkload {
   vmType: VmTypeName;
@@ -48,6 +55,25 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   multiVmShare: 0.25,
 };
 
+/** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
+export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
+  'populate-no-uptodate-check': {
+    vmType: 'sw-protected',
+    vms: 2,
+    populateFirstVm: true,
+    ops: 'populate=1',
+    vmmOps: 4,
+    vcpus: 1,
+    accesses: 10,
+  },
+  'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
+  'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
+};
+
+export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {
+  return { ...DEFAULT_WORKLOAD, ...(bug ? BUG_WORKLOADS[bug] : {}), ...over };
+}
+
 /** The most VMM threads a controlled workload runs. */
 export const MAX_VMM_THREADS = 4;
 
@@ -75,4 +101,78 @@ export function scheduleShape(w: ExploreWorkload, seed: number): ScheduleShape {
 /** Ops for VMM thread `t` of `threads`: an even split of `total`, the first threads taking the rest. */
 export function opsForThread(total: number, threads: number, t: number): number {
   return Math.floor(total / threads) + (t < total % threads ? 1 : 0);
+}
+
+/** The vCPU actors of every schedule, `vcpus` per running VM of the workload: the same whatever each seed's shape. */
+export function vcpuActors(w: ExploreWorkload): Array<{ vmName: string; index: number }> {
+  const running = w.vms - (w.populateFirstVm ? 1 : 0);
+  const out: Array<{ vmName: string; index: number }> = [];
+  for (let v = 0; v < running; v++) for (let c = 0; c < w.vcpus; c++) out.push({ vmName: `vm${v}`, index: c });
+  return out;
+}
+
+/** The threads taking part in a schedule: the VMM threads (the leader first) and the vCPU actors. */
+export interface ScheduleActors {
+  vmmTids: number[];
+  runnerTids: number[];
+}
+
+/** The layout a schedule builds (workload/layout.ts) for its shape. */
+export function scheduleSetup(w: ExploreWorkload, shape: ScheduleShape, seed: number, a: ScheduleActors): StressSetup {
+  return {
+    vmType: w.vmType,
+    vms: shape.vms,
+    pages: w.pages,
+    privateShare: 1,
+    populateFirstVm: shape.populateFirstVm,
+    launchingBeside: shape.launchingBeside,
+    // Every shape runs the same vCPU actors, split over its running VMs.
+    vcpusTotal: a.runnerTids.length,
+    vmmThreads: a.vmmTids.length,
+    ...(w.layout === 'random' ? { layoutSeed: subSeed(seed, 99) } : {}),
+  };
+}
+
+/** Each VMM thread's ops in a schedule (index 0 is the leader's): its share of vmmOps, its own seed. */
+export function scheduleVmmOps(w: ExploreWorkload, seed: number, a: ScheduleActors): VmmOpsConfig[] {
+  const signalTids = [...a.vmmTids, ...a.runnerTids];
+  return a.vmmTids.map((_, t): VmmOpsConfig => {
+    const share = opsForThread(w.vmmOps, a.vmmTids.length, t);
+    // maxOps 0 is "no limit" to runVmmOps: a thread with no share gets no ops to draw from.
+    return {
+      mix: parseMix(share > 0 ? w.ops : ''),
+      rate: 0,
+      maxPages: 2,
+      seed: subSeed(seed, t === 0 ? 0 : 100 + t),
+      durationMs: 0,
+      maxOps: share,
+      signalTids,
+    };
+  });
+}
+
+/** Each vCPU actor's guest workload in a schedule, over the `gfnStart` its layout put the pages at. */
+export function scheduleGuestRuns(
+  w: ExploreWorkload,
+  shape: ScheduleShape,
+  seed: number,
+  gfnStart: number,
+  actors: number,
+): WorkloadConfig[] {
+  return Array.from({ length: actors }, (_, i) => ({
+    gfnStart,
+    gfnCount: w.pages,
+    pattern: 'random' as const,
+    writeRatio: w.writeRatio,
+    hotRatio: 0.8,
+    seed: subSeed(seed, i + 1),
+    // One writer per page over every VM: linked VMs share the folios, so a page another
+    // VM's vCPU owned could be overwritten under this one's feet.
+    writerIndex: i,
+    writers: actors,
+    durationMs: 0,
+    maxAccesses: w.accesses,
+    multiVm: shape.vms > 1,
+    prefaultRatio: w.prefaultRatio,
+  }));
 }

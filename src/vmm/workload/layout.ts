@@ -9,7 +9,37 @@ import type { VmTypeName } from '../../kvm/vm.js';
 import { PAGE_SIZE } from '../../shm/limits.js';
 import { Prng } from '../../shm/prng.js';
 import type { GuestMemfd, Sandbox, Vm } from '../sandbox/sandbox.js';
-import type { StressRegion, StressTarget } from './vmm-ops.js';
+
+/** One memslot of the target layout: VM 0's (linked VMs bind theirs the same way) or a launching VM's. */
+export interface StressRegion {
+  /** The VM whose memslot it is (VM 0, or an SNP VM launching beside it). */
+  vm: number;
+  slot: number;
+  gfn: number;
+  npages: number;
+  /** Index in the file of the region's first gfn. */
+  pgoff: number;
+  userPage: number;
+  /** The guest_memfd behind it ('close' replaces it) and its fd in the VMM's table. */
+  file: number;
+  fd: number;
+  /** Size of that file, in pages. */
+  filePages: number;
+}
+
+/** The layout as one VMM thread runs its ops on it (attachStressTarget). */
+export interface StressTarget {
+  /** The layout's memslots, in gfn order; together they map `pages` gfns. */
+  regions: StressRegion[];
+  pages: number;
+  vms: number[];
+  /** One handle per VM for KVM_PRE_FAULT_MEMORY, issued from the VMM thread. */
+  prefaultVcpus: KvmVcpu[];
+  /** An SNP VM still launching, whose pages the 'populate' op LAUNCH_UPDATEs (-1: none). */
+  populateVm: number;
+  /** The VMs bind one inode by link: 'close' is off, and a conversion does not discard the backing. */
+  linked: boolean;
+}
 
 export interface StressSetup {
   vmType: VmTypeName;

@@ -1,0 +1,25 @@
+// Every VMM op's handler, by name. A new op: its name at the end of VMM_OPS (mix.ts), its
+// handler in the file of its kind, and its entry here (the Record type makes the entry required).
+
+import type { VmmOp } from '../mix.js';
+import { fallocate, hwpoison, oom, punch } from './file.js';
+import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
+import type { OpHandler } from './op.js';
+import { convert, fwfail, populate, prefault, signal } from './vm.js';
+
+export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
+  punch,
+  fallocate,
+  convert,
+  prefault,
+  populate,
+  memslot,
+  memflags,
+  plainslot,
+  badbind,
+  close,
+  hwpoison,
+  fwfail,
+  oom,
+  signal,
+};

@@ -1,0 +1,87 @@
+// The VMM's ops on a VM's gfns and threads: attribute conversion, KVM_PRE_FAULT_MEMORY,
+// SNP_LAUNCH_UPDATE into a launching VM, a firmware command made to fail, and a signal.
+
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../../kvm/attributes.js';
+import { kvmSetMemoryAttributes, kvmVcpuPreFaultMemory } from '../../../kvm/kvm_main.js';
+import { SnpPageType } from '../../../kvm/psp.js';
+import { snpLaunchFinish, snpLaunchUpdate } from '../../../kvm/sev.js';
+import { PAGE_SIZE } from '../../../shm/limits.js';
+import { type OpHandler, punchFd } from './op.js';
+
+/** The byte a 'populate' op measures into the launching VM: no guest tag can match it. */
+const LAUNCH_BYTE = 0x5a;
+
+/** KVM_SET_MEMORY_ATTRIBUTES flipping the range's first gfn's state, and the discard a VMM makes of memory turned shared. */
+export const convert: OpHandler = {
+  range: 'gfn',
+  run({ sb, rc, t, rng }, { gfn, len }) {
+    const k = sb.k;
+    const vm = t.vms[rng.below(t.vms.length)];
+    const toPrivate = !k.attrs.isPrivate(vm, gfn);
+    rc.bumpEpochs(vm, gfn, gfn + len);
+    let r = kvmSetMemoryAttributes(k, vm, gfn * PAGE_SIZE, len * PAGE_SIZE, toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0, 0);
+    // A VMM discards the private backing of memory converted to shared (QEMU does): the
+    // regions' file is VM 0's own unless linked (a launching VM beside has its own).
+    if (r === 0 && !toPrivate && !t.linked) {
+      for (const x of t.regions) {
+        if (x.vm !== vm) continue;
+        const a = Math.max(gfn, x.gfn);
+        const b = Math.min(gfn + len, x.gfn + x.npages);
+        if (a < b) r ||= punchFd(sb, x.fd, x.pgoff + a - x.gfn, b - a);
+      }
+    }
+    rc.bumpEpochs(vm, gfn, gfn + len);
+    return r;
+  },
+};
+
+/** KVM_PRE_FAULT_MEMORY on a random VM, through this VMM thread's vCPU handle of it. */
+export const prefault: OpHandler = {
+  range: 'gfn',
+  run({ sb, t, rng }, { gfn, len }) {
+    const i = rng.below(t.vms.length);
+    const range = { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 };
+    return kvmVcpuPreFaultMemory(sb.k, t.prefaultVcpus[i], range);
+  },
+};
+
+/** SNP_LAUNCH_UPDATE of the range into the launching VM (snp_launch_update), sometimes then LAUNCH_FINISH and a pre-fault. */
+export const populate: OpHandler = {
+  range: 'gfn',
+  run({ sb, t, rng }, { gfn, len }) {
+    if (t.populateVm < 0) return null;
+    const k = sb.k;
+    // A range, so that a page populated earlier answers EEXIST and the rest are not done.
+    const data = new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE);
+    const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, data);
+    let e = r.ret < 0 ? r.populateErr || r.ret : 0;
+    // One time in four the launch ends here and the VMM pre-faults what it populated, as a VMM
+    // boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
+    // populate left unmeasured, but marked up to date, shows).
+    if (rng.below(4) === 0) {
+      e ||= snpLaunchFinish(k, k.psp, t.populateVm);
+      const v = t.prefaultVcpus[t.vms.indexOf(t.populateVm)];
+      if (v !== undefined) e ||= kvmVcpuPreFaultMemory(k, v, { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 });
+    }
+    return e;
+  },
+};
+
+/** The next RMPUPDATE fails (or, half the time with a VM launching, its next LAUNCH_UPDATE). */
+export const fwfail: OpHandler = {
+  range: 'gfn',
+  run({ sb, t, rng }) {
+    sb.injectFirmwareFailures(t.populateVm >= 0 && rng.below(2) === 0 ? 'LAUNCH_UPDATE' : 'RMPUPDATE', 1);
+    return 0;
+  },
+};
+
+/** A signal for a vCPU or VMM thread: its pre-fault, fallocate or populate in flight, or next, returns EINTR. */
+export const signal: OpHandler = {
+  range: 'gfn',
+  run({ sb, rng, signalTids }) {
+    if (signalTids.length === 0) return null;
+    sb.raiseSignal(signalTids[rng.below(signalTids.length)]);
+    return 0;
+  },
+};

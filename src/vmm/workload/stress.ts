@@ -1,0 +1,66 @@
+// What a stress run runs: the layout (every VM binds one guest_memfd, three quarters of it
+// private), each vCPU's free-running guest workload over all of it, and the VMM's ops at a rate,
+// all for the run's duration and from the run's one seed. stress/stress.ts only runs it.
+
+import type { VmTypeName } from '../../kvm/vm.js';
+import { subSeed } from '../../shm/prng.js';
+import type { Pattern, WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
+import type { StressSetup } from './layout.js';
+import { parseMix } from './mix.js';
+import type { VmmOpsConfig } from './vmm-ops.js';
+
+/** What the workload reads of a stress run's configuration (stress/stress.ts resolves and checks it). */
+export interface StressWorkload {
+  vmType: VmTypeName;
+  vms: number;
+  ops: string;
+  opRate: number;
+  pattern: Pattern;
+  writeRatio: number;
+  seed: number;
+  durationMs: number;
+}
+
+/** A stress run's workload when its options leave it out. */
+export const STRESS_WORKLOAD_DEFAULTS = {
+  ops: 'punch=3,fallocate=1,convert=2,prefault=1',
+  opRate: 2000,
+  pattern: 'random',
+  writeRatio: 0.3,
+} as const satisfies Partial<StressWorkload>;
+
+/** The layout: `pages` guest pages per VM, gfn i at index i. */
+export function stressSetup(w: StressWorkload, pages: number): StressSetup {
+  return { vmType: w.vmType, vms: w.vms, pages, privateShare: 0.75 };
+}
+
+/** vCPU `i`'s guest workload (of `writers`, over every VM) for the run's duration. */
+export function stressGuestRun(w: StressWorkload, pages: number, i: number, writers: number): WorkloadConfig {
+  return {
+    gfnStart: 0,
+    gfnCount: pages,
+    pattern: w.pattern,
+    writeRatio: w.writeRatio,
+    hotRatio: 0.8,
+    seed: subSeed(w.seed, i + 1),
+    // One writer per page over every VM: VMs bound to one inode share its folios.
+    writerIndex: i,
+    writers,
+    durationMs: w.durationMs,
+    maxAccesses: 0,
+    multiVm: w.vms > 1,
+  };
+}
+
+/** The VMM thread's ops: the mix at the run's rate, a signal for any of `signalTids`. */
+export function stressVmmOps(w: StressWorkload, signalTids: number[]): VmmOpsConfig {
+  return {
+    mix: parseMix(w.ops),
+    rate: w.opRate,
+    maxPages: 16,
+    seed: subSeed(w.seed, 0),
+    durationMs: w.durationMs,
+    maxOps: 0,
+    signalTids,
+  };
+}
