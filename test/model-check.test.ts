@@ -8,14 +8,8 @@ import { tempDir } from './cli-helpers.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BugName } from '../src/gmem/bugs.js';
-import {
-  type McSchedule,
-  ModelChecker,
-  checkModelCheckable,
-  checkerFor,
-  countPreemptions,
-  scheduleFile,
-} from '../src/vmm/scenario/model-check.js';
+import { type McSchedule, ModelChecker, checkModelCheckable, countPreemptions } from '../src/vmm/scenario/model-check.js';
+import { checkerFor, scheduleFile } from '../src/vmm/scenario/saved.js';
 import { ScenarioError, parseScenario } from '../src/vmm/scenario/schema.js';
 
 const root = join(import.meta.dirname, '..');

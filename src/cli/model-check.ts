@@ -5,20 +5,14 @@
 // directory not writable), 130 interrupted.
 
 import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs';
-import { mkdirs } from '../vmm/io/outputs.js';
+import { checkOutputs, mkdirs, writeOutput } from '../vmm/io/outputs.js';
 import { basename, join } from 'node:path';
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
-import {
-  type McSchedule,
-  type ModelCheckOptions,
-  type ModelCheckResult,
-  ModelChecker,
-  checkerFor,
-  isScenarioSchedule,
-  scheduleFile,
-} from '../vmm/scenario/model-check.js';
+import { type McSchedule, type ModelCheckOptions, type ModelCheckResult, ModelChecker } from '../vmm/scenario/model-check.js';
+import { checkerFor, isScenarioSchedule, scheduleFile } from '../vmm/scenario/saved.js';
 import { ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
 import { Progress } from './progress.js';
+import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 
 export interface ModelCheckCliOptions {
   mode: 'exhaustive' | 'random';
@@ -190,10 +184,17 @@ export async function replayIfScenario(file: string, o: { json?: boolean; trace?
     return null;
   }
   if (!isScenarioSchedule(saved)) return null;
-  if (o.trace !== undefined) return usage('replay: --trace is not supported for a scenario schedule');
+  checkOutputs([o.trace !== undefined ? { flag: '--trace', path: o.trace, kind: 'file' } : undefined]);
   const mc = checkerFor(saved);
   try {
     const { reproduced, result: r } = await mc.replay(saved);
+    const t = mc.lastTrace();
+    if (o.trace !== undefined && t !== null) {
+      if (t.dropped > 0)
+        process.stderr.write(`gmem-sandbox: trace ${o.trace}: ${t.dropped} event(s) dropped, the schedule's trace was full\n`);
+      const body = { ...chromeTraceFromSchedule(t.mem, t.events, t.names), metadata: { droppedEvents: t.dropped } };
+      if (writeOutput(o.trace, JSON.stringify(body))) process.stderr.write(`gmem-sandbox replay: wrote the trace to ${o.trace}\n`);
+    }
     if (o.json) {
       process.stdout.write(
         `${JSON.stringify({ reproduced, outcome: r.outcome, preemptions: r.preemptions, failures: r.failures, violations: r.violations }, null, 2)}\n`,

@@ -9,7 +9,8 @@
 // failing schedule is returned, and can be shrunk and saved for `replay`.
 
 import { BUGS, type BugName, bugMask, setBugs } from '../../gmem/bugs.js';
-import { SchedControl } from '../../shm/sched/control.js';
+import { SchedControl, type SchedTraceEvent } from '../../shm/sched/control.js';
+import type { Mem } from '../../shm/layout.js';
 import { SchedOutcome } from '../../shm/sched/layout.js';
 import { subSeed } from '../../shm/prng.js';
 import type { Outcome } from '../../vcpu-workers/outcome.js';
@@ -21,7 +22,7 @@ import { takeOnlineReports } from '../../checker/online.js';
 import { resetSandboxMemory } from '../sandbox/build.js';
 import { Runtime, type VcpuActor } from '../sandbox/runtime.js';
 import { matchesPartial, toGuestOp } from './runner.js';
-import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step, parseScenario } from './schema.js';
+import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step } from './schema.js';
 
 const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
 /** Steps the scripted runner uses to force one interleaving; a model checker explores them all instead. */
@@ -442,54 +443,14 @@ export class ModelChecker {
     return { reproduced: samePrefix && r.outcome === saved.outcome && first(r) === first(saved), result: r };
   }
 
+  /** The last schedule's scheduler trace, with the memory and actor names it refers to (for replay --trace). */
+  lastTrace(): { mem: Mem; events: SchedTraceEvent[]; dropped: number; names: Map<number, string> } | null {
+    if (this.rt === null || this.sched === null) return null;
+    return { mem: this.rt.mem, events: this.sched.trace(), dropped: this.sched.traceDropped(), names: this.rt.actorNames() };
+  }
+
   async close(): Promise<void> {
     await this.rt?.shutdown();
     this.rt = null;
   }
-}
-
-/** The file body for a failing schedule. */
-export function scheduleFile(
-  raw: unknown,
-  path: string | null,
-  opts: ModelCheckOptions,
-  r: McSchedule,
-  maxSteps = opts.maxSteps ?? 20_000,
-): ScenarioScheduleFile {
-  return {
-    version: 1,
-    kind: 'scenario',
-    scenarioPath: path,
-    scenario: raw,
-    mode: opts.mode,
-    preemptions: opts.preemptions,
-    bug: opts.bug ?? null,
-    maxSteps,
-    seed: r.seed,
-    choices: r.choices,
-    outcome: r.outcome,
-    failures: r.failures,
-    violations: r.violations,
-  };
-}
-
-/** A model checker for a saved schedule's scenario and settings. */
-export function checkerFor(saved: ScenarioScheduleFile): ModelChecker {
-  return new ModelChecker(parseScenario(saved.scenario), {
-    mode: saved.mode,
-    preemptions: saved.preemptions,
-    maxSchedules: 1,
-    bug: saved.bug,
-    maxSteps: saved.maxSteps,
-  });
-}
-
-export function isScenarioSchedule(x: unknown): x is ScenarioScheduleFile {
-  return (
-    x !== null &&
-    typeof x === 'object' &&
-    (x as { kind?: unknown }).kind === 'scenario' &&
-    (x as { version?: unknown }).version === 1 &&
-    Array.isArray((x as { choices?: unknown }).choices)
-  );
 }
