@@ -2,6 +2,8 @@
 // convert=1"). The order of VMM_OPS is the order weights are laid out in when an op is drawn,
 // and each op's number in a trace: a new op goes at the end, so that saved seeds draw as before.
 
+import { ArgumentError } from '../sandbox/errors.js';
+
 /**
  * memslot: delete slot 0 and recreate it; memflags: first drop KVM_MEM_GUEST_MEMFD from it by a
  * flags-only change or a move (as a fuzzer would; refused since 9935df5333aa), then delete and
@@ -46,9 +48,9 @@ export function parseMix(s: string): Record<VmmOp, number> {
     .map((p) => p.trim())
     .filter(Boolean)) {
     const [name, w] = part.split('=');
-    if (!(VMM_OPS as readonly string[]).includes(name)) throw new Error(`--ops: unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);
+    if (!(VMM_OPS as readonly string[]).includes(name)) throw new ArgumentError('--ops', `unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);
     const weight = w === undefined ? 1 : Number(w);
-    if (!Number.isFinite(weight) || weight < 0) throw new Error(`--ops: weight of '${name}' must be a non-negative number, got '${w}'`);
+    if (!Number.isFinite(weight) || weight < 0) throw new ArgumentError('--ops', `weight of '${name}' must be a finite non-negative number, got '${w}'`);
     mix[name as VmmOp] = weight;
   }
   return mix;
