@@ -49,6 +49,13 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
   const t0 = performance.now();
   const deadline = cfg.durationMs > 0 ? t0 + cfg.durationMs : Infinity;
   const gap = cfg.rate > 0 ? 1000 / cfg.rate : 0;
+  // A mix with no op to draw (all weights 0) leaves a timed run's VMM idle, still parking at
+  // the quiescent points the auditor waits for; an untimed one (explore) has nothing to do.
+  if (total === 0) {
+    idle(k.sync, rc, deadline);
+    res.elapsedMs = performance.now() - t0;
+    return res;
+  }
   try {
     for (let n = 0; total > 0; n++) {
       if (rc.stopRequested() || k.sync.aborted() || performance.now() > deadline) break;
@@ -68,6 +75,18 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
   }
   res.elapsedMs = performance.now() - t0;
   return res;
+}
+
+/** How long an idle VMM sleeps between two looks at the run control. */
+const IDLE_MS = 5;
+
+/** A VMM thread with nothing to draw: it waits for the end of the run at its checkpoints. */
+function idle(sync: Sandbox['k']['sync'], rc: RunControl, deadline: number): void {
+  if (deadline === Infinity) return;
+  while (!rc.stopRequested() && !sync.aborted() && performance.now() < deadline) {
+    rc.checkpoint(sync);
+    sync.sleepMs(IDLE_MS);
+  }
 }
 
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
