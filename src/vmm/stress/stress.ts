@@ -5,7 +5,7 @@
 
 import { POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
 import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
-import { resolveKernel } from '../sandbox/build.js';
+import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits } from '../sandbox/build.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
 import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
@@ -13,7 +13,6 @@ import { bugMask } from '../../gmem/bugs.js';
 import { INVARIANTS, type Invariant } from '../../checker/violations.js';
 import type { Pattern, WorkloadResult } from '../../vcpu-workers/guest-workload.js';
 import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
-import { MAX_BUFFER_BYTES } from '../sandbox/build.js';
 import { ArgumentError } from '../sandbox/errors.js';
 import { parseSize } from '../sandbox/units.js';
 import { type CrashReport, Runtime } from '../sandbox/runtime.js';
@@ -197,6 +196,9 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
       `guest-memory x VMs must be at most ${MAX_BUFFER_BYTES / (1 << 30)} GiB, got ${gb} x ${cfg.vms}`,
     );
   bugMask(cfg.bugs);
+  // The sandbox's own limits (4 GiB of host memory, ...): a sweep checks every combination at
+  // planning with this, instead of finding out in the job.
+  resolveLimits(stressSandbox(cfg, gb / PAGE_SIZE));
   return cfg;
 }
 
@@ -242,16 +244,21 @@ interface StressState {
   runStart: number;
 }
 
+/** The sandbox a stress run builds: resolved at planning too, so that its limits are checked before any job starts. */
+function stressSandbox(cfg: StressConfig, pages: number): SandboxOptions {
+  // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
+  return {
+    kernel: cfg.kernel,
+    memory: cfg.memory,
+    userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms),
+    watchdogMs: cfg.watchdogMs,
+    maxVms: Math.max(4, cfg.vms),
+  };
+}
+
 function startRuntime(cfg: StressConfig, pages: number, o: StressOptions): Promise<Runtime> {
   return Runtime.start({
-    // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
-    sandbox: {
-      kernel: cfg.kernel,
-      memory: cfg.memory,
-      userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms),
-      watchdogMs: cfg.watchdogMs,
-      maxVms: Math.max(4, cfg.vms),
-    },
+    sandbox: stressSandbox(cfg, pages),
     callTimeoutMs: cfg.durationMs + 30_000,
     trace: o.trace !== undefined,
     traceEvents: traceRingFor(cfg),
