@@ -123,14 +123,6 @@ const REPORTED_COUNTERS = [
   'guestWrites',
 ] as const;
 
-/**
- * Why stress refuses 'populate': LAUNCH_UPDATE needs a VM still launching beside the running ones
- * on one inode, and a free-running guest would read its launch image as foreign data, failing a
- * clean run. The explorer runs that workload (and finds the planted bug) under its own checks.
- */
-const POPULATE_ONLY_IN_EXPLORE =
-  'the populate op (LAUNCH_UPDATE) runs only under `explore` (try: gmem-sandbox explore --bug populate-no-uptodate-check), not in a free-running stress';
-
 export function resolveStressOptions(o: StressOptions): StressConfig {
   const memory = o.memory ?? '64MiB';
   const memBytes = parseSize(memory, 'memory');
@@ -158,25 +150,23 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
   } as StressConfig;
   const L = STRESS_LIMITS;
   const checks: Array<[boolean, string, string]> = [
-    [parseMix(cfg.ops).populate === 0, 'ops', POPULATE_ONLY_IN_EXPLORE],
-    [
-      !cfg.bugs.includes('populate-no-uptodate-check'),
-      'bug',
-      `populate-no-uptodate-check needs the populate op, and ${POPULATE_ONLY_IN_EXPLORE}`,
-    ],
     [
       Number.isInteger(cfg.vcpus) && cfg.vcpus >= 1 && cfg.vcpus <= L.vcpusPerVm,
       'vcpus',
       `must be an integer from 1 to ${L.vcpusPerVm} (a VM has ${LIMITS.MAX_VCPUS_PER_VM} vCPU ids and the VMM uses one to pre-fault), got ${cfg.vcpus}`,
     ],
-    [Number.isInteger(cfg.vms) && cfg.vms >= 1 && cfg.vms <= L.vms, 'vms', `must be an integer from 1 to ${L.vms}, got ${cfg.vms}`],
+    [
+      Number.isInteger(cfg.vms) && cfg.vms >= 1 && cfg.vms + launching(cfg) <= L.vms,
+      'vms',
+      `must be an integer from 1 to ${L.vms - launching(cfg)}${launching(cfg) ? ' (the populate op adds an SNP VM launching beside them)' : ''}, got ${cfg.vms}`,
+    ],
     [
       cfg.vms * cfg.vcpus <= L.vcpuThreads,
       'vcpus',
       `vms x vcpus must be at most ${L.vcpuThreads} vCPU threads (${LIMITS.MAX_THREADS} threads less the controller, VMM and firmware), got ${cfg.vms} x ${cfg.vcpus}`,
     ],
     [
-      cfg.vms * (cfg.vcpus + 1) <= L.vcpuSlots,
+      cfg.vms * (cfg.vcpus + 1) + launching(cfg) <= L.vcpuSlots,
       'vcpus',
       `vms x (vcpus + 1) must be at most ${L.vcpuSlots} vCPU slots (each VM also gives the VMM a vCPU), got ${cfg.vms} x ${cfg.vcpus + 1}`,
     ],
@@ -244,15 +234,20 @@ interface StressState {
   runStart: number;
 }
 
+/** 1 when the run has an SNP VM launching beside its VMs (the populate op's target), else 0. */
+function launching(cfg: StressConfig): number {
+  return parseMix(cfg.ops).populate > 0 ? 1 : 0;
+}
+
 /** The sandbox a stress run builds: resolved at planning too, so that its limits are checked before any job starts. */
 function stressSandbox(cfg: StressConfig, pages: number): SandboxOptions {
   // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
   return {
     kernel: cfg.kernel,
     memory: cfg.memory,
-    userMemory: Math.max(16 << 20, pages * PAGE_SIZE * cfg.vms),
+    userMemory: Math.max(16 << 20, pages * PAGE_SIZE * (cfg.vms + launching(cfg))),
     watchdogMs: cfg.watchdogMs,
-    maxVms: Math.max(4, cfg.vms),
+    maxVms: Math.max(4, cfg.vms + launching(cfg)),
   };
 }
 

@@ -29,9 +29,14 @@ export const STRESS_WORKLOAD_DEFAULTS = {
   writeRatio: 0.3,
 } as const satisfies Partial<StressWorkload>;
 
-/** The layout: `pages` guest pages per VM, gfn i at index i. */
+/**
+ * The layout: `pages` guest pages per VM, gfn i at index i; with the populate op, an SNP VM
+ * launching beside them on a guest_memfd of its own (as explore's launching shape), whose
+ * LAUNCH_UPDATEs race the punches, fallocates and memslot changes made to its file, and whose
+ * launch the op may end and pre-fault.
+ */
 export function stressSetup(w: StressWorkload, pages: number): StressSetup {
-  return { vmType: w.vmType, vms: w.vms, pages, privateShare: 0.75 };
+  return { vmType: w.vmType, vms: w.vms, pages, privateShare: 0.75, launchingBeside: parseMix(w.ops).populate > 0 };
 }
 
 /** vCPU `i`'s guest workload (of `writers`, over every VM) for the run's duration. */
