@@ -15,7 +15,7 @@ import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
 import type { Violation } from '../../checker/violations.js';
 import { describeDeadlock } from '../../checker/deadlock.js';
 import { SandboxClosedError } from '../sandbox/errors.js';
-import type { RoundPlan, RoundRecord } from './round.js';
+import type { RoundPlan, RoundRecord, ScheduleFindings } from './round.js';
 import { type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, vcpuActors } from '../workload/explore.js';
 import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
@@ -60,6 +60,8 @@ export interface ScheduleResult {
   /** VMM ops each kind ran (errors included), over every VMM thread, and the VMs it ran. */
   ops: Record<VmmOp, number>;
   shape: ScheduleShape;
+  /** Outcomes the kernel allows that the catalogue lists as findings (punch-hole leftovers, cross-VM prepares). */
+  findings: ScheduleFindings;
 }
 
 /** A saved schedule: everything needed to rerun it exactly. */
@@ -234,6 +236,7 @@ export class Explorer {
         violations,
         choices: rec.choices,
         ops,
+        findings: rec.findings,
         shape: rec.shape,
       };
     });

@@ -51,6 +51,13 @@ export interface RoundPlan {
   runnerTids: number[];
 }
 
+/** Counted outcomes the kernel allows (a punch-hole leftover, a cross-VM prepare), per schedule. */
+export interface ScheduleFindings {
+  punchHoleLeftovers: number;
+  crossVmPrepare: number;
+}
+const NO_FINDINGS: ScheduleFindings = { punchHoleLeftovers: 0, crossVmPrepare: 0 };
+
 /** One round, as every follower reads it. */
 export interface RoundPayload {
   seed: number;
@@ -75,6 +82,8 @@ export interface RoundRecord {
   /** The leader's own ops; the other VMM threads return theirs. */
   ops: Record<VmmOp, number>;
   shape: ScheduleShape;
+  /** What the kernel allows but the catalogue lists as findings, as this schedule's audit counted them. */
+  findings: ScheduleFindings;
   /** The VM of each vCPU actor in this schedule. */
   vcpuVms: number[];
   /** Followers that arrived with a finding of their own (a vCPU's violations): the batch ends here. */
@@ -117,6 +126,7 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
           violations: [],
           ops: parseMix(''),
           shape: scheduleShape(plan.workload, seed),
+          findings: NO_FINDINGS,
           vcpuVms: [],
           flagged: 0,
           failed,
@@ -154,7 +164,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   bell.throwIfAborted();
   const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
   const outcome = sched.outcome();
-  const violations = judgeSchedule(h, sched, outcome, failed);
+  const { violations, findings } = judgeSchedule(h, sched, outcome, failed);
   return {
     seed,
     steps: sched.steps(),
@@ -164,6 +174,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     violations,
     ops: own.ops,
     shape,
+    findings,
     vcpuVms: layout.vcpus.map((c) => c.vm),
     flagged: arrived.flagged,
     ...(failed !== undefined ? { failed } : {}),
@@ -200,8 +211,14 @@ function runOwnOps(h: LeaderHooks, cfg: VmmOpsConfig): { ops: Record<VmmOp, numb
 }
 
 /** Online reports, then a step limit, or, for a schedule run to its end, the audits before and after teardown. */
-function judgeSchedule(h: LeaderHooks, sched: SchedControl, outcome: number, failed: string | undefined): Violation[] {
+function judgeSchedule(
+  h: LeaderHooks,
+  sched: SchedControl,
+  outcome: number,
+  failed: string | undefined,
+): { violations: Violation[]; findings: ScheduleFindings } {
   const violations = takeOnlineReports(h.mem);
+  let findings = NO_FINDINGS;
   if (outcome === SchedOutcome.STEP_LIMIT) {
     // A default schedule takes a few hundred steps: one that runs out of them has an actor
     // spinning without end (a livelock), which no kernel may do.
@@ -211,11 +228,13 @@ function judgeSchedule(h: LeaderHooks, sched: SchedControl, outcome: number, fai
       detail: `step limit: ${sched.steps()} steps without finishing; an actor spins (a livelock) or the workload has no end (accesses 0)`,
     });
   } else if (outcome === SchedOutcome.RUNNING && failed === undefined) {
-    violations.push(...auditQuiescent(h.mem).violations);
+    const audit = auditQuiescent(h.mem);
+    violations.push(...audit.violations);
+    findings = audit.findings;
     // Every fd closed and every VM destroyed: a release or a free that touches freed memory
     // shows here, and so does anything left behind.
     h.closeAll();
     violations.push(...auditTeardown(h.mem).violations);
   }
-  return violations;
+  return { violations, findings };
 }
