@@ -9,6 +9,6 @@ export default defineConfig({
     fileParallelism: false,
     pool: 'forks',
     // TMPDIR for every test process and child: checked empty and removed at the end.
-    globalSetup: ['test/global-tmp.ts'],
+    globalSetup: ['test/helpers/global-tmp.ts'],
   },
 });

@@ -1,0 +1,64 @@
+// explore --shard K/N, --jobs N and merge: the shards of a search merge into what the unsharded search
+// reports (found or not, the first failing seed, the schedules it took), and a missing shard
+// makes the merge incomplete.
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cli, tempDir } from '../helpers/cli-helpers.js';
+
+describe('explore --shard, --jobs and merge', () => {
+  it('two shards merge into the unsharded result; one shard alone is incomplete (exit 1)', async () => {
+    const dir = tempDir();
+    const base = [
+      'explore',
+      '--catalogue',
+      'gmem-unbind-dying-file',
+      '--schedules',
+      '40',
+      '--seed',
+      '3',
+      '--no-shrink',
+      '--out',
+      dir,
+      '--json',
+    ];
+    // One at a time: three explorers at once would load the two cores other tests time.
+    const all = await cli(base);
+    const s0 = await cli([...base, '--shard', '0/2']);
+    const s1 = await cli([...base, '--shard', '1/2']);
+    for (const r of [all, s0, s1]) expect(r.status, r.stderr).toBe(0);
+    const unsharded = JSON.parse(all.stdout).results[0];
+    expect(unsharded.found).toBe(true);
+    writeFileSync(join(dir, 's0.json'), s0.stdout);
+    writeFileSync(join(dir, 's1.json'), s1.stdout);
+    const merged = await cli(['merge', join(dir, 's0.json'), join(dir, 's1.json'), '--json']);
+    expect(merged.status, merged.stderr).toBe(0);
+    const m = JSON.parse(merged.stdout);
+    expect(m.results[0]).toMatchObject({
+      found: unsharded.found,
+      seed: unsharded.seed,
+      schedules: unsharded.schedules,
+      violation: unsharded.violation,
+    });
+    expect(m.missingShards).toEqual([]);
+    const partial = await cli(['merge', join(dir, 's1.json')]);
+    expect(partial.status).toBe(1);
+    expect(partial.stdout).toMatch(/merge: INCOMPLETE, shards missing: 0\/2/);
+    // Two explorers in one process report what one does: the same first failing seed, after as many schedules.
+    const jobs = await cli([...base, '--jobs', '2']);
+    expect(jobs.status, jobs.stderr).toBe(0);
+    expect(JSON.parse(jobs.stdout).results[0]).toMatchObject({
+      found: true,
+      seed: unsharded.seed,
+      schedules: unsharded.schedules,
+      violation: unsharded.violation,
+    });
+    const badJobs = await cli(['explore', '--jobs', '0']);
+    expect(badJobs.status).toBe(2);
+    expect(badJobs.stderr).toMatch(/--jobs must be an integer from 1 to 16, got '0'/);
+    const bad = await cli(['explore', '--shard', '2/2']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--shard: K is 0-based and must be from 0 to 1 .*, got '2\/2'/);
+  }, 60_000);
+});
