@@ -1,5 +1,6 @@
-// The exit-status convention, per command: 0 pass, 1 a violation / bug not found / failed job,
-// 2 a usage or input error (nothing ran), and every output path checked before any work starts.
+// The CLI's exit status per command: 0 pass, 1 a violation / bug not found / failed job, 2 a usage
+// or input error (nothing ran), and every output path checked before any work starts. The CLI's own
+// contract: no kernel function is modelled here.
 
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,118 +1,16 @@
-// Fuzzing with fast-check: random scenario files, saved schedules and command lines. Each must give
-// a result or a clear error with exit status 2: never a stack trace, an internal TypeError, a hang
-// or a stray process. The case counts are bounded for `npm test`; `npm run test:fuzz` runs more
-// (FUZZ_RUNS, FUZZ_CLI_RUNS).
+// Fuzzing the CLI with fast-check: random command lines, with mutated scenario, schedule and
+// sweep-line inputs, each give a result or a clear error with exit status 2: never a stack trace,
+// an internal TypeError, a hang or a stray process. `npm run test:fuzz` runs more (FUZZ_CLI_RUNS).
 
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
-import { ScheduleError, parseSchedule } from '../../src/vmm/explore/schedule-file.js';
-import { STACK, bin, root, tempDir } from '../helpers/cli-helpers.js';
+import { STACK, bin, tempDir } from '../helpers/cli-helpers.js';
+import { example, mutate, mutation, schedule } from '../helpers/fuzz-helpers.js';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 8);
-
-const example = JSON.parse(readFileSync(join(root, 'examples/private-fault-snp.json'), 'utf8'));
-const schedule = JSON.parse(readFileSync(join(root, 'test/fixtures/schedule-prepare-skips-clear.json'), 'utf8'));
-
-/** Values a field may be set to: right and wrong types, edge numbers, units, garbage. Bounded so a run stays short. */
-const value = fc.oneof(
-  fc.constantFrom(0, 1, -1, -4, 2, 3, 7, 31, 32, 4096, 0x1000, 2 ** 32, 2 ** 53, 1e300, 0.5, -0.5, Number.NaN),
-  fc.constantFrom(
-    '0',
-    '1',
-    '-4',
-    '4KiB',
-    '2MiB',
-    '1MiB',
-    '4MiB',
-    '5GiB',
-    '0x1000',
-    '0xzz',
-    '12 parsecs',
-    '',
-    'a',
-    'g',
-    'snp',
-    'ok',
-    'EINVAL',
-    'private',
-    'fault.begin',
-  ),
-  fc.constantFrom(null, true, false, [], {}, ['guest_memfd'], ['keep_size', 'punch_hole'], { vm: 'a', vcpu: 0 }),
-  fc.string({ maxLength: 8 }),
-  fc.integer({ min: -10, max: 100 }),
-);
-
-/** A path into a JSON value: keys of objects and indices of arrays, chosen by numbers. */
-type Mutation = { kind: 'set' | 'delete' | 'add'; path: number[]; value: unknown; key: string };
-const mutation: fc.Arbitrary<Mutation> = fc.record({
-  kind: fc.constantFrom('set', 'delete', 'add'),
-  path: fc.array(fc.nat(20), { minLength: 0, maxLength: 4 }),
-  value,
-  key: fc.constantFrom('extra', 'len', 'size', 'vm', 'vcpu', 'op', 'expect', 'timeout_ms', 'memory', 'policy', 'steps'),
-});
-
-/** Applies mutations to a deep copy; a path picks the child (index modulo the number of children) at each level. */
-function mutate(base: unknown, ms: Mutation[]): unknown {
-  const doc = structuredClone(base);
-  for (const m of ms) {
-    let parent: Record<string, unknown> | unknown[] | null = null;
-    let key: string | number = '';
-    let node: unknown = doc;
-    for (const step of m.path) {
-      if (node === null || typeof node !== 'object') break;
-      const keys = Array.isArray(node) ? node.map((_, i) => i) : Object.keys(node);
-      if (keys.length === 0) break;
-      parent = node as Record<string, unknown>;
-      key = keys[step % keys.length];
-      node = (node as Record<string | number, unknown>)[key];
-    }
-    if (m.kind === 'add' && node !== null && typeof node === 'object' && !Array.isArray(node))
-      (node as Record<string, unknown>)[m.key] = m.value;
-    else if (parent === null) continue;
-    else if (m.kind === 'delete' && !Array.isArray(parent)) delete (parent as Record<string, unknown>)[key as string];
-    else (parent as Record<string | number, unknown>)[key] = m.value;
-  }
-  return doc;
-}
-
-const PROBLEM = /^(\(top level\)|[\w-]+(\.[\w-]+)*): \S.*$/s;
-
-describe('fuzz: scenario and schedule schemas', () => {
-  it('a mutated scenario is either valid or refused with "path: rule" problems, never another error', () => {
-    fc.assert(
-      fc.property(fc.array(mutation, { minLength: 1, maxLength: 4 }), (ms) => {
-        const doc = mutate(example, ms);
-        try {
-          parseScenario(doc);
-        } catch (e) {
-          if (!(e instanceof ScenarioError)) throw e;
-          expect(e.problems.length).toBeGreaterThan(0);
-          for (const p of e.problems) expect(p).toMatch(PROBLEM);
-        }
-      }),
-      { numRuns: RUNS, seed: Number(process.env.FUZZ_SEED ?? 11) },
-    );
-  });
-
-  it('a mutated schedule is either valid or refused with "path: rule" problems, never another error', () => {
-    fc.assert(
-      fc.property(fc.array(mutation, { minLength: 1, maxLength: 4 }), (ms) => {
-        try {
-          parseSchedule(mutate(schedule, ms));
-        } catch (e) {
-          if (!(e instanceof ScheduleError)) throw e;
-          for (const p of e.problems) expect(p).toMatch(PROBLEM);
-        }
-      }),
-      { numRuns: RUNS, seed: Number(process.env.FUZZ_SEED ?? 12) },
-    );
-  });
-});
 
 /** Options per command, each with values that are right, wrong or at the edge (all short to run). */
 const OPTS: Record<string, Array<[string, string[]]>> = {

@@ -1,5 +1,6 @@
 // Every input validated before anything starts, naming the file, the field path and the rule:
-// scenarios, saved schedules, sweep lines and merge inputs; and the limits that really hold.
+// scenarios, saved schedules and stress options; and the limits that really hold (vCPU threads and
+// slots: KVM_MAX_VCPUS per VM less the VMM's, 4 GiB of memory). The CLI's own contract.
 
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,6 +1,7 @@
 // SIGINT and SIGTERM, sent to a real child process (and through npx): the run stops within about
-// a second, prints its partial result marked interrupted, exits 130 and leaves no process behind;
-// an interrupted sweep keeps its finished lines and --resume runs only the rest.
+// a second, prints its partial result marked interrupted, exits 130 and leaves no process behind; an
+// interrupted sweep keeps its finished lines and --resume runs only the rest. The CLI's own
+// contract: no kernel function is modelled here.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';

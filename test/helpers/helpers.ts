@@ -1,5 +1,6 @@
-// Shared setup for the SEMANTICS.md tests: small sandboxes, an SNP (or other) VM with a
-// guest_memfd bound by a private memslot, and a few assertions used across files.
+// Shared setup for the tests of the kernel model on the calling thread (test/model): small
+// sandboxes, an SNP (or other) VM with a guest_memfd bound by a private memslot, and a few
+// assertions used across files.
 
 import { expect } from 'vitest';
 import {
@@ -161,7 +162,7 @@ export function expectFreedPfn(sb: Sandbox, pfn: number): void {
   expect(sb.hostPage(pfn).every((b) => b === HOST_PATTERN)).toBe(true);
 }
 
-/** Host isolation (SEMANTICS 7): the host never wrote a page assigned to a guest. */
+/** Host isolation: the host never wrote a page assigned to a guest (no RMP fault on a host write). */
 export function expectHostIsolation(sb: Sandbox): void {
   expect(sb.stats().hostRmpFaults).toBe(0);
 }

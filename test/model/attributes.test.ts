@@ -1,10 +1,24 @@
-// SEMANTICS.md section 2: KVM_SET_MEMORY_ATTRIBUTES.
+// KVM_SET_MEMORY_ATTRIBUTES (virt/kvm/kvm_main.c: kvm_vm_ioctl_set_mem_attributes,
+// kvm_vm_set_mem_attributes): -EINVAL for bad flags, attributes, alignment or size; PRIVATE only
+// where kvm_supported_mem_attributes has it; a range already set is a no-op
+// (kvm_range_has_memory_attributes); a change zaps the range's SPTEs (kvm_handle_gfn_range ->
+// kvm_mmu_unmap_gfn_range), so the old kind of access exits with KVM_EXIT_MEMORY_FAULT.
 
 import { describe, expect, it } from 'vitest';
 import type { Vm } from '../../src/index.js';
 import { makeSpte, spteFrame } from '../../src/kvm/spte.js';
 import { auditQuiescent } from '../../src/checker/audit.js';
-import { EXIT_FLAG_PRIVATE, MiB, PAGE_SIZE, dataOf, faultAndValidate, filled, setupVm, smallSandbox, statsDelta } from '../helpers/helpers.js';
+import {
+  EXIT_FLAG_PRIVATE,
+  MiB,
+  PAGE_SIZE,
+  dataOf,
+  faultAndValidate,
+  filled,
+  setupVm,
+  smallSandbox,
+  statsDelta,
+} from '../helpers/helpers.js';
 
 const PRIVATE = 8; // KVM_MEMORY_ATTRIBUTE_PRIVATE
 

@@ -1,4 +1,7 @@
-// SEMANTICS.md section 2: KVM_CREATE_GUEST_MEMFD, the file's read/write/fstat, and close (release).
+// KVM_CREATE_GUEST_MEMFD and its file (virt/kvm/guest_memfd.c): kvm_gmem_create's flag and size
+// checks (-EINVAL), __kvm_gmem_create's new inode per file, no read or write (kvm_gmem_fops), fstat's
+// size, -EBADF after close; and kvm_gmem_release: the file's SPTEs zapped, and the folios freed with
+// the inode's last file (kvm_gmem_free_folio -> sev_gmem_invalidate: the pfn hypervisor-owned again).
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, KvmError } from '../../src/index.js';

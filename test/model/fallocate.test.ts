@@ -1,4 +1,8 @@
-// SEMANTICS.md section 3: fallocate on a guest_memfd (allocate and PUNCH_HOLE).
+// fallocate on a guest_memfd (fs/open.c vfs_fallocate, virt/kvm/guest_memfd.c kvm_gmem_fallocate):
+// mode and alignment checks (-EOPNOTSUPP, -EINVAL); kvm_gmem_allocate: one folio per index, -EINTR
+// on a pending signal keeping what was done, -ENOMEM; kvm_gmem_punch_hole: the SPTEs of every file of
+// the inode zapped (kvm_gmem_invalidate_begin), the folios truncated and freed, each pfn
+// hypervisor-owned again (sev_gmem_invalidate) and refilled.
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN } from '../../src/index.js';

@@ -1,4 +1,8 @@
-// SEMANTICS.md section 4: the fault path (guest accesses through a vCPU).
+// The x86 TDP fault path for guest accesses (arch/x86/kvm/mmu/mmu.c: kvm_mmu_page_fault,
+// kvm_faultin_pfn, kvm_faultin_pfn_private; virt/kvm/guest_memfd.c kvm_gmem_get_pfn): a
+// private/shared mismatch exits KVM_EXIT_MEMORY_FAULT (kvm_mmu_prepare_memory_fault_exit); no memslot
+// is MMIO, or an EFAULT exit for a PRIVATE gfn (kvm_handle_noslot_fault); kvm_gmem_get_pfn's errors
+// (EFAULT, EHWPOISON, ENOMEM, a failed sev_gmem_prepare); a folio cleared and prepared once.
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN } from '../../src/index.js';

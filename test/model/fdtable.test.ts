@@ -1,5 +1,6 @@
-// The VMM process's fd table (fs/file.c), shared by every VMM thread: lowest-fd allocation,
-// lookups that take a reference and answer EBADF / EINVAL, and a close that a reference outlives.
+// The VMM process's fd table (fs/file.c: alloc_fd's lowest free fd, fget / fdget with a
+// reference, close_fd, fput with the release as task work), shared by every VMM thread: -EBADF and
+// -EINVAL from a guest_memfd lookup, a close that a reference outlives, and -EMFILE when full.
 
 import { describe, expect, it } from 'vitest';
 import { FdKind, MAX_FDS, fdputGmem } from '../../src/kvm/fdtable.js';

@@ -1,6 +1,8 @@
-// Object lifetimes as the kernel has them (issue 9): kvm->srcu around faults, pre-fault and
-// populate; memslots published as whole sets; gmem file references; freed objects detected.
-// Each scenario runs on real worker threads; the interleavings are pinned with pause points.
+// Object lifetimes as the kernel has them, pinned with pause points on worker threads: kvm->srcu
+// around faults and pre-fault (kvm_set_memslot waits in synchronize_srcu; 3ccbf6f47098 makes
+// pre-fault return -EAGAIN), gmem file references (kvm_gmem_get_pfn's get_file, kvm_gmem_release as
+// task work), the unbind of a dying file (a7800aa80ea4, fixed by ae431059e75d), a memslot update that
+// drops KVM_MEM_GUEST_MEMFD (fixed by 9935df5333aa), and freed objects reported as KASAN would.
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { Bug } from '../../src/gmem/bugs.js';

@@ -1,4 +1,9 @@
-// SEMANTICS.md section 2: KVM_SET_USER_MEMORY_REGION2 and kvm_gmem_bind.
+// KVM_SET_USER_MEMORY_REGION2 (virt/kvm/kvm_main.c: kvm_set_memory_region,
+// check_memory_region_flags) and kvm_gmem_bind: KVM_MEM_GUEST_MEMFD only on a VM with private
+// memory, -EINVAL for alignment, a move or resize of a guest_memfd slot and an unknown slot, -EEXIST
+// for an overlap, delete zapping and unbinding (kvm_gmem_unbind), READONLY refused on SNP
+// (66155de93bcf); kvm_gmem_bind's -EBADF, and -EINVAL for a foreign or non-gmem fd, a bad offset
+// or an index already bound.
 
 import { describe, expect, it } from 'vitest';
 import type { GuestMemfd, Sandbox, Vm } from '../../src/index.js';

@@ -1,4 +1,7 @@
-// SEMANTICS.md section 6: the prepare policies, run over all three.
+// The three prepare policies, as the kernel versions they name: b85524314a prepares once per
+// folio for every VM bound to the inode (kvm_gmem_prepare_folio), 6dd761d92f66 for the faulting VM
+// only, and 6.10 (prepare-on-allocate) at fallocate and on every fault; populate of an up-to-date
+// page (de80252414f3: -EEXIST in kvm_gmem_populate, before it refused in sev_gmem_post_populate).
 
 import { describe, expect, it } from 'vitest';
 import { POLICIES, type PolicyName } from '../../src/index.js';

@@ -1,6 +1,8 @@
-// SEMANTICS.md section 5 (kvm_gmem_populate via SNP LAUNCH_UPDATE) and the launch rules of section 7.
-// The kernel's snp_launch_update returns EIO for any kvm_gmem_populate failure; the model throws
-// KvmError code 'EIO' with the populate errno in `populateError`.
+// kvm_gmem_populate through SNP LAUNCH_UPDATE (arch/x86/kvm/svm/sev.c: snp_launch_update,
+// sev_gmem_post_populate): launch-state checks; every populate failure returned as -EIO, with the
+// populate errno kept as `populateError`; a gfn that is not PRIVATE refused (e4ee54479273); injected
+// firmware and RMPUPDATE failures; the count of pages done; pages that arrive guest-owned and
+// validated; and the launch digest over GPA, page type and contents.
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, type PolicyName, SevRet } from '../../src/index.js';

@@ -1,4 +1,8 @@
-// SEMANTICS.md section 4: KVM_PRE_FAULT_MEMORY.
+// KVM_PRE_FAULT_MEMORY (virt/kvm/kvm_main.c kvm_vcpu_pre_fault_memory, arch/x86/kvm/mmu/mmu.c
+// kvm_arch_vcpu_pre_fault_memory): argument checks, -EOPNOTSUPP on SNP before LAUNCH_FINISH
+// (5932ca411e53), -ENOENT without a memslot and -EFAULT for a PRIVATE gfn without one
+// (kvm_handle_noslot_fault), partial progress in the returned range, -EINTR on a pending signal,
+// and a guest_memfd error returned only when nothing was mapped.
 
 import { describe, expect, it } from 'vitest';
 import { MiB, PAGE_SIZE, dataOf, expectHostIsolation, filled, setupVm, smallSandbox, statsDelta } from '../helpers/helpers.js';

@@ -1,3 +1,8 @@
+// A private SNP page end to end on the calling thread: the first access faults the page in
+// (kvm_gmem_get_pfn, cleared, then sev_gmem_prepare -> rmp_make_private) and raises #VC until the
+// guest's PVALIDATE, then reads zeros; PUNCH_HOLE (kvm_gmem_punch_hole) frees it back to the
+// hypervisor (sev_gmem_invalidate); a mode without KEEP_SIZE is -EOPNOTSUPP and the file has no read.
+
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, KvmError, Sandbox } from '../../src/index.js';
 

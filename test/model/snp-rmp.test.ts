@@ -1,4 +1,8 @@
-// SEMANTICS.md section 7: SNP firmware and the RMP.
+// SNP firmware and the RMP (arch/x86/virt/svm/sev.c rmp_make_private / rmp_make_shared; arch/x86/
+// kvm/svm/sev.c sev_gmem_prepare, sev_gmem_invalidate): pages start hypervisor-owned, an SNP VM has
+// its ASID, arch prepare assigns without validating (#VC until PVALIDATE), PVALIDATE's
+// FAIL_NOUPDATE, an access at another GPA is an RMP violation, a freed folio's pfn is
+// hypervisor-owned again, and no host write reaches a guest page under any policy.
 
 import { describe, expect, it } from 'vitest';
 import { HOST_PATTERN, POLICIES, PvalidateRet } from '../../src/index.js';

@@ -1,6 +1,7 @@
-// Issue 9 / item 8: uAPI answers checked against the kernel (6.11): KVM_CREATE_GUEST_MEMFD's u64
-// flags, READONLY memslots on SNP, the SNP launch commands on other VMs, a guest write to a
-// READONLY memslot, and vfs_fallocate's mode checks before kvm_gmem_fallocate's.
+// uAPI answers checked against the kernel (6.11): KVM_CREATE_GUEST_MEMFD's u64 flags (kvm_gmem_create:
+// flags & ~valid_flags), READONLY memslots on SNP (66155de93bcf), the SNP launch commands on other
+// VMs (snp_launch_update: !sev_snp_guest), a guest write to a READONLY memslot (KVM_PFN_ERR_RO_FAULT
+// -> RET_PF_EMULATE -> MMIO exit), and vfs_fallocate's mode checks before kvm_gmem_fallocate's.
 
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../../src/vmm/scenario/runner.js';

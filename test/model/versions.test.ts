@@ -1,4 +1,7 @@
-// Each behaviour switch of gmem/version.ts, on the version before its commit and the one after.
+// Each behaviour switch of gmem/version.ts on the version before its commit and the one after:
+// READONLY memslots on SNP (66155de93bcf), pre-fault before LAUNCH_FINISH (5932ca411e53), populate
+// of a shared gfn (e4ee54479273); the policy names as aliases of b85524314a, 6.10 and 6.11
+// (6dd761d92f66), and every later version keeping the earlier fixes.
 
 import { describe, expect, it } from 'vitest';
 import { KERNEL_VERSIONS, VERSIONS } from '../../src/gmem/version.js';

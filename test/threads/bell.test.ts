@@ -1,6 +1,7 @@
-// The explorer's doorbell (src/shm/bell.ts) on real threads: rounds rung before a follower starts
-// waiting are not lost, arrivals count findings and errors, a follower whose part throws aborts
-// the sandbox (so that nobody waits for it), arrives as crashed and throws, and an abort ends waits.
+// The explorer's doorbell (shm/bell.ts) on real threads: rounds rung before a follower starts
+// waiting are not lost, arrivals count findings and errors, a follower whose part throws aborts the
+// sandbox (so that nobody waits for it), arrives as crashed and throws, and an abort ends waits. The
+// tool's own primitive: no kernel function is modelled here.
 
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';

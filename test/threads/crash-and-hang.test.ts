@@ -1,6 +1,8 @@
-// Item 10: a crashed worker and a deliberate deadlock are reported, naming what went wrong, and
-// never hang the test run. The hooks that crash a worker are the test worker's
-// (test/workers/vcpu-test-worker.ts); the shipped one has none.
+// A crashed worker and a deliberate deadlock are reported, naming what went wrong, and never hang
+// the run: an exception, an uncaught error and an exit of a worker (through the test worker's
+// hooks, test/workers/vcpu-test-worker.ts; the shipped one has none); and a vCPU sleeping on a
+// folio lock another vCPU holds inside kvm_gmem_get_pfn (folio_lock, filemap_grab_folio), ended by
+// the watchdog or the call timeout with who waits on what.
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { pointId } from '../../src/shm/points.js';

@@ -1,6 +1,7 @@
-// Item 7: fault injection on a threaded sandbox. A failing firmware command, a poisoned page,
-// an exhausted allocator and a vCPU thread that dies mid-run are each reported as the kernel
-// would (a memory fault exit with the right errno, a crash report) and lose no audited data.
+// Fault injection on a threaded sandbox, each reported as the kernel would: a failing RMPUPDATE
+// fails sev_gmem_prepare (an -EINVAL memory fault; the next access retries), a poisoned page exits
+// -EHWPOISON (memory_failure -> kvm_gmem_error_folio), an exhausted allocator exits -ENOMEM, and a
+// vCPU thread that dies mid-run is a crash report; no audited data is lost.
 
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -1,6 +1,7 @@
-// Use after close: every method of the library's objects refuses with a SandboxClosedError once
-// the sandbox is closed, and a threaded runtime refuses calls after shutdown and settles the calls
-// still in flight. Nothing is left pending.
+// Use after close: every method of the library's objects refuses with a SandboxClosedError once the
+// sandbox is closed; a threaded runtime refuses calls after shutdown and settles the calls in flight;
+// and a trace ring that fills counts the events it drops. The library's own contract: no kernel
+// function is modelled here.
 
 import { describe, expect, it, vi } from 'vitest';
 import { GuestMemfd, Sandbox, SandboxClosedError, Vcpu, Vm } from '../../src/index.js';
@@ -148,17 +149,5 @@ describe('traces report dropped events', () => {
     } finally {
       await rt.shutdown();
     }
-  });
-
-  it('a default-length traced stress run drops nothing', async () => {
-    const { runStress } = await import('../../src/vmm/stress/stress.js');
-    const { tempDir } = await import('../helpers/cli-helpers.js');
-    const { readFileSync } = await import('node:fs');
-    const file = `${tempDir()}/t.json`;
-    const r = await runStress({ durationMs: 5000, seed: 7, trace: file });
-    expect(r.ok).toBe(true);
-    const t = JSON.parse(readFileSync(file, 'utf8'));
-    expect(t.metadata).toEqual({ droppedEvents: 0, droppedByThread: {} });
-    expect(t.traceEvents.filter((e: { name: string }) => e.name === 'fault').length).toBeGreaterThan(1000);
   });
 });

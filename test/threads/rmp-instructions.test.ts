@@ -1,6 +1,7 @@
-// Issue 9 / item 6: RMPUPDATE and PVALIDATE are CPU instructions on the calling thread, atomic per
-// RMP entry, with the transient failure (FAIL_OVERLAP) that Linux's rmpupdate() retries; PSP
-// commands alone go to the firmware worker, so no fault waits for it.
+// RMPUPDATE and PVALIDATE are CPU instructions on the calling thread, atomic per RMP entry:
+// another CPU's RMPUPDATE of the same entry meanwhile fails with FAIL_OVERLAP, which rmpupdate()
+// (arch/x86/virt/svm/sev.c) retries; PSP commands alone go to the firmware worker, so no fault
+// (sev_gmem_prepare) and no free (sev_gmem_invalidate) waits for it.
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath, pathToFileURL } from 'node:url';

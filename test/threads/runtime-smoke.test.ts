@@ -1,3 +1,7 @@
+// The threaded runtime end to end: ioctls on the VMM worker, a guest access on a vCPU worker, and
+// the SNP launch commands through the firmware mailbox; one private fault runs the arch prepare
+// (sev_gmem_prepare) once, and the page reads zeros after PVALIDATE.
+
 import { afterEach, describe, expect, it } from 'vitest';
 import { Runtime } from '../../src/vmm/sandbox/runtime.js';
 

@@ -1,6 +1,7 @@
-// explore --shard K/N, --jobs N and merge: the shards of a search merge into what the unsharded search
-// reports (found or not, the first failing seed, the schedules it took), and a missing shard
-// makes the merge incomplete.
+// explore --shard K/N, --jobs N and merge: the shards of a search merge into what the unsharded
+// search reports (found, the first failing seed, the schedules it took), two explorers in one
+// process report what one does, and a missing shard makes the merge incomplete. The search hunts the
+// dying-file unbind of 6.11 (kvm_gmem_unbind, fixed by ae431059e75d).
 
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,10 +1,14 @@
-// Controlled schedules: determinism, replay, every planted bug found, every policy clean.
+// Controlled schedules (vmm/explore): the same seed gives the same interleaving, a failing schedule
+// replays from its choices and shrinks, batches equal single runs, hung and dead workers are
+// reported; every planted bug is found; each kernel version runs its page operations clean; the
+// historical bugs of the catalogue are found on their buggy version and not on the fixed one (the
+// pre-fault deadlock fixed by 3ccbf6f47098, the dying-file unbind by ae431059e75d, the flags toggle
+// by 9935df5333aa); and a zap's TLB flush waits for a vCPU in guest mode (kvm_flush_remote_tlbs).
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { BUGS, BUG_NAMES, type BugName } from '../../src/gmem/bugs.js';
 import { KERNEL_VERSIONS } from '../../src/gmem/version.js';
 import { CATALOGUE } from '../../src/vmm/explore/catalogue.js';
-import { randomLayout } from '../../src/vmm/workload/layout.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../../src/vmm/explore/pool.js';
@@ -380,26 +384,4 @@ describe('a vCPU descheduled mid-access, in guest mode', () => {
     }
     expect(waits).toBeGreaterThan(0);
   }, 60_000);
-});
-
-describe('random layouts', () => {
-  it('vary the gfn base, the file offsets, and one file or two behind the two memslots, and always map the range exactly', () => {
-    const seen = { gfnNotIndex: 0, twoFiles: 0, oneFileTwoSlots: 0 };
-    for (let seed = 1; seed <= 60; seed++) {
-      const [a, b] = randomLayout(4, seed);
-      expect(a.gfn + a.npages).toBe(b.gfn);
-      expect(a.npages + b.npages).toBe(4);
-      expect(a.npages).toBeGreaterThan(0);
-      if (a.gfn !== a.pgoff || b.gfn !== b.pgoff) seen.gfnNotIndex++;
-      if (a.file !== b.file) seen.twoFiles++;
-      else {
-        seen.oneFileTwoSlots++;
-        // Two slots on one file never bind the same index.
-        expect(b.pgoff).toBeGreaterThanOrEqual(a.pgoff + a.npages);
-      }
-    }
-    expect(seen.gfnNotIndex).toBeGreaterThan(40);
-    expect(seen.twoFiles).toBeGreaterThan(10);
-    expect(seen.oneFileTwoSlots).toBeGreaterThan(10);
-  });
 });

@@ -1,6 +1,7 @@
 // merge streams: a million lines, generated here, merge within a bounded heap (the child runs with
-// a 64 MB old space, and its input is five times that), with no recursion or spread limits; a
-// file that is not a sweep's is refused naming file:line, and empty input is a failure.
+// a 64 MB old space, and its input is five times that), with no recursion or spread limits; a file
+// that is not a sweep's is refused naming file:line, and empty input is a failure. The tool's own
+// logic: no kernel function is modelled here.
 
 import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,3 +1,7 @@
+// The HTML report (vmm/report/html.ts): one self-contained document with three accessible charts
+// (fault latency buckets, throughput, lock waits), escaped strings, "no data" for empty data, and
+// writeReport's directories. The tool's own output: no kernel function is modelled here.
+
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,8 @@
-// Issue 12 item 2: the pfn allocator's per-thread lists (the kernel's pcp lists). A thread
-// allocates a batch from the zone at once and frees to its own list; a list past its high mark
-// gives a batch back; an empty zone drains every thread's list before it reports ENOMEM; and the
-// auditor's balance check counts the lists (and catches a corrupt one).
+// The pfn allocator's per-thread lists, after mm/page_alloc.c's per-CPU pagesets: the first
+// allocation moves a batch from the zone to the thread's list (rmqueue_pcplist -> rmqueue_bulk), a
+// free goes to the freeing thread's list and a list at its high mark gives a batch back
+// (free_unref_page -> free_pcppages_bulk), and an empty zone drains every thread's list before
+// ENOMEM (drain_all_pages). The auditor's balance check counts the lists and names a corrupt one.
 
 import { describe, expect, it } from 'vitest';
 import { PCP_BATCH, PCP_HIGH, PfnAllocator } from '../../src/gmem/allocator.js';
