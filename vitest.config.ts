@@ -11,6 +11,8 @@ export default defineConfig({
     fileParallelism: false,
     pool: 'forks',
     poolOptions: { forks: { singleFork: true } },
+    // Tests marked concurrent (children that mostly wait, as in test/cli/interrupts) two at a time.
+    maxConcurrency: 2,
     // TMPDIR for every test process and child: checked empty and removed at the end.
     globalSetup: ['test/helpers/global-tmp.ts'],
   },

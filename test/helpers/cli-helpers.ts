@@ -1,7 +1,7 @@
 // Running the built CLI as a child process, and per-test temp directories that are removed.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,11 +10,21 @@ import { onTestFinished } from 'vitest';
 export const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 export const bin = join(root, 'bin/gmem-sandbox.js');
 
-/** A fresh directory under the run's TMPDIR, removed when the test ends. */
-export function tempDir(prefix = 'gmem-t-'): string {
+/**
+ * A fresh directory under the run's TMPDIR, removed when the test ends. A concurrent test passes
+ * its context's onTestFinished: the global one knows no test that runs beside another.
+ */
+export function tempDir(prefix = 'gmem-t-', finished: (fn: () => void) => void = onTestFinished): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  finished(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** CPU time a process (all its threads) has used, in clock ticks (Linux /proc). */
+function cpuTicks(pid: number): number {
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]);
 }
 
 export interface CliResult {
@@ -56,6 +66,11 @@ export interface Running {
   stderr(): string;
   /** Resolves once stderr matches (progress shows the run is under way). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
+  /**
+   * Resolves once the process has used at most `maxTicks` clock ticks of CPU over `windowMs`: it is
+   * blocked in a wait (a busy process, even on a loaded machine, uses several times that).
+   */
+  waitIdle(windowMs?: number, maxTicks?: number, timeoutMs?: number): Promise<void>;
   exited: Promise<{ status: number | null; signal: NodeJS.Signals | null; at: number }>;
   kill(sig: NodeJS.Signals): number;
 }
@@ -89,5 +104,19 @@ export function start(cmd: string, args: string[], o: { cwd?: string } = {}): Ru
         };
         tick();
       }),
+    waitIdle: async (windowMs = 400, maxTicks = 2, timeoutMs = 30_000) => {
+      const end = Date.now() + timeoutMs;
+      const seen: Array<{ at: number; ticks: number }> = [];
+      for (;;) {
+        const now = Date.now();
+        const ticks = cpuTicks(child.pid as number);
+        seen.push({ at: now, ticks });
+        // The newest sample at least a window old: how much CPU the process used since.
+        const start = seen.findLast((x) => x.at <= now - windowMs);
+        if (start !== undefined && ticks - start.ticks <= maxTicks) return;
+        if (now > end) throw new Error(`the process never went idle: ${err.slice(-500)}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    },
   };
 }
