@@ -181,7 +181,7 @@ describe('a vCPU thread that dies during a stress run', () => {
         rate: 2000,
         maxPages: 16,
         seed: 7,
-        durationMs: 1500,
+        durationMs: 1000,
         maxOps: 0,
       }),
     );
@@ -226,7 +226,7 @@ describe('a vCPU thread that dies during a stress run', () => {
     const { vcpus, vmmRun } = await startStress(rt);
     const [survivor, victim] = vcpus;
     const t0 = performance.now();
-    const survivorRun = rt.call(survivor, () => survivor.api.run(workload(survivor, 1500, 2)));
+    const survivorRun = rt.call(survivor, () => survivor.api.run(workload(survivor, 1000, 2)));
     survivorRun.catch(() => undefined);
     // A worker serves one call at a time: exitNow runs right after the victim's 300 ms run,
     // while the survivor and the VMM are in the middle of theirs.
@@ -255,9 +255,10 @@ describe('a vCPU thread that dies during a stress run', () => {
     const { vcpus, vmmRun } = await startStress(rt);
     const victim = vcpus[1];
     const t0 = performance.now();
-    const runs = vcpus.map((a) => rt.call(a, () => a.api.run(workload(a, 1500, 2))));
+    const runs = vcpus.map((a) => rt.call(a, () => a.api.run(workload(a, 1000, 2))));
     for (const r of runs) r.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 300));
+    // Mid-access: once the guests fault.
+    for (const end = Date.now() + 5000; rt.stats().faults === 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 5));
     expect(rt.stats().faults).toBeGreaterThan(0);
     // The thread dies wherever it is, as under kill -9 (Worker.prototype.terminate, not the
     // runtime's own terminate, which marks a deliberate exit).
