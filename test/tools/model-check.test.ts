@@ -217,10 +217,16 @@ describe('a historical deadlock: KVM_PRE_FAULT_MEMORY versus a memslot delete (6
       },
     ],
   });
+  /** One checker per kernel version; each search sets its own preemption bound. */
+  const byKernel = new Map<string, ModelChecker>();
   const run = (kernel: string, k: number) => {
-    const mc = new ModelChecker(parseScenario(scenario(kernel)), { mode: 'exhaustive', preemptions: k, maxSchedules: 1000 });
-    checkers.push(mc);
-    return mc.explore();
+    let mc = byKernel.get(kernel);
+    if (mc === undefined) {
+      mc = new ModelChecker(parseScenario(scenario(kernel)), { mode: 'exhaustive', preemptions: k, maxSchedules: 1000 });
+      checkers.push(mc);
+      byKernel.set(kernel, mc);
+    }
+    return mc.explore(undefined, undefined, { preemptions: k });
   };
 
   it('6.11: one preemption (the delete inside the pre-fault) deadlocks; the report names both actors and what each waits on', async () => {
