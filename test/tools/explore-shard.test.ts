@@ -24,16 +24,26 @@ describe('explore --shard, --jobs and merge', () => {
       dir,
       '--json',
     ];
-    // One at a time: three explorers at once would load the two cores other tests time.
-    const all = await cli(base);
-    const s0 = await cli([...base, '--shard', '0/2']);
-    const s1 = await cli([...base, '--shard', '1/2']);
+    // The whole search and its two shards at once, with the refused command lines beside them.
+    const [all, s0, s1, badJobs, bad] = await Promise.all([
+      cli(base),
+      // Each its own --out (the last one given counts): all find, and save, the same schedule.
+      cli([...base, '--shard', '0/2', '--out', join(dir, 'shard0')]),
+      cli([...base, '--shard', '1/2', '--out', join(dir, 'shard1')]),
+      cli(['explore', '--jobs', '0']),
+      cli(['explore', '--shard', '2/2']),
+    ]);
     for (const r of [all, s0, s1]) expect(r.status, r.stderr).toBe(0);
     const unsharded = JSON.parse(all.stdout).results[0];
     expect(unsharded.found).toBe(true);
     writeFileSync(join(dir, 's0.json'), s0.stdout);
     writeFileSync(join(dir, 's1.json'), s1.stdout);
-    const merged = await cli(['merge', join(dir, 's0.json'), join(dir, 's1.json'), '--json']);
+    // Two explorers in one process report what one does: the same first failing seed, after as many schedules.
+    const [merged, partial, jobs] = await Promise.all([
+      cli(['merge', join(dir, 's0.json'), join(dir, 's1.json'), '--json']),
+      cli(['merge', join(dir, 's1.json')]),
+      cli([...base, '--jobs', '2', '--out', join(dir, 'jobs')]),
+    ]);
     expect(merged.status, merged.stderr).toBe(0);
     const m = JSON.parse(merged.stdout);
     expect(m.results[0]).toMatchObject({
@@ -43,11 +53,8 @@ describe('explore --shard, --jobs and merge', () => {
       violation: unsharded.violation,
     });
     expect(m.missingShards).toEqual([]);
-    const partial = await cli(['merge', join(dir, 's1.json')]);
     expect(partial.status).toBe(1);
     expect(partial.stdout).toMatch(/merge: INCOMPLETE, shards missing: 0\/2/);
-    // Two explorers in one process report what one does: the same first failing seed, after as many schedules.
-    const jobs = await cli([...base, '--jobs', '2']);
     expect(jobs.status, jobs.stderr).toBe(0);
     expect(JSON.parse(jobs.stdout).results[0]).toMatchObject({
       found: true,
@@ -55,10 +62,8 @@ describe('explore --shard, --jobs and merge', () => {
       schedules: unsharded.schedules,
       violation: unsharded.violation,
     });
-    const badJobs = await cli(['explore', '--jobs', '0']);
     expect(badJobs.status).toBe(2);
     expect(badJobs.stderr).toMatch(/--jobs must be an integer from 1 to 16, got '0'/);
-    const bad = await cli(['explore', '--shard', '2/2']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--shard: K is 0-based and must be from 0 to 1 .*, got '2\/2'/);
   }, 60_000);
