@@ -175,13 +175,14 @@ describe('limits that really hold', () => {
     expect(big.status).toBe(0);
   });
 
-  it('stress refuses the populate op it cannot run, instead of ignoring it', async () => {
-    const r = await cli(['stress', '--ops', 'punch=1,populate=2']);
-    expect(r.stderr).toMatch(/^gmem-sandbox stress: ops: the populate op \(LAUNCH_UPDATE\) runs only under `explore`/);
-    expect(r.status).toBe(2);
-    expect(() => resolveStressOptions({ bugs: ['populate-no-uptodate-check'] })).toThrow(
-      /^bug: populate-no-uptodate-check needs the populate op/,
+  it('stress runs the populate op with an SNP VM launching beside the others, which counts against the VM limit', async () => {
+    expect(resolveStressOptions({ ops: 'punch=1,populate=2' }).ops).toBe('punch=1,populate=2');
+    expect(resolveStressOptions({ vms: 8 }).vms).toBe(8);
+    const r = await cli(['stress', '--vms', '8', '--ops', 'populate=1']);
+    expect(r.stderr).toBe(
+      'gmem-sandbox stress: vms: must be an integer from 1 to 7 (the populate op adds an SNP VM launching beside them), got 8\n',
     );
+    expect(r.status).toBe(2);
   });
 
   it('the example scenarios still validate', async () => {
