@@ -6,10 +6,12 @@
 // Groups: micro, roundtrip, zerofill, fault, prefault, throughput, policy, explore. The machine's
 // ceiling rows (two threads' scaling) are always measured first, and a run where two threads
 // scale below QUIET_SCALING is flagged noisy. --quick is a smoke run of a few
-// seconds (tiny time budgets and sizes: its figures are not meant to be quoted).
+// seconds (tiny time budgets and sizes: its figures are not meant to be quoted) that checks its
+// own rows (check.ts) and exits 1 when one is missing or not a finite figure: CI runs it.
 
 import os from 'node:os';
 import { Progress } from '../src/cli/progress.js';
+import { quickRowProblems } from './check.js';
 import { runColdFault, runPrefault } from './fault.js';
 import type { Ctx } from './measure.js';
 import { runMicro } from './micro.js';
@@ -63,7 +65,7 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-async function main(): Promise<void> {
+async function main(): Promise<number> {
   let args: Args;
   try {
     args = parseArgs(process.argv.slice(2));
@@ -121,10 +123,15 @@ async function main(): Promise<void> {
       `${rows.filter((r) => r.status === 'PASS').length} targets met, ${missed.length} missed${missed.length ? ` (${missed.join(', ')})` : ''}; ${elapsedS.toFixed(1)} s${noisy ? '; NOISY RUN' : ''}\n`,
     );
   }
+  if (!args.quick) return 0;
+  const problems = quickRowProblems(rows, names);
+  if (problems.length === 0) return 0;
+  process.stderr.write(`bench --quick: ${problems.length} problem(s) with the rows:\n${problems.map((p) => `  ${p}\n`).join('')}`);
+  return 1;
 }
 
 main().then(
-  () => process.exit(0),
+  (code) => process.exit(code),
   (e: unknown) => {
     process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exit(1);

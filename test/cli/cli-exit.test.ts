@@ -1,0 +1,257 @@
+// The CLI's exit status per command: 0 pass, 1 a violation / bug not found / failed job, 2 a usage
+// or input error (nothing ran), and every output path checked before any work starts. The CLI's own
+// contract: no kernel function is modelled here.
+
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { InputError, checkOutputs, outputProblem } from '../../src/vmm/io/outputs.js';
+import { type CliResult, STACK, cli, root, start, tempDir } from '../helpers/cli-helpers.js';
+
+const example = join(root, 'examples/private-fault-snp.json');
+/** A schedule explore saved (prepare-skips-clear, found at seed 1), kept with the tests. */
+const SCHEDULE = join(root, 'test/fixtures/schedule-prepare-skips-clear.json');
+
+/** A scenario whose one step expects the wrong errno: it runs, and fails its expectation. */
+const WRONG_EXPECT = {
+  policy: 'prepare-on-fault',
+  memory: '4MiB',
+  vms: [{ name: 'a', type: 'snp', vcpus: 0 }],
+  steps: [{ op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB', flags: 1, expect: 'ok' }],
+};
+
+function expectUsage(r: CliResult, message: RegExp): void {
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr).not.toMatch(STACK);
+  expect(r.status).toBe(2);
+}
+
+// Each test starts its command lines at once (they are independent processes) and checks each.
+describe('exit status per command', () => {
+  it('stress: 0 on a clean run, 1 with a planted bug, 2 for a bad option or a limit', async () => {
+    const [pass, fail, vcpus, bogus] = await Promise.all([
+      cli(['stress', '--duration', '0.3', '--seed', '1']),
+      cli(['stress', '--duration', '0.5', '--seed', '1', '--bug', 'prepare-skips-clear']),
+      cli(['stress', '--vcpus', '0']),
+      cli(['stress', '--bogus']),
+    ]);
+    expect(pass.stdout).toMatch(/^gmem-sandbox stress: PASS {2}\(seed 1\)/);
+    expect(pass.status).toBe(0);
+    expect(fail.stdout).toMatch(/^gmem-sandbox stress: FAIL/);
+    expect(fail.status).toBe(1);
+    expectUsage(vcpus, /--vcpus must be an integer from 1 to 31, got '0'/);
+    expectUsage(bogus, /unknown option '--bogus'/);
+  });
+
+  it('run: 0 when every step matches, 1 when one does not, 2 for a missing or bad file', async () => {
+    const dir = tempDir();
+    const wrong = join(dir, 'wrong.json');
+    writeFileSync(wrong, JSON.stringify(WRONG_EXPECT));
+    const [pass, fail, nope] = await Promise.all([cli(['run', example]), cli(['run', wrong]), cli(['run', join(dir, 'nope.json')])]);
+    expect(pass.status).toBe(0);
+    expect(fail.stdout).toMatch(/^FAIL \[0\] create_guest_memfd -> EINVAL/m);
+    expect(fail.status).toBe(1);
+    expectUsage(nope, new RegExp(`^gmem-sandbox run: ${join(dir, 'nope.json')}: cannot read: ENOENT`, 'm'));
+  });
+
+  it('explore and replay: 0 when the bug is found and replayed, 1 when not found, 2 for bad input', async () => {
+    const dir = tempDir();
+    // The workload options given reach the saved schedule, so that it replays with them.
+    const [found, notFound, ...usage] = await Promise.all([
+      cli([
+        'explore',
+        '--bug',
+        'prepare-skips-clear',
+        '--ops',
+        'punch=1,plainslot=1',
+        '--vmm-threads',
+        '1',
+        '--multi-vm-share',
+        '0',
+        '--schedules',
+        '5',
+        '--no-shrink',
+        '--out',
+        dir,
+      ]),
+      cli(['explore', '--bug', 'fault-skips-seq-recheck', '--schedules', '1', '--no-shrink', '--out', dir]),
+      cli(['explore', '--schedules', '0']),
+      cli(['explore', '--ops', 'punch=1,melt=2']),
+      cli(['explore', '--vmm-threads', '5']),
+      cli(['explore', '--multi-vm-share', '1.5']),
+    ]);
+    expect(found.stdout).toMatch(/^prepare-skips-clear: FOUND after 1 schedule\(s\)/);
+    expect(found.status).toBe(0);
+    expect(notFound.stdout).toMatch(/^fault-skips-seq-recheck: not found in 1 schedule\(s\)/);
+    expect(notFound.status).toBe(1);
+    expectUsage(usage[0], /--schedules must be an integer from 1/);
+    expectUsage(usage[1], /--ops: unknown operation 'melt'; known: punch, .*badbind.*oom/);
+    expectUsage(usage[2], /--vmm-threads must be an integer from 1 to 4, got '5'/);
+    expectUsage(usage[3], /--multi-vm-share must be a number from 0 to 1/);
+    const saved = readdirSync(dir).filter((f) => f.startsWith('schedule-prepare-skips-clear'));
+    expect(saved).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(dir, saved[0]), 'utf8')).config.workload).toMatchObject({
+      ops: 'punch=1,plainslot=1',
+      vmmThreads: 1,
+      multiVmShare: 0,
+    });
+    const replay = await cli(['replay', join(dir, saved[0]), '--trace', join(dir, 't.json')]);
+    expect(replay.stdout).toMatch(/reproduced exactly/);
+    expect(replay.status).toBe(0);
+    // A schedule's trace says how many events it had no room for.
+    expect(JSON.parse(readFileSync(join(dir, 't.json'), 'utf8')).metadata).toEqual({ droppedEvents: 0 });
+  });
+
+  it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {
+    // --policy is an alias: the row is its kernel version's.
+    const [r, vms, duration, kernel] = await Promise.all([
+      cli(['experiment', 'multi-vm', '--duration', '0.2', '--policy', 'prepare-on-fault', '--pages', '16']),
+      cli(['experiment', 'multi-vm', '--vms', '1']),
+      cli(['experiment', 'policies', '--duration', '0']),
+      cli(['experiment', 'policies', '--kernel', '6.12']),
+    ]);
+    expect(r.stdout).toMatch(/^kernel +faults +arch prepares +for other VMs/);
+    expect(r.stdout).toMatch(/^b85524314a +32 +24 +12 /m);
+    expect(r.status).toBe(0);
+    expectUsage(vms, /--vms must be an integer from 2 to 8, got '1'/);
+    expectUsage(duration, /--duration must be a number from 0.1 to 600, got '0'/);
+    expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, upstream, all/);
+  });
+
+  it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {
+    const [one, all, stress] = await Promise.all([
+      cli(['experiment', 'multi-vm', '--kernel', '6.18', '--policy', 'prepare-on-fault']),
+      cli(['experiment', 'multi-vm', '--kernel', 'all', '--policy', 'all']),
+      cli(['stress', '--kernel', '6.18', '--policy', 'prepare-on-fault']),
+    ]);
+    expectUsage(
+      one,
+      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m,
+    );
+    expectUsage(
+      all,
+      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm' are kernels 6.10, b85524314a, 6.11, which contradicts kernel 'all'; give one of them$/m,
+    );
+    expectUsage(
+      stress,
+      /^gmem-sandbox stress: policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'; give one of them$/m,
+    );
+  });
+
+  it('sweep and merge: 0 all ok, 1 a failed job, 2 bad arguments or bad lines', async () => {
+    const dir = tempDir();
+    const out = join(dir, 'all.jsonl');
+    const [ok, badParam] = await Promise.all([
+      cli(['sweep', '--seeds', '0..1', '--param', 'duration=0.1', '--out', out, '--quiet']),
+      cli(['sweep', '--param', 'cores=2']),
+    ]);
+    expect(ok.status).toBe(0);
+    expectUsage(badParam, /--param cores=2: unknown parameter 'cores'/);
+    const lines = readFileSync(out, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(2);
+    const failing = join(dir, 'failing.jsonl');
+    writeFileSync(
+      failing,
+      `${lines[0]}\n${JSON.stringify({ ...JSON.parse(lines[1]), ok: false, crashes: 1, error: 'vmm crashed: test' })}\n`,
+    );
+    const [mergedOk, merged] = await Promise.all([cli(['merge', out]), cli(['merge', failing])]);
+    expect(mergedOk.status).toBe(0);
+    expect(merged.stdout).toMatch(/^sweep \w+: FAIL {2}2 of 2 job\(s\) ran, 1 ok, 1 failing, 0 missing/);
+    expect(merged.status).toBe(1);
+  });
+
+  it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {
+    const [help, sub, bad] = await Promise.all([cli(['--help']), cli(['experiment', 'multi-vm', '--help']), cli(['frobnicate'])]);
+    for (const r of [help, sub]) {
+      expect(r.stdout).toContain(
+        'Exit status (every command):\n  0    pass\n  1    a violation, a planted bug not found, or a failed job\n  2    a usage or input error',
+      );
+      expect(r.stdout).toContain('130  interrupted');
+      expect(r.status).toBe(0);
+    }
+    expectUsage(bad, /unknown command 'frobnicate'/);
+  });
+});
+
+// Two at a time (vitest.config: maxConcurrency): each is a process that mostly starts and stops.
+describe.concurrent('output paths are checked before any work starts', () => {
+  // `afile` is a file, so nothing can ever be created under it. A derived name (t.json ->
+  // t.<policy>.json, t.<job>.json) is the one named.
+  // One output option per command here: every option goes through the same check (checkOutputs),
+  // whose rules the unit test below covers.
+  const cases: Array<[string, string, (dir: string) => string[]]> = [
+    ['stress', '--trace', (d) => ['stress', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
+    ['run', '--report', (d) => ['run', example, '--report', join(d, 'afile/r.html')]],
+    ['explore', '--out', (d) => ['explore', '--bug', 'prepare-skips-clear', '--out', join(d, 'afile/schedules')]],
+    ['replay', '--trace', (d) => ['replay', join(d, 'schedule.json'), '--trace', join(d, 'afile/t.json')]],
+    ['experiment multi-vm', '--trace', (d) => ['experiment', 'multi-vm', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
+    ['experiment policies', '--report', (d) => ['experiment', 'policies', '--duration', '5', '--report', join(d, 'afile/r.html')]],
+    ['sweep', '--trace', (d) => ['sweep', '--param', 'duration=5', '--trace', join(d, 'afile/t.json')]],
+    ['merge', '--out', (d) => ['merge', join(d, 'in.jsonl'), '--out', join(d, 'afile/m.jsonl')]],
+  ];
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+  it.for(cases)('%s %s: exit 2 at once, naming the option, the path and why, with nothing written', async ([command, flag, args], ctx) => {
+    const { expect } = ctx;
+    const dir = tempDir('gmem-t-', ctx.onTestFinished);
+    writeFileSync(join(dir, 'afile'), '');
+    writeFileSync(join(dir, 'in.jsonl'), '');
+    writeFileSync(join(dir, 'schedule.json'), readFileSync(SCHEDULE));
+    const r = await cli(args(dir));
+    const afile = join(dir, 'afile');
+    expectUsage(
+      r,
+      new RegExp(`^gmem-sandbox ${command}: ${flag} ${esc(afile)}/[\\w.-]+: cannot be written: ${esc(afile)} is not a directory$`, 'm'),
+    );
+    expect(r.stdout).toBe('');
+    // Refused before the 5 s of work (and before any worker started).
+    expect(r.ms).toBeLessThan(4000);
+    expect(readdirSync(dir).sort()).toEqual(['afile', 'in.jsonl', 'schedule.json']);
+  });
+
+  it('the rules: a file under a file, a directory as a file, a file as a directory, missing parents', async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const dir = tempDir('gmem-t-', onTestFinished);
+    writeFileSync(join(dir, 'afile'), '');
+    expect(outputProblem(join(dir, 'afile/t.json'), 'file')).toBe(`${join(dir, 'afile')} is not a directory`);
+    expect(outputProblem(join(dir, 'afile/x/y/t.json'), 'file')).toBe(`${join(dir, 'afile')} is not a directory`);
+    expect(outputProblem(dir, 'file')).toBe('is a directory, not a file');
+    expect(outputProblem(join(dir, 'afile'), 'dir')).toBe('exists and is not a directory');
+    expect(outputProblem(join(dir, 'new/deeper/t.json'), 'file')).toBeNull();
+    expect(outputProblem(join(dir, 'afile'), 'file')).toBeNull();
+    expect(() => checkOutputs([undefined, { flag: '--summary', path: join(dir, 'afile/s.json'), kind: 'file' }])).toThrow(
+      new InputError(`--summary ${join(dir, 'afile/s.json')}: cannot be written: ${join(dir, 'afile')} is not a directory`),
+    );
+  });
+
+  it('a write that fails after the run keeps the result and its status, and says what was not written', async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const dir = tempDir('gmem-t-', onTestFinished);
+    const sub = join(dir, 'sub');
+    const r = start(process.execPath, [
+      join(root, 'bin/gmem-sandbox.js'),
+      'stress',
+      '--duration',
+      '1',
+      '--seed',
+      '2',
+      '--trace',
+      join(sub, 't.json'),
+    ]);
+    // The first progress line comes once the output paths were checked: the run is under way, and
+    // the trace is written at its end.
+    await r.waitFor(/setting up/);
+    // The trace's directory becomes a file while the run goes on.
+    rmSync(sub, { recursive: true, force: true });
+    writeFileSync(sub, 'in the way');
+    const e = await r.exited;
+    expect(r.stdout()).toMatch(/^gmem-sandbox stress: PASS {2}\(seed 2\)/);
+    expect(r.stderr()).toMatch(new RegExp(`gmem-sandbox: not written: ${join(sub, 't.json')}: `));
+    expect(existsSync(join(sub, 't.json'))).toBe(false);
+    expect(e.status).toBe(0);
+  }, 90_000);
+});

@@ -1,0 +1,415 @@
+// Controlled schedules (vmm/explore): the same seed gives the same interleaving, a failing schedule
+// replays from its choices and shrinks, batches equal single runs, hung and dead workers are
+// reported; every planted bug is found; each kernel version runs its page operations clean; the
+// historical bugs of the catalogue are found on their buggy version and not on the fixed one (the
+// pre-fault deadlock fixed by 3ccbf6f47098, the dying-file unbind by ae431059e75d, the flags toggle
+// by 9935df5333aa); and a zap's TLB flush waits for a vCPU in guest mode (kvm_flush_remote_tlbs).
+
+import { afterAll, describe, expect, it } from 'vitest';
+import { BUGS, BUG_NAMES, type BugName } from '../../src/gmem/bugs.js';
+import { KERNEL_VERSIONS } from '../../src/gmem/version.js';
+import { CATALOGUE } from '../../src/vmm/explore/catalogue.js';
+import { VMM_OPS } from '../../src/vmm/workload/mix.js';
+import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
+import { ExplorePool } from '../../src/vmm/explore/pool.js';
+import { Bell } from '../../src/shm/bell.js';
+import { INVARIANTS, type Violation } from '../../src/checker/violations.js';
+import { sumStats } from '../../src/shm/stats.js';
+import type { RuntimeOptions, VcpuActor } from '../../src/vmm/sandbox/runtime.js';
+import { TEST_VCPU_WORKER, testHooks } from '../helpers/runtime-helpers.js';
+
+const explorers: Explorer[] = [];
+afterAll(async () => {
+  await Promise.all(explorers.map((e) => e.close()));
+});
+
+/** The configuration on upstream (no known bug) unless told otherwise: what it finds is planted. */
+function config(over: Partial<ExploreConfig> = {}): ExploreConfig {
+  const bug = over.bug ?? null;
+  const kernel = over.policy === undefined ? { kernel: over.kernel ?? ('upstream' as const) } : {};
+  return { ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug), ...over };
+}
+
+/**
+ * Explorers shared by the tests, one per sandbox they need: the kernel, and the workload's VMs,
+ * vCPUs and pages, which the sandbox and its workers are built for. A sandbox's start costs more
+ * than its schedules, and every schedule starts from a reset sandbox (see the batch test below),
+ * so a shared explorer runs each test's configuration as one of its own would.
+ */
+const shared = new Map<string, Explorer>();
+function explorer(over: Partial<ExploreConfig> = {}): Explorer {
+  const cfg = config(over);
+  const w = cfg.workload;
+  const key = [cfg.kernel, cfg.policy, w.vms, w.vcpus, w.pages, w.populateFirstVm].join('/');
+  let e = shared.get(key);
+  if (e === undefined) {
+    e = ownExplorer(over);
+    shared.set(key, e);
+  }
+  e.cfg = { ...cfg, workload: { ...w } };
+  return e;
+}
+
+/** An explorer of its own: for a test that compares two, or breaks one (a hung or dead worker). */
+function ownExplorer(over: Partial<ExploreConfig> = {}, runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {}): Explorer {
+  const e = new Explorer(config(over), runtime);
+  explorers.push(e);
+  return e;
+}
+
+/** Own explorers a test left usable, for a later test that needs one of its own (hooked: on the test vCPU worker). */
+const spares: Explorer[] = [];
+const hooked: Explorer[] = [];
+
+/**
+ * Runs seeds from..to in batches of 16, as the CLI does (a batch ends at its first failing
+ * schedule); `each` sees every result in seed order and returns true to stop.
+ */
+async function eachSchedule(
+  e: Explorer,
+  from: number,
+  to: number,
+  each: (r: ScheduleResult) => boolean | void,
+  forced?: number[],
+): Promise<void> {
+  for (let s = from; s <= to; s += 16) {
+    const rs = await e.runSchedules(
+      Array.from({ length: Math.min(16, to - s + 1) }, (_, i) => s + i),
+      forced,
+    );
+    for (const r of rs) if (each(r) === true) return;
+  }
+}
+
+describe('controlled schedules', () => {
+  it('the same seed gives the same interleaving, trace and outcome', async () => {
+    const a = explorer();
+    const b = ownExplorer();
+    for (const seed of [1, 2, 99]) {
+      const ra = await a.runSchedule(seed);
+      const ta = a.trace();
+      const rb = await b.runSchedule(seed);
+      expect(rb.choices).toEqual(ra.choices);
+      expect(b.trace()).toEqual(ta);
+      expect(rb.outcome).toBe(ra.outcome);
+      expect(ra.steps).toBeGreaterThan(20);
+      expect(ra.switches).toBeGreaterThan(0);
+    }
+    // Different seeds give different interleavings.
+    const r1 = await a.runSchedule(1);
+    const r2 = await a.runSchedule(2);
+    expect(r1.choices).not.toEqual(r2.choices);
+    spares.push(b);
+  });
+
+  it('PCT is deterministic too and follows its priorities', async () => {
+    const a = explorer({ strategy: 'pct', depth: 2 });
+    const r1 = await a.runSchedule(5);
+    const r2 = await a.runSchedule(5);
+    expect(r2.choices).toEqual(r1.choices);
+    // PCT runs the top-priority actor until it blocks or a change point: few switches.
+    const rw = await explorer().runSchedule(5);
+    expect(r1.switches).toBeLessThan(rw.switches);
+  });
+
+  it('a failing schedule replays exactly from its choices, and shrinks to fewer switches', async () => {
+    const e = explorer({ bug: 'fault-skips-seq-recheck' });
+    let failing = null;
+    for (let seed = 1; seed <= 1000 && failing === null; seed++) {
+      const r = await e.runSchedule(seed);
+      if (r.outcome === 'violation') failing = r;
+    }
+    expect(failing).not.toBeNull();
+    const replay = await e.runSchedule(failing!.seed, failing!.choices);
+    expect(replay.choices).toEqual(failing!.choices);
+    expect(replay.violations).toEqual(failing!.violations);
+    const before = { ...e.cfg.workload };
+    const shrunk = await e.shrink(failing!, 60);
+    expect(shrunk.outcome).toBe('violation');
+    // Workload operations go too: fewer VMM ops or guest accesses, and the explorer keeps them.
+    expect(shrunk.workload.vmmOps * shrunk.workload.accesses).toBeLessThan(before.vmmOps * before.accesses);
+    expect(e.cfg.workload).toEqual(shrunk.workload);
+    expect(switchesIn(shrunk.choices)).toBeLessThanOrEqual(switchesIn(failing!.choices));
+    const again = await e.runSchedule(failing!.seed, shrunk.choices);
+    expect(again.outcome).toBe('violation');
+    expect(again.choices.slice(0, shrunk.choices.length)).toEqual(shrunk.choices);
+  });
+});
+
+describe('batches: schedules as rounds on the workers (explore/round.ts)', () => {
+  it('a batch gives, schedule by schedule, exactly what single runs give', async () => {
+    // One explorer is enough: every schedule starts from a reset sandbox.
+    const a = explorer();
+    const b = a;
+    const seeds = [3, 4, 5, 6, 7, 8, 9, 10];
+    const ran = a.schedulesRun;
+    const batch = await a.runSchedules(seeds);
+    expect(batch.map((r) => r.seed)).toEqual(seeds);
+    for (const r of batch) {
+      const single = await b.runSchedule(r.seed);
+      expect(r.choices).toEqual(single.choices);
+      expect(r.steps).toBe(single.steps);
+      expect(r.ops).toEqual(single.ops);
+      expect(r.shape).toEqual(single.shape);
+      expect(r.outcome).toBe('ok');
+    }
+    expect(a.schedulesRun - ran).toBe(2 * seeds.length);
+  });
+
+  it('a batch stops at its first failing schedule, and a pool of two explorers reports the seed one explorer does', async () => {
+    const bug = 'fault-skips-seq-recheck' as const;
+    const e = explorer({ bug });
+    const seeds = Array.from({ length: 400 }, (_, i) => i + 1);
+    let first: ScheduleResult | null = null;
+    for (let i = 0; i < seeds.length && first === null; i += 16) {
+      const rs = await e.runSchedules(seeds.slice(i, i + 16));
+      const last = rs[rs.length - 1];
+      // Every schedule before the last ran clean; the batch ended early only at a failure.
+      expect(rs.slice(0, -1).every((r) => r.outcome === 'ok' || r.outcome === 'step-limit')).toBe(true);
+      if (last.outcome === 'violation') first = last;
+      else expect(rs.length).toBe(Math.min(16, seeds.length - i));
+    }
+    expect(first).not.toBeNull();
+    const pool = new ExplorePool(
+      { kernel: 'upstream', bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug) },
+      2,
+    );
+    try {
+      const found = await pool.search(seeds, 4);
+      expect(found.failing?.result.seed).toBe(first!.seed);
+      expect(found.failing?.result.choices).toEqual(first!.choices);
+      expect(found.schedules).toBe(first!.seed);
+      expect(found.ran).toBeGreaterThanOrEqual(found.schedules);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a worker that never takes its part is reported hung, with who waits on what, and close does not hang', async () => {
+    const e = spares.pop() ?? ownExplorer();
+    e.cfg = config({ scheduleTimeoutMs: 1000 });
+    await e.runSchedule(1);
+    // The vCPU worker is kept busy following a doorbell nobody rings: the batch's call to it waits behind that.
+    const inner = e as unknown as {
+      runners: Array<{ tid: number; api: { exploreFollow(...a: unknown[]): Promise<unknown> } }>;
+      rt: { descriptor: { buffers: unknown; kernel: string } };
+    };
+    const stuck = inner.runners[1];
+    void stuck.api
+      .exploreFollow(
+        Bell.allocate(),
+        0,
+        {
+          buffers: inner.rt.descriptor.buffers,
+          kernel: inner.rt.descriptor.kernel,
+          tid: stuck.tid,
+          mode: 'controlled',
+          platform: 'direct',
+        },
+        1,
+      )
+      .catch(() => undefined);
+    const t0 = performance.now();
+    await expect(e.runSchedules([2, 3])).rejects.toThrow(/^explorer hung: no schedule of the batch finished within 1000 ms; /);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await e.close();
+  });
+
+  it("a follower's own error mid-batch aborts the schedule at once and is reported as the cause, with its schedule", async () => {
+    const e = hooked.pop() ?? ownExplorer({}, { vcpuWorker: TEST_VCPU_WORKER });
+    e.cfg = config({ scheduleTimeoutMs: 3000 });
+    await e.runSchedules([1, 2]);
+    const vcpu = (e as unknown as { runners: VcpuActor[] }).runners[1];
+    for (let seed = 3; seed < 30; seed += 3) {
+      await testHooks(vcpu).failNextRound('planted follower error');
+      const t0 = performance.now();
+      // It fails before it registers: without the abort the other actors would wait for it until the watchdog.
+      await expect(e.runSchedules([seed, seed + 1])).rejects.toThrow(
+        new RegExp(`^schedule ${seed}: a worker failed: Error: planted follower error`),
+      );
+      expect(performance.now() - t0).toBeLessThan(5_000);
+      // The explorer goes on: the abort that error raised does not outlive its batch (a follower
+      // that saw it before the leader's reset would never arrive).
+      expect((await e.runSchedules([seed + 2])).map((r) => r.outcome)).toEqual(['ok']);
+    }
+    hooked.push(e);
+  });
+
+  it('a worker that died fails the batch at once, naming it, and close does not hang', async () => {
+    const e = hooked.pop() ?? ownExplorer({}, { vcpuWorker: TEST_VCPU_WORKER });
+    e.cfg = config();
+    await e.runSchedule(1);
+    const vcpu = (e as unknown as { runners: VcpuActor[] }).runners[0];
+    void testHooks(vcpu)
+      .exitNow(3)
+      .catch(() => undefined);
+    await vcpu.dead.catch(() => undefined);
+    const t0 = performance.now();
+    await expect(e.runSchedules([2, 3, 4])).rejects.toThrow(/vcpu 0 of vm vm0 exited: thread exited with code 3/);
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    await e.close();
+  });
+});
+
+describe('planted bugs: races need a preemption, the others do not', () => {
+  it.each(BUG_NAMES)('%s', async (bug: BugName) => {
+    const e = explorer({ bug });
+    let found = 0;
+    // Forced choices [] = no preemption anywhere: each actor runs until it blocks or exits. A
+    // race must stay hidden in all 40 schedules; any other bug needs only one to show.
+    await eachSchedule(e, 1, 40, (r) => r.outcome !== 'ok' && ++found > 0 && !BUGS[bug].race, []);
+    if (BUGS[bug].race) expect(found, 'a race is never shown without preemption').toBe(0);
+    else expect(found, 'not a race: some schedule without preemption shows it').toBeGreaterThan(0);
+  });
+});
+
+describe('planted bugs are each found within 1,000 schedules', () => {
+  it.each(BUG_NAMES)('%s', async (bug: BugName) => {
+    const e = explorer({ bug });
+    let found = 0;
+    await eachSchedule(e, 1, 1000, (r) => {
+      if (r.outcome === 'ok' || r.outcome === 'step-limit') return false;
+      found = r.seed;
+      // A planted bug breaks an invariant; none of them deadlocks.
+      expect(r.outcome).toBe('violation');
+      expect(INVARIANTS).toContain(r.violations[0].invariant);
+      return true;
+    });
+    expect(found).toBeGreaterThan(0);
+  });
+
+  it.each(BUG_NAMES)('%s, by PCT (depth 3)', async (bug: BugName) => {
+    const e = explorer({ bug, strategy: 'pct' });
+    let found = 0;
+    await eachSchedule(e, 1, 1000, (r) => r.outcome === 'violation' && (found = r.seed) > 0);
+    expect(found).toBeGreaterThan(0);
+  });
+});
+
+/** The VMM ops that touch no object lifetime: each version's prepare logic alone. */
+const PAGE_OPS = 'punch=3,convert=1,fallocate=1,prefault=1';
+
+describe('each version survives 200 schedules of page operations (its prepare logic is clean)', () => {
+  it.each([...KERNEL_VERSIONS])(
+    '%s',
+    async (kernel) => {
+      const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
+      const outcomes: Record<string, number> = {};
+      await eachSchedule(e, 1, 200, (r) => {
+        outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
+        if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+      });
+      expect(outcomes.ok).toBe(200);
+    },
+    120_000,
+  );
+});
+
+describe('historical bugs, found by running the version that had them', () => {
+  /** Schedules until the first violation (0: none), that schedule, and its details. */
+  async function hunt(e: Explorer, n: number) {
+    let found: { seed: number; r: ScheduleResult | null; details: string[] } = { seed: 0, r: null, details: [] };
+    await eachSchedule(e, 1, n, (r) => {
+      if (r.outcome === 'violation' || r.outcome === 'deadlock') {
+        found = { seed: r.seed, r, details: r.violations.map((v) => v.detail) };
+        return true;
+      }
+      expect(r.outcome, `seed ${r.seed}`).toBe('ok');
+    });
+    return found;
+  }
+
+  const explorable = CATALOGUE.filter((b) => b.workload !== undefined);
+  it.each(explorable.map((b) => [b.id, b] as const))(
+    '%s: its buggy version finds it, its fixed version runs the same seeds clean',
+    async (_id, bug) => {
+      const workload = workloadFor(null, bug.workload);
+      const buggy = await hunt(explorer({ kernel: bug.buggy[bug.buggy.length - 1], workload }), 300);
+      expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
+      expect(buggy.r!.violations[0].invariant).toBe(bug.invariant);
+      expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
+      expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150)).seed, 'clean on the fixed version').toBe(0);
+    },
+    90_000,
+  );
+
+  it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
+    const bug = CATALOGUE.find((b) => b.id === 'prefault-memslot-deadlock')!;
+    const e = explorer({ kernel: '6.11', workload: workloadFor(null, bug.workload) });
+    const found = await hunt(e, 300);
+    expect(found.r!.outcome).toBe('deadlock');
+    // One VMM thread holds slots_lock in synchronize_srcu (the other, if it wants the lock, waits
+    // on it), while a vCPU's pre-fault spins on the INVALID slot inside its read section.
+    expect(found.details[0]).toMatch(/^deadlock: no actor can run: /);
+    expect(found.details[0]).toMatch(
+      /vmm( 2)? waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu \d \(vm 0\)\)/,
+    );
+    expect(found.details[0]).toMatch(/vcpu \d \(vm 0\) waits on the memslot generation of vm 0/);
+    const again = await e.runSchedule(found.seed, found.r!.choices);
+    expect(again.outcome).toBe('deadlock');
+    expect(again.violations).toEqual(found.r!.violations);
+  }, 60_000);
+
+  it('upstream survives 150 schedules of the default workload, which reaches every operation, link and a launching VM', async () => {
+    const e = explorer({ kernel: 'upstream' });
+    const ops = Object.fromEntries(VMM_OPS.map((o) => [o, 0]));
+    const shapes = { one: 0, linked: 0, launchingBeside: 0 };
+    await eachSchedule(e, 1, 150, (r) => {
+      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+      for (const o of VMM_OPS) ops[o] += r.ops[o];
+      if (r.shape.launchingBeside) shapes.launchingBeside++;
+      else if (r.shape.vms > 1) shapes.linked++;
+      else shapes.one++;
+    });
+    for (const o of VMM_OPS) expect(ops[o], o).toBeGreaterThan(0);
+    expect(shapes.linked).toBeGreaterThan(5);
+    expect(shapes.launchingBeside).toBeGreaterThan(5);
+    expect(shapes.one).toBeGreaterThan(100);
+  }, 60_000);
+
+  it('two VMM threads overlap their ioctls: one waits on a lock the other holds (6.11, memslot updates)', async () => {
+    const e = explorer({
+      kernel: '6.11',
+      workload: workloadFor(null, { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3, multiVmShare: 0 }),
+    });
+    let both: Violation | null = null;
+    await eachSchedule(
+      e,
+      1,
+      300,
+      (r) =>
+        (both =
+          r.violations.find((v) =>
+            /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail),
+          ) ?? null) !== null,
+    );
+    expect(both).not.toBeNull();
+  }, 60_000);
+});
+
+describe('invariants checked while a schedule runs', () => {
+  it('a SPTE mapping a freed page is caught at the scheduling point where the window opens (punch-frees-before-zap)', async () => {
+    const e = explorer({ bug: 'punch-frees-before-zap' });
+    let online: Violation | null = null;
+    await eachSchedule(e, 1, 300, (r) => (online = r.violations.find((v) => v.by.endsWith('(online)')) ?? null) !== null);
+    expect(online).not.toBeNull();
+    expect(online!.invariant).toBe('useAfterFree');
+    expect(online!.detail).toMatch(/^at a scheduling point, vm \d's SPTE for gfn \d+ maps pfn \d+, which is on the free list$/);
+  }, 60_000);
+});
+
+describe('a vCPU descheduled mid-access, in guest mode', () => {
+  it("makes a zap's TLB flush wait for it (kvm_flush_remote_tlbs), and the schedules stay clean", async () => {
+    const e = explorer({ kernel: 'upstream', workload: workloadFor(null, { ops: 'punch=3,convert=1', vmmOps: 4, multiVmShare: 0 }) });
+    await eachSchedule(e, 1, 40, (r) => {
+      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+    });
+    // The counters are the last schedule's: one at a time until one flush waited.
+    let waits = 0;
+    for (let seed = 1; seed <= 40 && waits === 0; seed++) {
+      await e.runSchedule(seed);
+      waits = sumStats(e.mem()).tlbFlushWaits;
+    }
+    expect(waits).toBeGreaterThan(0);
+  }, 60_000);
+});

@@ -1,0 +1,92 @@
+// Schedules recorded before a change replay exactly after it: test/fixtures/golden/explore-seeds.json
+// holds, per explorer configuration (upstream, 6.18 under PCT, 6.11, and two planted bugs), what
+// each seed gave on the tree before the house restructure (steps, switches, outcome, a hash of the
+// choices, the VMM ops run, the shape, the violations) and the full choices of the first failing
+// schedule. Each configuration's first seeds and its failing seed run again through the Explorer,
+// field for field, and the failing schedule replays from its choices with the same violations:
+// the 6.11 pre-fault deadlock (kvm->srcu against synchronize_srcu, fixed by 3ccbf6f47098), the 6.18
+// flags toggle (fixed by 9935df5333aa), a fault that skips the mmu_invalidate_seq recheck, and a
+// memslot update that skips synchronize_srcu.
+
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Violation } from '../../src/checker/violations.js';
+import { type ExploreConfig, Explorer, type ScheduleResult } from '../../src/vmm/explore/explorer.js';
+
+interface Row {
+  seed: number;
+  steps: number;
+  switches: number;
+  outcome: ScheduleResult['outcome'];
+  /** The first 16 hex digits of sha256(choices.join(',')). */
+  choices: string;
+  /** VMM ops run, as 'op=n' for n > 0, in the result's order. */
+  ops: string;
+  shape: ScheduleResult['shape'];
+  /** The invariants broken, in order. */
+  violations: string[];
+}
+
+interface Failing {
+  failingFull: { seed: number; choices: number[]; violations: Violation[] };
+}
+
+const GOLDEN = JSON.parse(readFileSync(new URL('../fixtures/golden/explore-seeds.json', import.meta.url), 'utf8')) as Record<
+  string,
+  { config: ExploreConfig; rows: Array<Row | Failing> }
+>;
+
+/** Seeds of each configuration run again: its first ones, and its failing one. */
+const FIRST_SEEDS = 6;
+
+/** A result in the recorded row's terms (as the recording script wrote it). */
+function rowOf(r: ScheduleResult): Row {
+  return {
+    seed: r.seed,
+    steps: r.steps,
+    switches: r.switches,
+    outcome: r.outcome,
+    choices: createHash('sha256').update(r.choices.join(',')).digest('hex').slice(0, 16),
+    ops: Object.entries(r.ops)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k}=${n}`)
+      .join(','),
+    shape: r.shape,
+    violations: r.violations.map((v) => v.invariant),
+  };
+}
+
+const explorers: Explorer[] = [];
+afterAll(async () => {
+  await Promise.all(explorers.map((e) => e.close()));
+});
+
+describe('schedules recorded before the house restructure replay exactly', () => {
+  it('the recording has the configurations and failing schedules it was made with', () => {
+    expect(Object.keys(GOLDEN)).toEqual([
+      'upstream-random',
+      '6.18-pct',
+      '6.11-random',
+      'bug-fault-skips-seq-recheck',
+      'bug-memslot-srcu-pct',
+    ]);
+    const failing = Object.values(GOLDEN).map((g) => g.rows.filter((r): r is Failing => 'failingFull' in r).map((r) => r.failingFull.seed));
+    expect(failing).toEqual([[], [19], [5], [8], [182]]);
+  });
+
+  it.each(Object.entries(GOLDEN))('%s', async (_name, { config, rows }) => {
+    const e = new Explorer(config);
+    explorers.push(e);
+    const recorded = rows.filter((r): r is Row => !('failingFull' in r));
+    const failing = rows.find((r): r is Failing => 'failingFull' in r)?.failingFull;
+    const want = recorded.filter((r, i) => i < FIRST_SEEDS || r.seed === failing?.seed);
+    // One batch, as explore runs them: it stops at its first failing schedule, the last one here.
+    const got = await e.runSchedules(want.map((r) => r.seed));
+    expect(got.map(rowOf)).toEqual(want);
+    if (failing === undefined) return;
+    const replay = await e.runSchedule(failing.seed, failing.choices);
+    expect(replay.choices).toEqual(failing.choices);
+    expect(replay.violations).toEqual(failing.violations);
+  });
+});

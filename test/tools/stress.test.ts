@@ -1,0 +1,106 @@
+// Free-running stress on worker threads (vmm/stress): every prepare policy audited to 0
+// violations; planted bugs caught (a folio not cleared before use: stale data; no
+// sev_gmem_invalidate on free: host isolation; a zap without kvm_flush_remote_tlbs: use after free
+// through a stale TLB entry); and a traced run of the default configuration and length drops no
+// trace event.
+
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { PolicyName } from '../../src/gmem/policy.js';
+import { INVARIANTS } from '../../src/checker/violations.js';
+import { type StressReport, runStress } from '../../src/vmm/stress/stress.js';
+import { tempDir } from '../helpers/cli-helpers.js';
+
+const zero = Object.fromEntries(INVARIANTS.map((i) => [i, 0]));
+
+/** A clean run: no crash, no violation, and it did the work (faults, zaps, VMM punches, guest accesses). */
+function expectClean(r: StressReport, vmType: 'snp' | 'sw-protected', seed: number): void {
+  expect(r.crashes).toEqual([]);
+  expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(zero);
+  expect(r.ok).toBe(true);
+  expect(r.seed).toBe(seed);
+  expect(r.counters.faults).toBeGreaterThan(0);
+  expect(r.counters.sptesInstalled).toBeGreaterThan(0);
+  expect(r.counters.sptesZapped).toBeGreaterThan(0);
+  expect(r.vmmOps.punch).toBeGreaterThan(0);
+  expect(r.guestAccesses).toBeGreaterThan(0);
+  if (vmType === 'snp') expect(r.counters.archPrepareCalls).toBeGreaterThan(0);
+  else expect(r.counters.archPrepareCalls).toBe(0);
+}
+
+describe('stress runs end with 0 violations', () => {
+  // snp with prepare-on-fault-own-vm is the default configuration: the traced run below.
+  const runs: Array<{ policy: PolicyName; vmType: 'snp' | 'sw-protected' }> = [
+    { policy: 'prepare-on-allocate', vmType: 'snp' },
+    { policy: 'prepare-on-fault', vmType: 'snp' },
+    { policy: 'prepare-on-fault-own-vm', vmType: 'sw-protected' },
+  ];
+  for (const { policy, vmType } of runs) {
+    it(`${vmType}, ${policy}`, async () => {
+      const r = await runStress({ policy, vmType, durationMs: 1500, seed: 7, vcpus: 2, auditEveryMs: 500, memory: '16MiB' });
+      expectClean(r, vmType, 7);
+    });
+  }
+
+  it('snp, prepare-on-fault-own-vm: the default run, 5 s and traced, drops no trace event', async () => {
+    const file = `${tempDir()}/t.json`;
+    const r = await runStress({ durationMs: 5000, seed: 7, trace: file });
+    expect(r.config).toMatchObject({ policy: 'prepare-on-fault-own-vm', vmType: 'snp', durationMs: 5000 });
+    expectClean(r, 'snp', 7);
+    const t = JSON.parse(readFileSync(file, 'utf8'));
+    expect(t.metadata).toEqual({ droppedEvents: 0, droppedByThread: {} });
+    expect(t.traceEvents.filter((e: { name: string }) => e.name === 'fault').length).toBeGreaterThan(1000);
+  });
+});
+
+describe('free-mode stress catches planted bugs (the checks are not inert)', () => {
+  it('prepare-skips-clear: a guest reads host bytes (stale data), and the run fails', async () => {
+    const r = await runStress({
+      policy: 'prepare-on-fault-own-vm',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['prepare-skips-clear'],
+    });
+    expect(r.ok).toBe(false);
+    expect(r.violations.staleData).toBeGreaterThan(0);
+    expect(r.crashes).toEqual([]);
+  });
+
+  it('skip-arch-invalidate-on-free: freed pages stay guest-owned (host isolation), and the run fails', async () => {
+    const r = await runStress({
+      policy: 'prepare-on-fault',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['skip-arch-invalidate-on-free'],
+    });
+    expect(r.ok).toBe(false);
+    expect(r.violations.hostIsolation).toBeGreaterThan(0);
+  });
+});
+
+describe('free-mode stress catches a missing TLB flush', () => {
+  it('a missing flush fails the run (useAfterFree); the clean runs above, which zap, have none', async () => {
+    const bad = await runStress({
+      policy: 'prepare-on-fault-own-vm',
+      vmType: 'sw-protected',
+      durationMs: 800,
+      seed: 3,
+      vcpus: 2,
+      memory: '16MiB',
+      auditEveryMs: 0,
+      bugs: ['zap-skips-tlb-flush'],
+    });
+    expect(bad.crashes).toEqual([]);
+    expect(bad.ok).toBe(false);
+    expect(bad.violations.useAfterFree).toBeGreaterThan(0);
+    expect(bad.violationDetails.some((v) => v.detail.endsWith('went through a TLB entry whose SPTE was zapped without a TLB flush'))).toBe(
+      true,
+    );
+  });
+});

@@ -1,0 +1,109 @@
+// Scenario validation before anything runs (vmm/scenario/schema.ts): every problem names the
+// field path and the rule (sizes, ops, nested parallel steps, unknown keys, VM, vCPU and fd names,
+// policies, pause points, expected outcomes). Expected outcomes are the kernel's errno names and KVM
+// exit reasons (include/uapi/linux/kvm.h: KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, ...).
+
+import { describe, expect, it } from 'vitest';
+import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
+
+describe('scenario validation', () => {
+  /** A valid scenario whose third step each case replaces. */
+  const base = (): { policy: string; memory: string; vms: unknown[]; steps: Array<Record<string, unknown>> } => ({
+    policy: 'prepare-on-fault',
+    memory: '16MiB',
+    vms: [{ name: 'a', type: 'snp', vcpus: 1 }],
+    steps: [
+      { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB' },
+      {
+        op: 'set_user_memory_region2',
+        vm: 'a',
+        slot: 0,
+        flags: ['guest_memfd'],
+        guest_phys_addr: 0,
+        memory_size: '1MiB',
+        guest_memfd: 'g',
+      },
+      { op: 'set_memory_attributes', vm: 'a', address: 0, size: '1MiB', attributes: 'private' },
+    ],
+  });
+  const problems = (raw: unknown): string[] => {
+    try {
+      parseScenario(raw);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ScenarioError);
+      return (e as ScenarioError).problems;
+    }
+    throw new Error('parseScenario accepted a bad scenario');
+  };
+  const withStep = (st: Record<string, unknown>, at = 2): unknown => {
+    const s = base();
+    s.steps[at] = st;
+    return s;
+  };
+
+  it('accepts the base scenario', () => {
+    expect(parseScenario(base()).steps).toHaveLength(3);
+  });
+
+  it('a bad size string: steps.2.size, with the accepted forms', () => {
+    expect(problems(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'h', size: '12 parsecs' }))).toEqual([
+      'steps.2.size: must be a number, a hex string ("0x1000") or a size ("4KiB", "2MiB", "1GiB"), got "12 parsecs"',
+    ]);
+  });
+
+  it('an unknown op: steps.2.op, with the known ops', () => {
+    const [p, ...rest] = problems(withStep({ op: 'frobnicate', vm: 'a' }));
+    expect(rest).toEqual([]);
+    expect(p).toMatch(/^steps\.2\.op: unknown op "frobnicate"; expected one of create_guest_memfd, .*guest_read, .*parallel$/);
+  });
+
+  it('an unknown op inside parallel: the nested path, parallel not offered', () => {
+    const [p, ...rest] = problems(withStep({ op: 'parallel', steps: [{ op: 'stats' }, { op: 'nap' }] }));
+    expect(rest).toEqual([]);
+    expect(p).toMatch(/^steps\.2\.steps\.1\.op: unknown op "nap"; expected one of .*stats$/);
+  });
+
+  it('an unknown field: its step and the key', () => {
+    expect(problems(withStep({ op: 'close', fd: 'g', colour: 'red' }))).toEqual(['steps.2: Unrecognized key: "colour"']);
+  });
+
+  it('a VM not declared in vms', () => {
+    expect(problems(withStep({ op: 'snp_launch_start', vm: 'zed' }))).toEqual(["steps.2.vm: no VM named 'zed' in vms"]);
+  });
+
+  it('a vCPU the VM does not have', () => {
+    expect(problems(withStep({ op: 'guest_read', vm: 'a', vcpu: 1, gpa: 0, len: 4 }))).toEqual(["steps.2.vcpu: VM 'a' has 1 vCPU(s)"]);
+  });
+
+  it('an fd used before the step that creates it', () => {
+    const s = base();
+    s.steps.unshift({ op: 'close', fd: 'late' });
+    s.steps.push({ op: 'create_guest_memfd', vm: 'a', as: 'late', size: '4KiB' });
+    expect(problems(s)).toEqual(["steps.0.fd: no guest_memfd named 'late' was created by an earlier step"]);
+  });
+
+  it('an fd name created twice', () => {
+    expect(problems(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'g', size: '4KiB' }))).toEqual(["steps.2.as: 'g' is already used"]);
+  });
+
+  it('a bad policy, a bad pause point and an unknown top-level key are all reported at once', () => {
+    const s = base() as Record<string, unknown> & ReturnType<typeof base>;
+    s.policy = 'yolo';
+    s.extra = true;
+    s.steps[2] = { op: 'pause', point: 'nowhere' };
+    const p = problems(s);
+    expect(p).toHaveLength(3);
+    expect(p).toContainEqual(
+      expect.stringMatching(
+        /^policy: Invalid option: expected one of "prepare-on-allocate"\|"prepare-on-fault"\|"prepare-on-fault-own-vm"$/,
+      ),
+    );
+    expect(p).toContainEqual(expect.stringMatching(/^steps\.2\.point: Invalid option: expected one of "fault\.begin"\|/));
+    expect(p).toContainEqual('(top level): Unrecognized key: "extra"');
+  });
+
+  it('a bad expected outcome names the outcomes allowed', () => {
+    const [p] = problems(withStep({ op: 'close', fd: 'g', expect: 'EWHATEVER' }));
+    expect(p).toMatch(/^steps\.2\.expect: Invalid option: expected one of "ok"\|.*"EINVAL"\|.*"memory_fault"\|/);
+  });
+});
