@@ -4,7 +4,7 @@
 // accepted races of b85524314a are listed too, as findings: no version fixes them.
 
 import type { KernelVersionName } from '../../gmem/version.js';
-import type { Invariant } from '../../checker/violations.js';
+import type { Invariant, Violation } from '../../checker/violations.js';
 import type { ExploreWorkload } from './explorer.js';
 
 export interface HistoricalBug {
@@ -90,6 +90,23 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     scenario: 'examples/two-vms-one-inode.json',
   },
 ];
+
+/** Why a schedule failed, as the catalogue names it: a known bug of the kernel run, or nothing known. */
+export function knownBug(kernel: KernelVersionName, violations: readonly Violation[]): HistoricalBug | null {
+  const v = violations[0];
+  if (v === undefined) return null;
+  return CATALOGUE.find((b) => b.invariant === v.invariant && b.buggy.includes(kernel) && b.detail.test(v.detail)) ?? null;
+}
+
+/** The catalogue's findings a schedule's audit counted (accepted races: a counter each, not a violation). */
+export function knownFindings(kernel: KernelVersionName, f: { punchHoleLeftovers: number; crossVmPrepare: number }): HistoricalBug[] {
+  const seen: HistoricalBug[] = [];
+  for (const b of CATALOGUE) {
+    if (b.invariant !== 'finding' || !b.buggy.includes(kernel)) continue;
+    if ((b.id === 'punch-hole-leftover' && f.punchHoleLeftovers > 0) || (b.id === 'cross-vm-prepare' && f.crossVmPrepare > 0)) seen.push(b);
+  }
+  return seen;
+}
 
 export function historicalBug(id: string): HistoricalBug {
   const b = CATALOGUE.find((x) => x.id === id);

@@ -35,11 +35,14 @@ export class ExplorePool {
   /**
    * Runs the seeds in batches of `batch`, each explorer taking the next batch when it is free,
    * until a schedule fails and every seed before it has run. `onBatch` hears of each batch done.
+   * A failing schedule that `setAside` names as known (a catalogued bug of the kernel run) is
+   * counted by the caller and the search goes on with the next seed.
    */
   async search(
     seeds: readonly number[],
     batch: number,
     onBatch: (ran: number, last: ScheduleResult) => void = () => undefined,
+    setAside: (r: ScheduleResult) => boolean = () => false,
   ): Promise<PoolSearch> {
     let next = 0;
     let ran = 0;
@@ -49,23 +52,35 @@ export class ExplorePool {
     let best: { index: number; result: ScheduleResult; explorer: Explorer } | null = null;
     let broken: { index: number; error: unknown } | null = null;
     const limit = (): number => Math.min(best?.index ?? Infinity, broken?.index ?? Infinity);
+    // One batch of seeds [start, end): a known failure ends a batch early, and the rest of it runs on.
+    const runBatch = async (ex: Explorer, start: number, end: number): Promise<boolean> => {
+      for (let from = start; from < end && from < limit(); ) {
+        let rs: ScheduleResult[];
+        try {
+          rs = await ex.runSchedules(seeds.slice(from, Math.min(end, limit())));
+        } catch (error) {
+          if (broken === null || from < broken.index) broken = { index: from, error };
+          return false;
+        }
+        ran += rs.length;
+        const last = rs[rs.length - 1];
+        onBatch(ran, last);
+        const index = from + rs.length - 1;
+        if (!fails(last)) return true;
+        if (!setAside(last)) {
+          if (best === null || index < best.index) best = { index, result: last, explorer: ex };
+          return true;
+        }
+        from = index + 1;
+      }
+      return true;
+    };
     const worker = async (ex: Explorer): Promise<void> => {
       while (next < seeds.length && next < limit()) {
         const start = next;
         const end = Math.min(seeds.length, start + batch, limit());
         next = end;
-        let rs: ScheduleResult[];
-        try {
-          rs = await ex.runSchedules(seeds.slice(start, end));
-        } catch (error) {
-          if (broken === null || start < broken.index) broken = { index: start, error };
-          return;
-        }
-        ran += rs.length;
-        const last = rs[rs.length - 1];
-        onBatch(ran, last);
-        const index = start + rs.length - 1;
-        if (fails(last) && (best === null || index < best.index)) best = { index, result: last, explorer: ex };
+        if (!(await runBatch(ex, start, end))) return;
       }
     };
     await Promise.all(this.explorers.map(worker));
