@@ -7,6 +7,7 @@ import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { LockClass } from '../shm/sync/classes.js';
+import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { PG_HWPOISON } from './folio.js';
 import { filemapLockFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
@@ -154,12 +155,20 @@ export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number 
   const pfn = filemapLockFolio(g, ino, index);
   if (pfn < 0) return -Errno.ENOENT;
   g.folios.set(pfn, PG_HWPOISON);
-  folioUnlock(g, pfn);
-  folioPut(g, pfn);
+  // The planted bug: the folio lock is held across the invalidation (folio lock -> invalidate_lock).
+  const locked = (g.bugs & Bug['error-folio-under-folio-lock']) !== 0;
+  if (!locked) {
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
   g.sync.downRead(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, index, index + 1);
   invalidateBegin(g, per);
   invalidateEnd(g, per);
   g.sync.upRead(lock);
+  if (locked) {
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
   return 0;
 }

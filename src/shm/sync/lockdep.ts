@@ -84,7 +84,9 @@ export function declareLockdep(lb: LayoutBuilder): void {
 
 /** A sandbox reset empties the graph: the threads' held stacks and caches follow the new epoch. */
 export function lockdepReset(mem: Mem): void {
-  Atomics.add(mem.w, regionBase(mem, REGION) + EPOCH, 1);
+  const base = regionBase(mem, REGION);
+  mem.w.fill(0, base, base + RESET_WORDS);
+  Atomics.add(mem.w, base + EPOCH, 1);
 }
 
 /**
@@ -240,7 +242,7 @@ function codeSite(): string {
   return stack
     .split('\n')
     .slice(1)
-    .filter((l) => !/[/\\]shm[/\\]s(ync|ched)[/\\]/.test(l))
+    .filter((l) => !/[/\\]shm[/\\]s(ync|ched)[/\\]|node_modules|node:internal/.test(l))
     .slice(0, SITE_FRAMES)
     .map((l) => `    ${l.trim().replace(/(?:file:\/\/)?[^\s(]*?[/\\](?:dist[/\\])?((?:src|bench|test)[/\\])/, '$1')}`)
     .join('\n');
