@@ -4,7 +4,7 @@
 //  - an uncontended folio lock + unlock (Sync.mutexLock/mutexUnlock on the folio's lock word)
 //    vs a bare compareExchange pair on that word.
 
-import { LockClass } from '../src/shm/stats.js';
+import { LockClass } from '../src/shm/sync/classes.js';
 import { Exit } from '../src/vcpu-workers/guest.js';
 import { Sandbox, type Vcpu } from '../src/vmm/sandbox/sandbox.js';
 import { type Ctx, type Sampled, consume, tinySync } from './measure.js';

@@ -9,6 +9,7 @@ import type { KvmCtx } from '../kvm/ctx.js';
 import { Sptes, spteFrame, sptePrivate } from '../kvm/spte.js';
 import { Vms } from '../kvm/vm.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { takeLockdepReports } from '../shm/sync/lockdep.js';
 import type { Violation } from './violations.js';
 
 const REGION = 'online_audit';
@@ -62,7 +63,12 @@ export function onlineChecker(k: KvmCtx): () => void {
   };
 }
 
-/** The reports of the run so far, as violations; clears them for the next run. */
+/** Lockdep's lock order inversions since the last call, as violations; clears them. */
+export function takeLockOrderReports(mem: Mem): Violation[] {
+  return takeLockdepReports(mem).map((r) => ({ invariant: 'lockOrder', by: `thread ${r.tid} (lockdep)`, detail: r.text }));
+}
+
+/** The reports of the run so far (lockdep's included), as violations; clears them for the next run. */
 export function takeOnlineReports(mem: Mem): Violation[] {
   const w = mem.w;
   const base = regionBase(mem, REGION);
@@ -89,5 +95,6 @@ export function takeOnlineReports(mem: Mem): Violation[] {
           },
     );
   }
+  out.push(...takeLockOrderReports(mem));
   return out;
 }

@@ -1,6 +1,16 @@
 // A broken invariant (DESIGN.md section 7), as found online by a guest or by the auditor.
 
-export const INVARIANTS = ['staleData', 'rmpAgreement', 'hostIsolation', 'useAfterFree', 'dataLost', 'balance', 'liveness'] as const;
+/** lockOrder: lockdep saw two lock classes taken in both orders (shm/sync/lockdep.ts), deadlocked or not. */
+export const INVARIANTS = [
+  'staleData',
+  'rmpAgreement',
+  'hostIsolation',
+  'useAfterFree',
+  'dataLost',
+  'balance',
+  'liveness',
+  'lockOrder',
+] as const;
 export type Invariant = (typeof INVARIANTS)[number];
 
 export interface Violation {

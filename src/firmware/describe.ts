@@ -1,6 +1,6 @@
 // Names a shared word for watchdog reports and traces ("folio lock of pfn 12", "invalidate_lock of inode 0").
 
-import { allocatorLockWord } from '../gmem/allocator.js';
+import { allocatorLockWord, pcpLockOwner } from '../gmem/allocator.js';
 import { Folios } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
 import type { Mem } from '../shm/layout.js';
@@ -23,6 +23,8 @@ export function wordDescriber(mem: Mem): WordDescriber {
   return (i) => {
     if (i === allocLock) return { name: 'pfn allocator lock', kind: 'mutex' };
     if (i === fwLock) return { name: 'firmware command lock', kind: 'mutex' };
+    const pcp = pcpLockOwner(mem, i);
+    if (pcp >= 0) return { name: `pcp list lock of thread ${pcp}`, kind: 'mutex' };
     const slot = vcpus.ackWordSlot(i);
     if (slot >= 0) return { name: `TLB-flush acknowledgement of vCPU slot ${slot} (still in guest mode)`, kind: 'word' };
     if (folios.ownsWord(i)) return { name: `folio lock of pfn ${folios.pfnOfWord(i)}`, kind: 'mutex' };

@@ -6,7 +6,8 @@
 import type { RmpEntry, SnpPlatform } from '../kvm/psp.js';
 import { HostRmp } from './host-rmp.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
-import { C, LockClass, threadStats } from '../shm/stats.js';
+import { C, threadStats } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { Sync } from '../shm/sync/sync.js';
 import { SnpFirmwareCore } from './snp.js';
 
@@ -40,7 +41,7 @@ export class DirectPlatform implements SnpPlatform {
   /** A PSP command: counted, and serialised by the firmware lock. */
   private run<T>(fn: () => T): T {
     this.stats[C.firmwareCommands]++;
-    this.sync.mutexLock(this.lock, LockClass.OTHER);
+    this.sync.mutexLock(this.lock, LockClass.FIRMWARE);
     try {
       return fn();
     } finally {

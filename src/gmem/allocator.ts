@@ -6,7 +6,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import { LockClass } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { Sync } from '../shm/sync/sync.js';
 
 const A_LOCK = 0;
@@ -37,6 +37,12 @@ export function declareAllocator(lb: LayoutBuilder, nrPfns: number): void {
 /** The allocator's lock word, for reports. */
 export function allocatorLockWord(mem: Mem): number {
   return regionBase(mem, REGION) + A_LOCK;
+}
+
+/** The thread whose pcp list lock word `i` is, or -1: for reports. */
+export function pcpLockOwner(mem: Mem, i: number): number {
+  const rel = i - (regionBase(mem, REGION) + pcpArea(mem.limits.nrPfns)) - P_LOCK;
+  return rel >= 0 && rel < LIMITS.MAX_THREADS * PCP_WORDS && rel % PCP_WORDS === 0 ? rel / PCP_WORDS : -1;
 }
 
 export class PfnAllocator {
@@ -79,7 +85,7 @@ export class PfnAllocator {
     if (Atomics.load(w, this.base + A_RESERVE) !== 0) return this.allocReserved();
     const p = this.pcp;
     // pcp_spin_trylock: only a drain from another thread can hold it; then use the zone directly.
-    if (!this.sync.mutexTryLock(p + P_LOCK)) return this.allocZone();
+    if (!this.sync.mutexTryLock(p + P_LOCK, LockClass.PCP)) return this.allocZone();
     let n = w[p + P_COUNT];
     if (n === 0) n = this.refill(p);
     let pfn = -1;
@@ -97,7 +103,7 @@ export class PfnAllocator {
   free(pfn: number): void {
     const w = this.w;
     const p = this.pcp;
-    if (!this.sync.mutexTryLock(p + P_LOCK)) {
+    if (!this.sync.mutexTryLock(p + P_LOCK, LockClass.PCP)) {
       this.freeZone(pfn);
       return;
     }
@@ -140,7 +146,8 @@ export class PfnAllocator {
   /** rmqueue_bulk: up to a batch from the zone onto the held pcp list `p`; its new count. */
   private refill(p: number): number {
     const w = this.w;
-    this.sync.mutexLock(this.base + A_LOCK, LockClass.ALLOCATOR);
+    this.sync.assertHeld(p + P_LOCK);
+    this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     const n = Math.min(PCP_BATCH, top);
     // The list is a stack too: the zone's top pfn stays the next one handed out.
@@ -154,9 +161,10 @@ export class PfnAllocator {
   /** free_pcppages_bulk: the `count` oldest pages of the held pcp list `p` back to the zone. */
   private spill(p: number, count: number): void {
     const w = this.w;
+    this.sync.assertHeld(p + P_LOCK);
     const n = w[p + P_COUNT];
     const k = Math.min(count, n);
-    this.sync.mutexLock(this.base + A_LOCK, LockClass.ALLOCATOR);
+    this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     for (let i = 0; i < k; i++) w[this.base + A_STACK + top + i] = w[p + P_LIST + i];
     Atomics.store(w, this.base + A_TOP, top + k);
@@ -170,7 +178,7 @@ export class PfnAllocator {
     for (let t = 0; t < LIMITS.MAX_THREADS; t++) {
       const p = this.pcps + t * PCP_WORDS;
       if (Atomics.load(this.w, p + P_COUNT) === 0) continue;
-      this.sync.mutexLock(p + P_LOCK, LockClass.ALLOCATOR);
+      this.sync.mutexLock(p + P_LOCK, LockClass.PCP);
       this.spill(p, PCP_HIGH);
       this.sync.mutexUnlock(p + P_LOCK);
     }
@@ -179,7 +187,7 @@ export class PfnAllocator {
   /** One page straight from the zone (__rmqueue under the zone lock). */
   private allocZone(reserve = 0): number {
     const w = this.w;
-    this.sync.mutexLock(this.base + A_LOCK, LockClass.ALLOCATOR);
+    this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     let pfn = -1;
     if (top > reserve) {
@@ -192,7 +200,7 @@ export class PfnAllocator {
 
   private freeZone(pfn: number): void {
     const w = this.w;
-    this.sync.mutexLock(this.base + A_LOCK, LockClass.ALLOCATOR);
+    this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     w[this.base + A_STACK + top] = pfn;
     Atomics.store(w, this.base + A_TOP, top + 1);

@@ -22,6 +22,8 @@ export interface GmemKvmOps {
   detachSlot(vm: number, slot: number, site: number): void;
   /** A read through a binding's slot pointer at `site`: false, and a KASAN report, if the slot was freed. */
   slotLive(vm: number, slot: number, site: number): boolean;
+  /** The word of kvm->slots_lock, for the lockdep assertions of the paths that run under it. */
+  slotsLockWord(vm: number): number;
 }
 
 /** kvm_gmem_populate's post_populate callback (SNP: sev_gmem_post_populate). */

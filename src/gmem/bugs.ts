@@ -48,6 +48,11 @@ export const BUGS = {
     race: true,
     what: "an invalidation zaps SPTEs without flushing the vCPUs' TLBs, which keep the old translations",
   },
+  'error-folio-under-folio-lock': {
+    bit: 1 << 9,
+    race: false,
+    what: 'memory failure takes the invalidate lock with the folio still locked, the reverse of the order PUNCH_HOLE truncates in',
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];

@@ -4,7 +4,8 @@
 import { Errno } from '../shm/errno.js';
 import { PAGE_SHIFT, PAGE_SIZE, isPageAligned } from '../shm/limits.js';
 import { P } from '../shm/points.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { PG_PUNCH_RACE } from './folio.js';

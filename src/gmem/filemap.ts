@@ -3,7 +3,8 @@
 
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { HOST_PATTERN, PG_PUNCH_RACE } from './folio.js';
@@ -84,7 +85,7 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
     if (pfn < 0) return -Errno.ENOMEM;
     // A new folio is locked before its references are published, so that a stale lookup that
     // still knows this pfn from its last life cannot lock it first (__filemap_add_folio).
-    if (!g.sync.mutexTryLock(g.folios.lockWord(pfn))) throw new Error(`free pfn ${pfn} has its folio lock held`);
+    if (!g.sync.mutexTryLock(g.folios.lockWord(pfn), LockClass.FOLIO)) throw new Error(`free pfn ${pfn} has its folio lock held`);
     g.folios.initNew(pfn, ino, index, g.inodes.punchCovers(ino, index) ? PG_PUNCH_RACE : 0);
     if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
       // Counted as it enters the page cache (foliosFreed counts it leaving): a page that lost

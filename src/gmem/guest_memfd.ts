@@ -6,7 +6,8 @@
 import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
-import { LockClass } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
+import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { PG_HWPOISON } from './folio.js';
 import { filemapLockFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
@@ -33,7 +34,7 @@ export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number |
   return withTableLock(g, () => {
     if (g.files.freeSlotCount() === 0)
       throw new SandboxLimitError('guest_memfd', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
-    const ino = g.inodes.create(pages);
+    const ino = g.inodes.create(pages, g.sync);
     if (typeof ino === 'string') throw new SandboxLimitError('size', ino);
     const f = g.files.alloc(ino, vm);
     g.inodes.addFile(ino, f);
@@ -74,6 +75,8 @@ export function gmemTakeDeferredFput(g: GmemCtx): number[] {
 // The inode, and its folios, live on until its last file is gone.
 export function gmemRelease(g: GmemCtx, file: number): void {
   if (!g.files.dying(file)) throw new Error(`kvm_gmem_release of gmem file ${file & 255} that is not dying`);
+  // kvm_gmem_release: mutex_lock(&kvm->slots_lock) around all of it (the caller takes it here).
+  g.sync.assertHeld(g.kvm.slotsLockWord(g.files.vm(file)));
   const ino = g.files.inode(file);
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downWrite(lock, LockClass.INVALIDATE);
@@ -122,6 +125,8 @@ export function gmemBind(g: GmemCtx, file: number, vm: number, slot: number, bas
 
 // kvm_gmem_unbind(slot) from kvm_free_memslot, under slots_lock: `fileWord` is slot->gmem.file.
 export function gmemUnbind(g: GmemCtx, vm: number, slot: number, fileWord: number): void {
+  // kvm_free_memslot runs under slots_lock (kvm_set_memory_region: lockdep_assert_held).
+  g.sync.assertHeld(g.kvm.slotsLockWord(vm));
   const stale = Atomics.load(g.mem.w, fileWord) - 1;
   // Already released: kvm_gmem_release cleared slot->gmem.file.
   if (stale === NO_HANDLE) return;
@@ -150,12 +155,20 @@ export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number 
   const pfn = filemapLockFolio(g, ino, index);
   if (pfn < 0) return -Errno.ENOENT;
   g.folios.set(pfn, PG_HWPOISON);
-  folioUnlock(g, pfn);
-  folioPut(g, pfn);
+  // The planted bug: the folio lock is held across the invalidation (folio lock -> invalidate_lock).
+  const locked = (g.bugs & Bug['error-folio-under-folio-lock']) !== 0;
+  if (!locked) {
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
   g.sync.downRead(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, index, index + 1);
   invalidateBegin(g, per);
   invalidateEnd(g, per);
   g.sync.upRead(lock);
+  if (locked) {
+    folioUnlock(g, pfn);
+    folioPut(g, pfn);
+  }
   return 0;
 }

@@ -1,6 +1,7 @@
 // guest_memfd inodes: size, filemap (index -> pfn), invalidate lock, and the list of gmem files
 // (newest first, as list_add leaves it). Owns the 'gmem_inodes' and 'filemap' regions.
 
+import type { Sync } from '../shm/sync/sync.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { RWSEM_WORDS } from '../shm/sync/words.js';
@@ -69,10 +70,12 @@ export class Inodes {
 
   /**
    * Allocates an inode of `pages` pages; returns its id, or a string naming the limit hit.
-   * Caller holds the table lock. Filemap slots of a dead inode are reused first fit.
+   * Filemap slots of a dead inode are reused first fit.
    */
-  create(pages: number): number | string {
+  create(pages: number, sync: Sync): number | string {
     const w = this.w;
+    // The caller holds the table lock.
+    sync.assertHeld(this.tableLockWord);
     let slot = -1;
     let reuse = -1;
     for (let i = 0; i < LIMITS.MAX_INODES; i++) {

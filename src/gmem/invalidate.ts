@@ -4,11 +4,11 @@
 
 import { P } from '../shm/points.js';
 import { Site } from '../shm/slab.js';
-import { LockClass } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
 
 export function withTableLock<T>(g: GmemCtx, fn: () => T): T {
-  g.sync.mutexLock(g.inodes.tableLockWord, LockClass.OTHER);
+  g.sync.mutexLock(g.inodes.tableLockWord, LockClass.GMEM_TABLE);
   try {
     return fn();
   } finally {
@@ -21,6 +21,8 @@ export function withTableLock<T>(g: GmemCtx, fn: () => T): T {
  * gfn ranges, read through each binding's slot pointer (a freed slot is reported).
  */
 export function fileBoundRanges(g: GmemCtx, file: number, start: number, end: number): number[] {
+  // Under filemap_invalidate_lock: "Bindings must be stable across invalidation" (kvm_gmem_punch_hole).
+  g.sync.assertHeld(g.inodes.invalidateLockWord(g.files.inode(file)));
   const vm = g.files.vm(file);
   const ranges: number[] = [];
   for (const b of g.files.boundOverlaps(file, start, end)) {

@@ -3,7 +3,8 @@
 
 import { Errno } from '../shm/errno.js';
 import { P } from '../shm/points.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { PostPopulate } from './arch.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
@@ -34,6 +35,8 @@ export function gmemPopulate(
   isPrivate: (gfn: number) => boolean,
   post: PostPopulate,
 ): number {
+  // kvm_gmem_populate: lockdep_assert_held(&kvm->slots_lock).
+  g.sync.assertHeld(g.kvm.slotsLockWord(vm));
   if (npages < 0) return -Errno.EINVAL;
   return withActiveFile(g, s.fileWord, (file) => populateFile(g, vm, file, s, startGfn, npages, isPrivate, post));
 }

@@ -67,4 +67,7 @@ export class KvmCtx implements GmemKvmOps {
   slotLive(vm: number, slot: number, site: number): boolean {
     return this.memslots.check(vm, slot, site, this.sync.tid);
   }
+  slotsLockWord(vm: number): number {
+    return this.vms.slotsLockWord(vm);
+  }
 }

@@ -8,6 +8,7 @@ import { LIMITS, PAGE_SIZE, SandboxLimitError, assert, isPageAligned } from '../
 import { NO_HANDLE } from '../shm/slab.js';
 import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes.js';
 import type { KvmCtx } from './ctx.js';
 import { withSlotsLock } from './locking.js';
@@ -56,6 +57,8 @@ export function kvmSetMemoryRegion(k: KvmCtx, vm: number, mem: UserMemoryRegion2
 }
 
 function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): number {
+  // kvm_set_memory_region: lockdep_assert_held(&kvm->slots_lock).
+  k.sync.assertHeld(k.vms.slotsLockWord(vm));
   if (!checkMemoryRegionFlags(k, vm, m.flags)) return -Errno.EINVAL;
   const asId = Math.floor(m.slot / 65536);
   const id = m.slot % 65536;
@@ -142,10 +145,12 @@ function allocMemslot(k: KvmCtx, vm: number, m: MemslotInfo): number {
 
 // kvm_swap_active_memslots: publish the inactive set, then wait for every reader of the old one.
 function swapActiveMemslots(k: KvmCtx, vm: number): void {
+  // Under slots_lock: "there can only be one waiter, since the wait happens under slots_lock" (kvm_mmu_notifier_invalidate_range_end).
+  k.sync.assertHeld(k.vms.slotsLockWord(vm));
   k.memslots.swap(vm);
   // Faults that retried on an INVALID slot wait for the generation to move.
   k.sync.wake(k.memslots.generationWord(vm), Infinity);
-  if ((k.g.bugs & Bug['memslot-update-skips-synchronize-srcu']) === 0) k.sync.synchronizeSrcu(k.vms.srcu(vm));
+  if ((k.g.bugs & Bug['memslot-update-skips-synchronize-srcu']) === 0) k.sync.synchronizeSrcu(k.vms.srcu(vm), LockClass.SRCU);
 }
 
 // kvm_activate_memslot: publish, wait, then bring the other set up to date.
@@ -277,7 +282,7 @@ export function kvmVcpuPreFaultMemory(k: KvmCtx, v: KvmVcpu, range: PreFaultRang
   let r = 0;
   const srcu = k.vms.srcu(v.vm);
   // One read section across the whole walk, as the kernel holds it.
-  k.sync.srcuReadLock(srcu);
+  k.sync.srcuReadLock(srcu, LockClass.SRCU);
   try {
     while (range.size > 0) {
       if (k.sync.signalPending()) {

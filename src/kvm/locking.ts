@@ -1,6 +1,6 @@
 // mutex_lock ... mutex_unlock around a critical section, for the locks KVM takes by name.
 
-import { LockClass } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { KvmCtx } from './ctx.js';
 
 /** Runs `fn` holding the mutex at word `lock` (mutex_lock ... mutex_unlock). */

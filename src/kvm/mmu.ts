@@ -7,7 +7,8 @@ import { gmemGetPfn } from '../gmem/get_pfn.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { P } from '../shm/points.js';
-import { C, LockClass, latencyBucket } from '../shm/stats.js';
+import { C, latencyBucket } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './ctx.js';
 import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
@@ -40,6 +41,8 @@ export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]
 
 function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[]): void {
   const w = k.mem.w;
+  // kvm_mmu_invalidate_begin, kvm_mmu_invalidate_range_add: lockdep_assert_held_write(&kvm->mmu_lock).
+  k.sync.assertHeldWrite(k.vms.mmuLockWord(vm));
   if (Atomics.add(w, k.vms.inProgressWord(vm), 1) === 0) {
     Atomics.store(w, k.vms.rangeStartWord(vm), INVALID_GFN);
     Atomics.store(w, k.vms.rangeEndWord(vm), INVALID_GFN);
@@ -64,16 +67,24 @@ function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[])
   }
 }
 
-// kvm_mmu_invalidate_end, under mmu_lock.
+// kvm_mmu_invalidate_end under mmu_lock, as __kvm_gmem_invalidate_end takes it.
 export function invalidateEnd(k: KvmCtx, vm: number): void {
   const w = k.mem.w;
   const lock = k.vms.mmuLockWord(vm);
   k.sync.writeLock(lock, LockClass.MMU);
-  Atomics.add(w, k.vms.seqWord(vm), 1);
-  const left = Atomics.sub(w, k.vms.inProgressWord(vm), 1) - 1;
+  const left = mmuInvalidateEnd(k, vm);
   k.sync.writeUnlock(lock);
   if (left < 0) throw new Error(`vm ${vm}: mmu_invalidate_in_progress went negative`);
   if (Atomics.load(w, k.vms.seqSleepersWord(vm)) > 0) k.sync.wake(k.vms.seqWord(vm), Infinity);
+}
+
+// kvm_mmu_invalidate_end: returns the invalidations still in progress.
+function mmuInvalidateEnd(k: KvmCtx, vm: number): number {
+  const w = k.mem.w;
+  // kvm_mmu_invalidate_end: lockdep_assert_held_write(&kvm->mmu_lock).
+  k.sync.assertHeldWrite(k.vms.mmuLockWord(vm));
+  Atomics.add(w, k.vms.seqWord(vm), 1);
+  return Atomics.sub(w, k.vms.inProgressWord(vm), 1) - 1;
 }
 
 // mmu_invalidate_retry_gfn: an invalidation covering gfn is in flight, or one finished since `seq`.
@@ -158,6 +169,8 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     if (isPrivate) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
+  // tdp_mmu_set_spte_atomic: lockdep_assert_held_read(&kvm->mmu_lock).
+  k.sync.assertHeldRead(lock);
   k.sptes.set(vm, gfn, makeSpte(frame, isPrivate, readonly));
   k.stats[C.sptesInstalled]++;
   k.sync.readUnlock(lock);
@@ -188,7 +201,7 @@ export function kvmTdpPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: b
   const w = k.mem.w;
   try {
     for (;;) {
-      k.sync.srcuReadLock(srcu);
+      k.sync.srcuReadLock(srcu, LockClass.SRCU);
       let r: number;
       try {
         r = kvmMmuDoPageFault(k, v, gfn, isPrivate, false, write);
@@ -247,6 +260,8 @@ export function zapGfnRange(k: KvmCtx, vm: number, start: number, end: number): 
   const lock = k.vms.mmuLockWord(vm);
   k.sync.writeLock(lock, LockClass.MMU);
   try {
+    // kvm_unmap_gfn_range: lockdep_assert_once(kvm->mmu_invalidate_in_progress || lockdep_is_held(&kvm->slots_lock)).
+    if (Atomics.load(k.mem.w, k.vms.inProgressWord(vm)) === 0) k.sync.assertHeld(k.vms.slotsLockWord(vm));
     const zapped = k.sptes.zap(vm, start, end);
     if (zapped > 0) {
       k.stats[C.sptesZapped] += zapped;

@@ -5,7 +5,8 @@ import { hostCopy } from '../gmem/filemap.js';
 import { gmemPopulate } from '../gmem/populate.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
-import { C, LockClass } from '../shm/stats.js';
+import { C } from '../shm/stats.js';
+import { LockClass } from '../shm/sync/classes.js';
 import type { KvmCtx } from './ctx.js';
 import { withMutex } from './locking.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
@@ -58,7 +59,7 @@ export interface LaunchUpdateResult {
 
 // sev_mem_enc_ioctl: every SEV command runs under kvm->lock, which is taken outside slots_lock.
 function withKvmLock<T>(k: KvmCtx, vm: number, fn: () => T): T {
-  return withMutex(k, k.vms.kvmLockWord(vm), LockClass.OTHER, fn);
+  return withMutex(k, k.vms.kvmLockWord(vm), LockClass.KVM_LOCK, fn);
 }
 
 // sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_START)
@@ -68,6 +69,8 @@ export function snpLaunchStart(k: KvmCtx, psp: SnpPlatform, vm: number): number 
 
 // snp_launch_start. KVM checks no RMP entry here; the ASID comes with KVM_SEV_INIT2.
 function snpLaunchStartLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  // sev_mem_enc_ioctl: mutex_lock(&kvm->lock) around every command.
+  k.sync.assertHeld(k.vms.kvmLockWord(vm));
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) !== SnpPhase.NONE) return -Errno.EINVAL;
   const fw = psp.launchStart(k.vms.asid(vm));
@@ -102,6 +105,8 @@ function snpLaunchUpdateLocked(
   src: Uint8Array | null,
 ): LaunchUpdateResult {
   const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
+  // sev_mem_enc_ioctl: mutex_lock(&kvm->lock) around every command.
+  k.sync.assertHeld(k.vms.kvmLockWord(vm));
   // snp_launch_update: `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START
   // and FINISH answer -ENOTTY for a VM that is not SNP).
   if (!k.vms.isSnp(vm)) return fail(-Errno.EINVAL);
@@ -133,7 +138,7 @@ function snpLaunchUpdateLocked(
   const slotsLock = k.vms.slotsLockWord(vm);
   const srcu = k.vms.srcu(vm);
   k.sync.mutexLock(slotsLock, LockClass.SLOTS);
-  k.sync.srcuReadLock(srcu);
+  k.sync.srcuReadLock(srcu, LockClass.SRCU);
   try {
     const s = k.memslots.lookup(vm, gfnStart);
     // kvm_slot_can_be_private
@@ -165,6 +170,8 @@ export function snpLaunchFinish(k: KvmCtx, psp: SnpPlatform, vm: number): number
 
 // snp_launch_finish
 function snpLaunchFinishLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
+  // sev_mem_enc_ioctl: mutex_lock(&kvm->lock) around every command.
+  k.sync.assertHeld(k.vms.kvmLockWord(vm));
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) === SnpPhase.NONE) return -Errno.EINVAL;
   const fw = psp.launchFinish(k.vms.asid(vm));

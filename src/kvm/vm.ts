@@ -168,10 +168,12 @@ export class Vms {
   /** Which VM and lock a word is, for reports. */
   describeWord(
     i: number,
-  ): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' | 'srcu'; reader?: number } | null {
+  ): { vm: number; what: 'slots_lock' | 'mmu_lock' | 'mmu_invalidate_seq' | 'kvm->lock' | 'kvm->srcu' | 'srcu'; reader?: number } | null {
     const srel = i - this.srcuBase;
     if (srel >= 0 && srel < this.maxVms * this.srcuStride) {
       const vm = Math.floor(srel / this.srcuStride);
+      // The srcu_struct itself, as lockdep names an SRCU read section.
+      if (srel % this.srcuStride === 0) return { vm, what: 'kvm->srcu' };
       const reader = srcuReaderOf(this.srcu(vm), this.maxThreads, i);
       return reader < 0 ? null : { vm, what: 'srcu', reader };
     }

@@ -3,8 +3,11 @@
 
 import { LayoutBuilder, type Mem, regionBase } from './layout.js';
 
-/** Lock classes whose contention is measured separately. */
-export const LockClass = {
+/**
+ * The groups lock contention is counted in (a lock's fine-grained class, sync/classes.ts, maps to
+ * one of them): the names of stats output and reports.
+ */
+export const LockStat = {
   FOLIO: 0,
   INVALIDATE: 1,
   MMU: 2,
@@ -14,8 +17,8 @@ export const LockClass = {
   /** synchronize_srcu waiting for readers. */
   SRCU: 6,
 } as const;
-export type LockClass = (typeof LockClass)[keyof typeof LockClass];
-export const LOCK_CLASS_NAMES = ['folio', 'invalidate', 'mmu', 'slots', 'allocator', 'other', 'srcu'] as const;
+export type LockStat = (typeof LockStat)[keyof typeof LockStat];
+export const LOCK_STAT_NAMES = ['folio', 'invalidate', 'mmu', 'slots', 'allocator', 'other', 'srcu'] as const;
 
 export const COUNTER_NAMES = [
   'faults',

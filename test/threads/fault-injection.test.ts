@@ -206,7 +206,14 @@ describe('a vCPU thread that dies during a stress run', () => {
     }).toEqual({ staleData: 0, dataLost: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, hostRmpFaults: 0 });
     const a = auditQuiescent(rt.mem);
     const { balance: _held, liveness: _l, ...data } = a.counts;
-    expect(data, JSON.stringify(a.violations)).toEqual({ staleData: 0, rmpAgreement: 0, hostIsolation: 0, useAfterFree: 0, dataLost: 0 });
+    expect(data, JSON.stringify(a.violations)).toEqual({
+      staleData: 0,
+      rmpAgreement: 0,
+      hostIsolation: 0,
+      useAfterFree: 0,
+      dataLost: 0,
+      lockOrder: 0,
+    });
     for (const v of a.violations)
       expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);
   }

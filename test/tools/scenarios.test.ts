@@ -81,6 +81,7 @@ describe('every example scenario', () => {
         dataLost: 0,
         balance: 0,
         liveness: 0,
+        lockOrder: 0,
       });
       expect(r.ok).toBe(true);
     });

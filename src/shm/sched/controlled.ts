@@ -7,23 +7,12 @@
 
 import type { Mem } from '../layout.js';
 import { P } from '../points.js';
-import type { LockClass } from '../stats.js';
+import type { LockClass } from '../sync/classes.js';
 import { SyncControl } from '../sync/control.js';
 import { FreeSync } from '../sync/free.js';
+import { Held, type Lockdep } from '../sync/lockdep.js';
 import { AbortReason, type Sync, SyncAbortError, type WordDescriber } from '../sync/sync.js';
-import {
-  OWNER_MASK,
-  RW_OWNER,
-  RW_STATE,
-  RW_WRITERS_WAITING,
-  WAITERS,
-  WRITER,
-  srcuBefore,
-  srcuEnter,
-  srcuExit,
-  srcuReaderWord,
-  srcuStartGp,
-} from '../sync/words.js';
+import { RW_OWNER, RW_STATE, RW_WRITERS_WAITING, WRITER, srcuBefore, srcuReaderWord, srcuStartGp } from '../sync/words.js';
 import { decide, handOff } from './decide.js';
 import {
   A_BLOCK_VALUE,
@@ -58,6 +47,8 @@ const P_SYNCHRONIZE = P['srcu.synchronize'];
 export class ControlledSync implements Sync {
   private readonly w: Int32Array;
   private readonly free: FreeSync;
+  /** The free mode's: one held-lock stack per thread, whichever mode took the lock. */
+  private readonly ld: Lockdep;
   private readonly base: number;
   private readonly L: SchedLayout;
   private readonly me: number;
@@ -73,6 +64,7 @@ export class ControlledSync implements Sync {
   ) {
     this.w = mem.w;
     this.free = new FreeSync(mem, tid, describe);
+    this.ld = this.free.lockdep;
     this.L = new SchedLayout(mem);
     this.base = this.L.base;
     this.me = tid + 1;
@@ -188,44 +180,61 @@ export class ControlledSync implements Sync {
     w[e + 3] = arg;
   }
 
+  // Each acquisition is checked by lockdep before its first wait; a wait ended by an abort drops it.
   mutexLock(i: number, cls: LockClass): void {
     if (!this.active) return this.free.mutexLock(i, cls);
-    for (;;) {
-      this.yieldNow(Ev.LOCK, i);
-      const c = Atomics.compareExchange(this.w, i, 0, this.me);
-      if (c === 0) return;
-      this.blockOn(i, c);
+    this.ld.acquire(i, cls, Held.MUTEX);
+    try {
+      for (;;) {
+        this.yieldNow(Ev.LOCK, i);
+        const c = Atomics.compareExchange(this.w, i, 0, this.me);
+        if (c === 0) return;
+        this.blockOn(i, c);
+      }
+    } catch (e) {
+      this.ld.release(i);
+      throw e;
     }
   }
-  mutexTryLock(i: number): boolean {
-    return this.free.mutexTryLock(i);
+  mutexTryLock(i: number, cls: LockClass): boolean {
+    return this.free.mutexTryLock(i, cls);
   }
+  // Releases are the free mode's, with its owner and underflow checks: they never wait or yield.
   mutexUnlock(i: number): void {
-    if (!this.active) return this.free.mutexUnlock(i);
-    const old = Atomics.exchange(this.w, i, 0);
-    if ((old & OWNER_MASK) !== this.me)
-      throw new Error(`mutex word ${i} unlocked by thread ${this.tid} but held by ${(old & OWNER_MASK) - 1}`);
-    // Taken in free mode before this actor registered, with free-mode sleepers to wake.
-    if (old & WAITERS) this.free.wake(i, 1);
+    this.free.mutexUnlock(i);
   }
   // Writer-fair as the kernel's rwsem and qrwlock are: a reader waits behind a waiting writer.
   downRead(i: number, cls: LockClass): void {
     if (!this.active) return this.free.downRead(i, cls);
-    for (;;) {
-      this.yieldNow(Ev.READ_LOCK, i);
-      const s = Atomics.load(this.w, i + RW_STATE);
-      const writers = Atomics.load(this.w, i + RW_WRITERS_WAITING);
-      if (s < WRITER && writers === 0 && Atomics.compareExchange(this.w, i + RW_STATE, s, s + 1) === s) return;
-      if (s >= WRITER) this.blockOn(i + RW_STATE, s);
-      else if (writers !== 0) this.blockOn(i + RW_WRITERS_WAITING, writers);
+    this.ld.acquire(i, cls, Held.READ);
+    try {
+      for (;;) {
+        this.yieldNow(Ev.READ_LOCK, i);
+        const s = Atomics.load(this.w, i + RW_STATE);
+        const writers = Atomics.load(this.w, i + RW_WRITERS_WAITING);
+        if (s < WRITER && writers === 0 && Atomics.compareExchange(this.w, i + RW_STATE, s, s + 1) === s) return;
+        if (s >= WRITER) this.blockOn(i + RW_STATE, s);
+        else if (writers !== 0) this.blockOn(i + RW_WRITERS_WAITING, writers);
+      }
+    } catch (e) {
+      this.ld.release(i);
+      throw e;
     }
   }
   upRead(i: number): void {
-    if (!this.active) return this.free.upRead(i);
-    Atomics.sub(this.w, i + RW_STATE, 1);
+    this.free.upRead(i);
   }
   downWrite(i: number, cls: LockClass): void {
     if (!this.active) return this.free.downWrite(i, cls);
+    this.ld.acquire(i, cls, Held.WRITE);
+    try {
+      this.downWriteWait(i);
+    } catch (e) {
+      this.ld.release(i);
+      throw e;
+    }
+  }
+  private downWriteWait(i: number): void {
     let waiting = false;
     for (;;) {
       this.yieldNow(Ev.WRITE_LOCK, i);
@@ -243,20 +252,19 @@ export class ControlledSync implements Sync {
     }
   }
   upWrite(i: number): void {
-    if (!this.active) return this.free.upWrite(i);
-    Atomics.store(this.w, i + RW_OWNER, 0);
-    Atomics.store(this.w, i + RW_STATE, 0);
+    this.free.upWrite(i);
   }
-  srcuReadLock(srcu: number): void {
+  srcuReadLock(srcu: number, cls: LockClass): void {
     if (this.active) this.yieldNow(Ev.SRCU_READ_LOCK, srcu);
-    srcuEnter(this.w, srcu, this.tid);
+    this.free.srcuReadLock(srcu, cls);
   }
   srcuReadUnlock(srcu: number): void {
-    srcuExit(this.w, srcu, this.tid);
+    this.free.srcuReadUnlock(srcu);
   }
-  synchronizeSrcu(srcu: number): void {
-    if (!this.active) return this.free.synchronizeSrcu(srcu);
+  synchronizeSrcu(srcu: number, cls: LockClass): void {
+    if (!this.active) return this.free.synchronizeSrcu(srcu, cls);
     this.yieldNow(Ev.SYNCHRONIZE_SRCU, srcu);
+    this.ld.sync(srcu, cls);
     const gp = srcuStartGp(this.w, srcu, this.tid);
     this.point(P_SYNCHRONIZE);
     for (let t = 0; t < this.maxThreads; t++) {
@@ -280,16 +288,23 @@ export class ControlledSync implements Sync {
     this.downRead(i, cls);
   }
   readUnlock(i: number): void {
-    if (!this.active) return this.free.readUnlock(i);
-    this.upRead(i);
+    this.free.readUnlock(i);
   }
   writeLock(i: number, cls: LockClass): void {
     if (!this.active) return this.free.writeLock(i, cls);
     this.downWrite(i, cls);
   }
   writeUnlock(i: number): void {
-    if (!this.active) return this.free.writeUnlock(i);
-    this.upWrite(i);
+    this.free.writeUnlock(i);
+  }
+  assertHeld(i: number): void {
+    this.free.assertHeld(i);
+  }
+  assertHeldWrite(i: number): void {
+    this.free.assertHeldWrite(i);
+  }
+  assertHeldRead(i: number): void {
+    this.free.assertHeldRead(i);
   }
   waitWhileEquals(i: number, value: number, spin: number): void {
     if (!this.active) return this.free.waitWhileEquals(i, value, spin);

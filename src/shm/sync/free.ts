@@ -2,9 +2,11 @@
 
 import type { Mem } from '../layout.js';
 import { P } from '../points.js';
-import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, LockClass, threadStats } from '../stats.js';
+import { LOCK_CONTENDED_BASE, LOCK_WAIT_NS_BASE, threadStats } from '../stats.js';
 import { TraceKind, Tracer } from '../trace.js';
+import { CLASS_STAT, type LockClass } from './classes.js';
 import { PAUSE_HELD, SyncControl } from './control.js';
+import { Held, type HeldMode, Lockdep, LockdepError } from './lockdep.js';
 import {
   AbortReason,
   DEFAULT_SPIN,
@@ -47,6 +49,8 @@ export class FreeSync implements Sync {
   private readonly armedBase: number;
   /** Wake-ups seen, so the watchdog also looks at the clock of a waiter that keeps being woken. */
   private wakes = 0;
+  /** This thread's lockdep: its held locks; the controlled mode shares it. */
+  readonly lockdep: Lockdep;
 
   constructor(
     mem: Mem,
@@ -60,15 +64,30 @@ export class FreeSync implements Sync {
     this.spin = Atomics.load(mem.w, this.ctl.spinWord) || DEFAULT_SPIN;
     this.tracer = new Tracer(mem, tid);
     this.armedBase = this.ctl.armedWord(0);
+    this.lockdep = new Lockdep(mem, tid, describe);
   }
 
   // mutex_lock
   mutexLock(i: number, cls: LockClass): void {
-    if (Atomics.compareExchange(this.w, i, 0, this.me) !== 0) this.mutexLockSlow(i, cls);
+    this.lockdep.acquire(i, cls, Held.MUTEX);
+    if (Atomics.compareExchange(this.w, i, 0, this.me) !== 0) this.contended(i, () => this.mutexLockSlow(i, cls));
   }
 
-  mutexTryLock(i: number): boolean {
-    return Atomics.compareExchange(this.w, i, 0, this.me) === 0;
+  // mutex_trylock
+  mutexTryLock(i: number, cls: LockClass): boolean {
+    if (Atomics.compareExchange(this.w, i, 0, this.me) !== 0) return false;
+    this.lockdep.acquireTry(i, cls);
+    return true;
+  }
+
+  /** A wait for a lock lockdep already counts as held: a wait that ends without it (abort, watchdog) drops it. */
+  private contended(i: number, wait: () => void): void {
+    try {
+      wait();
+    } catch (e) {
+      this.lockdep.release(i);
+      throw e;
+    }
   }
 
   private mutexLockSlow(i: number, cls: LockClass): void {
@@ -108,15 +127,17 @@ export class FreeSync implements Sync {
     if ((old & OWNER_MASK) !== this.me) {
       throw new Error(`mutex ${this.describe(i).name} unlocked by thread ${this.tid} but held by ${holderName(old)}`);
     }
+    this.lockdep.release(i);
     if (old & WAITERS) Atomics.notify(this.w, i, 1);
   }
 
   // down_read
   downRead(i: number, cls: LockClass): void {
     const w = this.w;
+    this.lockdep.acquire(i, cls, Held.READ);
     const s = Atomics.load(w, i + RW_STATE);
     if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
-    this.downReadSlow(i, cls, this.spin);
+    this.contended(i, () => this.downReadSlow(i, cls, this.spin));
   }
 
   private downReadSlow(i: number, cls: LockClass, spin: number): void {
@@ -138,17 +159,19 @@ export class FreeSync implements Sync {
     const w = this.w;
     const left = Atomics.sub(w, i + RW_STATE, 1) - 1;
     if (left < 0 || left >= WRITER) throw new Error(`up_read of ${this.describe(i).name} not read-held (state ${left + 1})`);
+    this.lockdep.release(i);
     if (left === 0 && Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
   }
 
   // down_write
   downWrite(i: number, cls: LockClass): void {
     const w = this.w;
+    this.lockdep.acquire(i, cls, Held.WRITE);
     if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) {
       Atomics.store(w, i + RW_OWNER, this.me);
       return;
     }
-    this.downWriteSlow(i, cls, this.spin);
+    this.contended(i, () => this.downWriteSlow(i, cls, this.spin));
   }
 
   private downWriteSlow(i: number, cls: LockClass, spin: number): void {
@@ -174,6 +197,7 @@ export class FreeSync implements Sync {
     if (Atomics.load(w, i + RW_STATE) !== WRITER || Atomics.load(w, i + RW_OWNER) !== this.me) {
       throw new Error(`up_write of ${this.describe(i).name} by thread ${this.tid}, not its writer`);
     }
+    this.lockdep.release(i);
     Atomics.store(w, i + RW_OWNER, 0);
     Atomics.store(w, i + RW_STATE, 0);
     if (Atomics.load(w, i + RW_SLEEPERS) > 0) this.rwWake(i);
@@ -182,9 +206,10 @@ export class FreeSync implements Sync {
   // read_lock (qrwlock): the rwsem's fast path; a waiter spins instead of queueing to sleep.
   readLock(i: number, cls: LockClass): void {
     const w = this.w;
+    this.lockdep.acquire(i, cls, Held.READ);
     const s = Atomics.load(w, i + RW_STATE);
     if (s < WRITER && Atomics.load(w, i + RW_WRITERS_WAITING) === 0 && Atomics.compareExchange(w, i + RW_STATE, s, s + 1) === s) return;
-    this.downReadSlow(i, cls, RWLOCK_SPIN);
+    this.contended(i, () => this.downReadSlow(i, cls, RWLOCK_SPIN));
   }
 
   // read_unlock: a sleeper exists only when a holder was descheduled past RWLOCK_SPIN.
@@ -195,16 +220,58 @@ export class FreeSync implements Sync {
   // write_lock
   writeLock(i: number, cls: LockClass): void {
     const w = this.w;
+    this.lockdep.acquire(i, cls, Held.WRITE);
     if (Atomics.compareExchange(w, i + RW_STATE, 0, WRITER) === 0) {
       Atomics.store(w, i + RW_OWNER, this.me);
       return;
     }
-    this.downWriteSlow(i, cls, RWLOCK_SPIN);
+    this.contended(i, () => this.downWriteSlow(i, cls, RWLOCK_SPIN));
   }
 
   // write_unlock
   writeUnlock(i: number): void {
     this.upWrite(i);
+  }
+
+  // lockdep_assert_held: held in any mode (for an SRCU read section, srcu_read_lock_held).
+  assertHeld(i: number): void {
+    const m = this.lockdep.heldMode(i);
+    if (m < 0 || !this.wordSays(i, m as HeldMode)) this.assertFailed(i, 'lockdep_assert_held', m);
+  }
+
+  // lockdep_assert_held_write: a mutex, or an rwsem or rwlock_t held for write.
+  assertHeldWrite(i: number): void {
+    const m = this.lockdep.heldMode(i);
+    if ((m !== Held.MUTEX && m !== Held.WRITE) || !this.wordSays(i, m)) this.assertFailed(i, 'lockdep_assert_held_write', m);
+  }
+
+  // lockdep_assert_held_read
+  assertHeldRead(i: number): void {
+    const m = this.lockdep.heldMode(i);
+    if (m !== Held.READ || !this.wordSays(i, m)) this.assertFailed(i, 'lockdep_assert_held_read', m);
+  }
+
+  /** Whether the lock word agrees that this thread holds it as lockdep says. */
+  private wordSays(i: number, m: HeldMode): boolean {
+    const w = this.w;
+    switch (m) {
+      case Held.MUTEX:
+        return (Atomics.load(w, i) & OWNER_MASK) === this.me;
+      case Held.WRITE:
+        return Atomics.load(w, i + RW_STATE) === WRITER && Atomics.load(w, i + RW_OWNER) === this.me;
+      case Held.READ: {
+        const st = Atomics.load(w, i + RW_STATE);
+        return st > 0 && st < WRITER;
+      }
+      default:
+        return true;
+    }
+  }
+
+  private assertFailed(i: number, what: string, mode: number): never {
+    const held =
+      mode < 0 ? 'does not hold it' : `holds it (${['a mutex', 'for write', 'for read', 'a read section'][mode]}) by its lockdep stack`;
+    throw new LockdepError(`${what}(${this.describe(i).name}) failed: thread ${this.tid} ${held}; held by ${this.holderOf(i)}`);
   }
 
   /** Sleeps on the rwsem's wake sequence until `ready(state)` may hold; the caller re-checks. */
@@ -226,18 +293,21 @@ export class FreeSync implements Sync {
   }
 
   // srcu_read_lock: one store to this thread's own line, one load of the grace period.
-  srcuReadLock(srcu: number): void {
+  srcuReadLock(srcu: number, cls: LockClass): void {
     srcuEnter(this.w, srcu, this.tid);
+    this.lockdep.acquire(srcu, cls, Held.SRCU_READ);
   }
 
   // srcu_read_unlock
   srcuReadUnlock(srcu: number): void {
     srcuExit(this.w, srcu, this.tid);
+    this.lockdep.release(srcu);
   }
 
   // synchronize_srcu
-  synchronizeSrcu(srcu: number): void {
+  synchronizeSrcu(srcu: number, cls: LockClass): void {
     const w = this.w;
+    this.lockdep.sync(srcu, cls);
     const gp = srcuStartGp(w, srcu, this.tid);
     this.point(P_SYNCHRONIZE);
     const t0 = performance.now();
@@ -256,7 +326,7 @@ export class FreeSync implements Sync {
         Atomics.sub(w, srcu + SRCU_SLEEPERS, 1);
       }
     }
-    if (waited) this.account(LockClass.SRCU, t0);
+    if (waited) this.account(cls, t0);
   }
 
   spinWhileEqualsInterruptible(i: number, value: number): boolean {
@@ -376,8 +446,9 @@ export class FreeSync implements Sync {
 
   private account(cls: LockClass, t0: number): void {
     const ms = performance.now() - t0;
-    this.stats[LOCK_CONTENDED_BASE + cls]++;
-    this.stats[LOCK_WAIT_NS_BASE + cls] += ms * 1e6;
-    if (this.tracer.on) this.tracer.record(TraceKind.LOCK_WAIT, cls, this.tracer.now() - ms);
+    const stat = CLASS_STAT[cls];
+    this.stats[LOCK_CONTENDED_BASE + stat]++;
+    this.stats[LOCK_WAIT_NS_BASE + stat] += ms * 1e6;
+    if (this.tracer.on) this.tracer.record(TraceKind.LOCK_WAIT, stat, this.tracer.now() - ms);
   }
 }

@@ -4,7 +4,7 @@
 // where another actor may run: the free mode (free.ts) only checks pause points there; the
 // controlled mode (../sched/controlled.ts) schedules there instead.
 
-import type { LockClass } from '../stats.js';
+import type { LockClass } from './classes.js';
 
 /** How long one Atomics.wait lasts before an abort or the watchdog is checked. */
 export const WAIT_SLICE_MS = 10;
@@ -87,18 +87,19 @@ export type WordDescriber = (wordIndex: number) => WordInfo;
 export interface Sync {
   readonly tid: number;
   mutexLock(i: number, cls: LockClass): void;
-  mutexTryLock(i: number): boolean;
+  /** mutex_trylock: never waits, so lockdep records no order against what the caller holds. */
+  mutexTryLock(i: number, cls: LockClass): boolean;
   mutexUnlock(i: number): void;
   downRead(i: number, cls: LockClass): void;
   upRead(i: number): void;
   downWrite(i: number, cls: LockClass): void;
   upWrite(i: number): void;
   /** srcu_read_lock on the srcu_struct at `srcu`; sections nest. */
-  srcuReadLock(srcu: number): void;
+  srcuReadLock(srcu: number, cls: LockClass): void;
   /** srcu_read_unlock */
   srcuReadUnlock(srcu: number): void;
   /** synchronize_srcu: returns once every read section that began before the call has ended. */
-  synchronizeSrcu(srcu: number): void;
+  synchronizeSrcu(srcu: number, cls: LockClass): void;
   /**
    * A busy retry loop that only another actor can end (a fault spinning on an INVALID memslot):
    * waits while w[i] === value, but returns true at once, without consuming it, if a signal is
@@ -111,6 +112,15 @@ export interface Sync {
   readUnlock(i: number): void;
   writeLock(i: number, cls: LockClass): void;
   writeUnlock(i: number): void;
+  /**
+   * lockdep_assert_held: throws a LockdepError naming the lock and its holder unless this thread
+   * holds the lock at word `i` (a mutex, an rwsem or rwlock_t in either mode, an SRCU read section).
+   */
+  assertHeld(i: number): void;
+  /** lockdep_assert_held_write: a mutex, or an rwsem or rwlock_t held for write. */
+  assertHeldWrite(i: number): void;
+  /** lockdep_assert_held_read: an rwsem or rwlock_t held for read. */
+  assertHeldRead(i: number): void;
   /** Blocks while w[i] === value (spinning up to `spin` loads first). */
   waitWhileEquals(i: number, value: number, spin: number): void;
   /** Like waitWhileEquals for a server with nothing to do: no watchdog, still ends on abort. */

@@ -54,7 +54,7 @@ export class ExplorePool {
     const limit = (): number => Math.min(best?.index ?? Infinity, broken?.index ?? Infinity);
     // One batch of seeds [start, end): a known failure ends a batch early, and the rest of it runs on.
     const runBatch = async (ex: Explorer, start: number, end: number): Promise<boolean> => {
-      for (let from = start; from < end && from < limit(); ) {
+      for (let from = start; from < end && from < limit();) {
         let rs: ScheduleResult[];
         try {
           rs = await ex.runSchedules(seeds.slice(from, Math.min(end, limit())));

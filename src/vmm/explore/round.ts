@@ -12,7 +12,7 @@ import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { SyncControl } from '../../shm/sync/control.js';
-import { takeOnlineReports } from '../../checker/online.js';
+import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
 import type { Violation } from '../../checker/violations.js';
 import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
 import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
@@ -234,7 +234,8 @@ function judgeSchedule(
     // Every fd closed and every VM destroyed: a release or a free that touches freed memory
     // shows here, and so does anything left behind.
     h.closeAll();
-    violations.push(...auditTeardown(h.mem).violations);
+    // The teardown takes locks too: its lock order counts before the next reset empties the graph.
+    violations.push(...auditTeardown(h.mem).violations, ...takeLockOrderReports(h.mem));
   }
   return { violations, findings };
 }

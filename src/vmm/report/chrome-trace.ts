@@ -6,7 +6,7 @@ import { wordDescriber } from '../../firmware/describe.js';
 import type { Mem } from '../../shm/layout.js';
 import { POINTS } from '../../shm/points.js';
 import type { SchedTraceEvent } from '../../shm/sched/control.js';
-import { LOCK_CLASS_NAMES } from '../../shm/stats.js';
+import { LOCK_STAT_NAMES } from '../../shm/stats.js';
 import { TRACE_KIND_NAMES, TraceKind, type TraceEvent } from '../../shm/trace.js';
 import { IOCTL_STEPS, IOCTL_TRACE_BASE } from '../scenario/ioctl-exec.js';
 import { VMM_OPS } from '../workload/mix.js';
@@ -98,7 +98,7 @@ export function chromeTraceFromEvents(
       case TraceKind.IOCTL:
         return e.arg >= IOCTL_TRACE_BASE ? (IOCTL_STEPS[e.arg - IOCTL_TRACE_BASE] ?? 'ioctl') : (VMM_OPS[e.arg] ?? 'ioctl');
       case TraceKind.LOCK_WAIT:
-        return `wait ${LOCK_CLASS_NAMES[e.arg] ?? 'lock'}`;
+        return `wait ${LOCK_STAT_NAMES[e.arg] ?? 'lock'}`;
       case TraceKind.FIRMWARE:
         return FIRMWARE_COMMANDS[Math.floor(e.arg / 256)] ?? 'firmware';
       default:

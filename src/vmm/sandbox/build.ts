@@ -29,6 +29,7 @@ import { declareOnlineAudit } from '../../checker/online.js';
 import { DEFAULT_SPIN, DEFAULT_WATCHDOG_MS } from '../../shm/sync/sync.js';
 import { FreeSync } from '../../shm/sync/free.js';
 import { SyncControl, declareSync } from '../../shm/sync/control.js';
+import { declareLockdep, lockdepReset } from '../../shm/sync/lockdep.js';
 import { ArgumentError } from './errors.js';
 import { parseSize } from './units.js';
 
@@ -176,6 +177,8 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareSched(lb, limits.maxThreads);
   declareKasan(lb);
   declareOnlineAudit(lb);
+  // Last, so that adding it moved no other region's words.
+  declareLockdep(lb);
   const buffers = allocateBuffers(lb.build(), limits);
   return { buffers, kernel, policy, watchdogMs, spin };
 }
@@ -200,6 +203,7 @@ function* resetSteps(d: SandboxDescriptor, fresh: boolean): Generator<number> {
     mem.user.fill(0);
   }
   new SyncControl(mem).init(d.watchdogMs, d.spin);
+  lockdepReset(mem);
   const folios = new Folios(mem);
   for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) folios.markFree(pfn);
   new PfnAllocator(mem, new FreeSync(mem, 0)).initAll(mem.limits.nrPfns);

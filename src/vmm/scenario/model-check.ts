@@ -18,7 +18,7 @@ import type { Violation } from '../../checker/violations.js';
 import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
 import { describeDeadlock } from '../../checker/deadlock.js';
 import { ddminSwitches } from '../explore/shrink.js';
-import { takeOnlineReports } from '../../checker/online.js';
+import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
 import { resetSandboxMemory } from '../sandbox/build.js';
 import { Runtime, type VcpuActor } from '../sandbox/runtime.js';
 import { matchesPartial, toGuestOp } from './runner.js';
@@ -234,7 +234,8 @@ export class ModelChecker {
     if (!stopped) {
       out.violations.push(...auditQuiescent(rt.mem).violations);
       await rt.call(rt.vmm, () => rt.vmm.api.closeAll());
-      out.violations.push(...auditTeardown(rt.mem).violations);
+      // The teardown takes locks too: its lock order counts before the next reset empties the graph.
+      out.violations.push(...auditTeardown(rt.mem).violations, ...takeLockOrderReports(rt.mem));
     }
     if (out.outcome === 'ok' && (out.failures.length > 0 || out.violations.length > 0)) out.outcome = 'violation';
     if (out.outcome === 'step-limit' && out.failures.length > 0) out.outcome = 'violation';

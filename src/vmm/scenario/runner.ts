@@ -4,12 +4,13 @@
 // outcome is recorded when it completes.
 
 import { isDeepStrictEqual } from 'node:util';
-import { LOCK_CLASS_NAMES, sumLatency } from '../../shm/stats.js';
+import { LOCK_STAT_NAMES, sumLatency } from '../../shm/stats.js';
 import { pointId } from '../../shm/points.js';
 import type { GuestOp } from '../../vcpu-workers/ops.js';
 import type { Outcome } from '../../vcpu-workers/outcome.js';
 import { INVARIANTS, type Invariant, type Violation } from '../../checker/violations.js';
 import { auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
+import { takeLockOrderReports } from '../../checker/online.js';
 import { type Actor, type CrashReport, Runtime } from '../sandbox/runtime.js';
 import { AbortReason } from '../../shm/sync/sync.js';
 import type { IoctlStep, LeafStep, Scenario, Step } from './schema.js';
@@ -172,14 +173,16 @@ class ScenarioRun {
   report(): ScenarioReport {
     const rt = this.rt;
     const stats = rt.stats();
-    const ok = rt.crashes.length === 0 && this.audit.ok && this.steps.every((r) => r.pass) && !this.interrupted;
+    // Lockdep's inversions of the run, however it ended: the graph is in shared memory.
+    const audit = withLockOrder(this.audit, takeLockOrderReports(rt.mem));
+    const ok = rt.crashes.length === 0 && audit.ok && this.steps.every((r) => r.pass) && !this.interrupted;
     return {
       steps: this.steps,
-      audit: this.audit,
+      audit,
       findings: this.findings,
       crashes: rt.crashes,
       faultLatency: sumLatency(rt.mem),
-      lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+      lockWaits: LOCK_STAT_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
       interrupted: this.interrupted,
       ok,
     };
@@ -362,6 +365,13 @@ class ScenarioRun {
     this.pauses.clear();
     for (const h of this.held.splice(0)) await this.land(h);
   }
+}
+
+/** Lockdep's inversions fail the run's audit. */
+function withLockOrder(audit: ScenarioReport['audit'], lockOrder: Violation[]): ScenarioReport['audit'] {
+  if (lockOrder.length === 0) return audit;
+  const counts = { ...audit.counts, lockOrder: audit.counts.lockOrder + lockOrder.length };
+  return { ok: false, counts, violations: [...lockOrder, ...audit.violations] };
 }
 
 /** Polls (1 ms apart) that must find an actor asleep before its step is left in flight. */

@@ -8,11 +8,12 @@ import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
 import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits } from '../sandbox/build.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
-import { LOCK_CLASS_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
+import { LOCK_STAT_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
 import { bugMask } from '../../gmem/bugs.js';
 import { INVARIANTS, type Invariant } from '../../checker/violations.js';
 import type { Pattern, WorkloadResult } from '../../vcpu-workers/guest-workload.js';
 import { type AuditReport, auditQuiescent, auditTeardown, mergeAudit } from '../../checker/audit.js';
+import { takeLockOrderReports } from '../../checker/online.js';
 import { ArgumentError } from '../sandbox/errors.js';
 import { parseSize } from '../sandbox/units.js';
 import { type CrashReport, Runtime } from '../sandbox/runtime.js';
@@ -335,6 +336,9 @@ function stressReport(rt: Runtime, cfg: StressConfig, st: StressState, elapsedMs
   const { audit, results, interrupted } = st;
   const stats = rt.stats();
   const counts = Object.fromEntries(INVARIANTS.map((i) => [i, audit?.counts[i] ?? 0])) as Record<Invariant, number>;
+  // Lockdep's inversions of the whole run: the workers are gone, the graph is in shared memory.
+  const lockOrder = takeLockOrderReports(rt.mem);
+  counts.lockOrder += lockOrder.length;
   const exits: Record<string, number> = {};
   for (const r of results) {
     for (const [k, n] of Object.entries(r.exits)) exits[k] = (exits[k] ?? 0) + n;
@@ -343,7 +347,7 @@ function stressReport(rt: Runtime, cfg: StressConfig, st: StressState, elapsedMs
     }
   }
   for (const c of rt.crashes) if (c.kind === 'timeout' || /watchdog/.test(c.message)) counts.liveness++;
-  const details = [...results.flatMap((r) => r.violations), ...(audit?.violations ?? [])].slice(0, 50);
+  const details = [...lockOrder, ...results.flatMap((r) => r.violations), ...(audit?.violations ?? [])].slice(0, 50);
   const ok = INVARIANTS.every((i) => counts[i] === 0) && rt.crashes.length === 0;
   return {
     seed: cfg.seed,
@@ -364,7 +368,7 @@ function stressReport(rt: Runtime, cfg: StressConfig, st: StressState, elapsedMs
     faultsPerSecond: stats.faults / ((interrupted ? Math.max(1, performance.now() - st.runStart) : cfg.durationMs) / 1000),
     throughput: st.throughput,
     faultLatency: sumLatency(rt.mem),
-    lockWaits: LOCK_CLASS_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
+    lockWaits: LOCK_STAT_NAMES.map((l) => ({ lock: l, waitMs: stats[`lockWaitNs.${l}`] / 1e6, contended: stats[`lockContended.${l}`] })),
     interrupted,
     ok: ok && !interrupted,
   };

@@ -48,9 +48,11 @@ export function parseMix(s: string): Record<VmmOp, number> {
     .map((p) => p.trim())
     .filter(Boolean)) {
     const [name, w] = part.split('=');
-    if (!(VMM_OPS as readonly string[]).includes(name)) throw new ArgumentError('--ops', `unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);
+    if (!(VMM_OPS as readonly string[]).includes(name))
+      throw new ArgumentError('--ops', `unknown operation '${name}'; known: ${VMM_OPS.join(', ')}`);
     const weight = w === undefined ? 1 : Number(w);
-    if (!Number.isFinite(weight) || weight < 0) throw new ArgumentError('--ops', `weight of '${name}' must be a finite non-negative number, got '${w}'`);
+    if (!Number.isFinite(weight) || weight < 0)
+      throw new ArgumentError('--ops', `weight of '${name}' must be a finite non-negative number, got '${w}'`);
     mix[name as VmmOp] = weight;
   }
   return mix;

@@ -1,0 +1,57 @@
+// Lock classes, as lockdep sees them: one class per kind of lock (per init site in the kernel:
+// every VM's slots_lock is one class, every folio lock is one class). A call site names the class
+// of the lock it takes; lockdep.ts records the order classes are taken in, and the stats keep
+// their coarser groups (shm/stats.ts), to which each class maps.
+
+import { LockStat } from '../stats.js';
+
+/** The classes the model's locks belong to, in the order the kernel nests them (roughly as the kernel nests them, outermost first). */
+export const LockClass = {
+  /** kvm->lock: sev_mem_enc_ioctl holds it around every SEV command. */
+  KVM_LOCK: 0,
+  /** kvm->slots_lock */
+  SLOTS: 1,
+  /** kvm->srcu (an srcu_struct: read sections, and synchronize_srcu waiting for them). */
+  SRCU: 2,
+  /** mapping->invalidate_lock of a guest_memfd inode (filemap_invalidate_lock, an rwsem). */
+  INVALIDATE: 3,
+  /** The guest_memfd inode and file tables' lock (the model's stand-in for the VFS's). */
+  GMEM_TABLE: 4,
+  /** The folio lock (PG_locked). */
+  FOLIO: 5,
+  /** The firmware command lock (sev_cmd_mutex), in-process firmware only. */
+  FIRMWARE: 6,
+  /** kvm->mmu_lock (an rwlock_t on x86). */
+  MMU: 7,
+  /** A per-thread page list's lock (pcp->lock). */
+  PCP: 8,
+  /** The pfn allocator's zone lock (zone->lock). */
+  ZONE: 9,
+} as const;
+export type LockClass = (typeof LockClass)[keyof typeof LockClass];
+
+interface ClassInfo {
+  readonly name: string;
+  /** The stats group its waits are counted in. */
+  readonly stat: LockStat;
+}
+
+/** Per class, by LockClass value: its name in reports and its stats group. */
+export const LOCK_CLASSES: readonly ClassInfo[] = [
+  { name: 'kvm->lock', stat: LockStat.OTHER },
+  { name: 'kvm->slots_lock', stat: LockStat.SLOTS },
+  { name: 'kvm->srcu', stat: LockStat.SRCU },
+  { name: 'mapping->invalidate_lock', stat: LockStat.INVALIDATE },
+  { name: 'guest_memfd table lock', stat: LockStat.OTHER },
+  { name: 'folio lock', stat: LockStat.FOLIO },
+  { name: 'firmware command lock', stat: LockStat.OTHER },
+  { name: 'kvm->mmu_lock', stat: LockStat.MMU },
+  { name: 'pcp->lock', stat: LockStat.ALLOCATOR },
+  { name: 'zone->lock', stat: LockStat.ALLOCATOR },
+];
+
+/** How many classes there are: lockdep's class graph is sized by it. */
+export const NR_LOCK_CLASSES = LOCK_CLASSES.length;
+
+/** The stats group of each class, as a typed array (read on every contended acquisition). */
+export const CLASS_STAT = Uint8Array.from(LOCK_CLASSES, (c) => c.stat);
