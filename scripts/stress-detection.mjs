@@ -23,11 +23,15 @@ for (const bug of only ? [only] : BUG_NAMES) {
   for (let seed = 1; seed <= runs; seed++) {
     let out;
     try {
-      out = execFileSync(process.execPath, [join(root, 'bin/gmem-sandbox.js'), 'stress', '--bug', bug, '--seed', String(seed), '--duration', duration, '--json'], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-        maxBuffer: 64 << 20,
-      });
+      out = execFileSync(
+        process.execPath,
+        [join(root, 'bin/gmem-sandbox.js'), 'stress', '--bug', bug, '--seed', String(seed), '--duration', duration, '--json'],
+        {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'ignore'],
+          maxBuffer: 64 << 20,
+        },
+      );
     } catch (e) {
       // Exit status 1 is a failed run, which is the point: its report is on stdout all the same.
       out = e.stdout;
