@@ -2,7 +2,7 @@
 // unsharded search would give: per search, the schedules run add up and the first failing seed
 // over all shards is the one reported. Inputs are validated: every shard of one search, each once.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { z } from 'zod';
 import { InputError } from '../io/outputs.js';
 
@@ -33,8 +33,15 @@ export type ExploreResult = z.output<typeof exploreResultSchema>;
 
 /** True if the text is an explore result (rather than sweep lines): a JSON object with `explore`. */
 export function looksLikeExploreResult(file: string): boolean {
-  const head = readFileSync(file, 'utf8').slice(0, 64).trimStart();
-  return /^\{\s*"explore"\s*:/.test(head);
+  // Only the head is read: a sweep's output can be hundreds of megabytes, and `merge` streams it.
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(256);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return /^\{\s*"explore"\s*:/.test(buf.toString('utf8', 0, n).trimStart());
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function readExploreResult(file: string): ExploreResult {
