@@ -102,7 +102,7 @@ export function policyRows() {
 // Checks (each reads the laid-out page)
 
 /** Every th and td: inside the viewport and inside each ancestor that scrolls or clips. */
-async function tablesFit(page) {
+export async function tablesFit(page) {
   return page.evaluate(() => {
     const vw = document.documentElement.clientWidth;
     const bad = [];

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
-import { checkReadable, multiVmResults, policyRows } from './experiments.mjs';
+import { checkReadable, multiVmResults, policyRows, tablesFit } from './experiments.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT_MS || 90_000);
@@ -334,6 +334,17 @@ try {
   const wide = await context.newPage();
   wide.setDefaultTimeout(TIMEOUT_MS);
   await wide.setViewportSize({ width: 1280, height: 900 });
+  await wide.goto(pathToFileURL(reportFile).href);
+  const runFit = await tablesFit(wide);
+  check(
+    `run report at 1280 px: all ${runFit.headers} column headers and every cell visible`,
+    runFit.bad.length === 0 && runFit.pageScroll <= 0,
+    runFit.bad.slice(0, 4).join('; '),
+  );
+  check(
+    'run report: one unlabelled series, so no legend',
+    (await wide.locator('svg.chart .legend, svg.chart [data-series]').count()) === 0,
+  );
   const experiments = [
     ['multi-vm', reportFromMultiVm(multiVmResults(), 'gmem-sandbox experiment multi-vm --report multi-vm.html'), true],
     ['policies', reportFromPolicies(policyRows(), 'gmem-sandbox experiment policies --report policies.html'), false],
