@@ -3,10 +3,13 @@
 // renderer (dist/), opens them in Debian's Chromium through playwright-core (no browser download),
 // and checks what the browser laid out: each chart's geometry (bar heights and widths against the
 // data, the throughput line's points against its values, a common baseline), the texts, and the
-// colours the page's CSS paints.
+// colours the page's CSS paints. Then the experiment reports (multi-vm, policies) built from
+// sample results by the real builders, at 1280 px wide: tables, legends, explanations and the
+// page-owner map (see experiments.mjs).
 //
 //   npm run test:browser               build, then run
-//   node test/browser/run.mjs --keep   keep the temp dir (report.html, empty.html, chart PNGs)
+//   node test/browser/run.mjs --keep   keep the temp dir (the reports, chart PNGs, full-page PNGs
+//                                      of the experiment reports at 1280 px)
 //
 // Ends with "browser: N passed, M failed"; exits 1 on any failure.
 
@@ -15,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
+import { checkReadable, multiVmResults, policyRows, tablesFit } from './experiments.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT_MS || 90_000);
@@ -60,10 +64,13 @@ if (!existsSync(CHROMIUM)) {
 }
 
 let renderReport;
+let reportFromMultiVm;
+let reportFromPolicies;
 try {
   ({ renderReport } = await import('../../dist/src/vmm/report/html.js'));
+  ({ reportFromMultiVm, reportFromPolicies } = await import('../../dist/src/vmm/report/build.js'));
 } catch (err) {
-  console.error(`browser: cannot import dist/src/vmm/report/html.js (run \`npm run build\` first): ${err.message}`);
+  console.error(`browser: cannot import dist/src/vmm/report/{html,build}.js (run \`npm run build\` first): ${err.message}`);
   failed++;
   finish();
 }
@@ -321,12 +328,40 @@ try {
       `${shapes} shapes`,
     );
   }
+
+  // The experiment reports, five kernel versions each, in a 1280 px wide window; full-page
+  // screenshots to look at (kept with --keep).
+  const wide = await context.newPage();
+  wide.setDefaultTimeout(TIMEOUT_MS);
+  await wide.setViewportSize({ width: 1280, height: 900 });
+  await wide.goto(pathToFileURL(reportFile).href);
+  const runFit = await tablesFit(wide);
+  check(
+    `run report at 1280 px: all ${runFit.headers} column headers and every cell visible`,
+    runFit.bad.length === 0 && runFit.pageScroll <= 0,
+    runFit.bad.slice(0, 4).join('; '),
+  );
+  check(
+    'run report: one unlabelled series, so no legend',
+    (await wide.locator('svg.chart .legend, svg.chart [data-series]').count()) === 0,
+  );
+  const experiments = [
+    ['multi-vm', reportFromMultiVm(multiVmResults(), 'gmem-sandbox experiment multi-vm --report multi-vm.html'), true],
+    ['policies', reportFromPolicies(policyRows(), 'gmem-sandbox experiment policies --report policies.html'), false],
+  ];
+  for (const [name, report, ownerMap] of experiments) {
+    const file = join(work, `${name}.html`);
+    writeFileSync(file, renderReport(report), 'utf8');
+    await wide.goto(pathToFileURL(file).href);
+    await checkReadable(wide, check, name, { ownerMap });
+    await wide.screenshot({ path: join(work, `${name}-1280.png`), fullPage: true });
+  }
 } catch (err) {
   check('browser test ran without throwing', false, err && err.stack ? err.stack : String(err));
 } finally {
   await context?.close().catch(() => undefined);
   console.log(`browser: total ${Date.now() - t0} ms`);
-  if (KEEP) console.log(`browser: kept ${work} (report.html, empty.html, chart PNGs)`);
+  if (KEEP) console.log(`browser: kept ${work} (report.html, empty.html, multi-vm.html, policies.html, chart and page PNGs)`);
   else rmSync(work, { recursive: true, force: true });
 }
 finish();

@@ -1,9 +1,11 @@
 // ReportData from a run's results: one builder per command that can write --report.
 
+import { Policy } from '../../gmem/policy.js';
+import { VERSIONS } from '../../gmem/version.js';
 import type { MultiVmResult, PolicyRow } from '../experiments/experiments.js';
 import type { ScenarioReport } from '../scenario/runner.js';
 import type { StressReport } from '../stress/stress.js';
-import type { ReportData, ReportTable } from './model.js';
+import type { PageMap, ReportData, ReportTable } from './model.js';
 
 function base(title: string, command: string): Pick<ReportData, 'title' | 'command' | 'generatedAt'> {
   return { title, command, generatedAt: new Date().toISOString() };
@@ -57,20 +59,35 @@ export function reportFromStress(r: StressReport, command: string): ReportData {
   };
 }
 
-/** Merges the charts of several runs: histograms and lock waits add up, throughput is the first run's. */
-function mergedCharts(runs: StressReport[]): Pick<ReportData, 'faultLatency' | 'throughput' | 'lockWaits'> {
-  const hist = new Map<number, { lowNs: number; highNs: number; count: number }>();
-  for (const r of runs) for (const b of r.faultLatency) hist.set(b.lowNs, { ...b, count: (hist.get(b.lowNs)?.count ?? 0) + b.count });
-  const locks = new Map<string, { lock: string; waitMs: number; contended: number }>();
-  for (const r of runs)
-    for (const l of r.lockWaits) {
-      const x = locks.get(l.lock) ?? { lock: l.lock, waitMs: 0, contended: 0 };
-      locks.set(l.lock, { lock: l.lock, waitMs: x.waitMs + l.waitMs, contended: x.contended + l.contended });
-    }
+/** The charts of an experiment: one labelled series per kernel version, none pooled. */
+function perKernelCharts(
+  runs: Array<{ kernel: string; policy: string; run: StressReport }>,
+): Pick<ReportData, 'faultLatency' | 'throughput' | 'lockWaits' | 'series'> {
   return {
-    faultLatency: [...hist.values()].sort((a, b) => a.lowNs - b.lowNs),
-    throughput: runs[0]?.throughput ?? [],
-    lockWaits: [...locks.values()],
+    faultLatency: [],
+    throughput: [],
+    lockWaits: [],
+    series: runs.map((r) => ({
+      name: `${r.kernel} (${r.policy})`,
+      faultLatency: r.run.faultLatency,
+      throughput: r.run.throughput,
+      lockWaits: r.run.lockWaits,
+    })),
+  };
+}
+
+/** The owner character of a page, as the text report's page map has it. */
+function ownerChar(p: number | 'shared' | null): string {
+  return p === null ? '-' : p === 'shared' ? '.' : String(p);
+}
+
+function ownerMaps(results: MultiVmResult[]): PageMap {
+  const vms = results[0]?.owners.byVm.length ?? 0;
+  return {
+    title: 'Who owns each page of the shared inode',
+    key: [...Array.from({ length: vms }, (_, i): [string, string] => [String(i), `VM ${i}`]), ['.', 'hypervisor-owned'], ['-', 'no folio']],
+    rowPages: 64,
+    maps: results.map((r) => ({ name: r.kernel, pages: r.owners.pages.map(ownerChar).join('') })),
   };
 }
 
@@ -105,24 +122,43 @@ export function reportFromMultiVm(results: MultiVmResult[], command: string): Re
           Math.round(r.archPreparePerFault * 100) / 100,
           r.rmpViolations,
           r.owners.contested,
-          r.owners.byVm.map((n, i) => `VM ${i}: ${n}`).join(', '),
+          // No-break spaces keep each "VM i: n" on one line when the cell wraps.
+          r.owners.byVm.map((n, i) => `VM\u00a0${i}:\u00a0${n}`).join(', '),
         ]),
-        note: results.map((r) => `${r.kernel}: ${r.sentence}`).join(' '),
-      },
-      {
-        title: 'Who owns each page of the shared inode',
-        columns: ['kernel', 'page owners (VM index per page; . hypervisor-owned, - no folio)'],
-        rows: results.map((r) => [
-          r.kernel,
-          r.owners.pages
-            .map((p) => (p === null ? '-' : p === 'shared' ? '.' : String(p)))
-            .join('')
-            .replace(/(.{64})/g, '$1 '),
-        ]),
+        paragraphs: results.map((r) => ({ lead: r.kernel, text: `(${r.policy}): ${r.sentence}` })),
       },
     ],
-    ...mergedCharts(results.map((r) => r.run)),
+    pageMaps: [ownerMaps(results)],
+    ...perKernelCharts(results),
   };
+}
+
+/** Where a kernel version prepares folios, and for which VMs (as gmem/policy.ts has it). */
+const PREPARES: Record<Policy, string> = {
+  [Policy.ON_ALLOCATE]: 'prepares folios at fallocate and again in every get_pfn, for every VM bound to the inode',
+  [Policy.ON_FAULT]: 'prepares a folio only in get_pfn (at fault time), once per folio, for every VM bound to the inode',
+  [Policy.ON_FAULT_OWN_VM]: 'prepares a folio only in get_pfn (at fault time), once per folio, for the faulting VM only',
+};
+
+/** What LAUNCH_UPDATE after fallocate gave, and why when the policy says so. */
+function launchSentence(r: PolicyRow, policy: Policy): string {
+  const got = r.launchUpdateAfterFallocate;
+  if (policy === Policy.ON_ALLOCATE && got !== 'ok')
+    return `LAUNCH_UPDATE of a page after fallocate failed with ${got}: fallocate had already prepared (registered) it.`;
+  if (policy !== Policy.ON_ALLOCATE && got === 'ok')
+    return 'LAUNCH_UPDATE of a page after fallocate succeeded: fallocate left it unprepared.';
+  return `LAUNCH_UPDATE of a page after fallocate: ${got}.`;
+}
+
+/** One paragraph per kernel version: its prepare policy, what the run counted, and LAUNCH_UPDATE after fallocate. */
+function explainPolicy(r: PolicyRow): string {
+  const policy = VERSIONS[r.kernel].prepare;
+  const violations = r.violations === 0 ? 'no invariant violations' : `${r.violations} invariant violation${r.violations === 1 ? '' : 's'}`;
+  const leftovers = `${r.punchHoleLeftovers} punch-hole leftover${r.punchHoleLeftovers === 1 ? '' : 's'}`;
+  return (
+    `(${r.policy}) ${PREPARES[policy]}: ${r.prepares} prepares and ${r.archPrepareCalls} arch prepares for ${r.faults} faults. ` +
+    `${launchSentence(r, policy)} ${leftovers}; ${violations}.`
+  );
 }
 
 export function reportFromPolicies(rows: PolicyRow[], command: string): ReportData {
@@ -157,10 +193,10 @@ export function reportFromPolicies(rows: PolicyRow[], command: string): ReportDa
           r.launchUpdateAfterFallocate,
           r.violations,
         ]),
-        note: '6.10 (prepare-on-allocate) registers pages at fallocate, so a later LAUNCH_UPDATE of them fails; later versions prepare only at fault time.',
+        paragraphs: rows.map((r) => ({ lead: r.kernel, text: explainPolicy(r) })),
       },
     ],
-    ...mergedCharts(rows.map((r) => r.run)),
+    ...perKernelCharts(rows),
   };
 }
 
