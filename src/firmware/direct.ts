@@ -10,6 +10,7 @@ import { C, threadStats } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import type { Sync } from '../shm/sync/sync.js';
 import { SnpFirmwareCore } from './snp.js';
+import type { Gfn, Pfn } from '../shm/frames.js';
 
 const REGION = 'firmware_lock';
 
@@ -49,16 +50,16 @@ export class DirectPlatform implements SnpPlatform {
     }
   }
 
-  rmpAssigned(pfn: number): boolean {
+  rmpAssigned(pfn: Pfn): boolean {
     return this.cpu.rmpAssigned(pfn);
   }
-  rmpLookup(pfn: number): RmpEntry {
+  rmpLookup(pfn: Pfn): RmpEntry {
     return this.cpu.rmpLookup(pfn);
   }
-  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
+  rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number {
     return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
-  rmpMakeShared(pfn: number): number {
+  rmpMakeShared(pfn: Pfn): number {
     return this.cpu.rmpMakeShared(pfn);
   }
   launchStart(asid: number): number {

@@ -9,6 +9,7 @@ import type { Sync } from '../shm/sync/sync.js';
 import { type HostRmpOps, type RmpEntry, RmpupdateRet } from '../kvm/psp.js';
 import { RMP_ASSIGNED, RMP_IMMUTABLE, Rmp } from './rmp.js';
 import { FwCmd, type SnpFirmwareCore } from './snp.js';
+import type { Gfn, Pfn } from '../shm/frames.js';
 
 export class HostRmp implements HostRmpOps {
   readonly rmp: Rmp;
@@ -25,10 +26,10 @@ export class HostRmp implements HostRmpOps {
   }
 
   // snp_lookup_rmpentry
-  rmpAssigned(pfn: number): boolean {
+  rmpAssigned(pfn: Pfn): boolean {
     return this.rmp.assigned(pfn);
   }
-  rmpLookup(pfn: number): RmpEntry {
+  rmpLookup(pfn: Pfn): RmpEntry {
     return this.rmp.lookup(pfn);
   }
 
@@ -46,14 +47,14 @@ export class HostRmp implements HostRmpOps {
   }
 
   // rmp_make_private. An injected failure is a failing RMPUPDATE: -EFAULT, as rmpupdate() returns.
-  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
+  rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number {
     if (this.core.injected(FwCmd.RMPUPDATE)) return -Errno.EFAULT;
     if (asid <= 0) return -Errno.EFAULT;
     return this.rmpupdate(pfn, RMP_ASSIGNED | (immutable ? RMP_IMMUTABLE : 0), asid, gfn);
   }
 
   // rmp_make_shared
-  rmpMakeShared(pfn: number): number {
+  rmpMakeShared(pfn: Pfn): number {
     return this.rmpupdate(pfn, 0, 0, 0);
   }
 }

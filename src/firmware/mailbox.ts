@@ -12,6 +12,7 @@ import { C, threadStats } from '../shm/stats.js';
 import { TraceKind, Tracer } from '../shm/trace.js';
 import type { Sync } from '../shm/sync/sync.js';
 import { SnpFirmwareCore } from './snp.js';
+import type { Gfn, Pfn } from '../shm/frames.js';
 
 export const FIRMWARE_MAILBOX = 'firmware_mailbox';
 
@@ -40,16 +41,16 @@ export class MailboxPlatform implements SnpPlatform {
     this.cpu = new HostRmp(mem, sync, this.core);
   }
 
-  rmpAssigned(pfn: number): boolean {
+  rmpAssigned(pfn: Pfn): boolean {
     return this.cpu.rmpAssigned(pfn);
   }
-  rmpLookup(pfn: number): RmpEntry {
+  rmpLookup(pfn: Pfn): RmpEntry {
     return this.cpu.rmpLookup(pfn);
   }
-  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number {
+  rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number {
     return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
-  rmpMakeShared(pfn: number): number {
+  rmpMakeShared(pfn: Pfn): number {
     return this.cpu.rmpMakeShared(pfn);
   }
   launchStart(asid: number): number {

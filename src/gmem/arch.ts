@@ -1,15 +1,17 @@
 // What guest_memfd needs from the layers above it, passed down as interfaces the way the kernel
 // passes kvm_arch_gmem_prepare / kvm_arch_gmem_invalidate and calls into the MMU.
 
+import type { Gfn, Pfn } from '../shm/frames.js';
+
 export interface ArchGmemHooks {
   /** kvm_arch_gmem_prepare_needed: only SNP VMs register pages on prepare. */
   prepareNeeded(vm: number): boolean;
   /** kvm_arch_gmem_prepare: returns 0 or -errno. */
-  prepare(vm: number, gfn: number, pfn: number): number;
+  prepare(vm: number, gfn: Gfn, pfn: Pfn): number;
   /** kvm_arch_gmem_invalidate: called as a folio is freed, before its pfn is reused. */
-  invalidate(pfn: number): void;
+  invalidate(pfn: Pfn): void;
   /** False when a host write to `pfn` would take an RMP fault (the page belongs to a guest). */
-  hostWritable(pfn: number): boolean;
+  hostWritable(pfn: Pfn): boolean;
 }
 
 /** What guest_memfd calls in KVM proper: MMU notifications for the gfn ranges its bindings map, and the memslot side of a file going away. */
@@ -27,4 +29,4 @@ export interface GmemKvmOps {
 }
 
 /** kvm_gmem_populate's post_populate callback (SNP: sev_gmem_post_populate). */
-export type PostPopulate = (vm: number, gfn: number, pfn: number, srcIndex: number) => number;
+export type PostPopulate = (vm: number, gfn: Gfn, pfn: Pfn, srcIndex: number) => number;

@@ -13,6 +13,7 @@ import { filemapGrabFolio, folioPut, folioUnlock, truncateRange } from './filema
 import { Policy } from './policy.js';
 import { boundRanges, invalidateBegin, invalidateEnd } from './invalidate.js';
 import { prepareFolioAllVms } from './prepare.js';
+import { pfnOf } from '../shm/frames.js';
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -90,7 +91,7 @@ function gmemAllocate(g: GmemCtx, ino: number, offset: number, len: number): num
     g.sync.point(P['fallocate.after_grab']);
     if (g.policy === Policy.ON_ALLOCATE) {
       // 6.10: kvm_gmem_get_folio(inode, index, prepare=true)
-      const pr = prepareFolioAllVms(g, ino, index, pfn, -1);
+      const pr = prepareFolioAllVms(g, ino, index, pfnOf(pfn), -1);
       if (pr < 0) {
         folioUnlock(g, pfn);
         folioPut(g, pfn);

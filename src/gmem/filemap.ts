@@ -8,6 +8,7 @@ import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { HOST_PATTERN, PG_PUNCH_RACE } from './folio.js';
+import { type Pfn, pfnOf } from '../shm/frames.js';
 
 // folio_lock
 export function folioLock(g: GmemCtx, pfn: number): void {
@@ -37,13 +38,13 @@ export function folioPut(g: GmemCtx, pfn: number): void {
 // The last reference is gone: the page goes back to the allocator, painted with the host
 // pattern so that stale bytes would be visible to a guest that got it next.
 function freeFolio(g: GmemCtx, pfn: number): void {
-  hostFill(g, pfn, HOST_PATTERN);
+  hostFill(g, pfnOf(pfn), HOST_PATTERN);
   g.folios.markFree(pfn);
   g.alloc.free(pfn);
 }
 
 /** A host write of a whole page; an RMP-assigned page refuses it (counted: a host bug). */
-export function hostFill(g: GmemCtx, pfn: number, byte: number): boolean {
+export function hostFill(g: GmemCtx, pfn: Pfn, byte: number): boolean {
   if (!g.arch.hostWritable(pfn)) {
     g.stats[C.hostRmpFaults]++;
     return false;
@@ -53,7 +54,7 @@ export function hostFill(g: GmemCtx, pfn: number, byte: number): boolean {
 }
 
 /** Copies `src` (one page) into pfn as the host; false on an RMP fault. */
-export function hostCopy(g: GmemCtx, pfn: number, src: Uint8Array): boolean {
+export function hostCopy(g: GmemCtx, pfn: Pfn, src: Uint8Array): boolean {
   if (!g.arch.hostWritable(pfn)) {
     g.stats[C.hostRmpFaults]++;
     return false;
@@ -130,7 +131,7 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
     g.folios.detach(pfn);
     // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves
     // the page cache, even while a racing fault still holds a reference to it.
-    if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfn);
+    if ((g.bugs & Bug['skip-arch-invalidate-on-free']) === 0) g.arch.invalidate(pfnOf(pfn));
     g.stats[C.foliosFreed]++;
     folioUnlock(g, pfn);
     folioPut(g, pfn); // our lookup reference

@@ -13,6 +13,7 @@ import { filemapGrabFolio, folioPut, folioUnlock } from './filemap.js';
 import { Policy } from './policy.js';
 import { gmemFput } from './guest_memfd.js';
 import { archPrepare, archPrepareAllVms, clearPage, prepareFolioAllVms } from './prepare.js';
+import { type Gfn, type PgOff, pfnOf } from '../shm/frames.js';
 
 // __kvm_gmem_get_pfn: the folio at `index` of `file` (on which the caller holds a reference),
 // looked up through memslot `slot` of `vm` whose slot->gmem.file is the word `fileWord`; locked
@@ -38,7 +39,7 @@ export function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: n
 // fault on `gfn` through memslot `slot`, prepared per version. The file is pinned with
 // get_file_active for the call: a file already dying gives EFAULT. Returns the pfn holding one
 // reference for the caller, or -errno.
-export function gmemGetPfn(g: GmemCtx, fileWord: number, slot: number, vm: number, gfn: number, index: number): number {
+export function gmemGetPfn(g: GmemCtx, fileWord: number, slot: number, vm: number, gfn: Gfn, index: PgOff): number {
   return withActiveFile(g, fileWord, (file) => {
     g.sync.point(P['get_pfn.after_get_file']);
     return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
@@ -56,9 +57,10 @@ export function withActiveFile(g: GmemCtx, fileWord: number, fn: (file: number) 
   }
 }
 
-function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number, vm: number, gfn: number, index: number): number {
-  const pfn = gmemGetFolio(g, file, fileWord, slot, vm, index);
-  if (pfn < 0) return pfn;
+function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number, vm: number, gfn: Gfn, index: PgOff): number {
+  const got = gmemGetFolio(g, file, fileWord, slot, vm, index);
+  if (got < 0) return got;
+  const pfn = pfnOf(got);
   const ino = g.files.inode(file);
   let r = 0;
   g.sync.point(P['get_pfn.before_prepare']);

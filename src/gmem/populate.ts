@@ -13,6 +13,7 @@ import { folioPut, folioUnlock } from './filemap.js';
 import { Policy } from './policy.js';
 import { gmemGetFolio, withActiveFile } from './get_pfn.js';
 import { clearPage } from './prepare.js';
+import { gfnOf, pfnOf } from '../shm/frames.js';
 
 /** The memslot facts populate needs, looked up by KVM under slots_lock. */
 export interface PopulateSlot {
@@ -71,7 +72,7 @@ function populateFile(
     if (g.policy === Policy.ON_ALLOCATE) {
       // 6.11-rc1: kvm_gmem_get_folio(prepare=false) still clears a new folio and marks it up to date.
       if (!g.folios.test(pfn, PG_UPTODATE)) {
-        clearPage(g, pfn);
+        clearPage(g, pfnOf(pfn));
         g.folios.set(pfn, PG_UPTODATE);
       }
     } else if (g.version.populateRefusesUptodate && g.folios.test(pfn, PG_UPTODATE) && (g.bugs & Bug['populate-no-uptodate-check']) === 0) {
@@ -89,7 +90,7 @@ function populateFile(
       break;
     }
     g.sync.point(P['populate.before_post_populate']);
-    ret = post(vm, gfn, pfn, i);
+    ret = post(vm, gfnOf(gfn), pfnOf(pfn), i);
     if (ret === 0) {
       g.folios.set(pfn, PG_UPTODATE);
       g.stats[C.populatedPages]++;

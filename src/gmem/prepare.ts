@@ -9,9 +9,10 @@ import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { PG_UPTODATE } from './folio.js';
 import { hostFill } from './filemap.js';
+import { type Gfn, type Pfn, gfnOf } from '../shm/frames.js';
 
 /** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
-export function clearPage(g: GmemCtx, pfn: number): void {
+export function clearPage(g: GmemCtx, pfn: Pfn): void {
   g.sync.point(P['get_pfn.before_clear']);
   if (g.bugs & Bug['prepare-skips-clear']) return;
   hostFill(g, pfn, 0);
@@ -19,7 +20,7 @@ export function clearPage(g: GmemCtx, pfn: number): void {
 }
 
 /** One arch prepare call for `vm` at `gfn` (counted only where the arch needs it); `otherVm`: made by another VM's fault. */
-export function archPrepare(g: GmemCtx, vm: number, gfn: number, pfn: number, otherVm = false): number {
+export function archPrepare(g: GmemCtx, vm: number, gfn: Gfn, pfn: Pfn, otherVm = false): number {
   if (!g.arch.prepareNeeded(vm)) return 0;
   g.stats[C.archPrepareCalls]++;
   if (otherVm) g.stats[C.archPrepareCallsOtherVm]++;
@@ -29,7 +30,7 @@ export function archPrepare(g: GmemCtx, vm: number, gfn: number, pfn: number, ot
 // kvm_gmem_prepare_folio as of 6.10 and b85524314a: the arch hook runs for every VM with a
 // binding at `index`, in the inode's file list order (newest file first). `faulting` is the VM
 // whose fault asked (-1 for fallocate): the calls for the others are what 6dd761d92f66 removed.
-export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: number, faulting: number): number {
+export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: Pfn, faulting: number): number {
   const n = g.inodes.nfiles(ino);
   for (let k = 0; k < n; k++) {
     const f = g.inodes.file(ino, k);
@@ -37,14 +38,14 @@ export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: n
     if (b < 0) continue;
     const vm = g.files.vm(f);
     g.kvm.slotLive(vm, g.files.bindingSlot(f, b), Site['kvm_gmem_prepare_folio: slot->base_gfn']);
-    const r = archPrepare(g, vm, g.files.bindingGfn(f, b, index), pfn, faulting >= 0 && vm !== faulting);
+    const r = archPrepare(g, vm, gfnOf(g.files.bindingGfn(f, b, index)), pfn, faulting >= 0 && vm !== faulting);
     if (r < 0) return r;
   }
   return 0;
 }
 
 // 6.10 kvm_gmem_get_folio(prepare=true): clear if not up to date, then the arch hook every time.
-export function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: number, faulting: number): number {
+export function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: Pfn, faulting: number): number {
   if (!g.folios.test(pfn, PG_UPTODATE)) {
     clearPage(g, pfn);
     g.folios.set(pfn, PG_UPTODATE);

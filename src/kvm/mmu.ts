@@ -17,6 +17,7 @@ import { NO_HANDLE, Site } from '../shm/slab.js';
 import { makeSpte } from './spte.js';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE, type KvmVcpu } from './vcpu.js';
 import { INVALID_GFN } from './vm.js';
+import { gfnOf, pgoffOf } from '../shm/frames.js';
 
 export const RET_PF_FIXED = 0;
 /** No memslot: MMIO / emulation (pre-fault reports ENOENT). */
@@ -145,10 +146,11 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   if (isPrivate) {
     // kvm_faultin_pfn_private
     if ((flags & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
-    const index = gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s);
+    // kvm_gmem_get_index
+    const index = pgoffOf(gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s));
     k.sync.point(P['fault.before_get_pfn']);
     k.memslots.check(vm, s, Site['kvm_gmem_get_pfn: slot->gmem'], k.sync.tid);
-    frame = gmemGetPfn(k.g, k.memslots.gmemFileWord(vm, s), s, vm, gfn, index);
+    frame = gmemGetPfn(k.g, k.memslots.gmemFileWord(vm, s), s, vm, gfnOf(gfn), index);
     if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
     k.sync.point(P['fault.after_get_pfn']);
   } else {

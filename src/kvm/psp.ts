@@ -3,6 +3,8 @@
 // and the PSP's commands, serialised by the firmware, served in process (under the firmware lock)
 // or by the firmware worker through its mailbox. Implemented by src/firmware.
 
+import type { Gfn, Pfn } from '../shm/frames.js';
+
 /** SEV firmware status codes (enum sev_ret_code), the ones the model produces. */
 export const SevRet = {
   SUCCESS: 0x00,
@@ -65,12 +67,12 @@ export interface RmpEntry {
  */
 export interface HostRmpOps {
   /** snp_lookup_rmpentry: assigned? (a plain read of the RMP) */
-  rmpAssigned(pfn: number): boolean;
-  rmpLookup(pfn: number): RmpEntry;
+  rmpAssigned(pfn: Pfn): boolean;
+  rmpLookup(pfn: Pfn): RmpEntry;
   /** rmp_make_private: 0, or -EFAULT when RMPUPDATE fails (its transient failure is retried). */
-  rmpMakePrivate(pfn: number, gfn: number, asid: number, immutable: boolean): number;
+  rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number;
   /** rmp_make_shared (with the reclaim of a firmware-owned page folded in). */
-  rmpMakeShared(pfn: number): number;
+  rmpMakeShared(pfn: Pfn): number;
 }
 
 /** The PSP's commands (drivers/crypto/ccp): one at a time, like the real secure processor. */

@@ -14,6 +14,7 @@ import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { SevRet, SnpPageType, type SnpPlatform } from './psp.js';
 import { SnpPhase } from './vm.js';
+import type { Gfn, Pfn } from '../shm/frames.js';
 
 export class SevArch implements ArchGmemHooks {
   constructor(
@@ -27,7 +28,7 @@ export class SevArch implements ArchGmemHooks {
   }
 
   // sev_gmem_prepare
-  prepare(vm: number, gfn: number, pfn: number): number {
+  prepare(vm: number, gfn: Gfn, pfn: Pfn): number {
     if (!this.k.vms.isSnp(vm)) return 0;
     if (this.psp.rmpAssigned(pfn)) return 0;
     this.k.stats[C.rmpUpdates]++;
@@ -35,14 +36,14 @@ export class SevArch implements ArchGmemHooks {
   }
 
   // sev_gmem_invalidate
-  invalidate(pfn: number): void {
+  invalidate(pfn: Pfn): void {
     this.k.stats[C.archInvalidateCalls]++;
     if (!this.psp.rmpAssigned(pfn)) return;
     this.k.stats[C.rmpUpdates]++;
     this.psp.rmpMakeShared(pfn);
   }
 
-  hostWritable(pfn: number): boolean {
+  hostWritable(pfn: Pfn): boolean {
     return !this.psp.rmpAssigned(pfn);
   }
 }

@@ -15,6 +15,7 @@ import {
   type Vm,
   type VmTypeName,
 } from '../../src/index.js';
+import { pfnOf } from '../../src/shm/frames.js';
 
 export const KiB = 1024;
 export const MiB = 1 << 20;
@@ -150,7 +151,7 @@ export function rmpOfPfn(
   sb: Sandbox,
   pfn: number,
 ): { assigned: boolean; asid: number; gpa: number; validated: boolean; immutable: boolean } {
-  const e = sb.psp.rmpLookup(pfn);
+  const e = sb.psp.rmpLookup(pfnOf(pfn));
   return { assigned: e.assigned, asid: e.asid, gpa: e.gfn * PAGE_SIZE, validated: e.validated, immutable: e.immutable };
 }
 

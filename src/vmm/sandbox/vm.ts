@@ -17,6 +17,7 @@ import { parseSize } from './units.js';
 
 import { GuestMemfd } from './guest-memfd.js';
 import { Vcpu } from './vcpu.js';
+import { pfnOf } from '../../shm/frames.js';
 
 export interface UserMemoryRegion2Args {
   slot: number;
@@ -197,7 +198,7 @@ export class Vm implements VmPort {
   rmpQuery(gpa: number | string): RmpQuery {
     const pfn = this.backingPfn(int(gpa, 'gpa'));
     if (pfn < 0) return { present: false };
-    const e = this.sb.psp.rmpLookup(pfn);
+    const e = this.sb.psp.rmpLookup(pfnOf(pfn));
     return {
       present: true,
       pfn,
