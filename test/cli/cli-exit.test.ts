@@ -160,6 +160,37 @@ describe('exit status per command', () => {
     expect(merged.status).toBe(1);
   });
 
+  it('usage errors stay usage errors: a bad --ops mix, an output the filesystem refuses (quickly, not a hang)', async () => {
+    const [garbage, huge, proc] = await Promise.all([
+      cli(['stress', '--ops', 'garbage']),
+      cli(['stress', '--ops', 'punch=1e400']),
+      cli(['explore', '--bug', 'prepare-skips-clear', '--out', '/proc/nope']),
+    ]);
+    expectUsage(garbage, /^gmem-sandbox stress: --ops: unknown operation 'garbage'; known: punch, /m);
+    expectUsage(huge, /^gmem-sandbox stress: --ops: weight of 'punch' must be a finite non-negative number, got '1e400'/m);
+    // /proc takes no new directory: mkdir fails, where Node's recursive mkdir spun forever.
+    expectUsage(proc, /^gmem-sandbox explore: --out \/proc\/nope: cannot be written: mkdir \/proc\/nope failed \(ENOENT\)$/m);
+    expect(proc.ms).toBeLessThan(4000);
+  });
+
+  it('--version; outputs named on stderr; failing schedules saved in ./schedules by default', async ({ onTestFinished }) => {
+    const dir = tempDir('gmem-t-', onTestFinished);
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    const [version, stress, found] = await Promise.all([
+      cli(['--version']),
+      cli(['stress', '--duration', '0.3', '--seed', '1', '--json', '--trace', join(dir, 't.json'), '--report', join(dir, 'r.html')]),
+      cli(['explore', '--bug', 'prepare-skips-clear', '--schedules', '3', '--no-shrink'], { cwd: dir }),
+    ]);
+    expect(version.stdout).toBe(`${pkg.version}\n`);
+    expect(version.status).toBe(0);
+    // stdout stays the JSON report; where the files went is said on stderr.
+    expect(JSON.parse(stress.stdout).ok).toBe(true);
+    expect(stress.stderr).toContain(`gmem-sandbox stress: wrote the trace to ${join(dir, 't.json')}`);
+    expect(stress.stderr).toContain(`gmem-sandbox stress: wrote the report to ${join(dir, 'r.html')}`);
+    expect(found.status).toBe(0);
+    expect(readdirSync(join(dir, 'schedules'))).toEqual(['schedule-prepare-skips-clear-upstream-random-seed1.json']);
+  });
+
   it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {
     const [help, sub, bad] = await Promise.all([cli(['--help']), cli(['experiment', 'multi-vm', '--help']), cli(['frobnicate'])]);
     for (const r of [help, sub]) {

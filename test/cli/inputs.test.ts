@@ -57,6 +57,19 @@ describe('scenario schema', () => {
     expect(r.status).toBe(2);
   });
 
+  it('a file with thousands of problems lists the first 20 and counts the rest', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'many.json');
+    writeFileSync(file, JSON.stringify({ ...base, steps: Array.from({ length: 5000 }, (_, i) => ({ op: `bogus${i}` })) }));
+    const r = await cli(['run', file]);
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(22);
+    expect(lines[1]).toMatch(/^ {2}steps\.0\.op: unknown op "bogus0"; expected one of /);
+    expect(lines[20]).toMatch(/^ {2}steps\.19\.op: unknown op "bogus19"/);
+    expect(lines[21]).toBe('  ... and 4980 more problem(s) (5000 in all)');
+    expect(r.status).toBe(2);
+  });
+
   it('a step without expect fails when the harness timed out, instead of passing', async () => {
     const dir = tempDir();
     const file = join(dir, 's.json');

@@ -68,15 +68,18 @@ describe.concurrent('interrupts of a running stress', () => {
     expect(e.status).toBe(130);
   });
 
-  it('SIGTERM to npx stops the run it started (npm passes the signal on to a shell only)', async ({ expect, onTestFinished }) => {
-    // A project whose local bin is gmem-sandbox: npx runs it as `npm exec` -> `sh -c` -> node,
-    // the chain a user gets, without installing anything.
-    const dir = tempDir('gmem-t-', onTestFinished);
+  // A project whose local bin is gmem-sandbox: npx runs it as `npm exec` -> `sh -c` -> node, the
+  // chain a user gets, without installing anything. npm passes a signal to the shell only.
+  const viaNpx = (dir: string, seed: string) => {
     writeFileSync(join(dir, 'package.json'), '{"name": "npx-probe", "private": true}');
     mkdirSync(join(dir, 'node_modules/.bin'), { recursive: true });
     symlinkSync(bin, join(dir, 'node_modules/.bin/gmem-sandbox'));
+    return start('npx', ['--no-install', 'gmem-sandbox', 'stress', '--duration', '60', '--seed', seed], { cwd: dir });
+  };
+
+  it('SIGTERM to npx stops the run it started (npx exits; the run sees its launcher gone)', async ({ expect, onTestFinished }) => {
     const seed = marker();
-    const r = start('npx', ['--no-install', 'gmem-sandbox', 'stress', '--duration', '60', '--seed', seed], { cwd: dir });
+    const r = viaNpx(tempDir('gmem-t-', onTestFinished), seed);
     await r.waitFor(/faults [1-9]/);
     expect(processesWith(seed).length).toBeGreaterThanOrEqual(2);
     const sent = r.kill('SIGTERM');
@@ -89,6 +92,43 @@ describe.concurrent('interrupts of a running stress', () => {
     expect(r.stderr()).toMatch(/gmem-sandbox stress: SIGTERM \(npx or npm exited\): stopping/);
     // The result comes from the orphaned simulator, after npx has gone: give the pipe a moment.
     while (!/INTERRUPTED after/.test(r.stdout()) && performance.now() < sent + 3000) await new Promise((res) => setTimeout(res, 50));
+    expect(r.stdout()).toMatch(/INTERRUPTED after/);
+  });
+
+  it('SIGINT to npx stops the run it started (npx stays; the shell it passed the signal to wakes)', async ({ expect, onTestFinished }) => {
+    const seed = marker();
+    const r = viaNpx(tempDir('gmem-t-', onTestFinished), seed);
+    await r.waitFor(/faults [1-9]/);
+    const sent = r.kill('SIGINT');
+    const e = await r.exited;
+    expect(e.at - sent).toBeLessThan(STOP_MS);
+    expect(r.stderr()).toMatch(/gmem-sandbox stress: SIGINT \(passed by npx to its shell\): stopping/);
+    expect(r.stdout()).toMatch(/INTERRUPTED after/);
+    expect(processesWith(seed)).toEqual([]);
+  });
+
+  it('GNU timeout (a signal to the process and its group, so two at once) ends with the partial result', async ({ expect }) => {
+    const seed = marker();
+    const r = start('timeout', ['3', process.execPath, bin, 'stress', '--duration', '30', '--seed', seed]);
+    const e = await r.exited;
+    // timeout's own status when it had to signal; the run printed its result before exiting.
+    expect(e.status).toBe(124);
+    expect(r.stdout()).toMatch(
+      new RegExp(`^gmem-sandbox stress: INTERRUPTED after \\d+\\.\\d s \\(partial result\\) {2}\\(seed ${seed}\\)`),
+    );
+    expect(r.stdout()).toMatch(/^ {2}faults +[1-9]/m);
+    expect(r.stderr().match(/stopping, the partial result follows/g)).toHaveLength(1);
+    expect(processesWith(seed)).toEqual([]);
+  });
+
+  it('two signals within a moment count as one; a later one ends the process at once', async ({ expect }) => {
+    const seed = marker();
+    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--seed', seed]);
+    await r.waitFor(/faults [1-9]/);
+    r.kill('SIGINT');
+    r.kill('SIGTERM');
+    const e = await r.exited;
+    expect(e.status).toBe(130);
     expect(r.stdout()).toMatch(/INTERRUPTED after/);
   });
 });
@@ -147,6 +187,8 @@ describe('interrupts', () => {
     expect(e.at - sent).toBeLessThan(STOP_MS);
     expect(e.status).toBe(130);
     expect(r.stderr()).toMatch(/INTERRUPTED: \d of 3 job\(s\) finished in this run; rerun with --resume/);
+    // The summary of what finished, marked as such, not a PASS.
+    expect(r.stderr()).toMatch(/^sweep [0-9a-f]+: INTERRUPTED {2}\d of 3 job\(s\) ran/m);
     const kept = readFileSync(out, 'utf8')
       .trim()
       .split('\n')
@@ -167,6 +209,23 @@ describe('interrupts', () => {
     const merged = await cli(['merge', out]);
     expect(merged.stdout).toMatch(/PASS {2}3 of 3 job\(s\) ran, 3 ok, 0 failing, 0 missing/);
   }, 90_000);
+
+  it('sweep --out is locked: a second sweep into the same file is refused with exit 2 naming the first', async () => {
+    const dir = tempDir();
+    const out = join(dir, 'both.jsonl');
+    const first = start(process.execPath, [bin, 'sweep', '--seeds', '0..1', '--param', 'duration=0.5', '--out', out]);
+    const end = Date.now() + 20_000;
+    while (!existsSync(`${out}.lock`) && Date.now() < end) await new Promise((res) => setTimeout(res, 20));
+    const second = await cli(['sweep', '--seeds', '5..6', '--param', 'duration=0.5', '--out', out]);
+    expect(second.status).toBe(2);
+    expect(second.stderr).toContain(`gmem-sandbox sweep: --out ${out}: in use by another run (pid ${first.pid}`);
+    const e = await first.exited;
+    expect(e.status).toBe(0);
+    expect(existsSync(`${out}.lock`)).toBe(false);
+    // One plan's lines only, so merge takes the file.
+    const merged = await cli(['merge', out]);
+    expect(merged.stdout).toMatch(/PASS {2}2 of 2 job\(s\) ran/);
+  }, 60_000);
 
   it('sweep --out refuses a file of another sweep and drops a torn last line', async () => {
     const dir = tempDir();

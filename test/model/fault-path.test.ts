@@ -53,6 +53,19 @@ describe('fault path: exits to the VMM', () => {
     expect(await sw.vcpu.write(4 * MiB, Uint8Array.of(1))).toEqual({ ok: false, exit: 'mmio' });
   });
 
+  it('a private access past the guest physical space (no memslot, no attribute: shared) exits memory_fault, a shared one MMIO', async () => {
+    const { vcpu } = await setupVm({ type: 'snp', launch: 'finished', gmemSize: MiB });
+    // kvm_faultin_pfn checks the attribute before the memslot: private != shared exits to the VMM.
+    const far = 0x400_0000_0000;
+    expect(await vcpu.read(far, 8, { private: true })).toEqual({
+      ok: false,
+      exit: 'memory_fault',
+      errno: 'EFAULT',
+      memoryFault: { reason: 'memory_fault', gpa: far, size: PAGE_SIZE, flags: EXIT_FLAG_PRIVATE },
+    });
+    expect(await vcpu.read(far, 8, { private: false })).toEqual({ ok: false, exit: 'mmio' });
+  });
+
   it('a PRIVATE gfn with no memslot cannot be emulated: memory_fault with EFAULT (kvm_handle_noslot_fault)', async () => {
     const { sb, vm, vcpu } = await setupVm({ type: 'sw-protected', gmemSize: MiB });
     await vm.setMemoryAttributes({ address: 4 * MiB, size: PAGE_SIZE, attributes: 'private' });

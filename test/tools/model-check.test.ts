@@ -289,6 +289,14 @@ describe('the command line', () => {
     expect(rep.stdout).toMatch(
       /reproduced exactly \(outcome violation\)\n {2}useAfterFree: at a scheduling point, vm 0's SPTE for gfn 2 maps pfn 0, which is on the free list/,
     );
+    // With a Chrome trace of the replayed schedule: one track per actor.
+    const trace = join(dir, 'replay.json');
+    const traced = cli('replay', out.saved, '--trace', trace);
+    expect(traced.status, traced.stderr).toBe(0);
+    expect(traced.stderr).toContain(`gmem-sandbox replay: wrote the trace to ${trace}`);
+    const events = JSON.parse(readFileSync(trace, 'utf8')) as { traceEvents: Array<{ ph: string; name?: string }>; metadata: object };
+    expect(events.metadata).toEqual({ droppedEvents: 0 });
+    expect(events.traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name').length).toBeGreaterThanOrEqual(2);
   });
   it('a refused scenario is a usage error (exit 2) and runs nothing', () => {
     const r = cli('explore', join(root, 'examples', 'punch-hole-leftover.json'));

@@ -42,6 +42,19 @@ describe('stress runs end with 0 violations', () => {
     });
   }
 
+  it('with no VMM op to draw (an empty mix, or all weights 0) the VMM idles and the quiescent audits still run', async () => {
+    for (const ops of ['', 'punch=0,convert=0']) {
+      const r = await runStress({ ops, durationMs: 1200, seed: 3, vcpus: 2, auditEveryMs: 400, memory: '16MiB' });
+      expect(r.ok, ops).toBe(true);
+      expect(r.crashes, ops).toEqual([]);
+      expect(
+        Object.values(r.vmmOps).reduce((a, b) => a + b, 0),
+        ops,
+      ).toBe(0);
+      expect(r.counters.faults, ops).toBeGreaterThan(0);
+    }
+  });
+
   it('snp, prepare-on-fault-own-vm: the default run, 5 s and traced, drops no trace event', async () => {
     const file = `${tempDir()}/t.json`;
     const r = await runStress({ durationMs: 5000, seed: 7, trace: file });

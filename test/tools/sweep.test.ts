@@ -25,4 +25,11 @@ describe('runSweep', () => {
     const s = mergeLines(lines.map((l) => JSON.stringify(l)));
     expect(s).toMatchObject({ runs: 2, ok: 2, missing: [], failures: [] });
   }, 20_000);
+
+  it("one job at a time runs the jobs in index order (the pool's own queue does not keep it)", async () => {
+    const plan = planSweep({ params: ['durationMs=100', 'memory=8MiB', 'vcpus=1'], seeds: '0..3' });
+    const order: number[] = [];
+    await runSweep(plan, { concurrency: 1, onLine: (l) => order.push(l.index) });
+    expect(order).toEqual([0, 1, 2, 3]);
+  }, 20_000);
 });

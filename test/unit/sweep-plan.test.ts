@@ -51,6 +51,10 @@ describe('sweep planning', () => {
     expect(planSweep({}).jobs).toEqual([{ index: 0, seed: 0, params: {} }]);
   });
 
+  it('checks each combination against the sandbox limits at planning, before any job starts', () => {
+    expect(() => planSweep({ params: ['memory=64MiB,8GiB'] })).toThrow(/combination memory=8GiB: memory: at most 4 GiB/);
+  });
+
   it('rejects bad parameters, seeds and shards with the rule', () => {
     expect(() => parseParam('cores=2')).toThrow(/--param cores=2: unknown parameter 'cores'; known: vcpus/);
     expect(() => parseParam('seed=1')).toThrow(/use --seeds/);
