@@ -155,7 +155,21 @@ describe('fuzz: stress op mixes', () => {
     await fc.assert(
       fc.asyncProperty(opMix, fc.integer({ min: 1, max: 1000 }), async (mix, seed) => {
         const mark = `${process.pid}-mix${n++}`;
-        const args = ['stress', '--kernel', 'upstream', '--duration', '0.6', '--ops', mix, '--seed', String(seed), '--memory', '16MiB'];
+        const args = [
+          'stress',
+          '--kernel',
+          'upstream',
+          '--duration',
+          '0.8',
+          '--audit-every',
+          '200',
+          '--ops',
+          mix,
+          '--seed',
+          String(seed),
+          '--memory',
+          '16MiB',
+        ];
         const r = await run(args, dir, mark);
         const what = `gmem-sandbox ${args.join(' ')}\n--- stderr:\n${r.stderr}`;
         expect(r.signal, `hung: ${what}`).toBeNull();
