@@ -26,6 +26,7 @@ import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
 import { EXIT, EXIT_HELP, action, commanderExit } from './exit.js';
 import { readScenarioFile } from './inputs.js';
+import { STRESS_WORKLOAD_DEFAULTS } from '../vmm/workload/stress.js';
 
 function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
@@ -124,8 +125,8 @@ program
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
   .option(
     '--ops <mix>',
-    'VMM operation weights: punch, fallocate, convert, prefault, memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal (populate runs only under explore)',
-    'punch=3,fallocate=1,convert=2,prefault=1',
+    'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal ' +
+      `(default ${STRESS_WORKLOAD_DEFAULTS.ops}; with --bug, the bug's own mix where it needs an op)`,
   )
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
   .addOption(new Option('--pattern <pattern>', 'guest access pattern').choices([...PATTERNS]).default('random'))
@@ -152,7 +153,7 @@ program
         ...(o.kernel ? { kernel: o.kernel } : {}),
         ...(o.policy ? { policy: o.policy } : {}),
         vmType: o.vmType,
-        ops: o.ops,
+        ...(o.ops !== undefined ? { ops: o.ops } : {}),
         opRate: o.opRate,
         pattern: o.pattern,
         writeRatio: o.writeRatio,
@@ -275,6 +276,7 @@ program
   )
   .option('--out <dir>', 'where failing schedules are saved (created if missing)', 'schedules')
   .option('--no-shrink', 'do not shrink a failing schedule')
+  .option('--stop-on-known', 'stop at a known bug of the kernel run too (by default it is counted, set aside, and the search goes on)')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
   .option('--json', 'print results as JSON')
   // A scenario file switches to model checking its parallel groups (src/cli/model-check.ts).

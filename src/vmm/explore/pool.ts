@@ -10,7 +10,7 @@ import { type ExploreConfig, Explorer, type ScheduleResult, fails } from './expl
 export const MAX_EXPLORE_JOBS = 16;
 
 export interface PoolSearch {
-  /** The first failing schedule in seed order, and the explorer that ran it (for shrinking and replay). */
+  /** The first schedule in seed order that ended the search, and the explorer that ran it (for shrinking and replay). */
   failing: { result: ScheduleResult; explorer: Explorer } | null;
   /** Schedules a single explorer would have run: up to and including the failing one, or all. */
   schedules: number;
@@ -34,25 +34,26 @@ export class ExplorePool {
 
   /**
    * Runs the seeds in batches of `batch`, each explorer taking the next batch when it is free,
-   * until a schedule fails and every seed before it has run. `onBatch` hears of each batch done.
-   * A failing schedule that `setAside` names as known (a catalogued bug of the kernel run) is
-   * counted by the caller and the search goes on with the next seed.
+   * until a schedule `ends` the search (by default, one that fails) and every seed before it has
+   * run. `onBatch` hears of each batch done, with its results. A failing schedule that does not
+   * end the search (a known bug set aside) is counted by the caller, and the search goes on.
    */
   async search(
     seeds: readonly number[],
     batch: number,
-    onBatch: (ran: number, last: ScheduleResult) => void = () => undefined,
-    setAside: (r: ScheduleResult) => boolean = () => false,
+    onBatch: (ran: number, last: ScheduleResult, batch: readonly ScheduleResult[]) => void = () => undefined,
+    ends: (r: ScheduleResult) => boolean = fails,
   ): Promise<PoolSearch> {
     let next = 0;
     let ran = 0;
-    // The lowest failing seed index so far, and the lowest batch that threw: batches starting
+    // The lowest ending seed index so far, and the lowest batch that threw: batches starting
     // after either are not taken. A batch that threw counts from its first seed, since which of
     // its seeds failed is unknown: one explorer might have met it first.
     let best: { index: number; result: ScheduleResult; explorer: Explorer } | null = null;
     let broken: { index: number; error: unknown } | null = null;
     const limit = (): number => Math.min(best?.index ?? Infinity, broken?.index ?? Infinity);
-    // One batch of seeds [start, end): a known failure ends a batch early, and the rest of it runs on.
+    // One batch of seeds [start, end): the explorer stops a batch at a failing schedule, so a
+    // batch that stopped at one that does not end the search runs on from the seed after it.
     const runBatch = async (ex: Explorer, start: number, end: number): Promise<boolean> => {
       for (let from = start; from < end && from < limit();) {
         let rs: ScheduleResult[];
@@ -64,14 +65,15 @@ export class ExplorePool {
         }
         ran += rs.length;
         const last = rs[rs.length - 1];
-        onBatch(ran, last);
-        const index = from + rs.length - 1;
-        if (!fails(last)) return true;
-        if (!setAside(last)) {
-          if (best === null || index < best.index) best = { index, result: last, explorer: ex };
+        onBatch(ran, last, rs);
+        const hit = rs.findIndex(ends);
+        if (hit >= 0) {
+          const index = from + hit;
+          if (best === null || index < best.index) best = { index, result: rs[hit], explorer: ex };
           return true;
         }
-        from = index + 1;
+        if (!fails(last)) return true;
+        from += rs.length;
       }
       return true;
     };

@@ -19,7 +19,7 @@ import { parseSize } from '../sandbox/units.js';
 import { type CrashReport, Runtime } from '../sandbox/runtime.js';
 import { parseMix } from '../workload/mix.js';
 import type { VmmOpsResult } from '../workload/vmm-ops.js';
-import { STRESS_WORKLOAD_DEFAULTS, stressGuestRun, stressSetup, stressVmmOps } from '../workload/stress.js';
+import { STRESS_WORKLOAD_DEFAULTS, stressGuestRun, stressOps, stressSetup, stressVmmOps } from '../workload/stress.js';
 
 export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
@@ -140,7 +140,7 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     memory,
     guestMemory: guest,
     durationMs: o.durationMs ?? 5000,
-    ops: o.ops ?? STRESS_WORKLOAD_DEFAULTS.ops,
+    ops: stressOps(o.ops, o.bugs ?? []),
     opRate: o.opRate ?? STRESS_WORKLOAD_DEFAULTS.opRate,
     pattern: o.pattern ?? STRESS_WORKLOAD_DEFAULTS.pattern,
     writeRatio: o.writeRatio ?? STRESS_WORKLOAD_DEFAULTS.writeRatio,

@@ -2,6 +2,7 @@
 // private), each vCPU's free-running guest workload over all of it, and the VMM's ops at a rate,
 // all for the run's duration and from the run's one seed. stress/stress.ts only runs it.
 
+import type { BugName } from '../../gmem/bugs.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { subSeed } from '../../shm/prng.js';
 import type { Pattern, WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
@@ -28,6 +29,23 @@ export const STRESS_WORKLOAD_DEFAULTS = {
   pattern: 'random',
   writeRatio: 0.3,
 } as const satisfies Partial<StressWorkload>;
+
+/**
+ * The op mix a stress run hunting a planted bug uses when no --ops is given: the default mix
+ * plus the op that reaches the bug's code (a memslot update for a missing synchronize_srcu, a
+ * memory failure for a lock order inverted there). Measured with scripts/stress-detection.mjs.
+ */
+export const STRESS_BUG_OPS: Readonly<Partial<Record<BugName, string>>> = {
+  'memslot-update-skips-synchronize-srcu': `${STRESS_WORKLOAD_DEFAULTS.ops},memslot=1`,
+  'error-folio-under-folio-lock': `${STRESS_WORKLOAD_DEFAULTS.ops},hwpoison=2`,
+};
+
+/** The op mix of a run: the one given, else the planted bugs' own, else the default. */
+export function stressOps(given: string | undefined, bugs: readonly string[]): string {
+  if (given !== undefined) return given;
+  const own = bugs.map((b) => STRESS_BUG_OPS[b as BugName]).find((m) => m !== undefined);
+  return own ?? STRESS_WORKLOAD_DEFAULTS.ops;
+}
 
 /**
  * The layout: `pages` guest pages per VM, gfn i at index i; with the populate op, an SNP VM
