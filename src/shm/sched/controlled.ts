@@ -104,7 +104,7 @@ export class ControlledSync implements Sync {
     else {
       Atomics.store(w, this.base + H_TOKEN, -1);
       // The last runnable actor left while others wait for what it will never do: end them.
-      if (Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK) this.ctl.abort(AbortReason.DEADLOCK);
+      if (Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK) this.endRun(AbortReason.DEADLOCK);
     }
   }
 
@@ -119,7 +119,7 @@ export class ControlledSync implements Sync {
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
       const reason = Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK ? AbortReason.DEADLOCK : AbortReason.STEP_LIMIT;
-      this.ctl.abort(reason);
+      this.endRun(reason);
       throw new SyncAbortError(reason);
     }
     handOff(w, this.L, next, this.free);
@@ -142,7 +142,7 @@ export class ControlledSync implements Sync {
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
       if (Atomics.load(w, this.base + H_OUTCOME) !== SchedOutcome.RUNNING) {
-        this.ctl.abort(AbortReason.DEADLOCK);
+        this.endRun(AbortReason.DEADLOCK);
         throw new SyncAbortError(AbortReason.DEADLOCK);
       }
       // Nobody can run, yet nobody is stuck: only servers wait. The controller will kick us.
@@ -152,6 +152,19 @@ export class ControlledSync implements Sync {
     if (next !== this.tid) {
       handOff(w, this.L, next, this.free);
       this.waitTurn();
+    }
+  }
+
+  /**
+   * Ends the run for every actor: the abort, then a wake-up for each one waiting for its turn,
+   * which would otherwise notice only when its wait slice ran out.
+   */
+  private endRun(reason: Parameters<SyncControl['abort']>[0]): void {
+    this.ctl.abort(reason);
+    for (let t = 0; t < this.maxThreads; t++) {
+      const wake = this.L.actor(t) + A_WAKE;
+      Atomics.add(this.w, wake, 1);
+      this.free.wake(wake, 1);
     }
   }
 
