@@ -3,12 +3,13 @@
 // per second as the CLI runs them (batches of 16 seeds, src/vmm/explore/round.ts), against one schedule
 // per control-plane call measured in the same run, and a pool of two explorers (--jobs 2).
 
+import { UPSTREAM } from '../src/gmem/version.js';
 import { DEFAULT_WORKLOAD, type ExploreConfig, Explorer } from '../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../src/vmm/explore/pool.js';
 import type { Ctx } from './measure.js';
 import type { Row } from './table.js';
 
-const CFG: ExploreConfig = { kernel: 'upstream', bug: null, strategy: 'random', depth: 3, maxSteps: 20_000, workload: DEFAULT_WORKLOAD };
+const CFG: ExploreConfig = { kernel: UPSTREAM, bug: null, strategy: 'random', depth: 3, maxSteps: 20_000, workload: DEFAULT_WORKLOAD };
 /** The CLI's batch (src/cli/explore.ts). */
 const BATCH = 16;
 

@@ -6,7 +6,7 @@ export type { SandboxOptions } from './vmm/sandbox/build.js';
 export { KvmError, ArgumentError, SandboxClosedError } from './vmm/sandbox/errors.js';
 export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
 export { POLICIES, type PolicyName } from './gmem/policy.js';
-export { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from './gmem/version.js';
+export { KERNEL_CHOICES, KERNEL_VERSIONS, type KernelChoice, type KernelVersionName, UPSTREAM, VERSIONS } from './gmem/version.js';
 export { VM_TYPES, type VmTypeName } from './kvm/vm.js';
 export { HOST_PATTERN } from './gmem/folio.js';
 export { PvalidateRet, RmpupdateRet, SevRet } from './kvm/psp.js';
@@ -23,7 +23,7 @@ export { ExplorePool, type PoolSearch } from './vmm/explore/pool.js';
 export {
   multiVmExperiment,
   policiesExperiment,
-  type KernelChoice,
+  type KernelSet,
   type MultiVmOptions,
   type MultiVmResult,
   type PageOwners,

@@ -7,8 +7,7 @@
 import { join } from 'node:path';
 import type { BugName } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
-import { POLICY_VERSION } from '../gmem/version.js';
-import { DEFAULT_KERNEL, type KernelVersionName } from '../gmem/version.js';
+import { DEFAULT_KERNEL, type KernelChoice, type KernelVersionName, POLICY_VERSION, resolveKernelChoice, UPSTREAM } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
 import { type HistoricalBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
@@ -31,7 +30,7 @@ export interface ExploreCliOptions {
   strategy: 'random' | 'pct';
   depth: number;
   seed: number;
-  kernel?: KernelVersionName;
+  kernel?: KernelChoice;
   policy?: PolicyName;
   bug?: string;
   /** A historical bug of the catalogue: its workload, on its (last) buggy version unless --kernel says. */
@@ -84,9 +83,9 @@ export interface BugSearch {
 
 /** The kernel a search runs: --kernel, else --policy's, else upstream for a planted bug, else a catalogued bug's buggy version. */
 export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: HistoricalBug | undefined): KernelVersionName | undefined {
-  if (o.kernel !== undefined || o.policy !== undefined) return o.kernel;
+  if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
-  return bug !== null ? 'upstream' : undefined;
+  return bug !== null ? UPSTREAM : undefined;
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */

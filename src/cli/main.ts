@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
-import { KERNEL_VERSIONS, type KernelVersionName } from '../gmem/version.js';
+import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
 import { CATALOGUE } from '../vmm/explore/catalogue.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
@@ -20,7 +20,7 @@ import { exploreCommand, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
-import { type KernelChoice, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
+import { type KernelSet, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
@@ -120,7 +120,7 @@ program
   .option('--memory <size>', 'host memory for guest_memfd (at most 4GiB)', '64MiB')
   .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
   .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
-  .addOption(new Option('--kernel <version>', 'modelled kernel version (default 6.11)').choices([...KERNEL_VERSIONS]))
+  .addOption(new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]))
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
   .option(
@@ -186,9 +186,7 @@ program
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
   .addOption(
-    new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([
-      ...KERNEL_VERSIONS,
-    ]),
+    new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([...KERNEL_CHOICES]),
   )
   .action(
     action('run', async (it, file: string, o) => {
@@ -242,8 +240,8 @@ program
   .addOption(
     new Option(
       '--kernel <version>',
-      "modelled kernel version (default 6.11; upstream when hunting a planted bug; a catalogued bug's buggy version with --catalogue)",
-    ).choices([...KERNEL_VERSIONS]),
+      `modelled kernel version, upstream = ${UPSTREAM} (default 6.11; upstream when hunting a planted bug; a catalogued bug's buggy version with --catalogue)`,
+    ).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
@@ -345,7 +343,7 @@ function perKernel(file: string | undefined): ((k: string) => string | undefined
 }
 
 /** --kernel V|all and its alias --policy P|all: the versions to run, in order (all by default). */
-function kernelsArg(o: { kernel?: KernelChoice; policy?: PolicyName | 'all' }): KernelVersionName[] {
+function kernelsArg(o: { kernel?: KernelSet; policy?: PolicyName | 'all' }): KernelVersionName[] {
   const policies = o.policy === undefined ? undefined : o.policy === 'all' ? [...POLICIES] : [o.policy];
   return experimentKernels({ kernel: o.kernel, policies }, 'policy');
 }
@@ -356,7 +354,7 @@ experiment
     'N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per kernel version',
   )
   .option('--vms <n>', 'VMs bound to the one inode', intArg('--vms', 2, 8), 2)
-  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_VERSIONS, 'all']))
+  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_CHOICES, 'all']))
   .addOption(
     new Option('--policy <policy>', 'prepare policy, or all: an alias for the kernel versions they were modelled on').choices([
       ...POLICIES,
@@ -409,7 +407,7 @@ experiment
 experiment
   .command('policies')
   .description('one workload on each kernel version (and so each prepare policy), side by side')
-  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_VERSIONS, 'all']))
+  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_CHOICES, 'all']))
   .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 2)
   .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
   .option('--json', 'print results as JSON')

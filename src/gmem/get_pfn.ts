@@ -85,6 +85,15 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
         if (r === 0) markPrepared(g, pfn);
       }
       break;
+    case Policy.ON_EVERY_FAULT:
+      // 8622ef05709f: uptodate means cleared, set before the hook runs, so a failed prepare
+      // leaves a cleared folio; the hook itself skips a page already assigned.
+      if (!g.folios.test(pfn, PG_UPTODATE)) {
+        clearPage(g, pfn);
+        markPrepared(g, pfn);
+      }
+      r = archPrepare(g, vm, gfn, pfn);
+      break;
   }
   if (!unlocked) folioUnlock(g, pfn);
   if (r < 0) {

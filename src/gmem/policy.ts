@@ -1,6 +1,7 @@
-// The prepare policies: where a folio is cleared and registered, before and after b85524314a.
+// The prepare policies: where a folio is cleared and registered, before and after b85524314a,
+// and after 7.0 removed the tracking of what was prepared (8622ef05709f).
 
-export const POLICIES = ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm'] as const;
+export const POLICIES = ['prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm', 'prepare-on-every-fault'] as const;
 export type PolicyName = (typeof POLICIES)[number];
 
 export const Policy = {
@@ -10,6 +11,12 @@ export const Policy = {
   ON_FAULT: 1,
   /** 6.11 release: only get_pfn prepares, once per folio, for the faulting VM only. */
   ON_FAULT_OWN_VM: 2,
+  /**
+   * 7.0 (8622ef05709f): get_pfn clears a folio that is not up to date (uptodate now means
+   * cleared only) and calls the arch prepare for the faulting VM on every call; the arch hook
+   * checks its own state (SNP: an assigned RMP entry is left alone).
+   */
+  ON_EVERY_FAULT: 3,
 } as const;
 export type Policy = (typeof Policy)[keyof typeof Policy];
 

@@ -5,8 +5,24 @@
 
 import { Policy, type PolicyName } from './policy.js';
 
-export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', 'upstream'] as const;
+/** The modelled versions, oldest first. */
+export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'] as const;
 export type KernelVersionName = (typeof KERNEL_VERSIONS)[number];
+/** `upstream` names the newest modelled version (what mainline runs, as far as the model goes). */
+export const UPSTREAM: KernelVersionName = '7.0';
+/** What --kernel, scenarios and sweeps accept: a version, or `upstream`. */
+export const KERNEL_CHOICES = [...KERNEL_VERSIONS, 'upstream'] as const;
+export type KernelChoice = (typeof KERNEL_CHOICES)[number];
+/**
+ * What `upstream` meant before 6.19 and 7.0 were modelled (saved schedules of schema version 1
+ * name it): 6.18 with 9935df5333aa, which is 6.19's behaviour.
+ */
+export const UPSTREAM_BEFORE_7_0: KernelVersionName = '6.19';
+
+/** The version a choice names: itself, or the newest for `upstream`. */
+export function resolveKernelChoice(c: KernelChoice): KernelVersionName {
+  return c === 'upstream' ? UPSTREAM : c;
+}
 
 export interface KernelVersion {
   readonly name: KernelVersionName;
@@ -39,6 +55,38 @@ export interface KernelVersion {
   readonly readonlyRefusedOnSnp: boolean;
   /** KVM_PRE_FAULT_MEMORY on an SNP VM before LAUNCH_FINISH is EOPNOTSUPP (5932ca411e53, just before the seed). */
   readonly prefaultNeedsLaunch: boolean;
+  /**
+   * vfs_fallocate's mode checks as a switch over the mode (57413d8e172c, 6.12): KEEP_SIZE with
+   * COLLAPSE_RANGE or INSERT_RANGE, and two mode bits together, are EOPNOTSUPP (EINVAL before).
+   */
+  readonly fallocateModeSwitch: boolean;
+  /**
+   * Host mmap of guest_memfd (6.18: 3d3a04fad25a, d2042d8f96dd, fe2bf6234e94, 44c6cb9fe988):
+   * GUEST_MEMFD_FLAG_MMAP on every VM type, GUEST_MEMFD_FLAG_INIT_SHARED on VMs without private
+   * memory, KVM_CAP_GUEST_MEMFD_FLAGS, kvm_gmem_mmap and kvm_gmem_fault_user_mapping.
+   */
+  readonly gmemMmap: boolean;
+  /**
+   * KVM_MEM_GUEST_MEMFD on a VM without private memory (d1e54dd08f16, 6.18), and a binding of
+   * an MMAP guest_memfd makes the slot KVM_MEMSLOT_GMEM_ONLY (576d035e2aef): its shared gfns
+   * fault from the file (f029f04ddbec).
+   */
+  readonly gmemOnDefaultVm: boolean;
+  /** SNP LAUNCH_UPDATE with len 0 is EINVAL (5b66e335ead6, 6.18); before, it did nothing and succeeded. */
+  readonly launchUpdateNeedsLen: boolean;
+  /**
+   * kvm_gmem_populate one page at a time (6538b6221cc2, 2a62345b3052, 7.0): the source page is
+   * pinned (GUP) before the invalidate lock, which is held for that page only; no EEXIST for an
+   * up-to-date folio in common code (8622ef05709f).
+   */
+  readonly populatePerPage: boolean;
+  /** SNP LAUNCH_UPDATE refuses a source address that is not page aligned (dcbcc2323c80, 7.0). */
+  readonly launchUpdateAlignedSource: boolean;
+  /**
+   * sev_gmem_post_populate answers EEXIST for an RMP entry already assigned (de80252414f3,
+   * 6.11-rc2); before it, EINVAL.
+   */
+  readonly snpPopulateAssignedEexist: boolean;
 }
 
 /**
@@ -56,6 +104,13 @@ const V610: KernelVersion = {
   populatePrivateOnly: false,
   readonlyRefusedOnSnp: false,
   prefaultNeedsLaunch: false,
+  fallocateModeSwitch: false,
+  gmemMmap: false,
+  gmemOnDefaultVm: false,
+  launchUpdateNeedsLen: false,
+  populatePerPage: false,
+  launchUpdateAlignedSource: false,
+  snpPopulateAssignedEexist: false,
 };
 const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
 const V611: KernelVersion = {
@@ -65,16 +120,36 @@ const V611: KernelVersion = {
   populateRefusesUptodate: true,
   populatePrivateOnly: true,
   readonlyRefusedOnSnp: true,
+  snpPopulateAssignedEexist: true,
 };
-const V618: KernelVersion = { ...V611, name: '6.18', prefaultInvalidSlotEagain: true, unbindDyingFile: true };
-const UPSTREAM: KernelVersion = { ...V618, name: 'upstream', rejectGmemFlagsChange: true };
+const V618: KernelVersion = {
+  ...V611,
+  name: '6.18',
+  prefaultInvalidSlotEagain: true,
+  unbindDyingFile: true,
+  fallocateModeSwitch: true,
+  gmemMmap: true,
+  gmemOnDefaultVm: true,
+  launchUpdateNeedsLen: true,
+};
+/** 6.19: guest_memfd inodes on their own pseudo-fs (a13cd380ddf6, no behaviour the model shows), and 9935df5333aa. */
+const V619: KernelVersion = { ...V618, name: '6.19', rejectGmemFlagsChange: true };
+const V70: KernelVersion = {
+  ...V619,
+  name: '7.0',
+  prepare: Policy.ON_EVERY_FAULT,
+  populateRefusesUptodate: false,
+  populatePerPage: true,
+  launchUpdateAlignedSource: true,
+};
 
 export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = {
   '6.10': V610,
   b85524314a: SEED,
   '6.11': V611,
   '6.18': V618,
-  upstream: UPSTREAM,
+  '6.19': V619,
+  '7.0': V70,
 };
 
 /** The version each prepare-policy name was modelled on. */
@@ -82,6 +157,7 @@ export const POLICY_VERSION: Readonly<Record<PolicyName, KernelVersionName>> = {
   'prepare-on-allocate': '6.10',
   'prepare-on-fault': 'b85524314a',
   'prepare-on-fault-own-vm': '6.11',
+  'prepare-on-every-fault': '7.0',
 };
 
 export const DEFAULT_KERNEL: KernelVersionName = '6.11';
@@ -95,7 +171,7 @@ export const DEFAULT_KERNEL: KernelVersionName = '6.11';
 // is modelled as upstream only), and the 6.11-rc1 text itself (read at a90764f0e4ed).
 
 export function kernelVersion(name: string): KernelVersion {
-  if (!(KERNEL_VERSIONS as readonly string[]).includes(name))
-    throw new Error(`kernel: must be one of ${KERNEL_VERSIONS.join(', ')}; got '${name}'`);
-  return VERSIONS[name as KernelVersionName];
+  if (!(KERNEL_CHOICES as readonly string[]).includes(name))
+    throw new Error(`kernel: must be one of ${KERNEL_CHOICES.join(', ')}; got '${name}'`);
+  return VERSIONS[resolveKernelChoice(name as KernelChoice)];
 }

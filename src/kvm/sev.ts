@@ -82,7 +82,16 @@ function snpLaunchStartLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number {
 
 const VALID_PAGE_TYPES: ReadonlySet<number> = new Set(Object.values(SnpPageType));
 
-// sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_UPDATE)
+/**
+ * A LAUNCH_UPDATE's userspace source: the bytes from uaddr on (as many as are mapped: a page of
+ * the range past them faults), and uaddr's offset within its page.
+ */
+export interface LaunchSource {
+  data: Uint8Array;
+  pageOffset: number;
+}
+
+// sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_UPDATE). `src` null is uaddr 0.
 export function snpLaunchUpdate(
   k: KvmCtx,
   psp: SnpPlatform,
@@ -90,12 +99,25 @@ export function snpLaunchUpdate(
   gfnStart: number,
   len: number,
   type: number,
-  src: Uint8Array | null,
+  src: LaunchSource | null,
 ): LaunchUpdateResult {
-  return withKvmLock(k, vm, () => snpLaunchUpdateLocked(k, psp, vm, gfnStart, len, type, src));
+  return withKvmLock(k, vm, () => snpLaunchUpdateLocked(k, psp, vm, gfnStart, len, type, type === SnpPageType.ZERO ? null : src));
 }
 
-// snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate
+// snp_launch_update: the checks before slots_lock, in the kernel's order.
+function launchUpdateInvalid(k: KvmCtx, vm: number, len: number, type: number, src: LaunchSource | null): boolean {
+  const v = k.g.version;
+  // `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START and FINISH answer
+  // -ENOTTY for a VM that is not SNP).
+  if (!k.vms.isSnp(vm) || k.vms.snpPhase(vm) === SnpPhase.NONE) return true;
+  // 5b66e335ead6 (6.18) refuses len 0; before, zero pages were populated and the ioctl succeeded.
+  if ((len === 0 && v.launchUpdateNeedsLen) || len < 0 || !isPageAligned(len) || !VALID_PAGE_TYPES.has(type)) return true;
+  // dcbcc2323c80 (7.0): `if (!PAGE_ALIGNED(src)) return -EINVAL;`
+  return v.launchUpdateAlignedSource && src !== null && src.pageOffset % PAGE_SIZE !== 0;
+}
+
+// snp_launch_update -> kvm_gmem_populate -> sev_gmem_post_populate. No kvm->srcu section:
+// slots_lock keeps the memslots still.
 function snpLaunchUpdateLocked(
   k: KvmCtx,
   psp: SnpPlatform,
@@ -103,65 +125,77 @@ function snpLaunchUpdateLocked(
   gfnStart: number,
   len: number,
   type: number,
-  src: Uint8Array | null,
+  src: LaunchSource | null,
 ): LaunchUpdateResult {
   const fail = (ret: number): LaunchUpdateResult => ({ ret, pagesDone: 0, populateErr: 0, fwError: 0 });
   // sev_mem_enc_ioctl: mutex_lock(&kvm->lock) around every command.
   k.sync.assertHeld(k.vms.kvmLockWord(vm));
-  // snp_launch_update: `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START
-  // and FINISH answer -ENOTTY for a VM that is not SNP).
-  if (!k.vms.isSnp(vm)) return fail(-Errno.EINVAL);
-  if (k.vms.snpPhase(vm) === SnpPhase.NONE) return fail(-Errno.EINVAL);
-  if (!isPageAligned(len) || len < 0 || !VALID_PAGE_TYPES.has(type)) return fail(-Errno.EINVAL);
-  if (type !== SnpPageType.ZERO && (src === null || src.length < len)) return fail(-Errno.EFAULT);
-  const npages = len / PAGE_SIZE;
-  let fwError = 0;
+  if (launchUpdateInvalid(k, vm, len, type, src)) return fail(-Errno.EINVAL);
+  const fw = { error: 0 };
+  const post = sevGmemPostPopulate(k, psp, vm, type, src, fw);
+  // 2a62345b3052 (7.0): get_user_pages_fast of each source page, before the invalidate lock.
+  const pinSource = src === null ? null : (i: number) => (sourceMapped(src, i) ? 0 : -Errno.EFAULT);
+  const slotsLock = k.vms.slotsLockWord(vm);
+  k.sync.mutexLock(slotsLock, LockClass.SLOTS);
+  try {
+    const s = k.memslots.lookup(vm, gfnStart);
+    // kvm_slot_can_be_private (kvm_slot_has_gmem)
+    if (s === NO_HANDLE || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
+    k.memslots.check(vm, s, Site['kvm_gmem_populate: slot'], k.sync.tid);
+    const m = k.memslots.info(vm, s);
+    const slot = { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff };
+    const isPrivate = (gfn: number) => k.attrs.isPrivate(vm, gfn);
+    const count = gmemPopulate(k.g, vm, slot, gfnStart, len / PAGE_SIZE, { isPrivate, post, pinSource });
+    // Any failure of the first page is EIO; a later one is partial progress and success.
+    if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError: fw.error };
+    return { ret: 0, pagesDone: count, populateErr: 0, fwError: fw.error };
+  } finally {
+    k.sync.mutexUnlock(slotsLock);
+    kvmTaskWork(k);
+  }
+}
+
+/** Whether page `i` of the source is mapped (its copy or its pin would not fault). */
+function sourceMapped(src: LaunchSource, i: number): boolean {
+  return (i + 1) * PAGE_SIZE <= src.data.length;
+}
+
+// sev_gmem_post_populate, one page.
+function sevGmemPostPopulate(
+  k: KvmCtx,
+  psp: SnpPlatform,
+  vm: number,
+  type: number,
+  src: LaunchSource | null,
+  fw: { error: number },
+): PostPopulate {
+  const v = k.g.version;
   const asid = k.vms.asid(vm);
-  const post: PostPopulate = (_vm, gfn, pfn, i) => {
-    // sev_gmem_post_populate, one page: a shared gfn, or an RMP entry not in its initial
-    // hypervisor-owned state (an up-to-date folio before de80252414f3 has one), is EINVAL.
-    if (!k.attrs.isPrivate(vm, gfn)) return -Errno.EINVAL;
-    if (psp.rmpAssigned(pfn)) return -Errno.EINVAL;
-    if (src !== null && type !== SnpPageType.ZERO && !hostCopy(k.g, pfn, src.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)))
-      return -Errno.EFAULT;
+  return (_vm, gfn, pfn, i) => {
+    // Before e4ee54479273 the callback checked kvm_mem_is_private itself.
+    if (!v.populatePrivateOnly && !k.attrs.isPrivate(vm, gfn)) return -Errno.EINVAL;
+    // An RMP entry not in its initial hypervisor-owned state: EEXIST since de80252414f3.
+    if (psp.rmpAssigned(pfn)) return v.snpPopulateAssignedEexist ? -Errno.EEXIST : -Errno.EINVAL;
+    if (type !== SnpPageType.ZERO) {
+      // 7.0: WARN_ON_ONCE(type != ZERO && !src_page); before, copy_from_user(NULL) faulted.
+      if (src === null) return v.populatePerPage ? -Errno.EINVAL : -Errno.EFAULT;
+      // Before 7.0, copy_from_user of page i; from 7.0 the page was pinned, and memcpy cannot fail.
+      if (!sourceMapped(src, i)) return -Errno.EFAULT;
+      if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
+    }
     k.stats[C.rmpUpdates]++;
     // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.
     const rr = psp.rmpMakePrivate(pfn, gfn, asid, true);
     if (rr < 0) return rr;
-    const fw = psp.launchUpdate(asid, pfn, gfn, type);
-    if (fw !== SevRet.SUCCESS) {
-      fwError = fw;
+    const ret = psp.launchUpdate(asid, pfn, gfn, type);
+    if (ret !== SevRet.SUCCESS) {
+      // snp_page_reclaim: PAGE_RECLAIM, then the page back to shared.
+      fw.error = ret;
       psp.rmpMakeShared(pfn);
       return -Errno.EIO;
     }
     return 0;
   };
-  const slotsLock = k.vms.slotsLockWord(vm);
-  const srcu = k.vms.srcu(vm);
-  k.sync.mutexLock(slotsLock, LockClass.SLOTS);
-  k.sync.srcuReadLock(srcu, LockClass.SRCU);
-  try {
-    const s = k.memslots.lookup(vm, gfnStart);
-    // kvm_slot_can_be_private
-    if (s === NO_HANDLE || (k.memslots.flags(vm, s) & KVM_MEM_GUEST_MEMFD) === 0) return fail(-Errno.EINVAL);
-    k.memslots.check(vm, s, Site['kvm_gmem_populate: slot'], k.sync.tid);
-    const m = k.memslots.info(vm, s);
-    const count = gmemPopulate(
-      k.g,
-      vm,
-      { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff },
-      gfnStart,
-      npages,
-      (gfn) => k.attrs.isPrivate(vm, gfn),
-      post,
-    );
-    if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError };
-    return { ret: 0, pagesDone: count, populateErr: 0, fwError };
-  } finally {
-    k.sync.srcuReadUnlock(srcu);
-    k.sync.mutexUnlock(slotsLock);
-    kvmTaskWork(k);
-  }
 }
 
 // sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_FINISH)

@@ -23,6 +23,8 @@ export const POINTS = [
   'rmp.rmpupdate',
   'guest.in_access',
   'invalidate.binding_walk',
+  'populate.after_pin_source',
+  'fault.after_retry_check',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -287,8 +287,8 @@ describe('a memslot update that drops KVM_MEM_GUEST_MEMFD', () => {
       );
     });
 
-    it(`upstream (9935df5333aa): the ${change} change is EINVAL and nothing changes`, async () => {
-      const { sb, vm } = await bound('upstream');
+    it(`6.19 (9935df5333aa): the ${change} change is EINVAL and nothing changes`, async () => {
+      const { sb, vm } = await bound('6.19');
       const err = await vm.setUserMemoryRegion2({ slot: 0, flags: [], guestPhysAddr: gpa, memorySize: '1MiB' }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(KvmError);
       expect((err as KvmError).code).toBe('EINVAL');

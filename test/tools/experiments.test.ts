@@ -18,9 +18,9 @@ describe('which kernel versions an experiment runs', () => {
     expect(experimentKernels({})).toEqual([...KERNEL_VERSIONS]);
     expect(experimentKernels({ kernel: 'all' })).toEqual([...KERNEL_VERSIONS]);
     expect(experimentKernels({ kernel: '6.18' })).toEqual(['6.18']);
-    expect(experimentKernels({ kernel: ['upstream', '6.10'] })).toEqual(['upstream', '6.10']);
+    expect(experimentKernels({ kernel: ['upstream', '6.10'] })).toEqual(['7.0', '6.10']);
     expect(() => experimentKernels({ kernel: '6.12' as never })).toThrow(
-      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, upstream, got '6.12'$/,
+      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, upstream, got '6.12'$/,
     );
   });
 
@@ -55,7 +55,9 @@ describe('multi-vm by kernel version', () => {
     // 6dd761d92f66 (6.11): once per folio, for the faulting VM only.
     '6.11': { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
     '6.18': { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
-    upstream: { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
+    '6.19': { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
+    // 8622ef05709f (7.0): the arch hook on every fault (2 VMs x 12 pages), for the faulting VM only.
+    '7.0': { policy: 'prepare-on-every-fault', arch: 24, crossVm: 0, newestOwnsAll: false },
   };
 
   it('kernel all: one row per version, in order, with exact prepare counts', async () => {
@@ -114,14 +116,14 @@ describe('policies by kernel version', () => {
   it('LAUNCH_UPDATE after fallocate fails only on 6.10, which registers the page at fallocate', async () => {
     const got: Record<string, string> = {};
     for (const k of KERNEL_VERSIONS) got[k] = await launchAfterFallocate(k);
-    expect(got).toEqual({ '6.10': 'EIO (populate: EINVAL)', b85524314a: 'ok', '6.11': 'ok', '6.18': 'ok', upstream: 'ok' });
+    expect(got).toEqual({ '6.10': 'EIO (populate: EINVAL)', b85524314a: 'ok', '6.11': 'ok', '6.18': 'ok', '6.19': 'ok', '7.0': 'ok' });
   });
 
   it('kernel: a list runs those versions, rows keyed by kernel with its policy', async () => {
     const rows = await policiesExperiment({ kernel: ['6.10', 'upstream'], durationMs: 300, seed: 1 });
     expect(rows.map((r) => [r.kernel, r.policy, r.launchUpdateAfterFallocate, r.violations])).toEqual([
       ['6.10', 'prepare-on-allocate', 'EIO (populate: EINVAL)', 0],
-      ['upstream', 'prepare-on-fault-own-vm', 'ok', 0],
+      ['7.0', 'prepare-on-every-fault', 'ok', 0],
     ]);
     for (const r of rows) expect(r.run.config.kernel).toBe(r.kernel);
   }, 60_000);

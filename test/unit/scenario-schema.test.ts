@@ -95,7 +95,7 @@ describe('scenario validation', () => {
     expect(p).toHaveLength(3);
     expect(p).toContainEqual(
       expect.stringMatching(
-        /^policy: Invalid option: expected one of "prepare-on-allocate"\|"prepare-on-fault"\|"prepare-on-fault-own-vm"$/,
+        /^policy: Invalid option: expected one of "prepare-on-allocate"\|"prepare-on-fault"\|"prepare-on-fault-own-vm"\|"prepare-on-every-fault"$/,
       ),
     );
     expect(p).toContainEqual(expect.stringMatching(/^steps\.2\.point: Invalid option: expected one of "fault\.begin"\|/));

@@ -5,7 +5,7 @@ import { Rmp } from '../../firmware/rmp.js';
 import { Files } from '../../gmem/file.js';
 import { Inodes } from '../../gmem/inode.js';
 import { Policy, type PolicyName } from '../../gmem/policy.js';
-import { KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from '../../gmem/version.js';
+import { type KernelChoice, KERNEL_VERSIONS, type KernelVersionName, VERSIONS } from '../../gmem/version.js';
 import { Vms } from '../../kvm/vm.js';
 import { PAGE_SIZE } from '../../shm/limits.js';
 import { INVARIANTS } from '../../checker/violations.js';
@@ -16,7 +16,8 @@ import { ArgumentError } from '../sandbox/errors.js';
 import { type StressOptions, type StressProgress, type StressReport, runStress } from '../stress/stress.js';
 
 /** The kernels an experiment runs: one version, 'all', or a list in the order to run them. */
-export type KernelChoice = KernelVersionName | 'all' | readonly KernelVersionName[];
+/** Versions to run: one (or `upstream`), a list, or all. */
+export type KernelSet = KernelChoice | 'all' | readonly KernelChoice[];
 
 /**
  * The versions an experiment runs: `kernel`, else the versions `policies` are aliases for, else
@@ -24,7 +25,7 @@ export type KernelChoice = KernelVersionName | 'all' | readonly KernelVersionNam
  * `policyField` names the policies in the error (the CLI's --policy).
  */
 export function experimentKernels(
-  o: { kernel?: KernelChoice; policies?: readonly PolicyName[] },
+  o: { kernel?: KernelSet; policies?: readonly PolicyName[] },
   policyField = 'policies',
 ): KernelVersionName[] {
   const kernels =
@@ -45,7 +46,7 @@ export function experimentKernels(
 export interface MultiVmOptions {
   vms: number;
   /** The kernel versions to run (default: all of them). */
-  kernel?: KernelChoice;
+  kernel?: KernelSet;
   /** Prepare policies: aliases for the versions they were modelled on (give this or `kernel`). */
   policies?: PolicyName[];
   durationMs: number;
@@ -242,7 +243,7 @@ export async function launchAfterFallocate(kernel: KernelVersionName): Promise<s
 
 export interface PoliciesOptions {
   /** The kernel versions to compare (default: all of them). */
-  kernel?: KernelChoice;
+  kernel?: KernelSet;
   durationMs: number;
   seed: number;
   trace?: (kernel: KernelVersionName) => string | undefined;

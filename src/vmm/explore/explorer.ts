@@ -6,7 +6,7 @@
 
 import { BUGS, type BugName, bugMask } from '../../gmem/bugs.js';
 import type { PolicyName } from '../../gmem/policy.js';
-import type { KernelVersionName } from '../../gmem/version.js';
+import type { KernelChoice } from '../../gmem/version.js';
 import { Bell } from '../../shm/bell.js';
 import { AbortReason } from '../../shm/sync/sync.js';
 import type { Mem } from '../../shm/layout.js';
@@ -39,7 +39,7 @@ const WATCHDOG_TICK_MS = 250;
 
 export interface ExploreConfig {
   /** The modelled kernel; `policy` is the older name of the same choice (one of them, or neither for the default). */
-  kernel?: KernelVersionName;
+  kernel?: KernelChoice;
   policy?: PolicyName;
   bug: BugName | null;
   strategy: StrategyName;

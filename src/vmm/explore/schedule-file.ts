@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { BUG_NAMES } from '../../gmem/bugs.js';
 import { POLICIES } from '../../gmem/policy.js';
-import { KERNEL_VERSIONS } from '../../gmem/version.js';
+import { KERNEL_CHOICES, UPSTREAM_BEFORE_7_0 } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
 import { parseMix } from '../workload/mix.js';
@@ -45,7 +45,11 @@ export const scheduleSchema = z
   .strictObject({
     version: z.literal(1),
     config: z.strictObject({
-      kernel: z.enum(KERNEL_VERSIONS).optional(),
+      // `upstream` in a file saved before 7.0 was modelled meant 6.19's behaviour; saves now name the version.
+      kernel: z
+        .enum(KERNEL_CHOICES)
+        .optional()
+        .transform((k) => (k === 'upstream' ? UPSTREAM_BEFORE_7_0 : k)),
       policy: z.enum(POLICIES).optional(),
       bug: z.enum(BUG_NAMES as [string, ...string[]]).nullable(),
       strategy: z.enum(['random', 'pct', 'replay']),

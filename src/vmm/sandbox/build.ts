@@ -12,7 +12,15 @@ import { declareFdTable } from '../../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
 import { declareInodes } from '../../gmem/inode.js';
 import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
-import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersionName, POLICY_VERSION, VERSIONS } from '../../gmem/version.js';
+import {
+  DEFAULT_KERNEL,
+  KERNEL_CHOICES,
+  type KernelChoice,
+  type KernelVersionName,
+  POLICY_VERSION,
+  resolveKernelChoice,
+  VERSIONS,
+} from '../../gmem/version.js';
 import { declareAttributes } from '../../kvm/attributes.js';
 import { declareMemslots } from '../../kvm/memslots.js';
 import { declareSptes } from '../../kvm/spte.js';
@@ -35,7 +43,7 @@ import { parseSize } from './units.js';
 
 export interface SandboxOptions {
   /** The modelled kernel (default '6.11'). */
-  kernel?: KernelVersionName;
+  kernel?: KernelChoice;
   /** A prepare policy: an alias for the kernel version it was modelled on (see gmem/version.ts). */
   policy?: PolicyName;
   /** Host memory for guest_memfd folios (default 64MiB). */
@@ -105,14 +113,15 @@ export function resolveKernel(o: { kernel?: string; policy?: string }): KernelVe
   if (o.policy !== undefined && !(POLICIES as readonly string[]).includes(o.policy)) {
     throw new ArgumentError('policy', `must be one of ${POLICIES.join(', ')}, got '${o.policy}'`);
   }
-  if (o.kernel !== undefined && !(KERNEL_VERSIONS as readonly string[]).includes(o.kernel)) {
-    throw new ArgumentError('kernel', `must be one of ${KERNEL_VERSIONS.join(', ')}, got '${o.kernel}'`);
+  if (o.kernel !== undefined && !(KERNEL_CHOICES as readonly string[]).includes(o.kernel)) {
+    throw new ArgumentError('kernel', `must be one of ${KERNEL_CHOICES.join(', ')}, got '${o.kernel}'`);
   }
+  const kernel = o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel as KernelChoice);
   const byPolicy = o.policy === undefined ? undefined : POLICY_VERSION[o.policy as PolicyName];
-  if (o.kernel !== undefined && byPolicy !== undefined && o.kernel !== byPolicy) {
+  if (kernel !== undefined && byPolicy !== undefined && kernel !== byPolicy) {
     throw new ArgumentError('policy', `'${o.policy}' is kernel ${byPolicy}, which contradicts kernel '${o.kernel}'; give one of them`);
   }
-  return (o.kernel as KernelVersionName | undefined) ?? byPolicy ?? DEFAULT_KERNEL;
+  return kernel ?? byPolicy ?? DEFAULT_KERNEL;
 }
 
 export function buildSandboxMemory(o: SandboxOptions): SandboxDescriptor {

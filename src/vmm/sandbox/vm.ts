@@ -5,7 +5,7 @@ import { gmemCreate, gmemLink } from '../../gmem/guest_memfd.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion } from '../../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../kvm/memslots.js';
-import { SNP_PAGE_TYPE_NAMES, SnpPageType } from '../../kvm/psp.js';
+import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../../kvm/sev.js';
 import { KvmVcpu } from '../../kvm/vcpu.js';
 import { type VmTypeName } from '../../kvm/vm.js';
@@ -31,6 +31,16 @@ export interface UserMemoryRegion2Args {
 }
 
 const MEM_FLAG_NAMES = { guest_memfd: KVM_MEM_GUEST_MEMFD, readonly: KVM_MEM_READONLY, log_dirty_pages: KVM_MEM_LOG_DIRTY_PAGES } as const;
+
+/** The arguments of KVM_SEV_SNP_LAUNCH_UPDATE (see Vm.snpLaunchUpdate). */
+export interface LaunchUpdateArgs {
+  gpa: number | string;
+  len?: number | string;
+  type?: keyof typeof SNP_PAGE_TYPE_NAMES;
+  data?: Uint8Array;
+  sourcePages?: number;
+  sourceOffset?: number;
+}
 
 export class Vm implements VmPort {
   constructor(
@@ -128,21 +138,17 @@ export class Vm implements VmPort {
   }
 
   /**
-   * KVM_SEV_SNP_LAUNCH_UPDATE: populates [gpa, gpa + len) with `data` (or zeros for type 'zero').
-   * Returns the pages done. A failure of kvm_gmem_populate throws EIO, as the kernel returns,
-   * with the populate errno (EEXIST, EINVAL, ...) in `populateError`.
+   * KVM_SEV_SNP_LAUNCH_UPDATE: populates [gpa, gpa + len) with `data` (zero-padded; none for type
+   * 'zero'). Returns the pages done: fewer than len's when a page after the first fails (the
+   * kernel reports that as success with partial progress). A failure of the first page throws
+   * EIO, as the kernel returns, with kvm_gmem_populate's errno (EEXIST, EINVAL, EFAULT, ...) in
+   * `populateError`. `sourcePages` maps only that many source pages (a page past them faults);
+   * `sourceOffset` is the source address's offset within its page (7.0 refuses one that is not 0).
    */
-  async snpLaunchUpdate(a: {
-    gpa: number | string;
-    len?: number | string;
-    type?: keyof typeof SNP_PAGE_TYPE_NAMES;
-    data?: Uint8Array;
-  }): Promise<{ pagesDone: number }> {
+  async snpLaunchUpdate(a: LaunchUpdateArgs): Promise<{ pagesDone: number }> {
     return this.snpLaunchUpdateSync(a);
   }
-  snpLaunchUpdateSync(a: { gpa: number | string; len?: number | string; type?: keyof typeof SNP_PAGE_TYPE_NAMES; data?: Uint8Array }): {
-    pagesDone: number;
-  } {
+  snpLaunchUpdateSync(a: LaunchUpdateArgs): { pagesDone: number } {
     const gpa = int(a.gpa, 'gpa');
     // Without len, the data rounded up to whole pages (at least one page).
     const len = a.len === undefined ? Math.max(1, Math.ceil((a.data?.length ?? 0) / PAGE_SIZE)) * PAGE_SIZE : int(a.len, 'len');
@@ -150,13 +156,14 @@ export class Vm implements VmPort {
     if (!(typeName in SNP_PAGE_TYPE_NAMES))
       throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
     const type = SNP_PAGE_TYPE_NAMES[typeName];
-    let src: Uint8Array | null = null;
-    if (type !== SnpPageType.ZERO) {
-      src = new Uint8Array(Math.ceil(len / PAGE_SIZE) * PAGE_SIZE);
-      if (a.data !== undefined) src.set(a.data.subarray(0, src.length));
-    }
+    const pages = Math.max(0, Math.ceil(len / PAGE_SIZE));
+    const mapped = a.sourcePages === undefined ? pages : int(a.sourcePages, 'sourcePages');
+    const offset = a.sourceOffset === undefined ? 0 : int(a.sourceOffset, 'sourceOffset');
+    if (offset >= PAGE_SIZE) throw new ArgumentError('sourceOffset', `must be below the page size (${PAGE_SIZE}), got ${offset}`);
+    const data = new Uint8Array(Math.min(pages, mapped) * PAGE_SIZE);
+    if (a.data !== undefined) data.set(a.data.subarray(0, data.length));
     if (gpa % PAGE_SIZE !== 0) throw new KvmError('KVM_SEV_SNP_LAUNCH_UPDATE', -Errno.EINVAL, 'gpa must be page aligned');
-    const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, src);
+    const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, { data, pageOffset: offset });
     if (r.ret < 0) {
       throw new KvmError(
         'KVM_SEV_SNP_LAUNCH_UPDATE',

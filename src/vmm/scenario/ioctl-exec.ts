@@ -112,6 +112,8 @@ export class IoctlExecutor {
           len: st.len,
           type: (st.type ?? 'normal') as 'normal',
           ...(st.data !== undefined ? { data: bytesOfHex(st.data) } : {}),
+          ...(st.source_pages !== undefined ? { sourcePages: st.source_pages } : {}),
+          ...(st.source_offset !== undefined ? { sourceOffset: st.source_offset } : {}),
         });
         return { result: 'ok', value: { pages_done: r.pagesDone, digest: this.vm(st.vm).snpLaunchDigest() } };
       }

@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/fallocate.js';
 import { POLICIES } from '../../gmem/policy.js';
-import { KERNEL_VERSIONS, POLICY_VERSION } from '../../gmem/version.js';
+import { KERNEL_CHOICES, POLICY_VERSION, resolveKernelChoice } from '../../gmem/version.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { VM_TYPES } from '../../kvm/vm.js';
 import { Errno } from '../../shm/errno.js';
@@ -106,6 +106,10 @@ const leafSteps = [
     len: size,
     type: z.enum(Object.keys(SNP_PAGE_TYPE_NAMES) as [string, ...string[]]).optional(),
     data: hexData.optional(),
+    /** Source pages mapped (default: all of len); a page past them faults (EFAULT). */
+    source_pages: z.number().int().min(0).max(1 << 20).optional(),
+    /** The source address's offset within its page (7.0 refuses one that is not 0). */
+    source_offset: z.number().int().min(0).max(4095).optional(),
   }),
   z.strictObject({ op: z.literal('snp_launch_finish'), ...vmStep }),
   z.strictObject({ op: z.literal('pre_fault_memory'), ...vcpuStep, gpa: size, size, flags: z.number().int().optional() }),
@@ -134,7 +138,7 @@ export const step = z.discriminatedUnion('op', [...leafSteps, parallel]);
 
 export const scenarioSchema = z.strictObject({
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
-  kernel: z.enum(KERNEL_VERSIONS).optional(),
+  kernel: z.enum(KERNEL_CHOICES).optional(),
   policy: z.enum(POLICIES).optional(),
   memory: size.optional(),
   seed: z
@@ -206,7 +210,7 @@ function issueMessage(i: z.core.$ZodIssue, raw: unknown): string {
 /** Names must be defined before use: fds by `as`, VMs in `vms`, vCPUs by count. */
 function checkNames(s: Scenario): void {
   const problems: string[] = [];
-  if (s.kernel !== undefined && s.policy !== undefined && POLICY_VERSION[s.policy] !== s.kernel) {
+  if (s.kernel !== undefined && s.policy !== undefined && POLICY_VERSION[s.policy] !== resolveKernelChoice(s.kernel)) {
     problems.push(`policy: '${s.policy}' is kernel ${POLICY_VERSION[s.policy]}, which contradicts kernel '${s.kernel}'; give one of them`);
   }
   const vms = new Map(s.vms.map((v) => [v.name, v]));

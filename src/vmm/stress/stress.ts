@@ -4,7 +4,7 @@
 // violations per invariant, with the seed that reproduces the run.
 
 import { POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
-import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
+import { type KernelChoice, VERSIONS } from '../../gmem/version.js';
 import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits } from '../sandbox/build.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
@@ -23,7 +23,7 @@ import { STRESS_WORKLOAD_DEFAULTS, stressGuestRun, stressOps, stressSetup, stres
 
 export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
-  kernel?: KernelVersionName;
+  kernel?: KernelChoice;
   policy?: PolicyName;
   vmType?: VmTypeName;
   vcpus?: number;

@@ -2,7 +2,7 @@
 // `stress` command line; seeds; and the error every bad value gives (exit status 2).
 
 import { POLICIES } from '../../gmem/policy.js';
-import { KERNEL_VERSIONS } from '../../gmem/version.js';
+import { KERNEL_CHOICES, KERNEL_VERSIONS } from '../../gmem/version.js';
 import { PATTERNS } from '../../vcpu-workers/guest-workload.js';
 import { parseSize } from '../sandbox/units.js';
 import { parseMix } from '../workload/mix.js';
@@ -92,7 +92,7 @@ function size(what: string, pageMultiple: boolean) {
 }
 
 const SPECS: ParamSpec[] = [
-  { name: 'kernel', aliases: ['kernel'], sep: ',', all: KERNEL_VERSIONS, parse: oneOf(KERNEL_VERSIONS), flag: '--kernel' },
+  { name: 'kernel', aliases: ['kernel'], sep: ',', all: KERNEL_VERSIONS, parse: oneOf(KERNEL_CHOICES), flag: '--kernel' },
   { name: 'policy', aliases: ['policy'], sep: ',', all: POLICIES, parse: oneOf(POLICIES), flag: '--policy' },
   { name: 'vmType', aliases: ['vmType', 'vm-type'], sep: ',', all: VM_TYPES, parse: oneOf(VM_TYPES), flag: '--vm-type' },
   { name: 'vms', aliases: ['vms'], sep: ',', parse: int(1, 8), flag: '--vms' },

@@ -53,7 +53,7 @@ export const populate: OpHandler = {
     const k = sb.k;
     // A range, so that a page populated earlier answers EEXIST and the rest are not done.
     const data = new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE);
-    const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, data);
+    const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, { data, pageOffset: 0 });
     let e = r.ret < 0 ? r.populateErr || r.ret : 0;
     // One time in four the launch ends here and the VMM pre-faults what it populated, as a VMM
     // boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
