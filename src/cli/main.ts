@@ -120,7 +120,9 @@ program
   .option('--memory <size>', 'host memory for guest_memfd (at most 4GiB)', '64MiB')
   .option('--guest-memory <size>', 'guest memory each VM maps and touches (default: min(memory/4, 16MiB))')
   .option('--duration <seconds>', 'how long the campaign runs', numArg('--duration', 0.1, 3600), 5)
-  .addOption(new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]))
+  .addOption(
+    new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]),
+  )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
   .option(
@@ -186,7 +188,9 @@ program
   .option('--trace <file.json>', 'write a Chrome trace of the run')
   .option('--report <file.html>', 'write a self-contained HTML report')
   .addOption(
-    new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([...KERNEL_CHOICES]),
+    new Option('--kernel <version>', 'run the scenario on this kernel version instead of its own `kernel` (or `policy`)').choices([
+      ...KERNEL_CHOICES,
+    ]),
   )
   .action(
     action('run', async (it, file: string, o) => {
@@ -321,7 +325,7 @@ program
         );
       } else {
         for (const b of CATALOGUE) {
-          const fixed = b.fixedBy === null ? 'accepted (a finding)' : `fixed by ${b.fixedBy}`;
+          const fixed = b.fixedBy !== null ? `fixed by ${b.fixedBy}` : b.invariant === 'finding' ? 'accepted (a finding)' : 'no fix merged';
           const run =
             b.workload !== undefined
               ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]`

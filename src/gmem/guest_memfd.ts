@@ -7,7 +7,6 @@ import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from '../shm/limits.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { LockClass } from '../shm/sync/classes.js';
-import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { PG_HWPOISON } from './folio.js';
 import { filemapLockFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
@@ -146,8 +145,11 @@ export function gmemUnbind(g: GmemCtx, vm: number, slot: number, fileWord: numbe
   gmemFput(g, file);
 }
 
-// memory_failure -> kvm_gmem_error_folio: poison the folio at `index` and zap its mappings.
-// Returns 0, or -ENOENT when no folio is cached there.
+// memory_failure -> me_pagecache_clean -> truncate_error_folio -> kvm_gmem_error_folio: poison
+// the folio at `index` and zap its mappings. memory_failure holds the folio lock throughout, so
+// the invalidate lock is taken under it: the reverse of PUNCH_HOLE, whose truncate locks folios
+// under the invalidate lock (a real ABBA that the kernel's lockdep cannot see: PG_locked has no
+// lockdep map). Returns 0, or -ENOENT when no folio is cached there.
 export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number {
   const ino = g.files.inode(file);
   if (index < 0 || index >= g.inodes.sizePages(ino)) return -Errno.EINVAL;
@@ -155,20 +157,12 @@ export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number 
   const pfn = filemapLockFolio(g, ino, index);
   if (pfn < 0) return -Errno.ENOENT;
   g.folios.set(pfn, PG_HWPOISON);
-  // The planted bug: the folio lock is held across the invalidation (folio lock -> invalidate_lock).
-  const locked = (g.bugs & Bug['error-folio-under-folio-lock']) !== 0;
-  if (!locked) {
-    folioUnlock(g, pfn);
-    folioPut(g, pfn);
-  }
   g.sync.downRead(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, index, index + 1);
   invalidateBegin(g, per);
   invalidateEnd(g, per);
   g.sync.upRead(lock);
-  if (locked) {
-    folioUnlock(g, pfn);
-    folioPut(g, pfn);
-  }
+  folioUnlock(g, pfn);
+  folioPut(g, pfn);
   return 0;
 }

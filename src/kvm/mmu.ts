@@ -162,6 +162,11 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     frame = k.memslots.userPage(vm, s) + gfn - k.memslots.baseGfn(vm, s);
     if (frame >= k.mem.limits.userPages) return -Errno.EFAULT;
   }
+  // d02c357e5bfa (6.8): the unlocked check again now that the pfn is in hand, before mmu_lock.
+  if (invalidateRetryGfn(k, vm, seq, gfn)) {
+    if (isPrivate) folioPut(k.g, frame);
+    return retryWhen(k.vms.seqWord(vm), seq);
+  }
   k.sync.point(P['fault.before_mmu_lock']);
   const lock = k.vms.mmuLockWord(vm);
   k.sync.readLock(lock, LockClass.MMU);

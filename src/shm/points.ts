@@ -24,7 +24,6 @@ export const POINTS = [
   'guest.in_access',
   'invalidate.binding_walk',
   'populate.after_pin_source',
-  'fault.after_retry_check',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

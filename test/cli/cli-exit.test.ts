@@ -115,7 +115,7 @@ describe('exit status per command', () => {
     expect(r.status).toBe(0);
     expectUsage(vms, /--vms must be an integer from 2 to 8, got '1'/);
     expectUsage(duration, /--duration must be a number from 0.1 to 600, got '0'/);
-    expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, upstream, all/);
+    expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, upstream, all/);
   });
 
   it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {
@@ -130,7 +130,7 @@ describe('exit status per command', () => {
     );
     expectUsage(
       all,
-      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm' are kernels 6.10, b85524314a, 6.11, which contradicts kernel 'all'; give one of them$/m,
+      /^gmem-sandbox experiment multi-vm: policy: 'prepare-on-allocate', 'prepare-on-fault', 'prepare-on-fault-own-vm', 'prepare-on-every-fault' are kernels 6.10, b85524314a, 6.11, 7.0, which contradicts kernel 'all'; give one of them$/m,
     );
     expectUsage(
       stress,
@@ -188,7 +188,7 @@ describe('exit status per command', () => {
     expect(stress.stderr).toContain(`gmem-sandbox stress: wrote the trace to ${join(dir, 't.json')}`);
     expect(stress.stderr).toContain(`gmem-sandbox stress: wrote the report to ${join(dir, 'r.html')}`);
     expect(found.status).toBe(0);
-    expect(readdirSync(join(dir, 'schedules'))).toEqual(['schedule-prepare-skips-clear-upstream-random-seed1.json']);
+    expect(readdirSync(join(dir, 'schedules'))).toEqual(['schedule-prepare-skips-clear-7.0-random-seed1.json']);
   });
 
   it('help and unknown commands: 0 for --help (which states the convention), 2 for a bad command', async () => {

@@ -34,24 +34,33 @@ interface ClassInfo {
   readonly name: string;
   /** The stats group its waits are counted in. */
   readonly stat: LockStat;
+  /**
+   * Whether the kernel's lockdep sees it. PG_locked is a page-flag bit lock with no lockdep map,
+   * so no order through a folio lock is ever reported; a cycle through one shows only as the
+   * deadlock itself (the scheduler's check, the watchdog).
+   */
+  readonly lockdep: boolean;
 }
 
 /** Per class, by LockClass value: its name in reports and its stats group. */
 export const LOCK_CLASSES: readonly ClassInfo[] = [
-  { name: 'kvm->lock', stat: LockStat.OTHER },
-  { name: 'kvm->slots_lock', stat: LockStat.SLOTS },
-  { name: 'kvm->srcu', stat: LockStat.SRCU },
-  { name: 'mapping->invalidate_lock', stat: LockStat.INVALIDATE },
-  { name: 'guest_memfd table lock', stat: LockStat.OTHER },
-  { name: 'folio lock', stat: LockStat.FOLIO },
-  { name: 'firmware command lock', stat: LockStat.OTHER },
-  { name: 'kvm->mmu_lock', stat: LockStat.MMU },
-  { name: 'pcp->lock', stat: LockStat.ALLOCATOR },
-  { name: 'zone->lock', stat: LockStat.ALLOCATOR },
+  { name: 'kvm->lock', stat: LockStat.OTHER, lockdep: true },
+  { name: 'kvm->slots_lock', stat: LockStat.SLOTS, lockdep: true },
+  { name: 'kvm->srcu', stat: LockStat.SRCU, lockdep: true },
+  { name: 'mapping->invalidate_lock', stat: LockStat.INVALIDATE, lockdep: true },
+  { name: 'guest_memfd table lock', stat: LockStat.OTHER, lockdep: true },
+  { name: 'folio lock', stat: LockStat.FOLIO, lockdep: false },
+  { name: 'firmware command lock', stat: LockStat.OTHER, lockdep: true },
+  { name: 'kvm->mmu_lock', stat: LockStat.MMU, lockdep: true },
+  { name: 'pcp->lock', stat: LockStat.ALLOCATOR, lockdep: true },
+  { name: 'zone->lock', stat: LockStat.ALLOCATOR, lockdep: true },
 ];
 
 /** How many classes there are: lockdep's class graph is sized by it. */
 export const NR_LOCK_CLASSES = LOCK_CLASSES.length;
+
+/** 1 for the classes lockdep orders (read on every acquisition under another lock). */
+export const CLASS_LOCKDEP = Uint8Array.from(LOCK_CLASSES, (c) => (c.lockdep ? 1 : 0));
 
 /** The stats group of each class, as a typed array (read on every contended acquisition). */
 export const CLASS_STAT = Uint8Array.from(LOCK_CLASSES, (c) => c.stat);

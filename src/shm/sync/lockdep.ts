@@ -21,6 +21,8 @@
 //   for every reader, so under X it gives X -> srcu, as lockdep's lock_sync() does;
 // - the graph keeps whether a class was read-held or read-taken only in the report's text: with
 //   writer-fair rwsems every path of such dependencies can deadlock (given a waiting writer);
+// - a class the kernel's lockdep has no map for (the folio lock, a page-flag bit) is held and
+//   asserted, but orders nothing: an ABBA through it is the kernel's to find by deadlocking;
 // - two locks of one class nested (two folios, two VMs' locks) make no dependency: as lockdep
 //   with a subclass or nest_lock annotation, the order within a class is not checked;
 // - lockdep_assert_held: whether this thread holds a lock, checked against both its held stack
@@ -37,7 +39,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../layout.js';
 import { assert } from '../limits.js';
-import { LOCK_CLASSES, NR_LOCK_CLASSES } from './classes.js';
+import { CLASS_LOCKDEP, LOCK_CLASSES, NR_LOCK_CLASSES } from './classes.js';
 import type { WordDescriber } from './sync.js';
 
 /** How a held lock was taken (what task->held_locks records of it, and what kind of lock it is). */
@@ -212,10 +214,11 @@ export class Lockdep {
 
   /** Taking `cls` under the n held locks: the dependencies this thread has not seen yet. */
   private dependencies(n: number, i: number, cls: number, mode: HeldMode): void {
+    if (CLASS_LOCKDEP[cls] === 0) return;
     const s = this.stack;
     for (let k = 0; k < n; k++) {
       const from = s[S_LOCKS + 2 * k + 1] & CLS_MASK;
-      if (from !== cls && this.seen[from * N + cls] === 0) this.dependency(k, i, cls, mode);
+      if (from !== cls && CLASS_LOCKDEP[from] === 1 && this.seen[from * N + cls] === 0) this.dependency(k, i, cls, mode);
     }
   }
 

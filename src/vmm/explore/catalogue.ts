@@ -56,13 +56,28 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     id: 'gmem-flags-toggle',
     title: 'a memslot update that drops KVM_MEM_GUEST_MEMFD is accepted; the old slot is freed with the binding still pointing at it',
     introducedBy: 'a7800aa80ea4 (6.8)',
-    fixedBy: '9935df5333aa (after 6.18)',
+    fixedBy: '9935df5333aa (6.19-rc1)',
     buggy: ['6.10', 'b85524314a', '6.11', '6.18'],
     fixed: ['6.19', '7.0'],
     invariant: 'useAfterFree',
     detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin)/,
     how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE or the release walks a freed slot',
     workload: { vmType: 'sw-protected', ops: 'memflags=1,punch=1', vmmOps: 3, prefaultRatio: 0 },
+  },
+  {
+    id: 'memory-failure-punch-hole-deadlock',
+    title:
+      'memory failure takes the invalidate lock under the folio lock, PUNCH_HOLE locks folios under the invalidate lock: the two can deadlock',
+    introducedBy: 'a7800aa80ea4 (kvm_gmem_error_folio, 6.8)',
+    fixedBy: null,
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'],
+    fixed: [],
+    invariant: 'liveness',
+    // Whoever waits for the invalidate lock holds the folio lock another actor waits for.
+    detail:
+      /(?=.*(?:: |; )([^;:]+?) waits on invalidate_lock \(rwsem\) of guest_memfd inode)(?=.*waits on folio lock of pfn \d+ \(held by \1\))/,
+    how: "memory_failure locks the folio and calls kvm_gmem_error_folio, which waits for filemap_invalidate_lock_shared; a PUNCH_HOLE holds the invalidate lock and waits in truncate_inode_pages_range's folio_lock for that folio. Lockdep cannot see it (PG_locked has no lockdep map); no report or fix was found upstream",
+    workload: { vmType: 'sw-protected', ops: 'fallocate=1,hwpoison=2,punch=2', vmmOps: 6, vmmThreads: 2, multiVmShare: 0, pages: 2 },
   },
   {
     id: 'punch-hole-leftover',
@@ -91,11 +106,12 @@ export const CATALOGUE: readonly HistoricalBug[] = [
   },
 ];
 
-/** Why a schedule failed, as the catalogue names it: a known bug of the kernel run, or nothing known. */
+/** Why a schedule failed, as the catalogue names it: a known bug of the kernel run (every violation known), or nothing known. */
 export function knownBug(kernel: KernelVersionName, violations: readonly Violation[]): HistoricalBug | null {
-  const v = violations[0];
-  if (v === undefined) return null;
-  return CATALOGUE.find((b) => b.invariant === v.invariant && b.buggy.includes(kernel) && b.detail.test(v.detail)) ?? null;
+  const match = (v: Violation) => CATALOGUE.find((b) => b.invariant === v.invariant && b.buggy.includes(kernel) && b.detail.test(v.detail));
+  const first = violations.length > 0 ? match(violations[0]) : undefined;
+  // A schedule that broke something else as well is not set aside.
+  return first !== undefined && violations.every((v) => match(v) !== undefined) ? first : null;
 }
 
 /** The catalogue's findings a schedule's audit counted (accepted races: a counter each, not a violation). */

@@ -68,8 +68,8 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   },
   'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
   'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
-  // Both orders in one schedule: a memory failure on a page that has a folio, and a PUNCH_HOLE.
-  'error-folio-under-folio-lock': { vmType: 'sw-protected', ops: 'fallocate=1,hwpoison=2,punch=1', vmmOps: 6 },
+  // Both orders in one schedule: an SEV command (kvm->lock, then slots_lock) and a memslot update.
+  'memslot-update-takes-kvm-lock': { vms: 2, populateFirstVm: true, ops: 'populate=1,memslot=1', vmmOps: 4 },
 };
 
 export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {

@@ -33,11 +33,11 @@ export const STRESS_WORKLOAD_DEFAULTS = {
 /**
  * The op mix a stress run hunting a planted bug uses when no --ops is given: the default mix
  * plus the op that reaches the bug's code (a memslot update for a missing synchronize_srcu, a
- * memory failure for a lock order inverted there). Measured with scripts/stress-detection.mjs.
+ * memslot update and an SEV command for kvm->lock taken inside slots_lock). Measured with scripts/stress-detection.mjs.
  */
 export const STRESS_BUG_OPS: Readonly<Partial<Record<BugName, string>>> = {
   'memslot-update-skips-synchronize-srcu': `${STRESS_WORKLOAD_DEFAULTS.ops},memslot=1`,
-  'error-folio-under-folio-lock': `${STRESS_WORKLOAD_DEFAULTS.ops},hwpoison=2`,
+  'memslot-update-takes-kvm-lock': `${STRESS_WORKLOAD_DEFAULTS.ops},memslot=1,populate=1`,
 };
 
 /** The op mix of a run: the one given, else the planted bugs' own, else the default. */
