@@ -11,6 +11,7 @@ import { declareFiles } from '../../gmem/file.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
 import { declareInodes } from '../../gmem/inode.js';
+import { declareHostMappings } from '../../gmem/vma.js';
 import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -188,6 +189,8 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareOnlineAudit(lb);
   // Last, so that adding it moved no other region's words.
   declareLockdep(lb);
+  // After lockdep, for the same reason.
+  declareHostMappings(lb, limits.filemapPages);
   const buffers = allocateBuffers(lb.build(), limits);
   return { buffers, kernel, policy, watchdogMs, spin };
 }
