@@ -7,7 +7,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
-import { CATALOGUE } from '../vmm/explore/catalogue.js';
+import { CATALOGUE, INEXPRESSIBLE } from '../vmm/explore/catalogue.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
@@ -318,7 +318,7 @@ program
       if (o.json) {
         process.stdout.write(
           `${JSON.stringify(
-            CATALOGUE.map((b) => ({ ...b, detail: b.detail.source })),
+            [...CATALOGUE.map((b) => ({ ...b, expressible: true, detail: b.detail.source })), ...INEXPRESSIBLE],
             null,
             2,
           )}\n`,
@@ -332,6 +332,11 @@ program
               : `gmem-sandbox run ${b.scenario}`;
           process.stdout.write(
             `${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`,
+          );
+        }
+        for (const b of INEXPRESSIBLE) {
+          process.stdout.write(
+            `${b.id}\n  ${b.title}\n  buggy: ${b.buggyIn}; fixed by ${b.fixedBy} (${b.fixed.join(', ')})\n  cannot be expressed in this model: ${b.why}\n  try: nothing to run\n\n`,
           );
         }
       }
