@@ -138,9 +138,10 @@ export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
     fixed: ['6.18', '6.19', '7.0'],
     expressible: false,
     why:
-      'no modelled version has it (6.18-rc1 is not modelled), and on x86 it changes nothing anyway: attr_filter is read only through ' +
-      'kvm_gfn_range_filter_to_root_types, which returns KVM_DIRECT_ROOTS for every VM without mirrored TDP (every VM but TDX), so ' +
-      'the unmap zaps shared and private SPTEs alike; the model zaps every SPTE in the range the same way, and has neither TDX nor ARM',
+      'no modelled version has it (6.18-rc1 is not modelled), and on x86 it changes nothing anyway: only TDX consumes the filter ' +
+      '(the commit says so); kvm_gfn_range_filter_to_root_types returns KVM_DIRECT_ROOTS for every VM without mirrored TDP, and the ' +
+      'rmap zap ignores it, so the unmap zaps shared and private SPTEs alike; the model zaps every SPTE in the range the same way, ' +
+      'and has neither TDX nor ARM',
   },
   {
     id: 'gmem-thp-collapse',
