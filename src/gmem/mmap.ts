@@ -121,17 +121,17 @@ export function gmemHostAccess(
   }
 }
 
-/** The bytes of one page; a host write to a page the RMP gives a guest takes an RMP #PF (SIGBUS). */
+/**
+ * The bytes of one page. A user write to a page the RMP gives a guest takes an RMP #PF, which
+ * the process gets as SIGBUS: the kernel wrote nothing, so it is not counted as a host RMP fault.
+ */
 function copyPage(g: GmemCtx, pfn: number, off: number, buf: Uint8Array, from: number, n: number, write: boolean): number {
   const at = pfn * PAGE_SIZE + off;
   if (!write) {
     buf.set(g.mem.host.subarray(at, at + n), from);
     return 0;
   }
-  if (!g.arch.hostWritable(pfnOf(pfn))) {
-    g.stats[C.hostRmpFaults]++;
-    return HOST_SIGBUS;
-  }
+  if (!g.arch.hostWritable(pfnOf(pfn))) return HOST_SIGBUS;
   g.mem.host.set(buf.subarray(from, from + n), at);
   return 0;
 }

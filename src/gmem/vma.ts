@@ -156,6 +156,19 @@ export class HostMappings {
     return n;
   }
 
+  /** Present PTEs per pfn over every mapping (each one a folio reference), for the auditor at a quiescent point. */
+  mapCounts(nrPfns: number): Uint16Array {
+    const out = new Uint16Array(nrPfns);
+    for (const h of this.live()) {
+      const { ptes } = this.info(h);
+      for (let k = 0; k < ptes; k++) {
+        const v = Atomics.load(this.w, this.pteWord(h, k));
+        if (v > 0 && v <= nrPfns) out[v - 1]++;
+      }
+    }
+    return out;
+  }
+
   /** Clears every PTE of mapping `h` (zap_page_range of munmap): the pfns whose references the caller drops. */
   zapAll(h: number): number[] {
     const { ptes } = this.info(h);
