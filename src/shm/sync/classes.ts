@@ -27,7 +27,10 @@ export const LockClass = {
   PCP: 8,
   /** The pfn allocator's zone lock (zone->lock). */
   ZONE: 9,
-  /** The VMM process's mm->mmap_lock (an rwsem): mmap and munmap write, a host fault reads. */
+  /**
+   * The VMM process's mm->mmap_lock (an rwsem): mmap and munmap write, a host access reads. It
+   * nests outside the folio lock; it is last here only so that no other class's number moved.
+   */
   MMAP: 10,
 } as const;
 export type LockClass = (typeof LockClass)[keyof typeof LockClass];
