@@ -166,7 +166,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   }
   // d02c357e5bfa (6.8): the unlocked check again now that the pfn is in hand, before mmu_lock.
   if (invalidateRetryGfn(k, vm, seq, gfn)) {
-    if (isPrivate) folioPut(k.g, frame);
+    if (fromGmem) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   k.sync.point(P['fault.before_mmu_lock']);
