@@ -18,6 +18,7 @@ import {
 } from '../../src/index.js';
 import { auditQuiescent } from '../../src/checker/audit.js';
 import { KVM_MEMSLOT_GMEM_ONLY } from '../../src/kvm/memslots.js';
+import { LockClass } from '../../src/shm/sync/classes.js';
 import { lockdepDependencies } from '../../src/shm/sync/lockdep.js';
 import { dataOf, thrown } from '../helpers/helpers.js';
 
@@ -212,21 +213,40 @@ describe('kvm_gmem_fault_user_mapping and the host page tables', () => {
     expect(signalOf(() => m.readSync(0, 1)).signal).toBe('SIGBUS');
   });
 
-  it('the host fault takes the folio lock, no invalidate lock, slots_lock or mmu_lock (lockdep sees only these orders)', async () => {
-    const { sb, gmem } = await sharedFile();
-    // A folio in the cache first, so that the fault locks it (a new folio is trylocked).
-    await gmem.fallocate(['keep_size'], 0, PAGE_SIZE);
-    const before = new Set(lockdepDependencies(sb.mem).map((d) => `${d.from} -> ${d.to}`));
+  it('the host fault waits for the folio lock and for no invalidate lock, slots_lock or mmu_lock', async () => {
+    const sb = await Sandbox.create({
+      kernel: '6.18',
+      memory: '4MiB',
+      gpaSpace: '32MiB',
+      userMemory: '8MiB',
+      gmemSpace: '32MiB',
+      watchdogMs: 200,
+    });
+    const vm = await sb.createVm({ type: 'default' });
+    const gmem = await vm.createGuestMemfd({ size: 2 * PAGE_SIZE, flags: MMAP | INIT_SHARED });
+    await vm.setUserMemoryRegion2({ slot: 0, flags: ['guest_memfd'], guestPhysAddr: 0, memorySize: 2 * PAGE_SIZE, guestMemfd: gmem });
+    await gmem.fallocate(['keep_size'], 0, 2 * PAGE_SIZE);
+    const { sync, g } = { sync: sb.k.sync, g: sb.k.g };
+    const ino = g.files.inode(gmem.file);
     const m = gmem.mmapSync({ size: 2 * PAGE_SIZE });
-    m.writeSync(0, new Uint8Array(2 * PAGE_SIZE).fill(1));
-    const added = lockdepDependencies(sb.mem)
-      .map((d) => `${d.from} -> ${d.to}`)
-      .filter((d) => !before.has(d))
-      .sort();
-    expect(added).toContain('mm->mmap_lock -> folio lock');
-    // Past the folio lock only the page allocator's locks (a new folio's page), under mmap_lock.
-    for (const d of added)
-      expect(['mm->mmap_lock -> folio lock', 'mm->mmap_lock -> pcp->lock', 'mm->mmap_lock -> zone->lock']).toContain(d);
+    // This thread holds the folio lock of page 0: its fault waits, and the watchdog ends the wait.
+    const pfn = gmem.folioAt(0)!.pfn;
+    expect(sync.mutexTryLock(g.folios.lockWord(pfn), LockClass.FOLIO)).toBe(true);
+    expect(() => m.readSync(0, 1)).toThrow(new RegExp(`on folio lock of pfn ${pfn}`));
+    sync.mutexUnlock(g.folios.lockWord(pfn));
+    // Holding the inode's invalidate lock for write, slots_lock and mmu_lock: page 1 faults at once.
+    sync.downWrite(g.inodes.invalidateLockWord(ino), LockClass.INVALIDATE);
+    sync.mutexLock(sb.k.vms.slotsLockWord(vm.id), LockClass.SLOTS);
+    sync.writeLock(sb.k.vms.mmuLockWord(vm.id), LockClass.MMU);
+    expect([...m.readSync(PAGE_SIZE, 2)]).toEqual([0, 0]);
+    sync.writeUnlock(sb.k.vms.mmuLockWord(vm.id));
+    sync.mutexUnlock(sb.k.vms.slotsLockWord(vm.id));
+    sync.upWrite(g.inodes.invalidateLockWord(ino));
+    expect(gmem.folioAt(PAGE_SIZE)).toMatchObject({ uptodate: true, refcount: 2 });
+    // The fault's orders, as lockdep records them: under mmap_lock only the page allocator's locks
+    // (PG_locked has no lockdep map, in the kernel or here).
+    for (const d of lockdepDependencies(sb.mem).filter((x) => x.from === 'mm->mmap_lock'))
+      expect(['pcp->lock', 'zone->lock']).toContain(d.to);
   });
 
   it('the mapping holds the file: close leaves it working, munmap releases it and frees its folios', async () => {
