@@ -7,7 +7,6 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
-import { CATALOGUE, INEXPRESSIBLE } from '../vmm/explore/catalogue.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
@@ -20,6 +19,8 @@ import { exploreCommand, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
+import { printCatalogue } from './catalogue.js';
+import { CATALOGUE } from '../vmm/explore/catalogue.js';
 import { type KernelSet, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
@@ -311,35 +312,13 @@ program
 
 program
   .command('catalogue')
-  .description('the historical bugs the sandbox reproduces by running the kernel version that had them, and the accepted races (findings)')
+  .description(
+    'the historical bugs the sandbox reproduces by running the kernel version that had them, the accepted races (findings), and the behaviour changes between versions',
+  )
   .option('--json', 'print the catalogue as JSON')
   .action(
     action('catalogue', async (_it, o) => {
-      if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify(
-            [...CATALOGUE.map((b) => ({ ...b, expressible: true, detail: b.detail.source })), ...INEXPRESSIBLE],
-            null,
-            2,
-          )}\n`,
-        );
-      } else {
-        for (const b of CATALOGUE) {
-          const fixed = b.fixedBy !== null ? `fixed by ${b.fixedBy}` : b.invariant === 'finding' ? 'accepted (a finding)' : 'no fix merged';
-          const run =
-            b.workload !== undefined
-              ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]`
-              : `gmem-sandbox run ${b.scenario}`;
-          process.stdout.write(
-            `${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`,
-          );
-        }
-        for (const b of INEXPRESSIBLE) {
-          process.stdout.write(
-            `${b.id}\n  ${b.title}\n  buggy: ${b.buggyIn}; fixed by ${b.fixedBy} (${b.fixed.join(', ')})\n  cannot be expressed in this model: ${b.why}\n  try: nothing to run\n\n`,
-          );
-        }
-      }
+      printCatalogue(o.json === true);
       return EXIT.PASS;
     }),
   );
