@@ -47,17 +47,30 @@ export const touch: OpHandler = {
     if (maps.length === 0) return null;
     const m = maps[c.rng.below(maps.length)];
     const k = c.rng.below(m.npages);
-    return c.rng.below(2) === 0 ? hostWrite(c, m, k) : hostRead(c, m, k);
+    return touchPage(c, m, k, c.rng.below(2) === 0);
   },
 };
 
-/** munmap(2) of one of this thread's mappings. */
+/** A write of this thread's next tag to page `k` of mapping `m`, or a read of the page, checked. */
+export function touchPage(c: OpContext, m: HostMap, k: number, write: boolean): number {
+  return write ? hostWrite(c, m, k) : hostRead(c, m, k);
+}
+
+/**
+ * munmap(2) of one of this thread's mappings. With none, a short-lived one: the range mapped, its
+ * first page read (faulted in) and the mapping gone again, its teardown racing the others' punches.
+ */
 export const munmap: OpHandler = {
   range: 'file',
-  run(c) {
-    if (c.maps.length === 0) return null;
-    const [m] = c.maps.splice(c.rng.below(c.maps.length), 1);
-    return kvmMunmap(c.sb.k, m.handle);
+  run(c, range) {
+    let e = 0;
+    if (c.maps.length === 0) {
+      const made = mmap.run(c, range);
+      if (made === null || made < 0) return made;
+      e = hostRead(c, c.maps[0], 0);
+    }
+    const [m] = c.maps.splice(c.maps.length === 1 ? 0 : c.rng.below(c.maps.length), 1);
+    return kvmMunmap(c.sb.k, m.handle) || e;
   },
 };
 
