@@ -76,9 +76,10 @@ class FaultArm implements BlockArm {
     private readonly sb: Sandbox,
     vm: PrivateVm,
     private readonly want: PerCall,
+    /** Calls per block (skipped and recorded). */
+    private readonly pages: number,
     /** Untimed, before each block: e.g. zap what the block faults again. */
     private readonly beforeBlock?: (gfn: number, pages: number) => void,
-    private readonly pages = 0,
   ) {
     const k = sb.k;
     const kv = vm.vcpu.kvcpu;
@@ -152,9 +153,9 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
     const pages = plan.skip + plan.perBlock;
     const cold = { clears: 1, archPrepareCalls: 1, rmpUpdates: 1, firmwareCommands: 0 };
     const coldArms = [
-      new FaultArm('fault.cold.sw', a.sb, sw, { ...cold, archPrepareCalls: 0, rmpUpdates: 0 }, undefined, pages),
-      new FaultArm('fault.cold.snp', a.sb, snp, cold, undefined, pages),
-      new FaultArm('fault.cold.snp.7.0', b.sb, snp70, cold, undefined, pages),
+      new FaultArm('fault.cold.sw', a.sb, sw, { ...cold, archPrepareCalls: 0, rmpUpdates: 0 }, pages),
+      new FaultArm('fault.cold.snp', a.sb, snp, cold, pages),
+      new FaultArm('fault.cold.snp.7.0', b.sb, snp70, cold, pages),
     ];
     ctx.log('fault: cold faults, sw and SNP on 6.11, SNP on 7.0, in turn');
     await alternateBlocks(plan, coldArms);
@@ -168,8 +169,8 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
     };
     const again = { clears: 0, archPrepareCalls: 0, rmpUpdates: 0, firmwareCommands: 0 };
     const refaultArms = [
-      new FaultArm('fault.refault.snp', a.sb, snp, again, roundTrip(snp), pages),
-      new FaultArm('fault.refault.snp.7.0', b.sb, snp70, { ...again, archPrepareCalls: 1 }, roundTrip(snp70), pages),
+      new FaultArm('fault.refault.snp', a.sb, snp, again, pages, roundTrip(snp)),
+      new FaultArm('fault.refault.snp.7.0', b.sb, snp70, { ...again, archPrepareCalls: 1 }, pages, roundTrip(snp70)),
     ];
     ctx.log('fault: re-faults after an attribute round trip, SNP on 6.11 and 7.0, in turn');
     await alternateBlocks(plan, refaultArms);
