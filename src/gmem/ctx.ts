@@ -35,10 +35,10 @@ export class GmemCtx {
     readonly kvm: GmemKvmOps,
   ) {
     this.policy = version.prepare;
-    this.folios = new Folios(mem);
+    this.folios = new Folios(mem, sync);
     this.alloc = new PfnAllocator(mem, sync);
-    this.inodes = new Inodes(mem);
-    this.files = new Files(mem);
+    this.inodes = new Inodes(mem, sync);
+    this.files = new Files(mem, sync);
     this.bugs = readBugs(mem);
   }
 }
