@@ -5,6 +5,7 @@
 // region (one bitmask word, read once when a thread builds its kernel context).
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import type { PointsMode } from '../shm/points.js';
 import { type KernelVersionName, UPSTREAM } from './version.js';
 
 export const BUGS = {
@@ -60,6 +61,14 @@ export const BUGS = {
     race: false,
     what: 'KVM_SET_USER_MEMORY_REGION2 takes kvm->lock under slots_lock, the reverse of the SEV commands (kvm->lock, then slots_lock)',
   },
+  'uptodate-after-folio-unlock': {
+    bit: 1 << 10,
+    race: true,
+    what: 'get_pfn marks the folio up to date after folio_unlock, so a second fault takes it for a new folio and clears it again',
+    // Its window (folio_unlock, then the flag's store) holds no lock operation: only a run whose
+    // writes are scheduling points can stop a fault inside it.
+    points: 'shared' as PointsMode,
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 
@@ -67,6 +76,11 @@ export type BugName = keyof typeof BUGS;
 export function plantedBugKernel(bug: BugName): KernelVersionName {
   const b = BUGS[bug];
   return 'kernel' in b ? b.kernel : UPSTREAM;
+}
+/** The points mode a planted bug is hunted with: 'shared' for a race whose window holds no lock operation. */
+export function plantedBugPoints(bug: BugName): PointsMode {
+  const b = BUGS[bug];
+  return 'points' in b ? b.points : 'locks';
 }
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];
 
