@@ -5,7 +5,7 @@
 // stops at it instead. Accepted races (findings) are counted by signature on every schedule.
 
 import { join } from 'node:path';
-import type { BugName } from '../gmem/bugs.js';
+import { type BugName, plantedBugPoints } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -16,6 +16,7 @@ import {
   UPSTREAM,
 } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
+import { DEFAULT_POINTS, type PointsMode } from '../shm/points.js';
 import { type HistoricalBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
   type ExploreConfig,
@@ -36,6 +37,8 @@ export interface ExploreCliOptions {
   schedules: number;
   strategy: 'random' | 'pct';
   depth: number;
+  /** Which writes are scheduling points too (default 'locks'). */
+  points?: PointsMode;
   seed: number;
   kernel?: KernelChoice;
   policy?: PolicyName;
@@ -70,6 +73,8 @@ export interface KnownSeen {
 
 export interface BugSearch {
   bug: BugName | null;
+  /** The scheduling points the search ran with. */
+  points: PointsMode;
   found: boolean;
   schedules: number;
   seed?: number;
@@ -94,6 +99,11 @@ export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: Histo
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
   return bug !== null ? UPSTREAM : undefined;
+}
+
+/** The points mode a search runs: --points, else a planted bug's own, else the default. */
+export function pointsFor(o: ExploreCliOptions, bug: BugName | null): PointsMode {
+  return o.points ?? (bug !== null ? plantedBugPoints(bug) : DEFAULT_POINTS);
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */
@@ -142,6 +152,8 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,
+    // Saved only when it is not the default, so a 'locks' schedule's file is what it always was.
+    ...(pointsFor(o, bug) !== 'locks' ? { points: pointsFor(o, bug) } : {}),
     maxSteps: 20_000,
     workload: workloadFor(bug, {
       ...(hist?.workload ?? {}),
@@ -186,6 +198,7 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
   signal?.addEventListener('abort', stop, { once: true });
   const res: BugSearch = {
     bug,
+    points: pointsFor(o, bug),
     found: false,
     schedules: 0,
     schedulesPerSecond: 0,
@@ -218,7 +231,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
 
 /** The schedule that ended the search: saved, shrunk (a failure), and traced when asked. */
 async function reportFound(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, r: ScheduleResult, ex: Explorer): Promise<void> {
-  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}-${o.strategy}-seed${r.seed}`;
+  const points = pointsFor(o, p.bug);
+  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}-${o.strategy}${points === 'locks' ? '' : `-${points}`}-seed${r.seed}`;
   const saved = save(o.out, `schedule-${tag}.json`, p.cfg, r);
   const v = r.violations[0];
   Object.assign(res, {

@@ -26,7 +26,7 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
   if (o.json) {
     const kernel = o.kernel ?? o.policy ?? null;
     process.stdout.write(
-      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
+      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
     );
   } else {
     for (const r of results) {
@@ -44,7 +44,7 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
         process.stdout.write(`${name}: ${r.interrupted ? 'INTERRUPTED, not found' : 'not found'} in ${r.schedules} schedule(s)\n`);
       }
       process.stdout.write(knownLines(r));
-      process.stdout.write(`  ${r.schedulesPerSecond.toFixed(0)} schedules/s\n`);
+      process.stdout.write(`  ${r.schedulesPerSecond.toFixed(0)} schedules/s${r.points === 'locks' ? '' : ` (points ${r.points})`}\n`);
     }
     if (interrupted) process.stdout.write(`INTERRUPTED after ${results.length} of ${bugs.length} search(es)\n`);
   }

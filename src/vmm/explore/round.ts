@@ -10,6 +10,7 @@ import { Bell } from '../../shm/bell.js';
 import type { Mem } from '../../shm/layout.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
+import type { PointsMode } from '../../shm/points.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { SyncControl } from '../../shm/sync/control.js';
 import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
@@ -45,6 +46,8 @@ export interface RoundPlan {
   strategy: StrategyName;
   depth: number;
   maxSteps: number;
+  /** Which writes are scheduling points too (shm/points.ts). */
+  points: PointsMode;
   workload: ExploreWorkload;
   /** Thread ids of the VMM threads taking part (the leader first) and of the vCPU actors. */
   vmmTids: number[];
@@ -195,6 +198,7 @@ function configureScheduler(plan: RoundPlan, sched: SchedControl, seed: number):
     actors: plan.vmmTids.length + plan.runnerTids.length,
     maxSteps: plan.maxSteps,
     depth: plan.depth,
+    points: plan.points,
     // A fixed estimate, so that a seed alone decides PCT's interleaving.
     estimatedSteps: PCT_STEPS,
     ...(plan.forced ? { forced: plan.forced } : {}),
