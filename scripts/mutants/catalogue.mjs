@@ -65,12 +65,10 @@ export const MUTANTS = [
     kind: 'order',
     file: 'src/gmem/filemap.ts',
     what: 'truncate unlocks the folio before taking it out of the page cache',
-    find: `    const pfn = filemapLockFolio(g, ino, index);
-    if (pfn < 0) continue;
+    find: `    if ((g.bugs & Bug['truncate-skips-host-unmap']) === 0) unmapHostPtes(g, pfn, ino, index);
     g.inodes.filemapDelete(ino, index);
     g.folios.detach(pfn);`,
-    replace: `    const pfn = filemapLockFolio(g, ino, index);
-    if (pfn < 0) continue;
+    replace: `    if ((g.bugs & Bug['truncate-skips-host-unmap']) === 0) unmapHostPtes(g, pfn, ino, index);
     folioUnlock(g, pfn);
     g.inodes.filemapDelete(ino, index);
     g.folios.detach(pfn);`,
