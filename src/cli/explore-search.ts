@@ -31,6 +31,7 @@ import { ExplorePool } from '../vmm/explore/pool.js';
 import { writeOutput } from '../vmm/io/outputs.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 import type { Progress } from './progress.js';
+import { type CoverageReport, CoverageTally } from '../vmm/explore/coverage.js';
 
 /** The options of `explore` (workload search), as the command line gives them. */
 export interface ExploreCliOptions {
@@ -61,6 +62,8 @@ export interface ExploreCliOptions {
   jobs?: number;
   /** Stop at a known bug of the kernel run too, instead of setting it aside. */
   stopOnKnown?: boolean;
+  /** Tally what the schedules reached (BugSearch.coverage). */
+  coverage?: boolean;
 }
 
 /** A known bug a search met and set aside: how often, and where first. */
@@ -92,6 +95,8 @@ export interface BugSearch {
   known: KnownSeen[];
   /** Schedules that showed each accepted race of the catalogue (a counted finding, no violation). */
   findings: Record<string, number>;
+  /** With --coverage: what the schedules reached, and what none did. */
+  coverage?: CoverageReport;
 }
 
 /** The kernel a search runs: --kernel, else --policy's, else upstream for a planted bug, else a catalogued bug's buggy version. */
@@ -172,8 +177,9 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
  * unless it is a known bug other than the one searched for (and --stop-on-known is off); a
  * catalogued finding searched for ends it when the schedule shows it.
  */
-function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch): (r: ScheduleResult) => boolean {
+function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, tally: CoverageTally | null): (r: ScheduleResult) => boolean {
   return (r) => {
+    tally?.add(r.coverage, r.ops);
     const shown = knownFindings(p.runs, r.findings);
     for (const f of shown) res.findings[f.id] = (res.findings[f.id] ?? 0) + 1;
     if (p.hist?.invariant === 'finding') return shown.some((f) => f.id === p.hist?.id);
@@ -206,6 +212,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
     known: [],
     findings: {},
   };
+  const tally = o.coverage ? new CoverageTally() : null;
+  const coverage = () => (tally ? { coverage: tally.report() } : {});
   const seeds: number[] = [];
   for (let i = shard.k; i < o.schedules; i += shard.n) seeds.push((o.seed + i) >>> 0);
   try {
@@ -216,13 +224,13 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       const what = `${bug ?? p.hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`;
       progress.update(Math.min(1, (ran * shard.n) / o.schedules), what);
     };
-    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res));
+    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res, tally));
     res.schedules = found.schedules;
     if (found.failing !== null) await reportFound(p, o, res, found.failing.result, found.failing.explorer);
-    return { ...res, schedulesPerSecond: sps() };
+    return { ...res, schedulesPerSecond: sps(), ...coverage() };
   } catch (e) {
     if (!signal?.aborted) throw e;
-    return { ...res, schedulesPerSecond: sps(), interrupted: true };
+    return { ...res, schedulesPerSecond: sps(), interrupted: true, ...coverage() };
   } finally {
     signal?.removeEventListener('abort', stop);
     await pool.close();

@@ -297,6 +297,10 @@ program
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--stop-on-known', 'stop at a known bug of the kernel run too (by default it is counted, set aside, and the search goes on)')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
+  .option(
+    '--coverage',
+    'report how many schedules reached each named point, pair of VMM ops in flight at once and rare kernel event, and what none reached',
+  )
   .option('--json', 'print results as JSON')
   // A scenario file switches to model checking its parallel groups (src/cli/model-check.ts).
   .argument('[file]', 'scenario file: model check the interleavings of its parallel groups')

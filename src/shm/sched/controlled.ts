@@ -5,6 +5,7 @@
 // can run) and reported with who waits on what. The same seed and configuration give the same
 // interleaving: every choice is logged, and a log replays exactly.
 
+import { Coverage } from '../coverage.js';
 import type { Mem } from '../layout.js';
 import { P } from '../points.js';
 import type { LockClass } from '../sync/classes.js';
@@ -58,6 +59,8 @@ export class ControlledSync implements Sync {
   private readonly me: number;
   private readonly ctl: SyncControl;
   private readonly maxThreads: number;
+  /** Which named points this run passed (explore --coverage). */
+  private readonly cov: Coverage;
   private active = false;
   /** This run's points are 'shared': every sharedWrite is a scheduling point. */
   private writePoints = false;
@@ -76,6 +79,7 @@ export class ControlledSync implements Sync {
     this.me = tid + 1;
     this.ctl = new SyncControl(mem);
     this.maxThreads = mem.limits.maxThreads;
+    this.cov = new Coverage(mem);
   }
 
   private get a(): number {
@@ -349,6 +353,7 @@ export class ControlledSync implements Sync {
   }
   point(p: number): void {
     if (!this.active) return this.free.point(p);
+    this.cov.pointHit(p);
     this.yieldNow(Ev.POINT, p);
   }
   sharedWrite(region: number, obj: number): void {

@@ -22,6 +22,7 @@ import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
 import { type VmmOp, parseMix } from '../workload/mix.js';
+import type { ScheduleCoverage } from './coverage.js';
 
 export {
   BUG_WORKLOADS,
@@ -65,6 +66,8 @@ export interface ScheduleResult {
   shape: ScheduleShape;
   /** Outcomes the kernel allows that the catalogue lists as findings (punch-hole leftovers, cross-VM prepares). */
   findings: ScheduleFindings;
+  /** What it reached: named points, op pairs in flight at once, rare kernel events (explore --coverage). */
+  coverage: ScheduleCoverage;
 }
 
 /** A saved schedule: everything needed to rerun it exactly. */
@@ -243,6 +246,7 @@ export class Explorer {
         ops,
         findings: rec.findings,
         shape: rec.shape,
+        coverage: rec.coverage,
       };
     });
   }

@@ -29,6 +29,7 @@ import {
 import { type VmmOp, parseMix } from '../workload/mix.js';
 import type { VmmOpsConfig, VmmOpsResult } from '../workload/vmm-ops.js';
 import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
+import { NO_COVERAGE, type ScheduleCoverage, scheduleCoverage } from './coverage.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */
 const PCT_STEPS = 100;
@@ -89,6 +90,8 @@ export interface RoundRecord {
   findings: ScheduleFindings;
   /** The VM of each vCPU actor in this schedule. */
   vcpuVms: number[];
+  /** What it reached (explore --coverage). */
+  coverage: ScheduleCoverage;
   /** Followers that arrived with a finding of their own (a vCPU's violations): the batch ends here. */
   flagged: number;
   /**
@@ -131,6 +134,7 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
           shape: scheduleShape(plan.workload, seed, plan.descriptor.kernel),
           findings: NO_FINDINGS,
           vcpuVms: [],
+          coverage: NO_COVERAGE,
           flagged: 0,
           failed,
         });
@@ -168,6 +172,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
   const outcome = sched.outcome();
   const { violations, findings } = judgeSchedule(h, sched, outcome, failed);
+  const coverage = scheduleCoverage(h.mem);
   return {
     seed,
     steps: sched.steps(),
@@ -179,6 +184,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     shape,
     findings,
     vcpuVms: layout.vcpus.map((c) => c.vm),
+    coverage,
     flagged: arrived.flagged,
     ...(failed !== undefined ? { failed } : {}),
   };
