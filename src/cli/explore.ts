@@ -2,14 +2,20 @@
 // save them, shrink them, and rerun them exactly with a trace.
 
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
-import { Explorer } from '../vmm/explore/explorer.js';
+import { Explorer, ScheduleHangError } from '../vmm/explore/explorer.js';
+import type { RuntimeOptions } from '../vmm/sandbox/runtime.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { EXIT } from './exit.js';
 import { type BugSearch, type ExploreCliOptions, searchBug, traceFile, writeScheduleTrace } from './explore-search.js';
 import { readScheduleFile } from './inputs.js';
 import { Progress } from './progress.js';
 
-export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal): Promise<number> {
+export async function exploreCommand(
+  o: ExploreCliOptions,
+  signal?: AbortSignal,
+  /** How the explorers' runtimes start: tests name their vCPU worker. */
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+): Promise<number> {
   const bugs: Array<BugName | null> = o.bug === 'all' ? BUG_NAMES : [o.bug ? (o.bug as BugName) : null];
   checkOutputs([
     { flag: '--out', path: o.out, kind: 'dir' },
@@ -19,14 +25,14 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
   const results: BugSearch[] = [];
   for (const b of bugs) {
     if (signal?.aborted) break;
-    results.push(await searchBug(b, o, progress, signal));
+    results.push(await searchBug(b, o, progress, signal, runtime));
   }
   progress.done();
   const interrupted = signal?.aborted === true;
   if (o.json) {
     const kernel = o.kernel ?? o.policy ?? null;
     process.stdout.write(
-      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
+      `${JSON.stringify({ explore: 1, kernel, patches: o.patch ?? [], strategy: o.strategy, depth: o.depth, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
     );
   } else {
     for (const r of results) {
@@ -80,9 +86,15 @@ export async function replayCommand(file: string, o: { trace?: string; json?: bo
   const stop = () => void ex.close();
   signal?.addEventListener('abort', stop, { once: true });
   try {
-    const r = await ex.runSchedule(saved.seed, saved.choices);
+    // A saved hang replays up to where it hung, and hangs there again.
+    const r = await ex.runSchedule(saved.seed, saved.choices).catch((e: unknown) => {
+      if (e instanceof ScheduleHangError) return e.result;
+      throw e;
+    });
     const samePrefix = saved.choices.every((c, i) => r.choices[i] === c);
-    const same = samePrefix && r.outcome === saved.outcome && (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
+    // Who was found waiting when a hang was declared depends on timing; where it hung does not.
+    const sameReport = r.outcome === 'hang' || (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
+    const same = samePrefix && r.outcome === saved.outcome && sameReport;
     const traced = o.trace !== undefined && writeScheduleTrace(o.trace, ex);
     if (o.json) {
       process.stdout.write(

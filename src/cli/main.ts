@@ -6,8 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
-import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
+import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { CATALOGUE } from '../vmm/explore/catalogue.js';
+import { catalogueCommand } from './catalogue.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
@@ -44,6 +45,10 @@ function shardArg(v: string): { k: number; n: number } {
     throw new InvalidArgumentError((e as Error).message);
   }
 }
+
+/** --patch NAME (repeatable, or several names after one --patch): posted patches on top of the kernel version. */
+const patchOption = (what: string) =>
+  new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([...PATCH_NAMES]);
 
 /** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
 function mixArg(v: string): string {
@@ -124,6 +129,7 @@ program
     new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
+  .addOption(patchOption(''))
   .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
   .option(
     '--ops <mix>',
@@ -154,6 +160,7 @@ program
         durationMs: Math.round(o.duration * 1000),
         ...(o.kernel ? { kernel: o.kernel } : {}),
         ...(o.policy ? { policy: o.policy } : {}),
+        ...(o.patch ? { patches: o.patch } : {}),
         vmType: o.vmType,
         ...(o.ops !== undefined ? { ops: o.ops } : {}),
         opRate: o.opRate,
@@ -192,10 +199,12 @@ program
       ...KERNEL_CHOICES,
     ]),
   )
+  .addOption(patchOption(", instead of the scenario's own `patches`"))
   .action(
     action('run', async (it, file: string, o) => {
       const read = readScenarioFile(file);
-      const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
+      const kerneled = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
+      const scenario = o.patch ? { ...kerneled, patches: o.patch } : kerneled;
       checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
       const since = Date.now();
       const progress = new Progress(false);
@@ -248,6 +257,7 @@ program
     ).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
+  .addOption(patchOption('; with --catalogue, a patch that fixes the bug makes "not found" the expected result'))
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .addOption(
     new Option(
@@ -313,31 +323,7 @@ program
   .command('catalogue')
   .description('the historical bugs the sandbox reproduces by running the kernel version that had them, and the accepted races (findings)')
   .option('--json', 'print the catalogue as JSON')
-  .action(
-    action('catalogue', async (_it, o) => {
-      if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify(
-            CATALOGUE.map((b) => ({ ...b, detail: b.detail.source })),
-            null,
-            2,
-          )}\n`,
-        );
-      } else {
-        for (const b of CATALOGUE) {
-          const fixed = b.fixedBy !== null ? `fixed by ${b.fixedBy}` : b.invariant === 'finding' ? 'accepted (a finding)' : 'no fix merged';
-          const run =
-            b.workload !== undefined
-              ? `gmem-sandbox explore --catalogue ${b.id} [--kernel ${b.fixed[0] ?? b.buggy[0]}]`
-              : `gmem-sandbox run ${b.scenario}`;
-          process.stdout.write(
-            `${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}\n  reports: ${b.invariant}\n  how: ${b.how}\n  try: ${run}\n\n`,
-          );
-        }
-      }
-      return EXIT.PASS;
-    }),
-  );
+  .action(action('catalogue', async (_it, o) => catalogueCommand(o)));
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');
 

@@ -10,7 +10,7 @@ export const Strategy = { RANDOM: 0, PCT: 1, REPLAY: 2 } as const;
 export type StrategyName = 'random' | 'pct' | 'replay';
 
 /** Why a controlled run ended. */
-export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3 } as const;
+export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3, ACTOR_FAILED: 4 } as const;
 
 /** Event kinds in the trace. */
 export const Ev = {
@@ -58,7 +58,7 @@ export const H_SWITCHES = 12;
 export const H_PCT_CHANGES = 16; // MAX_PCT_CHANGES step numbers
 export const HEADER = 32;
 
-export const A_WORDS = 8;
+export const A_WORDS = 10;
 export const A_STATE = 0;
 export const A_BLOCK_WORD = 1;
 export const A_BLOCK_VALUE = 2;
@@ -68,6 +68,12 @@ export const A_WAKE = 5;
 /** A second word whose change also unblocks (word + 1; 0 = none): a signal for an interruptible spin. */
 export const A_BLOCK_WORD2 = 6;
 export const A_BLOCK_VALUE2 = 7;
+/**
+ * Set when the actor left the run holding locks (lockdep_sys_exit's "lock held when returning to
+ * user space"): how many, and the word of the first + 1. A deadlock report names it as a holder.
+ */
+export const A_EXIT_HELD = 8;
+export const A_EXIT_HELD_WORD = 9;
 
 /** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none), the value it waited to change from. */
 export const DL_WORDS = 4;

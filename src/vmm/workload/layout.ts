@@ -39,6 +39,9 @@ export interface StressTarget {
   populateVm: number;
   /** The VMs bind one inode by link: 'close' is off, and a conversion does not discard the backing. */
   linked: boolean;
+  /** This VMM thread's index, of `threads`. */
+  thread: number;
+  threads: number;
 }
 
 export interface StressSetup {
@@ -278,5 +281,7 @@ export function attachStressTarget(sb: Sandbox, shared: SharedStressTarget, thre
     prefaultVcpus,
     populateVm: shared.populateVm,
     linked: shared.linked,
+    thread,
+    threads: shared.prefault.length,
   };
 }

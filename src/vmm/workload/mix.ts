@@ -32,6 +32,7 @@ export const VMM_OPS = [
   'fwfail',
   'oom',
   'signal',
+  'launch',
 ] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 

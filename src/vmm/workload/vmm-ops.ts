@@ -28,6 +28,8 @@ export interface VmmOpsConfig {
   maxOps: number;
   /** Thread ids of the vCPU threads a 'signal' op may target (none: the op does nothing). */
   signalTids?: number[];
+  /** The op this thread runs first, before any is drawn (if the layout can run it). */
+  firstOp?: VmmOp;
 }
 
 export interface VmmOpsResult {
@@ -63,7 +65,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       rc.checkpoint(k.sync);
       // An 'oom' lasts until this thread's next op.
       endStarvation(c);
-      const op = drawOp(c.rng, weights, total);
+      // The launching VM's first ops run whenever its populate may be drawn.
+      const first = n === 0 && t.populateVm >= 0 && (cfg.mix.populate ?? 0) > 0 ? cfg.firstOp : undefined;
+      const op = first ?? drawOp(c.rng, weights, total);
       const start = k.tracer.on ? k.tracer.now() : 0;
       const h: OpHandler = VMM_OP_HANDLERS[op];
       const e = h.run(c, drawRange(c, h.range, cfg.maxPages));
@@ -92,7 +96,7 @@ function idle(sync: Sandbox['k']['sync'], rc: RunControl, deadline: number): voi
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
 function opWeights(t: StressTarget, mix: VmmOpsConfig['mix']): number[] {
   // populate needs a launching VM, close a VM of its own.
-  const runnable = (o: VmmOp): boolean => (o !== 'populate' || t.populateVm >= 0) && (o !== 'close' || !t.linked);
+  const runnable = (o: VmmOp): boolean => ((o !== 'populate' && o !== 'launch') || t.populateVm >= 0) && (o !== 'close' || !t.linked);
   // Beside a launching VM, populate is the op that VM is there for: drawn four times as often.
   return VMM_OPS.map((o) => (runnable(o) ? Math.max(0, mix[o] ?? 0) * (o === 'populate' ? 4 : 1) : 0));
 }

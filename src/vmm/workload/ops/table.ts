@@ -5,7 +5,7 @@ import type { VmmOp } from '../mix.js';
 import { fallocate, hwpoison, oom, punch } from './file.js';
 import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
 import type { OpHandler } from './op.js';
-import { convert, fwfail, populate, prefault, signal } from './vm.js';
+import { convert, fwfail, launch, populate, prefault, signal } from './vm.js';
 
 export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   punch,
@@ -22,4 +22,5 @@ export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   fwfail,
   oom,
   signal,
+  launch,
 };
