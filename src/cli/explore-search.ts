@@ -5,7 +5,7 @@
 // stops at it instead. Accepted races (findings) are counted by signature on every schedule.
 
 import { join } from 'node:path';
-import { type BugName, plantedBugKernel } from '../gmem/bugs.js';
+import type { BugName } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -15,6 +15,7 @@ import {
   type PatchName,
   patchNames,
   resolveKernelChoice,
+  UPSTREAM,
 } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
 import { type HistoricalBug, hasBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
@@ -98,7 +99,7 @@ export interface BugSearch {
 export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: HistoricalBug | undefined): KernelVersionName | undefined {
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
-  return bug !== null ? plantedBugKernel(bug) : undefined;
+  return bug !== null ? UPSTREAM : undefined;
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */

@@ -7,8 +7,6 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
-import { CATALOGUE } from '../vmm/explore/catalogue.js';
-import { catalogueCommand } from './catalogue.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
@@ -21,6 +19,8 @@ import { exploreCommand, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
+import { printCatalogue } from './catalogue.js';
+import { CATALOGUE } from '../vmm/explore/catalogue.js';
 import { type KernelSet, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
 import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
 import { writeReport } from '../vmm/report/html.js';
@@ -321,9 +321,16 @@ program
 
 program
   .command('catalogue')
-  .description('the historical bugs the sandbox reproduces by running the kernel version that had them, and the accepted races (findings)')
+  .description(
+    'the historical bugs the sandbox reproduces by running the kernel version that had them, the accepted races (findings), the behaviour changes between versions, and the posted patches (--patch)',
+  )
   .option('--json', 'print the catalogue as JSON')
-  .action(action('catalogue', async (_it, o) => catalogueCommand(o)));
+  .action(
+    action('catalogue', async (_it, o) => {
+      printCatalogue(o.json === true);
+      return EXIT.PASS;
+    }),
+  );
 
 const experiment = program.command('experiment').description('one-command experiments with readable results');
 

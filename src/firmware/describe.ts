@@ -3,6 +3,7 @@
 import { allocatorLockWord, pcpLockOwner } from '../gmem/allocator.js';
 import { Folios } from '../gmem/folio.js';
 import { Inodes } from '../gmem/inode.js';
+import { HostMappings } from '../gmem/vma.js';
 import type { Mem } from '../shm/layout.js';
 import type { WordDescriber } from '../shm/sync/sync.js';
 import { VcpuTable } from '../kvm/vcpu.js';
@@ -20,6 +21,7 @@ export function wordDescriber(mem: Mem): WordDescriber {
   const vcpus = new VcpuTable(mem);
   const memslots = new Memslots(mem);
   const rmp = new Rmp(mem);
+  const mmapLock = new HostMappings(mem).mmapLockWord;
   return (i) => {
     if (i === allocLock) return { name: 'pfn allocator lock', kind: 'mutex' };
     if (i === fwLock) return { name: 'firmware command lock', kind: 'mutex' };
@@ -31,6 +33,7 @@ export function wordDescriber(mem: Mem): WordDescriber {
     const ino = inodes.inodeOfLockWord(i);
     if (ino >= 0) return { name: `invalidate_lock (rwsem) of guest_memfd inode ${ino}`, kind: 'rwsem' };
     if (i === inodes.tableLockWord) return { name: 'guest_memfd inode table lock', kind: 'mutex' };
+    if (i === mmapLock) return { name: 'mmap_lock (rwsem) of the VMM process', kind: 'rwsem' };
     const rmpPfn = rmp.pfnOfWord(i);
     if (rmpPfn >= 0) return { name: `RMP entry of pfn ${rmpPfn} (an RMPUPDATE in progress)`, kind: 'word' };
     for (let vm = 0; vm < mem.limits.maxVms; vm++) {

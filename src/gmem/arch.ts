@@ -28,6 +28,8 @@ export interface GmemKvmOps {
   slotLive(vm: number, slot: number, site: number): boolean;
   /** The word of kvm->slots_lock, for the lockdep assertions of the paths that run under it. */
   slotsLockWord(vm: number): number;
+  /** kvm_arch_supports_gmem_init_shared (44c6cb9fe988): may `vm`'s guest_memfd start shared? */
+  supportsGmemInitShared(vm: number): boolean;
 }
 
 /** kvm_gmem_populate's post_populate callback (SNP: sev_gmem_post_populate). */

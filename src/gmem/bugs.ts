@@ -5,7 +5,6 @@
 // region (one bitmask word, read once when a thread builds its kernel context).
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
-import { type KernelVersionName, UPSTREAM } from './version.js';
 
 export const BUGS = {
   'prepare-skips-clear': {
@@ -27,13 +26,6 @@ export const BUGS = {
     bit: 1 << 3,
     race: false,
     what: 'PUNCH_HOLE truncates (frees) folios before it zaps the SPTEs that map them',
-  },
-  'populate-no-uptodate-check': {
-    bit: 1 << 4,
-    race: false,
-    what: 'kvm_gmem_populate does not refuse a folio that is already up to date',
-    // The check it breaks left common code in 7.0 (8622ef05709f): hunted where it still is.
-    kernel: '6.19' as KernelVersionName,
   },
   'invalidate-end-before-truncate': {
     bit: 1 << 5,
@@ -63,11 +55,6 @@ export const BUGS = {
 } as const;
 export type BugName = keyof typeof BUGS;
 
-/** The version a planted bug is hunted on: the newest whose code it breaks (upstream for most). */
-export function plantedBugKernel(bug: BugName): KernelVersionName {
-  const b = BUGS[bug];
-  return 'kernel' in b ? b.kernel : UPSTREAM;
-}
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];
 
 export const Bug = Object.fromEntries(Object.entries(BUGS).map(([k, v]) => [k, v.bit])) as { readonly [K in BugName]: number };

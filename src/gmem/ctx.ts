@@ -10,12 +10,15 @@ import { Folios } from './folio.js';
 import { Inodes } from './inode.js';
 import type { Policy } from './policy.js';
 import type { KernelVersion } from './version.js';
+import { HostMappings } from './vma.js';
 
 export class GmemCtx {
   readonly folios: Folios;
   readonly alloc: PfnAllocator;
   readonly inodes: Inodes;
   readonly files: Files;
+  /** The VMM process's mappings of guest_memfd files and their page tables. */
+  readonly vmas: HostMappings;
   /** Planted bugs enabled for this run (gmem/bugs.ts); 0 in any normal run. */
   readonly bugs: number;
   readonly policy: Policy;
@@ -39,6 +42,7 @@ export class GmemCtx {
     this.alloc = new PfnAllocator(mem, sync);
     this.inodes = new Inodes(mem);
     this.files = new Files(mem);
+    this.vmas = new HostMappings(mem);
     this.bugs = readBugs(mem);
   }
 }

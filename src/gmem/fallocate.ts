@@ -42,10 +42,8 @@ const FALLOC_FL_SUPPORTED_MASK =
   FALLOC_FL_INSERT_RANGE |
   FALLOC_FL_UNSHARE_RANGE;
 
-// vfs_fallocate (fs/open.c, 6.11): the VFS's checks, in its order, before the file's own. (The
-// rework in 57413d8e172c returns EOPNOTSUPP for KEEP_SIZE with COLLAPSE/INSERT_RANGE.)
-function vfsFallocateChecks(mode: number, offset: number, len: number): number {
-  if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL;
+// vfs_fallocate (fs/open.c, 6.11): the VFS's checks, in its order, before the file's own.
+function vfsFallocateChecks611(mode: number): number {
   if (mode & ~FALLOC_FL_SUPPORTED_MASK) return -Errno.EOPNOTSUPP;
   // Punch hole and zero range are mutually exclusive; punch hole must have keep size set.
   if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) return -Errno.EOPNOTSUPP;
@@ -57,9 +55,46 @@ function vfsFallocateChecks(mode: number, offset: number, len: number): number {
   return 0;
 }
 
+/** FALLOC_FL_WRITE_ZEROES (7bd43cc79cab, 6.17): a mode of its own, refused with KEEP_SIZE. */
+const FALLOC_FL_WRITE_ZEROES = 0x80;
+/** FALLOC_FL_MODE_MASK at 6.18: the modes, of which one at most may be set (allocate is none). */
+const FALLOC_FL_MODE_MASK =
+  FALLOC_FL_PUNCH_HOLE |
+  FALLOC_FL_COLLAPSE_RANGE |
+  FALLOC_FL_ZERO_RANGE |
+  FALLOC_FL_INSERT_RANGE |
+  FALLOC_FL_UNSHARE_RANGE |
+  FALLOC_FL_WRITE_ZEROES;
+
+// vfs_fallocate after 57413d8e172c ("fs: sort out the fallocate mode vs flag mess", 6.12): the
+// modes are exclusive, two at once or KEEP_SIZE where it means nothing is EOPNOTSUPP.
+function vfsFallocateModeSwitch(mode: number): number {
+  if (mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
+  switch (mode & FALLOC_FL_MODE_MASK) {
+    case 0: // FALLOC_FL_ALLOCATE_RANGE
+    case FALLOC_FL_UNSHARE_RANGE:
+    case FALLOC_FL_ZERO_RANGE:
+      return 0;
+    case FALLOC_FL_PUNCH_HOLE:
+      return mode & FALLOC_FL_KEEP_SIZE ? 0 : -Errno.EOPNOTSUPP;
+    case FALLOC_FL_COLLAPSE_RANGE:
+    case FALLOC_FL_INSERT_RANGE:
+    case FALLOC_FL_WRITE_ZEROES:
+      return mode & FALLOC_FL_KEEP_SIZE ? -Errno.EOPNOTSUPP : 0;
+    default:
+      return -Errno.EOPNOTSUPP;
+  }
+}
+
+// vfs_fallocate: a negative offset or a length not above zero first, then the mode.
+function vfsFallocateChecks(g: GmemCtx, mode: number, offset: number, len: number): number {
+  if (!(offset >= 0) || !(len > 0)) return -Errno.EINVAL;
+  return g.version.fallocateModeSwitch ? vfsFallocateModeSwitch(mode) : vfsFallocateChecks611(mode);
+}
+
 // kvm_gmem_fallocate
 export function gmemFallocate(g: GmemCtx, file: number, mode: number, offset: number, len: number): number {
-  const vr = vfsFallocateChecks(mode, offset, len);
+  const vr = vfsFallocateChecks(g, mode, offset, len);
   if (vr < 0) return vr;
   if (!(mode & FALLOC_FL_KEEP_SIZE)) return -Errno.EOPNOTSUPP;
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return -Errno.EOPNOTSUPP;

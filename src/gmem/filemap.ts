@@ -53,6 +53,7 @@ export const HOST_WRITES = [
   'clear_highpage in kvm_gmem_get_folio',
   'the free path (kvm_gmem_free_folio)',
   'memcpy in sev_gmem_post_populate',
+  'the clear in kvm_gmem_fault_user_mapping',
 ] as const;
 export type HostWrite = (typeof HOST_WRITES)[number];
 
@@ -172,6 +173,8 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
   for (let index = start; index < end; index++) {
     const pfn = filemapLockFolio(g, ino, index);
     if (pfn < 0) continue;
+    // truncate_cleanup_folio -> unmap_mapping_folio: host PTEs go before the folio leaves the cache.
+    for (let n = g.vmas.unmapFolio(pfn, ino, index); n > 0; n--) folioPut(g, pfn);
     Atomics.store(w, g.inodes.slotWord(ino, index), 0);
     g.folios.detach(pfn);
     // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves

@@ -8,15 +8,14 @@ import { LIMITS, PAGE_SHIFT, PAGE_SIZE, SandboxLimitError, isPageAligned } from 
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
+import { gmemSupportedFlags } from './flags.js';
 import { PG_HWPOISON } from './folio.js';
 import { filemapLockFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
 import { boundRanges, fileBoundRanges, invalidateBegin, invalidateEnd, withTableLock } from './invalidate.js';
 
-/** KVM_CREATE_GUEST_MEMFD accepts no flags in 6.11. */
-export const GUEST_MEMFD_VALID_FLAGS = 0;
-
-// kvm_gmem_create's `flags & ~valid_flags` on a u64: any unknown bit, bits 32-63 included (which
-// JavaScript's bit operations would drop), is EINVAL; a value no u64 holds has unknown bits too.
+// kvm_gmem_create's `flags & ~valid_flags` (none valid before 6.18) on a u64: any unknown bit,
+// bits 32-63 included (which JavaScript's bit operations would drop), is EINVAL; a value no u64
+// holds has unknown bits too.
 function u64HasUnknownBits(flags: number | bigint, valid: number): boolean {
   if (typeof flags === 'number' && !Number.isInteger(flags)) return true;
   const v = BigInt(flags);
@@ -27,13 +26,13 @@ function u64HasUnknownBits(flags: number | bigint, valid: number): boolean {
 // __kvm_gmem_create: a new inode with one file owned by `vm`, holding the fd's reference.
 // Returns the file's handle or -errno.
 export function gmemCreate(g: GmemCtx, vm: number, size: number, flags: number | bigint): number {
-  if (u64HasUnknownBits(flags, GUEST_MEMFD_VALID_FLAGS)) return -Errno.EINVAL;
+  if (u64HasUnknownBits(flags, gmemSupportedFlags(g, vm))) return -Errno.EINVAL;
   if (!(size > 0) || !isPageAligned(size)) return -Errno.EINVAL;
   const pages = size / PAGE_SIZE;
   return withTableLock(g, () => {
     if (g.files.freeSlotCount() === 0)
       throw new SandboxLimitError('guest_memfd', `at most ${LIMITS.MAX_FILES} guest_memfd files may be open at once`);
-    const ino = g.inodes.create(pages, g.sync);
+    const ino = g.inodes.create(pages, g.sync, Number(flags));
     if (typeof ino === 'string') throw new SandboxLimitError('size', ino);
     const f = g.files.alloc(ino, vm);
     g.inodes.addFile(ino, f);
@@ -157,6 +156,8 @@ export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number 
   const pfn = filemapLockFolio(g, ino, index);
   if (pfn < 0) return -Errno.ENOENT;
   g.folios.set(pfn, PG_HWPOISON);
+  // hwpoison_user_mappings (memory_failure, before error_remove_folio): off the host page tables.
+  for (let n = g.vmas.unmapFolio(pfn, ino, index); n > 0; n--) folioPut(g, pfn);
   g.sync.downRead(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, index, index + 1);
   invalidateBegin(g, per);

@@ -14,6 +14,8 @@ const I_FILEMAP_BASE = 2;
 const I_FILEMAP_CAP = 3;
 const I_NFILES = 4;
 const I_FILES = 5; // MAX_FILES_PER_INODE ids, newest first
+/** The KVM_CREATE_GUEST_MEMFD flags (inode->i_private at 6.18; gmem_inode.flags from b4217c8b827c). */
+const I_FLAGS = 13;
 /** The index range of the PUNCH_HOLE in flight (one at a time: it holds the invalidate lock). */
 const I_PUNCH_START = 14;
 const I_PUNCH_END = 15;
@@ -41,7 +43,8 @@ export class Inodes {
     this.filemapBase = regionBase(mem, FILEMAP);
     this.filemapCap = mem.limits.filemapPages;
     this.w = mem.w;
-    if (I_INVALIDATE_LOCK + RWSEM_WORDS > INODE_WORDS) throw new Error('inode layout overflow');
+    if (I_INVALIDATE_LOCK + RWSEM_WORDS > INODE_WORDS || I_FILES + LIMITS.MAX_FILES_PER_INODE > I_FLAGS)
+      throw new Error('inode layout overflow');
   }
 
   private at(ino: number): number {
@@ -67,12 +70,16 @@ export class Inodes {
   sizePages(ino: number): number {
     return Atomics.load(this.w, this.at(ino) + I_SIZE_PAGES);
   }
+  /** The flags the inode was created with (GUEST_MEMFD_FLAG_*). */
+  flags(ino: number): number {
+    return Atomics.load(this.w, this.at(ino) + I_FLAGS);
+  }
 
   /**
    * Allocates an inode of `pages` pages; returns its id, or a string naming the limit hit.
    * Filemap slots of a dead inode are reused first fit.
    */
-  create(pages: number, sync: Sync): number | string {
+  create(pages: number, sync: Sync, flags = 0): number | string {
     const w = this.w;
     // The caller holds the table lock.
     sync.assertHeld(this.tableLockWord);
@@ -101,6 +108,7 @@ export class Inodes {
     for (let k = 0; k < pages; k++) Atomics.store(w, this.filemapBase + w[b + I_FILEMAP_BASE] + k, 0);
     w[b + I_SIZE_PAGES] = pages;
     w[b + I_NFILES] = 0;
+    Atomics.store(w, b + I_FLAGS, flags);
     Atomics.store(w, b + I_PUNCH_START, 0);
     Atomics.store(w, b + I_PUNCH_END, 0);
     for (let k = 0; k < RWSEM_WORDS; k++) Atomics.store(w, b + I_INVALIDATE_LOCK + k, 0);

@@ -9,7 +9,6 @@ import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import type { PostPopulate } from './arch.js';
 import type { GmemCtx } from './ctx.js';
-import { Bug } from './bugs.js';
 import { PG_UPTODATE } from './folio.js';
 import { folioPut, folioUnlock } from './filemap.js';
 import { Policy } from './policy.js';
@@ -110,7 +109,7 @@ function populateOne(g: GmemCtx, vm: number, file: number, s: PopulateSlot, gfn:
       clearPage(g, pfnOf(pfn), 'clear_highpage in kvm_gmem_get_folio');
       g.folios.set(pfn, PG_UPTODATE);
     }
-  } else if (g.version.populateRefusesUptodate && g.folios.test(pfn, PG_UPTODATE) && (g.bugs & Bug['populate-no-uptodate-check']) === 0) {
+  } else if (g.version.populateRefusesUptodate && g.folios.test(pfn, PG_UPTODATE)) {
     // de80252414f3 (removed by 8622ef05709f); before it the folio reaches the arch hook, which
     // refuses an assigned page.
     folioUnlock(g, pfn);

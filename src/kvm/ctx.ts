@@ -70,4 +70,9 @@ export class KvmCtx implements GmemKvmOps {
   slotsLockWord(vm: number): number {
     return this.vms.slotsLockWord(vm);
   }
+  // kvm_arch_supports_gmem_init_shared (x86.c, 44c6cb9fe988): not yet for VMs with private
+  // memory, whose shared/private tracking is not in guest_memfd.
+  supportsGmemInitShared(vm: number): boolean {
+    return !this.vms.hasPrivateMem(vm);
+  }
 }

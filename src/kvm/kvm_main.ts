@@ -2,6 +2,7 @@
 // -errno, and validates everything before changing anything.
 
 import { Bug } from '../gmem/bugs.js';
+import { gmemSupportsMmap } from '../gmem/flags.js';
 import { gmemBind, gmemUnbind } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SIZE, SandboxLimitError, assert, isPageAligned } from '../shm/limits.js';
@@ -13,7 +14,14 @@ import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes.js';
 import type { KvmCtx } from './ctx.js';
 import { withMutex, withSlotsLock } from './locking.js';
 import { kvmTaskWork } from './task_work.js';
-import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, type MemslotInfo } from './memslots.js';
+import {
+  KVM_MEMSLOT_GMEM_ONLY,
+  KVM_MEMSLOT_INVALID,
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  type MemslotInfo,
+} from './memslots.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, invalidateBegin, invalidateEnd, kvmTdpMapPage, zapGfnRange } from './mmu.js';
 import type { KvmVcpu } from './vcpu.js';
 
@@ -40,7 +48,8 @@ function kvmArchHasReadonlyMem(k: KvmCtx, vm: number): boolean {
 // check_memory_region_flags
 function checkMemoryRegionFlags(k: KvmCtx, vm: number, flags: number): boolean {
   let valid = KVM_MEM_LOG_DIRTY_PAGES;
-  if (k.vms.hasPrivateMem(vm)) valid |= KVM_MEM_GUEST_MEMFD;
+  // d1e54dd08f16 (6.18): any VM may bind guest_memfd, not only one with private memory.
+  if (k.version.gmemOnDefaultVm || k.vms.hasPrivateMem(vm)) valid |= KVM_MEM_GUEST_MEMFD;
   // Dirty logging of guest_memfd memory is not supported.
   if (flags & KVM_MEM_GUEST_MEMFD) valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
   // guest_memfd is incompatible with read-only memslots; since 66155de93bcf (6.11-rc4), so is a VM
@@ -128,6 +137,8 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
     // The file checks of kvm_gmem_bind come before the slot exists; then it is bound, unpublished.
     next.gmemFile = m.gmemFile;
     next.gmemPgoff = m.guestMemfdOffset / PAGE_SIZE;
+    // kvm_gmem_bind sets it (576d035e2aef): here before the record is written; a failed bind frees it unpublished.
+    if (k.version.gmemOnDefaultVm && gmemSupportsMmap(k.g, k.g.files.inode(m.gmemFile))) next.flags |= KVM_MEMSLOT_GMEM_ONLY;
   }
   const h = allocMemslot(k, vm, next);
   if (m.flags & KVM_MEM_GUEST_MEMFD) {

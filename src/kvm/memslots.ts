@@ -15,6 +15,11 @@ export const KVM_MEM_READONLY = 1 << 1;
 export const KVM_MEM_GUEST_MEMFD = 1 << 2;
 /** KVM_MEMSLOT_INVALID: the slot is being deleted or moved; a fault that meets it retries. */
 export const KVM_MEMSLOT_INVALID = 1 << 16;
+/**
+ * KVM_MEMSLOT_GMEM_ONLY (576d035e2aef, 6.18): bound to a guest_memfd that supports mmap, so every
+ * fault, shared or private, takes its page from the file (kvm_memslot_is_gmem_only).
+ */
+export const KVM_MEMSLOT_GMEM_ONLY = 1 << 17;
 
 // Per VM: a header, the two sets' slot lists, then the slot records.
 const H_ACTIVE = 0;

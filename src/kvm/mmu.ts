@@ -11,10 +11,10 @@ import { C, latencyBucket } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './ctx.js';
-import { KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
+import { KVM_MEMSLOT_GMEM_ONLY, KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
-import { makeSpte } from './spte.js';
+import { gmemSharedFrame, makeSpte } from './spte.js';
 import { KVM_MEMORY_EXIT_FLAG_PRIVATE, type KvmVcpu } from './vcpu.js';
 import { INVALID_GFN } from './vm.js';
 import { gfnOf, pgoffOf } from '../shm/frames.js';
@@ -143,15 +143,17 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   if (invalidateRetryGfn(k, vm, seq, gfn)) return retryWhen(k.vms.seqWord(vm), seq);
   let frame: number;
   let readonly = false;
-  if (isPrivate) {
-    // kvm_faultin_pfn_private
-    if ((flags & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, true, -Errno.EFAULT);
+  // f029f04ddbec: a GMEM_ONLY slot's shared gfns come from guest_memfd too, not userspace_addr.
+  const fromGmem = isPrivate || (flags & KVM_MEMSLOT_GMEM_ONLY) !== 0;
+  if (fromGmem) {
+    // kvm_mmu_faultin_pfn_gmem (kvm_faultin_pfn_private before 6.18)
+    if ((flags & KVM_MEM_GUEST_MEMFD) === 0) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
     // kvm_gmem_get_index
     const index = pgoffOf(gfn - k.memslots.baseGfn(vm, s) + k.memslots.gmemPgoff(vm, s));
     k.sync.point(P['fault.before_get_pfn']);
     k.memslots.check(vm, s, Site['kvm_gmem_get_pfn: slot->gmem'], k.sync.tid);
     frame = gmemGetPfn(k.g, k.memslots.gmemFileWord(vm, s), s, vm, gfnOf(gfn), index);
-    if (frame < 0) return memoryFaultExit(k, v, gfn, true, frame);
+    if (frame < 0) return memoryFaultExit(k, v, gfn, isPrivate, frame);
     k.sync.point(P['fault.after_get_pfn']);
   } else {
     // __gfn_to_pfn_memslot on the VMM's userspace mapping. A write to a READONLY slot gets
@@ -164,7 +166,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   }
   // d02c357e5bfa (6.8): the unlocked check again now that the pfn is in hand, before mmu_lock.
   if (invalidateRetryGfn(k, vm, seq, gfn)) {
-    if (isPrivate) folioPut(k.g, frame);
+    if (fromGmem) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   k.sync.point(P['fault.before_mmu_lock']);
@@ -173,15 +175,15 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   // is_page_fault_stale
   if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
     k.sync.readUnlock(lock);
-    if (isPrivate) folioPut(k.g, frame);
+    if (fromGmem) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   // tdp_mmu_set_spte_atomic: lockdep_assert_held_read(&kvm->mmu_lock).
   k.sync.assertHeldRead(lock);
-  k.sptes.set(vm, gfn, makeSpte(frame, isPrivate, readonly));
+  k.sptes.set(vm, gfn, makeSpte(fromGmem && !isPrivate ? gmemSharedFrame(frame) : frame, isPrivate, readonly));
   k.stats[C.sptesInstalled]++;
   k.sync.readUnlock(lock);
-  if (isPrivate) folioPut(k.g, frame);
+  if (fromGmem) folioPut(k.g, frame);
   return RET_PF_FIXED;
 }
 

@@ -1,6 +1,8 @@
 // The stage-2 page table per VM, one SPTE per gfn (the TDP MMU's leaf entries).
 // Owns the 'sptes' region. An SPTE is frame + 1, with SPTE_PRIVATE for a guest_memfd pfn; a
-// shared SPTE's frame is a page of VMM userspace memory.
+// shared SPTE's frame is a page of VMM userspace memory, or (a GMEM_ONLY slot's shared page,
+// 6.18) a guest_memfd pfn offset by GMEM_SHARED_FRAME: the model keeps host and VMM memory in
+// two buffers, where the kernel has one physical address space.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 
@@ -13,6 +15,13 @@ const REGION = 'sptes';
 
 export function declareSptes(lb: LayoutBuilder, maxVms: number, gfnsPerVm: number): void {
   lb.add(REGION, maxVms * gfnsPerVm, 'kvm/spte.ts');
+}
+
+/** Shared frames at and above this are guest_memfd pfns (above every userspace page and below the frame mask). */
+export const GMEM_SHARED_FRAME = 1 << 23;
+/** The shared frame of guest_memfd pfn `pfn`. */
+export function gmemSharedFrame(pfn: number): number {
+  return pfn + GMEM_SHARED_FRAME;
 }
 
 export function spteFrame(spte: number): number {

@@ -23,6 +23,8 @@ export const LIMITS = {
   /** Guest frames per VM (the size of the attribute and SPTE tables). */
   MAX_GFNS: 1 << 22,
   MAX_VCPUS_PER_VM: 32,
+  /** Shared mappings of guest_memfd files the VMM process may hold at once (mmap). */
+  MAX_HOST_MAPPINGS: 32,
 } as const;
 
 /** Sizes of one sandbox, fixed when it is built. */

@@ -29,8 +29,8 @@ export function handleGen(h: number): number {
 }
 
 /** Object kinds, for reports. */
-export const OBJ_KINDS = ['vm', 'memslot', 'gmem file', 'inode'] as const;
-export const Obj = { VM: 0, MEMSLOT: 1, FILE: 2, INODE: 3 } as const;
+export const OBJ_KINDS = ['vm', 'memslot', 'gmem file', 'inode', 'vma'] as const;
+export const Obj = { VM: 0, MEMSLOT: 1, FILE: 2, INODE: 3, VMA: 4 } as const;
 
 /**
  * Code sites that dereference a handle: the kernel function that would touch freed memory, named

@@ -13,6 +13,8 @@ import type { RunControl } from './runctl.js';
 import { type Violation, ViolationLog } from '../checker/violations.js';
 
 export const TAG_MAGIC = 0x676d656d; // 'gmem'
+/** What the VMM's LAUNCH_UPDATEs measure into a launching VM's pages (every byte). */
+export const LAUNCH_BYTE = 0x5a;
 const TAG_BYTES = 16;
 
 export const PATTERNS = ['sequential', 'random', 'hot'] as const;
@@ -35,6 +37,11 @@ export interface WorkloadConfig {
   maxAccesses: number;
   /** Several VMs share the memory: an RMP violation is an expected finding, not a broken invariant. */
   multiVm: boolean;
+  /**
+   * A launching SNP VM is bound to this VM's inode (link): a page its LAUNCH_UPDATE filled is
+   * that tenant's measured data, which the link shares by design, not host data.
+   */
+  launchLinked?: boolean;
   /**
    * Share of steps where the vCPU thread, between two KVM_RUNs, issues KVM_PRE_FAULT_MEMORY on
    * its own vCPU for the page instead (0 or absent: never).
@@ -209,6 +216,12 @@ class GuestWorkload {
     // A read racing the owner's first write of a zeroed page may see part of the tag and part of
     // the zeros (a 16-byte access is not atomic): not stale data.
     if (!owner && (seen[0] !== TAG_MAGIC || seen[1] !== gfn) && this.tornTag(gfn)) return;
+    if (this.cfg.launchLinked === true && this.launchFill()) {
+      // It replaced what this vCPU wrote: the populate overwrote a page in use.
+      if (mustHaveMine && lastGen[i] > 0)
+        this.lost(gfn, `read a linked VM's LAUNCH_UPDATE data where generation ${lastGen[i]} was written`);
+      return;
+    }
     if (seen[0] !== TAG_MAGIC) {
       this.stale(gfn, `read bytes ${Buffer.from(this.seenBytes).toString('hex')} that no guest wrote (host data)`);
       return;
@@ -221,6 +234,11 @@ class GuestWorkload {
     if (mustHaveMine && (seen[2] !== me || seen[3] !== lastGen[i])) {
       this.lost(gfn, `read generation ${seen[3]} of vcpu ${seen[2]}, expected generation ${lastGen[i]} of vcpu ${me}`);
     }
+  }
+
+  private launchFill(): boolean {
+    for (let b = 0; b < TAG_BYTES; b++) if (this.seenBytes[b] !== LAUNCH_BYTE) return false;
+    return true;
   }
 
   /** Every byte of the magic and gfn words is either 0 or the byte a tag of `gfn` has there. */

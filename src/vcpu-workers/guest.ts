@@ -5,7 +5,7 @@
 import { Rmp } from '../firmware/rmp.js';
 import type { KvmCtx } from '../kvm/ctx.js';
 import { RET_PF_EMULATE, RET_PF_FIXED, kvmTdpPageFault, memoryFaultExit } from '../kvm/mmu.js';
-import { makeSpte, spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
+import { GMEM_SHARED_FRAME, makeSpte, spteFrame, sptePrivate, spteWritable } from '../kvm/spte.js';
 import type { KvmVcpu } from '../kvm/vcpu.js';
 import { SnpPhase } from '../kvm/vm.js';
 import { Errno } from '../shm/errno.js';
@@ -108,7 +108,8 @@ export class GuestCpu {
 
   /**
    * Translates gfn for an access of the given kind, faulting it in if needed. Returns the frame
-   * (host pfn for private, userspace page for shared) or -(Exit code). Runs in guest mode; the
+   * (host pfn for private, userspace page for shared, GMEM_SHARED_FRAME + pfn for a GMEM_ONLY
+   * slot's shared page) or -(Exit code). Runs in guest mode; the
    * fault path runs outside it. `dataAccess` false (PVALIDATE) skips the RMP check: the
    * instruction checks the entry itself.
    */
@@ -145,6 +146,10 @@ export class GuestCpu {
             this.stats[c === 1 ? C.rmpViolations : C.vcExceptions]++;
             return c === 1 ? -Exit.RMP_VIOLATION : -Exit.VC;
           }
+        } else if (this.snp && dataAccess && frame >= GMEM_SHARED_FRAME && this.rmp.assigned(frame - GMEM_SHARED_FRAME)) {
+          // A shared access must reach a hypervisor-owned page; a GMEM_ONLY slot's get_pfn made it the guest's.
+          this.stats[C.rmpViolations]++;
+          return -Exit.RMP_VIOLATION;
         }
         // A read-only translation is not cached: a write through it must fault (and exit MMIO).
         if (dataAccess && spteWritable(spte)) this.tlb.fill(gfn, priv, frame);
@@ -212,7 +217,12 @@ export class GuestCpu {
       // Mid-access, in guest mode (controlled runs): a zap's TLB flush must now wait for this
       // access to finish, which may still use the translation it found (kvm_flush_remote_tlbs).
       if (this.pointEveryAccess) this.sync.point(P_IN_ACCESS);
-      const mem = priv ? this.host : this.user;
+      let mem = priv ? this.host : this.user;
+      if (frame >= GMEM_SHARED_FRAME) {
+        // A GMEM_ONLY slot's shared page: a guest_memfd pfn.
+        mem = this.host;
+        frame -= GMEM_SHARED_FRAME;
+      }
       if (data !== null) {
         copyBytes(data, 0, mem, frame * PAGE_SIZE + off, len);
         this.stats[C.guestWrites]++;
@@ -237,7 +247,6 @@ export class GuestCpu {
     else vcpu.checkRequests();
     try {
       if (!(len > 0)) return Exit.NONE;
-      const mem = priv ? this.host : this.user;
       let done = 0;
       for (;;) {
         const addr = gpa + done;
@@ -246,7 +255,9 @@ export class GuestCpu {
         const n = Math.min(len - done, PAGE_SIZE - off);
         const frame = this.translate(gfn, priv, true, data !== null);
         if (frame < 0) return -frame;
-        const at = frame * PAGE_SIZE + off;
+        const gmemShared = frame >= GMEM_SHARED_FRAME;
+        const mem = priv || gmemShared ? this.host : this.user;
+        const at = (gmemShared ? frame - GMEM_SHARED_FRAME : frame) * PAGE_SIZE + off;
         if (data !== null) {
           copyBytes(data, done, mem, at, n);
           this.stats[C.guestWrites]++;

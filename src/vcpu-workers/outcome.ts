@@ -20,6 +20,9 @@ export function outcomeOfError(e: unknown): Outcome {
     return { result: err.code, ...(err.populateError ? { detail: `populate: ${err.populateError}` } : {}) };
   }
   if (e instanceof SandboxLimitError) return { result: 'ELIMIT', detail: e.message };
+  // A host access's signal (HostSignalError), an outcome of its own as an exit is.
+  if (e instanceof Error && 'signal' in e && (e.signal === 'SIGBUS' || e.signal === 'SIGSEGV'))
+    return { result: e.signal, detail: e.message };
   throw e;
 }
 

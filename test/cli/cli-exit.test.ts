@@ -286,3 +286,22 @@ describe.concurrent('output paths are checked before any work starts', () => {
     expect(e.status).toBe(0);
   }, 90_000);
 });
+
+describe('catalogue: the bugs the model cannot express', () => {
+  it('are printed with why (text and JSON), and explore --catalogue refuses them with exit 2', async () => {
+    const [text, json, refused] = await Promise.all([
+      cli(['catalogue']),
+      cli(['catalogue', '--json']),
+      cli(['explore', '--catalogue', 'gmem-thp-collapse']),
+    ]);
+    expect(text.status).toBe(0);
+    expect(text.stdout).toMatch(
+      /gmem-shared-invalidation\n.*\n {2}buggy: 6\.18-rc1 only; no release had it; fixed by 5d3341d684be .*\n {2}cannot be expressed in this model: .*kvm_gfn_range_filter_to_root_types returns KVM_DIRECT_ROOTS/,
+    );
+    expect(text.stdout).toMatch(/gmem-thp-collapse\n(.*\n){2} {2}cannot be expressed in this model: the model has order-0 folios only/);
+    const entries = JSON.parse(json.stdout) as Array<{ id: string; expressible: boolean; why?: string }>;
+    expect(entries.filter((e) => !e.expressible).map((e) => e.id)).toEqual(['gmem-shared-invalidation', 'gmem-thp-collapse']);
+    expect(entries.filter((e) => e.expressible).map((e) => e.id)).toContain('prefault-memslot-deadlock');
+    expectUsage(refused, /--catalogue.*gmem-thp-collapse.*(invalid|choices)/i);
+  });
+});

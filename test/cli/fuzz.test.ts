@@ -28,7 +28,7 @@ const OPTS: Record<string, Array<[string, string[]]>> = {
     ['--pattern', ['hot', 'spiral']],
     ['--write-ratio', ['0', '1', '2']],
     ['--seed', ['0', '1', '-1', '99999999999']],
-    ['--bug', ['prepare-skips-clear', 'populate-no-uptodate-check', 'nope']],
+    ['--bug', ['prepare-skips-clear', 'zap-skips-tlb-flush', 'nope']],
     ['--json', []],
   ],
   explore: [

@@ -22,11 +22,12 @@ function problems(raw: unknown): string[] {
 }
 
 describe('scenario schema', () => {
-  it('refuses negative sizes, lengths and addresses', async () => {
+  it('refuses negative sizes, lengths and addresses, except where the kernel takes a signed one (fallocate: loff_t)', async () => {
     const steps = [
       { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '1MiB' },
       { op: 'guest_read', vm: 'a', vcpu: 0, gpa: 0, len: -4 },
-      { op: 'fallocate', fd: 'g', mode: ['keep_size'], offset: '-4096', len: 4096 },
+      { op: 'hwpoison', fd: 'g', offset: '-4096' },
+      { op: 'fallocate', fd: 'g', mode: ['keep_size'], offset: '-4096', len: -1 },
     ];
     expect(problems({ ...base, steps })).toEqual([
       'steps.1.len: must not be negative, got -4',

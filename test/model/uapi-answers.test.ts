@@ -1,11 +1,13 @@
 // uAPI answers checked against the kernel (6.11): KVM_CREATE_GUEST_MEMFD's u64 flags (kvm_gmem_create:
 // flags & ~valid_flags), READONLY memslots on SNP (66155de93bcf), the SNP launch commands on other
 // VMs (snp_launch_update: !sev_snp_guest), a guest write to a READONLY memslot (KVM_PFN_ERR_RO_FAULT
-// -> RET_PF_EMULATE -> MMIO exit), and vfs_fallocate's mode checks before kvm_gmem_fallocate's.
+// -> RET_PF_EMULATE -> MMIO exit), and vfs_fallocate's mode checks before kvm_gmem_fallocate's,
+// 6.11's and the mode switch of 57413d8e172c (6.12, modelled from 6.18).
 
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../../src/vmm/scenario/runner.js';
 import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { KERNEL_VERSIONS, type KernelVersionName, Sandbox, VERSIONS } from '../../src/index.js';
 import { MiB, PAGE_SIZE, setupVm, smallSandbox } from '../helpers/helpers.js';
 
 const KEEP_SIZE = 0x01;
@@ -136,6 +138,47 @@ describe('fallocate: vfs_fallocate (6.11) checks, in its order, before kvm_gmem_
     await expect(gmem.fallocate(KEEP_SIZE | 0x80, -PAGE_SIZE, PAGE_SIZE)).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(gmem.fallocate(PUNCH_HOLE, 0, 0)).rejects.toMatchObject({ code: 'EINVAL' });
     // The modes guest_memfd has still work.
+    await gmem.fallocate(['keep_size'], 0, PAGE_SIZE);
+    await gmem.fallocate(['keep_size', 'punch_hole'], 0, PAGE_SIZE);
+  });
+});
+
+describe('fallocate: vfs_fallocate as a switch over the mode from 6.12 (57413d8e172c), checked before kvm_gmem_fallocate', () => {
+  async function gmemOn(kernel: KernelVersionName) {
+    const sb = await Sandbox.create({ kernel, memory: '4MiB', gpaSpace: '32MiB', userMemory: '8MiB', gmemSpace: '32MiB' });
+    const vm = await sb.createVm({ type: 'sw-protected' });
+    return vm.createGuestMemfd({ size: MiB });
+  }
+  // mode, the answer before (6.10 to 6.11), the answer from 6.18
+  const cases: Array<[number, string, string]> = [
+    [KEEP_SIZE | COLLAPSE_RANGE, 'EINVAL', 'EOPNOTSUPP'],
+    [KEEP_SIZE | INSERT_RANGE, 'EINVAL', 'EOPNOTSUPP'],
+    // Two modes at once.
+    [KEEP_SIZE | PUNCH_HOLE | UNSHARE_RANGE, 'EINVAL', 'EOPNOTSUPP'],
+    [COLLAPSE_RANGE | PUNCH_HOLE | KEEP_SIZE, 'EINVAL', 'EOPNOTSUPP'],
+    [COLLAPSE_RANGE | INSERT_RANGE, 'EINVAL', 'EOPNOTSUPP'],
+    [KEEP_SIZE | PUNCH_HOLE | ZERO_RANGE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+    // One mode each, which the VFS lets through and guest_memfd refuses.
+    [COLLAPSE_RANGE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+    [KEEP_SIZE | UNSHARE_RANGE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+    [KEEP_SIZE | ZERO_RANGE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+    [PUNCH_HOLE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+    [KEEP_SIZE | NO_HIDE_STALE, 'EOPNOTSUPP', 'EOPNOTSUPP'],
+  ];
+
+  it.each(KERNEL_VERSIONS.map((k) => [k] as const))('%s', async (kernel) => {
+    const gmem = await gmemOn(kernel);
+    const from618 = VERSIONS[kernel].fallocateModeSwitch;
+    expect(from618).toBe(['6.18', '6.19', '7.0'].includes(kernel));
+    for (const [mode, before, after] of cases)
+      await expect(gmem.fallocate(mode, 0, PAGE_SIZE), `mode 0x${mode.toString(16)}`).rejects.toMatchObject({
+        code: from618 ? after : before,
+      });
+    // A negative offset, or a length not above zero, is EINVAL before any mode on every version.
+    await expect(gmem.fallocate(KEEP_SIZE | COLLAPSE_RANGE, -PAGE_SIZE, PAGE_SIZE)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(gmem.fallocate(KEEP_SIZE | PUNCH_HOLE | UNSHARE_RANGE, 0, 0)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(gmem.fallocate(KEEP_SIZE | 0x80, 0, -PAGE_SIZE)).rejects.toMatchObject({ code: 'EINVAL' });
+    expect(gmem.folioAt(0)).toBeNull();
     await gmem.fallocate(['keep_size'], 0, PAGE_SIZE);
     await gmem.fallocate(['keep_size', 'punch_hole'], 0, PAGE_SIZE);
   });

@@ -87,3 +87,31 @@ describe('every example scenario', () => {
     });
   }
 });
+
+describe('host mappings in a scenario, on the VMM worker (examples/guest-memfd-mmap.json, kvm_gmem_fault_user_mapping)', () => {
+  it('SIGBUS and SIGSEGV are outcomes an expect names; expecting ok instead fails the step with the signal', async () => {
+    const raw = load('guest-memfd-mmap.json') as { steps: Array<Record<string, unknown>> };
+    const r = await runScenario(parseScenario(raw));
+    expect(r.ok).toBe(true);
+    expect(r.steps.filter((s) => s.op === 'host_read').map((s) => s.result)).toEqual(['ok', 'SIGBUS', 'ok', 'SIGSEGV']);
+    const sigbus = raw.steps.findIndex((s) => s.op === 'host_read' && s.expect === 'SIGBUS');
+    raw.steps[sigbus] = { ...raw.steps[sigbus], expect: 'ok' };
+    const bad = await runScenario(parseScenario(raw));
+    expect(bad.ok).toBe(false);
+    const failed = bad.steps.filter((s) => !s.pass);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ index: String(sigbus), op: 'host_read', result: 'SIGBUS' });
+    expect(failed[0].mismatch).toMatch(/^expected ok, got SIGBUS \(read: SIGBUS at offset 16384 of the mapping\)$/);
+  });
+
+  it('on 6.11 the same file answers as the kernel did before host mmap: flags EINVAL, capability 0', async () => {
+    const raw = load('guest-memfd-mmap.json') as { kernel: string; steps: Array<Record<string, unknown>> };
+    raw.kernel = '6.11';
+    const r = await runScenario(parseScenario(raw));
+    expect(r.steps.slice(0, 3).map((s) => [s.op, s.result, s.value ?? null])).toEqual([
+      ['check_extension', 'ok', 0],
+      ['check_extension', 'ok', 0],
+      ['create_guest_memfd', 'EINVAL', null],
+    ]);
+  });
+});

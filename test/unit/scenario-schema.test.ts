@@ -106,4 +106,47 @@ describe('scenario validation', () => {
     const [p] = problems(withStep({ op: 'close', fd: 'g', expect: 'EWHATEVER' }));
     expect(p).toMatch(/^steps\.2\.expect: Invalid option: expected one of "ok"\|.*"EINVAL"\|.*"memory_fault"\|/);
   });
+
+  it('the host mapping steps (6.18): mmap names a mapping the later steps use; SIGBUS and SIGSEGV are outcomes', () => {
+    const s = base();
+    s.steps.push(
+      { op: 'create_guest_memfd', vm: 'a', as: 'm', size: '16KiB', flags: ['mmap', 'init_shared'] },
+      { op: 'check_extension', cap: 'guest_memfd_flags', expect_value: 3 },
+      { op: 'check_extension', vm: 'a', cap: 'guest_memfd' },
+      { op: 'mmap', fd: 'm', as: 'map', offset: 0, size: '64KiB' },
+      { op: 'host_write', map: 'map', offset: 0, data: 'aabb' },
+      { op: 'host_read', map: 'map', offset: '16KiB', len: 1, expect: 'SIGBUS' },
+      { op: 'munmap', map: 'map' },
+      { op: 'host_read', map: 'map', offset: 0, len: 1, expect: 'SIGSEGV' },
+      { op: 'read', fd: 'm', expect: 'EINVAL' },
+      { op: 'write', fd: 'm', expect: 'EINVAL' },
+      { op: 'pread', fd: 'm', offset: -1, expect: 'EINVAL' },
+      { op: 'pwrite', fd: 'm', expect: 'ESPIPE' },
+      { op: 'mmap', fd: 'g', as: 'map2', offset: 0, size: 4096, shared: false, expect: 'ENODEV' },
+    );
+    const parsed = parseScenario(s);
+    expect(parsed.steps[3]).toMatchObject({ flags: ['mmap', 'init_shared'] });
+    expect(parsed.steps[6]).toMatchObject({ op: 'mmap', offset: 0, size: 65536 });
+  });
+
+  it('fallocate takes a negative offset and length (loff_t: the kernel answers EINVAL)', () => {
+    expect(parseScenario(withStep({ op: 'fallocate', fd: 'g', mode: ['keep_size'], offset: -4096, len: '-1' })).steps[2]).toMatchObject({
+      offset: -4096,
+      len: -1,
+    });
+  });
+
+  it('a mapping used before its mmap, a mapping name taken by an fd, an unknown capability and signal', () => {
+    expect(problems(withStep({ op: 'host_read', map: 'nope', offset: 0, len: 1 }))).toEqual([
+      "steps.2.map: no mapping named 'nope' was made by an earlier mmap",
+    ]);
+    expect(problems(withStep({ op: 'mmap', fd: 'g', as: 'g', offset: 0, size: 4096 }))).toEqual(["steps.2.as: 'g' is already used"]);
+    expect(problems(withStep({ op: 'check_extension', cap: 'guest_memfd_mmap' }))[0]).toMatch(
+      /^steps\.2\.cap: Invalid option: expected one of "guest_memfd"\|"guest_memfd_flags"$/,
+    );
+    expect(problems(withStep({ op: 'munmap', map: 'x', expect: 'SIGKILL' }))[0]).toMatch(/^steps\.2\.expect: Invalid option: /);
+    expect(problems(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'h', size: 4096, flags: ['mmap', 'huge'] }))[0]).toMatch(
+      /^steps\.2\.flags/,
+    );
+  });
 });

@@ -5,9 +5,13 @@ import { PG_FREE } from '../../gmem/folio.js';
 import { LIMITS } from '../../shm/limits.js';
 import { type Add, Views } from './views.js';
 
-/** Every folio: unlocked; a free one hypervisor-owned with no reference; a cached one held by the filemap only. */
+/**
+ * Every folio: unlocked; a free one hypervisor-owned with no reference; a cached one held by the
+ * filemap and by each host PTE that maps it (6.18's guest_memfd mmap), nothing else.
+ */
 export function auditFolios(v: Views, add: Add): void {
   const w = v.mem.w;
+  const mapped = v.vmas.mapCounts(v.folios.nrPfns);
   for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
     if (Atomics.load(w, v.folios.lockWord(pfn)) !== 0)
       add({ invariant: 'balance', by: 'auditor', pfn, detail: `folio lock of pfn ${pfn} held at a quiescent point` });
@@ -21,12 +25,12 @@ export function auditFolios(v: Views, add: Add): void {
         });
       if (v.folios.refcount(pfn) !== 0)
         add({ invariant: 'balance', by: 'auditor', pfn, detail: `free pfn ${pfn} has refcount ${v.folios.refcount(pfn)}` });
-    } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1) {
+    } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1 + mapped[pfn]) {
       add({
         invariant: 'balance',
         by: 'auditor',
         pfn,
-        detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected 1)`,
+        detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected ${1 + mapped[pfn]})`,
       });
     }
   }

@@ -5,6 +5,7 @@ import { PfnAllocator } from '../../gmem/allocator.js';
 import { Files } from '../../gmem/file.js';
 import { Folios } from '../../gmem/folio.js';
 import { Inodes } from '../../gmem/inode.js';
+import { HostMappings } from '../../gmem/vma.js';
 import { MemAttributes } from '../../kvm/attributes.js';
 import { Memslots } from '../../kvm/memslots.js';
 import { Sptes } from '../../kvm/spte.js';
@@ -23,6 +24,7 @@ export class Views {
   readonly sptes: Sptes;
   readonly rmp: Rmp;
   readonly alloc: PfnAllocator;
+  readonly vmas: HostMappings;
   constructor(readonly mem: Mem) {
     this.folios = new Folios(mem);
     this.inodes = new Inodes(mem);
@@ -33,6 +35,7 @@ export class Views {
     this.sptes = new Sptes(mem);
     this.rmp = new Rmp(mem);
     this.alloc = new PfnAllocator(mem, new FreeSync(mem, 0));
+    this.vmas = new HostMappings(mem);
   }
 }
 

@@ -27,6 +27,11 @@ export const LockClass = {
   PCP: 8,
   /** The pfn allocator's zone lock (zone->lock). */
   ZONE: 9,
+  /**
+   * The VMM process's mm->mmap_lock (an rwsem): mmap and munmap write, a host access reads. It
+   * nests outside the folio lock; it is last here only so that no other class's number moved.
+   */
+  MMAP: 10,
 } as const;
 export type LockClass = (typeof LockClass)[keyof typeof LockClass];
 
@@ -54,6 +59,7 @@ export const LOCK_CLASSES: readonly ClassInfo[] = [
   { name: 'kvm->mmu_lock', stat: LockStat.MMU, lockdep: true },
   { name: 'pcp->lock', stat: LockStat.ALLOCATOR, lockdep: true },
   { name: 'zone->lock', stat: LockStat.ALLOCATOR, lockdep: true },
+  { name: 'mm->mmap_lock', stat: LockStat.OTHER, lockdep: true },
 ];
 
 /** How many classes there are: lockdep's class graph is sized by it. */

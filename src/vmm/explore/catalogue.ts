@@ -9,6 +9,8 @@ import type { ExploreWorkload } from './explorer.js';
 
 export interface HistoricalBug {
   readonly id: string;
+  /** Always true here: an entry the model cannot show is an InexpressibleBug. */
+  readonly expressible?: true;
   readonly title: string;
   /** The commit that brought it in, and the one that fixed it (null: accepted, a finding). */
   readonly introducedBy: string;
@@ -30,6 +32,24 @@ export interface HistoricalBug {
   readonly workload?: Partial<ExploreWorkload>;
   readonly scenario?: string;
 }
+
+/**
+ * A real bug the model cannot show, listed so that nobody goes looking for it: `why` names what
+ * the model lacks. Nothing searches for one (no workload, no scenario, never a known bug).
+ */
+export interface InexpressibleBug {
+  readonly id: string;
+  readonly title: string;
+  readonly introducedBy: string;
+  readonly fixedBy: string;
+  /** Kernels that had it, modelled or not, and the modelled versions with the fix. */
+  readonly buggyIn: string;
+  readonly fixed: readonly KernelVersionName[];
+  readonly expressible: false;
+  readonly why: string;
+}
+
+export type CatalogueEntry = HistoricalBug | InexpressibleBug;
 
 export const CATALOGUE: readonly HistoricalBug[] = [
   {
@@ -131,6 +151,37 @@ export function hasBug(b: HistoricalBug, kernel: KernelVersionName, patches: rea
   return b.buggy.includes(kernel) && (b.fixedByPatch === undefined || !patches.includes(b.fixedByPatch));
 }
 
+/** Bugs of the host mmap era (6.18 on) that the model cannot show; `gmem-sandbox catalogue` lists them with why. */
+export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
+  {
+    id: 'gmem-shared-invalidation',
+    title:
+      'guest_memfd invalidations (PUNCH_HOLE, memory failure, release) name only PRIVATE gfns, though an INIT_SHARED file backs SHARED ones',
+    introducedBy: '3d3a04fad25a (host mmap, 6.18-rc1)',
+    fixedBy: '5d3341d684be (6.18-rc2: kvm_gmem_get_invalidate_filter, SHARED for an INIT_SHARED file)',
+    buggyIn: '6.18-rc1 only; no release had it',
+    fixed: ['6.18', '6.19', '7.0'],
+    expressible: false,
+    why:
+      'no modelled version has it (6.18-rc1 is not modelled), and on x86 it changes nothing anyway: only TDX consumes the filter ' +
+      '(the commit says so); kvm_gfn_range_filter_to_root_types returns KVM_DIRECT_ROOTS for every VM without mirrored TDP, and the ' +
+      'rmap zap ignores it, so the unmap zaps shared and private SPTEs alike; the model zaps every SPTE in the range the same way, ' +
+      'and has neither TDX nor ARM',
+  },
+  {
+    id: 'gmem-thp-collapse',
+    title: 'khugepaged or MADV_COLLAPSE makes large folios of a host-mapped guest_memfd; the next host fault WARNs and is SIGBUS',
+    introducedBy: '7fbb5e188248 (THP without VM_EXEC), reachable once guest_memfd could be mapped (3d3a04fad25a, 6.18)',
+    fixedBy: 'dd085fe9a8eb (7.0-rc: no THP for files on anonymous inodes; MADV_COLLAPSE is EINVAL)',
+    buggyIn: '6.18 and 6.19 built with CONFIG_READ_ONLY_THP_FOR_FS',
+    fixed: ['7.0'],
+    expressible: false,
+    why:
+      'the model has order-0 folios only, and no khugepaged or madvise: nothing can collapse pages into a large folio, so ' +
+      "kvm_gmem_fault_user_mapping's WARN_ON_ONCE(folio_test_large(folio)) cannot be reached",
+  },
+];
+
 /** Why a schedule failed, as the catalogue names it: a known bug of the kernel run (every violation known), or nothing known. */
 export function knownBug(kernel: KernelVersionName, violations: readonly Violation[], patches: readonly PatchName[] = []): HistoricalBug | null {
   const signs = (b: HistoricalBug, v: Violation): boolean =>
@@ -157,6 +208,8 @@ export function knownFindings(
 
 export function historicalBug(id: string): HistoricalBug {
   const b = CATALOGUE.find((x) => x.id === id);
+  const inexpressible = INEXPRESSIBLE.find((x) => x.id === id);
+  if (inexpressible !== undefined) throw new Error(`catalogue: '${id}' cannot be expressed in this model: ${inexpressible.why}`);
   if (b === undefined) throw new Error(`catalogue: no bug '${id}'; known: ${CATALOGUE.map((x) => x.id).join(', ')}`);
   return b;
 }

@@ -138,7 +138,8 @@ const PREPARES: Record<Policy, string> = {
   [Policy.ON_ALLOCATE]: 'prepares folios at fallocate and again in every get_pfn, for every VM bound to the inode',
   [Policy.ON_FAULT]: 'prepares a folio only in get_pfn (at fault time), once per folio, for every VM bound to the inode',
   [Policy.ON_FAULT_OWN_VM]: 'prepares a folio only in get_pfn (at fault time), once per folio, for the faulting VM only',
-  [Policy.ON_EVERY_FAULT]: 'clears a folio once in get_pfn and calls the arch prepare for the faulting VM on every fault; the hook leaves a page it already owns alone',
+  [Policy.ON_EVERY_FAULT]:
+    'clears a folio once in get_pfn and calls the arch prepare for the faulting VM on every fault; the hook leaves a page it already owns alone',
 };
 
 /** What LAUNCH_UPDATE after fallocate gave, and why when the policy says so. */

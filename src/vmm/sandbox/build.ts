@@ -12,6 +12,7 @@ import { declareHostRmpFault } from '../../gmem/filemap.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
 import { declareInodes } from '../../gmem/inode.js';
+import { declareHostMappings } from '../../gmem/vma.js';
 import { POLICIES, POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -198,6 +199,8 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareOnlineAudit(lb);
   // Last, so that adding them moved no other region's words.
   declareLockdep(lb);
+  // After lockdep, for the same reason.
+  declareHostMappings(lb, limits.filemapPages);
   declareKernelPatches(lb);
   declareHostRmpFault(lb);
   const buffers = allocateBuffers(lb.build(), limits);

@@ -54,3 +54,20 @@ export class SandboxClosedError extends Error {
     this.name = 'SandboxClosedError';
   }
 }
+
+/**
+ * A host access through a guest_memfd mapping that the process would take a signal for:
+ * SIGBUS (the fault cannot map the page: past the file's end, memory not shared, a poisoned
+ * page) or SIGSEGV (no mapping there), at `offset`; the bytes before its page were moved, as
+ * memset gets that far.
+ */
+export class HostSignalError extends Error {
+  constructor(
+    readonly op: string,
+    readonly signal: 'SIGBUS' | 'SIGSEGV',
+    readonly offset: number,
+  ) {
+    super(`${op}: ${signal} at offset ${offset} of the mapping`);
+    this.name = 'HostSignalError';
+  }
+}

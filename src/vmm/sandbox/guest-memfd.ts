@@ -1,12 +1,14 @@
-// The API's guest_memfd: fallocate, close, fstat, the refused read/write, memory failure, and a
-// look at the folio behind an offset.
+// The API's guest_memfd: fallocate, close, fstat, the refused read/write and pread/pwrite, mmap,
+// memory failure, and a look at the folio behind an offset.
 
 import { PG_HWPOISON, PG_UPTODATE } from '../../gmem/folio.js';
 import { FALLOC_MODE_NAMES, type FallocModeName, gmemFallocate } from '../../gmem/fallocate.js';
 import { gmemErrorFolio } from '../../gmem/guest_memfd.js';
+import { gmemMmap } from '../../gmem/mmap.js';
 import { Errno } from '../../shm/errno.js';
 import { PAGE_SIZE } from '../../shm/limits.js';
 import { ArgumentError, KvmError, check } from './errors.js';
+import { HostMapping } from './host-mapping.js';
 import { type FolioInfo, type SandboxPort, int } from './port.js';
 
 export class GuestMemfd {
@@ -57,6 +59,42 @@ export class GuestMemfd {
   write(): never {
     this.requireOpen('write');
     throw new KvmError('write', -Errno.EINVAL, 'guest_memfd does not support write');
+  }
+
+  /**
+   * pread(2) / pwrite(2): the file was never opened through do_dentry_open, so it has no
+   * FMODE_PREAD / FMODE_PWRITE: ESPIPE (a negative position is EINVAL before the fd is looked up).
+   */
+  pread(offset: number | string = 0): never {
+    return this.positioned('pread', offset);
+  }
+  pwrite(offset: number | string = 0): never {
+    return this.positioned('pwrite', offset);
+  }
+  private positioned(op: string, offset: number | string): never {
+    if (int(offset, 'offset', -Infinity) < 0) throw new KvmError(op, -Errno.EINVAL);
+    this.requireOpen(op);
+    throw new KvmError(op, -Errno.ESPIPE, 'guest_memfd has no positioned I/O');
+  }
+
+  /**
+   * mmap(2) of [offset, offset + size) of the file: MAP_SHARED unless `shared` is false (which
+   * guest_memfd refuses). The mapping may run past the file's end; access there is SIGBUS.
+   */
+  async mmap(a: { size: number | string; offset?: number | string; shared?: boolean }): Promise<HostMapping> {
+    return this.mmapSync(a);
+  }
+  mmapSync(a: { size: number | string; offset?: number | string; shared?: boolean }): HostMapping {
+    const off = int(a.offset ?? 0, 'offset');
+    const size = int(a.size, 'size');
+    // The syscall refuses an offset inside a page before it looks at the fd.
+    if (off % PAGE_SIZE !== 0) throw new KvmError('mmap', -Errno.EINVAL, 'offset must be page aligned');
+    this.requireOpen('mmap');
+    const h = check(
+      'mmap',
+      this.sb.withGmemFd(this.fd, (f) => (f < 0 ? f : gmemMmap(this.sb.k.g, f, off, size, a.shared ?? true))),
+    );
+    return new HostMapping(this.sb, h, Math.ceil(size / PAGE_SIZE) * PAGE_SIZE, off);
   }
 
   /** memory_failure on the folio at `offset` (fault injection). */

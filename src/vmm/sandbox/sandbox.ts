@@ -8,6 +8,8 @@ import { openKernel, type PlatformKind, type SyncMode } from '../../firmware/ope
 import { FwCmd } from '../../firmware/snp.js';
 import type { PolicyName } from '../../gmem/policy.js';
 import type { KvmCtx } from '../../kvm/ctx.js';
+import { KVM_CAP_NAMES, type KvmCapName, kvmCheckExtension } from '../../kvm/check_extension.js';
+import { kvmExitMm } from '../../kvm/host_mm.js';
 import { kvmDestroyVm } from '../../kvm/kvm_main.js';
 import { kvmGmemClose } from '../../kvm/task_work.js';
 import { FdKind, FdTable, MAX_FDS, fdputGmem } from '../../kvm/fdtable.js';
@@ -22,6 +24,7 @@ import { ArgumentError, SandboxClosedError, check } from './errors.js';
 import { FD_KIND, type FdEntry, type SandboxPort } from './port.js';
 
 import { GuestMemfd } from './guest-memfd.js';
+import { HostMapping } from './host-mapping.js';
 import { Vcpu } from './vcpu.js';
 import { Vm } from './vm.js';
 
@@ -30,7 +33,7 @@ export const TID_CONTROLLER = 0;
 
 export type { FolioInfo, GuestAccessResult, RmpQuery } from './port.js';
 export type { UserMemoryRegion2Args } from './vm.js';
-export { GuestMemfd, Vcpu, Vm };
+export { GuestMemfd, HostMapping, Vcpu, Vm };
 
 export class Sandbox implements SandboxPort {
   readonly mem: Mem;
@@ -125,11 +128,14 @@ export class Sandbox implements SandboxPort {
   }
 
   /**
-   * Closes every fd, guest_memfds first (each pins its VM), then the VMs: kvm_destroy_vm frees
+   * Unmaps every guest_memfd mapping, then closes every fd, guest_memfds first (each pins its
+   * VM), then the VMs: kvm_destroy_vm frees
    * their memslots. A VM some file still pins (a reference held elsewhere) is left, as the
    * kernel leaves it, and the teardown audit reports it.
    */
   closeAllFds(): void {
+    // do_exit: exit_mm before exit_files, so the mappings' file references go first.
+    kvmExitMm(this.k);
     for (const e of this.fdt.open()) if (e.kind === FdKind.GMEM) this.closeFdRaw(e.fd);
     for (const e of this.fdt.open()) {
       this.fdt.remove(e.fd);
@@ -149,6 +155,12 @@ export class Sandbox implements SandboxPort {
     if (vm < 0) throw new SandboxLimitError('vms', `at most ${this.mem.limits.maxVms} VMs in this sandbox (option maxVms)`);
     const fd = this.allocFd({ kind: 'vm', vm });
     return new Vm(this, vm, type, fd);
+  }
+
+  /** KVM_CHECK_EXTENSION on /dev/kvm (kvm == NULL): the capability's value (0 for one the kernel lacks). */
+  checkExtension(cap: KvmCapName): number {
+    if (!(cap in KVM_CAP_NAMES)) throw new ArgumentError('cap', `must be one of ${Object.keys(KVM_CAP_NAMES).join(', ')}, got '${cap}'`);
+    return kvmCheckExtension(this.k, null, KVM_CAP_NAMES[cap]);
   }
 
   /** Counters summed over every thread. */
@@ -215,3 +227,4 @@ refuseAfterClose(Sandbox, (s: Sandbox) => s, ['close']);
 refuseAfterClose(Vm, (v: Vm) => v.sb);
 refuseAfterClose(GuestMemfd, (g: GuestMemfd) => g.sb);
 refuseAfterClose(Vcpu, (c: Vcpu) => c.vm.sb);
+refuseAfterClose(HostMapping, (m: HostMapping) => m.sb);

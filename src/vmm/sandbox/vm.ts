@@ -1,7 +1,9 @@
 // The API's VM: the VM ioctls (guest_memfd, memslots, attributes, SNP launch, vCPUs) and
 // queries of the RMP and the backing of a gpa.
 
+import { GUEST_MEMFD_FLAG_NAMES, type GuestMemfdFlagName } from '../../gmem/flags.js';
 import { gmemCreate, gmemLink } from '../../gmem/guest_memfd.js';
+import { KVM_CAP_NAMES, type KvmCapName, kvmCheckExtension } from '../../kvm/check_extension.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion } from '../../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../kvm/memslots.js';
@@ -55,14 +57,28 @@ export class Vm implements VmPort {
   }
 
   // KVM_CREATE_GUEST_MEMFD
-  /** `flags` is the uAPI's u64: a bigint reaches bits above 2^53. */
-  async createGuestMemfd(args: { size: number | string; flags?: number | bigint }): Promise<GuestMemfd> {
+  /** `flags` is the uAPI's u64 (a bigint reaches bits above 2^53), or names: 'mmap', 'init_shared' (6.18). */
+  async createGuestMemfd(args: { size: number | string; flags?: number | bigint | GuestMemfdFlagName[] }): Promise<GuestMemfd> {
     return this.createGuestMemfdSync(args);
   }
-  createGuestMemfdSync(args: { size: number | string; flags?: number | bigint }): GuestMemfd {
+  createGuestMemfdSync(args: { size: number | string; flags?: number | bigint | GuestMemfdFlagName[] }): GuestMemfd {
     const size = parseSize(args.size, 'size');
-    const f = check('KVM_CREATE_GUEST_MEMFD', gmemCreate(this.sb.k.g, this.id, size, args.flags ?? 0));
+    let flags: number | bigint = 0;
+    if (Array.isArray(args.flags)) {
+      for (const n of args.flags) {
+        if (!(n in GUEST_MEMFD_FLAG_NAMES))
+          throw new ArgumentError('flags', `unknown guest_memfd flag '${n}'; known: ${Object.keys(GUEST_MEMFD_FLAG_NAMES).join(', ')}`);
+        flags |= GUEST_MEMFD_FLAG_NAMES[n];
+      }
+    } else flags = args.flags ?? 0;
+    const f = check('KVM_CREATE_GUEST_MEMFD', gmemCreate(this.sb.k.g, this.id, size, flags));
     return new GuestMemfd(this.sb, f, this.sb.allocFd({ kind: 'gmem', file: f }));
+  }
+
+  /** KVM_CHECK_EXTENSION on this VM's fd: the capability's value (0 for one the kernel lacks). */
+  checkExtension(cap: KvmCapName): number {
+    if (!(cap in KVM_CAP_NAMES)) throw new ArgumentError('cap', `must be one of ${Object.keys(KVM_CAP_NAMES).join(', ')}, got '${cap}'`);
+    return kvmCheckExtension(this.sb.k, this.id, KVM_CAP_NAMES[cap]);
   }
 
   /** KVM_LINK_GUEST_MEMFD (experimental): this VM gets its own file on `gmem`'s inode. */

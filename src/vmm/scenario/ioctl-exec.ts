@@ -4,8 +4,9 @@
 import { TraceKind } from '../../shm/trace.js';
 import { hex, type Outcome, outcomeOfError } from '../../vcpu-workers/outcome.js';
 import { bytesOfHex } from '../../vcpu-workers/ops.js';
-import { GuestMemfd, type Sandbox, type Vm } from '../sandbox/sandbox.js';
+import { GuestMemfd, type HostMapping, type Sandbox, type Vm } from '../sandbox/sandbox.js';
 import { Errno } from '../../shm/errno.js';
+import { PAGE_SIZE } from '../../shm/limits.js';
 import type { IoctlStep } from './schema.js';
 
 /** Ioctl steps in trace order: a trace event's arg is IOCTL_TRACE_BASE + the index here. */
@@ -22,12 +23,23 @@ export const IOCTL_STEPS = [
   'hwpoison',
   'rmp_query',
   'folio_query',
+  'read',
+  'write',
+  'pread',
+  'pwrite',
+  'check_extension',
+  'mmap',
+  'munmap',
+  'host_read',
+  'host_write',
 ] as const;
 export const IOCTL_TRACE_BASE = 16;
 
 export class IoctlExecutor {
   readonly vms = new Map<string, Vm>();
   readonly fds = new Map<string, GuestMemfd>();
+  /** Mappings by name; a name outlives its munmap (an access there is then SIGSEGV). */
+  readonly maps = new Map<string, HostMapping>();
 
   constructor(readonly sb: Sandbox) {}
 
@@ -137,6 +149,52 @@ export class IoctlExecutor {
           value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) },
         };
       }
+      default:
+        return this.runHostMm(st);
+    }
+  }
+
+  private mapping(name: string): HostMapping {
+    const m = this.maps.get(name);
+    if (m === undefined) throw new Error(`no mapping named '${name}'`);
+    return m;
+  }
+
+  /** The 6.18 host-mapping steps, the file I/O guest_memfd refuses, and KVM_CHECK_EXTENSION. */
+  private runHostMm(st: HostMmStep): Outcome {
+    if (st.op === 'check_extension') {
+      const value = st.vm === undefined ? this.sb.checkExtension(st.cap) : this.vm(st.vm).checkExtension(st.cap);
+      return { result: 'ok', value };
+    }
+    if (st.op === 'munmap' || st.op === 'host_read' || st.op === 'host_write') {
+      const m = this.mapping(st.map);
+      if (st.op === 'munmap') m.munmapSync();
+      else if (st.op === 'host_write') m.writeSync(st.offset, bytesOfHex(st.data));
+      else return { result: 'ok', value: hex(m.readSync(st.offset, st.len)) };
+      return { result: 'ok' };
+    }
+    // Checked before the fd is looked up: pread's negative position, mmap's offset inside a page.
+    if ((st.op === 'pread' || st.op === 'pwrite') && (st.offset ?? 0) < 0) return { result: 'EINVAL' };
+    if (st.op === 'mmap' && st.offset % PAGE_SIZE !== 0) return { result: 'EINVAL' };
+    const g = this.gmemOrErrno(st.fd);
+    if (!(g instanceof GuestMemfd)) return g;
+    switch (st.op) {
+      case 'mmap':
+        this.maps.set(st.as, g.mmapSync({ offset: st.offset, size: st.size, shared: st.shared ?? true }));
+        return { result: 'ok' };
+      case 'read':
+        return g.read();
+      case 'write':
+        return g.write();
+      case 'pread':
+        return g.pread(st.offset ?? 0);
+      case 'pwrite':
+        return g.pwrite(st.offset ?? 0);
     }
   }
 }
+
+type HostMmStep = Extract<
+  IoctlStep,
+  { op: 'read' | 'write' | 'pread' | 'pwrite' | 'check_extension' | 'mmap' | 'munmap' | 'host_read' | 'host_write' }
+>;

@@ -3,8 +3,10 @@
 
 import { z } from 'zod';
 import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/fallocate.js';
+import { GUEST_MEMFD_FLAG_NAMES, type GuestMemfdFlagName } from '../../gmem/flags.js';
 import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_CHOICES, POLICY_VERSION, resolveKernelChoice } from '../../gmem/version.js';
+import { KVM_CAP_NAMES, type KvmCapName } from '../../kvm/check_extension.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { VM_TYPES } from '../../kvm/vm.js';
 import { Errno } from '../../shm/errno.js';
@@ -31,9 +33,20 @@ const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return n;
 });
 
+/** A signed offset or length: fallocate(2) takes loff_t, and refuses a negative one itself (EINVAL). */
+const signedSize = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseSize(v, 'value');
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^value: /, '') });
+    return z.NEVER;
+  }
+});
+
 /** Bytes one guest_read returns: the result is printed and kept in the report. */
 export const MAX_GUEST_READ = 1 << 20;
 const readLen = size.pipe(z.number().max(MAX_GUEST_READ, `must be at most ${MAX_GUEST_READ} bytes (1MiB) per guest_read`));
+const hostReadLen = size.pipe(z.number().max(MAX_GUEST_READ, `must be at most ${MAX_GUEST_READ} bytes (1MiB) per host_read`));
 
 /** vCPU threads a scenario can start: thread ids less the controller, VMM and firmware. */
 export const MAX_SCENARIO_VCPUS = LIMITS.MAX_THREADS - 3;
@@ -43,7 +56,17 @@ const fdRef = z.union([name, z.number().int()]);
 const hexData = z.string().regex(/^(0x)?([0-9a-fA-F]{2})*$/, 'must be hex bytes, e.g. "deadbeef"');
 
 /** 'hang': the watchdog ended a wait that never finished (the run stops there). */
-export const OUTCOMES = ['ok', ...Object.keys(Errno), ...EXIT_NAMES.filter((e) => e !== 'none'), 'ELIMIT', 'ETIMEDOUT', 'hang'] as const;
+/** 'SIGBUS', 'SIGSEGV': the signal a host access through a guest_memfd mapping takes. */
+export const OUTCOMES = [
+  'ok',
+  ...Object.keys(Errno),
+  ...EXIT_NAMES.filter((e) => e !== 'none'),
+  'SIGBUS',
+  'SIGSEGV',
+  'ELIMIT',
+  'ETIMEDOUT',
+  'hang',
+] as const;
 const expect = z.enum(OUTCOMES as unknown as [string, ...string[]]).optional();
 
 const base = { expect, expect_value: z.unknown().optional(), note: z.string().optional() };
@@ -58,9 +81,10 @@ const leafSteps = [
     ...vmStep,
     as: name,
     size,
-    // A u64: a number, or a hex string for the bits a JSON number cannot hold exactly.
+    // A u64: a number, a hex string for the bits a JSON number cannot hold exactly, or names (6.18).
     flags: z
       .union([
+        z.array(z.enum(Object.keys(GUEST_MEMFD_FLAG_NAMES) as [GuestMemfdFlagName, ...GuestMemfdFlagName[]])),
         z.number().int(),
         z
           .string()
@@ -94,10 +118,24 @@ const leafSteps = [
     op: z.literal('fallocate'),
     fd: fdRef,
     mode: z.union([z.array(z.enum(Object.keys(FALLOC_MODE_NAMES) as [FallocModeName, ...FallocModeName[]])), z.number().int()]),
-    offset: size,
-    len: size,
+    offset: signedSize,
+    len: signedSize,
     ...base,
   }),
+  z.strictObject({ op: z.literal('read'), fd: fdRef, ...base }),
+  z.strictObject({ op: z.literal('write'), fd: fdRef, ...base }),
+  z.strictObject({ op: z.literal('pread'), fd: fdRef, offset: signedSize.optional(), ...base }),
+  z.strictObject({ op: z.literal('pwrite'), fd: fdRef, offset: signedSize.optional(), ...base }),
+  z.strictObject({
+    op: z.literal('check_extension'),
+    vm: name.optional(),
+    cap: z.enum(Object.keys(KVM_CAP_NAMES) as [KvmCapName, ...KvmCapName[]]),
+    ...base,
+  }),
+  z.strictObject({ op: z.literal('mmap'), fd: fdRef, as: name, offset: size, size, shared: z.boolean().optional(), ...base }),
+  z.strictObject({ op: z.literal('munmap'), map: name, ...base }),
+  z.strictObject({ op: z.literal('host_read'), map: name, offset: size, len: hostReadLen, ...base }),
+  z.strictObject({ op: z.literal('host_write'), map: name, offset: size, data: hexData, ...base }),
   z.strictObject({ op: z.literal('snp_launch_start'), ...vmStep }),
   z.strictObject({
     op: z.literal('snp_launch_update'),
@@ -107,7 +145,12 @@ const leafSteps = [
     type: z.enum(Object.keys(SNP_PAGE_TYPE_NAMES) as [string, ...string[]]).optional(),
     data: hexData.optional(),
     /** Source pages mapped (default: all of len); a page past them faults (EFAULT). */
-    source_pages: z.number().int().min(0).max(1 << 20).optional(),
+    source_pages: z
+      .number()
+      .int()
+      .min(0)
+      .max(1 << 20)
+      .optional(),
     /** The source address's offset within its page (7.0 refuses one that is not 0). */
     source_offset: z.number().int().min(0).max(4095).optional(),
   }),
@@ -173,7 +216,16 @@ export type IoctlStep = Extract<
       | 'snp_launch_finish'
       | 'hwpoison'
       | 'rmp_query'
-      | 'folio_query';
+      | 'folio_query'
+      | 'read'
+      | 'write'
+      | 'pread'
+      | 'pwrite'
+      | 'check_extension'
+      | 'mmap'
+      | 'munmap'
+      | 'host_read'
+      | 'host_write';
   }
 >;
 
@@ -219,6 +271,7 @@ function checkNames(s: Scenario): void {
   if (vcpus > MAX_SCENARIO_VCPUS)
     problems.push(`vms: ${vcpus} vCPUs in all; at most ${MAX_SCENARIO_VCPUS} (one thread each, beside the controller, VMM and firmware)`);
   const fds = new Set<string>();
+  const maps = new Set<string>();
   const visit = (st: Step, path: string): void => {
     if ('vm' in st && typeof st.vm === 'string' && !vms.has(st.vm)) problems.push(`${path}.vm: no VM named '${st.vm}' in vms`);
     if ('vcpu' in st && typeof st.vm === 'string' && vms.has(st.vm) && st.vcpu >= vms.get(st.vm)!.vcpus) {
@@ -233,9 +286,10 @@ function checkNames(s: Scenario): void {
       const v = (st as Record<string, unknown>)[f];
       if (typeof v === 'string' && !fds.has(v)) problems.push(`${path}.${f}: no guest_memfd named '${v}' was created by an earlier step`);
     }
+    if ('map' in st && !maps.has(st.map)) problems.push(`${path}.map: no mapping named '${st.map}' was made by an earlier mmap`);
     if ('as' in st) {
-      if (fds.has(st.as)) problems.push(`${path}.as: '${st.as}' is already used`);
-      fds.add(st.as);
+      if (fds.has(st.as) || maps.has(st.as)) problems.push(`${path}.as: '${st.as}' is already used`);
+      (st.op === 'mmap' ? maps : fds).add(st.as);
     }
     if (st.op === 'parallel') st.steps.forEach((c, j) => visit(c, `${path}.steps.${j}`));
   };

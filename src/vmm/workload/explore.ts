@@ -55,17 +55,8 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   multiVmShare: 0.25,
 };
 
-/** Workloads that give a bug a way to show: populate needs a launching SNP VM beside a running one. */
+/** Workloads that give a bug a way to show (the op that reaches its code). */
 export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> = {
-  'populate-no-uptodate-check': {
-    vmType: 'sw-protected',
-    vms: 2,
-    populateFirstVm: true,
-    ops: 'populate=1',
-    vmmOps: 4,
-    vcpus: 1,
-    accesses: 10,
-  },
   'get-pfn-unlocked-prepare': { ops: 'fallocate=1', vmmOps: 1, pages: 2 },
   'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
   // Both orders in one schedule: an SEV command (kvm->lock, then slots_lock) and a memslot update.
@@ -176,6 +167,7 @@ export function scheduleGuestRuns(
     durationMs: 0,
     maxAccesses: w.accesses,
     multiVm: shape.vms > 1,
+    launchLinked: shape.populateFirstVm,
     prefaultRatio: w.prefaultRatio,
   }));
 }

@@ -6,10 +6,10 @@ import { kvmSetMemoryAttributes, kvmVcpuPreFaultMemory } from '../../../kvm/kvm_
 import { SnpPageType } from '../../../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchUpdate } from '../../../kvm/sev.js';
 import { PAGE_SIZE } from '../../../shm/limits.js';
+import { LAUNCH_BYTE } from '../../../vcpu-workers/guest-workload.js';
 import { type OpHandler, punchFd } from './op.js';
 
 /** The byte a 'populate' op measures into the launching VM: no guest tag can match it. */
-const LAUNCH_BYTE = 0x5a;
 
 /** KVM_SET_MEMORY_ATTRIBUTES flipping the range's first gfn's state, and the discard a VMM makes of memory turned shared. */
 export const convert: OpHandler = {

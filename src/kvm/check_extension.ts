@@ -1,0 +1,27 @@
+// KVM_CHECK_EXTENSION for the guest_memfd capabilities (kvm_vm_ioctl_check_extension_generic in
+// virt/kvm/kvm_main.c), on a VM fd or on /dev/kvm, which asks with kvm == NULL.
+
+import { gmemSupportedFlags } from '../gmem/flags.js';
+import type { KvmCtx } from './ctx.js';
+
+export const KVM_CAP_GUEST_MEMFD = 234;
+/** KVM_CAP_GUEST_MEMFD_FLAGS (d2042d8f96dd, 6.18; KVM_CAP_GUEST_MEMFD_MMAP in 6.18-rc1 only). */
+export const KVM_CAP_GUEST_MEMFD_FLAGS = 244;
+/** The capabilities by name, for the library and scenarios. */
+export const KVM_CAP_NAMES = { guest_memfd: KVM_CAP_GUEST_MEMFD, guest_memfd_flags: KVM_CAP_GUEST_MEMFD_FLAGS } as const;
+export type KvmCapName = keyof typeof KVM_CAP_NAMES;
+
+// kvm_vm_ioctl_check_extension_generic: `vm` null is the system fd. An unknown capability is 0.
+export function kvmCheckExtension(k: KvmCtx, vm: number | null, cap: number): number {
+  switch (cap) {
+    case KVM_CAP_GUEST_MEMFD:
+      // d1e54dd08f16 (6.18): every VM; before, only a VM with private memory (or the system fd).
+      if (k.version.gmemOnDefaultVm) return 1;
+      return vm === null || k.vms.hasPrivateMem(vm) ? 1 : 0;
+    case KVM_CAP_GUEST_MEMFD_FLAGS:
+      // kvm_gmem_get_supported_flags; before 6.18 the capability does not exist.
+      return gmemSupportedFlags(k.g, vm);
+    default:
+      return 0;
+  }
+}
