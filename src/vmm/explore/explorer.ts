@@ -105,6 +105,8 @@ export class Explorer {
       throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
     const m = cfg.workload.multiVmShare;
     if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
+    const h = cfg.workload.gmemOnlyShare ?? 0;
+    if (!(h >= 0 && h <= 1)) throw new Error(`gmemOnlyShare: must be between 0 and 1, got ${h}`);
     const to = cfg.scheduleTimeoutMs;
     if (to !== undefined && !(Number.isInteger(to) && to > 0)) throw new Error(`scheduleTimeoutMs: must be a positive integer, got ${to}`);
   }
@@ -287,7 +289,7 @@ export class Explorer {
       violations: [{ invariant: 'liveness', by: 'watchdog', detail: `hang: ${report.message}${running}` }],
       choices,
       ops: zeroOps(),
-      shape: scheduleShape(this.cfg.workload, seed),
+      shape: scheduleShape(this.cfg.workload, seed, this.rt!.descriptor.kernel),
       findings: { punchHoleLeftovers: 0, crossVmPrepare: 0 },
     };
     return new ScheduleHangError(
