@@ -35,7 +35,15 @@ export const QUICK_ROWS: Record<string, string[]> = {
       (m) => `zero-fill.${m}`,
     ),
   ],
-  fault: ['zero-fill.page', 'zero-fill+rt.spin', 'fault.cold.sw', 'fault.cold.snp'],
+  fault: [
+    'zero-fill.page',
+    'zero-fill+rt.spin',
+    'fault.cold.sw',
+    'fault.cold.snp',
+    'fault.cold.snp.7.0',
+    'fault.refault.snp',
+    'fault.refault.snp.7.0',
+  ],
   prefault: ['zero-fill.16MiB', 'prefault.16MiB.sw', 'prefault.16MiB.snp'],
   throughput: [
     'faults.1vcpu',
