@@ -72,27 +72,31 @@ describe('a wait nobody can end is a deadlock at its schedule, named and replaya
   it.each([
     [
       'retry-wait-holding-mmu-lock',
+      3,
       {},
-      /^deadlock: no actor can run: vmm waits on mmu_lock of vm 0 \(state 1\); vcpu 0 \(vm 0\) waits on mmu_invalidate_seq of vm 0 \(value \d+\)$/,
+      /^deadlock: no actor can run: vmm waits on mmu_lock of vm 0 \(state 1\); vcpu 0 \(vm 0\) waits on mmu_invalidate_seq of vm 0 \(value 1\); vmm 2 waits on slots_lock of vm 0 \(held by vmm\)$/,
     ],
     [
       'spin-holding-mmu-lock',
+      3,
       {},
-      /^deadlock: no actor can run: vmm waits on mmu_lock of vm 0 \(state 1\); vcpu 0 \(vm 0\) waits on the memslot generation of vm 0 .* or a signal$/,
+      /^deadlock: no actor can run: vmm waits on mmu_lock of vm 0 \(state 1\); vcpu 0 \(vm 0\) waits on the memslot generation of vm 0 \(a fault retrying on an INVALID slot waits for the next publish\) \(value 2\) or a signal; vmm 2 waits on slots_lock of vm 0 \(held by vmm\)$/,
     ],
     [
       'retry-wait-in-srcu',
+      2,
       { ops: 'memslot=1', vmmOps: 2 },
       /vmm 2 waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu 0 \(vm 0\)\)/,
     ],
     [
       'exit-holding-mmu-lock',
+      2,
       {},
       /^deadlock: no actor can run: vmm waits on mmu_lock of vm 0 \(state 1; vcpu 0 \(vm 0\) returned to user space holding it\)$/,
     ],
-  ] as const)('%s', async (m, over, detail) => {
+  ] as const)('%s (seed %i)', async (m, seed, over, detail) => {
     const e = await misbehaving(m, config(over));
-    const [r] = await e.runSchedules([2]);
+    const [r] = await e.runSchedules([seed]);
     expect(r.outcome).toBe('deadlock');
     expect(r.violations[0]).toMatchObject({ invariant: 'liveness', by: 'scheduler' });
     expect(r.violations[0].detail).toMatch(detail);
@@ -119,14 +123,14 @@ describe('a wait nobody can end is a deadlock at its schedule, named and replaya
 });
 
 describe('a hang the round watchdog ends carries its seed and the choices made so far', () => {
-  it('the schedule of seed 2 hangs 30 steps in, and its choices replay to the same hang', async () => {
+  it('the schedule of seed 2 hangs 36 steps in, and its choices replay to the same hang', async () => {
     const e = await misbehaving('hang-at-point-10', config({}, 1500));
     const err = await e.runSchedules([2, 3]).catch((x: unknown) => x);
     expect(err).toBeInstanceOf(ScheduleHangError);
     const { result, index } = err as ScheduleHangError;
     expect(index).toBe(0);
     expect(result).toMatchObject({ seed: 2, outcome: 'hang', steps: result.choices.length });
-    expect(result.choices.length).toBe(30);
+    expect(result.choices.length).toBe(36);
     expect(result.violations[0].detail).toMatch(
       /^hang: no schedule of the batch finished within 1500 ms; .*vcpu 0 \(vm 0\) was running and never reached its next scheduling point$/,
     );
