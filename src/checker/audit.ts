@@ -34,7 +34,11 @@ export function auditQuiescent(mem: Mem): AuditReport {
   auditInodeLocks(v, add);
   const stats = sumStats(mem);
   if (stats.hostRmpFaults > 0)
-    add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)${firstFault(mem)}` });
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)${firstFault(mem)}`,
+    });
   // The VMM's own checks of what it read through a guest_memfd mapping (workload/ops/host.ts).
   if (stats.hostStaleReads > 0)
     add({

@@ -47,7 +47,11 @@ function describeBug(b: HistoricalBug): string {
   const patch = b.fixedByPatch !== undefined ? `; gone with --patch ${b.fixedByPatch}` : '';
   const reports = [b.invariant, ...(b.alsoReports ?? []).map((a) => a.invariant)].join(' or ');
   const other =
-    b.fixed[0] !== undefined ? `--kernel ${b.fixed[0]}` : b.fixedByPatch !== undefined ? `--patch ${b.fixedByPatch}` : `--kernel ${b.buggy[0]}`;
+    b.fixed[0] !== undefined
+      ? `--kernel ${b.fixed[0]}`
+      : b.fixedByPatch !== undefined
+        ? `--patch ${b.fixedByPatch}`
+        : `--kernel ${b.buggy[0]}`;
   const run = b.workload !== undefined ? `gmem-sandbox explore --catalogue ${b.id} [${other}]` : `gmem-sandbox run ${b.scenario}`;
   return `${b.id}\n  ${b.title}\n  buggy: ${b.buggy.join(', ')}; ${fixed}${b.fixed.length ? ` (${b.fixed.join(', ')})` : ''}${patch}\n  reports: ${reports}\n  how: ${b.how}\n  try: ${run}\n\n`;
 }

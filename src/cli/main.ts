@@ -48,7 +48,9 @@ function shardArg(v: string): { k: number; n: number } {
 
 /** --patch NAME (repeatable, or several names after one --patch): posted patches on top of the kernel version. */
 const patchOption = (what: string) =>
-  new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([...PATCH_NAMES]);
+  new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([
+    ...PATCH_NAMES,
+  ]);
 
 /** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
 function mixArg(v: string): string {

@@ -80,13 +80,23 @@ function rmpFault(g: GmemCtx, pfn: Pfn, site: HostWrite): void {
 }
 
 /** The first RMP fault of a host write since the reset, or null. */
-export function firstHostRmpFault(mem: Mem): { site: HostWrite; pfn: number; tid: number; asid: number; gfn: number; assigned: boolean; immutable: boolean } | null {
+export function firstHostRmpFault(
+  mem: Mem,
+): { site: HostWrite; pfn: number; tid: number; asid: number; gfn: number; assigned: boolean; immutable: boolean } | null {
   const w = mem.w;
   const b = regionBase(mem, FAULT_REGION);
   const site = Atomics.load(w, b);
   if (site === 0) return null;
   const own = Atomics.load(w, b + 5);
-  return { site: HOST_WRITES[site - 1], pfn: w[b + 1], tid: w[b + 2], asid: w[b + 3], gfn: w[b + 4], assigned: own !== 0, immutable: own === 2 };
+  return {
+    site: HOST_WRITES[site - 1],
+    pfn: w[b + 1],
+    tid: w[b + 2],
+    asid: w[b + 3],
+    gfn: w[b + 4],
+    assigned: own !== 0,
+    immutable: own === 2,
+  };
 }
 
 /** A host write of a whole page at `site`; an RMP-assigned page refuses it (counted: a host bug). */

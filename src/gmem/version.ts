@@ -207,8 +207,7 @@ export const KERNEL_PATCHES: Readonly<Record<PatchName, KernelPatch>> = {
     name: 'snp-launch-state',
     title: 'KVM: SEV: Track SNP launch state and disallow invalid userspace interactions',
     posted: 'Jethro Beekman, 2026-01-19 (d98692e2-d96b-4c36-8089-4bc1e5cc3d57@fortanix.com), resent 2026-02-02',
-    status:
-      'not merged: 9b9f7962e3e8 (7.1) took only its LAUNCH_FINISH part, by refusing to sync the VMSA of a vCPU already launched',
+    status: 'not merged: 9b9f7962e3e8 (7.1) took only its LAUNCH_FINISH part, by refusing to sync the VMSA of a vCPU already launched',
     what: 'sev->snp_finished, set by a successful LAUNCH_FINISH: LAUNCH_START, LAUNCH_UPDATE and LAUNCH_FINISH are then EINVAL',
     overrides: { snpLaunchStateTracked: true },
   },
@@ -238,7 +237,11 @@ export function declareKernelPatches(lb: LayoutBuilder): void {
   lb.add(PATCH_REGION, 1, 'gmem/version.ts', 0);
 }
 export function setKernelPatches(mem: Mem, names: readonly PatchName[]): void {
-  Atomics.store(mem.w, regionBase(mem, PATCH_REGION), names.reduce((m, n) => m | (1 << PATCH_NAMES.indexOf(n)), 0));
+  Atomics.store(
+    mem.w,
+    regionBase(mem, PATCH_REGION),
+    names.reduce((m, n) => m | (1 << PATCH_NAMES.indexOf(n)), 0),
+  );
 }
 /** The sandbox's patches, in PATCH_NAMES order. */
 export function readKernelPatches(mem: Mem): PatchName[] {

@@ -186,7 +186,8 @@ function sevGmemPostPopulate(
       if (src === null) return v.populatePerPage ? -Errno.EINVAL : -Errno.EFAULT;
       // Before 7.0, copy_from_user of page i; from 7.0 the page was pinned, and memcpy cannot fail.
       if (!sourceMapped(src, i)) return -Errno.EFAULT;
-      if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), 'memcpy in sev_gmem_post_populate')) return -Errno.EFAULT;
+      if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), 'memcpy in sev_gmem_post_populate'))
+        return -Errno.EFAULT;
     }
     k.stats[C.rmpUpdates]++;
     // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.

@@ -97,28 +97,41 @@ describe('SNP launch commands after LAUNCH_FINISH, without and with the launch-s
     ['7.0', [], 'EIO'],
     ['6.11', ['snp-launch-state'], 'EINVAL'],
     ['7.0', ['snp-launch-state'], 'EINVAL'],
-  ] as const)('%s with patches %j: LAUNCH_UPDATE %s, a second LAUNCH_FINISH likewise, LAUNCH_START EINVAL', async (kernel, patches, want) => {
-    const sb = await Sandbox.create({ kernel, patches, memory: '4MiB', gpaSpace: '32MiB', userMemory: '8MiB', gmemSpace: '32MiB' });
-    const { vm } = await setupVm({ sb, type: 'snp', launch: 'started' });
-    await vm.snpLaunchUpdate({ gpa: 0, data: image(1) });
-    await vm.snpLaunchFinish();
-    const digest = vm.snpLaunchDigest();
-    const d = await statsDelta(sb, ['rmpUpdates', 'foliosAllocated', 'hostRmpFaults'], async () => {
-      const late = await vm.snpLaunchUpdate({ gpa: PAGE_SIZE, data: image(2) }).catch((e: unknown) => e);
-      expect(late).toMatchObject(want === 'EIO' ? { code: 'EIO', populateError: 'EIO', fwError: 2 } : { code: 'EINVAL', populateError: undefined });
-      await expect(vm.snpLaunchFinish()).rejects.toMatchObject({ code: want });
-      await expect(vm.snpLaunchStart()).rejects.toMatchObject({ code: 'EINVAL' });
-    });
-    // Unpatched, KVM took a folio and made it private before the firmware refused; the reclaim
-    // left it hypervisor-owned. Patched, nothing was looked up.
-    expect(d).toEqual(want === 'EIO' ? { rmpUpdates: 1, foliosAllocated: 1, hostRmpFaults: 0 } : { rmpUpdates: 0, foliosAllocated: 0, hostRmpFaults: 0 });
-    expect(vm.rmpQuery(PAGE_SIZE)).toEqual(want === 'EIO' ? { present: true, pfn: expect.any(Number), ...HYPERVISOR_OWNED } : { present: false });
-    expect(vm.snpLaunchDigest()).toBe(digest);
-    await sb.close();
-  });
+  ] as const)(
+    '%s with patches %j: LAUNCH_UPDATE %s, a second LAUNCH_FINISH likewise, LAUNCH_START EINVAL',
+    async (kernel, patches, want) => {
+      const sb = await Sandbox.create({ kernel, patches, memory: '4MiB', gpaSpace: '32MiB', userMemory: '8MiB', gmemSpace: '32MiB' });
+      const { vm } = await setupVm({ sb, type: 'snp', launch: 'started' });
+      await vm.snpLaunchUpdate({ gpa: 0, data: image(1) });
+      await vm.snpLaunchFinish();
+      const digest = vm.snpLaunchDigest();
+      const d = await statsDelta(sb, ['rmpUpdates', 'foliosAllocated', 'hostRmpFaults'], async () => {
+        const late = await vm.snpLaunchUpdate({ gpa: PAGE_SIZE, data: image(2) }).catch((e: unknown) => e);
+        expect(late).toMatchObject(
+          want === 'EIO' ? { code: 'EIO', populateError: 'EIO', fwError: 2 } : { code: 'EINVAL', populateError: undefined },
+        );
+        await expect(vm.snpLaunchFinish()).rejects.toMatchObject({ code: want });
+        await expect(vm.snpLaunchStart()).rejects.toMatchObject({ code: 'EINVAL' });
+      });
+      // Unpatched, KVM took a folio and made it private before the firmware refused; the reclaim
+      // left it hypervisor-owned. Patched, nothing was looked up.
+      expect(d).toEqual(
+        want === 'EIO' ? { rmpUpdates: 1, foliosAllocated: 1, hostRmpFaults: 0 } : { rmpUpdates: 0, foliosAllocated: 0, hostRmpFaults: 0 },
+      );
+      expect(vm.rmpQuery(PAGE_SIZE)).toEqual(
+        want === 'EIO' ? { present: true, pfn: expect.any(Number), ...HYPERVISOR_OWNED } : { present: false },
+      );
+      expect(vm.snpLaunchDigest()).toBe(digest);
+      await sb.close();
+    },
+  );
 
   it('a patch is named once, and only a known one: ArgumentError naming the field', async () => {
-    await expect(Sandbox.create({ patches: ['no-such-patch'] })).rejects.toThrow(/^patches: unknown patch 'no-such-patch'; known: snp-launch-state$/);
-    await expect(Sandbox.create({ patches: ['snp-launch-state', 'snp-launch-state'] })).rejects.toThrow(/^patches: 'snp-launch-state' given twice$/);
+    await expect(Sandbox.create({ patches: ['no-such-patch'] })).rejects.toThrow(
+      /^patches: unknown patch 'no-such-patch'; known: snp-launch-state$/,
+    );
+    await expect(Sandbox.create({ patches: ['snp-launch-state', 'snp-launch-state'] })).rejects.toThrow(
+      /^patches: 'snp-launch-state' given twice$/,
+    );
   });
 });

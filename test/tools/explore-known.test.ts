@@ -41,7 +41,18 @@ describe('explore sets known bugs aside', () => {
     const out = tempDir();
     const [found, patched] = await Promise.all([
       cli(['explore', '--catalogue', 'late-launch-update-prefault', '--schedules', '300', '--no-shrink', '--json', '--out', out]),
-      cli(['explore', '--catalogue', 'late-launch-update-prefault', '--patch', 'snp-launch-state', '--schedules', '300', '--json', '--out', out]),
+      cli([
+        'explore',
+        '--catalogue',
+        'late-launch-update-prefault',
+        '--patch',
+        'snp-launch-state',
+        '--schedules',
+        '300',
+        '--json',
+        '--out',
+        out,
+      ]),
     ]);
     expect(found.status, found.stderr).toBe(0);
     const f = JSON.parse(found.stdout);

@@ -183,9 +183,14 @@ export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
 ];
 
 /** Why a schedule failed, as the catalogue names it: a known bug of the kernel run (every violation known), or nothing known. */
-export function knownBug(kernel: KernelVersionName, violations: readonly Violation[], patches: readonly PatchName[] = []): HistoricalBug | null {
+export function knownBug(
+  kernel: KernelVersionName,
+  violations: readonly Violation[],
+  patches: readonly PatchName[] = [],
+): HistoricalBug | null {
   const signs = (b: HistoricalBug, v: Violation): boolean =>
-    (b.invariant === v.invariant && b.detail.test(v.detail)) || (b.alsoReports ?? []).some((a) => a.invariant === v.invariant && a.detail.test(v.detail));
+    (b.invariant === v.invariant && b.detail.test(v.detail)) ||
+    (b.alsoReports ?? []).some((a) => a.invariant === v.invariant && a.detail.test(v.detail));
   const match = (v: Violation) => CATALOGUE.find((b) => hasBug(b, kernel, patches) && signs(b, v));
   const first = violations.length > 0 ? match(violations[0]) : undefined;
   // A schedule that broke something else as well is not set aside.
