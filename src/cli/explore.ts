@@ -79,10 +79,16 @@ export function exploreStatus(planted: boolean, results: ReadonlyArray<Pick<BugS
   return results.some((r) => r.found) ? EXIT.FAIL : EXIT.PASS;
 }
 
-export async function replayCommand(file: string, o: { trace?: string; json?: boolean }, signal?: AbortSignal): Promise<number> {
+export async function replayCommand(
+  file: string,
+  o: { trace?: string; json?: boolean },
+  signal?: AbortSignal,
+  /** How the explorer's runtime starts: tests name their vCPU worker. */
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+): Promise<number> {
   const saved = readScheduleFile(file);
   checkOutputs([o.trace ? { flag: '--trace', path: o.trace, kind: 'file' } : undefined]);
-  const ex = new Explorer(saved.config);
+  const ex = new Explorer(saved.config, runtime);
   const stop = () => void ex.close();
   signal?.addEventListener('abort', stop, { once: true });
   try {

@@ -4,14 +4,15 @@
 // section a memslot update's synchronize_srcu waits for, and a lock kept on the return to user
 // space (what lockdep_sys_exit warns about), which the teardown then waits for. A hang only the
 // round watchdog ends carries its seed and the choices made up to it, and hangs again at the same
-// point when replayed. A model assertion in any actor (fput's refcount underflow in the leading
-// VMM thread's teardown) is a violation with its stack, saved, replayed and shrunk. The test vCPU
-// worker (test/workers/vcpu-test-worker.ts) plants each misbehaviour from outside the kernel code.
+// point when replayed (`replay` says reproduced). A model assertion in any actor (fput's refcount
+// underflow in the leading VMM thread's teardown) is a violation with its stack, saved, replayed
+// and shrunk. The test vCPU worker (test/workers/vcpu-test-worker.ts) plants each misbehaviour
+// from outside the kernel code.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { UPSTREAM } from '../../src/gmem/version.js';
-import { exploreCommand } from '../../src/cli/explore.js';
+import { exploreCommand, replayCommand } from '../../src/cli/explore.js';
 import type { ExploreCliOptions } from '../../src/cli/explore-search.js';
 import { type ExploreConfig, Explorer, ScheduleHangError, type ScheduleResult, workloadFor } from '../../src/vmm/explore/explorer.js';
 import type { VcpuActor } from '../../src/vmm/sandbox/runtime.js';
@@ -64,6 +65,18 @@ async function exploreJson(o: Partial<ExploreCliOptions>): Promise<{ status: num
     undefined,
     { vcpuWorker: TEST_VCPU_WORKER },
   );
+  vi.restoreAllMocks();
+  return { status, json: JSON.parse(out) };
+}
+
+/** Runs `gmem-sandbox replay FILE --json` in this process on the test vCPU worker: its exit status and JSON. */
+async function replayJson(file: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  let out = '';
+  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  });
+  const status = await replayCommand(file, { json: true }, undefined, { vcpuWorker: TEST_VCPU_WORKER });
   vi.restoreAllMocks();
   return { status, json: JSON.parse(out) };
 }
@@ -153,6 +166,11 @@ describe('a hang the round watchdog ends carries its seed and the choices made s
     expect(saved).toMatchObject({ seed: 1, outcome: 'hang', config: { scheduleTimeoutMs: 1500 } });
     expect(saved.choices.length).toBe(res.steps);
     expect(saved.choices.length).toBeGreaterThan(0);
+    // `replay` runs the saved choices and hangs at the same point again: reproduced.
+    process.env[MISBEHAVE_ENV] = 'hang-at-point-10@0';
+    const replayed = await replayJson(res.saved as string);
+    expect(replayed.status).toBe(0);
+    expect(replayed.json).toMatchObject({ reproduced: true, outcome: 'hang', steps: saved.choices.length });
   }, 60_000);
 });
 
@@ -183,5 +201,9 @@ describe('a model assertion in any actor is a finding', () => {
     const saved = JSON.parse(readFileSync(res.saved as string, 'utf8'));
     expect(saved.violations[0]).toMatchObject({ invariant: 'assertion', by: 'vmm (teardown)' });
     expect(saved.violations[0].stack).toMatch(/refcount underflow/);
+    process.env[MISBEHAVE_ENV] = 'extra-fput@0';
+    const replayed = await replayJson(res.saved as string);
+    expect(replayed.status).toBe(0);
+    expect(replayed.json).toMatchObject({ reproduced: true, outcome: 'violation' });
   }, 60_000);
 });
