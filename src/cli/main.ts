@@ -139,7 +139,7 @@ program
   )
   .option(
     '--ops <mix>',
-    'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal ' +
+    'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal, mmap, touch, munmap (6.18 on, files the VMM may map), launch (the launching VM booted from several threads) ' +
       `(default ${STRESS_WORKLOAD_DEFAULTS.ops}; with --bug, the bug's own mix where it needs an op)`,
   )
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
