@@ -5,9 +5,9 @@
 // space (what lockdep_sys_exit warns about), which the teardown then waits for. A hang only the
 // round watchdog ends carries its seed and the choices made up to it, and hangs again at the same
 // point when replayed (`replay` says reproduced). A model assertion in any actor (fput's refcount
-// underflow in the leading VMM thread's teardown) is a violation with its stack, saved, replayed
-// and shrunk. The test vCPU worker (test/workers/vcpu-test-worker.ts) plants each misbehaviour
-// from outside the kernel code.
+// underflow in the leading VMM thread's teardown, a WARN in a vCPU) is a violation with its
+// stack, saved, replayed and shrunk. The test vCPU worker (test/workers/vcpu-test-worker.ts)
+// plants each misbehaviour from outside the kernel code.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -189,6 +189,25 @@ describe('a model assertion in any actor is a finding', () => {
     expect(again.violations).toEqual(r.violations);
     const shrunk: ScheduleResult = await e.shrink(r, 40);
     expect(shrunk.violations[0]).toMatchObject({ invariant: 'assertion', detail: 'Error: fput: gmem file 0 refcount underflow' });
+  }, 60_000);
+
+  it("a vCPU's assertion at its 10th scheduling point: the run ends at that step, replays, shrinks, and the explorer goes on", async () => {
+    const e = await misbehaving('warn-at-point-10', config());
+    const [r] = await e.runSchedules([2, 3]);
+    expect(r).toMatchObject({ seed: 2, outcome: 'violation', steps: 36 });
+    expect(r.violations).toHaveLength(1);
+    expect(r.violations[0]).toMatchObject({
+      invariant: 'assertion',
+      by: 'vcpu 0 (vm 0)',
+      detail: 'Error: WARN_ON: planted at scheduling point 10',
+    });
+    expect(r.violations[0].stack).toMatch(/at ControlledSync\.yieldNow \(/);
+    const again = await e.runSchedule(r.seed, r.choices);
+    expect(again).toMatchObject({ outcome: 'violation', steps: 36, violations: r.violations });
+    const shrunk = await e.shrink(r, 30);
+    expect(shrunk.violations[0]).toMatchObject({ invariant: 'assertion', by: 'vcpu 0 (vm 0)' });
+    const [next] = await e.runSchedules([4]);
+    expect(next).toMatchObject({ seed: 4, outcome: 'violation' });
   }, 60_000);
 
   it('explore saves it, and its JSON names the assertion', async () => {

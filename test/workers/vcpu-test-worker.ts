@@ -27,6 +27,8 @@ import { type WorkloadConfig, type WorkloadResult, runWorkload } from '../../src
  * - 'exit-holding-mmu-lock': runs its workload, then returns to user space holding mmu_lock;
  * - 'extra-fput': runs its workload, then drops a reference to its memslot's guest_memfd that it
  *   never took (the VMM's close in teardown then underflows the count);
+ * - 'warn-at-point-N': at its Nth scheduling point, throws a model assertion (as a WARN_ON the
+ *   model checks would throw), inside the actor;
  * - 'hang-at-point-N': at its Nth scheduling point, waits outside the sync layer until the
  *   sandbox is aborted (a hang only the round watchdog can end).
  */
@@ -36,6 +38,7 @@ export type Misbehaviour =
   | 'retry-wait-in-srcu'
   | 'exit-holding-mmu-lock'
   | 'extra-fput'
+  | `warn-at-point-${number}`
   | `hang-at-point-${number}`;
 
 /**
@@ -83,11 +86,13 @@ export class VcpuTestWorker extends VcpuWorker {
     if (m === null || onlyActor !== this.actorIndex) return super.run(cfg);
     const k = this.c.k;
     const online = onlineChecker(k);
-    const hangAt = /^hang-at-point-(\d+)$/.exec(m);
+    const at = /^(hang|warn)-at-point-(\d+)$/.exec(m);
     let points = 0;
     const hook = (): void => {
       online();
-      if (hangAt !== null && ++points === Number(hangAt[1])) hangOutsideSyncLayer(k);
+      if (at === null || ++points !== Number(at[2])) return;
+      if (at[1] === 'hang') hangOutsideSyncLayer(k);
+      throw new Error(`WARN_ON: planted at scheduling point ${points}`);
     };
     return asActor(
       k.sync,
