@@ -18,6 +18,7 @@ import { buildSandboxMemory } from '../src/vmm/sandbox/build.js';
 import type { KernelVersionName } from '../src/gmem/version.js';
 import { type GuestMemfd, Sandbox, type Vcpu, type Vm } from '../src/vmm/sandbox/sandbox.js';
 import { Histogram } from './histogram.js';
+import { HostFaultArm, hostMapping } from './host.js';
 import { type BlockArm, type BlockPlan, type Ctx, alternateBlocks, histSampled, median, timedLoop } from './measure.js';
 import { EchoPeer, FirmwareServer } from './roundtrip.js';
 import type { Row } from './table.js';
@@ -143,7 +144,8 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
   try {
     // 6.11 (prepare once per folio, for the faulting VM) and 7.0 (the arch hook on every fault).
     const a = await faultSandbox('6.11', 2, perVm, roundUpMiB(2 * (n + warm) * PAGE_SIZE));
-    const b = await faultSandbox('7.0', 1, perVm, 0);
+    // 7.0 with room for a second file, mapped by the host (host.fault.cold).
+    const b = await faultSandbox('7.0', 2, perVm, 0);
     servers.push(a.fw, b.fw);
     sandboxes.push(a.sb, b.sb);
     const sw = privateVm(a.sb, 'sw-protected', perVm);
@@ -156,8 +158,9 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
       new FaultArm('fault.cold.sw', a.sb, sw, { ...cold, archPrepareCalls: 0, rmpUpdates: 0 }, pages),
       new FaultArm('fault.cold.snp', a.sb, snp, cold, pages),
       new FaultArm('fault.cold.snp.7.0', b.sb, snp70, cold, pages),
+      new HostFaultArm(b.sb, hostMapping(b.sb, perVm), pages),
     ];
-    ctx.log('fault: cold faults, sw and SNP on 6.11, SNP on 7.0, in turn');
+    ctx.log('fault: cold faults, sw and SNP on 6.11, SNP on 7.0, the host through a mapping on 7.0, in turn');
     await alternateBlocks(plan, coldArms);
     // The same gfns again, each block's range zapped first by a private -> shared -> private
     // round trip (KVM_SET_MEMORY_ATTRIBUTES unmaps the SPTEs; the folio stays, up to date, its
@@ -176,22 +179,28 @@ export async function runColdFault(ctx: Ctx): Promise<Row[]> {
     await alternateBlocks(plan, refaultArms);
     const order = `in blocks of ${plan.perBlock} taking turns with`;
     const notes: Record<string, [string | undefined, string]> = {
-      'fault.cold.sw': ['zero-fill.page', `6.11 sw-protected: grab + clear + map; ${order} the SNP rows`],
-      'fault.cold.snp': ['fault.cold.sw', `6.11 SNP: grab + clear + RMPUPDATE on this thread + map; ${order} the sw and 7.0 rows`],
-      'fault.cold.snp.7.0': ['fault.cold.snp', `7.0 SNP (8622ef05709f): the same work; ${order} the 6.11 rows`],
+      'fault.cold.sw': ['zero-fill.page', `6.11 sw-protected: grab + clear + map; ${order} the SNP and host rows`],
+      'fault.cold.snp': ['fault.cold.sw', `6.11 SNP: grab + clear + RMPUPDATE on this thread + map; ${order} the sw, 7.0 and host rows`],
+      'fault.cold.snp.7.0': ['fault.cold.snp', `7.0 SNP (8622ef05709f): the same work; ${order} the 6.11 and host rows`],
+      'host.fault.cold': [
+        'fault.cold.sw',
+        `7.0, a default VM's MMAP|INIT_SHARED file read through its mapping: kvm_gmem_fault_user_mapping grabs, clears, maps; ${order} the guest rows`,
+      ],
       'fault.refault.snp': ['fault.cold.snp', `6.11 SNP, SPTE zapped, folio prepared: no hook; ${order} 7.0`],
       'fault.refault.snp.7.0': ['fault.refault.snp', `7.0 SNP, the same: sev_gmem_prepare finds the page assigned; ${order} 6.11`],
     };
+    const fillNs = rows.find((r) => r.name === 'zero-fill.page')?.median ?? NaN;
     for (const arm of [...coldArms, ...refaultArms]) {
       const [baseline, note] = notes[arm.name];
       const h = arm.h;
+      const vsFill = `${(histSampled(h).median / fillNs).toFixed(1)}x zero-fill.page`;
       rows.push({
         group: 'fault',
         name: arm.name,
         kind: 'time',
         ...histSampled(h),
         ...(baseline ? { baseline } : {}),
-        note: `${note}; ${arm.perCall()}; mean ${fmtNs(h.mean())}, per call`,
+        note: `${note}; ${arm.perCall()}; ${vsFill}; mean ${fmtNs(h.mean())}, per call`,
       });
     }
     return rows;

@@ -5,7 +5,7 @@
 // stops at it instead. Accepted races (findings) are counted by signature on every schedule.
 
 import { join } from 'node:path';
-import type { BugName } from '../gmem/bugs.js';
+import { type BugName, plantedBugPoints } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -18,6 +18,7 @@ import {
   UPSTREAM,
 } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
+import { DEFAULT_POINTS, type PointsMode } from '../shm/points.js';
 import { type HistoricalBug, hasBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
   type ExploreConfig,
@@ -33,12 +34,15 @@ import type { RuntimeOptions } from '../vmm/sandbox/runtime.js';
 import { writeOutput } from '../vmm/io/outputs.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 import type { Progress } from './progress.js';
+import { type CoverageReport, CoverageTally } from '../vmm/explore/coverage.js';
 
 /** The options of `explore` (workload search), as the command line gives them. */
 export interface ExploreCliOptions {
   schedules: number;
   strategy: 'random' | 'pct';
   depth: number;
+  /** Which writes are scheduling points too (default 'locks'). */
+  points?: PointsMode;
   seed: number;
   kernel?: KernelChoice;
   policy?: PolicyName;
@@ -65,6 +69,8 @@ export interface ExploreCliOptions {
   stopOnKnown?: boolean;
   /** A batch is hung when no schedule of it finishes within this (the library's; default 20 s). */
   scheduleTimeoutMs?: number;
+  /** Tally what the schedules reached (BugSearch.coverage). */
+  coverage?: boolean;
 }
 
 /** A known bug a search met and set aside: how often, and where first. */
@@ -77,6 +83,8 @@ export interface KnownSeen {
 
 export interface BugSearch {
   bug: BugName | null;
+  /** The scheduling points the search ran with. */
+  points: PointsMode;
   found: boolean;
   schedules: number;
   seed?: number;
@@ -94,6 +102,8 @@ export interface BugSearch {
   known: KnownSeen[];
   /** Schedules that showed each accepted race of the catalogue (a counted finding, no violation). */
   findings: Record<string, number>;
+  /** With --coverage: what the schedules reached, and what none did. */
+  coverage?: CoverageReport;
 }
 
 /** The kernel a search runs: --kernel, else --policy's, else upstream for a planted bug, else a catalogued bug's buggy version. */
@@ -101,6 +111,11 @@ export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: Histo
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
   return bug !== null ? UPSTREAM : undefined;
+}
+
+/** The points mode a search runs: --points, else a planted bug's own, else the default. */
+export function pointsFor(o: ExploreCliOptions, bug: BugName | null): PointsMode {
+  return o.points ?? (bug !== null ? plantedBugPoints(bug) : DEFAULT_POINTS);
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */
@@ -152,6 +167,8 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,
+    // Saved only when it is not the default, so a 'locks' schedule's file is what it always was.
+    ...(pointsFor(o, bug) !== 'locks' ? { points: pointsFor(o, bug) } : {}),
     maxSteps: 20_000,
     ...(o.scheduleTimeoutMs !== undefined ? { scheduleTimeoutMs: o.scheduleTimeoutMs } : {}),
     workload: workloadFor(bug, {
@@ -171,8 +188,9 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
  * unless it is a known bug other than the one searched for (and --stop-on-known is off); a
  * catalogued finding searched for ends it when the schedule shows it.
  */
-function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch): (r: ScheduleResult) => boolean {
+function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, tally: CoverageTally | null): (r: ScheduleResult) => boolean {
   return (r) => {
+    tally?.add(r.coverage, r.ops);
     const shown = knownFindings(p.runs, r.findings, p.patches);
     for (const f of shown) res.findings[f.id] = (res.findings[f.id] ?? 0) + 1;
     if (p.hist?.invariant === 'finding') return shown.some((f) => f.id === p.hist?.id);
@@ -205,6 +223,7 @@ export async function searchBug(
   signal?.addEventListener('abort', stop, { once: true });
   const res: BugSearch = {
     bug,
+    points: pointsFor(o, bug),
     found: false,
     schedules: 0,
     schedulesPerSecond: 0,
@@ -212,6 +231,8 @@ export async function searchBug(
     known: [],
     findings: {},
   };
+  const tally = o.coverage ? new CoverageTally() : null;
+  const coverage = () => (tally ? { coverage: tally.report() } : {});
   const seeds: number[] = [];
   for (let i = shard.k; i < o.schedules; i += shard.n) seeds.push((o.seed + i) >>> 0);
   try {
@@ -222,13 +243,13 @@ export async function searchBug(
       const what = `${bug ?? p.hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`;
       progress.update(Math.min(1, (ran * shard.n) / o.schedules), what);
     };
-    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res));
+    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res, tally));
     res.schedules = found.schedules;
     if (found.failing !== null) await reportFound(p, o, res, found.failing.result, found.failing.explorer);
-    return { ...res, schedulesPerSecond: sps() };
+    return { ...res, schedulesPerSecond: sps(), ...coverage() };
   } catch (e) {
     if (!signal?.aborted) throw e;
-    return { ...res, schedulesPerSecond: sps(), interrupted: true };
+    return { ...res, schedulesPerSecond: sps(), interrupted: true, ...coverage() };
   } finally {
     signal?.removeEventListener('abort', stop);
     await pool.close();
@@ -237,8 +258,9 @@ export async function searchBug(
 
 /** The schedule that ended the search: saved, shrunk (a failure), and traced when asked. */
 async function reportFound(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, r: ScheduleResult, ex: Explorer): Promise<void> {
+  const points = pointsFor(o, p.bug);
   const patched = p.patches.map((x) => `+${x}`).join('');
-  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}${patched}-${o.strategy}-seed${r.seed}`;
+  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}${patched}-${o.strategy}${points === 'locks' ? '' : `-${points}`}-seed${r.seed}`;
   const saved = save(o.out, `schedule-${tag}.json`, p.cfg, r);
   const v = r.violations[0];
   Object.assign(res, {

@@ -38,11 +38,11 @@ export class GmemCtx {
     readonly kvm: GmemKvmOps,
   ) {
     this.policy = version.prepare;
-    this.folios = new Folios(mem);
+    this.folios = new Folios(mem, sync);
     this.alloc = new PfnAllocator(mem, sync);
-    this.inodes = new Inodes(mem);
-    this.files = new Files(mem);
-    this.vmas = new HostMappings(mem);
+    this.inodes = new Inodes(mem, sync);
+    this.files = new Files(mem, sync);
+    this.vmas = new HostMappings(mem, sync);
     this.bugs = readBugs(mem);
   }
 }

@@ -10,6 +10,7 @@ import { Bell } from '../../shm/bell.js';
 import type { Mem } from '../../shm/layout.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
+import type { PointsMode } from '../../shm/points.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { SyncControl } from '../../shm/sync/control.js';
 import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
@@ -28,6 +29,7 @@ import {
 import { type VmmOp, parseMix } from '../workload/mix.js';
 import type { VmmOpsConfig, VmmOpsResult } from '../workload/vmm-ops.js';
 import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
+import { NO_COVERAGE, type ScheduleCoverage, scheduleCoverage } from './coverage.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */
 const PCT_STEPS = 100;
@@ -45,6 +47,8 @@ export interface RoundPlan {
   strategy: StrategyName;
   depth: number;
   maxSteps: number;
+  /** Which writes are scheduling points too (shm/points.ts). */
+  points: PointsMode;
   workload: ExploreWorkload;
   /** Thread ids of the VMM threads taking part (the leader first) and of the vCPU actors. */
   vmmTids: number[];
@@ -86,6 +90,8 @@ export interface RoundRecord {
   findings: ScheduleFindings;
   /** The VM of each vCPU actor in this schedule. */
   vcpuVms: number[];
+  /** What it reached (explore --coverage). */
+  coverage: ScheduleCoverage;
   /** Followers that arrived with a finding of their own (a vCPU's violations): the batch ends here. */
   flagged: number;
   /**
@@ -129,6 +135,7 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
           shape: scheduleShape(plan.workload, seed, plan.descriptor.kernel),
           findings: NO_FINDINGS,
           vcpuVms: [],
+          coverage: NO_COVERAGE,
           flagged: 0,
           failed,
         });
@@ -165,10 +172,11 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   // the schedule did not run to its end, and its audits would judge a torn state.
   bell.throwIfAborted();
   const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
-  // The schedule's own steps: the teardown that follows runs as an actor too, but alone.
+  // The schedule's own steps and coverage: the teardown that follows runs as an actor too, but alone.
   const steps = sched.steps();
   const switches = sched.switches();
   const choices = sched.log();
+  const coverage = scheduleCoverage(h.mem);
   const judged = judgeSchedule(h, sched, sched.outcome(), failed);
   const violations = own.assertion !== undefined ? [own.assertion, ...judged.violations] : judged.violations;
   const findings = judged.findings;
@@ -184,6 +192,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     shape,
     findings,
     vcpuVms: layout.vcpus.map((c) => c.vm),
+    coverage,
     flagged: arrived.flagged,
     ...(failed !== undefined ? { failed } : {}),
   };
@@ -203,6 +212,7 @@ function configureScheduler(plan: RoundPlan, sched: SchedControl, seed: number):
     actors: plan.vmmTids.length + plan.runnerTids.length,
     maxSteps: plan.maxSteps,
     depth: plan.depth,
+    points: plan.points,
     // A fixed estimate, so that a seed alone decides PCT's interleaving.
     estimatedSteps: PCT_STEPS,
     ...(plan.forced ? { forced: plan.forced } : {}),
