@@ -337,7 +337,8 @@ export class Explorer {
     if (this.rt) {
       m.set(this.rt.vmm.tid, 'vmm');
       for (const v of this.vmms.slice(1)) m.set(v.tid, v.name);
-      for (const a of this.runners) m.set(a.tid, `vcpu ${a.index} (vm ${a.vm})`);
+      // A runner's VM is known once a batch of it ended (a hang in the first batch has none yet).
+      for (const a of this.runners) m.set(a.tid, a.vm >= 0 ? `vcpu ${a.index} (vm ${a.vm})` : `vcpu ${a.index}`);
     }
     return m;
   }
