@@ -34,9 +34,11 @@ export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: P
   const n = g.inodes.nfiles(ino);
   for (let k = 0; k < n; k++) {
     const f = g.inodes.file(ino, k);
+    const vm = g.files.vm(f);
+    // kvm_arch_gmem_prepare_needed comes first: a VM that registers nothing has its slot unread.
+    if (!g.arch.prepareNeeded(vm)) continue;
     const b = g.files.bindingAt(f, index);
     if (b < 0) continue;
-    const vm = g.files.vm(f);
     g.kvm.slotLive(vm, g.files.bindingSlot(f, b), Site['kvm_gmem_prepare_folio: slot->base_gfn']);
     const r = archPrepare(g, vm, gfnOf(g.files.bindingGfn(f, b, index)), pfn, faulting >= 0 && vm !== faulting);
     if (r < 0) return r;

@@ -84,8 +84,9 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     buggy: ['6.10', 'b85524314a', '6.11', '6.18'],
     fixed: ['6.19', '7.0'],
     invariant: 'useAfterFree',
-    detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin)/,
-    how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE or the release walks a freed slot',
+    // 6.10 and b85524314a also walk the dangling binding when they prepare (kvm_gmem_prepare_folio).
+    detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin|prepare_folio)/,
+    how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE, the release or (before 6.11) a prepare walks a freed slot',
     workload: { vmType: 'sw-protected', ops: 'memflags=1,punch=1', vmmOps: 3, prefaultRatio: 0 },
   },
   {

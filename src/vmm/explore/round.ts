@@ -163,7 +163,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   configureScheduler(plan, sched, seed);
   bell.configured();
   const vmmOps = scheduleVmmOps(w, shape, seed, plan);
-  const runs = scheduleGuestRuns(w, shape, seed, layout.gfnStart, plan.runnerTids.length);
+  const runs = scheduleGuestRuns(w, shape, seed, layout.gfnStart, plan.runnerTids.length, h.mem.limits.gfnsPerVm);
   const vcpus = layout.vcpus.map((created, i) => ({ created, run: runs[i] }));
   bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, plan.vmmTids.length - 1 + plan.runnerTids.length);
   const own = runOwnOps(h, sched, vmmOps[0]);
