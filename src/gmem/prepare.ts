@@ -8,14 +8,14 @@ import { C } from '../shm/stats.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { PG_UPTODATE } from './folio.js';
-import { hostFill } from './filemap.js';
+import { type HostWrite, hostFill } from './filemap.js';
 import { type Gfn, type Pfn, gfnOf } from '../shm/frames.js';
 
 /** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
-export function clearPage(g: GmemCtx, pfn: Pfn): void {
+export function clearPage(g: GmemCtx, pfn: Pfn, site: HostWrite = 'clear_highpage in kvm_gmem_get_pfn'): void {
   g.sync.point(P['get_pfn.before_clear']);
   if (g.bugs & Bug['prepare-skips-clear']) return;
-  hostFill(g, pfn, 0);
+  hostFill(g, pfn, 0, site);
   g.stats[C.clears]++;
 }
 
@@ -49,7 +49,7 @@ export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: P
 // 6.10 kvm_gmem_get_folio(prepare=true): clear if not up to date, then the arch hook every time.
 export function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: Pfn, faulting: number): number {
   if (!g.folios.test(pfn, PG_UPTODATE)) {
-    clearPage(g, pfn);
+    clearPage(g, pfn, 'clear_highpage in kvm_gmem_get_folio');
     g.folios.set(pfn, PG_UPTODATE);
     g.stats[C.prepares]++;
   }

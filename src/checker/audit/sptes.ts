@@ -162,7 +162,7 @@ function auditRmpEntry(v: Views, vm: number, gfn: number, pfn: number, ino: numb
     pfn,
     detail: e.assigned
       ? `RMP entry of pfn ${pfn} is assigned to ASID ${e.asid} at gfn ${e.gfn}, not ASID ${asid} at gfn ${gfn}`
-      : `RMP entry of pfn ${pfn} is hypervisor-owned`,
+      : `RMP entry of pfn ${pfn} is hypervisor-owned${v.rmp.reclaimed(pfn) ? ': snp_page_reclaim made it shared after the firmware refused its LAUNCH_UPDATE' : ''}`,
   });
   return false;
 }

@@ -194,6 +194,8 @@ export class ModelChecker {
       sandbox: {
         ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
         ...(s.policy !== undefined ? { policy: s.policy } : {}),
+        ...(s.patches !== undefined ? { patches: s.patches } : {}),
+        ...(s.patches !== undefined ? { patches: s.patches } : {}),
         memory: s.memory ?? '4MiB',
         gpaSpace: '16MiB',
         userMemory: '4MiB',

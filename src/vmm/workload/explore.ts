@@ -154,7 +154,7 @@ export function scheduleSetup(w: ExploreWorkload, shape: ScheduleShape, seed: nu
 }
 
 /** Each VMM thread's ops in a schedule (index 0 is the leader's): its share of vmmOps, its own seed. */
-export function scheduleVmmOps(w: ExploreWorkload, seed: number, a: ScheduleActors): VmmOpsConfig[] {
+export function scheduleVmmOps(w: ExploreWorkload, shape: ScheduleShape, seed: number, a: ScheduleActors): VmmOpsConfig[] {
   const signalTids = [...a.vmmTids, ...a.runnerTids];
   return a.vmmTids.map((_, t): VmmOpsConfig => {
     const share = opsForThread(w.vmmOps, a.vmmTids.length, t);
@@ -167,6 +167,7 @@ export function scheduleVmmOps(w: ExploreWorkload, seed: number, a: ScheduleActo
       durationMs: 0,
       maxOps: share,
       signalTids,
+      ...(shape.launchingBeside ? { firstOp: 'launch' as const } : {}),
     };
   });
 }
