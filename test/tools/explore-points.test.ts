@@ -66,7 +66,8 @@ describe("a race with no lock operation in its window: found with points 'shared
     expect(found.violations[0]).toMatchObject({
       invariant: 'hostIsolation',
       by: 'auditor',
-      detail: 'the host wrote 1 guest-assigned page(s) (RMP faults)',
+      detail:
+        'the host wrote 1 guest-assigned page(s) (RMP faults); the first: clear_highpage in kvm_gmem_get_pfn on pfn 32 (thread 5), assigned to ASID 1 at gfn 2',
     });
     // Every failure of this bug is that one: nothing else breaks.
     for (const r of failing) expect(r.violations.map((v) => v.invariant)).toEqual(['hostIsolation']);
