@@ -1,0 +1,30 @@
+// kvm.ko's module parameters that guest_memfd reads, set once when the sandbox is built (as at
+// module load: __ro_after_init) and kept across the explorer's resets. Owns the 'module_params'
+// region.
+
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+
+/** The parameters by name, as `modprobe kvm NAME=...` takes them. */
+export const MODULE_PARAM_NAMES = ['gmem_in_place_conversion'] as const;
+export type ModuleParamName = (typeof MODULE_PARAM_NAMES)[number];
+export type ModuleParams = Partial<Record<ModuleParamName, boolean>>;
+
+const REGION = 'module_params';
+const P_GMEM_IN_PLACE_CONVERSION = 0;
+
+export function declareModuleParams(lb: LayoutBuilder): void {
+  // resetWords 0: a reset between schedules keeps what the module was loaded with.
+  lb.add(REGION, 1, 'gmem/params.ts', 0);
+}
+
+/**
+ * Writes the parameters before any thread opens the kernel. A kernel built with
+ * CONFIG_KVM_VM_MEMORY_ATTRIBUTES defaults gmem_in_place_conversion to off (537ec2b15fdd).
+ */
+export function setModuleParams(mem: Mem, p: ModuleParams): void {
+  Atomics.store(mem.w, regionBase(mem, REGION) + P_GMEM_IN_PLACE_CONVERSION, p.gmem_in_place_conversion ? 1 : 0);
+}
+
+export function readModuleParams(mem: Mem): Required<ModuleParams> {
+  return { gmem_in_place_conversion: Atomics.load(mem.w, regionBase(mem, REGION) + P_GMEM_IN_PLACE_CONVERSION) !== 0 };
+}
