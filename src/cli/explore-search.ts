@@ -7,7 +7,14 @@
 import { join } from 'node:path';
 import type { BugName } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
-import { DEFAULT_KERNEL, type KernelChoice, type KernelVersionName, POLICY_VERSION, resolveKernelChoice, UPSTREAM } from '../gmem/version.js';
+import {
+  DEFAULT_KERNEL,
+  type KernelChoice,
+  type KernelVersionName,
+  POLICY_VERSION,
+  resolveKernelChoice,
+  UPSTREAM,
+} from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
 import { type HistoricalBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {

@@ -218,7 +218,8 @@ class GuestWorkload {
     if (!owner && (seen[0] !== TAG_MAGIC || seen[1] !== gfn) && this.tornTag(gfn)) return;
     if (this.cfg.launchLinked === true && this.launchFill()) {
       // It replaced what this vCPU wrote: the populate overwrote a page in use.
-      if (mustHaveMine && lastGen[i] > 0) this.lost(gfn, `read a linked VM's LAUNCH_UPDATE data where generation ${lastGen[i]} was written`);
+      if (mustHaveMine && lastGen[i] > 0)
+        this.lost(gfn, `read a linked VM's LAUNCH_UPDATE data where generation ${lastGen[i]} was written`);
       return;
     }
     if (seen[0] !== TAG_MAGIC) {
