@@ -9,7 +9,7 @@ import { Policy, type PolicyName } from './policy.js';
 export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0', '7.4'] as const;
 export type KernelVersionName = (typeof KERNEL_VERSIONS)[number];
 /** `upstream` names the newest modelled version (what mainline runs, as far as the model goes). */
-export const UPSTREAM: KernelVersionName = '7.4';
+export const UPSTREAM: KernelVersionName = '7.0';
 /** What --kernel, scenarios and sweeps accept: a version, or `upstream`. */
 export const KERNEL_CHOICES = [...KERNEL_VERSIONS, 'upstream'] as const;
 export type KernelChoice = (typeof KERNEL_CHOICES)[number];

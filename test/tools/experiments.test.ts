@@ -58,6 +58,8 @@ describe('multi-vm by kernel version', () => {
     '6.19': { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
     // 8622ef05709f (7.0): the arch hook on every fault (2 VMs x 12 pages), for the faulting VM only.
     '7.0': { policy: 'prepare-on-every-fault', arch: 24, crossVm: 0, newestOwnsAll: false },
+    // 3df611b5a04e (7.4): the hook for private pages only; every page here is private, so as 7.0.
+    '7.4': { policy: 'prepare-on-every-fault', arch: 24, crossVm: 0, newestOwnsAll: false },
   };
 
   it('kernel all: one row per version, in order, with exact prepare counts', async () => {

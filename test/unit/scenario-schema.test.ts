@@ -142,7 +142,7 @@ describe('scenario validation', () => {
     ]);
     expect(problems(withStep({ op: 'mmap', fd: 'g', as: 'g', offset: 0, size: 4096 }))).toEqual(["steps.2.as: 'g' is already used"]);
     expect(problems(withStep({ op: 'check_extension', cap: 'guest_memfd_mmap' }))[0]).toMatch(
-      /^steps\.2\.cap: Invalid option: expected one of "guest_memfd"\|"guest_memfd_flags"$/,
+      /^steps\.2\.cap: Invalid option: expected one of "memory_attributes"\|"guest_memfd"\|"guest_memfd_flags"\|"guest_memfd_memory_attributes"$/,
     );
     expect(problems(withStep({ op: 'munmap', map: 'x', expect: 'SIGKILL' }))[0]).toMatch(/^steps\.2\.expect: Invalid option: /);
     expect(problems(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'h', size: 4096, flags: ['mmap', 'huge'] }))[0]).toMatch(

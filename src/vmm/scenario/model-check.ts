@@ -185,6 +185,7 @@ export class ModelChecker {
       sandbox: {
         ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
         ...(s.policy !== undefined ? { policy: s.policy } : {}),
+        ...(s.module_params !== undefined ? { moduleParams: s.module_params } : {}),
         memory: s.memory ?? '4MiB',
         gpaSpace: '16MiB',
         userMemory: '4MiB',
