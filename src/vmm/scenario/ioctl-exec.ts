@@ -155,6 +155,18 @@ export class IoctlExecutor {
           value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) },
         };
       }
+      case 'set_memory_attributes2':
+      case 'gup_pin':
+      case 'unpin':
+        return this.runConversion(st);
+      default:
+        return this.runHostMm(st);
+    }
+  }
+
+  /** 7.4's in-place conversion on the guest_memfd, and the device pins that can hold it back. */
+  private runConversion(st: Extract<IoctlStep, { op: 'set_memory_attributes2' | 'gup_pin' | 'unpin' }>): Outcome {
+    switch (st.op) {
       case 'set_memory_attributes2': {
         const g = this.gmemOrErrno(st.fd);
         if (!(g instanceof GuestMemfd)) return g;
@@ -171,8 +183,6 @@ export class IoctlExecutor {
         p.unpinSync();
         return { result: 'ok' };
       }
-      default:
-        return this.runHostMm(st);
     }
   }
 
