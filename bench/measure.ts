@@ -79,6 +79,60 @@ export function timedLoop(n: number, warmup: number, fn: (i: number) => void): H
   return h;
 }
 
+/** One row of an alternation (alternateBlocks): its histogram, its operation, what goes around a block. */
+export interface BlockArm {
+  /** Receives one sample per `batch` calls of op: their mean time, ns. */
+  h: Histogram;
+  /** One operation; `i` counts this arm's calls from 0 over all its blocks. */
+  op: (i: number) => void;
+  /** Untimed, before each of this arm's blocks; `i` is the first call the block will make. */
+  enter?: (i: number) => void | Promise<void>;
+  /** Untimed, after each of this arm's blocks. */
+  leave?: () => void | Promise<void>;
+}
+
+export interface BlockPlan {
+  /** Blocks recorded, per arm. */
+  blocks: number;
+  /** Samples recorded per arm and block. */
+  perBlock: number;
+  /** Samples not recorded at the start of each block: the switch from the other arm. */
+  skip: number;
+  /** Calls of op per sample (default 1). */
+  batch?: number;
+  /** Blocks run first and not recorded (default 0). */
+  warmBlocks?: number;
+  /** Block k starts with arm k mod arms (default false: the first arm always opens a block). */
+  rotate?: boolean;
+}
+
+/**
+ * Samples rows in alternating blocks, so that each is compared with its neighbour in time: on this
+ * VM, how fast a cache line crosses CPUs, or whether a wake-up is quick, moves by several times
+ * over seconds, and a row measured after another inherits the state the first left.
+ */
+export async function alternateBlocks(plan: BlockPlan, arms: readonly BlockArm[]): Promise<void> {
+  const batch = plan.batch ?? 1;
+  const warm = plan.warmBlocks ?? 0;
+  const calls = arms.map(() => 0);
+  for (let k = 0; k < warm + plan.blocks; k++) {
+    for (let a = 0; a < arms.length; a++) {
+      const x = plan.rotate ? (a + k) % arms.length : a;
+      const arm = arms[x];
+      await arm.enter?.(calls[x]);
+      for (let j = 0; j < plan.skip + plan.perBlock; j++) {
+        const i = calls[x];
+        const t0 = process.hrtime.bigint();
+        for (let b = 0; b < batch; b++) arm.op(i + b);
+        const ns = Number(process.hrtime.bigint() - t0);
+        calls[x] = i + batch;
+        if (k >= warm && j >= plan.skip) arm.h.record(ns / batch);
+      }
+      await arm.leave?.();
+    }
+  }
+}
+
 export function histSampled(h: Histogram): Sampled {
   return { median: h.quantile(0.5), p50: h.quantile(0.5), p99: h.quantile(0.99), samples: h.count };
 }

@@ -18,7 +18,7 @@ import { type SandboxDescriptor, buildSandboxMemory } from '../src/vmm/sandbox/b
 import { TID_FIRMWARE, workerFile } from '../src/vmm/sandbox/runtime.js';
 import { PING, SESSION_WORDS, STOP, type Session } from './echo-worker.js';
 import { Histogram } from './histogram.js';
-import { type Ctx, type Sampled, histSampled, napMs, tinyAsync, tinySync } from './measure.js';
+import { type Ctx, type Sampled, alternateBlocks, histSampled, napMs, tinyAsync, tinySync } from './measure.js';
 import type { Row } from './table.js';
 
 /** The controller's side of bench/echo-worker: one session (spin or futex) at a time. */
@@ -159,24 +159,21 @@ export async function runRoundtrip(ctx: Ctx): Promise<Row[]> {
     ctx.log('roundtrip: spin ping-pong and mailbox nop, back to back');
     const hSpin = new Histogram();
     const hAwake = new Histogram();
-    const blocks = q ? 3 : 24;
-    const perBlock = q ? 20 : 60;
-    const skip = 5;
-    const batch = (h: Histogram, j: number, op: () => void): void => {
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < SPIN_BATCH; i++) op();
-      if (j >= skip) h.record(Number(process.hrtime.bigint() - t0) / SPIN_BATCH);
-    };
     const serverAsleep = (): void => {
       for (let t = 0; t < 10_000 && !mb.serverSleeping(); t++) napMs(0.1);
     };
-    for (let k = 0; k < blocks; k++) {
-      serverAsleep();
-      peer.begin('spin');
-      for (let j = 0; j < skip + perBlock; j++) batch(hSpin, j, () => peer.spinRoundTrip());
-      await peer.end();
-      for (let j = 0; j < skip + perBlock; j++) batch(hAwake, j, () => client.nop());
-    }
+    await alternateBlocks({ blocks: q ? 3 : 24, perBlock: q ? 20 : 60, skip: 5, batch: SPIN_BATCH }, [
+      {
+        h: hSpin,
+        op: () => peer.spinRoundTrip(),
+        enter: () => {
+          serverAsleep();
+          peer.begin('spin');
+        },
+        leave: () => peer.end(),
+      },
+      { h: hAwake, op: () => client.nop() },
+    ]);
     row('rt.spin', histSampled(hSpin), { note: `cache-line ping-pong, batches of ${SPIN_BATCH}` });
     row('mailbox.nop.awake', histSampled(hAwake), {
       baseline: 'rt.spin',

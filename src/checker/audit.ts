@@ -9,6 +9,7 @@ import { sumStats } from '../shm/stats.js';
 import { INVARIANTS, type Invariant, type Violation } from './violations.js';
 import { auditFolios, auditFreeLists, auditInodeLocks } from './audit/memory.js';
 import { auditBindings, auditKasan } from './audit/objects.js';
+import { auditHostPtes } from './audit/host.js';
 import { auditVms } from './audit/sptes.js';
 import { Views, emptyCounts, recorder } from './audit/views.js';
 
@@ -26,12 +27,26 @@ export function auditQuiescent(mem: Mem): AuditReport {
   auditKasan(mem, add);
   auditBindings(v, add);
   const tally = auditVms(v, add);
+  auditHostPtes(v, add);
   auditFolios(v, add);
   auditFreeLists(v, add);
   auditInodeLocks(v, add);
   const stats = sumStats(mem);
   if (stats.hostRmpFaults > 0)
     add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+  // The VMM's own checks of what it read through a guest_memfd mapping (workload/ops/host.ts).
+  if (stats.hostStaleReads > 0)
+    add({
+      invariant: 'staleData',
+      by: 'auditor',
+      detail: `${stats.hostStaleReads} host read(s) through a guest_memfd mapping saw bytes nobody wrote at that index`,
+    });
+  if (stats.hostLostWrites > 0)
+    add({
+      invariant: 'dataLost',
+      by: 'auditor',
+      detail: `${stats.hostLostWrites} host read(s) through a guest_memfd mapping lost the VMM's own write, with no discard since`,
+    });
   if (stats.staleTlbAccesses > 0)
     add({
       invariant: 'useAfterFree',

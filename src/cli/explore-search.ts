@@ -49,10 +49,11 @@ export interface ExploreCliOptions {
   shrink: boolean;
   /** Chrome trace of the (shrunk) failing schedule; with --bug all, one file per bug. */
   trace?: string;
-  /** Workload over the bug's or catalogue's: VMM op weights, VMM threads, share of two-VM schedules. */
+  /** Workload over the bug's or catalogue's: VMM op weights, VMM threads, shares of two-VM and GMEM_ONLY schedules. */
   ops?: string;
   vmmThreads?: number;
   multiVmShare?: number;
+  gmemOnlyShare?: number;
   /** Explorers searching at once, each on its own sandbox (default 1). */
   jobs?: number;
   /** Stop at a known bug of the kernel run too, instead of setting it aside. */
@@ -147,6 +148,7 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
       ...(o.ops !== undefined ? { ops: o.ops } : {}),
       ...(o.vmmThreads !== undefined ? { vmmThreads: o.vmmThreads } : {}),
       ...(o.multiVmShare !== undefined ? { multiVmShare: o.multiVmShare } : {}),
+      ...(o.gmemOnlyShare !== undefined ? { gmemOnlyShare: o.gmemOnlyShare } : {}),
     }),
   };
   const expected = hist === undefined ? undefined : hist.buggy.includes(runs) ? ('found' as const) : ('not found' as const);

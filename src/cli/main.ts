@@ -125,7 +125,11 @@ program
     new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
-  .addOption(new Option('--vm-type <type>', 'VM type').choices(['snp', 'sw-protected']).default('snp'))
+  .addOption(
+    new Option('--vm-type <type>', 'VM type (default: no private memory, GMEM_ONLY memslots the VMM maps; 6.18 on)')
+      .choices(['snp', 'sw-protected', 'default'])
+      .default('snp'),
+  )
   .option(
     '--ops <mix>',
     'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal ' +
@@ -271,6 +275,11 @@ program
     '--multi-vm-share <x>',
     `share of schedules run as two linked VMs or beside a launching VM (default ${DEFAULT_WORKLOAD.multiVmShare})`,
     numArg('--multi-vm-share', 0, 1),
+  )
+  .option(
+    '--gmem-only-share <x>',
+    `share of schedules run on a default VM with GMEM_ONLY memslots the VMM maps, on 6.18 on (default ${DEFAULT_WORKLOAD.gmemOnlyShare})`,
+    numArg('--gmem-only-share', 0, 1),
   )
   .option(
     '--jobs <n>',

@@ -52,6 +52,16 @@ export const BUGS = {
     race: false,
     what: 'KVM_SET_USER_MEMORY_REGION2 takes kvm->lock under slots_lock, the reverse of the SEV commands (kvm->lock, then slots_lock)',
   },
+  'truncate-skips-host-unmap': {
+    bit: 1 << 10,
+    race: false,
+    what: 'PUNCH_HOLE truncates folios without unmap_mapping_folio, so a host mapping keeps a page the file no longer holds',
+  },
+  'host-fault-skips-clear': {
+    bit: 1 << 11,
+    race: false,
+    what: 'kvm_gmem_fault_user_mapping marks a new folio up to date without clearing it, so the host reads what the page held before',
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 

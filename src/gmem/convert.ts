@@ -103,7 +103,9 @@ function setAttributesLocked(g: GmemCtx, ino: number, start: number, n: number, 
 // unmap_mapping_pages(mapping, start, nr_pages, false): the host PTEs of the range in every
 // process, each with its folio reference, then the TLB shootdown.
 function unmapMappingPages(g: GmemCtx, ino: number, start: number, end: number): void {
-  for (const pfn of g.vmas.unmapRange(ino, start, end)) folioPut(g, pfn);
+  const zapped = g.vmas.unmapRange(ino, start, end);
+  g.stats[C.hostPtesZapped] += zapped.length;
+  for (const pfn of zapped) folioPut(g, pfn);
   tlbShootdownWait(g);
 }
 
@@ -119,7 +121,8 @@ function outstandingReference(g: GmemCtx, ino: number, start: number, end: numbe
     if (pfn < 0 || !g.folios.tryGet(pfn)) continue;
     try {
       // Stable under the invalidate lock (no truncation can run); a reused pfn would be a model bug.
-      if (g.folios.inode(pfn) !== ino || g.folios.index(pfn) !== index) throw new Error(`pfn ${pfn} left index ${index} under the invalidate lock`);
+      if (g.folios.inode(pfn) !== ino || g.folios.index(pfn) !== index)
+        throw new Error(`pfn ${pfn} left index ${index} under the invalidate lock`);
       if (g.folios.pincount(pfn) > 0 || g.vmas.mapped(pfn, ino, index)) return index;
       // The page cache's reference and the batch's (ours).
       if (g.folios.refcount(pfn) === 2) continue;

@@ -106,6 +106,14 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
   }
 }
 
+/** unmap_mapping_folio: the host PTEs that map a locked folio go, each with its folio reference. */
+export function unmapHostPtes(g: GmemCtx, pfn: number, ino: number, index: number): void {
+  const n = g.vmas.unmapFolio(pfn, ino, index);
+  if (n === 0) return;
+  g.stats[C.hostPtesZapped] += n;
+  for (let k = 0; k < n; k++) folioPut(g, pfn);
+}
+
 /** filemap_lock_folio without creating: the locked pfn with a reference, or -1 for a hole. */
 export function filemapLockFolio(g: GmemCtx, ino: number, index: number): number {
   const w = g.mem.w;
@@ -131,7 +139,7 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
     const pfn = filemapLockFolio(g, ino, index);
     if (pfn < 0) continue;
     // truncate_cleanup_folio -> unmap_mapping_folio: host PTEs go before the folio leaves the cache.
-    for (let n = g.vmas.unmapFolio(pfn, ino, index); n > 0; n--) folioPut(g, pfn);
+    if ((g.bugs & Bug['truncate-skips-host-unmap']) === 0) unmapHostPtes(g, pfn, ino, index);
     Atomics.store(w, g.inodes.slotWord(ino, index), 0);
     g.folios.detach(pfn);
     // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves

@@ -12,7 +12,7 @@ import { gmemInitAttributes } from './attributes.js';
 import { shouldFailSlab } from './failslab.js';
 import { gmemSupportedFlags } from './flags.js';
 import { PG_HWPOISON } from './folio.js';
-import { filemapLockFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
+import { filemapLockFolio, folioPut, folioUnlock, truncateRange, unmapHostPtes } from './filemap.js';
 import { allGfnsFilter, boundRanges, fileBoundRanges, invalidateBegin, invalidateEnd, withTableLock } from './invalidate.js';
 
 // kvm_gmem_create's `flags & ~valid_flags` (none valid before 6.18) on a u64: any unknown bit,
@@ -210,7 +210,7 @@ export function gmemErrorFolio(g: GmemCtx, file: number, index: number): number 
   if (pfn < 0) return -Errno.ENOENT;
   g.folios.set(pfn, PG_HWPOISON);
   // hwpoison_user_mappings (memory_failure, before error_remove_folio): off the host page tables.
-  for (let n = g.vmas.unmapFolio(pfn, ino, index); n > 0; n--) folioPut(g, pfn);
+  unmapHostPtes(g, pfn, ino, index);
   g.sync.downRead(lock, LockClass.INVALIDATE);
   const per = boundRanges(g, ino, index, index + 1);
   invalidateBegin(g, per, allGfnsFilter(g, ino));

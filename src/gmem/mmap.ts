@@ -9,7 +9,9 @@ import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE, SandboxLimitError } from '../shm/limits.js';
 import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
+import { P } from '../shm/points.js';
 import { gmemIsSharedMem } from './attributes.js';
+import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { filemapGrabFolio, folioPut, folioUnlock, hostFill } from './filemap.js';
 import { gmemInitShared, gmemSupportsMmap } from './flags.js';
@@ -98,33 +100,44 @@ export function gmemHostAccess(
   const lock = g.vmas.mmapLockWord;
   // The mapping cannot go while the access is in flight: munmap's TLB shootdown waits for it.
   g.sync.downRead(lock, LockClass.MMAP);
+  g.stats[C.hostAccesses]++;
   try {
-    if (!g.vmas.valid(map)) return HOST_SIGSEGV;
-    const m = g.vmas.info(map);
     if (progress) progress.done = 0;
-    for (let done = 0; done < buf.length;) {
-      const at = offset + done;
-      const k = Math.floor(at / PAGE_SIZE);
-      if (at < 0 || k >= m.npages) return HOST_SIGSEGV;
-      const off = at - k * PAGE_SIZE;
-      const n = Math.min(buf.length - done, PAGE_SIZE - off);
-      const pfn = hostPte(g, map, m, k, true);
-      if (pfn < 0) return pfn;
-      let r: number;
-      try {
-        r = copyPage(g, pfn, off, buf, done, n, write);
-        folioPut(g, pfn);
-      } finally {
-        accessDone(g);
-      }
-      if (r < 0) return r;
-      done += n;
-      if (progress) progress.done = done;
-    }
-    return 0;
+    const r = g.vmas.valid(map) ? hostAccessPages(g, map, offset, buf, write, progress) : HOST_SIGSEGV;
+    if (r === HOST_SIGBUS) g.stats[C.hostSigbus]++;
+    return r;
   } finally {
     g.sync.upRead(lock);
   }
+}
+
+/** gmemHostAccess's pages, under mmap_lock: 0, or what stopped it. */
+function hostAccessPages(g: GmemCtx, map: number, offset: number, buf: Uint8Array, write: boolean, progress?: { done: number }): number {
+  const m = g.vmas.info(map);
+  for (let done = 0; done < buf.length;) {
+    const at = offset + done;
+    const k = Math.floor(at / PAGE_SIZE);
+    if (at < 0 || k >= m.npages) return HOST_SIGSEGV;
+    const off = at - k * PAGE_SIZE;
+    const n = Math.min(buf.length - done, PAGE_SIZE - off);
+    const pfn = hostPte(g, map, m, k, true);
+    if (pfn < 0) return pfn;
+    let r: number;
+    try {
+      // The page is pinned: a PUNCH_HOLE may unmap and truncate it meanwhile, and the access
+      // still moves the bytes of the page it walked to, as a user access finishes on the old
+      // translation before the zap's TLB shootdown.
+      g.sync.point(P['host_access.before_copy']);
+      r = copyPage(g, pfn, off, buf, done, n, write);
+      folioPut(g, pfn);
+    } finally {
+      accessDone(g);
+    }
+    if (r < 0) return r;
+    done += n;
+    if (progress) progress.done = done;
+  }
+  return 0;
 }
 
 /**
@@ -211,7 +224,8 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
   // Up to date doubles as cleared: whoever meets the folio first (this fault or kvm_gmem_get_pfn)
   // clears it, once, under the folio lock.
   if (!g.folios.test(pfn, PG_UPTODATE)) {
-    if (hostFill(g, pfnOf(pfn), 0)) g.stats[C.clears]++;
+    // The planted bug: the folio is marked without its clear.
+    if ((g.bugs & Bug['host-fault-skips-clear']) === 0 && hostFill(g, pfnOf(pfn), 0)) g.stats[C.clears]++;
     markPrepared(g, pfn);
   }
   if (g.folios.test(pfn, PG_HWPOISON)) {
@@ -219,7 +233,10 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
     folioPut(g, pfn);
     return HOST_SIGBUS;
   }
+  // finish_fault, the folio still locked: a PUNCH_HOLE's truncation waits here to unmap it.
+  g.sync.point(P['host_fault.before_pte']);
   if (Atomics.compareExchange(g.mem.w, g.vmas.pteWord(map, k), 0, pfn + 1) !== 0) folioPut(g, pfn);
+  else g.stats[C.hostFaults]++;
   folioUnlock(g, pfn);
   return 0;
 }

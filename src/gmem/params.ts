@@ -11,10 +11,22 @@ export type ModuleParams = Partial<Record<ModuleParamName, boolean>>;
 
 const REGION = 'module_params';
 const P_GMEM_IN_PLACE_CONVERSION = 0;
+/** Not a parameter: whether this kernel keeps per-inode memory attributes (7.4), for the auditor. */
+const P_GMEM_ATTRIBUTES = 1;
 
 export function declareModuleParams(lb: LayoutBuilder): void {
   // resetWords 0: a reset between schedules keeps what the module was loaded with.
-  lb.add(REGION, 1, 'gmem/params.ts', 0);
+  lb.add(REGION, 2, 'gmem/params.ts', 0);
+}
+
+/** Records whether the kernel keeps per-inode attributes (KernelVersion.gmemAttributes), once at build. */
+export function setGmemAttributesKept(mem: Mem, kept: boolean): void {
+  Atomics.store(mem.w, regionBase(mem, REGION) + P_GMEM_ATTRIBUTES, kept ? 1 : 0);
+}
+
+/** Whether the kernel in this memory keeps per-inode attributes: a reader without the version (the auditor). */
+export function gmemAttributesKept(mem: Mem): boolean {
+  return Atomics.load(mem.w, regionBase(mem, REGION) + P_GMEM_ATTRIBUTES) !== 0;
 }
 
 /**

@@ -220,6 +220,26 @@ export class HostMappings {
     return out;
   }
 
+  /**
+   * Every present PTE of every live mapping, until `visit` returns true (then true): the
+   * mapping's handle, the page `k` in it, its inode and file index, and the pfn. Plain reads:
+   * for a reader nobody writes under (a quiescent point, or a controlled run's running actor).
+   */
+  scanPtes(visit: (map: number, k: number, ino: number, index: number, pfn: number) => boolean): boolean {
+    const w = this.w;
+    if (w[this.base + H_LIVE] === 0) return false;
+    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
+      if (this.slab.state(id) === SlabState.FREE) continue;
+      const b = this.slab.at(id);
+      const ptes = this.pool + w[b + M_PTE_BASE];
+      for (let k = 0; k < w[b + M_PTES]; k++) {
+        const v = w[ptes + k];
+        if (v !== 0 && visit(this.slab.handle(id), k, w[b + M_INODE], w[b + M_PGOFF] + k, v - 1)) return true;
+      }
+    }
+    return false;
+  }
+
   /** Clears every PTE of mapping `h` (zap_page_range of munmap): the pfns whose references the caller drops. */
   zapAll(h: number): number[] {
     const { ptes } = this.info(h);

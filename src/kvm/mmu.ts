@@ -187,11 +187,37 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   }
   // tdp_mmu_set_spte_atomic: lockdep_assert_held_read(&kvm->mmu_lock).
   k.sync.assertHeldRead(lock);
-  k.sptes.set(vm, gfn, makeSpte(fromGmem && !isPrivate ? gmemSharedFrame(frame) : frame, isPrivate, readonly));
+  const spte = makeSpte(fromGmem && !isPrivate ? gmemSharedFrame(frame) : frame, isPrivate, readonly);
+  const old = k.sptes.get(vm, gfn);
   k.stats[C.sptesInstalled]++;
-  k.sync.readUnlock(lock);
+  if (old === 0 || old === spte) {
+    k.sptes.set(vm, gfn, spte);
+    k.sync.readUnlock(lock);
+  } else {
+    k.sync.readUnlock(lock);
+    replaceLeafSpte(k, vm, gfn, spte);
+  }
   if (putFrame) folioPut(k.g, frame);
   return RET_PF_FIXED;
+}
+
+/**
+ * tdp_mmu_map_handle_target_level meeting a present leaf that maps another page: the kernel
+ * WARNs (leaf_spte_change_needs_tlb_flush; every change of a slot's backing zaps first, but a
+ * flags-only update that drops KVM_MEM_GUEST_MEMFD from a GMEM_ONLY slot, refused since
+ * 9935df5333aa, does not) and flushes the TLBs after the change. The model makes the change
+ * under mmu_lock for write, as a zap does, so that a vCPU's audited TLB hit can tell it from a
+ * change without a flush.
+ */
+function replaceLeafSpte(k: KvmCtx, vm: number, gfn: number, spte: number): void {
+  const lock = k.vms.mmuLockWord(vm);
+  k.sync.writeLock(lock, LockClass.MMU);
+  try {
+    k.sptes.set(vm, gfn, spte);
+    k.stats[C.tlbFlushWaits] += k.vcpus.flushRemoteTlbs(k.sync, vm);
+  } finally {
+    k.sync.writeUnlock(lock);
+  }
 }
 
 /** Counts one fault (however many retries it took) and its latency. */

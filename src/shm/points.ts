@@ -24,6 +24,8 @@ export const POINTS = [
   'guest.in_access',
   'invalidate.binding_walk',
   'populate.after_pin_source',
+  'host_fault.before_pte',
+  'host_access.before_copy',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -59,6 +59,16 @@ export const COUNTER_NAMES = [
   /** Remote TLB flushes that waited for a vCPU still in guest mode to finish its access. */
   'tlbFlushWaits',
   'hostRmpFaults',
+  /** User accesses of the VMM through guest_memfd mappings, and what ended them with a signal (an outcome, not an error). */
+  'hostAccesses',
+  'hostSigbus',
+  /** kvm_gmem_fault_user_mapping calls that mapped a page. */
+  'hostFaults',
+  /** Host PTEs truncation or memory failure cleared (unmap_mapping_folio): punches that hit mapped pages. */
+  'hostPtesZapped',
+  /** Host reads through a mapping that saw bytes nobody wrote at that index (stale data), or lost the VMM's own write. */
+  'hostStaleReads',
+  'hostLostWrites',
   'faultNs',
   'guestExitsHandled',
   'violation.staleData',

@@ -94,7 +94,9 @@ function toPrivate(t: T, p: number, start: number, w: number): void {
   t.setPrivate(p);
   t.testPrivate(p, start, w);
 }
+/** The auditor at a quiescent point, with the mapping live (its PTEs map shared pages only) and after teardown. */
 function audited(t: T): void {
+  expect(auditQuiescent(t.sb.mem).violations).toEqual([]);
   t.map.munmapSync();
   t.sb.closeAllFds();
   expect(auditQuiescent(t.sb.mem).violations).toEqual([]);

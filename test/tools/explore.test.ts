@@ -353,21 +353,23 @@ describe('historical bugs, found by running the version that had them', () => {
     expect(again.violations).toEqual(found.r!.violations);
   }, 60_000);
 
-  it('upstream survives 150 schedules of the default workload, which reaches every operation, link and a launching VM', async () => {
+  it('upstream survives 150 schedules of the default workload, which reaches every operation, link, a launching VM and a default VM on GMEM_ONLY memslots', async () => {
     const e = explorer({ kernel: 'upstream' });
     const ops = Object.fromEntries(VMM_OPS.map((o) => [o, 0]));
-    const shapes = { one: 0, linked: 0, launchingBeside: 0 };
+    const shapes = { one: 0, linked: 0, launchingBeside: 0, gmemOnly: 0 };
     await eachSchedule(e, 1, 150, (r) => {
       if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
       for (const o of VMM_OPS) ops[o] += r.ops[o];
       if (r.shape.launchingBeside) shapes.launchingBeside++;
       else if (r.shape.vms > 1) shapes.linked++;
+      else if (r.shape.gmemOnly) shapes.gmemOnly++;
       else shapes.one++;
     });
     for (const o of VMM_OPS) expect(ops[o], o).toBeGreaterThan(0);
     expect(shapes.linked).toBeGreaterThan(5);
     expect(shapes.launchingBeside).toBeGreaterThan(5);
-    expect(shapes.one).toBeGreaterThan(100);
+    expect(shapes.gmemOnly).toBeGreaterThan(20);
+    expect(shapes.one + shapes.gmemOnly).toBeGreaterThan(100);
   }, 60_000);
 
   it('two VMM threads overlap their ioctls: one waits on a lock the other holds (6.11, memslot updates)', async () => {

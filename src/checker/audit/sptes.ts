@@ -2,8 +2,8 @@
 // present SPTE maps what it may: a shared one only a shared gfn; a private one a live folio of
 // its memslot's guest_memfd at that index, assigned in the RMP to the VM's ASID at that gfn (SNP).
 
-import { PG_FREE, PG_HWPOISON } from '../../gmem/folio.js';
-import { spteFrame, sptePrivate } from '../../kvm/spte.js';
+import { PG_FREE, PG_HWPOISON, PG_UPTODATE } from '../../gmem/folio.js';
+import { GMEM_SHARED_FRAME, spteFrame, sptePrivate } from '../../kvm/spte.js';
 import { type Add, Views } from './views.js';
 
 /** Does another VM bound to the inode behind (vm, gfn) own `pfn`'s RMP entry? */
@@ -48,6 +48,7 @@ export function auditVms(v: Views, add: Add): SpteTally {
             gfn,
             detail: `a shared SPTE (user page ${spteFrame(spte)}) maps a gfn whose attribute is private`,
           });
+        if (spteFrame(spte) >= GMEM_SHARED_FRAME) auditGmemSharedSpte(v, vm, gfn, spteFrame(spte) - GMEM_SHARED_FRAME, add);
         continue;
       }
       tally.checked++;
@@ -92,6 +93,32 @@ function auditPrivateSpte(v: Views, vm: number, gfn: number, pfn: number, add: A
     return false;
   }
   return auditRmpEntry(v, vm, gfn, pfn, ino, add);
+}
+
+/**
+ * A GMEM_ONLY slot's shared SPTE (f029f04ddbec): the folio the file holds at the slot's index,
+ * cleared before the guest got it, as the host's PTE for that index maps the same one.
+ */
+function auditGmemSharedSpte(v: Views, vm: number, gfn: number, pfn: number, add: Add): void {
+  const uaf = (detail: string): void => add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail });
+  if (v.folios.test(pfn, PG_FREE)) return uaf(`a shared SPTE maps guest_memfd pfn ${pfn}, which is on the free list`);
+  if (v.folios.test(pfn, PG_HWPOISON)) return uaf(`a shared SPTE maps guest_memfd pfn ${pfn}, which is hwpoisoned`);
+  const s = v.memslots.lookup(vm, gfn);
+  const file = s < 0 ? -1 : v.memslots.gmemFile(vm, s);
+  if (file < 0 || !v.files.valid(file)) return uaf('a shared guest_memfd SPTE survives its memslot or guest_memfd');
+  const index = gfn - v.memslots.baseGfn(vm, s) + v.memslots.gmemPgoff(vm, s);
+  const cached = v.inodes.peek(v.files.inode(file), index);
+  if (cached !== pfn)
+    return uaf(`a shared SPTE maps pfn ${pfn} but index ${index} of its guest_memfd holds ${cached < 0 ? 'nothing' : `pfn ${cached}`}`);
+  if (!v.folios.test(pfn, PG_UPTODATE))
+    add({
+      invariant: 'staleData',
+      by: 'auditor',
+      vm,
+      gfn,
+      pfn,
+      detail: `a shared SPTE maps guest_memfd pfn ${pfn}, which was never cleared`,
+    });
 }
 
 /** SNP: the RMP entry behind a private SPTE; true when another co-bound VM owns it (a finding). */

@@ -4,7 +4,7 @@ import { Rmp } from '../../firmware/rmp.js';
 import { PfnAllocator } from '../../gmem/allocator.js';
 import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
 import { LruBatches } from '../../gmem/lru.js';
-import { readModuleParams } from '../../gmem/params.js';
+import { gmemAttributesKept, readModuleParams } from '../../gmem/params.js';
 import { Files } from '../../gmem/file.js';
 import { Folios } from '../../gmem/folio.js';
 import { Inodes } from '../../gmem/inode.js';
@@ -32,6 +32,8 @@ export class Views {
   readonly lru: LruBatches;
   /** gmem_in_place_conversion as the kernel in this memory has it (7.4: guest_memfd says what is private). */
   readonly inPlace: boolean;
+  /** Whether the kernel keeps per-inode attributes (7.4): then they, not INIT_SHARED, say what the host may map. */
+  readonly gmemAttributesKept: boolean;
   constructor(readonly mem: Mem) {
     this.folios = new Folios(mem);
     this.inodes = new Inodes(mem);
@@ -46,6 +48,7 @@ export class Views {
     this.gmemAttrs = new GmemAttributes(mem, this.inodes);
     this.lru = new LruBatches(mem);
     this.inPlace = readModuleParams(mem).gmem_in_place_conversion;
+    this.gmemAttributesKept = gmemAttributesKept(mem);
   }
 
   /**

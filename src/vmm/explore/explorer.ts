@@ -101,6 +101,8 @@ export class Explorer {
       throw new Error(`vmmThreads: must be an integer from 1 to ${MAX_VMM_THREADS}, got ${t}`);
     const m = cfg.workload.multiVmShare;
     if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
+    const h = cfg.workload.gmemOnlyShare ?? 0;
+    if (!(h >= 0 && h <= 1)) throw new Error(`gmemOnlyShare: must be between 0 and 1, got ${h}`);
     const to = cfg.scheduleTimeoutMs;
     if (to !== undefined && !(Number.isInteger(to) && to > 0)) throw new Error(`scheduleTimeoutMs: must be a positive integer, got ${to}`);
   }

@@ -125,7 +125,7 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
           sched: sched.outcome(),
           violations: [],
           ops: parseMix(''),
-          shape: scheduleShape(plan.workload, seed),
+          shape: scheduleShape(plan.workload, seed, plan.descriptor.kernel),
           findings: NO_FINDINGS,
           vcpuVms: [],
           flagged: 0,
@@ -150,7 +150,7 @@ function describeError(e: unknown): string {
 function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bell, seed: number): RoundRecord {
   const w = plan.workload;
   resetSandbox(plan, h);
-  const shape = scheduleShape(w, seed);
+  const shape = scheduleShape(w, seed, plan.descriptor.kernel);
   const layout = h.setup(scheduleSetup(w, shape, seed, plan));
   configureScheduler(plan, sched, seed);
   const vmmOps = scheduleVmmOps(w, seed, plan);

@@ -39,6 +39,7 @@ const workload = z.strictObject({
   layout: z.enum(['random', 'identity']).default('identity'),
   vmmThreads: int(1, MAX_VMM_THREADS).default(1),
   multiVmShare: z.number().min(0).max(1).default(0),
+  gmemOnlyShare: z.number().min(0).max(1).default(0),
 });
 
 export const scheduleSchema = z

@@ -11,7 +11,7 @@ import { declareBugs } from '../../gmem/bugs.js';
 import { declareFailslab } from '../../gmem/failslab.js';
 import { declareGupPins } from '../../gmem/gup.js';
 import { declareLruAdd } from '../../gmem/lru.js';
-import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setModuleParams } from '../../gmem/params.js';
+import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setGmemAttributesKept, setModuleParams } from '../../gmem/params.js';
 import { declareFiles } from '../../gmem/file.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
@@ -211,7 +211,9 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareGupPins(lb);
   const buffers = allocateBuffers(lb.build(), limits);
   const moduleParams = resolveModuleParams(o.moduleParams, kernel);
-  setModuleParams(mapBuffers(buffers), moduleParams);
+  const mem = mapBuffers(buffers);
+  setModuleParams(mem, moduleParams);
+  setGmemAttributesKept(mem, VERSIONS[kernel].gmemAttributes);
   return { buffers, kernel, policy, watchdogMs, spin, moduleParams };
 }
 

@@ -122,6 +122,10 @@ const REPORTED_COUNTERS = [
   'rmpViolations',
   'guestReads',
   'guestWrites',
+  'hostAccesses',
+  'hostFaults',
+  'hostSigbus',
+  'hostPtesZapped',
 ] as const;
 
 export function resolveStressOptions(o: StressOptions): StressConfig {
@@ -174,7 +178,11 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     [cfg.durationMs > 0, 'duration', `must be positive, got ${cfg.durationMs} ms`],
     [cfg.writeRatio >= 0 && cfg.writeRatio <= 1, 'write-ratio', `must be between 0 and 1, got ${cfg.writeRatio}`],
     [cfg.opRate >= 0, 'op-rate', `must be >= 0, got ${cfg.opRate}`],
-    [['snp', 'sw-protected'].includes(cfg.vmType), 'vm-type', `must be snp or sw-protected, got ${cfg.vmType}`],
+    [
+      ['snp', 'sw-protected'].includes(cfg.vmType) || (cfg.vmType === 'default' && VERSIONS[kernel].gmemOnDefaultVm),
+      'vm-type',
+      `must be snp or sw-protected${VERSIONS[kernel].gmemOnDefaultVm ? ', or default' : ' (default needs GMEM_ONLY memslots: 6.18 on)'}, got ${cfg.vmType}`,
+    ],
   ];
   for (const [ok, field, rule] of checks) if (!ok) throw new ArgumentError(field, rule);
   const gb = parseSize(guest, 'guest-memory');

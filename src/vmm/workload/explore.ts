@@ -5,6 +5,8 @@
 // (explore/round.ts) only run what this file describes.
 
 import type { BugName } from '../../gmem/bugs.js';
+import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
+import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { Prng, subSeed } from '../../shm/prng.js';
 import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
@@ -37,6 +39,13 @@ export interface ExploreWorkload {
    * running VMs bound to one inode by link, or the VM with an SNP VM launching beside it.
    */
   multiVmShare: number;
+  /**
+   * Share of schedules (of a one-VM workload, on a kernel with GMEM_ONLY memslots: 6.18 on) run
+   * on a default VM instead, whose memslots bind MMAP | INIT_SHARED guest_memfds: its guest
+   * faults take the file's folios, and the VMM maps the files and touches them (see scheduleShape).
+   * Absent in schedules saved before it existed: those ran without it.
+   */
+  gmemOnlyShare?: number;
 }
 
 export const DEFAULT_WORKLOAD: ExploreWorkload = {
@@ -46,13 +55,14 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
   layout: 'random',
   vmmThreads: 2,
   multiVmShare: 0.25,
+  gmemOnlyShare: 0.25,
 };
 
 /** Workloads that give a bug a way to show (the op that reaches its code). */
@@ -61,6 +71,9 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   'memslot-update-skips-synchronize-srcu': { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 1 },
   // Both orders in one schedule: an SEV command (kvm->lock, then slots_lock) and a memslot update.
   'memslot-update-takes-kvm-lock': { vms: 2, populateFirstVm: true, ops: 'populate=1,memslot=1', vmmOps: 4 },
+  // Host mappings exist on a default VM's GMEM_ONLY memslots only (6.18 on): every schedule runs one.
+  'truncate-skips-host-unmap': { gmemOnlyShare: 1, ops: 'punch=2,touch=3', vmmOps: 4 },
+  'host-fault-skips-clear': { gmemOnlyShare: 1, ops: 'touch=1', vmmOps: 2 },
 };
 
 export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {
@@ -76,16 +89,27 @@ export interface ScheduleShape {
   populateFirstVm: boolean;
   /** An SNP VM launching beside them on a guest_memfd of its own, for 'populate'. */
   launchingBeside: boolean;
+  /**
+   * The VM is a default VM (no private memory) on GMEM_ONLY memslots of MMAP | INIT_SHARED
+   * guest_memfds, which the VMM maps whole (6.18 on). Absent in every other shape.
+   */
+  gmemOnly?: true;
 }
 
 /**
  * The VMs a schedule runs: the workload's or, for multiVmShare of one-VM schedules, half the time
  * two running VMs on one inode (link, the vCPUs split between them) and half the time the one
- * VM with an SNP VM launching beside it (populate). The vCPU actors are the same in every shape.
+ * VM with an SNP VM launching beside it (populate). On `kernel`s with GMEM_ONLY memslots, first
+ * gmemOnlyShare of one-VM schedules run a default VM on them instead (its own draw, so that the
+ * other shapes fall on the same seeds as on older kernels). The vCPU actors are the same in
+ * every shape.
  */
-export function scheduleShape(w: ExploreWorkload, seed: number): ScheduleShape {
+export function scheduleShape(w: ExploreWorkload, seed: number, kernel: KernelVersionName): ScheduleShape {
   const plain = { vms: w.vms, populateFirstVm: w.populateFirstVm, launchingBeside: false };
-  if (w.vms !== 1 || w.populateFirstVm || w.multiVmShare === 0) return plain;
+  if (w.vms !== 1 || w.populateFirstVm) return plain;
+  const share = w.gmemOnlyShare ?? 0;
+  if (share > 0 && VERSIONS[kernel].gmemOnDefaultVm && new Prng(subSeed(seed, 97)).next() < share) return { ...plain, gmemOnly: true };
+  if (w.multiVmShare === 0) return plain;
   const r = new Prng(subSeed(seed, 98)).next();
   if (r >= w.multiVmShare) return plain;
   return r < w.multiVmShare / 2 && w.vcpus > 1 ? { ...plain, vms: 2 } : { ...plain, launchingBeside: true };
@@ -113,10 +137,12 @@ export interface ScheduleActors {
 /** The layout a schedule builds (workload/layout.ts) for its shape. */
 export function scheduleSetup(w: ExploreWorkload, shape: ScheduleShape, seed: number, a: ScheduleActors): StressSetup {
   return {
-    vmType: w.vmType,
+    vmType: shape.gmemOnly ? 'default' : w.vmType,
     vms: shape.vms,
     pages: w.pages,
-    privateShare: 1,
+    // A default VM has no private memory: every gfn is shared, and faults from its files.
+    privateShare: shape.gmemOnly ? 0 : 1,
+    ...(shape.gmemOnly ? { gmemFlags: GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED, hostMap: true } : {}),
     populateFirstVm: shape.populateFirstVm,
     launchingBeside: shape.launchingBeside,
     // Every shape runs the same vCPU actors, split over its running VMs.

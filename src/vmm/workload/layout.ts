@@ -39,6 +39,24 @@ export interface StressTarget {
   populateVm: number;
   /** The VMs bind one inode by link: 'close' is off, and a conversion does not discard the backing. */
   linked: boolean;
+  /** KVM_CREATE_GUEST_MEMFD flags of the layout's files ('close' rebuilds with them too). */
+  gmemFlags: number;
+  /** The VMM's mappings of the layout's files, made at set-up and kept to the end (the host ops' targets). */
+  hostMaps: HostMap[];
+  /** This VMM thread's index among the run's (0 leads). */
+  thread: number;
+}
+
+/**
+ * A host mapping of a guest_memfd (6.18) the VMM made: its handle, the file range it maps, and
+ * the layout's regions (indices into `regions`) that bind that file: their gfns are the ones
+ * whose guests' tags the mapped pages may hold.
+ */
+export interface HostMap {
+  handle: number;
+  pgoff: number;
+  npages: number;
+  regions: number[];
 }
 
 export interface StressSetup {
@@ -67,6 +85,10 @@ export interface StressSetup {
   launchingBeside?: boolean;
   /** vCPUs to create over all running VMs, round robin (instead of vcpusPerVm). */
   vcpusTotal?: number;
+  /** KVM_CREATE_GUEST_MEMFD flags of the running VMs' files (GUEST_MEMFD_FLAG_*; default 0). */
+  gmemFlags?: number;
+  /** The VMM maps each of those files whole (MAP_SHARED) at set-up, as a VMM that reaches guest memory through guest_memfd (6.18). */
+  hostMap?: boolean;
 }
 
 /** The layout as another VMM thread of the process attaches to it (see attachStress). */
@@ -76,6 +98,8 @@ export interface SharedStressTarget {
   vms: number[];
   populateVm: number;
   linked: boolean;
+  gmemFlags: number;
+  hostMaps: HostMap[];
   /** Per VMM thread, per VM: the vCPU its KVM_PRE_FAULT_MEMORY goes through. */
   prefault: CreatedVcpu[][];
 }
@@ -143,14 +167,28 @@ function finishVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, vm: Vm, launc
 }
 
 /** One guest_memfd per distinct `file` number of the layout, sized to the regions it backs. */
-function openLayoutFiles(vm0: Vm, regions: readonly LayoutRegion[]): Map<number, GuestMemfd> {
+function openLayoutFiles(vm0: Vm, regions: readonly LayoutRegion[], flags: number): Map<number, GuestMemfd> {
   const files = new Map<number, GuestMemfd>();
   for (const r of regions) {
     if (files.has(r.file)) continue;
     const size = Math.max(...regions.filter((x) => x.file === r.file).map((x) => x.size));
-    files.set(r.file, vm0.createGuestMemfdSync({ size: size * PAGE_SIZE }));
+    files.set(r.file, vm0.createGuestMemfdSync({ size: size * PAGE_SIZE, flags }));
   }
   return files;
+}
+
+/** mmap(MAP_SHARED) of each file whole, as a VMM that reaches guest memory through guest_memfd. */
+function mapLayoutFiles(files: ReadonlyMap<number, GuestMemfd>, regions: readonly StressRegion[]): HostMap[] {
+  return [...files.values()].map((gmem) => {
+    const size = gmem.fstat().size;
+    const handle = gmem.mmapSync({ size }).handle;
+    return { handle, pgoff: 0, npages: size / PAGE_SIZE, regions: regionsOf(regions, (r) => r.file === gmem.file) };
+  });
+}
+
+/** The indices of the regions that `pick` picks. */
+export function regionsOf(regions: readonly StressRegion[], pick: (r: StressRegion) => boolean): number[] {
+  return regions.flatMap((r, i) => (pick(r) ? [i] : []));
 }
 
 /**
@@ -166,7 +204,7 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1
       ? randomLayout(cfg.pages, cfg.layoutSeed)
       : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
-  const files = openLayoutFiles(vms[0], regions);
+  const files = openLayoutFiles(vms[0], regions, cfg.gmemFlags ?? 0);
   const gfnStart = regions[0].gfn;
   const threads = cfg.vmmThreads ?? 1;
   const shared: SharedStressTarget = {
@@ -175,6 +213,8 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     vms: [],
     populateVm: cfg.populateFirstVm ? vms[0].id : -1,
     linked: cfg.vms > 1,
+    gmemFlags: cfg.gmemFlags ?? 0,
+    hostMaps: [],
     prefault: Array.from({ length: threads }, () => []),
   };
   const out: StressLayout = { vms: [], file: -1, gfnStart, vcpus: [], shared, fds: [...files.values()], prefaultSlots: [] };
@@ -208,6 +248,7 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     }
     finishVm(sb, cfg, gfnStart, vm, i === 0 && cfg.populateFirstVm === true, out);
   });
+  if (cfg.hostMap === true) shared.hostMaps = mapLayoutFiles(files, shared.regions);
   const all = [...vms];
   if (cfg.launchingBeside) all.push(addLaunchingVm(sb, cfg, gfnStart, out));
   shared.vms = all.map((v) => v.id);
@@ -278,5 +319,8 @@ export function attachStressTarget(sb: Sandbox, shared: SharedStressTarget, thre
     prefaultVcpus,
     populateVm: shared.populateVm,
     linked: shared.linked,
+    gmemFlags: shared.gmemFlags,
+    hostMaps: shared.hostMaps,
+    thread,
   };
 }

@@ -15,7 +15,9 @@ import { ArgumentError } from '../sandbox/errors.js';
  * badbind: memslots the kernel must refuse (a binding of indices already bound, one past the
  * file's end, a slot over another's gfns), left in place if accepted, for the auditor to see;
  * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
- * fallocates a range meanwhile (ENOMEM paths).
+ * fallocates a range meanwhile (ENOMEM paths); mmap, touch, munmap (6.18, on a layout whose files
+ * the VMM may map: GUEST_MEMFD_FLAG_MMAP): map a file range with MAP_SHARED, read or write a page
+ * through a mapping (a SIGBUS is an outcome), unmap one this thread made.
  */
 export const VMM_OPS = [
   'punch',
@@ -32,6 +34,9 @@ export const VMM_OPS = [
   'fwfail',
   'oom',
   'signal',
+  'mmap',
+  'touch',
+  'munmap',
 ] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 

@@ -3,6 +3,7 @@
 // all for the run's duration and from the run's one seed. stress/stress.ts only runs it.
 
 import type { BugName } from '../../gmem/bugs.js';
+import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { subSeed } from '../../shm/prng.js';
 import type { Pattern, WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
@@ -24,7 +25,7 @@ export interface StressWorkload {
 
 /** A stress run's workload when its options leave it out. */
 export const STRESS_WORKLOAD_DEFAULTS = {
-  ops: 'punch=3,fallocate=1,convert=2,prefault=1',
+  ops: 'punch=3,fallocate=1,convert=2,prefault=1,mmap=1,touch=4,munmap=1',
   opRate: 2000,
   pattern: 'random',
   writeRatio: 0.3,
@@ -51,10 +52,22 @@ export function stressOps(given: string | undefined, bugs: readonly string[]): s
  * The layout: `pages` guest pages per VM, gfn i at index i; with the populate op, an SNP VM
  * launching beside them on a guest_memfd of its own (as explore's launching shape), whose
  * LAUNCH_UPDATEs race the punches, fallocates and memslot changes made to its file, and whose
- * launch the op may end and pre-fault.
+ * launch the op may end and pre-fault. Default VMs (6.18 on) have no private memory: their
+ * memslots are GMEM_ONLY, on MMAP | INIT_SHARED guest_memfds the VMM maps whole for the host ops.
  */
 export function stressSetup(w: StressWorkload, pages: number): StressSetup {
-  return { vmType: w.vmType, vms: w.vms, pages, privateShare: 0.75, launchingBeside: parseMix(w.ops).populate > 0 };
+  const launchingBeside = parseMix(w.ops).populate > 0;
+  if (w.vmType === 'default')
+    return {
+      vmType: w.vmType,
+      vms: w.vms,
+      pages,
+      privateShare: 0,
+      launchingBeside,
+      gmemFlags: GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+      hostMap: true,
+    };
+  return { vmType: w.vmType, vms: w.vms, pages, privateShare: 0.75, launchingBeside };
 }
 
 /** vCPU `i`'s guest workload (of `writers`, over every VM) for the run's duration. */

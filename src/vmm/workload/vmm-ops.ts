@@ -6,6 +6,7 @@
 // racing the vCPUs' faults. What each tool runs, and with which seeds, is said in one place per
 // tool: explore.ts for the explorer's schedules, stress.ts for a stress run.
 
+import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
 import { Prng } from '../../shm/prng.js';
 import { TraceKind, type Tracer } from '../../shm/trace.js';
 import { errnoName } from '../../shm/errno.js';
@@ -42,7 +43,16 @@ export interface VmmOpsResult {
  */
 export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: VmmOpsConfig): VmmOpsResult {
   const k = sb.k;
-  const c: OpContext = { sb, rc, t, rng: new Prng(cfg.seed), signalTids: cfg.signalTids ?? [], starved: false };
+  const c: OpContext = {
+    sb,
+    rc,
+    t,
+    rng: new Prng(cfg.seed),
+    signalTids: cfg.signalTids ?? [],
+    starved: false,
+    maps: [],
+    hostWrites: new Map(),
+  };
   const weights = opWeights(t, cfg.mix);
   const total = weights.reduce((a, b) => a + b, 0);
   const res: VmmOpsResult = { ops: zeroOps(), errors: {}, elapsedMs: 0 };
@@ -89,10 +99,20 @@ function idle(sync: Sandbox['k']['sync'], rc: RunControl, deadline: number): voi
   }
 }
 
+/** The ops on host mappings (6.18): drawn only where the layout's files may be mapped. */
+const HOST_OPS: readonly VmmOp[] = ['mmap', 'touch', 'munmap'];
+
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
 function opWeights(t: StressTarget, mix: VmmOpsConfig['mix']): number[] {
-  // populate needs a launching VM, close a VM of its own.
-  const runnable = (o: VmmOp): boolean => (o !== 'populate' || t.populateVm >= 0) && (o !== 'close' || !t.linked);
+  // populate needs a launching VM, close a VM of its own, the host ops files made with MMAP,
+  // convert private memory (INIT_SHARED files are made on VMs without: default VMs).
+  const mappable = (t.gmemFlags & GUEST_MEMFD_FLAG_MMAP) !== 0;
+  const privateMem = (t.gmemFlags & GUEST_MEMFD_FLAG_INIT_SHARED) === 0;
+  const runnable = (o: VmmOp): boolean =>
+    (o !== 'populate' || t.populateVm >= 0) &&
+    (o !== 'close' || !t.linked) &&
+    (o !== 'convert' || privateMem) &&
+    (mappable || !HOST_OPS.includes(o));
   // Beside a launching VM, populate is the op that VM is there for: drawn four times as often.
   return VMM_OPS.map((o) => (runnable(o) ? Math.max(0, mix[o] ?? 0) * (o === 'populate' ? 4 : 1) : 0));
 }

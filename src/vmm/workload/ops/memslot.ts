@@ -2,6 +2,7 @@
 // dropping KVM_MEM_GUEST_MEMFD, as a fuzzer would), a plain slot's life, bindings the kernel must
 // refuse, and close(2) of the file with a rebuild on a new one.
 
+import { GUEST_MEMFD_FLAG_MMAP } from '../../../gmem/flags.js';
 import { gmemCreate } from '../../../gmem/guest_memfd.js';
 import { kvmSetMemoryRegion } from '../../../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES } from '../../../kvm/memslots.js';
@@ -20,7 +21,15 @@ export const memslot: OpHandler = {
 /** Drop KVM_MEM_GUEST_MEMFD from the region's slot first (flags-only change or move), then delete and recreate. */
 export const memflags: OpHandler = {
   range: 'gfn',
-  run: ({ sb, rng }, { region }) => memslotOp(sb, region, 1 + rng.below(2)),
+  run({ sb, rc, t, rng }, { region }) {
+    // A GMEM_ONLY slot's shared gfns come from the file: dropping the flag moves them to the
+    // VMM's memory and back, a discard as the guests see it.
+    const moves = (t.gmemFlags & GUEST_MEMFD_FLAG_MMAP) !== 0;
+    if (moves) rc.bumpEpochs(region.vm, region.gfn, region.gfn + region.npages);
+    const r = memslotOp(sb, region, 1 + rng.below(2));
+    if (moves) rc.bumpEpochs(region.vm, region.gfn, region.gfn + region.npages);
+    return r;
+  },
 };
 
 /** A memslot without guest_memfd: created, given dirty logging, moved and deleted. */
@@ -164,7 +173,7 @@ function closeAndRebuild(sb: Sandbox, t: StressTarget, fd: number): number {
   if (closed < 0) return closed;
   let e = 0;
   for (const r of backed) e ||= setSlot(sb, r, vm, { flags: KVM_MEM_GUEST_MEMFD, gfn: r.gfn, npages: 0 });
-  const next = gmemCreate(sb.k.g, vm, size * PAGE_SIZE, 0);
+  const next = gmemCreate(sb.k.g, vm, size * PAGE_SIZE, t.gmemFlags);
   if (next < 0) return next;
   const nfd = sb.allocFd({ kind: 'gmem', file: next });
   for (const r of backed) {

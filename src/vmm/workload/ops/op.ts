@@ -7,7 +7,7 @@ import { PAGE_SIZE } from '../../../shm/limits.js';
 import type { Prng } from '../../../shm/prng.js';
 import type { RunControl } from '../../../vcpu-workers/runctl.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
-import type { StressRegion, StressTarget } from '../layout.js';
+import type { HostMap, StressRegion, StressTarget } from '../layout.js';
 
 /** What every op of one VMM thread's run shares. */
 export interface OpContext {
@@ -20,6 +20,10 @@ export interface OpContext {
   signalTids: readonly number[];
   /** Set by 'oom': the allocator holds pages back until the loop gives them back before the next op. */
   starved: boolean;
+  /** The host mappings this thread made by 'mmap' (it unmaps only its own). */
+  maps: HostMap[];
+  /** What this thread last wrote through a mapping, per file page (ops/host.ts): the tag's generation and the discard epoch then. */
+  hostWrites: Map<number, { gen: number; epoch: number }>;
 }
 
 /**

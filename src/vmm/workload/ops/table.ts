@@ -3,6 +3,7 @@
 
 import type { VmmOp } from '../mix.js';
 import { fallocate, hwpoison, oom, punch } from './file.js';
+import { mmap, munmap, touch } from './host.js';
 import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
 import type { OpHandler } from './op.js';
 import { convert, fwfail, populate, prefault, signal } from './vm.js';
@@ -22,4 +23,7 @@ export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   fwfail,
   oom,
   signal,
+  mmap,
+  touch,
+  munmap,
 };
