@@ -42,7 +42,7 @@ async function schedules(e: Explorer, n: number): Promise<ScheduleResult[]> {
 const sum = (rs: ScheduleResult[], op: keyof ScheduleResult['ops']) => rs.reduce((a, r) => a + r.ops[op], 0);
 
 describe('explore: the host ops run on a default VM with GMEM_ONLY memslots from 6.18, and do nothing before', () => {
-  it.each(['6.18', '7.0'] as const)('%s: every schedule runs the shape, every host op runs, 48 schedules are clean', async (kernel) => {
+  it.each(['6.18', '7.0', '7.4'] as const)('%s: every schedule runs the shape, every host op runs, 48 schedules are clean', async (kernel) => {
     const rs = await schedules(explorer(kernel, HOST_MIX), 48);
     expect(rs.map((r) => r.outcome).filter((o) => o !== 'ok')).toEqual([]);
     expect(rs.every((r) => r.shape.gmemOnly === true)).toBe(true);
@@ -81,7 +81,7 @@ describe('explore finds the planted bugs of the host paths', () => {
 });
 
 describe('stress: --vm-type default runs the host ops from 6.18', () => {
-  it.each(['6.18', '7.0'] as const)('%s: the VMM maps and touches while it punches the mapped pages; 0 violations', async (kernel) => {
+  it.each(['6.18', '7.0', '7.4'] as const)('%s: the VMM maps and touches while it punches the mapped pages; 0 violations', async (kernel) => {
     const r = await runStress({ kernel, vmType: 'default', durationMs: 1500, seed: 11, auditEveryMs: 500, memory: '16MiB' });
     expect(r.crashes).toEqual([]);
     expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
