@@ -221,6 +221,24 @@ describe('KVM_SET_MEMORY_ATTRIBUTES2: references beyond the page cache', () => {
     audited(t);
   });
 
+  it('a pinned folio fails at once (folio_maybe_dma_pinned), without the LRU drain', async () => {
+    const t = await setup(1, INIT_SHARED);
+    t.map.writeSync(0, new Uint8Array([A]));
+    t.sb.dropCaches();
+    const pin = t.map.pinSync(0);
+    // The page cache, the PTE, the pin.
+    expect(t.gmem.folioAt(0)).toMatchObject({ refcount: 3, pincount: 1 });
+    const before = t.sb.stats().lruDrains;
+    const e = thrown(() => t.setPrivate(0));
+    expect({ code: e.code, errorOffset: e.errorOffset }).toEqual({ code: 'EAGAIN', errorOffset: 0 });
+    expect(t.sb.stats().lruDrains - before).toBe(0);
+    // The PTE went before the check (unmap_mapping_pages), the pin stays.
+    expect(t.gmem.folioAt(0)).toMatchObject({ refcount: 2, pincount: 1 });
+    pin.unpinSync();
+    t.setPrivate(0);
+    audited(t);
+  });
+
   it('dropCaches drains the batches first: the conversion then needs no drain', async () => {
     const t = await setup(1, INIT_SHARED);
     t.map.writeSync(0, new Uint8Array([A]));
@@ -371,6 +389,24 @@ describe('SNP LAUNCH_UPDATE without a source (edcc3f42981e)', () => {
     await vm.snpLaunchFinish();
     const v = await vm.createVcpu();
     expect(dataOf(v.readSync(0, 3))).toEqual([0xc0, 0xff, 0xee]);
+    sb.closeAllFds();
+    expect(auditQuiescent(sb.mem).violations).toEqual([]);
+  });
+
+  it('a measured page converted back to shared leaves the RMP (make_shared, 6fa1dab756fd): the host writes it again', async () => {
+    const { sb, vm, gmem } = await snp('7.4', true);
+    const map = gmem.mmapSync({ size: 2 * PAGE_SIZE });
+    map.writeSync(0, new Uint8Array([0x11]));
+    gmem.setMemoryAttributes2Sync({ offset: 0, size: PAGE_SIZE, attributes: 'private' });
+    vm.snpLaunchUpdateSync({ gpa: 0, len: PAGE_SIZE, data: null });
+    expect(vm.rmpQuery(0)).toMatchObject({ present: true, assigned: true });
+    expect(thrown(() => map.readSync(0, 1))).toBeInstanceOf(HostSignalError);
+    gmem.setMemoryAttributes2Sync({ offset: 0, size: PAGE_SIZE, attributes: 'shared' });
+    expect(vm.rmpQuery(0)).toMatchObject({ present: true, assigned: false });
+    map.writeSync(0, new Uint8Array([0x22]));
+    expect([...map.readSync(0, 1)]).toEqual([0x22]);
+    expect(sb.stats().hostRmpFaults).toBe(0);
+    map.munmapSync();
     sb.closeAllFds();
     expect(auditQuiescent(sb.mem).violations).toEqual([]);
   });

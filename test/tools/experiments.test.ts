@@ -118,7 +118,15 @@ describe('policies by kernel version', () => {
   it('LAUNCH_UPDATE after fallocate fails only on 6.10, which registers the page at fallocate', async () => {
     const got: Record<string, string> = {};
     for (const k of KERNEL_VERSIONS) got[k] = await launchAfterFallocate(k);
-    expect(got).toEqual({ '6.10': 'EIO (populate: EINVAL)', b85524314a: 'ok', '6.11': 'ok', '6.18': 'ok', '6.19': 'ok', '7.0': 'ok', '7.4': 'ok' });
+    expect(got).toEqual({
+      '6.10': 'EIO (populate: EINVAL)',
+      b85524314a: 'ok',
+      '6.11': 'ok',
+      '6.18': 'ok',
+      '6.19': 'ok',
+      '7.0': 'ok',
+      '7.4': 'ok',
+    });
   });
 
   it('kernel: a list runs those versions, rows keyed by kernel with its policy', async () => {
