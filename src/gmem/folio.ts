@@ -111,7 +111,8 @@ export class Folios {
   }
   /** unpin_user_page's pin count; the caller then drops the folio reference. */
   unpin(pfn: number): void {
-    if (Atomics.sub(this.w, this.base + pfn * FOLIO_WORDS + F_PINCOUNT, 1) <= 0) throw new Error(`unpin_user_page: pfn ${pfn} is not pinned`);
+    if (Atomics.sub(this.w, this.base + pfn * FOLIO_WORDS + F_PINCOUNT, 1) <= 0)
+      throw new Error(`unpin_user_page: pfn ${pfn} is not pinned`);
   }
 
   /** folio->mapping = NULL: removed from its filemap. */
