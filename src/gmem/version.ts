@@ -8,7 +8,10 @@ import { Policy, type PolicyName } from './policy.js';
 /** The modelled versions, oldest first. */
 export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0', '7.4'] as const;
 export type KernelVersionName = (typeof KERNEL_VERSIONS)[number];
-/** `upstream` names the newest modelled version (what mainline runs, as far as the model goes). */
+/**
+ * `upstream` names the newest released modelled version (what mainline runs, as far as the model
+ * goes); 7.4 is newer but only queued in the KVM tree.
+ */
 export const UPSTREAM: KernelVersionName = '7.0';
 /** What --kernel, scenarios and sweeps accept: a version, or `upstream`. */
 export const KERNEL_CHOICES = [...KERNEL_VERSIONS, 'upstream'] as const;
