@@ -32,4 +32,5 @@ export {
   type PoliciesOptions,
   type PolicyRow,
 } from './vmm/experiments/experiments.js';
-export { BUG_NAMES, type BugName } from './gmem/bugs.js';
+export { BUG_NAMES, type BugName, plantedBugPoints } from './gmem/bugs.js';
+export { POINTS_MODES, type PointsMode } from './shm/points.js';

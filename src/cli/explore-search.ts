@@ -5,7 +5,7 @@
 // stops at it instead. Accepted races (findings) are counted by signature on every schedule.
 
 import { join } from 'node:path';
-import type { BugName } from '../gmem/bugs.js';
+import { type BugName, plantedBugPoints } from '../gmem/bugs.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -16,6 +16,7 @@ import {
   UPSTREAM,
 } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
+import { DEFAULT_POINTS, type PointsMode } from '../shm/points.js';
 import { type HistoricalBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
   type ExploreConfig,
@@ -30,12 +31,15 @@ import { ExplorePool } from '../vmm/explore/pool.js';
 import { writeOutput } from '../vmm/io/outputs.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 import type { Progress } from './progress.js';
+import { type CoverageReport, CoverageTally } from '../vmm/explore/coverage.js';
 
 /** The options of `explore` (workload search), as the command line gives them. */
 export interface ExploreCliOptions {
   schedules: number;
   strategy: 'random' | 'pct';
   depth: number;
+  /** Which writes are scheduling points too (default 'locks'). */
+  points?: PointsMode;
   seed: number;
   kernel?: KernelChoice;
   policy?: PolicyName;
@@ -58,6 +62,8 @@ export interface ExploreCliOptions {
   jobs?: number;
   /** Stop at a known bug of the kernel run too, instead of setting it aside. */
   stopOnKnown?: boolean;
+  /** Tally what the schedules reached (BugSearch.coverage). */
+  coverage?: boolean;
 }
 
 /** A known bug a search met and set aside: how often, and where first. */
@@ -70,6 +76,8 @@ export interface KnownSeen {
 
 export interface BugSearch {
   bug: BugName | null;
+  /** The scheduling points the search ran with. */
+  points: PointsMode;
   found: boolean;
   schedules: number;
   seed?: number;
@@ -87,6 +95,8 @@ export interface BugSearch {
   known: KnownSeen[];
   /** Schedules that showed each accepted race of the catalogue (a counted finding, no violation). */
   findings: Record<string, number>;
+  /** With --coverage: what the schedules reached, and what none did. */
+  coverage?: CoverageReport;
 }
 
 /** The kernel a search runs: --kernel, else --policy's, else upstream for a planted bug, else a catalogued bug's buggy version. */
@@ -94,6 +104,11 @@ export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: Histo
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
   return bug !== null ? UPSTREAM : undefined;
+}
+
+/** The points mode a search runs: --points, else a planted bug's own, else the default. */
+export function pointsFor(o: ExploreCliOptions, bug: BugName | null): PointsMode {
+  return o.points ?? (bug !== null ? plantedBugPoints(bug) : DEFAULT_POINTS);
 }
 
 /** Saves a schedule; the path, or undefined when it could not be written (said on stderr). */
@@ -142,6 +157,8 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,
+    // Saved only when it is not the default, so a 'locks' schedule's file is what it always was.
+    ...(pointsFor(o, bug) !== 'locks' ? { points: pointsFor(o, bug) } : {}),
     maxSteps: 20_000,
     workload: workloadFor(bug, {
       ...(hist?.workload ?? {}),
@@ -160,8 +177,9 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
  * unless it is a known bug other than the one searched for (and --stop-on-known is off); a
  * catalogued finding searched for ends it when the schedule shows it.
  */
-function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch): (r: ScheduleResult) => boolean {
+function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, tally: CoverageTally | null): (r: ScheduleResult) => boolean {
   return (r) => {
+    tally?.add(r.coverage, r.ops);
     const shown = knownFindings(p.runs, r.findings);
     for (const f of shown) res.findings[f.id] = (res.findings[f.id] ?? 0) + 1;
     if (p.hist?.invariant === 'finding') return shown.some((f) => f.id === p.hist?.id);
@@ -186,6 +204,7 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
   signal?.addEventListener('abort', stop, { once: true });
   const res: BugSearch = {
     bug,
+    points: pointsFor(o, bug),
     found: false,
     schedules: 0,
     schedulesPerSecond: 0,
@@ -193,6 +212,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
     known: [],
     findings: {},
   };
+  const tally = o.coverage ? new CoverageTally() : null;
+  const coverage = () => (tally ? { coverage: tally.report() } : {});
   const seeds: number[] = [];
   for (let i = shard.k; i < o.schedules; i += shard.n) seeds.push((o.seed + i) >>> 0);
   try {
@@ -203,13 +224,13 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
       const what = `${bug ?? p.hist?.id ?? 'no bug'}: ${ran}/${seeds.length} schedules (seed ${last.seed})`;
       progress.update(Math.min(1, (ran * shard.n) / o.schedules), what);
     };
-    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res));
+    const found = await pool.search(seeds, EXPLORE_BATCH, onBatch, judge(p, o, res, tally));
     res.schedules = found.schedules;
     if (found.failing !== null) await reportFound(p, o, res, found.failing.result, found.failing.explorer);
-    return { ...res, schedulesPerSecond: sps() };
+    return { ...res, schedulesPerSecond: sps(), ...coverage() };
   } catch (e) {
     if (!signal?.aborted) throw e;
-    return { ...res, schedulesPerSecond: sps(), interrupted: true };
+    return { ...res, schedulesPerSecond: sps(), interrupted: true, ...coverage() };
   } finally {
     signal?.removeEventListener('abort', stop);
     await pool.close();
@@ -218,7 +239,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
 
 /** The schedule that ended the search: saved, shrunk (a failure), and traced when asked. */
 async function reportFound(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, r: ScheduleResult, ex: Explorer): Promise<void> {
-  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}-${o.strategy}-seed${r.seed}`;
+  const points = pointsFor(o, p.bug);
+  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}-${o.strategy}${points === 'locks' ? '' : `-${points}`}-seed${r.seed}`;
   const saved = save(o.out, `schedule-${tag}.json`, p.cfg, r);
   const v = r.violations[0];
   Object.assign(res, {

@@ -2,6 +2,7 @@
 // save them, shrink them, and rerun them exactly with a trace.
 
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
+import type { CoverageReport } from '../vmm/explore/coverage.js';
 import { Explorer } from '../vmm/explore/explorer.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { EXIT } from './exit.js';
@@ -26,7 +27,7 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
   if (o.json) {
     const kernel = o.kernel ?? o.policy ?? null;
     process.stdout.write(
-      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
+      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
     );
   } else {
     for (const r of results) {
@@ -44,7 +45,8 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
         process.stdout.write(`${name}: ${r.interrupted ? 'INTERRUPTED, not found' : 'not found'} in ${r.schedules} schedule(s)\n`);
       }
       process.stdout.write(knownLines(r));
-      process.stdout.write(`  ${r.schedulesPerSecond.toFixed(0)} schedules/s\n`);
+      if (r.coverage) process.stdout.write(coverageLines(r.coverage));
+      process.stdout.write(`  ${r.schedulesPerSecond.toFixed(0)} schedules/s${r.points === 'locks' ? '' : ` (points ${r.points})`}\n`);
     }
     if (interrupted) process.stdout.write(`INTERRUPTED after ${results.length} of ${bugs.length} search(es)\n`);
   }
@@ -60,6 +62,27 @@ function knownLines(r: BugSearch): string {
   );
   for (const [id, n] of Object.entries(r.findings)) lines.push(`  finding: ${id} in ${n} schedule(s) (allowed by the kernel, counted)\n`);
   return lines.join('');
+}
+
+/** --coverage as text: counts per point and event, and what no schedule reached. */
+function coverageLines(c: CoverageReport): string {
+  const counts = (m: Record<string, number>) =>
+    Object.entries(m)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+  const never = (what: string[]) => (what.length === 0 ? 'none' : what.join(', '));
+  const reached = (m: Record<string, number>) => Object.values(m).filter((n) => n > 0).length;
+  const drawn = Object.keys(c.pairs).length + c.never.pairs.length;
+  return [
+    `  coverage over ${c.schedules} schedule(s), as schedules that reached each:`,
+    `    named points (${reached(c.points)} of ${Object.keys(c.points).length}): ${counts(c.points)}`,
+    `      never: ${never(c.never.points)}`,
+    `    kernel events (${reached(c.events)} of ${Object.keys(c.events).length}): ${counts(c.events)}`,
+    `      never: ${never(c.never.events)}`,
+    `    VMM op pairs in flight at once (${Object.keys(c.pairs).length} of the ${drawn} pairs of ops that ran): ${counts(c.pairs)}`,
+    `      never: ${never(c.never.pairs)}`,
+    '',
+  ].join('\n');
 }
 
 /**

@@ -7,6 +7,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
+import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
@@ -245,6 +246,12 @@ program
   .option('--schedules <n>', 'schedules to try', intArg('--schedules', 1), 1000)
   .addOption(new Option('--strategy <s>', 'scheduling strategy').choices(['random', 'pct']).default('random'))
   .option('--depth <d>', 'PCT bug depth', intArg('--depth', 1, 17), 3)
+  .addOption(
+    new Option(
+      '--points <mode>',
+      `scheduling points: lock operations and named points only, or also every write to shared model state, with sleep sets (default ${DEFAULT_POINTS}; a planted bug's own when hunting one)`,
+    ).choices([...POINTS_MODES]),
+  )
   .option('--seed <n>', 'first seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
   .addOption(
     new Option(
@@ -290,6 +297,10 @@ program
   .option('--no-shrink', 'do not shrink a failing schedule')
   .option('--stop-on-known', 'stop at a known bug of the kernel run too (by default it is counted, set aside, and the search goes on)')
   .option('--trace <file.json>', 'write a Chrome trace of the failing (shrunk) schedule')
+  .option(
+    '--coverage',
+    'report how many schedules reached each named point, pair of VMM ops in flight at once and rare kernel event, and what none reached',
+  )
   .option('--json', 'print results as JSON')
   // A scenario file switches to model checking its parallel groups (src/cli/model-check.ts).
   .argument('[file]', 'scenario file: model check the interleavings of its parallel groups')

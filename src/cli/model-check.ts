@@ -12,6 +12,7 @@ import { type McSchedule, type ModelCheckOptions, type ModelCheckResult, ModelCh
 import { checkerFor, isScenarioSchedule, scheduleFile } from '../vmm/scenario/saved.js';
 import { ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
 import { Progress } from './progress.js';
+import type { PointsMode } from '../shm/points.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 
 export interface ModelCheckCliOptions {
@@ -22,6 +23,7 @@ export interface ModelCheckCliOptions {
   schedules: number;
   seed: number;
   bug?: string;
+  points?: PointsMode;
   out: string;
   shrink: boolean;
   json?: boolean;
@@ -61,6 +63,7 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
     maxSchedules: o.mode === 'random' ? o.schedules : o.maxSchedules,
     seed: o.seed,
     bug: (o.bug as BugName | undefined) ?? null,
+    ...(o.points !== undefined ? { points: o.points } : {}),
   };
   let mc: ModelChecker;
   try {
@@ -76,9 +79,9 @@ export async function modelCheckCommand(file: string, o: ModelCheckCliOptions): 
   process.once('SIGINT', onSigint);
   const progress = new Progress(false);
   const label =
-    o.mode === 'random'
+    (o.mode === 'random'
       ? `random, ${opts.maxSchedules} schedules from seed ${o.seed}`
-      : `exhaustive, at most ${o.preemptions} preemption(s)`;
+      : `exhaustive, at most ${o.preemptions} preemption(s)`) + (o.points === 'shared' ? ', points shared' : '');
   try {
     const res = await mc.explore(
       (n) => progress.update(o.mode === 'random' ? n / opts.maxSchedules : 0, `${basename(file)}: schedule ${n}`),

@@ -33,7 +33,7 @@ export class DirectPlatform implements SnpPlatform {
     mem: Mem,
     private readonly sync: Sync,
   ) {
-    this.core = new SnpFirmwareCore(mem);
+    this.core = new SnpFirmwareCore(mem, sync);
     this.cpu = new HostRmp(mem, sync, this.core);
     this.lock = regionBase(mem, REGION);
     this.stats = threadStats(mem, sync.tid);

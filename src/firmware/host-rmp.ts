@@ -21,7 +21,7 @@ export class HostRmp implements HostRmpOps {
     /** Only for the fault-injection counters (FwCmd.RMPUPDATE), which live with the firmware's. */
     private readonly core: SnpFirmwareCore,
   ) {
-    this.rmp = new Rmp(mem);
+    this.rmp = new Rmp(mem, sync);
     this.stats = threadStats(mem, sync.tid);
   }
 

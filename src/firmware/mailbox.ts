@@ -73,7 +73,7 @@ export class MailboxPlatform implements SnpPlatform {
 
 /** Serves firmware commands one at a time until the mailbox is stopped; returns the count. */
 export function serveFirmware(mem: Mem, sync: Sync, tuning?: MailboxTuning): number {
-  const core = new SnpFirmwareCore(mem);
+  const core = new SnpFirmwareCore(mem, sync);
   const mb = new Mailbox(mem, FIRMWARE_MAILBOX, sync, tuning);
   const stats = threadStats(mem, sync.tid);
   const tracer = new Tracer(mem, sync.tid);

@@ -11,7 +11,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { P } from '../shm/points.js';
-import type { Sync } from '../shm/sync/sync.js';
+import { NO_WRITE_POINTS, type Sync, type WritePoints } from '../shm/sync/sync.js';
 import { PvalidateRet, RmpupdateRet, type RmpEntry } from '../kvm/psp.js';
 
 const RMP_WORDS = 4;
@@ -51,7 +51,11 @@ export class Rmp {
   readonly nrPfns: number;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the CPUs' and the firmware's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.nrPfns = mem.limits.nrPfns;
     this.w = mem.w;
@@ -118,6 +122,7 @@ export class Rmp {
       return RmpupdateRet.FAIL_INPUT;
     if ((flags & RMP_ASSIGNED) !== 0 && asid === 0) return RmpupdateRet.FAIL_INPUT;
     const i = this.base + pfn * RMP_WORDS;
+    this.wp.sharedWrite(this.base, i);
     for (let cur = Atomics.load(this.w, i); ;) {
       if ((cur & RMP_BUSY) !== 0) return RmpupdateRet.FAIL_OVERLAP;
       const seen = Atomics.compareExchange(this.w, i, cur, cur | RMP_BUSY);
@@ -152,6 +157,7 @@ export class Rmp {
    */
   pvalidate(pfn: number, asid: number, gfn: number, validate: boolean): number {
     const i = this.base + pfn * RMP_WORDS;
+    this.wp.sharedWrite(this.base, i);
     for (let cur = Atomics.load(this.w, i); ;) {
       if ((cur & OWNER_BITS) !== encode(RMP_ASSIGNED, asid, gfn)) return -1;
       if ((cur & RMP_IMMUTABLE) !== 0) return PvalidateRet.FAIL_INPUT;
@@ -168,6 +174,7 @@ export class Rmp {
    */
   firmwareWrite(pfn: number, flags: number, asid: number, gfn: number): void {
     const i = this.base + pfn * RMP_WORDS;
+    this.wp.sharedWrite(this.base, i);
     const next = encode(flags & FLAG_BITS, asid, gfn);
     for (let cur = Atomics.load(this.w, i); ;) {
       const seen = Atomics.compareExchange(this.w, i, cur, next | (cur & (RMP_BUSY | RMP_WAITERS)));

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { SevRet, SnpPageType } from '../kvm/psp.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 import { RMP_ASSIGNED, RMP_VALIDATED, Rmp } from './rmp.js';
 
 const GUEST_WORDS = 16;
@@ -33,8 +34,8 @@ export class SnpFirmwareCore {
   private readonly w: Int32Array;
   private readonly host: Uint8Array;
 
-  constructor(mem: Mem) {
-    this.rmp = new Rmp(mem);
+  constructor(mem: Mem, wp: WritePoints = NO_WRITE_POINTS) {
+    this.rmp = new Rmp(mem, wp);
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
     this.host = mem.host;

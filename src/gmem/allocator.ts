@@ -91,7 +91,7 @@ export class PfnAllocator {
     let pfn = -1;
     if (n > 0) {
       pfn = w[p + P_LIST + n - 1];
-      Atomics.store(w, p + P_COUNT, n - 1);
+      this.setCount(p, n - 1);
     }
     this.sync.mutexUnlock(p + P_LOCK);
     if (pfn >= 0) return pfn;
@@ -109,10 +109,25 @@ export class PfnAllocator {
     }
     const n = w[p + P_COUNT];
     w[p + P_LIST + n] = pfn;
-    Atomics.store(w, p + P_COUNT, n + 1);
+    this.setCount(p, n + 1);
     // free_pcppages_bulk: past pcp->high, the oldest batch goes back to the zone.
     if (n + 1 >= PCP_HIGH) this.spill(p, PCP_BATCH);
     this.sync.mutexUnlock(p + P_LOCK);
+  }
+
+  /**
+   * The zone's free count, which publishes the stack below it: a write to shared state, so a
+   * scheduling point of points 'shared' (Sync.sharedWrite). The zone is one object.
+   */
+  private setTop(top: number): void {
+    this.sync.sharedWrite(this.base, this.base + A_TOP);
+    Atomics.store(this.w, this.base + A_TOP, top);
+  }
+
+  /** A pcp list's count, which publishes its entries: one object per list. */
+  private setCount(p: number, n: number): void {
+    this.sync.sharedWrite(this.base, p);
+    Atomics.store(this.w, p + P_COUNT, n);
   }
 
   /** Free pages, in the zone and in every pcp list. */
@@ -152,9 +167,9 @@ export class PfnAllocator {
     const n = Math.min(PCP_BATCH, top);
     // The list is a stack too: the zone's top pfn stays the next one handed out.
     for (let i = 0; i < n; i++) w[p + P_LIST + i] = w[this.base + A_STACK + top - n + i];
-    Atomics.store(w, this.base + A_TOP, top - n);
+    this.setTop(top - n);
     this.sync.mutexUnlock(this.base + A_LOCK);
-    Atomics.store(w, p + P_COUNT, n);
+    this.setCount(p, n);
     return n;
   }
 
@@ -167,10 +182,10 @@ export class PfnAllocator {
     this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     for (let i = 0; i < k; i++) w[this.base + A_STACK + top + i] = w[p + P_LIST + i];
-    Atomics.store(w, this.base + A_TOP, top + k);
+    this.setTop(top + k);
     this.sync.mutexUnlock(this.base + A_LOCK);
     w.copyWithin(p + P_LIST, p + P_LIST + k, p + P_LIST + n);
-    Atomics.store(w, p + P_COUNT, n - k);
+    this.setCount(p, n - k);
   }
 
   /** drain_all_pages: every thread's pcp list back to the zone. */
@@ -192,7 +207,7 @@ export class PfnAllocator {
     let pfn = -1;
     if (top > reserve) {
       pfn = w[this.base + A_STACK + top - 1];
-      Atomics.store(w, this.base + A_TOP, top - 1);
+      this.setTop(top - 1);
     }
     this.sync.mutexUnlock(this.base + A_LOCK);
     return pfn;
@@ -203,7 +218,7 @@ export class PfnAllocator {
     this.sync.mutexLock(this.base + A_LOCK, LockClass.ZONE);
     const top = w[this.base + A_TOP];
     w[this.base + A_STACK + top] = pfn;
-    Atomics.store(w, this.base + A_TOP, top + 1);
+    this.setTop(top + 1);
     this.sync.mutexUnlock(this.base + A_LOCK);
   }
 

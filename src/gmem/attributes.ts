@@ -9,6 +9,7 @@
 import { Errno } from '../shm/errno.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LockClass } from '../shm/sync/classes.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 import type { GmemCtx } from './ctx.js';
 import { shouldFailSlab } from './failslab.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED } from './flags.js';
@@ -31,6 +32,8 @@ export class GmemAttributes {
   constructor(
     mem: Mem,
     private readonly inodes: Inodes,
+    /** The point before each write (the kernel's view passes its Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
   ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
@@ -45,6 +48,8 @@ export class GmemAttributes {
   }
   /** mas_store_prealloc over [start, end): the caller holds the invalidate lock for write. */
   set(ino: number, start: number, end: number, attrs: number): void {
+    // One object per inode: the range is stored at once (mas_store_prealloc).
+    this.wp.sharedWrite(this.base, this.word(ino, 0));
     for (let i = start; i < end; i++) Atomics.store(this.w, this.word(ino, i), attrs);
   }
 }

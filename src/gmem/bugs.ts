@@ -5,6 +5,7 @@
 // region (one bitmask word, read once when a thread builds its kernel context).
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import type { PointsMode } from '../shm/points.js';
 
 export const BUGS = {
   'prepare-skips-clear': {
@@ -62,9 +63,22 @@ export const BUGS = {
     race: false,
     what: 'kvm_gmem_fault_user_mapping marks a new folio up to date without clearing it, so the host reads what the page held before',
   },
+  'uptodate-after-folio-unlock': {
+    bit: 1 << 12,
+    race: true,
+    what: 'get_pfn marks the folio up to date after folio_unlock, so a second fault takes it for a new folio and clears it again',
+    // Its window (folio_unlock, then the flag's store) holds no lock operation: only a run whose
+    // writes are scheduling points can stop a fault inside it.
+    points: 'shared' as PointsMode,
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 
+/** The points mode a planted bug is hunted with: 'shared' for a race whose window holds no lock operation. */
+export function plantedBugPoints(bug: BugName): PointsMode {
+  const b = BUGS[bug];
+  return 'points' in b ? b.points : 'locks';
+}
 export const BUG_NAMES = Object.keys(BUGS) as BugName[];
 
 export const Bug = Object.fromEntries(Object.entries(BUGS).map(([k, v]) => [k, v.bit])) as { readonly [K in BugName]: number };

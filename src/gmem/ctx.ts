@@ -53,14 +53,14 @@ export class GmemCtx {
     readonly kvm: GmemKvmOps,
   ) {
     this.policy = version.prepare;
-    this.folios = new Folios(mem);
+    this.folios = new Folios(mem, sync);
     this.alloc = new PfnAllocator(mem, sync);
-    this.inodes = new Inodes(mem);
-    this.files = new Files(mem);
-    this.vmas = new HostMappings(mem);
-    this.attrs = new GmemAttributes(mem, this.inodes);
-    this.lru = new LruBatches(mem);
-    this.pins = new GupPins(mem);
+    this.inodes = new Inodes(mem, sync);
+    this.files = new Files(mem, sync);
+    this.vmas = new HostMappings(mem, sync);
+    this.attrs = new GmemAttributes(mem, this.inodes, sync);
+    this.lru = new LruBatches(mem, sync);
+    this.pins = new GupPins(mem, sync);
     this.inPlace = version.inPlaceConversionParam && readModuleParams(mem).gmem_in_place_conversion;
     this.bugs = readBugs(mem);
   }

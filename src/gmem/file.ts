@@ -7,6 +7,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { NO_HANDLE, Obj, SLAB_HEADER, Slab, SlabState, handleId } from '../shm/slab.js';
+import { NO_WRITE_POINTS, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 
 const FILE_WORDS = 48;
 const FL_REF = SLAB_HEADER + 0; // f_count
@@ -43,7 +44,11 @@ export class Files {
   readonly slab: Slab;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
     this.slab = new Slab(this.w, this.base, LIMITS.MAX_FILES, FILE_WORDS, Obj.FILE, mem);
@@ -53,8 +58,14 @@ export class Files {
     return this.slab.at(handleId(f));
   }
 
+  /** The scheduling point before a write to file `f`'s record (WHOLE_REGION: the slab itself). */
+  private writing(f: number): void {
+    this.wp.sharedWrite(this.base, f === WHOLE_REGION ? WHOLE_REGION : this.at(f));
+  }
+
   /** A new file holding one reference (the fd's); NO_HANDLE when all MAX_FILES are in use. */
   alloc(inode: number, vm: number): number {
+    this.writing(WHOLE_REGION);
     const h = this.slab.alloc();
     if (h === NO_HANDLE) return h;
     const b = this.at(h);
@@ -68,6 +79,7 @@ export class Files {
   }
   /** The file's memory goes back (after kvm_gmem_release). */
   free(f: number): void {
+    this.writing(WHOLE_REGION);
     this.slab.free(f);
   }
 
@@ -113,6 +125,7 @@ export class Files {
   /** get_file / file_ref_get: a reference unless the count already reached zero. */
   tryGet(f: number): boolean {
     if (!this.slab.valid(f)) return false;
+    this.writing(f);
     const i = this.at(f) + FL_REF;
     for (let r = Atomics.load(this.w, i); r > 0;) {
       const prev = Atomics.compareExchange(this.w, i, r, r + 1);
@@ -128,6 +141,7 @@ export class Files {
   }
   /** fput's count: true when this was the last reference (the file is now dying). */
   put(f: number): boolean {
+    this.writing(f);
     const left = Atomics.sub(this.w, this.at(f) + FL_REF, 1) - 1;
     if (left < 0) throw new Error(`fput: gmem file ${handleId(f)} refcount underflow`);
     if (left > 0) return false;
@@ -195,6 +209,7 @@ export class Files {
 
   /** Adds a binding; returns false when the file already holds MAX_BINDINGS_PER_FILE. */
   addBinding(f: number, bd: Binding): boolean {
+    this.writing(f);
     const b = this.at(f) + FL_BINDINGS;
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
       const e = b + k * B_WORDS;
@@ -214,6 +229,7 @@ export class Files {
   }
   /** xa_store_range(..., NULL): removes the binding of memslot `slot`, if any. */
   removeBinding(f: number, slot: number): void {
+    this.writing(f);
     const b = this.at(f) + FL_BINDINGS;
     for (let k = 0; k < LIMITS.MAX_BINDINGS_PER_FILE; k++) {
       const e = b + k * B_WORDS;

@@ -89,7 +89,7 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
     // still knows this pfn from its last life cannot lock it first (__filemap_add_folio).
     if (!g.sync.mutexTryLock(g.folios.lockWord(pfn), LockClass.FOLIO)) throw new Error(`free pfn ${pfn} has its folio lock held`);
     g.folios.initNew(pfn, ino, index, g.inodes.punchCovers(ino, index) ? PG_PUNCH_RACE : 0);
-    if (Atomics.compareExchange(w, slot, 0, pfn + 1) === 0) {
+    if (g.inodes.filemapInsert(ino, index, pfn)) {
       // Counted as it enters the page cache (foliosFreed counts it leaving): a page that lost
       // the race to insert is in neither.
       g.stats[C.foliosAllocated]++;
@@ -134,13 +134,12 @@ export function filemapLockFolio(g: GmemCtx, ino: number, index: number): number
 // reference; a folio a fault still holds is freed when that fault lets go.
 export function truncateRange(g: GmemCtx, ino: number, start: number, end: number): number {
   let removed = 0;
-  const w = g.mem.w;
   for (let index = start; index < end; index++) {
     const pfn = filemapLockFolio(g, ino, index);
     if (pfn < 0) continue;
     // truncate_cleanup_folio -> unmap_mapping_folio: host PTEs go before the folio leaves the cache.
     if ((g.bugs & Bug['truncate-skips-host-unmap']) === 0) unmapHostPtes(g, pfn, ino, index);
-    Atomics.store(w, g.inodes.slotWord(ino, index), 0);
+    g.inodes.filemapDelete(ino, index);
     g.folios.detach(pfn);
     // filemap_free_folio -> kvm_gmem_free_folio: the arch invalidate runs as the folio leaves
     // the page cache, even while a racing fault still holds a reference to it.
@@ -166,7 +165,7 @@ export function folioAddLru(g: GmemCtx, pfn: number): void {
       // The extra reference first (the caller's keeps the count above zero): a drain that
       // empties the slot at once drops it.
       if (!g.folios.tryGet(pfn)) throw new Error(`folio_add_lru: pfn ${pfn} without a reference`);
-      if (Atomics.compareExchange(g.mem.w, word, 0, pfn + 1) === 0) return;
+      if (g.lru.fill(tid, k, pfn)) return;
       folioPut(g, pfn);
     }
     lruAddDrainCpu(g, tid);
@@ -176,8 +175,8 @@ export function folioAddLru(g: GmemCtx, pfn: number): void {
 // lru_add_drain_cpu: the batch of thread `tid` moves to the LRU, dropping its references.
 function lruAddDrainCpu(g: GmemCtx, tid: number): void {
   for (let k = 0; k < LRU_BATCH; k++) {
-    const v = Atomics.exchange(g.mem.w, g.lru.slotWord(tid, k), 0);
-    if (v !== 0) folioPut(g, v - 1);
+    const pfn = g.lru.take(tid, k);
+    if (pfn >= 0) folioPut(g, pfn);
   }
 }
 

@@ -3,6 +3,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE } from '../shm/limits.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
 /** One cache line per folio: neighbouring pfns go to different vCPUs, which must not share lines. */
 export const FOLIO_WORDS = 16;
@@ -40,11 +41,20 @@ export class Folios {
   private readonly w: Int32Array;
   private readonly host: Uint8Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.nrPfns = mem.limits.nrPfns;
     this.w = mem.w;
     this.host = mem.host;
+  }
+
+  /** The scheduling point before a write to pfn's struct folio (points 'shared'). */
+  private writing(pfn: number): void {
+    this.wp.sharedWrite(this.base, this.base + pfn * FOLIO_WORDS);
   }
 
   /** Word index of the folio lock (for Sync.mutexLock). */
@@ -68,9 +78,11 @@ export class Folios {
     return (this.flags(pfn) & flag) !== 0;
   }
   set(pfn: number, flag: number): void {
+    this.writing(pfn);
     Atomics.or(this.w, this.base + pfn * FOLIO_WORDS + F_FLAGS, flag);
   }
   clear(pfn: number, flag: number): void {
+    this.writing(pfn);
     Atomics.and(this.w, this.base + pfn * FOLIO_WORDS + F_FLAGS, ~flag);
   }
   refcount(pfn: number): number {
@@ -92,6 +104,7 @@ export class Folios {
 
   /** Starts a new life of a pfn taken from the allocator: two references (cache + caller). */
   initNew(pfn: number, inode: number, index: number, flags: number): void {
+    this.writing(pfn);
     const b = this.base + pfn * FOLIO_WORDS;
     Atomics.store(this.w, b + F_FLAGS, flags);
     Atomics.store(this.w, b + F_REF, 2);
@@ -117,11 +130,13 @@ export class Folios {
 
   /** folio->mapping = NULL: removed from its filemap. */
   detach(pfn: number): void {
+    this.writing(pfn);
     Atomics.store(this.w, this.base + pfn * FOLIO_WORDS + F_INODE, 0);
   }
 
   /** folio_try_get: takes a reference unless the folio is already on its way to being freed. */
   tryGet(pfn: number): boolean {
+    this.writing(pfn);
     const i = this.base + pfn * FOLIO_WORDS + F_REF;
     for (let r = Atomics.load(this.w, i); r > 0;) {
       const prev = Atomics.compareExchange(this.w, i, r, r + 1);
@@ -133,12 +148,14 @@ export class Folios {
 
   /** Drops a reference; returns true when it was the last one and the caller must free the pfn. */
   putTestZero(pfn: number): boolean {
+    this.writing(pfn);
     const left = Atomics.sub(this.w, this.base + pfn * FOLIO_WORDS + F_REF, 1) - 1;
     if (left < 0) throw new Error(`folio_put: pfn ${pfn} refcount underflow`);
     return left === 0;
   }
 
   markFree(pfn: number): void {
+    this.writing(pfn);
     const b = this.base + pfn * FOLIO_WORDS;
     Atomics.store(this.w, b + F_REF, 0);
     Atomics.store(this.w, b + F_FLAGS, PG_FREE);

@@ -85,6 +85,13 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
   // The planted bug: the folio lock no longer covers the prepare.
   const unlocked = (g.bugs & Bug['get-pfn-unlocked-prepare']) !== 0;
   if (unlocked) folioUnlock(g, pfn);
+  // The planted bug: the flag that says the folio is prepared is stored after folio_unlock.
+  const late = (g.bugs & Bug['uptodate-after-folio-unlock']) !== 0;
+  let markLate = false;
+  const mark = (): void => {
+    if (late) markLate = true;
+    else markPrepared(g, pfn);
+  };
   switch (g.policy) {
     case Policy.ON_ALLOCATE:
       r = prepareFolioAllVms(g, ino, index, pfn, vm);
@@ -93,14 +100,14 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
       if (!g.folios.test(pfn, PG_UPTODATE)) {
         clearPage(g, pfn);
         r = archPrepareAllVms(g, ino, index, pfn, vm);
-        if (r === 0) markPrepared(g, pfn);
+        if (r === 0) mark();
       }
       break;
     case Policy.ON_FAULT_OWN_VM:
       if (!g.folios.test(pfn, PG_UPTODATE)) {
         clearPage(g, pfn);
         r = archPrepare(g, vm, gfn, pfn);
-        if (r === 0) markPrepared(g, pfn);
+        if (r === 0) mark();
       }
       break;
     case Policy.ON_EVERY_FAULT:
@@ -114,12 +121,13 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
       // leaves a cleared folio; the hook itself skips a page already assigned.
       if (!g.folios.test(pfn, PG_UPTODATE)) {
         clearPage(g, pfn);
-        markPrepared(g, pfn);
+        mark();
       }
       r = archPrepare(g, vm, gfn, pfn);
       break;
   }
   if (!unlocked) folioUnlock(g, pfn);
+  if (markLate) markPrepared(g, pfn);
   if (r < 0) {
     folioPut(g, pfn);
     return r;

@@ -10,6 +10,7 @@ import { Errno } from '../shm/errno.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE, SandboxLimitError } from '../shm/limits.js';
 import { LockClass } from '../shm/sync/classes.js';
+import { NO_WRITE_POINTS, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 import type { GmemCtx } from './ctx.js';
 import { folioPut } from './filemap.js';
 import { hostPte } from './mmap.js';
@@ -31,7 +32,11 @@ export class GupPins {
   readonly base: number;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's view passes its Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
   }
@@ -40,6 +45,7 @@ export class GupPins {
   }
   /** A record for `pfn`: its handle, or -1 when all MAX_PINS are taken. */
   claim(pfn: number): number {
+    this.wp.sharedWrite(this.base, WHOLE_REGION);
     for (let id = 0; id < MAX_PINS; id++) {
       const b = this.at(id);
       if (Atomics.compareExchange(this.w, b + R_PFN, 0, pfn + 1) === 0) return (Atomics.load(this.w, b + R_GEN) << ID_BITS) | id;
@@ -52,6 +58,7 @@ export class GupPins {
     if (h < 0 || id >= MAX_PINS) return -1;
     const b = this.at(id);
     if (Atomics.load(this.w, b + R_GEN) !== h >>> ID_BITS) return -1;
+    this.wp.sharedWrite(this.base, b);
     const v = Atomics.exchange(this.w, b + R_PFN, 0);
     if (v === 0) return -1;
     Atomics.add(this.w, b + R_GEN, 1);

@@ -1,7 +1,7 @@
 // guest_memfd inodes: size, filemap (index -> pfn), invalidate lock, and the list of gmem files
 // (newest first, as list_add leaves it). Owns the 'gmem_inodes' and 'filemap' regions.
 
-import type { Sync } from '../shm/sync/sync.js';
+import { NO_WRITE_POINTS, type Sync, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { RWSEM_WORDS } from '../shm/sync/words.js';
@@ -38,13 +38,22 @@ export class Inodes {
   readonly filemapCap: number;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, INODES);
     this.filemapBase = regionBase(mem, FILEMAP);
     this.filemapCap = mem.limits.filemapPages;
     this.w = mem.w;
     if (I_INVALIDATE_LOCK + RWSEM_WORDS > INODE_WORDS || I_FILES + LIMITS.MAX_FILES_PER_INODE > I_FLAGS)
       throw new Error('inode layout overflow');
+  }
+
+  /** The scheduling point before a write to inode `ino` (WHOLE_REGION: the table). */
+  private writing(ino: number): void {
+    this.wp.sharedWrite(this.base, ino === WHOLE_REGION ? WHOLE_REGION : this.at(ino));
   }
 
   private at(ino: number): number {
@@ -83,6 +92,7 @@ export class Inodes {
     const w = this.w;
     // The caller holds the table lock.
     sync.assertHeld(this.tableLockWord);
+    this.writing(WHOLE_REGION);
     let slot = -1;
     let reuse = -1;
     for (let i = 0; i < LIMITS.MAX_INODES; i++) {
@@ -117,6 +127,7 @@ export class Inodes {
   }
 
   destroy(ino: number): void {
+    this.writing(WHOLE_REGION);
     Atomics.store(this.w, this.at(ino) + I_STATE, 0);
   }
 
@@ -127,6 +138,21 @@ export class Inodes {
   /** The filemap word of `index` (value: pfn + 1, or 0 for a hole). */
   slotWord(ino: number, index: number): number {
     return this.filemapBase + this.w[this.at(ino) + I_FILEMAP_BASE] + index;
+  }
+  /**
+   * __filemap_add_folio's store into the page cache: pfn at `index` if the index is a hole (one
+   * compare-and-swap); false when another folio got there first.
+   */
+  filemapInsert(ino: number, index: number, pfn: number): boolean {
+    const slot = this.slotWord(ino, index);
+    this.wp.sharedWrite(this.filemapBase, slot);
+    return Atomics.compareExchange(this.w, slot, 0, pfn + 1) === 0;
+  }
+  /** __filemap_remove_folio's store: the index becomes a hole. */
+  filemapDelete(ino: number, index: number): void {
+    const slot = this.slotWord(ino, index);
+    this.wp.sharedWrite(this.filemapBase, slot);
+    Atomics.store(this.w, slot, 0);
   }
   /** filemap lookup without a reference: pfn or -1. */
   peek(ino: number, index: number): number {
@@ -142,6 +168,7 @@ export class Inodes {
   }
   /** list_add: the new file goes first. Returns false when the inode's list is full. */
   addFile(ino: number, file: number): boolean {
+    this.writing(ino);
     const b = this.at(ino);
     const n = this.w[b + I_NFILES];
     if (n >= LIMITS.MAX_FILES_PER_INODE) return false;
@@ -152,6 +179,7 @@ export class Inodes {
   }
   /** list_del; returns the files left. */
   removeFile(ino: number, file: number): number {
+    this.writing(ino);
     const b = this.at(ino);
     const n = this.w[b + I_NFILES];
     let k = 0;
@@ -163,10 +191,12 @@ export class Inodes {
   }
 
   punchBegin(ino: number, start: number, end: number): void {
+    this.writing(ino);
     Atomics.store(this.w, this.at(ino) + I_PUNCH_START, start);
     Atomics.store(this.w, this.at(ino) + I_PUNCH_END, end);
   }
   punchEnd(ino: number): void {
+    this.writing(ino);
     Atomics.store(this.w, this.at(ino) + I_PUNCH_END, 0);
     Atomics.store(this.w, this.at(ino) + I_PUNCH_START, 0);
   }

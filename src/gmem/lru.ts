@@ -8,6 +8,7 @@
 // Owns the 'lru_add' region; folio_add_lru and the drains are with the page cache (filemap.ts).
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
 /** FOLIO_BATCH_SIZE (include/linux/pagevec.h): a batch moves to the LRU once it holds this many. */
 export const LRU_BATCH = 31;
@@ -25,7 +26,11 @@ export class LruBatches {
   private readonly w: Int32Array;
   private readonly threads: number;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's view passes its Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
     this.threads = mem.limits.maxThreads;
@@ -33,6 +38,19 @@ export class LruBatches {
 
   slotWord(tid: number, k: number): number {
     return this.base + tid * THREAD_WORDS + k;
+  }
+  /** Puts pfn into free slot k of thread tid's batch: false if the slot was taken meanwhile. */
+  fill(tid: number, k: number, pfn: number): boolean {
+    const word = this.slotWord(tid, k);
+    this.wp.sharedWrite(this.base, word);
+    return Atomics.compareExchange(this.w, word, 0, pfn + 1) === 0;
+  }
+  /** Empties slot k of thread tid's batch: the pfn whose reference the caller now drops, or -1. */
+  take(tid: number, k: number): number {
+    const word = this.slotWord(tid, k);
+    if (Atomics.load(this.w, word) === 0) return -1;
+    this.wp.sharedWrite(this.base, word);
+    return Atomics.exchange(this.w, word, 0) - 1;
   }
   get maxThreads(): number {
     return this.threads;

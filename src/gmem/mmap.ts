@@ -235,7 +235,7 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
   }
   // finish_fault, the folio still locked: a PUNCH_HOLE's truncation waits here to unmap it.
   g.sync.point(P['host_fault.before_pte']);
-  if (Atomics.compareExchange(g.mem.w, g.vmas.pteWord(map, k), 0, pfn + 1) !== 0) folioPut(g, pfn);
+  if (!g.vmas.installPte(map, k, pfn)) folioPut(g, pfn);
   else g.stats[C.hostFaults]++;
   folioUnlock(g, pfn);
   return 0;

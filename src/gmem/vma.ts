@@ -7,6 +7,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS, SandboxLimitError } from '../shm/limits.js';
 import { Obj, SLAB_HEADER, Slab, SlabState, handleId } from '../shm/slab.js';
+import { NO_WRITE_POINTS, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 import { RWSEM_WORDS } from '../shm/sync/words.js';
 
 const H_MMAP_LOCK = 0; // RWSEM_WORDS
@@ -50,12 +51,21 @@ export class HostMappings {
   private readonly pool: number;
   private readonly poolWords: number;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's view passes its Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
     this.slab = new Slab(this.w, this.base + HEADER, LIMITS.MAX_HOST_MAPPINGS, REC_WORDS, Obj.VMA, mem);
     this.pool = this.base + HEADER + LIMITS.MAX_HOST_MAPPINGS * REC_WORDS;
     this.poolWords = mem.limits.filemapPages;
+  }
+
+  /** The scheduling point before a write to mapping `h` (WHOLE_REGION: any of them). */
+  private writing(h: number): void {
+    this.wp.sharedWrite(this.base, h === WHOLE_REGION ? WHOLE_REGION : this.slab.at(handleId(h)));
   }
 
   /** mm->mmap_lock of the VMM process. */
@@ -78,6 +88,7 @@ export class HostMappings {
         `the mappings' page tables may hold at most ${this.poolWords} PTEs at once (limits.filemapPages)`,
       );
     }
+    this.writing(WHOLE_REGION);
     const h = this.slab.alloc();
     const b = this.slab.at(handleId(h));
     for (let k = 0; k < m.ptes; k++) Atomics.store(this.w, this.pool + at + k, 0);
@@ -110,6 +121,7 @@ export class HostMappings {
 
   /** The mapping is gone (its PTEs cleared by the caller): the record is free. */
   free(h: number): void {
+    this.writing(h);
     this.slab.free(h);
     Atomics.sub(this.w, this.base + H_LIVE, 1);
   }
@@ -129,6 +141,12 @@ export class HostMappings {
       ptes: Atomics.load(w, b + M_PTES),
     };
   }
+  /** finish_fault's set_pte: maps page `k` of `h` to `pfn` unless a racing fault did first (then false). */
+  installPte(h: number, k: number, pfn: number): boolean {
+    this.writing(h);
+    return Atomics.compareExchange(this.w, this.pteWord(h, k), 0, pfn + 1) === 0;
+  }
+
   /** The PTE word of page `k` of mapping `h` (k below its `ptes`). */
   pteWord(h: number, k: number): number {
     return this.pool + Atomics.load(this.w, this.slab.at(handleId(h)) + M_PTE_BASE) + k;
@@ -149,6 +167,7 @@ export class HostMappings {
    */
   unmapFolio(pfn: number, ino: number, index: number): number {
     if (Atomics.load(this.w, this.base + H_LIVE) === 0) return 0;
+    this.writing(WHOLE_REGION);
     let n = 0;
     for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
       if (this.slab.state(id) === SlabState.FREE) continue;
@@ -243,6 +262,7 @@ export class HostMappings {
   /** Clears every PTE of mapping `h` (zap_page_range of munmap): the pfns whose references the caller drops. */
   zapAll(h: number): number[] {
     const { ptes } = this.info(h);
+    this.writing(h);
     const out: number[] = [];
     for (let k = 0; k < ptes; k++) {
       const v = Atomics.exchange(this.w, this.pteWord(h, k), 0);

@@ -2,6 +2,7 @@
 
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../gmem/attributes.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
 export { KVM_MEMORY_ATTRIBUTE_PRIVATE };
 
@@ -16,7 +17,11 @@ export class MemAttributes {
   readonly gfnsPerVm: number;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.gfnsPerVm = mem.limits.gfnsPerVm;
     this.w = mem.w;
@@ -38,6 +43,8 @@ export class MemAttributes {
   }
   set(vm: number, start: number, end: number, attrs: number): void {
     const b = this.base + vm * this.gfnsPerVm;
+    // One object per VM: a range is written at once (the xarray store of the range).
+    this.wp.sharedWrite(this.base, b);
     for (let g = start; g < end; g++) Atomics.store(this.w, b + g, attrs);
   }
   clearVm(vm: number): void {

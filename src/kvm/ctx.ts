@@ -42,10 +42,11 @@ export class KvmCtx implements GmemKvmOps {
     readonly version: KernelVersion,
     private readonly wiring: KvmWiring,
   ) {
-    this.vms = new Vms(mem);
-    this.memslots = new Memslots(mem);
-    this.attrs = new MemAttributes(mem);
-    this.sptes = new Sptes(mem);
+    // The views the kernel writes through: each write may be a scheduling point (Sync.sharedWrite).
+    this.vms = new Vms(mem, sync);
+    this.memslots = new Memslots(mem, sync);
+    this.attrs = new MemAttributes(mem, sync);
+    this.sptes = new Sptes(mem, sync);
     this.vcpus = new VcpuTable(mem);
     this.stats = threadStats(mem, sync.tid);
     this.latency = threadLatency(mem, sync.tid);

@@ -6,6 +6,7 @@
 import { Errno } from '../shm/errno.js';
 import { type LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { assert } from '../shm/limits.js';
+import { NO_WRITE_POINTS, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 import type { KvmCtx } from './ctx.js';
 import { kvmGmemClose } from './task_work.js';
 
@@ -47,7 +48,11 @@ export class FdTable {
   private readonly base: number;
   private readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (a VMM thread's view passes its Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
   }
@@ -64,6 +69,8 @@ export class FdTable {
   // compare-and-swap on the entry gives the same one-winner-per-fd answer without a wait.
   install(kind: FdKind, value: number): number {
     const e = pack(kind, value);
+    // The lowest free fd depends on every close: the table is one object.
+    this.wp.sharedWrite(this.base, WHOLE_REGION);
     for (let fd = FIRST_FD; fd < MAX_FDS; fd++) {
       if (Atomics.load(this.w, this.word(fd)) !== 0) continue;
       if (Atomics.compareExchange(this.w, this.word(fd), 0, e) === 0) return fd;
@@ -101,6 +108,7 @@ export class FdTable {
   // file_close_fd: takes the entry out; the caller drops the reference it held (filp_close).
   remove(fd: number): FdEntry | null {
     if (!this.inRange(fd)) return null;
+    this.wp.sharedWrite(this.base, WHOLE_REGION);
     return unpack(fd, Atomics.exchange(this.w, this.word(fd), 0));
   }
 

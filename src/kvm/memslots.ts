@@ -9,6 +9,7 @@
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { NO_HANDLE, Obj, SLAB_HEADER, Slab, handleId } from '../shm/slab.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
 export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
 export const KVM_MEM_READONLY = 1 << 1;
@@ -67,7 +68,11 @@ export class Memslots {
   private readonly w: Int32Array;
   private readonly slabs: Slab[];
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, SLOTS);
     this.indexBase = regionBase(mem, INDEX);
     this.gfnsPerVm = mem.limits.gfnsPerVm;
@@ -80,6 +85,10 @@ export class Memslots {
 
   private vmBase(vm: number): number {
     return this.base + vm * VM_WORDS;
+  }
+  /** The scheduling point before a write to `vm`'s memslots: its sets, index and slot records are one object. */
+  private writing(vm: number): void {
+    this.wp.sharedWrite(this.base, this.vmBase(vm));
   }
   private rec(vm: number, h: number): number {
     return this.slabs[vm].at(handleId(h));
@@ -201,6 +210,7 @@ export class Memslots {
 
   /** kzalloc of a struct kvm_memory_slot, filled in; NO_HANDLE when the slab is full. */
   alloc(vm: number, m: MemslotInfo): number {
+    this.writing(vm);
     const h = this.slabs[vm].alloc();
     if (h === NO_HANDLE) return h;
     const b = this.rec(vm, h);
@@ -215,19 +225,23 @@ export class Memslots {
   }
   /** kfree of a slot record: every handle to it is stale from now on. */
   free(vm: number, h: number): void {
+    this.writing(vm);
     this.slabs[vm].free(h);
   }
   /** slot->gmem.file = file (kvm_gmem_bind, on a slot not yet published). */
   setGmemFile(vm: number, h: number, file: number): void {
+    this.writing(vm);
     Atomics.store(this.w, this.rec(vm, h) + S_GMEM_FILE, file + 1);
   }
   /** WRITE_ONCE(slot->gmem.file, NULL) */
   detachFile(vm: number, h: number): void {
+    this.writing(vm);
     Atomics.store(this.w, this.rec(vm, h) + S_GMEM_FILE, 0);
   }
 
   /** kvm_replace_memslot on the inactive set: `old` out (or NO_HANDLE), `next` in (or NO_HANDLE). */
   replace(vm: number, old: number, next: number): void {
+    this.writing(vm);
     const set = 1 - this.active(vm);
     const l = this.setList(vm, set);
     const idx = this.gfnIndex(vm, set);
@@ -257,6 +271,7 @@ export class Memslots {
    * and the generation moves. The caller then waits in synchronize_srcu for older readers.
    */
   swap(vm: number): void {
+    this.writing(vm);
     const b = this.vmBase(vm);
     Atomics.store(this.w, b + H_ACTIVE, 1 - Atomics.load(this.w, b + H_ACTIVE));
     Atomics.add(this.w, b + H_GENERATION, 1);

@@ -45,26 +45,13 @@ export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]
 }
 
 function invalidateBeginLocked(k: KvmCtx, vm: number, ranges: readonly number[]): void {
-  const w = k.mem.w;
   // kvm_mmu_invalidate_begin, kvm_mmu_invalidate_range_add: lockdep_assert_held_write(&kvm->mmu_lock).
   k.sync.assertHeldWrite(k.vms.mmuLockWord(vm));
-  if (Atomics.add(w, k.vms.inProgressWord(vm), 1) === 0) {
-    Atomics.store(w, k.vms.rangeStartWord(vm), INVALID_GFN);
-    Atomics.store(w, k.vms.rangeEndWord(vm), INVALID_GFN);
-  }
+  k.vms.mmuInvalidateBegin(vm);
   let zapped = 0;
   for (let r = 0; r < ranges.length; r += 2) {
-    const start = ranges[r];
-    const end = ranges[r + 1];
-    const s0 = Atomics.load(w, k.vms.rangeStartWord(vm));
-    if (s0 === INVALID_GFN) {
-      Atomics.store(w, k.vms.rangeStartWord(vm), start);
-      Atomics.store(w, k.vms.rangeEndWord(vm), end);
-    } else {
-      Atomics.store(w, k.vms.rangeStartWord(vm), Math.min(s0, start));
-      Atomics.store(w, k.vms.rangeEndWord(vm), Math.max(Atomics.load(w, k.vms.rangeEndWord(vm)), end));
-    }
-    zapped += k.sptes.zap(vm, start, end);
+    k.vms.mmuInvalidateRangeAdd(vm, ranges[r], ranges[r + 1]);
+    zapped += k.sptes.zap(vm, ranges[r], ranges[r + 1]);
   }
   if (zapped > 0) {
     k.stats[C.sptesZapped] += zapped;
@@ -85,11 +72,9 @@ export function invalidateEnd(k: KvmCtx, vm: number): void {
 
 // kvm_mmu_invalidate_end: returns the invalidations still in progress.
 function mmuInvalidateEnd(k: KvmCtx, vm: number): number {
-  const w = k.mem.w;
   // kvm_mmu_invalidate_end: lockdep_assert_held_write(&kvm->mmu_lock).
   k.sync.assertHeldWrite(k.vms.mmuLockWord(vm));
-  Atomics.add(w, k.vms.seqWord(vm), 1);
-  return Atomics.sub(w, k.vms.inProgressWord(vm), 1) - 1;
+  return k.vms.mmuInvalidateEnd(vm);
 }
 
 // mmu_invalidate_retry_gfn: an invalidation covering gfn is in flight, or one finished since `seq`.

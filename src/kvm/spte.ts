@@ -5,6 +5,7 @@
 // two buffers, where the kernel has one physical address space.
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
+import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
 export const SPTE_PRIVATE = 1 << 30;
 /** Not writable: the SPTE of a READONLY memslot; a guest write to it faults (and is emulated MMIO). */
@@ -42,7 +43,11 @@ export class Sptes {
   readonly gfnsPerVm: number;
   readonly w: Int32Array;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.gfnsPerVm = mem.limits.gfnsPerVm;
     this.w = mem.w;
@@ -66,11 +71,14 @@ export class Sptes {
     return -1;
   }
   set(vm: number, gfn: number, spte: number): void {
+    // One object per VM, as a zap writes a range.
+    this.wp.sharedWrite(this.base, this.base + vm * this.gfnsPerVm);
     Atomics.store(this.w, this.base + vm * this.gfnsPerVm + gfn, spte);
   }
   /** Zaps [start, end); returns how many were present. Caller holds mmu_lock for write. */
   zap(vm: number, start: number, end: number): number {
     const b = this.base + vm * this.gfnsPerVm;
+    this.wp.sharedWrite(this.base, b);
     const hi = Math.min(end, this.gfnsPerVm);
     let n = 0;
     for (let g = Math.max(0, start); g < hi; g++) {

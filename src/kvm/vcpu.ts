@@ -4,7 +4,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
-import type { Sync } from '../shm/sync/sync.js';
+import { type Sync, WHOLE_REGION } from '../shm/sync/sync.js';
 
 /** KVM_MEMORY_EXIT_FLAG_PRIVATE */
 export const KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3;
@@ -75,6 +75,8 @@ export class VcpuTable {
     const w = this.w;
     let waited = 0;
     const reqs = this.reqs;
+    // kvm_make_all_cpus_request: a request to every vCPU of the VM, one write to the table.
+    sync.sharedWrite(this.base, WHOLE_REGION);
     for (let s = 0; s < LIMITS.MAX_THREADS; s++) {
       const b = this.at(s);
       reqs[s] = Atomics.load(w, b + VC_VM) === vm + 1 ? Atomics.add(w, b + VC_REQ, 1) + 1 : 0;
@@ -109,6 +111,7 @@ export class KvmVcpu {
   flushTlb: () => void = () => {};
   private readonly b: number;
   private readonly w: Int32Array;
+  private readonly region: number;
 
   constructor(
     readonly vm: number,
@@ -120,6 +123,7 @@ export class KvmVcpu {
   ) {
     this.b = table.at(slot);
     this.w = mem.w;
+    this.region = table.base;
   }
 
   /**
@@ -127,6 +131,7 @@ export class KvmVcpu {
    * running guest code stays in guest mode across accesses, as a real one does between exits.
    */
   enterGuest(): void {
+    this.sync.sharedWrite(this.region, this.b);
     Atomics.store(this.w, this.b + VC_MODE, IN_GUEST_MODE);
     this.inGuest = true;
     // A flush asked while outside guest mode did not wait for us: honour it before any access
@@ -135,6 +140,7 @@ export class KvmVcpu {
   }
   /** Leaves guest mode and acknowledges any flush asked meanwhile. */
   exitGuest(): void {
+    this.sync.sharedWrite(this.region, this.b);
     Atomics.store(this.w, this.b + VC_MODE, OUTSIDE_GUEST_MODE);
     this.inGuest = false;
     this.checkRequests();
@@ -148,6 +154,7 @@ export class KvmVcpu {
     if (req === this.acked) return;
     this.acked = req;
     this.flushTlb();
+    this.sync.sharedWrite(this.region, this.b);
     Atomics.store(this.w, this.b + VC_ACK, req);
     if (Atomics.load(this.w, this.b + VC_FLUSH_WAITERS) > 0) this.sync.wake(this.b + VC_ACK, Infinity);
   }

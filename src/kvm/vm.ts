@@ -3,6 +3,7 @@
 
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
+import { NO_WRITE_POINTS, WHOLE_REGION, type WritePoints } from '../shm/sync/sync.js';
 import { RWSEM_WORDS, srcuReaderOf, srcuWords } from '../shm/sync/words.js';
 
 export const VM_TYPES = ['default', 'sw-protected', 'snp'] as const;
@@ -53,7 +54,11 @@ export class Vms {
   private readonly srcuStride: number;
   private readonly maxThreads: number;
 
-  constructor(mem: Mem) {
+  constructor(
+    mem: Mem,
+    /** The point before each write (the kernel's views pass their Sync; readers need none). */
+    private readonly wp: WritePoints = NO_WRITE_POINTS,
+  ) {
     this.base = regionBase(mem, REGION);
     this.maxVms = mem.limits.maxVms;
     this.w = mem.w;
@@ -70,9 +75,14 @@ export class Vms {
   private at(vm: number): number {
     return this.base + vm * VM_WORDS;
   }
+  /** The scheduling point before a write to struct kvm of `vm` (WHOLE_REGION: the table). */
+  private writing(vm: number): void {
+    this.wp.sharedWrite(this.base, vm === WHOLE_REGION ? WHOLE_REGION : this.at(vm));
+  }
 
   /** kvm_create_vm: returns the VM id, or -1 when the table is full. */
   create(type: number): number {
+    this.writing(WHOLE_REGION);
     for (let vm = 0; vm < this.maxVms; vm++) {
       const b = this.at(vm);
       if (Atomics.load(this.w, b + V_STATE) !== 0) continue;
@@ -94,6 +104,7 @@ export class Vms {
 
   /** kvm_destroy_vm's end: the record is free for the next VM. */
   destroy(vm: number): void {
+    this.writing(WHOLE_REGION);
     Atomics.add(this.w, this.at(vm) + V_GEN, 1);
     Atomics.store(this.w, this.at(vm) + V_STATE, 0);
   }
@@ -124,21 +135,55 @@ export class Vms {
     return Atomics.load(this.w, this.at(vm) + V_PRE_FAULT_ALLOWED) !== 0;
   }
   setPreFaultAllowed(vm: number): void {
+    this.writing(vm);
     Atomics.store(this.w, this.at(vm) + V_PRE_FAULT_ALLOWED, 1);
   }
   snpPhase(vm: number): number {
     return Atomics.load(this.w, this.at(vm) + V_SNP_PHASE);
   }
   setSnpPhase(vm: number, phase: number): void {
+    this.writing(vm);
     Atomics.store(this.w, this.at(vm) + V_SNP_PHASE, phase);
   }
   addVcpu(vm: number): number {
+    this.writing(vm);
     const n = Atomics.add(this.w, this.at(vm) + V_NR_VCPUS, 1);
     if (n >= LIMITS.MAX_VCPUS_PER_VM) {
       Atomics.sub(this.w, this.at(vm) + V_NR_VCPUS, 1);
       return -1;
     }
     return n;
+  }
+
+  // kvm_mmu_invalidate_begin: the first invalidation in progress starts with no range.
+  mmuInvalidateBegin(vm: number): void {
+    this.writing(vm);
+    const b = this.at(vm);
+    if (Atomics.add(this.w, b + V_MMU_IN_PROGRESS, 1) === 0) {
+      Atomics.store(this.w, b + V_RANGE_START, INVALID_GFN);
+      Atomics.store(this.w, b + V_RANGE_END, INVALID_GFN);
+    }
+  }
+  // kvm_mmu_invalidate_range_add: the range in progress grows to cover [start, end).
+  mmuInvalidateRangeAdd(vm: number, start: number, end: number): void {
+    this.writing(vm);
+    const b = this.at(vm);
+    const s0 = Atomics.load(this.w, b + V_RANGE_START);
+    if (s0 === INVALID_GFN) {
+      Atomics.store(this.w, b + V_RANGE_START, start);
+      Atomics.store(this.w, b + V_RANGE_END, end);
+    } else {
+      Atomics.store(this.w, b + V_RANGE_START, Math.min(s0, start));
+      Atomics.store(this.w, b + V_RANGE_END, Math.max(Atomics.load(this.w, b + V_RANGE_END), end));
+    }
+  }
+  // kvm_mmu_invalidate_end: the sequence moves before the count drops; returns the invalidations
+  // still in progress.
+  mmuInvalidateEnd(vm: number): number {
+    this.writing(vm);
+    const b = this.at(vm);
+    Atomics.add(this.w, b + V_MMU_SEQ, 1);
+    return Atomics.sub(this.w, b + V_MMU_IN_PROGRESS, 1) - 1;
   }
 
   slotsLockWord(vm: number): number {

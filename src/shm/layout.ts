@@ -103,6 +103,12 @@ export function mapBuffers(buffers: SharedBuffers): Mem {
   };
 }
 
+/** The region holding word `i` and the word's offset in it (traces name a write's object so), or null. */
+export function regionAt(mem: Mem, i: number): { name: string; offset: number } | null {
+  for (const [name, r] of Object.entries(mem.layout.regions)) if (i >= r.base && i < r.base + r.words) return { name, offset: i - r.base };
+  return null;
+}
+
 /** Base word of a region; only the region's owner module should call this. */
 export function regionBase(mem: Mem, name: string): number {
   const r = mem.layout.regions[name];

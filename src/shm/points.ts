@@ -1,5 +1,6 @@
 // The named points in the kernel paths where an actor can be held (pause points) and where the
-// controlled scheduler may switch actors.
+// controlled scheduler may switch actors; and which other places are scheduling points of a
+// controlled run (its points mode).
 
 export const POINTS = [
   'fault.begin',
@@ -36,3 +37,13 @@ export function pointId(name: string): number {
   if (i < 0) throw new Error(`unknown pause point '${name}'; known: ${POINTS.join(', ')}`);
   return i;
 }
+
+/**
+ * The scheduling points of a controlled run besides the named ones: 'locks' (every lock, wait and
+ * SRCU operation), or 'shared', which adds a point before every write to shared model state made
+ * through its region's accessor (Sync.sharedWrite), as loom makes every atomic operation one. A
+ * seed means one interleaving within one mode: a schedule records the mode it ran with.
+ */
+export const POINTS_MODES = ['locks', 'shared'] as const;
+export type PointsMode = (typeof POINTS_MODES)[number];
+export const DEFAULT_POINTS: PointsMode = 'locks';

@@ -93,7 +93,7 @@ export class GuestCpu {
     this.stats = k.stats;
     this.host = k.mem.host;
     this.user = k.mem.user;
-    this.rmp = new Rmp(k.mem);
+    this.rmp = new Rmp(k.mem, k.sync);
     this.asid = k.vms.asid(vcpu.vm);
     this.snp = k.vms.isSnp(vcpu.vm);
     this.sptes = k.mem.w;

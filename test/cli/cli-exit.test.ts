@@ -102,6 +102,40 @@ describe('exit status per command', () => {
     expect(JSON.parse(readFileSync(join(dir, 't.json'), 'utf8')).metadata).toEqual({ droppedEvents: 0 });
   });
 
+  it('explore --points: a planted bug is hunted in its own mode (shared for a window without a lock operation), saved with it, replayed; 2 for an unknown mode', async () => {
+    const dir = tempDir();
+    const [found, locks, bad] = await Promise.all([
+      cli(['explore', '--bug', 'uptodate-after-folio-unlock', '--schedules', '100', '--no-shrink', '--json', '--out', dir]),
+      cli([
+        'explore',
+        '--bug',
+        'uptodate-after-folio-unlock',
+        '--points',
+        'locks',
+        '--schedules',
+        '20',
+        '--no-shrink',
+        '--json',
+        '--out',
+        dir,
+      ]),
+      cli(['explore', '--points', 'loom']),
+    ]);
+    const r = JSON.parse(found.stdout);
+    expect(r.points).toBeNull();
+    expect(r.results[0]).toMatchObject({ bug: 'uptodate-after-folio-unlock', points: 'shared', found: true });
+    expect(found.status).toBe(0);
+    expect(JSON.parse(locks.stdout).results[0]).toMatchObject({ points: 'locks', found: false, schedules: 20 });
+    expect(locks.status).toBe(1);
+    expectUsage(bad, /--points.*'loom' is invalid/);
+    const saved = readdirSync(dir).filter((f) => f.startsWith('schedule-uptodate-after-folio-unlock'));
+    expect(saved).toEqual([`schedule-uptodate-after-folio-unlock-7.0-random-shared-seed${r.results[0].seed}.json`]);
+    expect(JSON.parse(readFileSync(join(dir, saved[0]), 'utf8')).config.points).toBe('shared');
+    const replay = await cli(['replay', join(dir, saved[0])]);
+    expect(replay.stdout).toMatch(/reproduced exactly/);
+    expect(replay.status).toBe(0);
+  });
+
   it('experiment multi-vm and policies: 0 on a run, 2 for a bad option', async () => {
     // --policy is an alias: the row is its kernel version's.
     const [r, vms, duration, kernel] = await Promise.all([

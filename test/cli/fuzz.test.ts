@@ -35,6 +35,7 @@ const OPTS: Record<string, Array<[string, string[]]>> = {
     ['--schedules', ['1', '2', '0', '-3', 'many']],
     ['--strategy', ['random', 'pct', 'dfs']],
     ['--depth', ['1', '3', '0', '18']],
+    ['--points', ['locks', 'shared', 'loom']],
     ['--bug', ['prepare-skips-clear', 'fault-skips-seq-recheck', 'nope']],
     ['--no-shrink', []],
     ['--json', []],

@@ -6,7 +6,7 @@
 // by 9935df5333aa); and a zap's TLB flush waits for a vCPU in guest mode (kvm_flush_remote_tlbs).
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUGS, BUG_NAMES, type BugName } from '../../src/gmem/bugs.js';
+import { BUGS, BUG_NAMES, type BugName, plantedBugPoints } from '../../src/gmem/bugs.js';
 import { KERNEL_VERSIONS, UPSTREAM } from '../../src/gmem/version.js';
 import { CATALOGUE, knownBug } from '../../src/vmm/explore/catalogue.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
@@ -23,11 +23,15 @@ afterAll(async () => {
   await Promise.all(explorers.map((e) => e.close()));
 });
 
-/** The configuration on upstream (no known bug) unless told otherwise: what it finds is planted. */
+/**
+ * The configuration on upstream (no known bug; a planted bug's own version and points mode)
+ * unless told otherwise: what it finds is planted.
+ */
 function config(over: Partial<ExploreConfig> = {}): ExploreConfig {
   const bug = over.bug ?? null;
   const kernel = over.policy === undefined ? { kernel: over.kernel ?? UPSTREAM } : {};
-  return { ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, workload: workloadFor(bug), ...over };
+  const points = bug !== null && plantedBugPoints(bug) !== 'locks' ? { points: plantedBugPoints(bug) } : {};
+  return { ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, ...points, workload: workloadFor(bug), ...over };
 }
 
 /**

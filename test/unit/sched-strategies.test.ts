@@ -6,6 +6,10 @@
 // actor), blocks on a taken mutex word (ST_BLOCKED and the word and value it waits to change),
 // and exits; the driver resumes whichever thread holds the token. The memory is a Mem with the
 // real 'sched' region (LayoutBuilder, declareSched, mapBuffers) and a toy region for mutexes.
+// With points 'shared', a toy step can be a write to an object of the toy region: the driver
+// stores what the actor will run (A_PEND_REGION, A_PEND) before its scheduling point, as
+// ControlledSync.sharedWrite does, and decide()'s sleep sets (Godefroid, "Partial-Order Methods
+// for the Verification of Concurrent Systems", LNCS 1032, 1996) see it.
 // PCT's guarantee is the one of Burckhardt et al., "A Randomized Scheduler with Probabilistic
 // Guarantees of Finding Bugs" (ASPLOS 2010): a bug of depth d (d ordering constraints between
 // events of different threads) is found with probability at least 1/(n * k^(d-1)), for n threads
@@ -20,6 +24,8 @@ import {
   A_BLOCK_VALUE,
   A_BLOCK_WORD,
   A_BLOCK_WORD2,
+  A_PEND,
+  A_PEND_REGION,
   A_STATE,
   H_REGISTERED,
   ST_BLOCKED,
@@ -52,8 +58,11 @@ function makeToy(): Toy {
   return { mem, w: mem.w, L: new SchedLayout(mem), ctl: new SchedControl(mem), mutex: mem.layout.regions.toy.base };
 }
 
-/** One step of a toy thread: an event (recorded in the run's order when it runs), or a mutex operation. */
-type Step = string | { lock: number } | { unlock: number };
+/**
+ * One step of a toy thread: an event (recorded in the run's order when it runs), a mutex
+ * operation, or a write to toy object `write` (recorded as "thread.w<object>").
+ */
+type Step = string | { lock: number } | { unlock: number } | { write: number };
 
 interface Run {
   /** The events in the order they ran, as "thread.event". */
@@ -86,10 +95,14 @@ function run(toy: Toy, cfg: Omit<SchedConfig, 'actors'>, programs: Step[][]): Ru
     if (Atomics.add(w, L.h(H_REGISTERED), 1) + 1 === programs.length) choose(-1);
     while (token !== t) yield;
     for (const s of steps) {
-      // ControlledSync.yieldNow: a scheduling point before every step.
+      // ControlledSync.sharedWrite and yieldNow: what the step is, then a scheduling point before it.
+      const write = typeof s === 'object' && 'write' in s;
+      Atomics.store(w, a + A_PEND_REGION, write ? toy.mutex + 1 : 0);
+      Atomics.store(w, a + A_PEND, write ? toy.mutex + s.write + 1 : 0);
       if (choose(t) < 0) return;
       while (token !== t) yield;
       if (typeof s === 'string') order.push(`${t}.${s}`);
+      else if ('write' in s) order.push(`${t}.w${s.write}`);
       else if ('unlock' in s) Atomics.store(w, toy.mutex + s.unlock, 0);
       else {
         // ControlledSync.mutexLock: try, else block until the word changes, yield, try again.
@@ -290,4 +303,54 @@ describe('scheduler strategies on a toy program', () => {
       expect(hits).toBe(found);
     });
   }
+});
+
+describe("sleep sets of points 'shared': two writes to different objects are not tried in both orders", () => {
+  const toy = makeToy();
+  // Threads 0 and 1 each write one object; thread 2 runs dependent steps (named points) meanwhile.
+  const program = (a: number, b: number): Step[][] => [
+    ['a', { write: a }],
+    ['a', { write: b }],
+    ['a', 'b', 'c', 'd'],
+  ];
+  /**
+   * Schedules (of 2,000 seeds) where `second` ran right after `first` while thread 2 was between
+   * its first and last step (so it could have run instead: its resumption from registering runs no
+   * step, and counts as an operation dependent on every other).
+   */
+  const adjacent = (points: 'locks' | 'shared', p: Step[][], first: string, second: string): number => {
+    let n = 0;
+    for (const seed of seeds(1, 2000)) {
+      const r = run(toy, { strategy: 'random', seed, points }, p);
+      const i = r.order.indexOf(first);
+      if (r.order[i + 1] === second && r.order.indexOf('2.a') < i && r.order.indexOf('2.d') > i) n++;
+    }
+    return n;
+  };
+
+  it('independent: once thread 1 wrote first, thread 0 sleeps until a dependent step, so "1.w1, 0.w0" never runs back to back', () => {
+    const p = program(0, 1);
+    // Without sleep sets (points 'locks' consults none) both orders run back to back.
+    expect(adjacent('locks', p, '0.w0', '1.w1')).toBeGreaterThan(50);
+    expect(adjacent('locks', p, '1.w1', '0.w0')).toBeGreaterThan(50);
+    // With them, only the order of the lower thread first (the one a search trying threads in
+    // order keeps); the other one runs only when nothing else can (the sleep set is then emptied).
+    expect(adjacent('shared', p, '0.w0', '1.w1')).toBeGreaterThan(50);
+    expect(adjacent('shared', p, '1.w1', '0.w0')).toBe(0);
+  });
+
+  it('dependent: two writes to one object run in both orders', () => {
+    const p = program(0, 0);
+    expect(adjacent('shared', p, '0.w0', '1.w0')).toBeGreaterThan(50);
+    expect(adjacent('shared', p, '1.w0', '0.w0')).toBeGreaterThan(50);
+  });
+
+  it('a run of points "locks" is what it was: writes consult no sleep set, and every seed replays', () => {
+    for (const seed of seeds(1, 50)) {
+      const a = run(toy, { strategy: 'random', seed, points: 'shared' }, program(0, 1));
+      expect(run(toy, { strategy: 'replay', seed: 0, forced: a.log, points: 'shared' }, program(0, 1))).toEqual(a);
+      const locks = run(toy, { strategy: 'random', seed }, program(0, 1));
+      expect(run(toy, { strategy: 'random', seed, points: 'locks' }, program(0, 1))).toEqual(locks);
+    }
+  });
 });

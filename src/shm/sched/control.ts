@@ -2,6 +2,7 @@
 // its log, trace and deadlock snapshot after it ends.
 
 import type { Mem } from '../layout.js';
+import type { PointsMode } from '../points.js';
 import type { Sync } from '../sync/sync.js';
 import { decide, handOff } from './decide.js';
 import {
@@ -18,6 +19,7 @@ import {
   H_FORCED_LEN,
   H_MAX_STEPS,
   H_OUTCOME,
+  H_POINTS,
   H_REGISTERED,
   H_STEP,
   H_STRATEGY,
@@ -26,6 +28,7 @@ import {
   H_TRACE_LEN,
   MAX_STEPS,
   MAX_TRACE,
+  POINTS_SHARED,
   ST_BLOCKED,
   SchedLayout,
   SchedOutcome,
@@ -40,6 +43,8 @@ export interface SchedConfig extends StrategyConfig {
   maxSteps?: number;
   /** Choices to force, step by step (replay and shrinking); past them: non-preemptive. */
   forced?: readonly number[];
+  /** Which writes are scheduling points too (default 'locks': none). */
+  points?: PointsMode;
 }
 
 export interface SchedTraceEvent {
@@ -75,6 +80,7 @@ export class SchedControl {
     if (forced.length > MAX_STEPS) throw new Error(`replay: at most ${MAX_STEPS} forced choices`);
     for (let i = 0; i < forced.length; i++) Atomics.store(w, this.L.forced + i, forced[i]);
     Atomics.store(w, b + H_FORCED_LEN, forced.length);
+    Atomics.store(w, b + H_POINTS, c.points === 'shared' ? POINTS_SHARED : 0);
     strategy.configure(w, this.L, c);
     Atomics.store(w, b + H_ENABLED, 1);
   }

@@ -5,6 +5,7 @@
 // can run) and reported with who waits on what. The same seed and configuration give the same
 // interleaving: every choice is logged, and a log replays exactly.
 
+import { Coverage } from '../coverage.js';
 import type { Mem } from '../layout.js';
 import { P } from '../points.js';
 import type { LockClass } from '../sync/classes.js';
@@ -19,6 +20,8 @@ import {
   A_BLOCK_VALUE2,
   A_BLOCK_WORD,
   A_BLOCK_WORD2,
+  A_PEND,
+  A_PEND_REGION,
   A_SERVER,
   A_STATE,
   A_WAKE,
@@ -26,11 +29,13 @@ import {
   H_ENABLED,
   H_EXPECTED,
   H_OUTCOME,
+  H_POINTS,
   H_REGISTERED,
   H_STEP,
   H_TOKEN,
   H_TRACE_LEN,
   MAX_TRACE,
+  POINTS_SHARED,
   ST_BLOCKED,
   ST_DONE,
   ST_RUNNABLE,
@@ -54,7 +59,11 @@ export class ControlledSync implements Sync {
   private readonly me: number;
   private readonly ctl: SyncControl;
   private readonly maxThreads: number;
+  /** Which named points this run passed (explore --coverage). */
+  private readonly cov: Coverage;
   private active = false;
+  /** This run's points are 'shared': every sharedWrite is a scheduling point. */
+  private writePoints = false;
   private hook: (() => void) | null = null;
 
   constructor(
@@ -70,6 +79,7 @@ export class ControlledSync implements Sync {
     this.me = tid + 1;
     this.ctl = new SyncControl(mem);
     this.maxThreads = mem.limits.maxThreads;
+    this.cov = new Coverage(mem);
   }
 
   private get a(): number {
@@ -83,6 +93,7 @@ export class ControlledSync implements Sync {
     Atomics.store(w, this.a + A_SERVER, server ? 1 : 0);
     Atomics.store(w, this.a + A_STATE, ST_RUNNABLE);
     this.active = true;
+    this.writePoints = Atomics.load(w, this.base + H_POINTS) === POINTS_SHARED;
     // Not traced: actors arrive in any order; the run proper starts with the first choice.
     // The last actor to arrive makes the first choice; who arrives last does not matter.
     if (Atomics.add(w, this.base + H_REGISTERED, 1) + 1 === Atomics.load(w, this.base + H_EXPECTED)) {
@@ -99,6 +110,7 @@ export class ControlledSync implements Sync {
     this.trace(Ev.EXIT, 0);
     Atomics.store(w, this.a + A_STATE, ST_DONE);
     this.active = false;
+    this.writePoints = false;
     const next = decide(w, this.L, -1);
     if (next >= 0) handOff(w, this.L, next, this.free);
     else {
@@ -114,6 +126,8 @@ export class ControlledSync implements Sync {
     this.trace(kind, arg);
     if (this.hook !== null) this.hook();
     const w = this.w;
+    // Any other operation than a write depends on every other one (decide.ts's sleep sets).
+    if (this.writePoints && kind !== Ev.WRITE) Atomics.store(w, this.a + A_PEND_REGION, 0);
     const next = decide(w, this.L, this.tid);
     if (next === this.tid) return;
     if (next < 0) {
@@ -137,6 +151,7 @@ export class ControlledSync implements Sync {
     Atomics.store(w, this.a + A_BLOCK_VALUE, value);
     Atomics.store(w, this.a + A_BLOCK_WORD2, word2 + 1);
     Atomics.store(w, this.a + A_BLOCK_VALUE2, value2);
+    if (this.writePoints) Atomics.store(w, this.a + A_PEND_REGION, 0);
     Atomics.store(w, this.a + A_STATE, ST_BLOCKED);
     const next = decide(w, this.L, this.tid);
     if (next < 0) {
@@ -338,7 +353,15 @@ export class ControlledSync implements Sync {
   }
   point(p: number): void {
     if (!this.active) return this.free.point(p);
+    this.cov.pointHit(p);
     this.yieldNow(Ev.POINT, p);
+  }
+  sharedWrite(region: number, obj: number): void {
+    if (!this.writePoints || !this.active) return;
+    // What this actor runs when next chosen, for the sleep sets (decide.ts); yieldNow keeps it.
+    Atomics.store(this.w, this.a + A_PEND_REGION, region + 1);
+    Atomics.store(this.w, this.a + A_PEND, obj + 1);
+    this.yieldNow(Ev.WRITE, obj >= 0 ? obj : region);
   }
   pointArmed(p: number): boolean {
     // Every point is a scheduling point of a controlled run.

@@ -2,7 +2,8 @@
 // while nobody does), so the shared PRNG and the log advance in one order: the actors that can
 // run, then the forced choice if there is one, else the strategy's pick (strategies/). What
 // every strategy shares is here: the candidates, deadlock and step-limit detection, the forced
-// prefix, the log and each step's candidate set.
+// prefix, the log and each step's candidate set; and, with points 'shared', the sleep sets that
+// keep two independent writes from being tried in both orders.
 
 import type { Sync } from '../sync/sync.js';
 import {
@@ -10,7 +11,10 @@ import {
   A_BLOCK_VALUE2,
   A_BLOCK_WORD,
   A_BLOCK_WORD2,
+  A_PEND,
+  A_PEND_REGION,
   A_SERVER,
+  A_SLEEP,
   A_STATE,
   A_WAKE,
   CAND_WORDS,
@@ -18,14 +22,17 @@ import {
   H_FORCED_LEN,
   H_MAX_STEPS,
   H_OUTCOME,
+  H_POINTS,
   H_STEP,
   H_STRATEGY,
   H_SWITCHES,
   H_TOKEN,
   ST_BLOCKED,
+  POINTS_SHARED,
   ST_RUNNABLE,
   SchedLayout,
   SchedOutcome,
+  Strategy,
 } from './layout.js';
 import { strategyById } from './strategies/index.js';
 
@@ -71,7 +78,11 @@ export function decide(w: Int32Array, L: SchedLayout, self: number): number {
     const f = Atomics.load(w, L.forced + step);
     if (cands.includes(f)) next = f;
   }
-  if (next < 0) next = strategyById(Atomics.load(w, L.h(H_STRATEGY))).pick(w, L, cands, step, self);
+  const strategy = Atomics.load(w, L.h(H_STRATEGY));
+  const por = Atomics.load(w, L.h(H_POINTS)) === POINTS_SHARED;
+  // A replay picks without preemption past its forced choices: no sleep set changes that.
+  if (next < 0) next = strategyById(strategy).pick(w, L, por && strategy !== Strategy.REPLAY ? awake(w, L, cands) : cands, step, self);
+  if (por) updateSleepSet(w, L, cands, next);
   Atomics.store(w, L.log + step, next);
   // Where alternatives existed, for a model checker (written only with a choice, as the log is).
   const cb = L.cand + step * CAND_WORDS;
@@ -88,6 +99,55 @@ export function decide(w: Int32Array, L: SchedLayout, self: number): number {
   const a = L.actor(next);
   if (Atomics.load(w, a + A_STATE) === ST_BLOCKED) Atomics.store(w, a + A_STATE, ST_RUNNABLE);
   return next;
+}
+
+/**
+ * The candidates not in the sleep set. When every one sleeps (the path is one a sleep set would
+ * not have taken), the set is emptied and all of them may run: a schedule always runs to its end.
+ */
+function awake(w: Int32Array, L: SchedLayout, cands: number[]): number[] {
+  const out = cands.filter((t) => Atomics.load(w, L.actor(t) + A_SLEEP) === 0);
+  if (out.length > 0) return out;
+  for (const t of cands) Atomics.store(w, L.actor(t) + A_SLEEP, 0);
+  return cands;
+}
+
+/**
+ * Sleep sets (Godefroid), on the one path a random walk or PCT takes, as if a search had tried the
+ * candidates in thread order: once `next` is chosen, each candidate below it whose pending
+ * operation is independent of the one `next` now runs goes to sleep (the order with it first is
+ * the equivalent interleaving kept), and a sleeper wakes as soon as an operation dependent on its
+ * own runs. Only two writes are independent: in different regions, or to different records of
+ * one region (independent()). A lock, a wait or a named point depends on everything, so an actor
+ * parked at one never sleeps, and every interleaving of the 'locks' points stays reachable.
+ */
+function updateSleepSet(w: Int32Array, L: SchedLayout, cands: readonly number[], next: number): void {
+  const runs = L.actor(next);
+  Atomics.store(w, runs + A_SLEEP, 0);
+  for (let t = 0; t < L.maxThreads; t++) {
+    if (t === next) continue;
+    const a = L.actor(t);
+    const indep = independent(w, runs, a);
+    if (Atomics.load(w, a + A_SLEEP) !== 0) {
+      if (!indep) Atomics.store(w, a + A_SLEEP, 0);
+    } else if (indep && t < next && cands.includes(t)) Atomics.store(w, a + A_SLEEP, 1);
+  }
+}
+
+/**
+ * Whether the pending operations of the actors at `a` and `b` commute: both are writes, to
+ * different regions, or to different records of one region (neither to any record of it). The
+ * reads an actor makes after its write, up to its next point, are not looked at: the write stands
+ * for the whole step.
+ */
+function independent(w: Int32Array, a: number, b: number): boolean {
+  const ra = Atomics.load(w, a + A_PEND_REGION);
+  const rb = Atomics.load(w, b + A_PEND_REGION);
+  if (ra === 0 || rb === 0) return false;
+  if (ra !== rb) return true;
+  const oa = Atomics.load(w, a + A_PEND);
+  const ob = Atomics.load(w, b + A_PEND);
+  return oa !== 0 && ob !== 0 && oa !== ob;
 }
 
 /** Records every blocked non-server actor and what it waits on, before aborts change it. */

@@ -24,6 +24,8 @@ export const Ev = {
   SLEEP: 7,
   SRCU_READ_LOCK: 8,
   SYNCHRONIZE_SRCU: 9,
+  /** A write to shared model state (points 'shared'); arg: the object written. */
+  WRITE: 10,
 } as const;
 export const EV_NAMES = [
   'point',
@@ -36,6 +38,7 @@ export const EV_NAMES = [
   'sleep',
   'srcu_read_lock',
   'synchronize_srcu',
+  'write',
 ] as const;
 
 export const MAX_STEPS = 1 << 15;
@@ -55,10 +58,13 @@ export const H_OUTCOME = 9;
 export const H_PCT_LOW = 10;
 export const H_TRACE_LEN = 11;
 export const H_SWITCHES = 12;
+/** The points mode: 0 'locks', 1 'shared' (writes to shared state are points too, with sleep sets). */
+export const H_POINTS = 13;
+export const POINTS_SHARED = 1;
 export const H_PCT_CHANGES = 16; // MAX_PCT_CHANGES step numbers
 export const HEADER = 32;
 
-export const A_WORDS = 8;
+export const A_WORDS = 12;
 export const A_STATE = 0;
 export const A_BLOCK_WORD = 1;
 export const A_BLOCK_VALUE = 2;
@@ -68,6 +74,14 @@ export const A_WAKE = 5;
 /** A second word whose change also unblocks (word + 1; 0 = none): a signal for an interruptible spin. */
 export const A_BLOCK_WORD2 = 6;
 export const A_BLOCK_VALUE2 = 7;
+/**
+ * Points 'shared' only, for the sleep sets (decide.ts): what the actor runs when it is next
+ * chosen, if that is a write to shared state: its region's base + 1 (0: any other operation) and
+ * the record written + 1 (0: any record of the region); and whether it is in the sleep set.
+ */
+export const A_PEND_REGION = 8;
+export const A_PEND = 9;
+export const A_SLEEP = 10;
 
 /** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none), the value it waited to change from. */
 export const DL_WORDS = 4;

@@ -382,6 +382,10 @@ export class FreeSync implements Sync {
     return Atomics.load(this.w, this.armedBase + p) !== 0;
   }
 
+  sharedWrite(_region: number, _obj: number): void {
+    // Real threads interleave their writes by themselves: nothing to schedule.
+  }
+
   private pauseHere(p: number): void {
     const slot = this.ctl.claimPause(p, this.tid);
     if (slot < 0) return;

@@ -131,6 +131,14 @@ export interface Sync {
   sleepMs(ms: number): void;
   /** A named point where this actor may be held or descheduled. */
   point(p: number): void;
+  /**
+   * A write to shared model state is about to happen, through the accessor of the region that
+   * owns it: `region` is the region's base word, `obj` the first word of the record it changes,
+   * or -1 when the write may touch any record of the region (an allocation, a free, a scan). A
+   * scheduling point of a controlled run whose points are 'shared' (../points.ts); nothing
+   * anywhere else.
+   */
+  sharedWrite(region: number, obj: number): void;
   /** Whether point(p) may stop here: lets a caller leave a state it must not stop in first. */
   pointArmed(p: number): boolean;
   /** True once the sandbox asked every actor to stop. */
@@ -140,3 +148,12 @@ export interface Sync {
   /** signal_pending(current), consuming the signal as its delivery would. */
   signalPending(): boolean;
 }
+
+/** What a region's accessors need of a Sync: the scheduling point before each write. */
+export type WritePoints = Pick<Sync, 'sharedWrite'>;
+
+/** For views that only read (the auditor, reports, tests): their writes are never points. */
+export const NO_WRITE_POINTS: WritePoints = { sharedWrite: () => undefined };
+
+/** Sync.sharedWrite's `obj` for a write that may touch any record of its region. */
+export const WHOLE_REGION = -1;

@@ -12,6 +12,7 @@ import { AbortReason } from '../../shm/sync/sync.js';
 import type { Mem } from '../../shm/layout.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
+import { DEFAULT_POINTS, POINTS_MODES, type PointsMode } from '../../shm/points.js';
 import type { Violation } from '../../checker/violations.js';
 import { describeDeadlock } from '../../checker/deadlock.js';
 import { SandboxClosedError } from '../sandbox/errors.js';
@@ -21,6 +22,7 @@ import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
 import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
 import { type VmmOp, parseMix } from '../workload/mix.js';
+import type { ScheduleCoverage } from './coverage.js';
 
 export {
   BUG_WORKLOADS,
@@ -45,6 +47,8 @@ export interface ExploreConfig {
   strategy: StrategyName;
   depth: number;
   maxSteps: number;
+  /** Which writes are scheduling points too (default 'locks': only lock operations and named points). */
+  points?: PointsMode;
   workload: ExploreWorkload;
   /** A batch is hung when no schedule of it finishes within this (default 20 s). */
   scheduleTimeoutMs?: number;
@@ -62,6 +66,8 @@ export interface ScheduleResult {
   shape: ScheduleShape;
   /** Outcomes the kernel allows that the catalogue lists as findings (punch-hole leftovers, cross-VM prepares). */
   findings: ScheduleFindings;
+  /** What it reached: named points, op pairs in flight at once, rare kernel events (explore --coverage). */
+  coverage: ScheduleCoverage;
 }
 
 /** A saved schedule: everything needed to rerun it exactly. */
@@ -103,6 +109,8 @@ export class Explorer {
     if (!(m >= 0 && m <= 1)) throw new Error(`multiVmShare: must be between 0 and 1, got ${m}`);
     const h = cfg.workload.gmemOnlyShare ?? 0;
     if (!(h >= 0 && h <= 1)) throw new Error(`gmemOnlyShare: must be between 0 and 1, got ${h}`);
+    if (cfg.points !== undefined && !POINTS_MODES.includes(cfg.points))
+      throw new Error(`points: must be one of ${POINTS_MODES.join(', ')}, got ${String(cfg.points)}`);
     const to = cfg.scheduleTimeoutMs;
     if (to !== undefined && !(Number.isInteger(to) && to > 0)) throw new Error(`scheduleTimeoutMs: must be a positive integer, got ${to}`);
   }
@@ -179,9 +187,7 @@ export class Explorer {
       seeds: [...seeds],
       forced: forced ? [...forced] : null,
       bugMask: this.cfg.bug ? bugMask([this.cfg.bug]) : 0,
-      strategy: this.cfg.strategy,
-      depth: this.cfg.depth,
-      maxSteps: this.cfg.maxSteps,
+      ...scheduling(this.cfg),
       workload: w,
       vmmTids: vmms.map((v) => v.tid),
       runnerTids: this.runners.map((r) => r.tid),
@@ -240,6 +246,7 @@ export class Explorer {
         ops,
         findings: rec.findings,
         shape: rec.shape,
+        coverage: rec.coverage,
       };
     });
   }
@@ -375,6 +382,11 @@ function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Prom
   });
   hung.catch(() => undefined);
   return { hung, stop: () => clearInterval(timer) };
+}
+
+/** What the rounds' scheduler runs with: the strategy, PCT's depth, the step limit, the points mode. */
+function scheduling(cfg: ExploreConfig): Pick<RoundPlan, 'strategy' | 'depth' | 'maxSteps' | 'points'> {
+  return { strategy: cfg.strategy, depth: cfg.depth, maxSteps: cfg.maxSteps, points: cfg.points ?? DEFAULT_POINTS };
 }
 
 /** Whether a schedule broke an invariant or deadlocked (a step limit is reported as a violation). */

@@ -4,6 +4,7 @@
 
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { z } from 'zod';
+import { POINTS_MODES } from '../../shm/points.js';
 import { InputError } from '../io/outputs.js';
 
 const search = z.looseObject({
@@ -22,6 +23,8 @@ export const exploreResultSchema = z.looseObject({
   kernel: z.string().nullable(),
   strategy: z.string(),
   depth: z.number().int(),
+  // Null: each search ran its own (a planted bug's); absent in results written before the mode existed.
+  points: z.enum(POINTS_MODES).nullable().default(null),
   seed: z.number().int(),
   schedules: z.number().int().min(1),
   catalogue: z.string().nullable(),
@@ -66,11 +69,11 @@ export function mergeExploreResults(
 ): ExploreResult & { missingShards: number[]; shardCount: number } {
   const first = parts[0];
   const same = (p: ExploreResult): string =>
-    JSON.stringify([p.kernel, p.strategy, p.depth, p.seed, p.schedules, p.catalogue, p.shard.n, p.results.map((r) => r.bug)]);
+    JSON.stringify([p.kernel, p.strategy, p.depth, p.points, p.seed, p.schedules, p.catalogue, p.shard.n, p.results.map((r) => r.bug)]);
   parts.forEach((p, i) => {
     if (same(p) !== same(first))
       throw new InputError(
-        `${files[i]}: a shard of another search than ${files[0]} (kernel, strategy, depth, seed, schedules, catalogue, shard count and bugs must agree)`,
+        `${files[i]}: a shard of another search than ${files[0]} (kernel, strategy, depth, points, seed, schedules, catalogue, shard count and bugs must agree)`,
       );
   });
   const seen = new Map<number, string>();

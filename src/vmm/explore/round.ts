@@ -10,6 +10,7 @@ import { Bell } from '../../shm/bell.js';
 import type { Mem } from '../../shm/layout.js';
 import { SchedControl } from '../../shm/sched/control.js';
 import { SchedOutcome, type StrategyName } from '../../shm/sched/layout.js';
+import type { PointsMode } from '../../shm/points.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { SyncControl } from '../../shm/sync/control.js';
 import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
@@ -28,6 +29,7 @@ import {
 import { type VmmOp, parseMix } from '../workload/mix.js';
 import type { VmmOpsConfig, VmmOpsResult } from '../workload/vmm-ops.js';
 import type { CreatedVcpu, SharedStressTarget, StressSetup } from '../workload/layout.js';
+import { NO_COVERAGE, type ScheduleCoverage, scheduleCoverage } from './coverage.js';
 
 /** PCT places its change points within this many steps: about the length of a default schedule. */
 const PCT_STEPS = 100;
@@ -45,6 +47,8 @@ export interface RoundPlan {
   strategy: StrategyName;
   depth: number;
   maxSteps: number;
+  /** Which writes are scheduling points too (shm/points.ts). */
+  points: PointsMode;
   workload: ExploreWorkload;
   /** Thread ids of the VMM threads taking part (the leader first) and of the vCPU actors. */
   vmmTids: number[];
@@ -86,6 +90,8 @@ export interface RoundRecord {
   findings: ScheduleFindings;
   /** The VM of each vCPU actor in this schedule. */
   vcpuVms: number[];
+  /** What it reached (explore --coverage). */
+  coverage: ScheduleCoverage;
   /** Followers that arrived with a finding of their own (a vCPU's violations): the batch ends here. */
   flagged: number;
   /**
@@ -128,6 +134,7 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
           shape: scheduleShape(plan.workload, seed, plan.descriptor.kernel),
           findings: NO_FINDINGS,
           vcpuVms: [],
+          coverage: NO_COVERAGE,
           flagged: 0,
           failed,
         });
@@ -165,6 +172,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
   const outcome = sched.outcome();
   const { violations, findings } = judgeSchedule(h, sched, outcome, failed);
+  const coverage = scheduleCoverage(h.mem);
   return {
     seed,
     steps: sched.steps(),
@@ -176,6 +184,7 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
     shape,
     findings,
     vcpuVms: layout.vcpus.map((c) => c.vm),
+    coverage,
     flagged: arrived.flagged,
     ...(failed !== undefined ? { failed } : {}),
   };
@@ -195,6 +204,7 @@ function configureScheduler(plan: RoundPlan, sched: SchedControl, seed: number):
     actors: plan.vmmTids.length + plan.runnerTids.length,
     maxSteps: plan.maxSteps,
     depth: plan.depth,
+    points: plan.points,
     // A fixed estimate, so that a seed alone decides PCT's interleaving.
     estimatedSteps: PCT_STEPS,
     ...(plan.forced ? { forced: plan.forced } : {}),

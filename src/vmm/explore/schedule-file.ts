@@ -8,6 +8,7 @@ import { BUG_NAMES } from '../../gmem/bugs.js';
 import { POLICIES } from '../../gmem/policy.js';
 import { KERNEL_CHOICES, UPSTREAM_BEFORE_7_0 } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
+import { POINTS_MODES } from '../../shm/points.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
 import { parseMix } from '../workload/mix.js';
 import { problemList } from '../io/problems.js';
@@ -56,6 +57,8 @@ export const scheduleSchema = z
       strategy: z.enum(['random', 'pct', 'replay']),
       depth: int(1, L.depth),
       maxSteps: int(1, L.maxSteps),
+      // Absent in schedules saved before the mode existed, and in 'locks' ones.
+      points: z.enum(POINTS_MODES).optional(),
       workload,
     }),
     seed: int(0, 2 ** 32 - 1),

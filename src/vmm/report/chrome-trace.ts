@@ -3,7 +3,7 @@
 // stretch it spent blocked on a lock or a word.
 
 import { wordDescriber } from '../../firmware/describe.js';
-import type { Mem } from '../../shm/layout.js';
+import { type Mem, regionAt } from '../../shm/layout.js';
 import { POINTS } from '../../shm/points.js';
 import type { SchedTraceEvent } from '../../shm/sched/control.js';
 import { LOCK_STAT_NAMES } from '../../shm/stats.js';
@@ -43,6 +43,10 @@ export function chromeTraceFromSchedule(
       case 'wait':
       case 'block':
         return `wait ${describe(e.arg).name}`;
+      case 'write': {
+        const at = regionAt(mem, e.arg);
+        return at === null ? `write word ${e.arg}` : `write ${at.name}+${at.offset}`;
+      }
       default:
         return e.kind;
     }

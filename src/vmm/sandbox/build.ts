@@ -34,6 +34,7 @@ import { declareVcpus } from '../../kvm/vcpu.js';
 import { declareVms } from '../../kvm/vm.js';
 import { LayoutBuilder, type SharedBuffers, allocateBuffers, mapBuffers } from '../../shm/layout.js';
 import { LIMITS, PAGE_SIZE, type SandboxLimits, checkLimit, isPageAligned } from '../../shm/limits.js';
+import { declareCoverage } from '../../shm/coverage.js';
 import { declareLatency, declareStats } from '../../shm/stats.js';
 import { declareTrace } from '../../shm/trace.js';
 import { declareKasan } from '../../shm/slab.js';
@@ -203,6 +204,7 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareLockdep(lb);
   // After lockdep, for the same reason.
   declareHostMappings(lb, limits.filemapPages);
+  declareCoverage(lb, limits.maxThreads);
   // 7.4's regions, last for the same reason.
   declareModuleParams(lb);
   declareFailslab(lb);

@@ -66,7 +66,7 @@ export class Sandbox implements SandboxPort {
     this.mem = this.k.mem;
     this.psp = this.k.psp as DirectPlatform | MailboxPlatform;
     this.control = new SyncControl(this.mem);
-    this.fdt = new FdTable(this.mem);
+    this.fdt = new FdTable(this.mem, this.k.sync);
   }
 
   /** Builds a sandbox; options are checked first and a bad one throws naming the field. */

@@ -8,6 +8,7 @@
 // expectations and the auditor (quiescent, then teardown) decide pass or fail; the first
 // failing schedule is returned, and can be shrunk and saved for `replay`.
 
+import type { PointsMode } from '../../shm/points.js';
 import { BUGS, type BugName, bugMask, setBugs } from '../../gmem/bugs.js';
 import { SchedControl, type SchedTraceEvent } from '../../shm/sched/control.js';
 import type { Mem } from '../../shm/layout.js';
@@ -44,6 +45,12 @@ export interface ModelCheckOptions {
   bug?: BugName | null;
   /** Scheduler steps per parallel group before the schedule is cut (step-limit). */
   maxSteps?: number;
+  /**
+   * Which writes are scheduling points too (default 'locks'). With 'shared' every write to shared
+   * state is a choice point of the exhaustive search as well (no sleep sets there: it forces every
+   * choice it tries).
+   */
+  points?: PointsMode;
 }
 
 export interface McStepResult {
@@ -94,6 +101,8 @@ export interface ScenarioScheduleFile {
   preemptions: number;
   bug: BugName | null;
   maxSteps: number;
+  /** Absent: 'locks' (and in files saved before the mode existed). */
+  points?: PointsMode;
   seed: number;
   choices: number[];
   outcome: McSchedule['outcome'];
@@ -271,6 +280,7 @@ export class ModelChecker {
       seed: subSeed(out.seed, i),
       actors: group.length,
       maxSteps: this.maxSteps,
+      ...(this.opts.points !== undefined ? { points: this.opts.points } : {}),
       ...(forced ? { forced: forced.slice(offset) } : {}),
     });
     const settled = await Promise.allSettled(group.map((c) => this.startActor(rt, c)));

@@ -21,6 +21,7 @@ export function scheduleFile(
     preemptions: opts.preemptions,
     bug: opts.bug ?? null,
     maxSteps,
+    ...(opts.points !== undefined && opts.points !== 'locks' ? { points: opts.points } : {}),
     seed: r.seed,
     choices: r.choices,
     outcome: r.outcome,
@@ -37,6 +38,7 @@ export function checkerFor(saved: ScenarioScheduleFile): ModelChecker {
     maxSchedules: 1,
     bug: saved.bug,
     maxSteps: saved.maxSteps,
+    ...(saved.points !== undefined ? { points: saved.points } : {}),
   });
 }
 

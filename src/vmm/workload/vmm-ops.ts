@@ -7,6 +7,7 @@
 // tool: explore.ts for the explorer's schedules, stress.ts for a stress run.
 
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
+import { Coverage } from '../../shm/coverage.js';
 import { Prng } from '../../shm/prng.js';
 import { TraceKind, type Tracer } from '../../shm/trace.js';
 import { errnoName } from '../../shm/errno.js';
@@ -54,6 +55,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
     hostWrites: new Map(),
   };
   const weights = opWeights(t, cfg.mix);
+  const cov = new Coverage(sb.mem);
   const total = weights.reduce((a, b) => a + b, 0);
   const res: VmmOpsResult = { ops: zeroOps(), errors: {}, elapsedMs: 0 };
   const t0 = performance.now();
@@ -76,7 +78,14 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       const op = drawOp(c.rng, weights, total);
       const start = k.tracer.on ? k.tracer.now() : 0;
       const h: OpHandler = VMM_OP_HANDLERS[op];
-      const e = h.run(c, drawRange(c, h.range, cfg.maxPages));
+      const range = drawRange(c, h.range, cfg.maxPages);
+      cov.opBegin(k.sync.tid, VMM_OPS.indexOf(op));
+      let e: number | null;
+      try {
+        e = h.run(c, range);
+      } finally {
+        cov.opEnd(k.sync.tid);
+      }
       if (e !== null) count(res, k.tracer, op, e, start);
       if (gap > 0) k.sync.sleepMs(gap);
     }
