@@ -405,6 +405,16 @@ export const MUTANTS = [
     replace: ``,
   },
   {
+    id: 'move-memslot-skips-zap',
+    kind: 'invalidate',
+    file: 'src/kvm/kvm_main.ts',
+    what: 'kvm_set_memslot zaps the old range of a deleted slot but not of a moved one',
+    find: `    zapGfnRange(k, vm, o.baseGfn, o.baseGfn + o.npages);
+`,
+    replace: `    if (change === MemslotChange.DELETE) zapGfnRange(k, vm, o.baseGfn, o.baseGfn + o.npages);
+`,
+  },
+  {
     id: 'memslot-overlap-off-by-one',
     kind: 'range',
     file: 'src/kvm/kvm_main.ts',

@@ -3,6 +3,7 @@
 // checks themselves live in audit/, one file per part of the state.
 
 import { PG_FREE } from '../gmem/folio.js';
+import { firstHostRmpFault } from '../gmem/filemap.js';
 import type { Mem } from '../shm/layout.js';
 import { LIMITS } from '../shm/limits.js';
 import { sumStats } from '../shm/stats.js';
@@ -33,7 +34,11 @@ export function auditQuiescent(mem: Mem): AuditReport {
   auditInodeLocks(v, add);
   const stats = sumStats(mem);
   if (stats.hostRmpFaults > 0)
-    add({ invariant: 'hostIsolation', by: 'auditor', detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)` });
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)${firstFault(mem)}`,
+    });
   // The VMM's own checks of what it read through a guest_memfd mapping (workload/ops/host.ts).
   if (stats.hostStaleReads > 0)
     add({
@@ -59,6 +64,16 @@ export function auditQuiescent(mem: Mem): AuditReport {
     findings: { punchHoleLeftovers: stats.punchHoleLeftovers, crossVmPrepare: tally.crossVm + stats['finding.crossVmPrepare'] },
     checkedSptes: tally.checked,
   };
+}
+
+/** Where the first RMP fault of a host write was, and whose page it hit (a LAUNCH_UPDATE's, while immutable). */
+function firstFault(mem: Mem): string {
+  const f = firstHostRmpFault(mem);
+  if (f === null) return '';
+  const owner = f.assigned
+    ? `assigned to ASID ${f.asid} at gfn ${f.gfn}${f.immutable ? ', immutable (a LAUNCH_UPDATE in flight owns it)' : ''}`
+    : 'hypervisor-owned by the time it was reported';
+  return `; the first: ${f.site} on pfn ${f.pfn} (thread ${f.tid}), ${owner}`;
 }
 
 /** At teardown, after every guest_memfd was closed: everything is back where it started. */

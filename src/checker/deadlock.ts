@@ -9,6 +9,7 @@ import { OWNER_MASK } from '../shm/sync/words.js';
 export function describeDeadlock(mem: Mem, sched: SchedControl, names: ReadonlyMap<number, string>): string {
   const describe = wordDescriber(mem);
   const name = (tid: number): string => names.get(tid) ?? `thread ${tid}`;
+  const left = sched.exitHeld();
   return sched
     .deadlock()
     .map((b) => {
@@ -21,7 +22,10 @@ export function describeDeadlock(mem: Mem, sched: SchedControl, names: ReadonlyM
             : d.kind === 'rwsem'
               ? `state ${b.value}`
               : `value ${b.value}`;
-      return `${name(b.tid)} waits on ${d.name} (${holder})${b.orWord >= 0 ? ' or a signal' : ''}`;
+      // An actor that returned to user space holding the lock will never release it.
+      const gone = left.filter((l) => describe(l.word).name === d.name).map((l) => name(l.tid));
+      const exited = gone.length > 0 ? `; ${gone.join(' and ')} returned to user space holding it` : '';
+      return `${name(b.tid)} waits on ${d.name} (${holder}${exited})${b.orWord >= 0 ? ' or a signal' : ''}`;
     })
     .join('; ');
 }

@@ -1,6 +1,10 @@
 // A broken invariant (DESIGN.md section 7), as found online by a guest or by the auditor.
 
-/** lockOrder: lockdep saw two lock classes taken in both orders (shm/sync/lockdep.ts), deadlocked or not. */
+/**
+ * lockOrder: lockdep saw two lock classes taken in both orders (shm/sync/lockdep.ts), deadlocked
+ * or not. assertion: the model's own check fired inside an actor (a refcount underflow, a
+ * lockdep_assert_held, a WARN): what the kernel would oops or warn on.
+ */
 export const INVARIANTS = [
   'staleData',
   'rmpAgreement',
@@ -10,6 +14,7 @@ export const INVARIANTS = [
   'balance',
   'liveness',
   'lockOrder',
+  'assertion',
 ] as const;
 export type Invariant = (typeof INVARIANTS)[number];
 
@@ -21,6 +26,14 @@ export interface Violation {
   gfn?: number;
   pfn?: number;
   detail: string;
+  /** Where an assertion fired: the error's stack. */
+  stack?: string;
+}
+
+/** A model assertion an actor's code threw, as a violation: its message, and its stack. */
+export function assertionViolation(e: unknown, by: string): Violation {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return { invariant: 'assertion', by, detail: `${err.name}: ${err.message}`, ...(err.stack !== undefined ? { stack: err.stack } : {}) };
 }
 
 /** Keeps the first few violations in full; the rest are only counted. */

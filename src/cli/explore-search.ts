@@ -12,12 +12,14 @@ import {
   type KernelChoice,
   type KernelVersionName,
   POLICY_VERSION,
+  type PatchName,
+  patchNames,
   resolveKernelChoice,
   UPSTREAM,
 } from '../gmem/version.js';
 import type { StrategyName } from '../shm/sched/layout.js';
 import { DEFAULT_POINTS, type PointsMode } from '../shm/points.js';
-import { type HistoricalBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
+import { type HistoricalBug, hasBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
   type ExploreConfig,
   Explorer,
@@ -28,6 +30,7 @@ import {
   workloadFor,
 } from '../vmm/explore/explorer.js';
 import { ExplorePool } from '../vmm/explore/pool.js';
+import type { RuntimeOptions } from '../vmm/sandbox/runtime.js';
 import { writeOutput } from '../vmm/io/outputs.js';
 import { chromeTraceFromSchedule } from '../vmm/report/chrome-trace.js';
 import type { Progress } from './progress.js';
@@ -43,6 +46,8 @@ export interface ExploreCliOptions {
   seed: number;
   kernel?: KernelChoice;
   policy?: PolicyName;
+  /** Posted patches on top of the kernel (--patch). */
+  patch?: string[];
   bug?: string;
   /** A historical bug of the catalogue: its workload, on its (last) buggy version unless --kernel says. */
   catalogue?: string;
@@ -62,6 +67,8 @@ export interface ExploreCliOptions {
   jobs?: number;
   /** Stop at a known bug of the kernel run too, instead of setting it aside. */
   stopOnKnown?: boolean;
+  /** A batch is hung when no schedule of it finishes within this (the library's; default 20 s). */
+  scheduleTimeoutMs?: number;
   /** Tally what the schedules reached (BugSearch.coverage). */
   coverage?: boolean;
 }
@@ -143,6 +150,7 @@ interface SearchPlan {
   /** The kernel as asked (undefined: the default), and the version that runs. */
   kernel: KernelVersionName | undefined;
   runs: KernelVersionName;
+  patches: PatchName[];
   cfg: ExploreConfig;
   expected: BugSearch['expected'];
 }
@@ -151,15 +159,18 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
   const hist = o.catalogue !== undefined ? historicalBug(o.catalogue) : undefined;
   const kernel = kernelFor(o, bug, hist);
   const runs = kernel ?? (o.policy !== undefined ? POLICY_VERSION[o.policy] : DEFAULT_KERNEL);
+  const patches = patchNames(o.patch ?? []);
   const cfg: ExploreConfig = {
     ...(kernel !== undefined ? { kernel } : {}),
     ...(o.policy !== undefined ? { policy: o.policy } : {}),
+    ...(patches.length > 0 ? { patches } : {}),
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,
     // Saved only when it is not the default, so a 'locks' schedule's file is what it always was.
     ...(pointsFor(o, bug) !== 'locks' ? { points: pointsFor(o, bug) } : {}),
     maxSteps: 20_000,
+    ...(o.scheduleTimeoutMs !== undefined ? { scheduleTimeoutMs: o.scheduleTimeoutMs } : {}),
     workload: workloadFor(bug, {
       ...(hist?.workload ?? {}),
       ...(o.ops !== undefined ? { ops: o.ops } : {}),
@@ -168,8 +179,8 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
       ...(o.gmemOnlyShare !== undefined ? { gmemOnlyShare: o.gmemOnlyShare } : {}),
     }),
   };
-  const expected = hist === undefined ? undefined : hist.buggy.includes(runs) ? ('found' as const) : ('not found' as const);
-  return { bug, hist, kernel, runs, cfg, expected };
+  const expected = hist === undefined ? undefined : hasBug(hist, runs, patches) ? ('found' as const) : ('not found' as const);
+  return { bug, hist, kernel, runs, patches, cfg, expected };
 }
 
 /**
@@ -180,11 +191,13 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
 function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, tally: CoverageTally | null): (r: ScheduleResult) => boolean {
   return (r) => {
     tally?.add(r.coverage, r.ops);
-    const shown = knownFindings(p.runs, r.findings);
+    const shown = knownFindings(p.runs, r.findings, p.patches);
     for (const f of shown) res.findings[f.id] = (res.findings[f.id] ?? 0) + 1;
     if (p.hist?.invariant === 'finding') return shown.some((f) => f.id === p.hist?.id);
     if (!fails(r)) return false;
-    const known = o.stopOnKnown ? null : knownBug(p.runs, r.violations);
+    // A hang is never set aside: its explorer is gone.
+    if (r.outcome === 'hang') return true;
+    const known = o.stopOnKnown ? null : knownBug(p.runs, r.violations, p.patches);
     if (known === null || known.id === p.hist?.id) return true;
     const seen = res.known.find((k) => k.id === known.id);
     if (seen) seen.schedules++;
@@ -193,10 +206,16 @@ function judge(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, tally: Cover
   };
 }
 
-export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progress: Progress, signal?: AbortSignal): Promise<BugSearch> {
+export async function searchBug(
+  bug: BugName | null,
+  o: ExploreCliOptions,
+  progress: Progress,
+  signal?: AbortSignal,
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+): Promise<BugSearch> {
   const p = searchPlan(bug, o);
   const shard = o.shard ?? { k: 0, n: 1 };
-  const pool = new ExplorePool(p.cfg, o.jobs ?? 1);
+  const pool = new ExplorePool(p.cfg, o.jobs ?? 1, runtime);
   const t0 = performance.now();
   const sps = () => pool.schedulesRun / Math.max(1e-3, (performance.now() - t0) / 1000);
   // A schedule or a shrink in progress cannot be waited for: its workers go at once.
@@ -240,7 +259,8 @@ export async function searchBug(bug: BugName | null, o: ExploreCliOptions, progr
 /** The schedule that ended the search: saved, shrunk (a failure), and traced when asked. */
 async function reportFound(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, r: ScheduleResult, ex: Explorer): Promise<void> {
   const points = pointsFor(o, p.bug);
-  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}-${o.strategy}${points === 'locks' ? '' : `-${points}`}-seed${r.seed}`;
+  const patched = p.patches.map((x) => `+${x}`).join('');
+  const tag = `${p.bug ?? p.hist?.id ?? 'none'}-${p.kernel ?? o.policy ?? 'default'}${patched}-${o.strategy}${points === 'locks' ? '' : `-${points}`}-seed${r.seed}`;
   const saved = save(o.out, `schedule-${tag}.json`, p.cfg, r);
   const v = r.violations[0];
   Object.assign(res, {
@@ -251,7 +271,9 @@ async function reportFound(p: SearchPlan, o: ExploreCliOptions, res: BugSearch, 
     ...(saved ? { saved } : {}),
   });
   let last = r;
-  // A finding is no failure: there is nothing to shrink it against.
+  // A finding is no failure: there is nothing to shrink it against. A hang left its explorer
+  // unusable: it is saved as far as it went, for a replay to hang at the same point.
+  if (r.outcome === 'hang') return;
   if (o.shrink && fails(r)) {
     const s = await ex.shrink(r);
     const file = save(o.out, `schedule-${tag}-shrunk.json`, { ...p.cfg, strategy: 'replay', workload: s.workload }, s);

@@ -3,14 +3,20 @@
 
 import { BUG_NAMES, type BugName } from '../gmem/bugs.js';
 import type { CoverageReport } from '../vmm/explore/coverage.js';
-import { Explorer } from '../vmm/explore/explorer.js';
+import { Explorer, ScheduleHangError } from '../vmm/explore/explorer.js';
+import type { RuntimeOptions } from '../vmm/sandbox/runtime.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { EXIT } from './exit.js';
 import { type BugSearch, type ExploreCliOptions, searchBug, traceFile, writeScheduleTrace } from './explore-search.js';
 import { readScheduleFile } from './inputs.js';
 import { Progress } from './progress.js';
 
-export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal): Promise<number> {
+export async function exploreCommand(
+  o: ExploreCliOptions,
+  signal?: AbortSignal,
+  /** How the explorers' runtimes start: tests name their vCPU worker. */
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+): Promise<number> {
   const bugs: Array<BugName | null> = o.bug === 'all' ? BUG_NAMES : [o.bug ? (o.bug as BugName) : null];
   checkOutputs([
     { flag: '--out', path: o.out, kind: 'dir' },
@@ -20,14 +26,14 @@ export async function exploreCommand(o: ExploreCliOptions, signal?: AbortSignal)
   const results: BugSearch[] = [];
   for (const b of bugs) {
     if (signal?.aborted) break;
-    results.push(await searchBug(b, o, progress, signal));
+    results.push(await searchBug(b, o, progress, signal, runtime));
   }
   progress.done();
   const interrupted = signal?.aborted === true;
   if (o.json) {
     const kernel = o.kernel ?? o.policy ?? null;
     process.stdout.write(
-      `${JSON.stringify({ explore: 1, kernel, strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
+      `${JSON.stringify({ explore: 1, kernel, patches: o.patch ?? [], strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
     );
   } else {
     for (const r of results) {
@@ -96,16 +102,28 @@ export function exploreStatus(planted: boolean, results: ReadonlyArray<Pick<BugS
   return results.some((r) => r.found) ? EXIT.FAIL : EXIT.PASS;
 }
 
-export async function replayCommand(file: string, o: { trace?: string; json?: boolean }, signal?: AbortSignal): Promise<number> {
+export async function replayCommand(
+  file: string,
+  o: { trace?: string; json?: boolean },
+  signal?: AbortSignal,
+  /** How the explorer's runtime starts: tests name their vCPU worker. */
+  runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+): Promise<number> {
   const saved = readScheduleFile(file);
   checkOutputs([o.trace ? { flag: '--trace', path: o.trace, kind: 'file' } : undefined]);
-  const ex = new Explorer(saved.config);
+  const ex = new Explorer(saved.config, runtime);
   const stop = () => void ex.close();
   signal?.addEventListener('abort', stop, { once: true });
   try {
-    const r = await ex.runSchedule(saved.seed, saved.choices);
+    // A saved hang replays up to where it hung, and hangs there again.
+    const r = await ex.runSchedule(saved.seed, saved.choices).catch((e: unknown) => {
+      if (e instanceof ScheduleHangError) return e.result;
+      throw e;
+    });
     const samePrefix = saved.choices.every((c, i) => r.choices[i] === c);
-    const same = samePrefix && r.outcome === saved.outcome && (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
+    // Who was found waiting when a hang was declared depends on timing; where it hung does not.
+    const sameReport = r.outcome === 'hang' || (saved.violations[0]?.detail ?? '') === (r.violations[0]?.detail ?? '');
+    const same = samePrefix && r.outcome === saved.outcome && sameReport;
     const traced = o.trace !== undefined && writeScheduleTrace(o.trace, ex);
     if (o.json) {
       process.stdout.write(

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
-import { KERNEL_CHOICES, type KernelVersionName, UPSTREAM } from '../gmem/version.js';
+import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
 import { runScenario } from '../vmm/scenario/runner.js';
@@ -46,6 +46,12 @@ function shardArg(v: string): { k: number; n: number } {
     throw new InvalidArgumentError((e as Error).message);
   }
 }
+
+/** --patch NAME (repeatable, or several names after one --patch): posted patches on top of the kernel version. */
+const patchOption = (what: string) =>
+  new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([
+    ...PATCH_NAMES,
+  ]);
 
 /** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
 function mixArg(v: string): string {
@@ -126,6 +132,7 @@ program
     new Option('--kernel <version>', `modelled kernel version, upstream = ${UPSTREAM} (default 6.11)`).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
+  .addOption(patchOption(''))
   .addOption(
     new Option('--vm-type <type>', 'VM type (default: no private memory, GMEM_ONLY memslots the VMM maps; 6.18 on)')
       .choices(['snp', 'sw-protected', 'default'])
@@ -133,7 +140,7 @@ program
   )
   .option(
     '--ops <mix>',
-    'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal ' +
+    'VMM operation weights: punch, fallocate, convert, prefault, populate (an SNP VM launching beside), memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal, mmap, touch, munmap (6.18 on, files the VMM may map), launch (the launching VM booted from several threads) ' +
       `(default ${STRESS_WORKLOAD_DEFAULTS.ops}; with --bug, the bug's own mix where it needs an op)`,
   )
   .option('--op-rate <n>', 'VMM operations per second (0: as fast as possible)', numArg('--op-rate', 0), 2000)
@@ -160,6 +167,7 @@ program
         durationMs: Math.round(o.duration * 1000),
         ...(o.kernel ? { kernel: o.kernel } : {}),
         ...(o.policy ? { policy: o.policy } : {}),
+        ...(o.patch ? { patches: o.patch } : {}),
         vmType: o.vmType,
         ...(o.ops !== undefined ? { ops: o.ops } : {}),
         opRate: o.opRate,
@@ -198,10 +206,12 @@ program
       ...KERNEL_CHOICES,
     ]),
   )
+  .addOption(patchOption(", instead of the scenario's own `patches`"))
   .action(
     action('run', async (it, file: string, o) => {
       const read = readScenarioFile(file);
-      const scenario = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
+      const kerneled = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
+      const scenario = o.patch ? { ...kerneled, patches: o.patch } : kerneled;
       checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
       const since = Date.now();
       const progress = new Progress(false);
@@ -260,6 +270,7 @@ program
     ).choices([...KERNEL_CHOICES]),
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
+  .addOption(patchOption('; with --catalogue, a patch that fixes the bug makes "not found" the expected result'))
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .addOption(
     new Option(
@@ -333,7 +344,7 @@ program
 program
   .command('catalogue')
   .description(
-    'the historical bugs the sandbox reproduces by running the kernel version that had them, the accepted races (findings), and the behaviour changes between versions',
+    'the historical bugs the sandbox reproduces by running the kernel version that had them, the accepted races (findings), the behaviour changes between versions, and the posted patches (--patch)',
   )
   .option('--json', 'print the catalogue as JSON')
   .action(

@@ -59,8 +59,8 @@ export class DirectPlatform implements SnpPlatform {
   rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number {
     return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
-  rmpMakeShared(pfn: Pfn): number {
-    return this.cpu.rmpMakeShared(pfn);
+  rmpMakeShared(pfn: Pfn, reclaim = false): number {
+    return this.cpu.rmpMakeShared(pfn, reclaim);
   }
   launchStart(asid: number): number {
     return this.run(() => this.core.launchStart(asid));

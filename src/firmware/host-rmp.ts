@@ -7,7 +7,7 @@ import type { Mem } from '../shm/layout.js';
 import { C, threadStats } from '../shm/stats.js';
 import type { Sync } from '../shm/sync/sync.js';
 import { type HostRmpOps, type RmpEntry, RmpupdateRet } from '../kvm/psp.js';
-import { RMP_ASSIGNED, RMP_IMMUTABLE, Rmp } from './rmp.js';
+import { RMP_ASSIGNED, RMP_IMMUTABLE, RMP_NOTE_RECLAIMED, Rmp } from './rmp.js';
 import { FwCmd, type SnpFirmwareCore } from './snp.js';
 import type { Gfn, Pfn } from '../shm/frames.js';
 
@@ -36,9 +36,9 @@ export class HostRmp implements HostRmpOps {
   // rmpupdate(): loops while the instruction fails with FAIL_OVERLAP (another CPU updating the
   // entry); any other failure is -EFAULT. Each retry waits, through Sync, for the other update
   // to finish, where the kernel spins on the instruction.
-  private rmpupdate(pfn: number, flags: number, asid: number, gfn: number): number {
+  private rmpupdate(pfn: number, flags: number, asid: number, gfn: number, note = 0): number {
     for (;;) {
-      const ret = this.rmp.rmpupdate(pfn, flags, asid, gfn, this.sync);
+      const ret = this.rmp.rmpupdate(pfn, flags, asid, gfn, this.sync, note);
       if (ret === RmpupdateRet.SUCCESS) return 0;
       if (ret !== RmpupdateRet.FAIL_OVERLAP) return -Errno.EFAULT;
       this.stats[C.rmpUpdateRetries]++;
@@ -53,8 +53,8 @@ export class HostRmp implements HostRmpOps {
     return this.rmpupdate(pfn, RMP_ASSIGNED | (immutable ? RMP_IMMUTABLE : 0), asid, gfn);
   }
 
-  // rmp_make_shared
-  rmpMakeShared(pfn: Pfn): number {
-    return this.rmpupdate(pfn, 0, 0, 0);
+  // rmp_make_shared; `reclaim`: snp_page_reclaim's, noted in the entry for reports.
+  rmpMakeShared(pfn: Pfn, reclaim = false): number {
+    return this.rmpupdate(pfn, 0, 0, 0, reclaim ? RMP_NOTE_RECLAIMED : 0);
   }
 }

@@ -50,8 +50,8 @@ export class MailboxPlatform implements SnpPlatform {
   rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number {
     return this.cpu.rmpMakePrivate(pfn, gfn, asid, immutable);
   }
-  rmpMakeShared(pfn: Pfn): number {
-    return this.cpu.rmpMakeShared(pfn);
+  rmpMakeShared(pfn: Pfn, reclaim = false): number {
+    return this.cpu.rmpMakeShared(pfn, reclaim);
   }
   launchStart(asid: number): number {
     return this.mailbox.call(Cmd.LAUNCH_START, asid);

@@ -1,14 +1,14 @@
 // Opens the kernel as one thread sees it: views of the shared tables, this thread's Sync (free
 // or controlled), and the firmware reached in process or through the firmware worker's mailbox.
 
-import { type KernelVersionName, kernelVersion } from '../gmem/version.js';
+import { type KernelVersionName, kernelVersion, readKernelPatches } from '../gmem/version.js';
 import { wordDescriber } from './describe.js';
 import type { KvmCtx } from '../kvm/ctx.js';
 import { openKvm } from '../kvm/kvm.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { ControlledSync } from '../shm/sched/controlled.js';
 import { FreeSync } from '../shm/sync/free.js';
-import { type Sync } from '../shm/sync/sync.js';
+import { type Sync, SyncAbortError } from '../shm/sync/sync.js';
 import { DirectPlatform } from './direct.js';
 import { MailboxPlatform } from './mailbox.js';
 
@@ -31,7 +31,8 @@ export function openKernel(o: KernelOptions): KvmCtx {
     o.platform === 'direct'
       ? new DirectPlatform(mem, sync)
       : new MailboxPlatform(mem, sync, o.mode === 'controlled' ? { clientSpin: 0, serverSpin: 0 } : undefined);
-  return openKvm(mem, sync, psp, kernelVersion(o.kernel));
+  // The sandbox's patches, from its shared memory: every thread's kernel applies the same ones.
+  return openKvm(mem, sync, psp, kernelVersion(o.kernel, readKernelPatches(mem)));
 }
 
 /** Runs `job` as an actor of a controlled run (register, run, exit); as is in free mode. */
@@ -41,6 +42,10 @@ export function asActor<T>(sync: Sync, job: () => T, server = false, stepHook: (
   sync.register(server);
   try {
     return job();
+  } catch (e) {
+    // A model assertion (not an abort of the run): the run ends here, for every actor.
+    if (!(e instanceof SyncAbortError)) sync.failRun();
+    throw e;
   } finally {
     sync.exit();
     sync.setStepHook(null);

@@ -15,6 +15,13 @@ import { NO_WRITE_POINTS, type Sync, type WritePoints } from '../shm/sync/sync.j
 import { PvalidateRet, RmpupdateRet, type RmpEntry } from '../kvm/psp.js';
 
 const RMP_WORDS = 4;
+/**
+ * The entry's second word: not hardware state, a note for reports of who last made the entry
+ * hypervisor-owned (RECLAIMED: snp_page_reclaim, after the firmware refused a page). Any other
+ * update clears it.
+ */
+const NOTE = 1;
+export const RMP_NOTE_RECLAIMED = 1;
 
 export const RMP_ASSIGNED = 1;
 export const RMP_VALIDATED = 2;
@@ -76,6 +83,10 @@ export class Rmp {
       if ((this.w[i] & RMP_ASSIGNED) !== 0) return pfn;
     return -1;
   }
+  /** Whether snp_page_reclaim made the entry hypervisor-owned (and nothing updated it since). */
+  reclaimed(pfn: number): boolean {
+    return Atomics.load(this.w, this.base + pfn * RMP_WORDS + NOTE) === RMP_NOTE_RECLAIMED;
+  }
   asid(pfn: number): number {
     return (Atomics.load(this.w, this.base + pfn * RMP_WORDS) >>> ASID_SHIFT) & ASID_MASK;
   }
@@ -117,7 +128,7 @@ export class Rmp {
    * read to its write; another CPU's RMPUPDATE of the same entry meanwhile fails transiently
    * with FAIL_OVERLAP, the code Linux's rmpupdate() loops on. No lock shared with the firmware.
    */
-  rmpupdate(pfn: number, flags: number, asid: number, gfn: number, sync: Sync): number {
+  rmpupdate(pfn: number, flags: number, asid: number, gfn: number, sync: Sync, note = 0): number {
     if (!(pfn >= 0 && pfn < this.nrPfns) || !(asid >= 0 && asid <= ASID_MASK) || !(gfn >= 0 && gfn < GFN_LIMIT))
       return RmpupdateRet.FAIL_INPUT;
     if ((flags & RMP_ASSIGNED) !== 0 && asid === 0) return RmpupdateRet.FAIL_INPUT;
@@ -132,6 +143,7 @@ export class Rmp {
     }
     // The instruction is executing: a point where a test or the scheduler may let another CPU in.
     sync.point(P['rmp.rmpupdate']);
+    Atomics.store(this.w, i + NOTE, note);
     const prev = Atomics.exchange(this.w, i, encode(flags & (RMP_ASSIGNED | RMP_IMMUTABLE), asid, assignedGfn(flags, gfn)));
     if ((prev & RMP_WAITERS) !== 0) sync.wake(i, Infinity);
     return RmpupdateRet.SUCCESS;
@@ -175,6 +187,7 @@ export class Rmp {
   firmwareWrite(pfn: number, flags: number, asid: number, gfn: number): void {
     const i = this.base + pfn * RMP_WORDS;
     this.wp.sharedWrite(this.base, i);
+    Atomics.store(this.w, i + NOTE, 0);
     const next = encode(flags & FLAG_BITS, asid, gfn);
     for (let cur = Atomics.load(this.w, i); ;) {
       const seen = Atomics.compareExchange(this.w, i, cur, next | (cur & (RMP_BUSY | RMP_WAITERS)));

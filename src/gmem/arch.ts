@@ -14,6 +14,8 @@ export interface ArchGmemHooks {
   makeShared(pfn: Pfn): void;
   /** False when a host write to `pfn` would take an RMP fault (the page belongs to a guest). */
   hostWritable(pfn: Pfn): boolean;
+  /** Who owns `pfn` in the RMP (null: the hypervisor), for the report of a host write that faulted. */
+  rmpOwner(pfn: Pfn): { asid: number; gfn: number; immutable: boolean } | null;
 }
 
 /** What guest_memfd calls in KVM proper: MMU notifications for the gfn ranges its bindings map, and the memslot side of a file going away. */

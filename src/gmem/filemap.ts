@@ -2,6 +2,7 @@
 // free path (kvm_gmem_free_folio), truncate, and the host writes that must respect the RMP.
 
 import { Errno } from '../shm/errno.js';
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
@@ -39,25 +40,80 @@ export function folioPut(g: GmemCtx, pfn: number): void {
 // The last reference is gone: the page goes back to the allocator, painted with the host
 // pattern so that stale bytes would be visible to a guest that got it next.
 function freeFolio(g: GmemCtx, pfn: number): void {
-  hostFill(g, pfnOf(pfn), HOST_PATTERN);
+  hostFill(g, pfnOf(pfn), HOST_PATTERN, 'the free path (kvm_gmem_free_folio)');
   g.folios.markFree(pfn);
   g.alloc.free(pfn);
 }
 
-/** A host write of a whole page; an RMP-assigned page refuses it (counted: a host bug). */
-export function hostFill(g: GmemCtx, pfn: Pfn, byte: number): boolean {
+/**
+ * Where the host writes a whole page: the report of an RMP fault names the first one that
+ * faulted (the free path's paint is the model's own, to make stale data visible).
+ */
+export const HOST_WRITES = [
+  'clear_highpage in kvm_gmem_get_pfn',
+  'clear_highpage in kvm_gmem_get_folio',
+  'the free path (kvm_gmem_free_folio)',
+  'memcpy in sev_gmem_post_populate',
+  'the clear in kvm_gmem_fault_user_mapping',
+] as const;
+export type HostWrite = (typeof HOST_WRITES)[number];
+
+const FAULT_REGION = 'host_rmp_fault';
+const FAULT_WORDS = 8;
+
+/** The first host write that took an RMP fault since the reset: where, which page, whose it was. */
+export function declareHostRmpFault(lb: LayoutBuilder): void {
+  lb.add(FAULT_REGION, FAULT_WORDS, 'gmem/filemap.ts');
+}
+
+/** An RMP fault: counted, and the first one recorded with its site and the page's owner. */
+function rmpFault(g: GmemCtx, pfn: Pfn, site: HostWrite): void {
+  g.stats[C.hostRmpFaults]++;
+  const w = g.mem.w;
+  const b = regionBase(g.mem, FAULT_REGION);
+  if (Atomics.compareExchange(w, b, 0, HOST_WRITES.indexOf(site) + 1) !== 0) return;
+  const owner = g.arch.rmpOwner(pfn);
+  Atomics.store(w, b + 1, pfn);
+  Atomics.store(w, b + 2, g.sync.tid);
+  Atomics.store(w, b + 3, owner?.asid ?? 0);
+  Atomics.store(w, b + 4, owner?.gfn ?? 0);
+  Atomics.store(w, b + 5, owner === null ? 0 : owner.immutable ? 2 : 1);
+}
+
+/** The first RMP fault of a host write since the reset, or null. */
+export function firstHostRmpFault(
+  mem: Mem,
+): { site: HostWrite; pfn: number; tid: number; asid: number; gfn: number; assigned: boolean; immutable: boolean } | null {
+  const w = mem.w;
+  const b = regionBase(mem, FAULT_REGION);
+  const site = Atomics.load(w, b);
+  if (site === 0) return null;
+  const own = Atomics.load(w, b + 5);
+  return {
+    site: HOST_WRITES[site - 1],
+    pfn: w[b + 1],
+    tid: w[b + 2],
+    asid: w[b + 3],
+    gfn: w[b + 4],
+    assigned: own !== 0,
+    immutable: own === 2,
+  };
+}
+
+/** A host write of a whole page at `site`; an RMP-assigned page refuses it (counted: a host bug). */
+export function hostFill(g: GmemCtx, pfn: Pfn, byte: number, site: HostWrite): boolean {
   if (!g.arch.hostWritable(pfn)) {
-    g.stats[C.hostRmpFaults]++;
+    rmpFault(g, pfn, site);
     return false;
   }
   g.mem.fillPage(pfn, byte);
   return true;
 }
 
-/** Copies `src` (one page) into pfn as the host; false on an RMP fault. */
-export function hostCopy(g: GmemCtx, pfn: Pfn, src: Uint8Array): boolean {
+/** Copies `src` (one page) into pfn as the host at `site`; false on an RMP fault. */
+export function hostCopy(g: GmemCtx, pfn: Pfn, src: Uint8Array, site: HostWrite): boolean {
   if (!g.arch.hostWritable(pfn)) {
-    g.stats[C.hostRmpFaults]++;
+    rmpFault(g, pfn, site);
     return false;
   }
   g.mem.host.set(src.subarray(0, PAGE_SIZE), pfn * PAGE_SIZE);

@@ -225,7 +225,8 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
   // clears it, once, under the folio lock.
   if (!g.folios.test(pfn, PG_UPTODATE)) {
     // The planted bug: the folio is marked without its clear.
-    if ((g.bugs & Bug['host-fault-skips-clear']) === 0 && hostFill(g, pfnOf(pfn), 0)) g.stats[C.clears]++;
+    if ((g.bugs & Bug['host-fault-skips-clear']) === 0 && hostFill(g, pfnOf(pfn), 0, 'the clear in kvm_gmem_fault_user_mapping'))
+      g.stats[C.clears]++;
     markPrepared(g, pfn);
   }
   if (g.folios.test(pfn, PG_HWPOISON)) {

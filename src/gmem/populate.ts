@@ -106,7 +106,7 @@ function populateOne(g: GmemCtx, vm: number, file: number, s: PopulateSlot, gfn:
   if (g.policy === Policy.ON_ALLOCATE) {
     // 6.11-rc1: kvm_gmem_get_folio(prepare=false) still clears a new folio and marks it up to date.
     if (!g.folios.test(pfn, PG_UPTODATE)) {
-      clearPage(g, pfnOf(pfn));
+      clearPage(g, pfnOf(pfn), 'clear_highpage in kvm_gmem_get_folio');
       g.folios.set(pfn, PG_UPTODATE);
     }
   } else if (g.version.populateRefusesUptodate && g.folios.test(pfn, PG_UPTODATE)) {

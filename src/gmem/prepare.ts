@@ -8,14 +8,14 @@ import { C } from '../shm/stats.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { PG_UPTODATE } from './folio.js';
-import { hostFill } from './filemap.js';
+import { type HostWrite, hostFill } from './filemap.js';
 import { type Gfn, type Pfn, gfnOf } from '../shm/frames.js';
 
 /** Clears a page as the host (clear_highpage); refused, and counted, if the RMP forbids it. */
-export function clearPage(g: GmemCtx, pfn: Pfn): void {
+export function clearPage(g: GmemCtx, pfn: Pfn, site: HostWrite = 'clear_highpage in kvm_gmem_get_pfn'): void {
   g.sync.point(P['get_pfn.before_clear']);
   if (g.bugs & Bug['prepare-skips-clear']) return;
-  hostFill(g, pfn, 0);
+  hostFill(g, pfn, 0, site);
   g.stats[C.clears]++;
 }
 
@@ -34,9 +34,11 @@ export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: P
   const n = g.inodes.nfiles(ino);
   for (let k = 0; k < n; k++) {
     const f = g.inodes.file(ino, k);
+    const vm = g.files.vm(f);
+    // kvm_arch_gmem_prepare_needed comes first: a VM that registers nothing has its slot unread.
+    if (!g.arch.prepareNeeded(vm)) continue;
     const b = g.files.bindingAt(f, index);
     if (b < 0) continue;
-    const vm = g.files.vm(f);
     g.kvm.slotLive(vm, g.files.bindingSlot(f, b), Site['kvm_gmem_prepare_folio: slot->base_gfn']);
     const r = archPrepare(g, vm, gfnOf(g.files.bindingGfn(f, b, index)), pfn, faulting >= 0 && vm !== faulting);
     if (r < 0) return r;
@@ -47,7 +49,7 @@ export function archPrepareAllVms(g: GmemCtx, ino: number, index: number, pfn: P
 // 6.10 kvm_gmem_get_folio(prepare=true): clear if not up to date, then the arch hook every time.
 export function prepareFolioAllVms(g: GmemCtx, ino: number, index: number, pfn: Pfn, faulting: number): number {
   if (!g.folios.test(pfn, PG_UPTODATE)) {
-    clearPage(g, pfn);
+    clearPage(g, pfn, 'clear_highpage in kvm_gmem_get_folio');
     g.folios.set(pfn, PG_UPTODATE);
     g.stats[C.prepares]++;
   }

@@ -1,8 +1,12 @@
 // The modelled kernel versions: one record of behaviour switches per version, each switch naming
 // the commit that changed it. Kernel code reads the switches of its sandbox's version; nothing
 // else picks behaviour by version. The prepare policies of earlier releases of this tool are
-// aliases for the versions they were taken from.
+// aliases for the versions they were taken from. A patch posted upstream that no modelled
+// version has is a named record of switch overrides, applied on top of a version (KERNEL_PATCHES):
+// a sandbox built with patches keeps their names in its shared memory ('kernel_patches'), so that
+// every thread's kernel applies the same ones.
 
+import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { Policy, type PolicyName } from './policy.js';
 
 /** The modelled versions, oldest first. */
@@ -27,8 +31,14 @@ export function resolveKernelChoice(c: KernelChoice): KernelVersionName {
   return c === 'upstream' ? UPSTREAM : c;
 }
 
+/** The patches a version can be run with (KERNEL_PATCHES). */
+export const PATCH_NAMES = ['snp-launch-state'] as const;
+export type PatchName = (typeof PATCH_NAMES)[number];
+
 export interface KernelVersion {
   readonly name: KernelVersionName;
+  /** The patches applied on top of the version (none for the version itself). */
+  readonly patches: readonly PatchName[];
   /** Where folios are prepared, and for which VMs (b85524314a; 6dd761d92f66 for the faulting VM only). */
   readonly prepare: Policy;
   /**
@@ -142,6 +152,12 @@ export interface KernelVersion {
    * kvm-x86 5e38e1bd4e7b already answers EEXIST before the split).
    */
   readonly bindOnCommit: boolean;
+  /**
+   * SNP LAUNCH_START, LAUNCH_UPDATE and LAUNCH_FINISH after a successful LAUNCH_FINISH are EINVAL
+   * (sev->snp_finished, the posted "Track SNP launch state" patch: no version has it). Without
+   * it, KVM accepts a LAUNCH_UPDATE after LAUNCH_FINISH and only the firmware refuses it.
+   */
+  readonly snpLaunchStateTracked: boolean;
 }
 
 /**
@@ -151,6 +167,7 @@ export interface KernelVersion {
  */
 const V610: KernelVersion = {
   name: '6.10',
+  patches: [],
   prepare: Policy.ON_ALLOCATE,
   prefaultInvalidSlotEagain: false,
   unbindDyingFile: false,
@@ -177,6 +194,7 @@ const V610: KernelVersion = {
   unbindDyingFileLocked: false,
   bindStoreErrorChecked: false,
   bindOnCommit: false,
+  snpLaunchStateTracked: false,
 };
 const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
 const V611: KernelVersion = {
@@ -258,8 +276,63 @@ export const DEFAULT_KERNEL: KernelVersionName = '6.11';
 // backport blurs it (ae431059e75d is in 6.18 and 6.12.y; 9935df5333aa was queued for both but
 // is modelled as upstream only), and the 6.11-rc1 text itself (read at a90764f0e4ed).
 
-export function kernelVersion(name: string): KernelVersion {
+/** A patch posted upstream that no modelled version has: what it is, and the switches it sets. */
+export interface KernelPatch {
+  readonly name: PatchName;
+  /** The patch's subject line. */
+  readonly title: string;
+  /** Who posted it, when, and its Message-ID. */
+  readonly posted: string;
+  /** Whether (and what of it) was merged. */
+  readonly status: string;
+  /** What it changes, in the model's terms. */
+  readonly what: string;
+  readonly overrides: Partial<Omit<KernelVersion, 'name' | 'patches'>>;
+}
+
+export const KERNEL_PATCHES: Readonly<Record<PatchName, KernelPatch>> = {
+  'snp-launch-state': {
+    name: 'snp-launch-state',
+    title: 'KVM: SEV: Track SNP launch state and disallow invalid userspace interactions',
+    posted: 'Jethro Beekman, 2026-01-19 (d98692e2-d96b-4c36-8089-4bc1e5cc3d57@fortanix.com), resent 2026-02-02',
+    status: 'not merged: 9b9f7962e3e8 (7.1) took only its LAUNCH_FINISH part, by refusing to sync the VMSA of a vCPU already launched',
+    what: 'sev->snp_finished, set by a successful LAUNCH_FINISH: LAUNCH_START, LAUNCH_UPDATE and LAUNCH_FINISH are then EINVAL',
+    overrides: { snpLaunchStateTracked: true },
+  },
+};
+
+/** Checks a list of patch names (each at most once); the names, or throws naming the first bad one. */
+export function patchNames(names: readonly string[]): PatchName[] {
+  for (const [i, n] of names.entries()) {
+    if (!(PATCH_NAMES as readonly string[]).includes(n)) throw new Error(`patches: unknown patch '${n}'; known: ${PATCH_NAMES.join(', ')}`);
+    if (names.indexOf(n) !== i) throw new Error(`patches: '${n}' given twice`);
+  }
+  return names as PatchName[];
+}
+
+export function kernelVersion(name: string, patches: readonly string[] = []): KernelVersion {
   if (!(KERNEL_CHOICES as readonly string[]).includes(name))
     throw new Error(`kernel: must be one of ${KERNEL_CHOICES.join(', ')}; got '${name}'`);
-  return VERSIONS[resolveKernelChoice(name as KernelChoice)];
+  const v = VERSIONS[resolveKernelChoice(name as KernelChoice)];
+  const ps = patchNames(patches);
+  return ps.length === 0 ? v : Object.freeze({ ...v, ...Object.assign({}, ...ps.map((p) => KERNEL_PATCHES[p].overrides)), patches: ps });
+}
+
+const PATCH_REGION = 'kernel_patches';
+
+/** One word: the sandbox's patches as a mask over PATCH_NAMES. A reset keeps it (the sandbox's kernel does not change). */
+export function declareKernelPatches(lb: LayoutBuilder): void {
+  lb.add(PATCH_REGION, 1, 'gmem/version.ts', 0);
+}
+export function setKernelPatches(mem: Mem, names: readonly PatchName[]): void {
+  Atomics.store(
+    mem.w,
+    regionBase(mem, PATCH_REGION),
+    names.reduce((m, n) => m | (1 << PATCH_NAMES.indexOf(n)), 0),
+  );
+}
+/** The sandbox's patches, in PATCH_NAMES order. */
+export function readKernelPatches(mem: Mem): PatchName[] {
+  const m = Atomics.load(mem.w, regionBase(mem, PATCH_REGION));
+  return PATCH_NAMES.filter((_, i) => (m & (1 << i)) !== 0);
 }

@@ -71,8 +71,11 @@ export interface HostRmpOps {
   rmpLookup(pfn: Pfn): RmpEntry;
   /** rmp_make_private: 0, or -EFAULT when RMPUPDATE fails (its transient failure is retried). */
   rmpMakePrivate(pfn: Pfn, gfn: Gfn, asid: number, immutable: boolean): number;
-  /** rmp_make_shared (with the reclaim of a firmware-owned page folded in). */
-  rmpMakeShared(pfn: Pfn): number;
+  /**
+   * rmp_make_shared (with the reclaim of a firmware-owned page folded in); `reclaim` says it is
+   * snp_page_reclaim's (a page the firmware refused), which the entry keeps for reports.
+   */
+  rmpMakeShared(pfn: Pfn, reclaim?: boolean): number;
 }
 
 /** The PSP's commands (drivers/crypto/ccp): one at a time, like the real secure processor. */

@@ -55,6 +55,11 @@ export class SevArch implements ArchGmemHooks {
   hostWritable(pfn: Pfn): boolean {
     return !this.psp.rmpAssigned(pfn);
   }
+
+  rmpOwner(pfn: Pfn): { asid: number; gfn: number; immutable: boolean } | null {
+    const e = this.psp.rmpLookup(pfn);
+    return e.assigned ? { asid: e.asid, gfn: e.gfn, immutable: e.immutable } : null;
+  }
 }
 
 /** Why the last LAUNCH_UPDATE failed: the populate errno behind the ioctl's EIO, and fw_error. */
@@ -117,8 +122,8 @@ export function snpLaunchUpdate(
 function launchUpdateInvalid(k: KvmCtx, vm: number, len: number, type: number, src: LaunchSource | null): boolean {
   const v = k.g.version;
   // `if (!sev_snp_guest(kvm) || !sev->snp_context) return -EINVAL;` (START and FINISH answer
-  // -ENOTTY for a VM that is not SNP).
-  if (!k.vms.isSnp(vm) || k.vms.snpPhase(vm) === SnpPhase.NONE) return true;
+  // -ENOTTY for a VM that is not SNP); the posted launch-state patch adds `|| sev->snp_finished`.
+  if (!k.vms.isSnp(vm) || k.vms.snpPhase(vm) === SnpPhase.NONE || launchFinished(k, vm)) return true;
   // 5b66e335ead6 (6.18) refuses len 0; before, zero pages were populated and the ioctl succeeded.
   if ((len === 0 && v.launchUpdateNeedsLen) || len < 0 || !isPageAligned(len) || !VALID_PAGE_TYPES.has(type)) return true;
   // dcbcc2323c80 (7.0): `if (!PAGE_ALIGNED(src)) return -EINVAL;`
@@ -194,7 +199,8 @@ function sevGmemPostPopulate(
     } else if (type !== SnpPageType.ZERO && src !== null) {
       // Before 7.0, copy_from_user of page i; from 7.0 the page was pinned, and memcpy cannot fail.
       if (!sourceMapped(src, i)) return -Errno.EFAULT;
-      if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) return -Errno.EFAULT;
+      if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), 'memcpy in sev_gmem_post_populate'))
+        return -Errno.EFAULT;
     }
     k.stats[C.rmpUpdates]++;
     // rmp_make_private's error (-EFAULT from rmpupdate) is returned as is.
@@ -204,11 +210,20 @@ function sevGmemPostPopulate(
     if (ret !== SevRet.SUCCESS) {
       // snp_page_reclaim: PAGE_RECLAIM, then the page back to shared.
       fw.error = ret;
-      psp.rmpMakeShared(pfn);
+      psp.rmpMakeShared(pfn, true);
       return -Errno.EIO;
     }
     return 0;
   };
+}
+
+/**
+ * sev->snp_finished, with the posted "Track SNP launch state" patch (snpLaunchStateTracked): the
+ * launch ended, so LAUNCH_UPDATE and LAUNCH_FINISH are refused. Without it KVM keeps no such
+ * state: it accepts them, and only the firmware refuses.
+ */
+function launchFinished(k: KvmCtx, vm: number): boolean {
+  return k.g.version.snpLaunchStateTracked && k.vms.snpPhase(vm) === SnpPhase.FINISHED;
 }
 
 // sev_mem_enc_ioctl(KVM_SEV_SNP_LAUNCH_FINISH)
@@ -221,7 +236,7 @@ function snpLaunchFinishLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number 
   // sev_mem_enc_ioctl: mutex_lock(&kvm->lock) around every command.
   k.sync.assertHeld(k.vms.kvmLockWord(vm));
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
-  if (k.vms.snpPhase(vm) === SnpPhase.NONE) return -Errno.EINVAL;
+  if (k.vms.snpPhase(vm) === SnpPhase.NONE || launchFinished(k, vm)) return -Errno.EINVAL;
   const fw = psp.launchFinish(k.vms.asid(vm));
   if (fw !== SevRet.SUCCESS) return -Errno.EIO;
   k.vms.setSnpPhase(vm, SnpPhase.FINISHED);

@@ -18,6 +18,9 @@ const CRASHED = 5;
 const PAYLOAD_LEN = 6;
 /** Set by the controller when a thread of the rounds died: every wait of the rounds ends. */
 const ABORT = 7;
+/** Leader: the index (in its batch) of the round it leads, and whether that round's run is configured (index + 1). */
+const LEADING = 8;
+const CONFIGURED = 9;
 const HEADER_WORDS = 16;
 
 const CMD_ROUND = 1;
@@ -82,6 +85,21 @@ export class Bell {
     Atomics.store(this.w, CMD, CMD_ROUND);
     Atomics.add(this.w, GEN, 1);
     Atomics.notify(this.w, GEN);
+  }
+
+  /** Leader: it starts round `index` of its batch; nothing of that round is configured yet. */
+  leading(index: number): void {
+    Atomics.store(this.w, LEADING, index);
+    Atomics.store(this.w, CONFIGURED, 0);
+  }
+  /** Leader: the round's controlled run is configured (its scheduler log is that round's from now on). */
+  configured(): void {
+    Atomics.store(this.w, CONFIGURED, Atomics.load(this.w, LEADING) + 1);
+  }
+  /** Controller: which round of the batch the leader is on, and whether its run is configured. */
+  progress(): { index: number; configured: boolean } {
+    const index = Atomics.load(this.w, LEADING);
+    return { index, configured: Atomics.load(this.w, CONFIGURED) === index + 1 };
   }
 
   /** Leader: no more rounds; followers waiting return null from next(). */

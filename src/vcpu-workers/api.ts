@@ -8,7 +8,8 @@ import { KvmVcpu } from '../kvm/vcpu.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { followRounds } from '../shm/bell.js';
 import { SyncControl } from '../shm/sync/control.js';
-import type { Violation } from '../checker/violations.js';
+import { type Violation, assertionViolation } from '../checker/violations.js';
+import { SyncAbortError } from '../shm/sync/sync.js';
 import { GuestCpu } from './guest.js';
 import { type GuestOp, execGuestOp } from './ops.js';
 import type { Outcome } from './outcome.js';
@@ -33,8 +34,8 @@ interface ExploreRound {
 }
 
 export class VcpuWorker {
-  private cpu: GuestCpu | null = null;
-  private rc: RunControl | null = null;
+  protected cpu: GuestCpu | null = null;
+  protected rc: RunControl | null = null;
 
   init(init: VcpuInit): { id: number; slot: number } {
     const k = openKernel({
@@ -52,7 +53,7 @@ export class VcpuWorker {
     return { id, slot };
   }
 
-  private get c(): GuestCpu {
+  protected get c(): GuestCpu {
     if (this.cpu === null) throw new Error('vCPU worker used before init');
     return this.cpu;
   }
@@ -74,12 +75,18 @@ export class VcpuWorker {
       (p: ExploreRound) => {
         const { created, run } = p.vcpus[index];
         this.init({ ...init, vm: created.vm, created });
-        return this.run(run);
+        try {
+          return this.run(run).violations;
+        } catch (e) {
+          // A model assertion the guest's faults fired: the schedule's finding (asActor ended the run).
+          if (e instanceof SyncAbortError) throw e;
+          return [assertionViolation(e, `vcpu ${index} (vm ${created.vm})`)];
+        }
       },
-      (r) => r.violations.length > 0,
+      (r) => r.length > 0,
     );
     // The batch ends at the first schedule with a finding: only the last round's can have one.
-    return rs[rs.length - 1]?.violations ?? [];
+    return rs[rs.length - 1] ?? [];
   }
 
   release(): void {

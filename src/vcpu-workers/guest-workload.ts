@@ -8,7 +8,7 @@ import { errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { Prng } from '../shm/prng.js';
 import { C } from '../shm/stats.js';
-import { Exit, type GuestCpu } from './guest.js';
+import { EXIT_NAMES, Exit, type GuestCpu } from './guest.js';
 import type { RunControl } from './runctl.js';
 import { type Violation, ViolationLog } from '../checker/violations.js';
 
@@ -47,6 +47,12 @@ export interface WorkloadConfig {
    * its own vCPU for the page instead (0 or absent: never).
    */
   prefaultRatio?: number;
+  /**
+   * Share of steps that read a gfn of [gfn, gfn + count) as shared, unchecked: memory a VMM op
+   * creates, moves and deletes under the guest (a plain memslot), so that faults meet a slot in
+   * flux. Its contents are the VMM's; the auditor judges the SPTEs and TLB entries (absent: never).
+   */
+  probe?: { gfn: number; count: number; ratio: number };
 }
 
 export interface WorkloadResult {
@@ -156,7 +162,9 @@ class GuestWorkload {
       if (cfg.maxAccesses > 0 && this.accesses >= cfg.maxAccesses) break;
       const i = this.pick();
       const gfn = cfg.gfnStart + i;
-      if (this.prefaultRatio > 0 && this.rng.next() < this.prefaultRatio) this.prefault(gfn);
+      const probe = cfg.probe;
+      if (probe !== undefined && this.rng.next() < probe.ratio) this.probeRead(probe.gfn + this.rng.below(probe.count));
+      else if (this.prefaultRatio > 0 && this.rng.next() < this.prefaultRatio) this.prefault(gfn);
       else this.access(i, gfn);
       this.accesses++;
     }
@@ -169,6 +177,16 @@ class GuestWorkload {
     const r = kvmVcpuPreFaultMemory(this.k, vcpu, { gpa: gfn * PAGE_SIZE, size: PAGE_SIZE, flags: 0 });
     vcpu.enterGuest();
     const key = r < 0 ? `prefault:${errnoName(r)}` : 'prefault';
+    this.exits[key] = (this.exits[key] ?? 0) + 1;
+  }
+
+  /**
+   * A shared read of the probed memory (WorkloadConfig.probe), outside the pages this vCPU
+   * tracks: the exit is counted (mmio where no slot is), the bytes are not checked.
+   */
+  private probeRead(gfn: number): void {
+    const code = this.cpu.access(gfn * PAGE_SIZE, TAG_BYTES, false, this.seenBytes, null);
+    const key = `probe:${EXIT_NAMES[code]}`;
     this.exits[key] = (this.exits[key] ?? 0) + 1;
   }
 

@@ -58,6 +58,7 @@ async function setup(bugs: BugName[] = [], kernel: KernelVersionName = '6.18') {
     gmemFlags: GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
     hostMaps: [m],
     thread: 0,
+    threads: 1,
   };
   const c: OpContext = {
     sb,

@@ -1,12 +1,18 @@
 // SNP launch state on the calling thread: an SNP vCPU cannot enter before LAUNCH_FINISH (VMRUN
 // with a VMSA that snp_launch_update_vmsa has not yet encrypted fails, and svm_handle_exit reports
 // KVM_EXIT_FAIL_ENTRY), pre-fault stays -EOPNOTSUPP, and snp_launch_start does not look at the
-// RMP, so LAUNCH_UPDATE of a page the ASID already owns fails in the firmware (-EIO).
+// RMP, so LAUNCH_UPDATE of a page the ASID already owns fails in the firmware (-EIO). After
+// LAUNCH_FINISH, snp_launch_update checks only `sev_snp_guest(kvm) && sev->snp_context`: KVM takes
+// a folio, makes it private, and only the firmware refuses the command (snp_page_reclaim gives
+// the page back); a second LAUNCH_FINISH also reaches the firmware. With the posted, unmerged
+// "KVM: SEV: Track SNP launch state" patch (--patch snp-launch-state: sev->snp_finished) all three
+// commands are EINVAL before anything is touched.
 
 import { describe, expect, it } from 'vitest';
 import { RunControl } from '../../src/vcpu-workers/runctl.js';
 import { runWorkload } from '../../src/vcpu-workers/guest-workload.js';
-import { PAGE_SIZE, image, setupVm, statsDelta } from '../helpers/helpers.js';
+import { Sandbox } from '../../src/index.js';
+import { HYPERVISOR_OWNED, PAGE_SIZE, image, setupVm, statsDelta } from '../helpers/helpers.js';
 
 const FAIL_ENTRY = { ok: false, exit: 'fail_entry' };
 
@@ -82,5 +88,50 @@ describe('LAUNCH_START and RMP entries the ASID already owns', () => {
     // A page the ASID does not own yet populates normally.
     await expect(vm.snpLaunchUpdate({ gpa: 4 * PAGE_SIZE, data: image(2) })).resolves.toEqual({ pagesDone: 1 });
     await vm.snpLaunchFinish();
+  });
+});
+
+describe('SNP launch commands after LAUNCH_FINISH, without and with the launch-state patch', () => {
+  it.each([
+    ['6.11', [], 'EIO'],
+    ['7.0', [], 'EIO'],
+    ['6.11', ['snp-launch-state'], 'EINVAL'],
+    ['7.0', ['snp-launch-state'], 'EINVAL'],
+  ] as const)(
+    '%s with patches %j: LAUNCH_UPDATE %s, a second LAUNCH_FINISH likewise, LAUNCH_START EINVAL',
+    async (kernel, patches, want) => {
+      const sb = await Sandbox.create({ kernel, patches, memory: '4MiB', gpaSpace: '32MiB', userMemory: '8MiB', gmemSpace: '32MiB' });
+      const { vm } = await setupVm({ sb, type: 'snp', launch: 'started' });
+      await vm.snpLaunchUpdate({ gpa: 0, data: image(1) });
+      await vm.snpLaunchFinish();
+      const digest = vm.snpLaunchDigest();
+      const d = await statsDelta(sb, ['rmpUpdates', 'foliosAllocated', 'hostRmpFaults'], async () => {
+        const late = await vm.snpLaunchUpdate({ gpa: PAGE_SIZE, data: image(2) }).catch((e: unknown) => e);
+        expect(late).toMatchObject(
+          want === 'EIO' ? { code: 'EIO', populateError: 'EIO', fwError: 2 } : { code: 'EINVAL', populateError: undefined },
+        );
+        await expect(vm.snpLaunchFinish()).rejects.toMatchObject({ code: want });
+        await expect(vm.snpLaunchStart()).rejects.toMatchObject({ code: 'EINVAL' });
+      });
+      // Unpatched, KVM took a folio and made it private before the firmware refused; the reclaim
+      // left it hypervisor-owned. Patched, nothing was looked up.
+      expect(d).toEqual(
+        want === 'EIO' ? { rmpUpdates: 1, foliosAllocated: 1, hostRmpFaults: 0 } : { rmpUpdates: 0, foliosAllocated: 0, hostRmpFaults: 0 },
+      );
+      expect(vm.rmpQuery(PAGE_SIZE)).toEqual(
+        want === 'EIO' ? { present: true, pfn: expect.any(Number), ...HYPERVISOR_OWNED } : { present: false },
+      );
+      expect(vm.snpLaunchDigest()).toBe(digest);
+      await sb.close();
+    },
+  );
+
+  it('a patch is named once, and only a known one: ArgumentError naming the field', async () => {
+    await expect(Sandbox.create({ patches: ['no-such-patch'] })).rejects.toThrow(
+      /^patches: unknown patch 'no-such-patch'; known: snp-launch-state$/,
+    );
+    await expect(Sandbox.create({ patches: ['snp-launch-state', 'snp-launch-state'] })).rejects.toThrow(
+      /^patches: 'snp-launch-state' given twice$/,
+    );
   });
 });

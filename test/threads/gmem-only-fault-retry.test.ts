@@ -7,23 +7,10 @@
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../../src/vmm/scenario/runner.js';
 import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { gmemOnlyScenario } from '../helpers/gmem-only.js';
 
-const scenario = parseScenario({
-  kernel: '6.18',
-  memory: '4MiB',
-  vms: [{ name: 'a', type: 'default', vcpus: 1 }],
-  steps: [
-    { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '8KiB', flags: ['mmap', 'init_shared'], expect: 'ok' },
-    {
-      op: 'set_user_memory_region2',
-      vm: 'a',
-      slot: 1,
-      flags: ['guest_memfd'],
-      guest_phys_addr: '1MiB',
-      memory_size: '8KiB',
-      guest_memfd: 'g',
-      expect: 'ok',
-    },
+const scenario = parseScenario(
+  gmemOnlyScenario([
     { op: 'pause', point: 'fault.after_get_pfn', actor: { vm: 'a', vcpu: 0 } },
     { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, expect: 'ok', expect_value: '00' },
     { op: 'await_held', point: 'fault.after_get_pfn', expect: 'ok' },
@@ -32,8 +19,8 @@ const scenario = parseScenario({
     { op: 'settle', expect: 'ok' },
     { op: 'stats', expect: 'ok', expect_value: { faultRetries: 1 } },
     { op: 'folio_query', fd: 'g', offset: 0, expect: 'ok', expect_value: { present: true, uptodate: true, refcount: 1 } },
-  ],
-});
+  ]),
+);
 
 describe('GMEM_ONLY shared fault retried after kvm_gmem_get_pfn', () => {
   it('drops the folio reference it took: refcount 1 (the page cache), and the audit is clean', async () => {

@@ -9,24 +9,11 @@
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../../src/vmm/scenario/runner.js';
 import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { GMEM_ONLY_GPA, gmemOnlyScenario } from '../helpers/gmem-only.js';
 
-const GPA = '1MiB';
-const scenario = parseScenario({
-  kernel: '6.18',
-  memory: '4MiB',
-  vms: [{ name: 'a', type: 'default', vcpus: 1 }],
-  steps: [
-    { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '8KiB', flags: ['mmap', 'init_shared'], expect: 'ok' },
-    {
-      op: 'set_user_memory_region2',
-      vm: 'a',
-      slot: 1,
-      flags: ['guest_memfd'],
-      guest_phys_addr: GPA,
-      memory_size: '8KiB',
-      guest_memfd: 'g',
-      expect: 'ok',
-    },
+const GPA = GMEM_ONLY_GPA;
+const scenario = parseScenario(
+  gmemOnlyScenario([
     { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '8KiB', expect: 'ok' },
     { op: 'stats', expect: 'ok', expect_value: { clears: 0, hostFaults: 0 } },
     { op: 'pause', point: 'host_fault.before_pte', actor: 'vmm' },
@@ -46,8 +33,8 @@ const scenario = parseScenario({
     { op: 'guest_read', vm: 'a', vcpu: 0, gpa: GPA, len: 4, expect: 'ok', expect_value: '00000000' },
     { op: 'host_read', map: 'm', offset: '4KiB', len: 2, expect: 'ok', expect_value: '0000' },
     { op: 'stats', expect: 'ok', expect_value: { clears: 4, hostFaults: 3, hostPtesZapped: 2 } },
-  ],
-});
+  ]),
+);
 
 describe('a default VM’s guest and the host on one GMEM_ONLY guest_memfd, on worker threads', () => {
   it('race for a new folio: one clear, then each reads the other’s bytes; a PUNCH_HOLE zaps both; the audit is clean', async () => {

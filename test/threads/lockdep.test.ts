@@ -71,6 +71,7 @@ describe('lockdep on worker threads', () => {
       balance: 0,
       liveness: 0,
       lockOrder: 1,
+      assertion: 0,
     });
     const [v] = r.audit.violations;
     expect(v.invariant).toBe('lockOrder');

@@ -12,6 +12,7 @@ import type { BugName } from '../../src/gmem/bugs.js';
 import { type McSchedule, ModelChecker, checkModelCheckable, countPreemptions } from '../../src/vmm/scenario/model-check.js';
 import { checkerFor, scheduleFile } from '../../src/vmm/scenario/saved.js';
 import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
+import { gmemOnlyScenario } from '../helpers/gmem-only.js';
 
 const root = join(import.meta.dirname, '../..');
 const load = (f: string): unknown => JSON.parse(readFileSync(join(root, 'examples', f), 'utf8'));
@@ -351,43 +352,27 @@ describe('the rules of a model-checked scenario', () => {
 });
 
 describe('host accesses through a guest_memfd mapping are actors too (6.18, kvm_gmem_fault_user_mapping on the VMM worker)', () => {
-  const scenario = {
-    kernel: '6.18',
-    memory: '4MiB',
-    vms: [{ name: 'a', type: 'default', vcpus: 1 }],
-    steps: [
-      { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '8KiB', flags: ['mmap', 'init_shared'], expect: 'ok' },
-      {
-        op: 'set_user_memory_region2',
-        vm: 'a',
-        slot: 1,
-        flags: ['guest_memfd'],
-        guest_phys_addr: '1MiB',
-        memory_size: '8KiB',
-        guest_memfd: 'g',
-        expect: 'ok',
-      },
-      { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '8KiB', expect: 'ok' },
-      {
-        op: 'parallel',
-        steps: [
-          { op: 'host_write', map: 'm', offset: 0, data: 'aa', expect: 'ok' },
-          { op: 'guest_write', vm: 'a', vcpu: 0, gpa: '0x100001', data: 'bb', expect: 'ok' },
-        ],
-      },
-      { op: 'host_read', map: 'm', offset: 0, len: 2, expect: 'ok', expect_value: 'aabb' },
-      {
-        op: 'parallel',
-        steps: [
-          { op: 'host_read', map: 'm', offset: 0, len: 1, expect: 'ok' },
-          { op: 'guest_write', vm: 'a', vcpu: 0, gpa: '1MiB', data: 'cc', expect: 'ok' },
-        ],
-      },
-      { op: 'fallocate', fd: 'g', mode: ['keep_size', 'punch_hole'], offset: 0, len: '4KiB', expect: 'ok' },
-      { op: 'host_read', map: 'm', offset: 0, len: 2, expect: 'ok', expect_value: '0000' },
-      { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 2, expect: 'ok', expect_value: '0000' },
-    ],
-  };
+  const scenario = gmemOnlyScenario([
+    { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '8KiB', expect: 'ok' },
+    {
+      op: 'parallel',
+      steps: [
+        { op: 'host_write', map: 'm', offset: 0, data: 'aa', expect: 'ok' },
+        { op: 'guest_write', vm: 'a', vcpu: 0, gpa: '0x100001', data: 'bb', expect: 'ok' },
+      ],
+    },
+    { op: 'host_read', map: 'm', offset: 0, len: 2, expect: 'ok', expect_value: 'aabb' },
+    {
+      op: 'parallel',
+      steps: [
+        { op: 'host_read', map: 'm', offset: 0, len: 1, expect: 'ok' },
+        { op: 'guest_write', vm: 'a', vcpu: 0, gpa: '1MiB', data: 'cc', expect: 'ok' },
+      ],
+    },
+    { op: 'fallocate', fd: 'g', mode: ['keep_size', 'punch_hole'], offset: 0, len: '4KiB', expect: 'ok' },
+    { op: 'host_read', map: 'm', offset: 0, len: 2, expect: 'ok', expect_value: '0000' },
+    { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 2, expect: 'ok', expect_value: '0000' },
+  ]);
 
   it('the host and a guest fault one folio at once, then race on one byte: every schedule within 1 preemption passes', async () => {
     const mc = new ModelChecker(parseScenario(scenario), { mode: 'exhaustive', preemptions: 1, maxSchedules: 2000, bug: null });

@@ -82,6 +82,7 @@ describe('every example scenario', () => {
         balance: 0,
         liveness: 0,
         lockOrder: 0,
+        assertion: 0,
       });
       expect(r.ok).toBe(true);
     });

@@ -1,6 +1,6 @@
 // Scenario validation before anything runs (vmm/scenario/schema.ts): every problem names the
 // field path and the rule (sizes, ops, nested parallel steps, unknown keys, VM, vCPU and fd names,
-// policies, pause points, expected outcomes). Expected outcomes are the kernel's errno names and KVM
+// policies, posted patches, pause points, expected outcomes). Expected outcomes are the kernel's errno names and KVM
 // exit reasons (include/uapi/linux/kvm.h: KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, ...).
 
 import { describe, expect, it } from 'vitest';
@@ -100,6 +100,12 @@ describe('scenario validation', () => {
     );
     expect(p).toContainEqual(expect.stringMatching(/^steps\.2\.point: Invalid option: expected one of "fault\.begin"\|/));
     expect(p).toContainEqual('(top level): Unrecognized key: "extra"');
+  });
+
+  it('patches: known names, each once (a posted patch applied on top of the kernel)', () => {
+    expect(parseScenario({ ...base(), patches: ['snp-launch-state'] }).patches).toEqual(['snp-launch-state']);
+    expect(problems({ ...base(), patches: ['snp-launch-state', 'snp-launch-state'] })).toEqual(['patches: names a patch twice']);
+    expect(problems({ ...base(), patches: ['no-such-patch'] })).toEqual(['patches.0: Invalid input: expected "snp-launch-state"']);
   });
 
   it('a bad expected outcome names the outcomes allowed', () => {

@@ -3,6 +3,7 @@
 // its memslot's guest_memfd at that index, assigned in the RMP to the VM's ASID at that gfn (SNP).
 
 import { PG_FREE, PG_HWPOISON, PG_UPTODATE } from '../../gmem/folio.js';
+import { KVM_MEMSLOT_GMEM_ONLY } from '../../kvm/memslots.js';
 import { GMEM_SHARED_FRAME, spteFrame, sptePrivate } from '../../kvm/spte.js';
 import { type Add, Views } from './views.js';
 
@@ -49,6 +50,7 @@ export function auditVms(v: Views, add: Add): SpteTally {
             detail: `a shared SPTE (user page ${spteFrame(spte)}) maps a gfn whose attribute is private`,
           });
         if (spteFrame(spte) >= GMEM_SHARED_FRAME) auditGmemSharedSpte(v, vm, gfn, spteFrame(spte) - GMEM_SHARED_FRAME, add);
+        else auditUserSpte(v, vm, gfn, spteFrame(spte), add);
         continue;
       }
       tally.checked++;
@@ -56,6 +58,29 @@ export function auditVms(v: Views, add: Add): SpteTally {
     }
   }
   return tally;
+}
+
+/**
+ * A shared SPTE on the VMM's memory: the page its memslot's userspace mapping gives that gfn.
+ * kvm_set_memslot zaps a deleted or moved slot's range (kvm_arch_flush_shadow_memslot) before
+ * it returns, so at a quiescent point no such SPTE outlives its slot or its place.
+ */
+function auditUserSpte(v: Views, vm: number, gfn: number, page: number, add: Add): void {
+  const s = v.memslots.lookup(vm, gfn);
+  // A GMEM_ONLY slot's shared gfns come from its file: what a flags change left is judged elsewhere.
+  if (s >= 0 && (v.memslots.flags(vm, s) & KVM_MEMSLOT_GMEM_ONLY) !== 0) return;
+  const want = s < 0 ? -1 : v.memslots.userPage(vm, s) + gfn - v.memslots.baseGfn(vm, s);
+  if (want === page) return;
+  add({
+    invariant: 'useAfterFree',
+    by: 'auditor',
+    vm,
+    gfn,
+    detail:
+      s < 0
+        ? `a shared SPTE (user page ${page}) survives its memslot: no slot holds gfn ${gfn}`
+        : `a shared SPTE maps user page ${page}, but gfn ${gfn}'s memslot maps user page ${want} (a moved slot not zapped)`,
+  });
 }
 
 /** One present private SPTE; true when the page is another co-bound VM's (a counted finding). */
@@ -137,7 +162,7 @@ function auditRmpEntry(v: Views, vm: number, gfn: number, pfn: number, ino: numb
     pfn,
     detail: e.assigned
       ? `RMP entry of pfn ${pfn} is assigned to ASID ${e.asid} at gfn ${e.gfn}, not ASID ${asid} at gfn ${gfn}`
-      : `RMP entry of pfn ${pfn} is hypervisor-owned`,
+      : `RMP entry of pfn ${pfn} is hypervisor-owned${v.rmp.reclaimed(pfn) ? ': snp_page_reclaim made it shared after the firmware refused its LAUNCH_UPDATE' : ''}`,
   });
   return false;
 }

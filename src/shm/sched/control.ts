@@ -7,6 +7,8 @@ import type { Sync } from '../sync/sync.js';
 import { decide, handOff } from './decide.js';
 import {
   A_BLOCK_WORD,
+  A_EXIT_HELD,
+  A_EXIT_HELD_WORD,
   A_SERVER,
   A_STATE,
   A_WORDS,
@@ -30,6 +32,7 @@ import {
   MAX_TRACE,
   POINTS_SHARED,
   ST_BLOCKED,
+  ST_DONE,
   SchedLayout,
   SchedOutcome,
   type StrategyName,
@@ -141,6 +144,35 @@ export class SchedControl {
       if (this.w[d] === 1) out.push({ tid: t, word: this.w[d + 1], orWord: this.w[d + 2] - 1, value: this.w[d + 3] });
     }
     return out;
+  }
+  /**
+   * Actors that left the run holding locks, as lockdep_sys_exit would warn ("lock held when
+   * returning to user space"): each one's thread id, how many it held, and the first one's word.
+   */
+  exitHeld(): Array<{ tid: number; count: number; word: number }> {
+    const out: Array<{ tid: number; count: number; word: number }> = [];
+    for (let t = 0; t < this.maxThreads; t++) {
+      const a = this.L.actor(t);
+      const count = Atomics.load(this.w, a + A_EXIT_HELD);
+      if (count > 0 && Atomics.load(this.w, a + A_STATE) === ST_DONE)
+        out.push({ tid: t, count, word: Atomics.load(this.w, a + A_EXIT_HELD_WORD) - 1 });
+    }
+    return out;
+  }
+  /** The actor holding the token (the one running), or -1. */
+  running(): number {
+    return Atomics.load(this.w, this.base + H_TOKEN);
+  }
+  /**
+   * Lets one more actor join a run whose actors have all left (the explorer's teardown after a
+   * schedule). It runs alone, so a wait it cannot end is a deadlock at once, reported with who
+   * waits on what, where a free-running wait would hang. The log, the trace and the counts go
+   * on, and the step limit becomes MAX_STEPS: the teardown's steps are not the schedule's.
+   */
+  admitOneMore(): void {
+    const b = this.base;
+    Atomics.store(this.w, b + H_EXPECTED, Atomics.load(this.w, b + H_REGISTERED) + 1);
+    Atomics.store(this.w, b + H_MAX_STEPS, MAX_STEPS);
   }
   /** Who is blocked on what, for a deadlock report. */
   blocked(): Array<{ tid: number; word: number; server: boolean }> {

@@ -20,6 +20,8 @@ import {
   A_BLOCK_VALUE2,
   A_BLOCK_WORD,
   A_BLOCK_WORD2,
+  A_EXIT_HELD,
+  A_EXIT_HELD_WORD,
   A_PEND,
   A_PEND_REGION,
   A_SERVER,
@@ -108,6 +110,10 @@ export class ControlledSync implements Sync {
     if (!this.active) return;
     const w = this.w;
     this.trace(Ev.EXIT, 0);
+    // Only a return to user space counts: an actor unwinding from the run's end drops its locks in any order.
+    const held = Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.RUNNING ? this.ld.held() : [];
+    Atomics.store(w, this.a + A_EXIT_HELD, held.length);
+    Atomics.store(w, this.a + A_EXIT_HELD_WORD, held.length > 0 ? held[0] + 1 : 0);
     Atomics.store(w, this.a + A_STATE, ST_DONE);
     this.active = false;
     this.writePoints = false;
@@ -132,7 +138,7 @@ export class ControlledSync implements Sync {
     if (next === this.tid) return;
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
-      const reason = Atomics.load(w, this.base + H_OUTCOME) === SchedOutcome.DEADLOCK ? AbortReason.DEADLOCK : AbortReason.STEP_LIMIT;
+      const reason = this.endReason();
       this.endRun(reason);
       throw new SyncAbortError(reason);
     }
@@ -157,8 +163,9 @@ export class ControlledSync implements Sync {
     if (next < 0) {
       Atomics.store(w, this.base + H_TOKEN, -1);
       if (Atomics.load(w, this.base + H_OUTCOME) !== SchedOutcome.RUNNING) {
-        this.endRun(AbortReason.DEADLOCK);
-        throw new SyncAbortError(AbortReason.DEADLOCK);
+        const reason = this.endReason();
+        this.endRun(reason);
+        throw new SyncAbortError(reason);
       }
       // Nobody can run, yet nobody is stuck: only servers wait. The controller will kick us.
       this.waitTurn();
@@ -168,6 +175,27 @@ export class ControlledSync implements Sync {
       handOff(w, this.L, next, this.free);
       this.waitTurn();
     }
+  }
+
+  /** Why the run ended, as the abort that unwinds its actors (the outcome is set, not RUNNING). */
+  private endReason(): Exclude<AbortReason, typeof AbortReason.NONE> {
+    const o = Atomics.load(this.w, this.base + H_OUTCOME);
+    return o === SchedOutcome.STEP_LIMIT
+      ? AbortReason.STEP_LIMIT
+      : o === SchedOutcome.ACTOR_FAILED
+        ? AbortReason.ACTOR_FAILED
+        : AbortReason.DEADLOCK;
+  }
+
+  /**
+   * This actor's code threw (a model assertion): the run ends at this step, before the actor
+   * leaves and hands the token on, so that the log stops where the failure was and a replay
+   * of it fails at the same point.
+   */
+  failRun(): void {
+    if (!this.active) return;
+    if (Atomics.compareExchange(this.w, this.base + H_OUTCOME, SchedOutcome.RUNNING, SchedOutcome.ACTOR_FAILED) === SchedOutcome.RUNNING)
+      this.endRun(AbortReason.ACTOR_FAILED);
   }
 
   /**

@@ -10,7 +10,7 @@ export const Strategy = { RANDOM: 0, PCT: 1, REPLAY: 2 } as const;
 export type StrategyName = 'random' | 'pct' | 'replay';
 
 /** Why a controlled run ended. */
-export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3 } as const;
+export const SchedOutcome = { RUNNING: 0, DEADLOCK: 2, STEP_LIMIT: 3, ACTOR_FAILED: 4 } as const;
 
 /** Event kinds in the trace. */
 export const Ev = {
@@ -64,7 +64,7 @@ export const POINTS_SHARED = 1;
 export const H_PCT_CHANGES = 16; // MAX_PCT_CHANGES step numbers
 export const HEADER = 32;
 
-export const A_WORDS = 12;
+export const A_WORDS = 13;
 export const A_STATE = 0;
 export const A_BLOCK_WORD = 1;
 export const A_BLOCK_VALUE = 2;
@@ -82,6 +82,12 @@ export const A_BLOCK_VALUE2 = 7;
 export const A_PEND_REGION = 8;
 export const A_PEND = 9;
 export const A_SLEEP = 10;
+/**
+ * Set when the actor left the run holding locks (lockdep_sys_exit's "lock held when returning to
+ * user space"): how many, and the word of the first + 1. A deadlock report names it as a holder.
+ */
+export const A_EXIT_HELD = 11;
+export const A_EXIT_HELD_WORD = 12;
 
 /** The deadlock snapshot, per thread: blocked (1/0), the word, the second word + 1 (0 none), the value it waited to change from. */
 export const DL_WORDS = 4;

@@ -197,6 +197,13 @@ export class Lockdep {
     return -1;
   }
 
+  /** The words of the locks this thread holds, oldest first (what lockdep_sys_exit would list). */
+  held(): number[] {
+    const s = this.stack;
+    if (this.w[this.epochWord] !== s[S_EPOCH]) return [];
+    return Array.from({ length: s[S_DEPTH] }, (_, k) => s[S_LOCKS + 2 * k]);
+  }
+
   private push(n: number, i: number, cls: number, mode: HeldMode): void {
     const s = this.stack;
     if (n === MAX_LOCK_DEPTH) throw new LockdepError(`lockdep: thread ${this.tid} holds ${MAX_LOCK_DEPTH} locks (MAX_LOCK_DEPTH)`);

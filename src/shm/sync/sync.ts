@@ -36,6 +36,8 @@ export const AbortReason = {
   STEP_LIMIT: 5,
   /** A scenario step's wait outlived the watchdog: a hang the scenario reports, with nothing unwound. */
   WATCHDOG: 6,
+  /** An actor of a controlled run threw (a model assertion): the run ends at that step. */
+  ACTOR_FAILED: 7,
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
 
@@ -47,6 +49,7 @@ const ABORT_REASON_NAMES: Readonly<Record<AbortReason, string>> = {
   [AbortReason.DEADLOCK]: 'deadlock',
   [AbortReason.STEP_LIMIT]: 'step limit',
   [AbortReason.WATCHDOG]: 'watchdog',
+  [AbortReason.ACTOR_FAILED]: 'an actor failed',
 };
 
 /** The reason's name for messages (an unknown value as its number). */

@@ -3,7 +3,7 @@
 // gmem/version.ts) is the bug, and the version with the fix runs the same workload clean. The
 // accepted races of b85524314a are listed too, as findings: no version fixes them.
 
-import type { KernelVersionName } from '../../gmem/version.js';
+import type { KernelVersionName, PatchName } from '../../gmem/version.js';
 import type { Invariant, Violation } from '../../checker/violations.js';
 import type { ExploreWorkload } from './explorer.js';
 
@@ -18,10 +18,14 @@ export interface HistoricalBug {
   /** Modelled versions that have it, and versions that have the fix. */
   readonly buggy: readonly KernelVersionName[];
   readonly fixed: readonly KernelVersionName[];
+  /** A posted patch (gmem/version.ts KERNEL_PATCHES) that, applied on a buggy version, fixes it. */
+  readonly fixedByPatch?: PatchName;
   /** What the explorer reports (a finding is counted, not a broken invariant). */
   readonly invariant: Invariant | 'finding';
   /** The code site or object a report names, as a pattern over the violation's detail. */
   readonly detail: RegExp;
+  /** Other reports the same bug makes in some interleavings (each an invariant and a detail pattern). */
+  readonly alsoReports?: ReadonlyArray<{ readonly invariant: Invariant; readonly detail: RegExp }>;
   /** The interleaving, in a sentence. */
   readonly how: string;
   /** The explorer workload that reaches it (over the default); findings name a scenario instead. */
@@ -80,8 +84,9 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     buggy: ['6.10', 'b85524314a', '6.11', '6.18'],
     fixed: ['6.19', '7.0', '7.4'],
     invariant: 'useAfterFree',
-    detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin)/,
-    how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE or the release walks a freed slot',
+    // 6.10 and b85524314a also walk the dangling binding when they prepare (kvm_gmem_prepare_folio).
+    detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin|prepare_folio)/,
+    how: 'a flags-only change (or a move) without KVM_MEM_GUEST_MEMFD replaces the slot; MOVE and FLAGS_ONLY free the old slot without kvm_gmem_unbind, so the next PUNCH_HOLE, the release or (before 6.11) a prepare walks a freed slot',
     workload: { vmType: 'sw-protected', ops: 'memflags=1,punch=1', vmmOps: 3, prefaultRatio: 0 },
   },
   {
@@ -98,6 +103,22 @@ export const CATALOGUE: readonly HistoricalBug[] = [
       /(?=.*(?:: |; )([^;:]+?) waits on invalidate_lock \(rwsem\) of guest_memfd inode)(?=.*waits on folio lock of pfn \d+ \(held by \1\))/,
     how: "memory_failure locks the folio and calls kvm_gmem_error_folio, which waits for filemap_invalidate_lock_shared; a PUNCH_HOLE holds the invalidate lock and waits in truncate_inode_pages_range's folio_lock for that folio. Lockdep cannot see it (PG_locked has no lockdep map); no report or fix was found upstream",
     workload: { vmType: 'sw-protected', ops: 'fallocate=1,hwpoison=2,punch=2', vmmOps: 6, vmmThreads: 2, multiVmShare: 0, pages: 2 },
+  },
+  {
+    id: 'late-launch-update-prefault',
+    title:
+      'a LAUNCH_UPDATE after LAUNCH_FINISH is accepted; a KVM_PRE_FAULT_MEMORY of the same never-faulted gfn clears, or maps, the page the populate is making private',
+    introducedBy: 'dee5a47cc7a4 (KVM_SEV_SNP_LAUNCH_UPDATE, 6.11), with pre-fault allowed after LAUNCH_FINISH',
+    fixedBy: null,
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'],
+    fixed: [],
+    fixedByPatch: 'snp-launch-state',
+    invariant: 'hostIsolation',
+    detail:
+      /RMP faults\); the first: (?:clear_highpage in kvm_gmem_get_(?:pfn|folio) on pfn \d+ \(thread \d+\), assigned to ASID \d+ at gfn \d+, immutable|memcpy in sev_gmem_post_populate)/,
+    alsoReports: [{ invariant: 'rmpAgreement', detail: /snp_page_reclaim made it shared after the firmware refused its LAUNCH_UPDATE/ }],
+    how: "snp_launch_update checks only that the launch started, so a LAUNCH_UPDATE after LAUNCH_FINISH (pre_fault_allowed set) runs; kvm_gmem_populate unlocks the folio before sev_gmem_post_populate makes it private, and a pre-fault of the same gfn (kvm_gmem_get_pfn takes no invalidate lock) finds it not up to date: it clears the page the populate made guest-owned (an RMP #PF), or it maps it private, and when the firmware refuses the late LAUNCH_UPDATE, snp_page_reclaim makes it shared under the new SPTE. No merged fix; Jethro Beekman's posted patch refuses the LAUNCH_UPDATE (--patch snp-launch-state)",
+    workload: { multiVmShare: 1 },
   },
   {
     id: 'punch-hole-leftover',
@@ -127,6 +148,11 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     scenario: 'examples/two-vms-one-inode.json',
   },
 ];
+
+/** Whether a kernel version, with these patches, has a catalogued bug. */
+export function hasBug(b: HistoricalBug, kernel: KernelVersionName, patches: readonly PatchName[] = []): boolean {
+  return b.buggy.includes(kernel) && (b.fixedByPatch === undefined || !patches.includes(b.fixedByPatch));
+}
 
 /** Bugs of the host mmap era (6.18 on) that the model cannot show; `gmem-sandbox catalogue` lists them with why. */
 export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
@@ -160,18 +186,29 @@ export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
 ];
 
 /** Why a schedule failed, as the catalogue names it: a known bug of the kernel run (every violation known), or nothing known. */
-export function knownBug(kernel: KernelVersionName, violations: readonly Violation[]): HistoricalBug | null {
-  const match = (v: Violation) => CATALOGUE.find((b) => b.invariant === v.invariant && b.buggy.includes(kernel) && b.detail.test(v.detail));
+export function knownBug(
+  kernel: KernelVersionName,
+  violations: readonly Violation[],
+  patches: readonly PatchName[] = [],
+): HistoricalBug | null {
+  const signs = (b: HistoricalBug, v: Violation): boolean =>
+    (b.invariant === v.invariant && b.detail.test(v.detail)) ||
+    (b.alsoReports ?? []).some((a) => a.invariant === v.invariant && a.detail.test(v.detail));
+  const match = (v: Violation) => CATALOGUE.find((b) => hasBug(b, kernel, patches) && signs(b, v));
   const first = violations.length > 0 ? match(violations[0]) : undefined;
   // A schedule that broke something else as well is not set aside.
   return first !== undefined && violations.every((v) => match(v) !== undefined) ? first : null;
 }
 
 /** The catalogue's findings a schedule's audit counted (accepted races: a counter each, not a violation). */
-export function knownFindings(kernel: KernelVersionName, f: { punchHoleLeftovers: number; crossVmPrepare: number }): HistoricalBug[] {
+export function knownFindings(
+  kernel: KernelVersionName,
+  f: { punchHoleLeftovers: number; crossVmPrepare: number },
+  patches: readonly PatchName[] = [],
+): HistoricalBug[] {
   const seen: HistoricalBug[] = [];
   for (const b of CATALOGUE) {
-    if (b.invariant !== 'finding' || !b.buggy.includes(kernel)) continue;
+    if (b.invariant !== 'finding' || !hasBug(b, kernel, patches)) continue;
     if ((b.id === 'punch-hole-leftover' && f.punchHoleLeftovers > 0) || (b.id === 'cross-vm-prepare' && f.crossVmPrepare > 0)) seen.push(b);
   }
   return seen;

@@ -6,7 +6,7 @@
 
 import { BUGS, type BugName, bugMask } from '../../gmem/bugs.js';
 import type { PolicyName } from '../../gmem/policy.js';
-import type { KernelChoice } from '../../gmem/version.js';
+import { type KernelChoice, type PatchName, patchNames } from '../../gmem/version.js';
 import { Bell } from '../../shm/bell.js';
 import { AbortReason } from '../../shm/sync/sync.js';
 import type { Mem } from '../../shm/layout.js';
@@ -17,12 +17,12 @@ import type { Violation } from '../../checker/violations.js';
 import { describeDeadlock } from '../../checker/deadlock.js';
 import { SandboxClosedError } from '../sandbox/errors.js';
 import type { RoundPlan, RoundRecord, ScheduleFindings } from './round.js';
-import { type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, vcpuActors } from '../workload/explore.js';
+import { type ExploreWorkload, MAX_VMM_THREADS, type ScheduleShape, scheduleShape, vcpuActors } from '../workload/explore.js';
 import { ddminSwitches } from './shrink.js';
 import { type Actor, type CrashReport, Runtime, type RuntimeOptions, type VcpuActor, WorkerCrashError } from '../sandbox/runtime.js';
-import type { VmmWorkerApi } from '../sandbox/vmm-worker.js';
-import { type VmmOp, parseMix } from '../workload/mix.js';
-import type { ScheduleCoverage } from './coverage.js';
+import type { VmmRound, VmmWorkerApi } from '../sandbox/vmm-worker.js';
+import { type VmmOp, parseMix, zeroOps } from '../workload/mix.js';
+import { NO_COVERAGE, type ScheduleCoverage } from './coverage.js';
 
 export {
   BUG_WORKLOADS,
@@ -43,6 +43,8 @@ export interface ExploreConfig {
   /** The modelled kernel; `policy` is the older name of the same choice (one of them, or neither for the default). */
   kernel?: KernelChoice;
   policy?: PolicyName;
+  /** Posted patches applied on top of the kernel (gmem/version.ts KERNEL_PATCHES). */
+  patches?: PatchName[];
   bug: BugName | null;
   strategy: StrategyName;
   depth: number;
@@ -58,7 +60,8 @@ export interface ScheduleResult {
   seed: number;
   steps: number;
   switches: number;
-  outcome: 'ok' | 'violation' | 'deadlock' | 'step-limit';
+  /** 'hang': the round watchdog ended it (its choices are those made up to the hang). */
+  outcome: 'ok' | 'violation' | 'deadlock' | 'step-limit' | 'hang';
   violations: Violation[];
   choices: number[];
   /** VMM ops each kind ran (errors included), over every VMM thread, and the VMs it ran. */
@@ -101,6 +104,7 @@ export class Explorer {
   ) {
     this.cfg = { ...cfg, workload: { ...cfg.workload } };
     parseMix(cfg.workload.ops);
+    if (cfg.patches !== undefined) patchNames(cfg.patches);
     if (cfg.bug !== null && !(cfg.bug in BUGS)) throw new Error(`bug: unknown planted bug '${cfg.bug}'`);
     const t = cfg.workload.vmmThreads;
     if (!Number.isInteger(t) || t < 1 || t > MAX_VMM_THREADS)
@@ -124,6 +128,7 @@ export class Explorer {
       sandbox: {
         ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}),
         ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}),
+        ...(this.cfg.patches !== undefined ? { patches: this.cfg.patches } : {}),
         memory: '1MiB',
         gpaSpace: '256KiB',
         userMemory: Math.max(256 << 10, (w.vms + 1) * w.pages * 4096),
@@ -180,6 +185,8 @@ export class Explorer {
     const vmms = this.vmms.slice(0, w.vmmThreads);
     const bell = this.bell!;
     const fromGen = new Bell(bell, rt.control).generation();
+    // Until the leader starts one, a hang is in the batch's first schedule, with no choice made yet.
+    new Bell(bell, rt.control).leading(0);
     const plan: RoundPlan = {
       bell,
       fromGen,
@@ -203,7 +210,9 @@ export class Explorer {
       platform: 'direct' as const,
     };
     const vcpuFollowers = this.runners.map((a, i) => rt.call(a, () => a.api.exploreFollow(bell, fromGen, { ...init, tid: a.tid }, i), 0));
-    const watchdog = roundWatchdog(rt, new Bell(bell, rt.control), this.cfg.scheduleTimeoutMs ?? SCHEDULE_TIMEOUT_MS);
+    const watchdog = roundWatchdog(rt, new Bell(bell, rt.control), this.cfg.scheduleTimeoutMs ?? SCHEDULE_TIMEOUT_MS, (report) =>
+      this.hangOf(report, seeds, new Bell(bell, rt.control)),
+    );
     const [led, ...followed] = await Promise.race([Promise.allSettled([lead, ...vmmFollowers, ...vcpuFollowers]), watchdog.hung]).finally(
       watchdog.stop,
     );
@@ -213,18 +222,33 @@ export class Explorer {
     const last = records[records.length - 1];
     if (last.failed !== undefined || rt.crashes.length > 0 || followed.some((r) => r.status === 'rejected'))
       throw failureOf(rt, last, followed);
-    const vmmOps = followed
-      .slice(0, vmmFollowers.length)
-      .map((r) => (r as PromiseFulfilledResult<Array<Record<VmmOp, number> | null>>).value);
-    const vcpuViolations = followed.slice(vmmFollowers.length).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value);
     this.runners.forEach((a, i) => (a.vm = last.vcpuVms[i]));
+    return this.results(rt, records, followed, vmmFollowers.length);
+  }
+
+  /** The batch's records as results, with the followers' ops and the last one's findings added. */
+  private results(
+    rt: Runtime,
+    records: readonly RoundRecord[],
+    followed: ReadonlyArray<PromiseSettledResult<unknown>>,
+    nVmm: number,
+  ): ScheduleResult[] {
+    const last = records[records.length - 1];
+    const vmmRounds = followed.slice(0, nVmm).map((r) => (r as PromiseFulfilledResult<Array<VmmRound | null>>).value);
+    const vmmOps = vmmRounds.map((rounds) => rounds.map((x) => x?.ops ?? null));
+    // A model assertion a follower's code fired (only the last round can have one: it ends the batch).
+    const followerViolations = [
+      ...vmmRounds.flatMap((rounds) => rounds[rounds.length - 1]?.violations ?? []),
+      ...followed.slice(nVmm).flatMap((r) => (r as PromiseFulfilledResult<Violation[]>).value),
+    ];
     const sched = this.sched!;
     return records.map((rec, k) => {
       const ops = { ...rec.ops };
       for (const perRound of vmmOps) for (const [op, n] of Object.entries(perRound[k] ?? {})) ops[op as VmmOp] += n;
-      const violations = rec === last ? [...vcpuViolations, ...rec.violations] : rec.violations;
+      const violations = rec === last ? [...followerViolations, ...rec.violations] : rec.violations;
+      // A deadlock leads, before what the audits saw of the state it left (a lock still held).
       if (rec.sched === SchedOutcome.DEADLOCK)
-        violations.push({
+        violations.unshift({
           invariant: 'liveness',
           by: 'scheduler',
           detail: `deadlock: no actor can run: ${describeDeadlock(rt.mem, sched, this.actorNames())}`,
@@ -249,6 +273,39 @@ export class Explorer {
         coverage: rec.coverage,
       };
     });
+  }
+
+  /**
+   * The schedule the round watchdog found hung, as far as it went: its seed, the choices made so
+   * far (the log of its run, if the leader had configured it), which replay up to the hang.
+   */
+  private hangOf(report: CrashReport, seeds: readonly number[], bell: Bell): ScheduleHangError {
+    const p = bell.progress();
+    const index = Math.min(p.index, seeds.length - 1);
+    const seed = seeds[index];
+    const choices = p.configured ? this.sched!.log() : [];
+    // The actor holding the token when no schedule moved: it never reached its next scheduling point.
+    const tok = p.configured ? this.sched!.running() : -1;
+    const running =
+      tok >= 0 ? `; ${this.actorNames().get(tok) ?? `thread ${tok}`} was running and never reached its next scheduling point` : '';
+    const result: ScheduleResult = {
+      seed,
+      steps: choices.length,
+      switches: switchesIn(choices),
+      outcome: 'hang',
+      violations: [{ invariant: 'liveness', by: 'watchdog', detail: `hang: ${report.message}${running}` }],
+      choices,
+      ops: zeroOps(),
+      shape: scheduleShape(this.cfg.workload, seed, this.rt!.descriptor.kernel),
+      findings: { punchHoleLeftovers: 0, crossVmPrepare: 0 },
+      // What a hung schedule reached is not read: its threads were still in it.
+      coverage: NO_COVERAGE,
+    };
+    return new ScheduleHangError(
+      { ...report, message: `${report.message}${running}; hung in the schedule of seed ${seed}, ${choices.length} steps in` },
+      result,
+      index,
+    );
   }
 
   /** A worker of the rounds that dies ends every wait of the rounds (the leader's, the followers'). */
@@ -280,7 +337,8 @@ export class Explorer {
     if (this.rt) {
       m.set(this.rt.vmm.tid, 'vmm');
       for (const v of this.vmms.slice(1)) m.set(v.tid, v.name);
-      for (const a of this.runners) m.set(a.tid, `vcpu ${a.index} (vm ${a.vm})`);
+      // A runner's VM is known once a batch of it ended (a hang in the first batch has none yet).
+      for (const a of this.runners) m.set(a.tid, a.vm >= 0 ? `vcpu ${a.index} (vm ${a.vm})` : `vcpu ${a.index}`);
     }
     return m;
   }
@@ -349,12 +407,30 @@ function failureOf(rt: Runtime, last: RoundRecord, followed: ReadonlyArray<Promi
   return new Error(`schedule ${last.seed}: the leading VMM thread failed: ${last.failed ?? 'aborted'}`);
 }
 
+/** A batch the round watchdog declared hung: the schedule it hung in, as far as it went, and its index in the batch. */
+export class ScheduleHangError extends WorkerCrashError {
+  constructor(
+    report: CrashReport,
+    readonly result: ScheduleResult,
+    readonly index: number,
+  ) {
+    super(report);
+    this.name = 'ScheduleHangError';
+  }
+}
+
 /**
  * Declares a batch hung when no new round of it starts within `timeoutMs` (a schedule takes
- * milliseconds): the report names who waits on what, and every wait of the sandbox and of the
- * rounds is aborted so that the threads unwind.
+ * milliseconds): the report names who waits on what and the schedule (read before the abort,
+ * whose unwinding would move the scheduler on), and every wait of the sandbox and of the rounds
+ * is aborted so that the threads unwind.
  */
-function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Promise<never>; stop: () => void } {
+function roundWatchdog(
+  rt: Runtime,
+  bell: Bell,
+  timeoutMs: number,
+  hangOf: (report: CrashReport) => ScheduleHangError,
+): { hung: Promise<never>; stop: () => void } {
   let timer: NodeJS.Timeout | undefined;
   const hung = new Promise<never>((_, reject) => {
     let gen = bell.generation();
@@ -368,15 +444,15 @@ function roundWatchdog(rt: Runtime, bell: Bell, timeoutMs: number): { hung: Prom
       }
       if (now - since < timeoutMs) return;
       clearInterval(timer);
-      const report: CrashReport = {
+      const err = hangOf({
         actor: 'explorer',
         kind: 'timeout',
         message: `no schedule of the batch finished within ${timeoutMs} ms; ${rt.whoWaits()}`,
-      };
-      rt.crashes.push(report);
+      });
+      rt.crashes.push(err.report);
       rt.control.abort(AbortReason.TIMEOUT);
       bell.abort(AbortReason.TIMEOUT);
-      reject(new WorkerCrashError(report));
+      reject(err);
     }, WATCHDOG_TICK_MS);
     timer.unref();
   });
@@ -389,9 +465,9 @@ function scheduling(cfg: ExploreConfig): Pick<RoundPlan, 'strategy' | 'depth' | 
   return { strategy: cfg.strategy, depth: cfg.depth, maxSteps: cfg.maxSteps, points: cfg.points ?? DEFAULT_POINTS };
 }
 
-/** Whether a schedule broke an invariant or deadlocked (a step limit is reported as a violation). */
+/** Whether a schedule broke an invariant, deadlocked or hung (a step limit is reported as a violation). */
 export function fails(r: ScheduleResult): boolean {
-  return r.outcome === 'violation' || r.outcome === 'deadlock';
+  return r.outcome === 'violation' || r.outcome === 'deadlock' || r.outcome === 'hang';
 }
 
 /** Context switches in a list of choices. */

@@ -21,6 +21,8 @@ const search = z.looseObject({
 export const exploreResultSchema = z.looseObject({
   explore: z.literal(1),
   kernel: z.string().nullable(),
+  // Absent in results written before patches existed: none.
+  patches: z.array(z.string()).default([]),
   strategy: z.string(),
   depth: z.number().int(),
   // Null: each search ran its own (a planted bug's); absent in results written before the mode existed.
@@ -69,11 +71,22 @@ export function mergeExploreResults(
 ): ExploreResult & { missingShards: number[]; shardCount: number } {
   const first = parts[0];
   const same = (p: ExploreResult): string =>
-    JSON.stringify([p.kernel, p.strategy, p.depth, p.points, p.seed, p.schedules, p.catalogue, p.shard.n, p.results.map((r) => r.bug)]);
+    JSON.stringify([
+      p.kernel,
+      p.patches,
+      p.strategy,
+      p.depth,
+      p.points,
+      p.seed,
+      p.schedules,
+      p.catalogue,
+      p.shard.n,
+      p.results.map((r) => r.bug),
+    ]);
   parts.forEach((p, i) => {
     if (same(p) !== same(first))
       throw new InputError(
-        `${files[i]}: a shard of another search than ${files[0]} (kernel, strategy, depth, points, seed, schedules, catalogue, shard count and bugs must agree)`,
+        `${files[i]}: a shard of another search than ${files[0]} (kernel, patches, strategy, depth, points, seed, schedules, catalogue, shard count and bugs must agree)`,
       );
   });
   const seen = new Map<number, string>();

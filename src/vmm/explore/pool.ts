@@ -4,7 +4,8 @@
 // the one a single explorer gives: the failing schedule with the lowest seed index, after every
 // seed before it ran clean.
 
-import { type ExploreConfig, Explorer, type ScheduleResult, fails } from './explorer.js';
+import type { RuntimeOptions } from '../sandbox/runtime.js';
+import { type ExploreConfig, Explorer, ScheduleHangError, type ScheduleResult, fails } from './explorer.js';
 
 /** The most explorers one search runs at once. */
 export const MAX_EXPLORE_JOBS = 16;
@@ -21,10 +22,15 @@ export interface PoolSearch {
 export class ExplorePool {
   readonly explorers: Explorer[];
 
-  constructor(cfg: ExploreConfig, jobs: number) {
+  constructor(
+    cfg: ExploreConfig,
+    jobs: number,
+    /** How each explorer's runtime starts (tests name their vCPU worker). */
+    runtimeOptions: Pick<RuntimeOptions, 'vcpuWorker'> = {},
+  ) {
     if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_EXPLORE_JOBS)
       throw new Error(`jobs: must be an integer from 1 to ${MAX_EXPLORE_JOBS}, got ${jobs}`);
-    this.explorers = Array.from({ length: jobs }, () => new Explorer(cfg));
+    this.explorers = Array.from({ length: jobs }, () => new Explorer(cfg, runtimeOptions));
   }
 
   /** Schedules run so far over every explorer. */
@@ -60,7 +66,14 @@ export class ExplorePool {
         try {
           rs = await ex.runSchedules(seeds.slice(from, Math.min(end, limit())));
         } catch (error) {
-          if (broken === null || from < broken.index) broken = { index: from, error };
+          // A hang is a schedule's outcome too (its seed and its choices so far), though it
+          // leaves this explorer unusable: it takes no more batches.
+          if (error instanceof ScheduleHangError && ends(error.result)) {
+            const index = from + error.index;
+            ran += error.index + 1;
+            onBatch(ran, error.result, [error.result]);
+            if (best === null || index < best.index) best = { index, result: error.result, explorer: ex };
+          } else if (broken === null || from < broken.index) broken = { index: from, error };
           return false;
         }
         ran += rs.length;

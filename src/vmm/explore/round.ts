@@ -14,7 +14,7 @@ import type { PointsMode } from '../../shm/points.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { SyncControl } from '../../shm/sync/control.js';
 import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js';
-import type { Violation } from '../../checker/violations.js';
+import { type Violation, assertionViolation } from '../../checker/violations.js';
 import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
 import { auditQuiescent, auditTeardown } from '../../checker/audit.js';
 import { type SandboxDescriptor, resetSandboxMemory } from '../sandbox/build.js';
@@ -117,8 +117,9 @@ export function leadRounds(plan: RoundPlan, h: LeaderHooks): RoundRecord[] {
   const bell = new Bell(plan.bell, new SyncControl(h.mem));
   const out: RoundRecord[] = [];
   try {
-    for (const seed of plan.seeds) {
+    for (const [index, seed] of plan.seeds.entries()) {
       let rec: RoundRecord;
+      bell.leading(index);
       try {
         rec = leadOne(plan, h, sched, bell, seed);
       } catch (e) {
@@ -160,25 +161,32 @@ function leadOne(plan: RoundPlan, h: LeaderHooks, sched: SchedControl, bell: Bel
   const shape = scheduleShape(w, seed, plan.descriptor.kernel);
   const layout = h.setup(scheduleSetup(w, shape, seed, plan));
   configureScheduler(plan, sched, seed);
-  const vmmOps = scheduleVmmOps(w, seed, plan);
-  const runs = scheduleGuestRuns(w, shape, seed, layout.gfnStart, plan.runnerTids.length);
+  bell.configured();
+  const vmmOps = scheduleVmmOps(w, shape, seed, plan);
+  const runs = scheduleGuestRuns(w, shape, seed, layout.gfnStart, plan.runnerTids.length, h.mem.limits.gfnsPerVm);
   const vcpus = layout.vcpus.map((created, i) => ({ created, run: runs[i] }));
   bell.ring({ seed, shared: layout.shared, vmmOps, vcpus } satisfies RoundPayload, plan.vmmTids.length - 1 + plan.runnerTids.length);
-  const own = runOwnOps(h, vmmOps[0]);
+  const own = runOwnOps(h, sched, vmmOps[0]);
   const arrived = bell.arrivals();
   // Everyone arrived, but a worker outside the round (or this one's own ops) met a fatal abort:
   // the schedule did not run to its end, and its audits would judge a torn state.
   bell.throwIfAborted();
   const failed = own.failed ?? (arrived.crashed > 0 ? 'a follower failed' : undefined);
-  const outcome = sched.outcome();
-  const { violations, findings } = judgeSchedule(h, sched, outcome, failed);
+  // The schedule's own steps and coverage: the teardown that follows runs as an actor too, but alone.
+  const steps = sched.steps();
+  const switches = sched.switches();
+  const choices = sched.log();
   const coverage = scheduleCoverage(h.mem);
+  const judged = judgeSchedule(h, sched, sched.outcome(), failed);
+  const violations = own.assertion !== undefined ? [own.assertion, ...judged.violations] : judged.violations;
+  const findings = judged.findings;
   return {
     seed,
-    steps: sched.steps(),
-    switches: sched.switches(),
-    choices: sched.log(),
-    sched: outcome,
+    steps,
+    switches,
+    choices,
+    // A teardown that deadlocked ends the schedule as one.
+    sched: sched.outcome(),
     violations,
     ops: own.ops,
     shape,
@@ -211,12 +219,22 @@ function configureScheduler(plan: RoundPlan, sched: SchedControl, seed: number):
   });
 }
 
-/** The leader's own share of the ops; an abort is not its failure (the caller finds the cause). */
-function runOwnOps(h: LeaderHooks, cfg: VmmOpsConfig): { ops: Record<VmmOp, number>; failed?: string } {
+/**
+ * The leader's own share of the ops; an abort is not its failure (the caller finds the cause).
+ * A model assertion its ops fired as an actor is the schedule's finding; any other error, the
+ * leader's failure.
+ */
+function runOwnOps(
+  h: LeaderHooks,
+  sched: SchedControl,
+  cfg: VmmOpsConfig,
+): { ops: Record<VmmOp, number>; failed?: string; assertion?: Violation } {
   try {
     return { ops: h.runOps(cfg).ops };
   } catch (e) {
-    return { ops: parseMix(''), ...(e instanceof SyncAbortError ? {} : { failed: describeError(e) }) };
+    if (e instanceof SyncAbortError) return { ops: parseMix('') };
+    if (sched.outcome() === SchedOutcome.ACTOR_FAILED) return { ops: parseMix(''), assertion: assertionViolation(e, 'vmm') };
+    return { ops: parseMix(''), failed: describeError(e) };
   }
 }
 
@@ -241,11 +259,30 @@ function judgeSchedule(
     const audit = auditQuiescent(h.mem);
     violations.push(...audit.violations);
     findings = audit.findings;
-    // Every fd closed and every VM destroyed: a release or a free that touches freed memory
-    // shows here, and so does anything left behind.
-    h.closeAll();
+    const torn = teardown(h, sched);
+    if (torn !== null) return { violations: [...violations, ...torn], findings };
     // The teardown takes locks too: its lock order counts before the next reset empties the graph.
     violations.push(...auditTeardown(h.mem).violations, ...takeLockOrderReports(h.mem));
   }
   return { violations, findings };
+}
+
+/**
+ * Every fd closed and every VM destroyed: a release or a free that touches freed memory shows
+ * afterwards, and so does anything left behind. The teardown runs as the one actor left, so a
+ * wait nobody can end (a lock an actor returned to user space holding) is a deadlock the
+ * scheduler reports, not a hang, and a model assertion it fires is a finding. Null when it ran
+ * to its end; else what ended it (the scheduler's deadlock is added by the controller).
+ */
+function teardown(h: LeaderHooks, sched: SchedControl): Violation[] | null {
+  sched.admitOneMore();
+  try {
+    h.closeAll();
+    return null;
+  } catch (e) {
+    const outcome = sched.outcome();
+    if (outcome === SchedOutcome.RUNNING) throw e;
+    const own = e instanceof SyncAbortError ? [] : [assertionViolation(e, 'vmm (teardown)')];
+    return [...own, ...takeOnlineReports(h.mem)];
+  }
 }

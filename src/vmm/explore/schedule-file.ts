@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { BUG_NAMES } from '../../gmem/bugs.js';
 import { POLICIES } from '../../gmem/policy.js';
-import { KERNEL_CHOICES, UPSTREAM_BEFORE_7_0 } from '../../gmem/version.js';
+import { KERNEL_CHOICES, PATCH_NAMES, UPSTREAM_BEFORE_7_0 } from '../../gmem/version.js';
 import { INVARIANTS } from '../../checker/violations.js';
 import { POINTS_MODES } from '../../shm/points.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
@@ -53,6 +53,10 @@ export const scheduleSchema = z
         .optional()
         .transform((k) => (k === 'upstream' ? UPSTREAM_BEFORE_7_0 : k)),
       policy: z.enum(POLICIES).optional(),
+      patches: z
+        .array(z.enum(PATCH_NAMES))
+        .refine((ps) => new Set(ps).size === ps.length, 'names a patch twice')
+        .optional(),
       bug: z.enum(BUG_NAMES as [string, ...string[]]).nullable(),
       strategy: z.enum(['random', 'pct', 'replay']),
       depth: int(1, L.depth),
@@ -60,6 +64,7 @@ export const scheduleSchema = z
       // Absent in schedules saved before the mode existed, and in 'locks' ones.
       points: z.enum(POINTS_MODES).optional(),
       workload,
+      scheduleTimeoutMs: int(1, 3_600_000).optional(),
     }),
     seed: int(0, 2 ** 32 - 1),
     choices: z
@@ -71,7 +76,7 @@ export const scheduleSchema = z
           .max(1 << 16),
       )
       .max(L.maxSteps),
-    outcome: z.enum(['ok', 'violation', 'deadlock', 'step-limit']),
+    outcome: z.enum(['ok', 'violation', 'deadlock', 'step-limit', 'hang']),
     violations: z.array(z.looseObject({ invariant: z.enum(INVARIANTS), by: z.string(), detail: z.string() })),
   })
   .superRefine((s, ctx) => {

@@ -13,6 +13,7 @@ import { declareGupPins } from '../../gmem/gup.js';
 import { declareLruAdd } from '../../gmem/lru.js';
 import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setGmemAttributesKept, setModuleParams } from '../../gmem/params.js';
 import { declareFiles } from '../../gmem/file.js';
+import { declareHostRmpFault } from '../../gmem/filemap.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
 import { declareInodes } from '../../gmem/inode.js';
@@ -24,7 +25,11 @@ import {
   type KernelChoice,
   type KernelVersionName,
   POLICY_VERSION,
+  type PatchName,
+  declareKernelPatches,
+  patchNames,
   resolveKernelChoice,
+  setKernelPatches,
   VERSIONS,
 } from '../../gmem/version.js';
 import { declareAttributes } from '../../kvm/attributes.js';
@@ -53,6 +58,8 @@ export interface SandboxOptions {
   kernel?: KernelChoice;
   /** A prepare policy: an alias for the kernel version it was modelled on (see gmem/version.ts). */
   policy?: PolicyName;
+  /** Posted patches to apply on top of the kernel version (KERNEL_PATCHES in gmem/version.ts). */
+  patches?: readonly string[];
   /** Host memory for guest_memfd folios (default 64MiB). */
   memory?: number | string;
   /** Guest physical address space per VM (default: the larger of 1GiB and twice `memory`). */
@@ -81,6 +88,8 @@ export interface SandboxDescriptor {
   kernel: KernelVersionName;
   /** The prepare policy of `kernel`. */
   policy: PolicyName;
+  /** The patches the kernel runs with (kept in the shared memory too, for every thread's kernel). */
+  patches: PatchName[];
   watchdogMs: number;
   spin: number;
   /** The module parameters in force (those the kernel version has). */
@@ -167,6 +176,7 @@ export async function buildSandboxMemoryAsync(o: SandboxOptions, p: BuildProgres
 function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   const kernel = resolveKernel(o);
   const policy = POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare];
+  const patches = resolvePatches(o.patches);
   const watchdogMs = o.watchdogMs ?? DEFAULT_WATCHDOG_MS;
   if (!Number.isInteger(watchdogMs) || watchdogMs < 0)
     throw new ArgumentError('watchdogMs', `must be a non-negative integer, got ${watchdogMs}`);
@@ -200,11 +210,13 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareSched(lb, limits.maxThreads);
   declareKasan(lb);
   declareOnlineAudit(lb);
-  // Last, so that adding it moved no other region's words.
+  // Last, so that adding them moved no other region's words.
   declareLockdep(lb);
   // After lockdep, for the same reason.
   declareHostMappings(lb, limits.filemapPages);
   declareCoverage(lb, limits.maxThreads);
+  declareKernelPatches(lb);
+  declareHostRmpFault(lb);
   // 7.4's regions, last for the same reason.
   declareModuleParams(lb);
   declareFailslab(lb);
@@ -216,7 +228,7 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   const mem = mapBuffers(buffers);
   setModuleParams(mem, moduleParams);
   setGmemAttributesKept(mem, VERSIONS[kernel].gmemAttributes);
-  return { buffers, kernel, policy, watchdogMs, spin, moduleParams };
+  return { buffers, kernel, policy, patches, watchdogMs, spin, moduleParams };
 }
 
 /** The parameters named (each a known one, a boolean), as the kernel `kernel` has them. */
@@ -230,6 +242,17 @@ export function resolveModuleParams(p: ModuleParams | undefined, kernel: KernelV
   // ee1168fb7313 (7.4) adds the parameter; an older kvm.ko ignores it ("unknown parameter ignored").
   if (VERSIONS[kernel].inPlaceConversionParam) out.gmem_in_place_conversion = p?.gmem_in_place_conversion ?? false;
   return out;
+}
+
+/** The patches a sandbox is asked to run with, checked. */
+export function resolvePatches(names: readonly string[] | undefined): PatchName[] {
+  if (names === undefined) return [];
+  if (!Array.isArray(names)) throw new ArgumentError('patches', `must be a list of patch names, got ${JSON.stringify(names)}`);
+  try {
+    return patchNames(names);
+  } catch (e) {
+    throw new ArgumentError('patches', (e as Error).message.replace(/^patches: /, ''));
+  }
 }
 
 /**
@@ -252,6 +275,7 @@ function* resetSteps(d: SandboxDescriptor, fresh: boolean): Generator<number> {
     mem.user.fill(0);
   }
   new SyncControl(mem).init(d.watchdogMs, d.spin);
+  setKernelPatches(mem, d.patches);
   lockdepReset(mem);
   const folios = new Folios(mem);
   for (let pfn = 0; pfn < mem.limits.nrPfns; pfn++) folios.markFree(pfn);

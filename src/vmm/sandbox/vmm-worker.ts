@@ -23,7 +23,9 @@ import {
   attachStressTarget,
   buildStressLayout,
 } from '../workload/layout.js';
-import type { VmmOp } from '../workload/mix.js';
+import { type VmmOp, zeroOps } from '../workload/mix.js';
+import { type Violation, assertionViolation } from '../../checker/violations.js';
+import { SyncAbortError } from '../../shm/sync/sync.js';
 import { type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
 
 class VmmWorker {
@@ -94,29 +96,33 @@ class VmmWorker {
       init: () => this.init(plan.descriptor, tid, { mode: 'controlled', platform: 'direct' }),
       setup: (cfg) => this.setupStress(cfg),
       runOps: (cfg) => this.runOps(cfg),
-      closeAll: () => this.closeAll(),
+      // The round admitted this thread as the one actor of the teardown (round.ts).
+      closeAll: () => asActor(this.s.k.sync, () => this.closeAll()),
     };
     return leadRounds(plan, hooks);
   }
 
-  /** The explorer's schedules as VMM thread `t` of each: the leader's layout, its share of the ops (null: aborted). */
-  exploreFollow(
-    bell: SharedArrayBuffer,
-    fromGen: number,
-    descriptor: SandboxDescriptor,
-    tid: number,
-    t: number,
-  ): Array<Record<VmmOp, number> | null> {
+  /**
+   * The explorer's schedules as VMM thread `t` of each: the leader's layout, its share of the ops
+   * (null: aborted), and a model assertion they fired (which ends the batch).
+   */
+  exploreFollow(bell: SharedArrayBuffer, fromGen: number, descriptor: SandboxDescriptor, tid: number, t: number): Array<VmmRound | null> {
     return followRounds(
       bell,
       fromGen,
       new SyncControl(mapBuffers(descriptor.buffers)),
-      (p: RoundPayload) => {
+      (p: RoundPayload): VmmRound => {
         this.init(descriptor, tid, { mode: 'controlled', platform: 'direct' });
         this.attachStress(p.shared, t);
-        return this.runOps(p.vmmOps[t]).ops;
+        try {
+          return { ops: this.runOps(p.vmmOps[t]).ops, violations: [] };
+        } catch (e) {
+          // asActor ended the run: the assertion is the schedule's finding.
+          if (e instanceof SyncAbortError) throw e;
+          return { ops: zeroOps(), violations: [assertionViolation(e, `vmm ${t + 1}`)] };
+        }
       },
-      () => false,
+      (r) => r.violations.length > 0,
     );
   }
 
@@ -143,6 +149,12 @@ class VmmWorker {
       return { result: (e as { code?: string }).code ?? 'error', detail: (e as Error).message };
     }
   }
+}
+
+/** What a following VMM thread did in one round: its ops, and the assertion that ended it. */
+export interface VmmRound {
+  ops: Record<VmmOp, number>;
+  violations: Violation[];
 }
 
 export type VmmWorkerApi = VmmWorker;

@@ -195,6 +195,7 @@ export class ModelChecker {
         ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
         ...(s.policy !== undefined ? { policy: s.policy } : {}),
         ...(s.module_params !== undefined ? { moduleParams: s.module_params } : {}),
+        ...(s.patches !== undefined ? { patches: s.patches } : {}),
         memory: s.memory ?? '4MiB',
         gpaSpace: '16MiB',
         userMemory: '4MiB',

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { FALLOC_MODE_NAMES, type FallocModeName } from '../../gmem/fallocate.js';
 import { GUEST_MEMFD_FLAG_NAMES, type GuestMemfdFlagName } from '../../gmem/flags.js';
 import { POLICIES } from '../../gmem/policy.js';
-import { KERNEL_CHOICES, POLICY_VERSION, resolveKernelChoice } from '../../gmem/version.js';
+import { KERNEL_CHOICES, PATCH_NAMES, POLICY_VERSION, resolveKernelChoice } from '../../gmem/version.js';
 import { KVM_CAP_NAMES, type KvmCapName } from '../../kvm/check_extension.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { VM_TYPES } from '../../kvm/vm.js';
@@ -206,6 +206,11 @@ export const scenarioSchema = z.strictObject({
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
   kernel: z.enum(KERNEL_CHOICES).optional(),
   policy: z.enum(POLICIES).optional(),
+  /** Posted patches applied on top of the kernel (gmem/version.ts KERNEL_PATCHES), each once. */
+  patches: z
+    .array(z.enum(PATCH_NAMES))
+    .refine((ps) => new Set(ps).size === ps.length, 'names a patch twice')
+    .optional(),
   memory: size.optional(),
   seed: z
     .number()

@@ -5,7 +5,7 @@
 
 import { POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
 import { type KernelChoice, VERSIONS } from '../../gmem/version.js';
-import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits } from '../sandbox/build.js';
+import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits, resolvePatches } from '../sandbox/build.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
 import { LOCK_STAT_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
@@ -25,6 +25,8 @@ export interface StressOptions {
   /** The modelled kernel (default 6.11); `policy` is the older name of the same choice. */
   kernel?: KernelChoice;
   policy?: PolicyName;
+  /** Posted patches applied on top of the kernel version (gmem/version.ts KERNEL_PATCHES). */
+  patches?: readonly string[];
   vmType?: VmTypeName;
   vcpus?: number;
   vms?: number;
@@ -138,6 +140,7 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
   const cfg = {
     kernel,
     policy: POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare],
+    patches: resolvePatches(o.patches),
     vmType: o.vmType ?? 'snp',
     vcpus: o.vcpus ?? 2,
     vms: o.vms ?? 1,
@@ -253,6 +256,7 @@ function stressSandbox(cfg: StressConfig, pages: number): SandboxOptions {
   // Each VM's shared memory gets its own stretch of VMM memory, so VMs do not alias it.
   return {
     kernel: cfg.kernel,
+    patches: cfg.patches,
     memory: cfg.memory,
     userMemory: Math.max(16 << 20, pages * PAGE_SIZE * (cfg.vms + launching(cfg))),
     watchdogMs: cfg.watchdogMs,

@@ -18,7 +18,7 @@ const lineSchema = z.strictObject({
   params: z.record(z.string(), z.union([z.string(), z.number()])),
   ok: z.boolean(),
   faultsPerSecond: z.number().nonnegative(),
-  // Partial: lines written before an invariant existed (lockOrder) count none of it.
+  // Partial: lines written before an invariant existed (lockOrder, assertion) count none of it.
   violations: z.partialRecord(z.enum(INVARIANTS), count),
   findings: z.object({ punchHoleLeftovers: count, crossVmPrepare: count }),
   counters: z.record(z.string(), z.number()),

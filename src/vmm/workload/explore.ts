@@ -13,6 +13,7 @@ import type { WorkloadConfig } from '../../vcpu-workers/guest-workload.js';
 import type { StressSetup } from './layout.js';
 import { parseMix } from './mix.js';
 import type { VmmOpsConfig } from './vmm-ops.js';
+import { plainSlotGfns } from './ops/memslot.js';
 
 export interface ExploreWorkload {
   vmType: VmTypeName;
@@ -153,7 +154,7 @@ export function scheduleSetup(w: ExploreWorkload, shape: ScheduleShape, seed: nu
 }
 
 /** Each VMM thread's ops in a schedule (index 0 is the leader's): its share of vmmOps, its own seed. */
-export function scheduleVmmOps(w: ExploreWorkload, seed: number, a: ScheduleActors): VmmOpsConfig[] {
+export function scheduleVmmOps(w: ExploreWorkload, shape: ScheduleShape, seed: number, a: ScheduleActors): VmmOpsConfig[] {
   const signalTids = [...a.vmmTids, ...a.runnerTids];
   return a.vmmTids.map((_, t): VmmOpsConfig => {
     const share = opsForThread(w.vmmOps, a.vmmTids.length, t);
@@ -166,9 +167,13 @@ export function scheduleVmmOps(w: ExploreWorkload, seed: number, a: ScheduleActo
       durationMs: 0,
       maxOps: share,
       signalTids,
+      ...(shape.launchingBeside ? { firstOp: 'launch' as const } : {}),
     };
   });
 }
+
+/** The share of guest steps that probe the plain memslot (WorkloadConfig.probe). */
+export const PLAIN_PROBE_RATIO = 0.05;
 
 /** Each vCPU actor's guest workload in a schedule, over the `gfnStart` its layout put the pages at. */
 export function scheduleGuestRuns(
@@ -177,7 +182,10 @@ export function scheduleGuestRuns(
   seed: number,
   gfnStart: number,
   actors: number,
+  gfnsPerVm: number,
 ): WorkloadConfig[] {
+  // Guests probe the plain memslot the VMM creates and moves, when the mix draws it.
+  const probe = (parseMix(w.ops).plainslot ?? 0) > 0 ? { ...plainSlotGfns(gfnsPerVm), ratio: PLAIN_PROBE_RATIO } : undefined;
   return Array.from({ length: actors }, (_, i) => ({
     gfnStart,
     gfnCount: w.pages,
@@ -194,5 +202,6 @@ export function scheduleGuestRuns(
     multiVm: shape.vms > 1,
     launchLinked: shape.populateFirstVm,
     prefaultRatio: w.prefaultRatio,
+    ...(probe ? { probe } : {}),
   }));
 }

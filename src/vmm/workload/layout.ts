@@ -45,6 +45,8 @@ export interface StressTarget {
   hostMaps: HostMap[];
   /** This VMM thread's index among the run's (0 leads). */
   thread: number;
+  /** How many VMM threads the run has. */
+  threads: number;
 }
 
 /**
@@ -322,5 +324,6 @@ export function attachStressTarget(sb: Sandbox, shared: SharedStressTarget, thre
     gmemFlags: shared.gmemFlags,
     hostMaps: shared.hostMaps,
     thread,
+    threads: shared.prefault.length,
   };
 }

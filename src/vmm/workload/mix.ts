@@ -17,7 +17,9 @@ import { ArgumentError } from '../sandbox/errors.js';
  * oom: the allocator keeps all but 0-2 free pages back until this thread's next op, and the VMM
  * fallocates a range meanwhile (ENOMEM paths); mmap, touch, munmap (6.18, on a layout whose files
  * the VMM may map: GUEST_MEMFD_FLAG_MMAP): map a file range with MAP_SHARED, read or write a page
- * through a mapping (a SIGBUS is an outcome), unmap one this thread made.
+ * through a mapping (a SIGBUS is an outcome), unmap one this thread made; launch: the launching
+ * VM booted from several threads (each LAUNCH_UPDATEs its share of the image, the first one ends
+ * the launch and pre-faults the range), drawn as each VMM thread's first op beside a launching VM.
  */
 export const VMM_OPS = [
   'punch',
@@ -37,6 +39,7 @@ export const VMM_OPS = [
   'mmap',
   'touch',
   'munmap',
+  'launch',
 ] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 

@@ -30,6 +30,8 @@ export interface VmmOpsConfig {
   maxOps: number;
   /** Thread ids of the vCPU threads a 'signal' op may target (none: the op does nothing). */
   signalTids?: number[];
+  /** The op this thread runs first, before any is drawn (if the layout can run it). */
+  firstOp?: VmmOp;
 }
 
 export interface VmmOpsResult {
@@ -75,7 +77,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
       rc.checkpoint(k.sync);
       // An 'oom' lasts until this thread's next op.
       endStarvation(c);
-      const op = drawOp(c.rng, weights, total);
+      // The launching VM's first ops run whenever its populate may be drawn.
+      const first = n === 0 && t.populateVm >= 0 && (cfg.mix.populate ?? 0) > 0 ? cfg.firstOp : undefined;
+      const op = first ?? drawOp(c.rng, weights, total);
       const start = k.tracer.on ? k.tracer.now() : 0;
       const h: OpHandler = VMM_OP_HANDLERS[op];
       const range = drawRange(c, h.range, cfg.maxPages);
@@ -113,12 +117,12 @@ const HOST_OPS: readonly VmmOp[] = ['mmap', 'touch', 'munmap'];
 
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
 function opWeights(t: StressTarget, mix: VmmOpsConfig['mix']): number[] {
-  // populate needs a launching VM, close a VM of its own, the host ops files made with MMAP,
+  // populate and launch need a launching VM, close a VM of its own, the host ops files made with MMAP,
   // convert private memory (INIT_SHARED files are made on VMs without: default VMs).
   const mappable = (t.gmemFlags & GUEST_MEMFD_FLAG_MMAP) !== 0;
   const privateMem = (t.gmemFlags & GUEST_MEMFD_FLAG_INIT_SHARED) === 0;
   const runnable = (o: VmmOp): boolean =>
-    (o !== 'populate' || t.populateVm >= 0) &&
+    ((o !== 'populate' && o !== 'launch') || t.populateVm >= 0) &&
     (o !== 'close' || !t.linked) &&
     (o !== 'convert' || privateMem) &&
     (mappable || !HOST_OPS.includes(o));

@@ -62,14 +62,18 @@ export const close: OpHandler = {
 const PLAIN_SLOT = 8;
 const PLAIN_PAGES = 2;
 
+/** The gfns 'plainslot' creates and moves its slot over, in a VM of `gfnsPerVm` frames: what guests probe. */
+export function plainSlotGfns(gfnsPerVm: number): { gfn: number; count: number } {
+  return { gfn: gfnsPerVm - 4 * PLAIN_PAGES, count: 2 * PLAIN_PAGES };
+}
+
 /**
  * A memslot of VMM memory only, at the top of the guest physical space: created, given dirty
  * logging by a flags-only change, moved up (variant 1 moves first), then deleted. The guests
- * never touch its gfns. Returns the first error, or 0.
+ * of an explore schedule probe its gfns (WorkloadConfig.probe). Returns the first error, or 0.
  */
 function plainSlotOp(sb: Sandbox, vm: number, variant: number): number {
-  const top = sb.k.memslots.gfnsPerVm;
-  const gfn = top - 4 * PLAIN_PAGES;
+  const { gfn } = plainSlotGfns(sb.k.memslots.gfnsPerVm);
   const user = sb.mem.limits.userPages - PLAIN_PAGES;
   const set = (flags: number, at: number, npages: number): number =>
     kvmSetMemoryRegion(sb.k, vm, {

@@ -6,7 +6,7 @@ import { fallocate, hwpoison, oom, punch } from './file.js';
 import { mmap, munmap, touch } from './host.js';
 import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
 import type { OpHandler } from './op.js';
-import { convert, fwfail, populate, prefault, signal } from './vm.js';
+import { convert, fwfail, launch, populate, prefault, signal } from './vm.js';
 
 export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   punch,
@@ -26,4 +26,5 @@ export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   mmap,
   touch,
   munmap,
+  launch,
 };

@@ -67,6 +67,48 @@ export const populate: OpHandler = {
   },
 };
 
+/**
+ * A VMM booting the launching VM from several threads: each loads its share of the image
+ * (ownPages), one LAUNCH_UPDATE per page; the first thread, once its share is in, ends the
+ * launch and pre-faults the whole range. KVM accepts a LAUNCH_UPDATE after LAUNCH_FINISH (only
+ * the firmware refuses it), so a thread still loading races that pre-fault on a page it has not
+ * measured yet: the late-LAUNCH_UPDATE race of the catalogue.
+ */
+export const launch: OpHandler = {
+  range: 'gfn',
+  run({ sb, t }) {
+    if (t.populateVm < 0) return null;
+    const k = sb.k;
+    const whole = t.regions.find((x) => x.vm === t.populateVm);
+    if (whole === undefined) return null;
+    const own = ownPages(whole, t.thread, t.threads);
+    const data = new Uint8Array(PAGE_SIZE).fill(LAUNCH_BYTE);
+    let e = 0;
+    for (let p = own.first; p < own.first + own.n && e === 0; p++) {
+      const r = snpLaunchUpdate(k, k.psp, t.populateVm, p, PAGE_SIZE, SnpPageType.NORMAL, { data, pageOffset: 0 });
+      e = r.ret < 0 ? r.populateErr || r.ret : 0;
+    }
+    if (t.thread !== 0) return e;
+    e ||= snpLaunchFinish(k, k.psp, t.populateVm);
+    const v = t.prefaultVcpus[t.vms.indexOf(t.populateVm)];
+    if (v !== undefined) e ||= kvmVcpuPreFaultMemory(k, v, { gpa: whole.gfn * PAGE_SIZE, size: whole.npages * PAGE_SIZE, flags: 0 });
+    return e;
+  },
+};
+
+/**
+ * VMM thread `thread`'s share of the launching VM's pages, of `threads`: its first gfn and how
+ * many (at least one). The first thread, which ends the launch, loads the first page only; the
+ * others split the rest, so that their LAUNCH_UPDATEs may still be going when it ends it.
+ */
+export function ownPages(r: { gfn: number; npages: number }, thread: number, threads: number): { first: number; n: number } {
+  if (threads === 1 || r.npages === 1) return { first: r.gfn, n: r.npages };
+  if (thread === 0) return { first: r.gfn, n: 1 };
+  const per = Math.ceil((r.npages - 1) / (threads - 1));
+  const first = Math.min(r.npages - 1, 1 + (thread - 1) * per);
+  return { first: r.gfn + first, n: Math.max(1, Math.min(per, r.npages - first)) };
+}
+
 /** The next RMPUPDATE fails (or, half the time with a VM launching, its next LAUNCH_UPDATE). */
 export const fwfail: OpHandler = {
   range: 'gfn',
