@@ -1,11 +1,26 @@
 // gmem-sandbox: the public library API.
 
-export { Sandbox, Vm, GuestMemfd, HostMapping, Vcpu } from './vmm/sandbox/sandbox.js';
-export type { GuestAccessResult, RmpQuery, FolioInfo, UserMemoryRegion2Args } from './vmm/sandbox/sandbox.js';
+export { Sandbox, Vm, GuestMemfd, HostMapping, GupPin, Vcpu } from './vmm/sandbox/sandbox.js';
+export type {
+  GuestAccessResult,
+  RmpQuery,
+  FolioInfo,
+  UserMemoryRegion2Args,
+  LaunchUpdateArgs,
+  MemoryAttributes2Args,
+} from './vmm/sandbox/sandbox.js';
+export { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './gmem/attributes.js';
+export { MODULE_PARAM_NAMES, type ModuleParams } from './gmem/params.js';
 export type { SandboxOptions } from './vmm/sandbox/build.js';
 export { KvmError, ArgumentError, SandboxClosedError, HostSignalError } from './vmm/sandbox/errors.js';
 export { GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_FLAG_INIT_SHARED, type GuestMemfdFlagName } from './gmem/flags.js';
-export { KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS, type KvmCapName } from './kvm/check_extension.js';
+export {
+  KVM_CAP_GUEST_MEMFD,
+  KVM_CAP_GUEST_MEMFD_FLAGS,
+  KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
+  KVM_CAP_MEMORY_ATTRIBUTES,
+  type KvmCapName,
+} from './kvm/check_extension.js';
 export { SandboxLimitError, PAGE_SIZE, LIMITS } from './shm/limits.js';
 export { POLICIES, type PolicyName } from './gmem/policy.js';
 export { KERNEL_CHOICES, KERNEL_VERSIONS, type KernelChoice, type KernelVersionName, UPSTREAM, VERSIONS } from './gmem/version.js';

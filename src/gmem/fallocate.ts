@@ -11,7 +11,7 @@ import { Bug } from './bugs.js';
 import { PG_PUNCH_RACE } from './folio.js';
 import { filemapGrabFolio, folioPut, folioUnlock, truncateRange } from './filemap.js';
 import { Policy } from './policy.js';
-import { boundRanges, invalidateBegin, invalidateEnd } from './invalidate.js';
+import { allGfnsFilter, boundRanges, invalidateBegin, invalidateEnd } from './invalidate.js';
 import { prepareFolioAllVms } from './prepare.js';
 import { pfnOf } from '../shm/frames.js';
 
@@ -152,7 +152,7 @@ function gmemPunchHole(g: GmemCtx, ino: number, offset: number, len: number): nu
   const per = boundRanges(g, ino, start, end);
   g.inodes.punchBegin(ino, start, end);
   if (g.bugs & Bug['punch-frees-before-zap']) truncateRange(g, ino, start, end);
-  invalidateBegin(g, per);
+  invalidateBegin(g, per, allGfnsFilter(g, ino));
   g.sync.point(P['punch_hole.after_invalidate_begin']);
   if (g.bugs & Bug['invalidate-end-before-truncate']) invalidateEnd(g, per);
   if ((g.bugs & Bug['punch-frees-before-zap']) === 0) truncateRange(g, ino, start, end);

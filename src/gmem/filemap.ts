@@ -9,6 +9,7 @@ import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
 import { Bug } from './bugs.js';
 import { HOST_PATTERN, PG_PUNCH_RACE } from './folio.js';
+import { LRU_BATCH } from './lru.js';
 import { type Pfn, pfnOf } from '../shm/frames.js';
 
 // folio_lock
@@ -148,6 +149,8 @@ export function filemapGrabFolio(g: GmemCtx, ino: number, index: number): number
       // Counted as it enters the page cache (foliosFreed counts it leaving): a page that lost
       // the race to insert is in neither.
       g.stats[C.foliosAllocated]++;
+      // filemap_add_folio: the new folio goes on the LRU through this thread's batch.
+      folioAddLru(g, pfn);
       return pfn;
     }
     // Lost the race to insert. A stale lookup may hold a reference by now: drop ours with
@@ -204,4 +207,38 @@ export function truncateRange(g: GmemCtx, ino: number, start: number, end: numbe
     removed++;
   }
   return removed;
+}
+
+// folio_add_lru: the folio (on which the caller holds a reference) goes to this thread's batch
+// with a reference of its own; a full batch moves to the LRU first (folio_batch_move_lru).
+export function folioAddLru(g: GmemCtx, pfn: number): void {
+  if (!g.version.setMemoryAttributes2) return;
+  const tid = g.sync.tid;
+  for (;;) {
+    for (let k = 0; k < LRU_BATCH; k++) {
+      const word = g.lru.slotWord(tid, k);
+      if (Atomics.load(g.mem.w, word) !== 0) continue;
+      // The extra reference first (the caller's keeps the count above zero): a drain that
+      // empties the slot at once drops it.
+      if (!g.folios.tryGet(pfn)) throw new Error(`folio_add_lru: pfn ${pfn} without a reference`);
+      if (g.lru.fill(tid, k, pfn)) return;
+      folioPut(g, pfn);
+    }
+    lruAddDrainCpu(g, tid);
+  }
+}
+
+// lru_add_drain_cpu: the batch of thread `tid` moves to the LRU, dropping its references.
+function lruAddDrainCpu(g: GmemCtx, tid: number): void {
+  for (let k = 0; k < LRU_BATCH; k++) {
+    const pfn = g.lru.take(tid, k);
+    if (pfn >= 0) folioPut(g, pfn);
+  }
+}
+
+// lru_add_drain_all: every thread's batch is emptied (the kernel queues the drain on each CPU and
+// waits for it; here the caller empties them, which drops the same references).
+export function lruAddDrainAll(g: GmemCtx): void {
+  g.stats[C.lruDrains]++;
+  for (let t = 0; t < g.lru.maxThreads; t++) lruAddDrainCpu(g, t);
 }

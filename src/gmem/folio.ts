@@ -15,6 +15,8 @@ const F_INODE = 3;
 const F_INDEX = 4;
 /** Bumped on every allocation, so the auditor can tell one life of a pfn from the next. */
 const F_GEN = 5;
+/** folio->_pincount: FOLL_PIN references (pin_user_pages), each also one in F_REF. */
+const F_PINCOUNT = 6;
 
 /** folio_test_uptodate: cleared (and, per policy, registered) with the guest. */
 export const PG_UPTODATE = 1;
@@ -108,7 +110,22 @@ export class Folios {
     Atomics.store(this.w, b + F_REF, 2);
     Atomics.store(this.w, b + F_INODE, inode + 1);
     Atomics.store(this.w, b + F_INDEX, index);
+    Atomics.store(this.w, b + F_PINCOUNT, 0);
     Atomics.add(this.w, b + F_GEN, 1);
+  }
+
+  /** folio_maybe_dma_pinned's count: pins taken by pin_user_pages and not yet unpinned. */
+  pincount(pfn: number): number {
+    return Atomics.load(this.w, this.base + pfn * FOLIO_WORDS + F_PINCOUNT);
+  }
+  /** A FOLL_PIN reference: +1 pin (the caller holds the folio reference that comes with it). */
+  pin(pfn: number): void {
+    Atomics.add(this.w, this.base + pfn * FOLIO_WORDS + F_PINCOUNT, 1);
+  }
+  /** unpin_user_page's pin count; the caller then drops the folio reference. */
+  unpin(pfn: number): void {
+    if (Atomics.sub(this.w, this.base + pfn * FOLIO_WORDS + F_PINCOUNT, 1) <= 0)
+      throw new Error(`unpin_user_page: pfn ${pfn} is not pinned`);
   }
 
   /** folio->mapping = NULL: removed from its filemap. */

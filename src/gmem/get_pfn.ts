@@ -4,6 +4,7 @@
 
 import { Errno } from '../shm/errno.js';
 import { P } from '../shm/points.js';
+import { LockClass } from '../shm/sync/classes.js';
 import { NO_HANDLE } from '../shm/slab.js';
 import { C } from '../shm/stats.js';
 import type { GmemCtx } from './ctx.js';
@@ -12,12 +13,14 @@ import { PG_HWPOISON, PG_UPTODATE } from './folio.js';
 import { filemapGrabFolio, folioPut, folioUnlock } from './filemap.js';
 import { Policy } from './policy.js';
 import { gmemFput } from './guest_memfd.js';
+import { gmemIsPrivateMem } from './attributes.js';
 import { archPrepare, archPrepareAllVms, clearPage, prepareFolioAllVms } from './prepare.js';
 import { type Gfn, type PgOff, pfnOf } from '../shm/frames.js';
 
 // __kvm_gmem_get_pfn: the folio at `index` of `file` (on which the caller holds a reference),
 // looked up through memslot `slot` of `vm` whose slot->gmem.file is the word `fileWord`; locked
-// and with a reference, not prepared. Returns the pfn, or -errno.
+// and with a reference, not prepared; from 7.4 cleared if it was not up to date (cb0544296a33),
+// for get_pfn and populate alike. Returns the pfn, or -errno.
 export function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: number, vm: number, index: number): number {
   // file != slot->gmem.file: released since the caller took its reference.
   if (Atomics.load(g.mem.w, fileWord) - 1 !== file) return -Errno.EFAULT;
@@ -32,6 +35,10 @@ export function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: n
     folioPut(g, pfn);
     return -Errno.EHWPOISON;
   }
+  if (g.version.prepareOnlyPrivate && !g.folios.test(pfn, PG_UPTODATE)) {
+    clearPage(g, pfnOf(pfn));
+    markPrepared(g, pfn);
+  }
   return pfn;
 }
 
@@ -42,7 +49,18 @@ export function gmemGetFolio(g: GmemCtx, file: number, fileWord: number, slot: n
 export function gmemGetPfn(g: GmemCtx, fileWord: number, slot: number, vm: number, gfn: Gfn, index: PgOff): number {
   return withActiveFile(g, fileWord, (file) => {
     g.sync.point(P['get_pfn.after_get_file']);
-    return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+    if (!g.version.gmemAttributes) return gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+    // 1ae5be958ff7 (7.4): the invalidate lock, shared, across the lookup and the prepare; and
+    // 89fbe3de01cc: the folio's reference goes before it is dropped, none for the caller.
+    const lock = g.inodes.invalidateLockWord(g.files.inode(file));
+    g.sync.downRead(lock, LockClass.INVALIDATE);
+    try {
+      const pfn = gmemGetPfnFile(g, file, fileWord, slot, vm, gfn, index);
+      if (pfn >= 0 && g.version.getPfnDropsRef) folioPut(g, pfn);
+      return pfn;
+    } finally {
+      g.sync.upRead(lock);
+    }
   });
 }
 
@@ -93,6 +111,12 @@ function gmemGetPfnFile(g: GmemCtx, file: number, fileWord: number, slot: number
       }
       break;
     case Policy.ON_EVERY_FAULT:
+      // 3df611b5a04e (7.4): __kvm_gmem_get_pfn cleared it; the arch hook (make_private) runs
+      // for private pages only.
+      if (g.version.prepareOnlyPrivate) {
+        if (gmemIsPrivateMem(g, ino, index)) r = archPrepare(g, vm, gfn, pfn);
+        break;
+      }
       // 8622ef05709f: uptodate means cleared, set before the hook runs, so a failed prepare
       // leaves a cleared folio; the hook itself skips a page already assigned.
       if (!g.folios.test(pfn, PG_UPTODATE)) {

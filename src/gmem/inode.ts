@@ -131,6 +131,10 @@ export class Inodes {
     Atomics.store(this.w, this.at(ino) + I_STATE, 0);
   }
 
+  /** Where the inode's indices start among the filemap's slots (regions kept per index use the same offsets). */
+  filemapOffset(ino: number): number {
+    return Atomics.load(this.w, this.at(ino) + I_FILEMAP_BASE);
+  }
   /** The filemap word of `index` (value: pfn + 1, or 0 for a hole). */
   slotWord(ino: number, index: number): number {
     return this.filemapBase + this.w[this.at(ino) + I_FILEMAP_BASE] + index;

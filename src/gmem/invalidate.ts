@@ -6,6 +6,18 @@ import { P } from '../shm/points.js';
 import { Site } from '../shm/slab.js';
 import { LockClass } from '../shm/sync/classes.js';
 import type { GmemCtx } from './ctx.js';
+import { GUEST_MEMFD_FLAG_INIT_SHARED } from './flags.js';
+
+/** enum kvm_gfn_range_filter: which mappings of a gfn range an invalidation zaps. */
+export const KVM_FILTER_SHARED = 1 << 0;
+export const KVM_FILTER_PRIVATE = 1 << 1;
+
+// kvm_gmem_get_all_gfns_filter (e088c7f86bef, 7.4): both kinds when gmem_in_place_conversion is
+// on; otherwise what the file can hold (kvm_gmem_get_invalidate_filter, 5d3341d684be, 6.18).
+export function allGfnsFilter(g: GmemCtx, ino: number): number {
+  if (g.version.allGfnsFilter && g.inPlace) return KVM_FILTER_SHARED | KVM_FILTER_PRIVATE;
+  return g.inodes.flags(ino) & GUEST_MEMFD_FLAG_INIT_SHARED ? KVM_FILTER_SHARED : KVM_FILTER_PRIVATE;
+}
 
 export function withTableLock<T>(g: GmemCtx, fn: () => T): T {
   g.sync.mutexLock(g.inodes.tableLockWord, LockClass.GMEM_TABLE);
@@ -47,9 +59,10 @@ export function boundRanges(g: GmemCtx, ino: number, start: number, end: number)
   return out;
 }
 
-// kvm_gmem_invalidate_begin for one file's bindings over [start, end).
-export function invalidateBegin(g: GmemCtx, per: Array<[number, number[]]>): void {
-  for (const [vm, ranges] of per) g.kvm.invalidateBegin(vm, ranges);
+// kvm_gmem_invalidate_begin for one file's bindings over [start, end), zapping the mappings
+// `filter` names.
+export function invalidateBegin(g: GmemCtx, per: Array<[number, number[]]>, filter: number): void {
+  for (const [vm, ranges] of per) g.kvm.invalidateBegin(vm, ranges, filter);
 }
 
 // kvm_gmem_invalidate_end

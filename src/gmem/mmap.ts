@@ -10,6 +10,7 @@ import { PAGE_SIZE, SandboxLimitError } from '../shm/limits.js';
 import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import { P } from '../shm/points.js';
+import { gmemIsSharedMem } from './attributes.js';
 import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { filemapGrabFolio, folioPut, folioUnlock, hostFill } from './filemap.js';
@@ -119,14 +120,19 @@ function hostAccessPages(g: GmemCtx, map: number, offset: number, buf: Uint8Arra
     if (at < 0 || k >= m.npages) return HOST_SIGSEGV;
     const off = at - k * PAGE_SIZE;
     const n = Math.min(buf.length - done, PAGE_SIZE - off);
-    const pfn = hostPte(g, map, m, k);
+    const pfn = hostPte(g, map, m, k, true);
     if (pfn < 0) return pfn;
-    // The page is pinned: a PUNCH_HOLE may unmap and truncate it meanwhile, and the access
-    // still moves the bytes of the page it walked to, as a user access finishes on the old
-    // translation before the zap's TLB shootdown.
-    g.sync.point(P['host_access.before_copy']);
-    const r = copyPage(g, pfn, off, buf, done, n, write);
-    folioPut(g, pfn);
+    let r: number;
+    try {
+      // The page is pinned: a PUNCH_HOLE may unmap and truncate it meanwhile, and the access
+      // still moves the bytes of the page it walked to, as a user access finishes on the old
+      // translation before the zap's TLB shootdown.
+      g.sync.point(P['host_access.before_copy']);
+      r = copyPage(g, pfn, off, buf, done, n, write);
+      folioPut(g, pfn);
+    } finally {
+      accessDone(g);
+    }
     if (r < 0) return r;
     done += n;
     if (progress) progress.done = done;
@@ -152,12 +158,15 @@ function copyPage(g: GmemCtx, pfn: number, off: number, buf: Uint8Array, from: n
 /**
  * The MMU's walk to page `k` of the mapping: the pfn its PTE maps, with a folio reference held
  * for the access (a zap's TLB shootdown waits for an access in flight, so the page is not freed
- * under it); a missing PTE faults first.
+ * under it); a missing PTE faults first. An `access` counts as in flight from before its PTE
+ * read until accessDone, so that a shootdown (tlbShootdownWait) after a zap waits for it; a pin
+ * (GUP) is not in flight: its reference is what a conversion's check must see.
  */
-function hostPte(g: GmemCtx, map: number, m: HostMappingInfo, k: number): number {
+export function hostPte(g: GmemCtx, map: number, m: HostMappingInfo, k: number, access: boolean): number {
   const w = g.mem.w;
   for (;;) {
     if (k < m.ptes) {
+      if (access) Atomics.add(w, g.vmas.inflightWord, 1);
       const word = g.vmas.pteWord(map, k);
       const v = Atomics.load(w, word);
       if (v !== 0) {
@@ -165,11 +174,41 @@ function hostPte(g: GmemCtx, map: number, m: HostMappingInfo, k: number): number
           if (Atomics.load(w, word) === v) return v - 1;
           folioPut(g, v - 1);
         }
+        if (access) accessDone(g);
         continue;
       }
+      if (access) accessDone(g);
     }
     const r = gmemFaultUserMapping(g, map, m, k);
     if (r < 0) return r;
+  }
+}
+
+/** An access has let go of its page: a shootdown waiting for it may go on. */
+function accessDone(g: GmemCtx): void {
+  const w = g.mem.w;
+  Atomics.sub(w, g.vmas.inflightWord, 1);
+  if (Atomics.load(w, g.vmas.inflightWaitersWord) > 0) g.sync.wake(g.vmas.inflightWord, Infinity);
+}
+
+/** Loads a shootdown spins before it sleeps. */
+const SHOOTDOWN_SPIN = 100;
+
+/**
+ * The TLB shootdown after a zap of host PTEs (flush_tlb_mm_range's IPIs): returns once no host
+ * access that read a PTE before the zap is still using its page. Such an access takes no lock
+ * while in flight, so the wait always ends.
+ */
+export function tlbShootdownWait(g: GmemCtx): void {
+  const w = g.mem.w;
+  const word = g.vmas.inflightWord;
+  for (let v = Atomics.load(w, word); v !== 0; v = Atomics.load(w, word)) {
+    Atomics.add(w, g.vmas.inflightWaitersWord, 1);
+    try {
+      g.sync.waitWhileEquals(word, v, SHOOTDOWN_SPIN);
+    } finally {
+      Atomics.sub(w, g.vmas.inflightWaitersWord, 1);
+    }
   }
 }
 
@@ -179,10 +218,8 @@ function hostPte(g: GmemCtx, map: number, m: HostMappingInfo, k: number): number
 function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: number): number {
   const index = m.pgoff + k;
   if (index >= g.inodes.sizePages(m.inode)) return HOST_SIGBUS;
-  // fe2bf6234e94: memory not made shared at creation is private, never in host page tables.
-  if (!gmemInitShared(g, m.inode)) return HOST_SIGBUS;
-  const pfn = filemapGrabFolio(g, m.inode, index);
-  // vmf_error: -ENOMEM is VM_FAULT_OOM, anything else SIGBUS.
+  const pfn = grabSharedFolio(g, m.inode, index);
+  // vmf_error: -ENOMEM is VM_FAULT_OOM, anything else (-EACCES for private memory) SIGBUS.
   if (pfn < 0) return pfn === -Errno.ENOMEM ? pfn : HOST_SIGBUS;
   // Up to date doubles as cleared: whoever meets the folio first (this fault or kvm_gmem_get_pfn)
   // clears it, once, under the folio lock.
@@ -203,4 +240,18 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
   else g.stats[C.hostFaults]++;
   folioUnlock(g, pfn);
   return 0;
+}
+
+// The folio of a host fault, if the memory is the host's: 6.18 (fe2bf6234e94) lets only an
+// INIT_SHARED file in host page tables; 7.4 (1ae5be958ff7) asks the index's attribute under the
+// invalidate lock (shared), and drops the lock before the folio is mapped. -EACCES if private.
+function grabSharedFolio(g: GmemCtx, ino: number, index: number): number {
+  if (!g.version.gmemAttributes) return gmemInitShared(g, ino) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
+  const lock = g.inodes.invalidateLockWord(ino);
+  g.sync.downRead(lock, LockClass.INVALIDATE);
+  try {
+    return gmemIsSharedMem(g, ino, index) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
+  } finally {
+    g.sync.upRead(lock);
+  }
 }

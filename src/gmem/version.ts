@@ -10,9 +10,12 @@ import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { Policy, type PolicyName } from './policy.js';
 
 /** The modelled versions, oldest first. */
-export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'] as const;
+export const KERNEL_VERSIONS = ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0', '7.4'] as const;
 export type KernelVersionName = (typeof KERNEL_VERSIONS)[number];
-/** `upstream` names the newest modelled version (what mainline runs, as far as the model goes). */
+/**
+ * `upstream` names the newest released modelled version (what mainline runs, as far as the model
+ * goes); 7.4 is newer but only queued in the KVM tree.
+ */
 export const UPSTREAM: KernelVersionName = '7.0';
 /** What --kernel, scenarios and sweeps accept: a version, or `upstream`. */
 export const KERNEL_CHOICES = [...KERNEL_VERSIONS, 'upstream'] as const;
@@ -98,6 +101,58 @@ export interface KernelVersion {
    */
   readonly snpPopulateAssignedEexist: boolean;
   /**
+   * Per-inode memory attributes (1ae5be958ff7, 7.4): every index of a guest_memfd is shared or
+   * private, kept under the invalidate lock; the host fault checks "shared" under it (shared)
+   * instead of the INIT_SHARED flag, and kvm_gmem_get_pfn holds it (shared) for its whole run.
+   */
+  readonly gmemAttributes: boolean;
+  /**
+   * kvm.ko's module parameter gmem_in_place_conversion exists (ee1168fb7313, 537ec2b15fdd): with
+   * it on, per-VM attributes are off (KVM_SET_MEMORY_ATTRIBUTES takes no PRIVATE), KVM asks
+   * guest_memfd whether a gfn is private, and every guest_memfd memslot is GMEM_ONLY (2e646bcfcf90).
+   */
+  readonly inPlaceConversionParam: boolean;
+  /**
+   * KVM_SET_MEMORY_ATTRIBUTES2 on a guest_memfd and KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES
+   * (799c9fadc639; the refcount check dcde2f853ff4, the arch make_shared 6fa1dab756fd, the
+   * early return 856852ef2108). Before it guest_memfd has no .unlocked_ioctl: ENOTTY.
+   */
+  readonly setMemoryAttributes2: boolean;
+  /** INIT_SHARED on a VM with private memory when gmem_in_place_conversion is on (b5ed1ee2a7a0). */
+  readonly initSharedOnCoco: boolean;
+  /**
+   * kvm_gmem_get_pfn calls the arch prepare (make_private) for private pages only (3df611b5a04e),
+   * and clearing a folio that is not up to date moves into __kvm_gmem_get_pfn, which populate
+   * shares (cb0544296a33).
+   */
+  readonly prepareOnlyPrivate: boolean;
+  /** kvm_gmem_get_pfn drops its folio reference before it returns: no struct page out (89fbe3de01cc). */
+  readonly getPfnDropsRef: boolean;
+  /**
+   * Release, PUNCH_HOLE and memory failure zap with kvm_gmem_get_all_gfns_filter: SHARED|PRIVATE
+   * when gmem_in_place_conversion is on, release over [0, -1ul) (e088c7f86bef).
+   */
+  readonly allGfnsFilter: boolean;
+  /** SNP LAUNCH_UPDATE takes a NULL source when gmem_in_place_conversion is on: populate in place (edcc3f42981e). */
+  readonly launchUpdateInPlace: boolean;
+  /**
+   * kvm_gmem_unbind of a dying file takes the invalidate lock like any other (1f3359c873db);
+   * before, ae431059e75d's path edited the bindings without it, under a concurrent walk of the
+   * inode's files.
+   */
+  readonly unbindDyingFileLocked: boolean;
+  /**
+   * The bind's xa_store_range error is returned and the partial store undone (e6ecb88711d9);
+   * before, it was ignored and the memslot went live without its binding.
+   */
+  readonly bindStoreErrorChecked: boolean;
+  /**
+   * Binding split into prepare and commit (3fe5d2944e5a, 83411f32b8ad, 513333a55460): the binding
+   * is published once the memslot is ready; an overlapping binding is EEXIST (EINVAL at 7.0;
+   * kvm-x86 5e38e1bd4e7b already answers EEXIST before the split).
+   */
+  readonly bindOnCommit: boolean;
+  /**
    * SNP LAUNCH_START, LAUNCH_UPDATE and LAUNCH_FINISH after a successful LAUNCH_FINISH are EINVAL
    * (sev->snp_finished, the posted "Track SNP launch state" patch: no version has it). Without
    * it, KVM accepts a LAUNCH_UPDATE after LAUNCH_FINISH and only the firmware refuses it.
@@ -128,6 +183,17 @@ const V610: KernelVersion = {
   populatePerPage: false,
   launchUpdateAlignedSource: false,
   snpPopulateAssignedEexist: false,
+  gmemAttributes: false,
+  inPlaceConversionParam: false,
+  setMemoryAttributes2: false,
+  initSharedOnCoco: false,
+  prepareOnlyPrivate: false,
+  getPfnDropsRef: false,
+  allGfnsFilter: false,
+  launchUpdateInPlace: false,
+  unbindDyingFileLocked: false,
+  bindStoreErrorChecked: false,
+  bindOnCommit: false,
   snpLaunchStateTracked: false,
 };
 const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
@@ -160,6 +226,27 @@ const V70: KernelVersion = {
   populatePerPage: true,
   launchUpdateAlignedSource: true,
 };
+/**
+ * 7.4 as queued in linux-next next-20260923: guest_memfd in-place shared/private conversion
+ * (v8 of Ackerley Tng's series, reworked) and the lifetime fixes of the same push. Modelled on a
+ * kernel built with CONFIG_KVM_VM_MEMORY_ATTRIBUTES, so gmem_in_place_conversion is off unless
+ * the sandbox turns it on.
+ */
+const V74: KernelVersion = {
+  ...V70,
+  name: '7.4',
+  gmemAttributes: true,
+  inPlaceConversionParam: true,
+  setMemoryAttributes2: true,
+  initSharedOnCoco: true,
+  prepareOnlyPrivate: true,
+  getPfnDropsRef: true,
+  allGfnsFilter: true,
+  launchUpdateInPlace: true,
+  unbindDyingFileLocked: true,
+  bindStoreErrorChecked: true,
+  bindOnCommit: true,
+};
 
 export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = {
   '6.10': V610,
@@ -168,6 +255,7 @@ export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = {
   '6.18': V618,
   '6.19': V619,
   '7.0': V70,
+  '7.4': V74,
 };
 
 /** The version each prepare-policy name was modelled on. */

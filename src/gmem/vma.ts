@@ -13,6 +13,12 @@ import { RWSEM_WORDS } from '../shm/sync/words.js';
 const H_MMAP_LOCK = 0; // RWSEM_WORDS
 /** Live mappings: truncate skips its page-table walk while there are none. */
 const H_LIVE = RWSEM_WORDS;
+/**
+ * Host accesses between reading a present PTE and letting go of its page: what a TLB shootdown
+ * waits for after a zap (7.4's conversion); and how many wait for it.
+ */
+const H_INFLIGHT = RWSEM_WORDS + 1;
+const H_INFLIGHT_WAITERS = RWSEM_WORDS + 2;
 const HEADER = 16;
 const REC_WORDS = 8;
 const M_FILE = SLAB_HEADER + 0; // vma->vm_file (a reference)
@@ -26,7 +32,7 @@ const REGION = 'host_mappings';
 
 /** PTE words of all mappings at once: as many as the filemap has slots (limits.filemapPages). */
 export function declareHostMappings(lb: LayoutBuilder, filemapPages: number): void {
-  if (H_LIVE >= HEADER) throw new Error('host mappings layout overflow');
+  if (H_INFLIGHT_WAITERS >= HEADER) throw new Error('host mappings layout overflow');
   lb.add(REGION, HEADER + LIMITS.MAX_HOST_MAPPINGS * REC_WORDS + filemapPages, 'gmem/vma.ts');
 }
 
@@ -173,6 +179,51 @@ export class HostMappings {
       if (Atomics.compareExchange(this.w, word, pfn + 1, 0) === pfn + 1) n++;
     }
     return n;
+  }
+
+  /** The word counting host accesses in flight (see H_INFLIGHT), and its waiters'. */
+  get inflightWord(): number {
+    return this.base + H_INFLIGHT;
+  }
+  get inflightWaitersWord(): number {
+    return this.base + H_INFLIGHT_WAITERS;
+  }
+
+  /**
+   * Clears the PTEs of index range [start, end) of inode `ino` in every mapping
+   * (unmap_mapping_pages, even_cows false): the pfns of the PTEs cleared, each a folio reference
+   * the caller must drop.
+   */
+  unmapRange(ino: number, start: number, end: number): number[] {
+    const out: number[] = [];
+    if (Atomics.load(this.w, this.base + H_LIVE) === 0) return out;
+    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
+      if (this.slab.state(id) === SlabState.FREE) continue;
+      const b = this.slab.at(id);
+      if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
+      const pgoff = Atomics.load(this.w, b + M_PGOFF);
+      const lo = Math.max(0, start - pgoff);
+      const hi = Math.min(Atomics.load(this.w, b + M_PTES), end - pgoff);
+      for (let k = lo; k < hi; k++) {
+        const v = Atomics.exchange(this.w, this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k, 0);
+        if (v !== 0) out.push(v - 1);
+      }
+    }
+    return out;
+  }
+
+  /** folio_mapped for the folio `pfn` at `index` of inode `ino`: whether any PTE maps it. */
+  mapped(pfn: number, ino: number, index: number): boolean {
+    if (Atomics.load(this.w, this.base + H_LIVE) === 0) return false;
+    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
+      if (this.slab.state(id) === SlabState.FREE) continue;
+      const b = this.slab.at(id);
+      if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
+      const k = index - Atomics.load(this.w, b + M_PGOFF);
+      if (k < 0 || k >= Atomics.load(this.w, b + M_PTES)) continue;
+      if (Atomics.load(this.w, this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k) === pfn + 1) return true;
+    }
+    return false;
   }
 
   /** Present PTEs per pfn over every mapping (each one a folio reference), for the auditor at a quiescent point. */

@@ -1,9 +1,10 @@
 // Memory attributes per VM and gfn (kvm->mem_attr_array). Owns the 'mem_attrs' region.
 
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../gmem/attributes.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 
-export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
+export { KVM_MEMORY_ATTRIBUTE_PRIVATE };
 
 const REGION = 'mem_attrs';
 

@@ -19,7 +19,7 @@ import { Vms } from './vm.js';
 /** What kvm.ts plugs in: the arch hooks (sev.ts) and the MMU's invalidation (mmu.ts). */
 export interface KvmWiring {
   arch(k: KvmCtx): ArchGmemHooks;
-  invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void;
+  invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[], filter: number): void;
   invalidateEnd(k: KvmCtx, vm: number): void;
 }
 
@@ -55,8 +55,8 @@ export class KvmCtx implements GmemKvmOps {
     this.g = new GmemCtx(mem, sync, this.stats, version, this.arch, this);
   }
 
-  invalidateBegin(vm: number, ranges: readonly number[]): void {
-    this.wiring.invalidateBegin(this, vm, ranges);
+  invalidateBegin(vm: number, ranges: readonly number[], filter: number): void {
+    this.wiring.invalidateBegin(this, vm, ranges, filter);
   }
   invalidateEnd(vm: number): void {
     this.wiring.invalidateEnd(this, vm);
@@ -71,9 +71,14 @@ export class KvmCtx implements GmemKvmOps {
   slotsLockWord(vm: number): number {
     return this.vms.slotsLockWord(vm);
   }
-  // kvm_arch_supports_gmem_init_shared (x86.c, 44c6cb9fe988): not yet for VMs with private
-  // memory, whose shared/private tracking is not in guest_memfd.
+  // kvm_arch_supports_gmem_init_shared (x86.c, 44c6cb9fe988): not for VMs with private memory,
+  // whose shared/private tracking is not in guest_memfd, until b5ed1ee2a7a0 (7.4) allows it
+  // whenever gmem_in_place_conversion is on.
   supportsGmemInitShared(vm: number): boolean {
+    if (this.version.initSharedOnCoco && this.g.inPlace) return true;
     return !this.vms.hasPrivateMem(vm);
+  }
+  hasPrivateMem(vm: number): boolean {
+    return this.vms.hasPrivateMem(vm);
   }
 }

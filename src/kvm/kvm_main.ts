@@ -3,7 +3,7 @@
 
 import { Bug } from '../gmem/bugs.js';
 import { gmemSupportsMmap } from '../gmem/flags.js';
-import { gmemBind, gmemUnbind } from '../gmem/guest_memfd.js';
+import { gmemBindCommit, gmemBindPrepare, gmemUnbind } from '../gmem/guest_memfd.js';
 import { Errno } from '../shm/errno.js';
 import { LIMITS, PAGE_SIZE, SandboxLimitError, assert, isPageAligned } from '../shm/limits.js';
 import { NO_HANDLE } from '../shm/slab.js';
@@ -13,6 +13,7 @@ import { LockClass } from '../shm/sync/classes.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes.js';
 import type { KvmCtx } from './ctx.js';
 import { withMutex, withSlotsLock } from './locking.js';
+import { kvmMemIsPrivate } from './private_mem.js';
 import { kvmTaskWork } from './task_work.js';
 import {
   KVM_MEMSLOT_GMEM_ONLY,
@@ -137,12 +138,17 @@ function setMemoryRegionLocked(k: KvmCtx, vm: number, m: UserMemoryRegion2): num
     // The file checks of kvm_gmem_bind come before the slot exists; then it is bound, unpublished.
     next.gmemFile = m.gmemFile;
     next.gmemPgoff = m.guestMemfdOffset / PAGE_SIZE;
-    // kvm_gmem_bind sets it (576d035e2aef): here before the record is written; a failed bind frees it unpublished.
-    if (k.version.gmemOnDefaultVm && gmemSupportsMmap(k.g, k.g.files.inode(m.gmemFile))) next.flags |= KVM_MEMSLOT_GMEM_ONLY;
+    // kvm_gmem_bind sets it (576d035e2aef): here before the record is written; a failed bind
+    // frees it unpublished. 2e646bcfcf90 (7.4): every slot, with gmem_in_place_conversion on.
+    const mmap = k.version.gmemOnDefaultVm && gmemSupportsMmap(k.g, k.g.files.inode(m.gmemFile));
+    if (mmap || k.g.inPlace) next.flags |= KVM_MEMSLOT_GMEM_ONLY;
   }
   const h = allocMemslot(k, vm, next);
   if (m.flags & KVM_MEM_GUEST_MEMFD) {
-    const r = gmemBind(k.g, m.gmemFile, vm, h, baseGfn, m.guestMemfdOffset, npages);
+    // kvm_gmem_bind; from 7.4 kvm_gmem_prepare_memory_region, then, with the memslot ready
+    // (nothing after this point can fail in the model), kvm_gmem_commit_memory_region.
+    let r = gmemBindPrepare(k.g, m.gmemFile, vm, m.guestMemfdOffset, npages);
+    if (r === 0) r = gmemBindCommit(k.g, m.gmemFile, h, baseGfn, m.guestMemfdOffset, npages);
     if (r < 0) {
       k.memslots.free(vm, h);
       return r;
@@ -241,9 +247,11 @@ export function kvmDestroyVm(k: KvmCtx, vm: number): boolean {
   });
 }
 
-// kvm_supported_mem_attributes
-function supportedMemAttributes(k: KvmCtx, vm: number): number {
-  return k.vms.hasPrivateMem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+// kvm_supported_mem_attributes (kvm_supported_vm_mem_attributes in 7.4, where
+// gmem_in_place_conversion turns the VM's attributes off: 537ec2b15fdd). `vm` null: /dev/kvm.
+export function supportedMemAttributes(k: KvmCtx, vm: number | null): number {
+  if (k.g.inPlace) return 0;
+  return vm === null || k.vms.hasPrivateMem(vm) ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
 }
 
 // kvm_vm_ioctl_set_mem_attributes + kvm_vm_set_mem_attributes
@@ -281,7 +289,7 @@ function archPreFault(k: KvmCtx, v: KvmVcpu, range: PreFaultRange): number {
   // 5932ca411e53: pre_fault_allowed (set at LAUNCH_FINISH for SNP); before it nothing refused.
   if (k.version.prefaultNeedsLaunch && !k.vms.preFaultAllowed(v.vm)) return -Errno.EOPNOTSUPP;
   const gfn = range.gpa / PAGE_SIZE;
-  const priv = k.vms.hasPrivateMem(v.vm) && k.attrs.isPrivate(v.vm, gfn);
+  const priv = k.vms.hasPrivateMem(v.vm) && kvmMemIsPrivate(k, v.vm, gfn);
   const r = kvmTdpMapPage(k, v, gfn, priv);
   if (r === RET_PF_FIXED) {
     k.stats[C.preFaultedPages]++;

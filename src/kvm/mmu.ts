@@ -12,6 +12,7 @@ import { LockClass } from '../shm/sync/classes.js';
 import { TraceKind } from '../shm/trace.js';
 import type { KvmCtx } from './ctx.js';
 import { KVM_MEMSLOT_GMEM_ONLY, KVM_MEMSLOT_INVALID, KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY } from './memslots.js';
+import { kvmMemIsPrivate } from './private_mem.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { gmemSharedFrame, makeSpte } from './spte.js';
@@ -29,7 +30,10 @@ export const RET_PF_RETRY = 2;
 const SEQ_SPIN = 100;
 
 // kvm_mmu_invalidate_begin + kvm_mmu_invalidate_range_add + kvm_unmap_gfn_range, under mmu_lock.
-export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[]): void {
+// The range's attr_filter picks roots only where a VM has mirrored (TDX) roots:
+// kvm_gfn_range_filter_to_root_types gives KVM_DIRECT_ROOTS to every other VM, so SNP and
+// sw-protected zap shared and private SPTEs alike, as here.
+export function invalidateBegin(k: KvmCtx, vm: number, ranges: readonly number[], _filter = 0): void {
   const lock = k.vms.mmuLockWord(vm);
   k.sync.writeLock(lock, LockClass.MMU);
   try {
@@ -110,7 +114,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   k.sync.point(P['fault.begin']);
   // kvm_faultin_pfn: sample mmu_invalidate_seq, then the checks in the kernel's order.
   const seq = Atomics.load(w, k.vms.seqWord(vm));
-  if (isPrivate !== k.attrs.isPrivate(vm, gfn)) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
+  if (isPrivate !== kvmMemIsPrivate(k, vm, gfn)) return memoryFaultExit(k, v, gfn, isPrivate, -Errno.EFAULT);
   const gen = k.memslots.generation(vm);
   const s = k.memslots.lookup(vm, gfn);
   if (s === NO_HANDLE) {
@@ -128,6 +132,8 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   if (invalidateRetryGfn(k, vm, seq, gfn)) return retryWhen(k.vms.seqWord(vm), seq);
   let frame: number;
   let readonly = false;
+  // 89fbe3de01cc (7.4): kvm_gmem_get_pfn keeps no folio reference for the caller.
+  let putFrame = false;
   // f029f04ddbec: a GMEM_ONLY slot's shared gfns come from guest_memfd too, not userspace_addr.
   const fromGmem = isPrivate || (flags & KVM_MEMSLOT_GMEM_ONLY) !== 0;
   if (fromGmem) {
@@ -139,6 +145,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     k.memslots.check(vm, s, Site['kvm_gmem_get_pfn: slot->gmem'], k.sync.tid);
     frame = gmemGetPfn(k.g, k.memslots.gmemFileWord(vm, s), s, vm, gfnOf(gfn), index);
     if (frame < 0) return memoryFaultExit(k, v, gfn, isPrivate, frame);
+    putFrame = !k.version.getPfnDropsRef;
     k.sync.point(P['fault.after_get_pfn']);
   } else {
     // __gfn_to_pfn_memslot on the VMM's userspace mapping. A write to a READONLY slot gets
@@ -151,7 +158,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   }
   // d02c357e5bfa (6.8): the unlocked check again now that the pfn is in hand, before mmu_lock.
   if (invalidateRetryGfn(k, vm, seq, gfn)) {
-    if (fromGmem) folioPut(k.g, frame);
+    if (putFrame) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   k.sync.point(P['fault.before_mmu_lock']);
@@ -160,7 +167,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
   // is_page_fault_stale
   if ((k.g.bugs & Bug['fault-skips-seq-recheck']) === 0 && invalidateRetryGfn(k, vm, seq, gfn)) {
     k.sync.readUnlock(lock);
-    if (fromGmem) folioPut(k.g, frame);
+    if (putFrame) folioPut(k.g, frame);
     return retryWhen(k.vms.seqWord(vm), seq);
   }
   // tdp_mmu_set_spte_atomic: lockdep_assert_held_read(&kvm->mmu_lock).
@@ -175,7 +182,7 @@ function kvmMmuDoPageFault(k: KvmCtx, v: KvmVcpu, gfn: number, isPrivate: boolea
     k.sync.readUnlock(lock);
     replaceLeafSpte(k, vm, gfn, spte);
   }
-  if (fromGmem) folioPut(k.g, frame);
+  if (putFrame) folioPut(k.g, frame);
   return RET_PF_FIXED;
 }
 

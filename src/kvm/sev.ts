@@ -10,6 +10,7 @@ import { LockClass } from '../shm/sync/classes.js';
 import type { KvmCtx } from './ctx.js';
 import { withMutex } from './locking.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
+import { kvmMemIsPrivate } from './private_mem.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { SevRet, SnpPageType, type SnpPlatform } from './psp.js';
@@ -38,6 +39,14 @@ export class SevArch implements ArchGmemHooks {
   // sev_gmem_invalidate
   invalidate(pfn: Pfn): void {
     this.k.stats[C.archInvalidateCalls]++;
+    if (!this.psp.rmpAssigned(pfn)) return;
+    this.k.stats[C.rmpUpdates]++;
+    this.psp.rmpMakeShared(pfn);
+  }
+
+  // sev_gmem_make_shared (6fa1dab756fd, 7.4): a page converted to shared goes back to the
+  // hypervisor, as sev_gmem_invalidate does for one leaving the page cache.
+  makeShared(pfn: Pfn): void {
     if (!this.psp.rmpAssigned(pfn)) return;
     this.k.stats[C.rmpUpdates]++;
     this.psp.rmpMakeShared(pfn);
@@ -149,7 +158,8 @@ function snpLaunchUpdateLocked(
     k.memslots.check(vm, s, Site['kvm_gmem_populate: slot'], k.sync.tid);
     const m = k.memslots.info(vm, s);
     const slot = { fileWord: k.memslots.gmemFileWord(vm, s), slot: s, baseGfn: m.baseGfn, npages: m.npages, pgoff: m.gmemPgoff };
-    const isPrivate = (gfn: number) => k.attrs.isPrivate(vm, gfn);
+    // fa7b8b1bb5d0: kvm_mem_is_private, guest_memfd's answer with gmem_in_place_conversion on.
+    const isPrivate = (gfn: number) => kvmMemIsPrivate(k, vm, gfn);
     const count = gmemPopulate(k.g, vm, slot, gfnStart, len / PAGE_SIZE, { isPrivate, post, pinSource });
     // Any failure of the first page is EIO; a later one is partial progress and success.
     if (count < 0) return { ret: -Errno.EIO, pagesDone: 0, populateErr: count, fwError: fw.error };
@@ -181,9 +191,12 @@ function sevGmemPostPopulate(
     if (!v.populatePrivateOnly && !k.attrs.isPrivate(vm, gfn)) return -Errno.EINVAL;
     // An RMP entry not in its initial hypervisor-owned state: EEXIST since de80252414f3.
     if (psp.rmpAssigned(pfn)) return v.snpPopulateAssignedEexist ? -Errno.EEXIST : -Errno.EINVAL;
-    if (type !== SnpPageType.ZERO) {
-      // 7.0: WARN_ON_ONCE(type != ZERO && !src_page); before, copy_from_user(NULL) faulted.
-      if (src === null) return v.populatePerPage ? -Errno.EINVAL : -Errno.EFAULT;
+    if (type !== SnpPageType.ZERO && src === null) {
+      // edcc3f42981e (7.4): no source with gmem_in_place_conversion on measures the page's own
+      // contents in place. Otherwise 7.0's WARN_ON_ONCE(type != ZERO && !src_page) (7.4:
+      // !gmem_in_place_conversion && ...) is EINVAL; before 7.0, copy_from_user(NULL) faulted.
+      if (!(v.launchUpdateInPlace && k.g.inPlace)) return v.populatePerPage ? -Errno.EINVAL : -Errno.EFAULT;
+    } else if (type !== SnpPageType.ZERO && src !== null) {
       // Before 7.0, copy_from_user of page i; from 7.0 the page was pinned, and memcpy cannot fail.
       if (!sourceMapped(src, i)) return -Errno.EFAULT;
       if (!hostCopy(k.g, pfn, src.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), 'memcpy in sev_gmem_post_populate'))

@@ -20,6 +20,7 @@ export const Errno = {
   E2BIG: 7,
   EOPNOTSUPP: 95,
   EHWPOISON: 133,
+  EACCES: 13,
 } as const;
 export type ErrnoCode = keyof typeof Errno;
 

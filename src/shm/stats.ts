@@ -44,6 +44,10 @@ export const COUNTER_NAMES = [
   'punchHoles',
   'punchHoleLeftovers',
   'conversions',
+  /** KVM_SET_MEMORY_ATTRIBUTES2 refused with EAGAIN: a folio of the range had references beyond the page cache's (7.4). */
+  'conversionsRefused',
+  /** lru_add_drain_all calls (7.4's conversion, once per call at most). */
+  'lruDrains',
   'populatedPages',
   'preFaultedPages',
   'guestReads',

@@ -1,8 +1,12 @@
 // The guest-side steps a vCPU thread executes: guest accesses, PVALIDATE and the vCPU ioctl
 // KVM_PRE_FAULT_MEMORY, each turned into an Outcome.
 
+import type { KvmCtx } from '../kvm/ctx.js';
 import { kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { guestAccessIsPrivate } from '../kvm/private_mem.js';
+import { kvmTaskWork } from '../kvm/task_work.js';
 import { errnoName } from '../shm/errno.js';
+import { PAGE_SIZE } from '../shm/limits.js';
 import { EXIT_NAMES, Exit, type GuestCpu, SVM_EXIT_ERR } from './guest.js';
 import { type Outcome, hex } from './outcome.js';
 
@@ -32,19 +36,26 @@ function exitOutcome(cpu: GuestCpu, code: number): Outcome {
   return { result: name, exit: name };
 }
 
+/** The access a guest makes by default: private where KVM says the gfn is (VMs with private memory only). */
+function defaultPrivate(k: KvmCtx, vm: number, gpa: number): boolean {
+  const priv = guestAccessIsPrivate(k, vm, Math.floor(gpa / PAGE_SIZE));
+  kvmTaskWork(k);
+  return priv;
+}
+
 export function execGuestOp(cpu: GuestCpu, op: GuestOp): Outcome {
   const k = cpu.k;
   const vm = cpu.vcpu.vm;
   switch (op.op) {
     case 'guest_read': {
       const out = new Uint8Array(op.len);
-      const priv = op.private ?? k.attrs.isPrivate(vm, Math.floor(op.gpa / 4096));
+      const priv = op.private ?? defaultPrivate(k, vm, op.gpa);
       const code = cpu.access(op.gpa, op.len, priv, out, null);
       return code === Exit.NONE ? { result: 'ok', value: hex(out) } : exitOutcome(cpu, code);
     }
     case 'guest_write': {
       const data = bytesOfHex(op.data);
-      const priv = op.private ?? k.attrs.isPrivate(vm, Math.floor(op.gpa / 4096));
+      const priv = op.private ?? defaultPrivate(k, vm, op.gpa);
       const code = cpu.access(op.gpa, data.length, priv, null, data);
       return code === Exit.NONE ? { result: 'ok' } : exitOutcome(cpu, code);
     }

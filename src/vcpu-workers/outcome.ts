@@ -16,8 +16,12 @@ export interface Outcome {
 /** Turns a thrown KvmError-like object into an outcome; anything else is rethrown. */
 export function outcomeOfError(e: unknown): Outcome {
   if (e !== null && typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string' && 'errno' in e) {
-    const err = e as unknown as { code: ErrnoCode; populateError?: string };
-    return { result: err.code, ...(err.populateError ? { detail: `populate: ${err.populateError}` } : {}) };
+    const err = e as unknown as { code: ErrnoCode; populateError?: string; errorOffset?: number };
+    return {
+      result: err.code,
+      ...(err.populateError ? { detail: `populate: ${err.populateError}` } : {}),
+      ...(err.errorOffset !== undefined ? { value: { error_offset: err.errorOffset } } : {}),
+    };
   }
   if (e instanceof SandboxLimitError) return { result: 'ELIMIT', detail: e.message };
   // A host access's signal (HostSignalError), an outcome of its own as an exit is.

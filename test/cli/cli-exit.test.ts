@@ -149,7 +149,7 @@ describe('exit status per command', () => {
     expect(r.status).toBe(0);
     expectUsage(vms, /--vms must be an integer from 2 to 8, got '1'/);
     expectUsage(duration, /--duration must be a number from 0.1 to 600, got '0'/);
-    expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, upstream, all/);
+    expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, 7.4, upstream, all/);
   });
 
   it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {

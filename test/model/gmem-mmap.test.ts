@@ -25,7 +25,7 @@ import { dataOf, thrown } from '../helpers/helpers.js';
 const MMAP = 1;
 const INIT_SHARED = 2;
 const BEFORE = ['6.10', 'b85524314a', '6.11'] as const;
-const FROM_618 = ['6.18', '6.19', '7.0'] as const;
+const FROM_618 = ['6.18', '6.19', '7.0', '7.4'] as const;
 
 function sandbox(kernel: KernelVersionName): Promise<Sandbox> {
   return Sandbox.create({ kernel, memory: '4MiB', gpaSpace: '32MiB', userMemory: '8MiB', gmemSpace: '32MiB' });
@@ -160,7 +160,7 @@ describe('kvm_gmem_fault_user_mapping and the host page tables', () => {
     const a = gmem.mmapSync({ size: PAGE_SIZE });
     const b = gmem.mmapSync({ size: PAGE_SIZE });
     expect([...a.readSync(0, 4)]).toEqual([0, 0, 0, 0]);
-    expect(gmem.folioAt(0)).toEqual({ pfn: f.pfn, uptodate: true, hwpoison: false, refcount: 2 });
+    expect(gmem.folioAt(0)).toEqual({ pfn: f.pfn, uptodate: true, hwpoison: false, refcount: 2, pincount: 0 });
     a.writeSync(0, new Uint8Array([0x5a]));
     // The second mapping's fault finds it up to date: no second clear.
     expect([...b.readSync(0, 2)]).toEqual([0x5a, 0]);

@@ -169,7 +169,7 @@ describe('fallocate: vfs_fallocate as a switch over the mode from 6.12 (57413d8e
   it.each(KERNEL_VERSIONS.map((k) => [k] as const))('%s', async (kernel) => {
     const gmem = await gmemOn(kernel);
     const from618 = VERSIONS[kernel].fallocateModeSwitch;
-    expect(from618).toBe(['6.18', '6.19', '7.0'].includes(kernel));
+    expect(from618).toBe(['6.18', '6.19', '7.0', '7.4'].includes(kernel));
     for (const [mode, before, after] of cases)
       await expect(gmem.fallocate(mode, 0, PAGE_SIZE), `mode 0x${mode.toString(16)}`).rejects.toMatchObject({
         code: from618 ? after : before,

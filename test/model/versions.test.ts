@@ -21,7 +21,7 @@ describe('kernel versions', () => {
       /^policy: 'prepare-on-fault' is kernel b85524314a, which contradicts kernel '6.18'/,
     );
     expect(() => Sandbox.createSync({ kernel: '6.12' as never })).toThrow(
-      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, upstream, got '6.12'/,
+      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, 7.4, upstream, got '6.12'/,
     );
   });
 

@@ -20,7 +20,7 @@ describe('which kernel versions an experiment runs', () => {
     expect(experimentKernels({ kernel: '6.18' })).toEqual(['6.18']);
     expect(experimentKernels({ kernel: ['upstream', '6.10'] })).toEqual(['7.0', '6.10']);
     expect(() => experimentKernels({ kernel: '6.12' as never })).toThrow(
-      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, upstream, got '6.12'$/,
+      /^kernel: must be one of 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, 7.4, upstream, got '6.12'$/,
     );
   });
 
@@ -58,6 +58,8 @@ describe('multi-vm by kernel version', () => {
     '6.19': { policy: 'prepare-on-fault-own-vm', arch: 12, crossVm: 0, newestOwnsAll: false },
     // 8622ef05709f (7.0): the arch hook on every fault (2 VMs x 12 pages), for the faulting VM only.
     '7.0': { policy: 'prepare-on-every-fault', arch: 24, crossVm: 0, newestOwnsAll: false },
+    // 3df611b5a04e (7.4): the hook for private pages only; every page here is private, so as 7.0.
+    '7.4': { policy: 'prepare-on-every-fault', arch: 24, crossVm: 0, newestOwnsAll: false },
   };
 
   it('kernel all: one row per version, in order, with exact prepare counts', async () => {
@@ -116,7 +118,15 @@ describe('policies by kernel version', () => {
   it('LAUNCH_UPDATE after fallocate fails only on 6.10, which registers the page at fallocate', async () => {
     const got: Record<string, string> = {};
     for (const k of KERNEL_VERSIONS) got[k] = await launchAfterFallocate(k);
-    expect(got).toEqual({ '6.10': 'EIO (populate: EINVAL)', b85524314a: 'ok', '6.11': 'ok', '6.18': 'ok', '6.19': 'ok', '7.0': 'ok' });
+    expect(got).toEqual({
+      '6.10': 'EIO (populate: EINVAL)',
+      b85524314a: 'ok',
+      '6.11': 'ok',
+      '6.18': 'ok',
+      '6.19': 'ok',
+      '7.0': 'ok',
+      '7.4': 'ok',
+    });
   });
 
   it('kernel: a list runs those versions, rows keyed by kernel with its policy', async () => {

@@ -42,12 +42,15 @@ async function schedules(e: Explorer, n: number): Promise<ScheduleResult[]> {
 const sum = (rs: ScheduleResult[], op: keyof ScheduleResult['ops']) => rs.reduce((a, r) => a + r.ops[op], 0);
 
 describe('explore: the host ops run on a default VM with GMEM_ONLY memslots from 6.18, and do nothing before', () => {
-  it.each(['6.18', '7.0'] as const)('%s: every schedule runs the shape, every host op runs, 48 schedules are clean', async (kernel) => {
-    const rs = await schedules(explorer(kernel, HOST_MIX), 48);
-    expect(rs.map((r) => r.outcome).filter((o) => o !== 'ok')).toEqual([]);
-    expect(rs.every((r) => r.shape.gmemOnly === true)).toBe(true);
-    for (const op of ['mmap', 'touch', 'munmap', 'punch'] as const) expect(sum(rs, op), op).toBeGreaterThan(10);
-  });
+  it.each(['6.18', '7.0', '7.4'] as const)(
+    '%s: every schedule runs the shape, every host op runs, 48 schedules are clean',
+    async (kernel) => {
+      const rs = await schedules(explorer(kernel, HOST_MIX), 48);
+      expect(rs.map((r) => r.outcome).filter((o) => o !== 'ok')).toEqual([]);
+      expect(rs.every((r) => r.shape.gmemOnly === true)).toBe(true);
+      for (const op of ['mmap', 'touch', 'munmap', 'punch'] as const) expect(sum(rs, op), op).toBeGreaterThan(10);
+    },
+  );
 
   it('6.11: no schedule runs the shape, no host op runs, and the seeds run exactly as with punch alone', async () => {
     const withHost = await schedules(explorer('6.11', HOST_MIX), 32);
@@ -81,17 +84,20 @@ describe('explore finds the planted bugs of the host paths', () => {
 });
 
 describe('stress: --vm-type default runs the host ops from 6.18', () => {
-  it.each(['6.18', '7.0'] as const)('%s: the VMM maps and touches while it punches the mapped pages; 0 violations', async (kernel) => {
-    const r = await runStress({ kernel, vmType: 'default', durationMs: 1500, seed: 11, auditEveryMs: 500, memory: '16MiB' });
-    expect(r.crashes).toEqual([]);
-    expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
-    expect(r.ok).toBe(true);
-    for (const op of ['mmap', 'touch', 'munmap', 'punch'] as const) expect(r.vmmOps[op], op).toBeGreaterThan(0);
-    // Punches hit pages the host had mapped, and the guests fault from the file.
-    for (const c of ['hostAccesses', 'hostFaults', 'hostPtesZapped', 'faults', 'guestWrites'] as const)
-      expect(r.counters[c], c).toBeGreaterThan(0);
-    expect(r.vmmOps.convert).toBe(0);
-  });
+  it.each(['6.18', '7.0', '7.4'] as const)(
+    '%s: the VMM maps and touches while it punches the mapped pages; 0 violations',
+    async (kernel) => {
+      const r = await runStress({ kernel, vmType: 'default', durationMs: 1500, seed: 11, auditEveryMs: 500, memory: '16MiB' });
+      expect(r.crashes).toEqual([]);
+      expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
+      expect(r.ok).toBe(true);
+      for (const op of ['mmap', 'touch', 'munmap', 'punch'] as const) expect(r.vmmOps[op], op).toBeGreaterThan(0);
+      // Punches hit pages the host had mapped, and the guests fault from the file.
+      for (const c of ['hostAccesses', 'hostFaults', 'hostPtesZapped', 'faults', 'guestWrites'] as const)
+        expect(r.counters[c], c).toBeGreaterThan(0);
+      expect(r.vmmOps.convert).toBe(0);
+    },
+  );
 
   it('6.11: the default mix names the host ops, an SNP layout cannot map its files, so none runs; --vm-type default is refused', async () => {
     const r = await runStress({ kernel: '6.11', durationMs: 800, seed: 11, auditEveryMs: 0, memory: '16MiB' });

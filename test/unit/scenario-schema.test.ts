@@ -148,11 +148,44 @@ describe('scenario validation', () => {
     ]);
     expect(problems(withStep({ op: 'mmap', fd: 'g', as: 'g', offset: 0, size: 4096 }))).toEqual(["steps.2.as: 'g' is already used"]);
     expect(problems(withStep({ op: 'check_extension', cap: 'guest_memfd_mmap' }))[0]).toMatch(
-      /^steps\.2\.cap: Invalid option: expected one of "guest_memfd"\|"guest_memfd_flags"$/,
+      /^steps\.2\.cap: Invalid option: expected one of "memory_attributes"\|"guest_memfd"\|"guest_memfd_flags"\|"guest_memfd_memory_attributes"$/,
     );
     expect(problems(withStep({ op: 'munmap', map: 'x', expect: 'SIGKILL' }))[0]).toMatch(/^steps\.2\.expect: Invalid option: /);
     expect(problems(withStep({ op: 'create_guest_memfd', vm: 'a', as: 'h', size: 4096, flags: ['mmap', 'huge'] }))[0]).toMatch(
       /^steps\.2\.flags/,
     );
+  });
+  it('the conversion steps (7.4): module_params, set_memory_attributes2 with u64 fields, gup_pin names a pin unpin uses', () => {
+    const s = { ...base(), kernel: '7.4', module_params: { gmem_in_place_conversion: true } } as Record<string, unknown>;
+    delete s.policy;
+    const steps = s.steps as Array<Record<string, unknown>>;
+    steps.push(
+      { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '16KiB' },
+      { op: 'gup_pin', map: 'm', offset: '8KiB', as: 'p' },
+      {
+        op: 'set_memory_attributes2',
+        fd: 'g',
+        offset: 0,
+        size: '16KiB',
+        attributes: 'private',
+        expect: 'EAGAIN',
+        expect_value: { error_offset: 8192 },
+      },
+      { op: 'unpin', pin: 'p' },
+      { op: 'set_memory_attributes2', fd: 'g', offset: '0xfffffffffffff000', size: '8KiB', attributes: 8, flags: 1, expect: 'EINVAL' },
+    );
+    const parsed = parseScenario(s);
+    expect(parsed.module_params).toEqual({ gmem_in_place_conversion: true });
+    expect(parsed.steps[5]).toMatchObject({ op: 'set_memory_attributes2', offset: 0, size: 16384, attributes: 'private' });
+    expect(parsed.steps[7]).toMatchObject({ offset: 0xfffffffffffff000n, size: 8192, attributes: 8, flags: 1 });
+  });
+
+  it('an unknown module parameter, a pin used before its gup_pin, a pin name taken by an fd', () => {
+    const s = { ...base(), module_params: { gmem_in_place: true } };
+    expect(problems(s)).toEqual(['module_params: Unrecognized key: "gmem_in_place"']);
+    expect(problems(withStep({ op: 'unpin', pin: 'p' }))).toEqual(["steps.2.pin: no pin named 'p' was made by an earlier gup_pin"]);
+    const t = base();
+    t.steps.push({ op: 'mmap', fd: 'g', as: 'm', offset: 0, size: 4096 }, { op: 'gup_pin', map: 'm', offset: 0, as: 'g' });
+    expect(problems(t)).toEqual(["steps.4.as: 'g' is already used"]);
   });
 });

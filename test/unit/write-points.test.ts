@@ -11,7 +11,10 @@ import { Rmp } from '../../src/firmware/rmp.js';
 import { PfnAllocator } from '../../src/gmem/allocator.js';
 import { Files } from '../../src/gmem/file.js';
 import { Folios, PG_UPTODATE } from '../../src/gmem/folio.js';
+import { GmemAttributes } from '../../src/gmem/attributes.js';
+import { GupPins } from '../../src/gmem/gup.js';
 import { Inodes } from '../../src/gmem/inode.js';
+import { LruBatches } from '../../src/gmem/lru.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, MemAttributes } from '../../src/kvm/attributes.js';
 import { FdKind, FdTable } from '../../src/kvm/fdtable.js';
 import { Memslots } from '../../src/kvm/memslots.js';
@@ -88,6 +91,13 @@ const WRITES: Array<{ what: string; write: (s: Sync) => void; point: (m: Mem) =>
     point: () => 'pfn_allocator',
     ownThread: true,
   },
+  {
+    what: 'a change of guest_memfd attributes (7.4; one object per inode)',
+    write: (s) => new GmemAttributes(mem, new Inodes(mem), s).set(0, 0, 2, KVM_MEMORY_ATTRIBUTE_PRIVATE),
+    point: () => 'gmem_attributes+0',
+  },
+  { what: 'a folio into an LRU batch (7.4; the slot)', write: (s) => void new LruBatches(mem, s).fill(1, 0, 5), point: () => 'lru_add+32' },
+  { what: 'a device pin recorded (the whole table)', write: (s) => void new GupPins(mem, s).claim(6), point: () => 'gup_pins+0' },
   { what: 'a TLB flush request (every vCPU)', write: (s) => void new VcpuTable(mem).flushRemoteTlbs(s, 0), point: () => 'vcpus+0' },
 ];
 

@@ -2,9 +2,11 @@
 // the folio its file holds at that index (truncate_cleanup_folio unmaps a folio before it leaves
 // the page cache, memory failure before it is poisoned for good), cleared (up to date: the host
 // fault and kvm_gmem_get_pfn clear a folio once, whoever meets it first), and shared: its inode
-// was made INIT_SHARED (fe2bf6234e94), no RMP entry gives the page to a guest, and no VM bound
+// was made INIT_SHARED (fe2bf6234e94; from 7.4 its index is shared in the inode's attributes,
+// 1ae5be958ff7, which a conversion to private checks after unmapping), no RMP entry gives the page to a guest, and no VM bound
 // to the inode has the PRIVATE attribute at a gfn that binds it.
 
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED } from '../../gmem/flags.js';
 import { PG_FREE, PG_HWPOISON, PG_UPTODATE } from '../../gmem/folio.js';
 import { type Add, Views } from './views.js';
@@ -44,7 +46,9 @@ function auditHostPte(v: Views, add: Add, p: HostPte): void {
   if (!v.folios.test(pfn, PG_UPTODATE))
     add({ invariant: 'staleData', by: 'auditor', pfn, detail: `${where} maps pfn ${pfn}, which was never cleared (not up to date)` });
   const iso = (detail: string): void => add({ invariant: 'hostIsolation', by: 'auditor', pfn, detail: `${where} ${detail}` });
-  if ((v.inodes.flags(ino) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0)
+  if (v.gmemAttributesKept) {
+    if (v.gmemAttrs.get(ino, index) & KVM_MEMORY_ATTRIBUTE_PRIVATE) iso(`maps pfn ${pfn}, private in the inode's attributes`);
+  } else if ((v.inodes.flags(ino) & GUEST_MEMFD_FLAG_INIT_SHARED) === 0)
     iso(`maps pfn ${pfn} of a file created without INIT_SHARED (private memory)`);
   if (v.rmp.assigned(pfn)) iso(`maps pfn ${pfn}, which the RMP assigns to ASID ${v.rmp.asid(pfn)}`);
   const priv = privateBinding(v, ino, index);

@@ -7,11 +7,13 @@ import { type Add, Views } from './views.js';
 
 /**
  * Every folio: unlocked; a free one hypervisor-owned with no reference; a cached one held by the
- * filemap and by each host PTE that maps it (6.18's guest_memfd mmap), nothing else.
+ * filemap, by each host PTE that maps it (6.18's guest_memfd mmap), by each pin of a device, and
+ * by a per-CPU LRU batch (7.4 models those), nothing else.
  */
 export function auditFolios(v: Views, add: Add): void {
   const w = v.mem.w;
   const mapped = v.vmas.mapCounts(v.folios.nrPfns);
+  const batched = v.lru.refCounts(v.folios.nrPfns);
   for (let pfn = 0; pfn < v.folios.nrPfns; pfn++) {
     if (Atomics.load(w, v.folios.lockWord(pfn)) !== 0)
       add({ invariant: 'balance', by: 'auditor', pfn, detail: `folio lock of pfn ${pfn} held at a quiescent point` });
@@ -25,12 +27,13 @@ export function auditFolios(v: Views, add: Add): void {
         });
       if (v.folios.refcount(pfn) !== 0)
         add({ invariant: 'balance', by: 'auditor', pfn, detail: `free pfn ${pfn} has refcount ${v.folios.refcount(pfn)}` });
-    } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1 + mapped[pfn]) {
+    } else if (v.folios.inode(pfn) >= 0 && v.folios.refcount(pfn) !== 1 + mapped[pfn] + v.folios.pincount(pfn) + batched[pfn]) {
+      const want = 1 + mapped[pfn] + v.folios.pincount(pfn) + batched[pfn];
       add({
         invariant: 'balance',
         by: 'auditor',
         pfn,
-        detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected ${1 + mapped[pfn]})`,
+        detail: `cached folio of pfn ${pfn} has refcount ${v.folios.refcount(pfn)} at a quiescent point (expected ${want})`,
       });
     }
   }

@@ -41,7 +41,7 @@ export function auditVms(v: Views, add: Add): SpteTally {
       if (!sptePrivate(spte)) {
         // A conversion to private zaps the range (kvm_arch_pre_set_memory_attributes) and a
         // fault re-checks the attribute under mmu_lock: no shared SPTE outlives its attribute.
-        if (v.attrs.isPrivate(vm, gfn))
+        if (v.isPrivate(vm, gfn))
           add({
             invariant: 'rmpAgreement',
             by: 'auditor',
@@ -95,7 +95,7 @@ function auditPrivateSpte(v: Views, vm: number, gfn: number, pfn: number, add: A
     add({ invariant: 'useAfterFree', by: 'auditor', vm, gfn, pfn, detail: `SPTE maps pfn ${pfn}, which is hwpoisoned` });
     return false;
   }
-  if (!v.attrs.isPrivate(vm, gfn))
+  if (!v.isPrivate(vm, gfn))
     add({ invariant: 'rmpAgreement', by: 'auditor', vm, gfn, pfn, detail: 'a private SPTE maps a gfn whose attribute is shared' });
   const s = v.memslots.lookup(vm, gfn);
   const file = s < 0 ? -1 : v.memslots.gmemFile(vm, s);

@@ -2,6 +2,9 @@
 
 import { Rmp } from '../../firmware/rmp.js';
 import { PfnAllocator } from '../../gmem/allocator.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
+import { LruBatches } from '../../gmem/lru.js';
+import { gmemAttributesKept, readModuleParams } from '../../gmem/params.js';
 import { Files } from '../../gmem/file.js';
 import { Folios } from '../../gmem/folio.js';
 import { Inodes } from '../../gmem/inode.js';
@@ -25,6 +28,12 @@ export class Views {
   readonly rmp: Rmp;
   readonly alloc: PfnAllocator;
   readonly vmas: HostMappings;
+  readonly gmemAttrs: GmemAttributes;
+  readonly lru: LruBatches;
+  /** gmem_in_place_conversion as the kernel in this memory has it (7.4: guest_memfd says what is private). */
+  readonly inPlace: boolean;
+  /** Whether the kernel keeps per-inode attributes (7.4): then they, not INIT_SHARED, say what the host may map. */
+  readonly gmemAttributesKept: boolean;
   constructor(readonly mem: Mem) {
     this.folios = new Folios(mem);
     this.inodes = new Inodes(mem);
@@ -36,6 +45,23 @@ export class Views {
     this.rmp = new Rmp(mem);
     this.alloc = new PfnAllocator(mem, new FreeSync(mem, 0));
     this.vmas = new HostMappings(mem);
+    this.gmemAttrs = new GmemAttributes(mem, this.inodes);
+    this.lru = new LruBatches(mem);
+    this.inPlace = readModuleParams(mem).gmem_in_place_conversion;
+    this.gmemAttributesKept = gmemAttributesKept(mem);
+  }
+
+  /**
+   * kvm_mem_is_private at a quiescent point, read without references: the VM's attribute, or with
+   * gmem_in_place_conversion on, the attribute of the guest_memfd index its memslot binds.
+   */
+  isPrivate(vm: number, gfn: number): boolean {
+    if (!this.inPlace) return this.attrs.isPrivate(vm, gfn);
+    const s = this.memslots.lookup(vm, gfn);
+    const file = s < 0 ? -1 : this.memslots.gmemFile(vm, s);
+    if (file < 0 || !this.files.isOpen(file)) return false;
+    const index = gfn - this.memslots.baseGfn(vm, s) + this.memslots.gmemPgoff(vm, s);
+    return (this.gmemAttrs.get(this.files.inode(file), index) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   }
 }
 

@@ -58,7 +58,7 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     introducedBy: '6e01b7601dfe (KVM_PRE_FAULT_MEMORY, 6.11-rc1)',
     fixedBy: '3ccbf6f47098 (6.18: pre-fault returns EAGAIN)',
     buggy: ['6.10', 'b85524314a', '6.11'],
-    fixed: ['6.18', '6.19', '7.0'],
+    fixed: ['6.18', '6.19', '7.0', '7.4'],
     invariant: 'liveness',
     detail: /waits on synchronize_srcu\(kvm->srcu of vm \d+\)/,
     how: 'a vCPU thread pre-faults a page of a memslot the VMM deletes: the fault meets the INVALID copy and retries inside its read section, while the delete waits in synchronize_srcu for that section to end',
@@ -70,7 +70,7 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     introducedBy: 'a7800aa80ea4 (KVM: Add KVM_CREATE_GUEST_MEMFD ioctl, 6.8)',
     fixedBy: 'ae431059e75d (6.18)',
     buggy: ['6.10', 'b85524314a', '6.11'],
-    fixed: ['6.18', '6.19', '7.0'],
+    fixed: ['6.18', '6.19', '7.0', '7.4'],
     invariant: 'useAfterFree',
     detail: /KASAN: use-after-free in kvm_gmem_release: WRITE_ONCE\(slot->gmem\.file, NULL\)/,
     how: 'the VMM closes the guest_memfd while a fault holds a reference; the fault drops the last one (the file is dying, its release pending as task work), the VMM deletes the memslot, and kvm_gmem_unbind returns early because get_file_active fails',
@@ -82,7 +82,7 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     introducedBy: 'a7800aa80ea4 (6.8)',
     fixedBy: '9935df5333aa (6.19-rc1)',
     buggy: ['6.10', 'b85524314a', '6.11', '6.18'],
-    fixed: ['6.19', '7.0'],
+    fixed: ['6.19', '7.0', '7.4'],
     invariant: 'useAfterFree',
     // 6.10 and b85524314a also walk the dangling binding when they prepare (kvm_gmem_prepare_folio).
     detail: /which was freed \(a dangling pointer\)|KASAN: use-after-free in kvm_gmem_(release|invalidate_begin|prepare_folio)/,
@@ -95,7 +95,7 @@ export const CATALOGUE: readonly HistoricalBug[] = [
       'memory failure takes the invalidate lock under the folio lock, PUNCH_HOLE locks folios under the invalidate lock: the two can deadlock',
     introducedBy: 'a7800aa80ea4 (kvm_gmem_error_folio, 6.8)',
     fixedBy: null,
-    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'],
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0', '7.4'],
     fixed: [],
     invariant: 'liveness',
     // Whoever waits for the invalidate lock holds the folio lock another actor waits for.
@@ -124,9 +124,11 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     id: 'punch-hole-leftover',
     title: 'a fault racing PUNCH_HOLE leaves a prepared folio in the file (accepted by b85524314a)',
     introducedBy: 'b85524314a',
-    fixedBy: null,
+    // Not a fix of it, but it can no longer happen: the fault runs kvm_gmem_get_pfn under the
+    // invalidate lock, which PUNCH_HOLE holds from before the truncation to after invalidate_end.
+    fixedBy: '1ae5be958ff7 (queued for 7.4: kvm_gmem_get_pfn holds the invalidate lock, shared)',
     buggy: ['b85524314a', '6.11', '6.18', '6.19', '7.0'],
-    fixed: [],
+    fixed: ['7.4'],
     invariant: 'finding',
     detail: /punch-hole leftover/,
     how: 'the fault grabs and prepares a new folio between the truncation and invalidate_end; it then retries, but the folio stays in the filemap',
@@ -139,7 +141,7 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     introducedBy: 'the first kvm_arch_gmem_prepare (6.11-rc1)',
     fixedBy: '6dd761d92f66 (6.11: the faulting VM only)',
     buggy: ['6.10', 'b85524314a'],
-    fixed: ['6.11', '6.18', '6.19', '7.0'],
+    fixed: ['6.11', '6.18', '6.19', '7.0', '7.4'],
     invariant: 'finding',
     detail: /cross-VM prepare/,
     how: 'with two SNP VMs bound to one inode (link), the newest file is first in the list: its VM gets the RMP entry, and the faulting VM finds its page assigned to another ASID',
@@ -161,7 +163,7 @@ export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
     introducedBy: '3d3a04fad25a (host mmap, 6.18-rc1)',
     fixedBy: '5d3341d684be (6.18-rc2: kvm_gmem_get_invalidate_filter, SHARED for an INIT_SHARED file)',
     buggyIn: '6.18-rc1 only; no release had it',
-    fixed: ['6.18', '6.19', '7.0'],
+    fixed: ['6.18', '6.19', '7.0', '7.4'],
     expressible: false,
     why:
       'no modelled version has it (6.18-rc1 is not modelled), and on x86 it changes nothing anyway: only TDX consumes the filter ' +
@@ -175,7 +177,7 @@ export const INEXPRESSIBLE: readonly InexpressibleBug[] = [
     introducedBy: '7fbb5e188248 (THP without VM_EXEC), reachable once guest_memfd could be mapped (3d3a04fad25a, 6.18)',
     fixedBy: 'dd085fe9a8eb (7.0-rc: no THP for files on anonymous inodes; MADV_COLLAPSE is EINVAL)',
     buggyIn: '6.18 and 6.19 built with CONFIG_READ_ONLY_THP_FOR_FS',
-    fixed: ['7.0'],
+    fixed: ['7.0', '7.4'],
     expressible: false,
     why:
       'the model has order-0 folios only, and no khugepaged or madvise: nothing can collapse pages into a large folio, so ' +

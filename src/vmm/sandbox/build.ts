@@ -6,7 +6,12 @@ import { declareFirmwareMailbox } from '../../firmware/mailbox.js';
 import { declareRmp } from '../../firmware/rmp.js';
 import { declareSnpGuests } from '../../firmware/snp.js';
 import { declareAllocator, PfnAllocator } from '../../gmem/allocator.js';
+import { declareGmemAttributes } from '../../gmem/attributes.js';
 import { declareBugs } from '../../gmem/bugs.js';
+import { declareFailslab } from '../../gmem/failslab.js';
+import { declareGupPins } from '../../gmem/gup.js';
+import { declareLruAdd } from '../../gmem/lru.js';
+import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setGmemAttributesKept, setModuleParams } from '../../gmem/params.js';
 import { declareFiles } from '../../gmem/file.js';
 import { declareHostRmpFault } from '../../gmem/filemap.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
@@ -70,6 +75,11 @@ export interface SandboxOptions {
   spin?: number;
   /** Room for this many trace events per thread (0, the default: no tracing). */
   traceEvents?: number;
+  /**
+   * kvm.ko's module parameters, as at module load (default: all off). A version without the
+   * parameter ignores it, as the module loader ignores an unknown one.
+   */
+  moduleParams?: ModuleParams;
 }
 
 /** Everything a thread needs to join the sandbox; structured-cloneable. */
@@ -82,6 +92,8 @@ export interface SandboxDescriptor {
   patches: PatchName[];
   watchdogMs: number;
   spin: number;
+  /** The module parameters in force (those the kernel version has). */
+  moduleParams: Required<ModuleParams>;
 }
 
 /**
@@ -205,8 +217,31 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareCoverage(lb, limits.maxThreads);
   declareKernelPatches(lb);
   declareHostRmpFault(lb);
+  // 7.4's regions, last for the same reason.
+  declareModuleParams(lb);
+  declareFailslab(lb);
+  declareGmemAttributes(lb, limits.filemapPages);
+  declareLruAdd(lb, limits.maxThreads);
+  declareGupPins(lb);
   const buffers = allocateBuffers(lb.build(), limits);
-  return { buffers, kernel, policy, patches, watchdogMs, spin };
+  const moduleParams = resolveModuleParams(o.moduleParams, kernel);
+  const mem = mapBuffers(buffers);
+  setModuleParams(mem, moduleParams);
+  setGmemAttributesKept(mem, VERSIONS[kernel].gmemAttributes);
+  return { buffers, kernel, policy, patches, watchdogMs, spin, moduleParams };
+}
+
+/** The parameters named (each a known one, a boolean), as the kernel `kernel` has them. */
+export function resolveModuleParams(p: ModuleParams | undefined, kernel: KernelVersionName): Required<ModuleParams> {
+  const out: Required<ModuleParams> = { gmem_in_place_conversion: false };
+  for (const [name, value] of Object.entries(p ?? {})) {
+    if (!(MODULE_PARAM_NAMES as readonly string[]).includes(name))
+      throw new ArgumentError('moduleParams', `unknown module parameter '${name}'; known: ${MODULE_PARAM_NAMES.join(', ')}`);
+    if (typeof value !== 'boolean') throw new ArgumentError(`moduleParams.${name}`, `must be a boolean, got ${JSON.stringify(value)}`);
+  }
+  // ee1168fb7313 (7.4) adds the parameter; an older kvm.ko ignores it ("unknown parameter ignored").
+  if (VERSIONS[kernel].inPlaceConversionParam) out.gmem_in_place_conversion = p?.gmem_in_place_conversion ?? false;
+  return out;
 }
 
 /** The patches a sandbox is asked to run with, checked. */

@@ -14,9 +14,12 @@ export class KvmError extends Error {
     readonly populateError?: ErrnoCode,
     /** For SEV commands: the firmware status (argp->error). */
     readonly fwError?: number,
+    /** KVM_SET_MEMORY_ATTRIBUTES2's error_offset (bytes), written back with EAGAIN and ENOMEM. */
+    readonly errorOffset?: number,
   ) {
     const code = errnoName(errno);
-    super(`${op}: ${code}${populateError ? ` (populate: ${populateError})` : ''}${detail ? `: ${detail}` : ''}`);
+    const at = errorOffset !== undefined ? ` (error_offset ${errorOffset})` : '';
+    super(`${op}: ${code}${populateError ? ` (populate: ${populateError})` : ''}${at}${detail ? `: ${detail}` : ''}`);
     this.name = 'KvmError';
     this.code = code;
     this.errno = Errno[code];

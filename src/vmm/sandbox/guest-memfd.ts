@@ -3,13 +3,28 @@
 
 import { PG_HWPOISON, PG_UPTODATE } from '../../gmem/folio.js';
 import { FALLOC_MODE_NAMES, type FallocModeName, gmemFallocate } from '../../gmem/fallocate.js';
+import { ATTRIBUTES2_RESERVED_WORDS, gmemIoctlSetAttributes2 } from '../../gmem/convert.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
 import { gmemErrorFolio } from '../../gmem/guest_memfd.js';
 import { gmemMmap } from '../../gmem/mmap.js';
 import { Errno } from '../../shm/errno.js';
 import { PAGE_SIZE } from '../../shm/limits.js';
 import { ArgumentError, KvmError, check } from './errors.js';
 import { HostMapping } from './host-mapping.js';
-import { type FolioInfo, type SandboxPort, int } from './port.js';
+import { type FolioInfo, type SandboxPort, int, u64 } from './port.js';
+
+/** The fields of struct kvm_memory_attributes2 userspace fills (see GuestMemfd.setMemoryAttributes2). */
+export interface MemoryAttributes2Args {
+  /** Byte offset into the file; with `size`, page aligned and inside it. */
+  offset: number | string | bigint;
+  size: number | string | bigint;
+  /** 'private' (KVM_MEMORY_ATTRIBUTE_PRIVATE), 'shared' (0), or the raw u64. */
+  attributes: 'private' | 'shared' | number | bigint;
+  /** Must be 0 (no flag is defined). */
+  flags?: number | bigint;
+  /** reserved[11], zero-filled; any nonzero word is EINVAL. */
+  reserved?: ReadonlyArray<number | bigint>;
+}
 
 export class GuestMemfd {
   constructor(
@@ -110,13 +125,40 @@ export class GuestMemfd {
     );
   }
 
+  /**
+   * KVM_SET_MEMORY_ATTRIBUTES2 (7.4, with gmem_in_place_conversion on; ENOTTY otherwise): converts
+   * [offset, offset + size) of the file to private or shared in place. A refusal throws a KvmError;
+   * with EAGAIN (a page has references beyond the page cache's, e.g. a pin) and ENOMEM it carries
+   * `errorOffset`, the byte offset the kernel writes back.
+   */
+  async setMemoryAttributes2(a: MemoryAttributes2Args): Promise<void> {
+    this.setMemoryAttributes2Sync(a);
+  }
+  setMemoryAttributes2Sync(a: MemoryAttributes2Args): void {
+    const attributes =
+      a.attributes === 'private' ? BigInt(KVM_MEMORY_ATTRIBUTE_PRIVATE) : a.attributes === 'shared' ? 0n : u64(a.attributes, 'attributes');
+    const reserved = (a.reserved ?? []).map((w, i) => u64(w, `reserved.${i}`));
+    if (reserved.length > ATTRIBUTES2_RESERVED_WORDS)
+      throw new ArgumentError('reserved', `has ${ATTRIBUTES2_RESERVED_WORDS} words, got ${reserved.length}`);
+    const args = { offset: u64(a.offset, 'offset'), size: u64(a.size, 'size'), attributes, flags: u64(a.flags ?? 0, 'flags'), reserved };
+    this.requireOpen('KVM_SET_MEMORY_ATTRIBUTES2');
+    const res = this.sb.withGmemFd(this.fd, (f) => (f < 0 ? { r: f } : gmemIoctlSetAttributes2(this.sb.k.g, f, args)));
+    if (res.r < 0) throw new KvmError('KVM_SET_MEMORY_ATTRIBUTES2', res.r, undefined, undefined, undefined, res.errorOffset);
+  }
+
   /** The folio cached at `offset`, or null for a hole. */
   folioAt(offset: number | string): FolioInfo | null {
     this.requireOpen('folioAt');
     const g = this.sb.k.g;
     const pfn = g.inodes.peek(g.files.inode(this.file), Math.floor(int(offset, 'offset') / PAGE_SIZE));
     if (pfn < 0) return null;
-    return { pfn, uptodate: g.folios.test(pfn, PG_UPTODATE), hwpoison: g.folios.test(pfn, PG_HWPOISON), refcount: g.folios.refcount(pfn) };
+    return {
+      pfn,
+      uptodate: g.folios.test(pfn, PG_UPTODATE),
+      hwpoison: g.folios.test(pfn, PG_HWPOISON),
+      refcount: g.folios.refcount(pfn),
+      pincount: g.folios.pincount(pfn),
+    };
   }
 
   private requireOpen(op: string): void {

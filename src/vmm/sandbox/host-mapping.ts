@@ -1,6 +1,7 @@
 // The API's host mapping of a guest_memfd (mmap(2), MAP_SHARED): reads and writes by the calling
 // thread through the mapping's page table, faulting as a user access does, and munmap.
 
+import { gmemPinUserPage, gmemUnpinUserPage } from '../../gmem/gup.js';
 import { HOST_SIGBUS, HOST_SIGSEGV, gmemHostAccess } from '../../gmem/mmap.js';
 import { kvmMunmap } from '../../kvm/host_mm.js';
 import { HostSignalError, check } from './errors.js';
@@ -35,6 +36,19 @@ export class HostMapping {
     this.access('write', int(offset, 'offset'), data, true);
   }
 
+  /**
+   * A device pins the page at `offset` of the mapping for DMA (pin_user_pages with FOLL_LONGTERM,
+   * as the selftests' GUP_TEST does), faulting it in first. The pin outlives munmap until
+   * GupPin.unpin. A page the host cannot map (private, past the file) is EFAULT.
+   */
+  async pin(offset: number | string): Promise<GupPin> {
+    return this.pinSync(offset);
+  }
+  pinSync(offset: number | string): GupPin {
+    const h = check('pin_user_pages', gmemPinUserPage(this.sb.k.g, this.handle, int(offset, 'offset')));
+    return new GupPin(this.sb, h);
+  }
+
   /** munmap(2) of the whole mapping; a second munmap does nothing, as munmap of an unmapped range. */
   async munmap(): Promise<void> {
     this.munmapSync();
@@ -49,5 +63,27 @@ export class HostMapping {
     if (r === HOST_SIGBUS || r === HOST_SIGSEGV)
       throw new HostSignalError(op, r === HOST_SIGBUS ? 'SIGBUS' : 'SIGSEGV', offset + progress.done);
     check(op, r);
+  }
+}
+
+/** A page a device holds pinned (see HostMapping.pin). */
+export class GupPin {
+  constructor(
+    readonly sb: SandboxPort,
+    /** The pin's handle in the sandbox. */
+    readonly handle: number,
+  ) {}
+
+  /** The pfn pinned, or -1 once unpinned. */
+  get pfn(): number {
+    return this.sb.k.g.pins.pfnOf(this.handle);
+  }
+
+  /** unpin_user_page: the device lets go; EINVAL if this pin was already dropped. */
+  async unpin(): Promise<void> {
+    this.unpinSync();
+  }
+  unpinSync(): void {
+    check('unpin_user_page', gmemUnpinUserPage(this.sb.k.g, this.handle));
   }
 }

@@ -35,11 +35,26 @@ export interface FolioInfo {
   uptodate: boolean;
   hwpoison: boolean;
   refcount: number;
+  /** Pins of pin_user_pages held on it (each also one of `refcount`). */
+  pincount: number;
 }
 
 export function int(v: unknown, field: string, min = 0): number {
   const n = parseSize(v, field);
   if (n < min) throw new ArgumentError(field, `must be at least ${min}, got ${n}`);
+  return n;
+}
+
+/**
+ * A __u64 field: a bigint (every u64), a safe integer, or a string (a hex string of up to 16
+ * digits reaches any u64; a size like "4KiB").
+ */
+export function u64(v: unknown, field: string): bigint {
+  let n: bigint;
+  if (typeof v === 'bigint') n = v;
+  else if (typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v.trim())) n = BigInt(v.trim());
+  else n = BigInt(parseSize(v, field));
+  if (n < 0n || n >= 1n << 64n) throw new ArgumentError(field, `must be a u64 (0 to 2^64 - 1), got ${n}`);
   return n;
 }
 

@@ -6,6 +6,10 @@ import type { DirectPlatform } from '../../firmware/direct.js';
 import type { MailboxPlatform } from '../../firmware/mailbox.js';
 import { openKernel, type PlatformKind, type SyncMode } from '../../firmware/open.js';
 import { FwCmd } from '../../firmware/snp.js';
+import { injectSlabFailures } from '../../gmem/failslab.js';
+import { lruAddDrainAll } from '../../gmem/filemap.js';
+import { gmemUnpinAll } from '../../gmem/gup.js';
+import type { ModuleParams } from '../../gmem/params.js';
 import type { PolicyName } from '../../gmem/policy.js';
 import type { KvmCtx } from '../../kvm/ctx.js';
 import { KVM_CAP_NAMES, type KvmCapName, kvmCheckExtension } from '../../kvm/check_extension.js';
@@ -24,7 +28,7 @@ import { ArgumentError, SandboxClosedError, check } from './errors.js';
 import { FD_KIND, type FdEntry, type SandboxPort } from './port.js';
 
 import { GuestMemfd } from './guest-memfd.js';
-import { HostMapping } from './host-mapping.js';
+import { GupPin, HostMapping } from './host-mapping.js';
 import { Vcpu } from './vcpu.js';
 import { Vm } from './vm.js';
 
@@ -32,8 +36,9 @@ import { Vm } from './vm.js';
 export const TID_CONTROLLER = 0;
 
 export type { FolioInfo, GuestAccessResult, RmpQuery } from './port.js';
-export type { UserMemoryRegion2Args } from './vm.js';
-export { GuestMemfd, HostMapping, Vcpu, Vm };
+export type { LaunchUpdateArgs, UserMemoryRegion2Args } from './vm.js';
+export type { MemoryAttributes2Args } from './guest-memfd.js';
+export { GuestMemfd, GupPin, HostMapping, Vcpu, Vm };
 
 export class Sandbox implements SandboxPort {
   readonly mem: Mem;
@@ -134,13 +139,31 @@ export class Sandbox implements SandboxPort {
    * kernel leaves it, and the teardown audit reports it.
    */
   closeAllFds(): void {
-    // do_exit: exit_mm before exit_files, so the mappings' file references go first.
+    // The pinning device goes first (its file's release unpins), then do_exit: exit_mm before
+    // exit_files, so the mappings' file references go first.
+    gmemUnpinAll(this.k.g);
     kvmExitMm(this.k);
     for (const e of this.fdt.open()) if (e.kind === FdKind.GMEM) this.closeFdRaw(e.fd);
     for (const e of this.fdt.open()) {
       this.fdt.remove(e.fd);
       if (e.kind === FdKind.VM) kvmDestroyVm(this.k, e.value);
     }
+    // The per-CPU LRU batches move on as the CPUs go on: their last references go.
+    if (this.k.version.setMemoryAttributes2) lruAddDrainAll(this.k.g);
+  }
+
+  /** kvm.ko's module parameters this sandbox's kernel was loaded with. */
+  get moduleParams(): Required<ModuleParams> {
+    return { ...this.descriptor.moduleParams };
+  }
+
+  /**
+   * echo 1 > /proc/sys/vm/drop_caches: lru_add_drain_all, which drops the references the per-CPU
+   * LRU batches hold on folios added lately (7.4 models them); guest_memfd's folios themselves are
+   * unevictable and stay.
+   */
+  dropCaches(): void {
+    if (this.k.version.setMemoryAttributes2) lruAddDrainAll(this.k.g);
   }
 
   async createVm(opts: { type?: VmTypeName } = {}): Promise<Vm> {
@@ -176,6 +199,16 @@ export class Sandbox implements SandboxPort {
   /** Fault injection: the next `n` firmware commands of a kind fail. */
   injectFirmwareFailures(cmd: keyof typeof FwCmd, n = 1): void {
     this.psp.core.injectFailures(FwCmd[cmd], n);
+  }
+
+  /**
+   * Fault injection (failslab): the next `n` allocations of guest_memfd's maple tree and xarray
+   * nodes fail with ENOMEM: KVM_SET_MEMORY_ATTRIBUTES2 and 7.4's KVM_CREATE_GUEST_MEMFD answer
+   * ENOMEM, and a memslot's binding fails (7.4: ENOMEM; before e6ecb88711d9 the error was ignored).
+   */
+  injectSlabFailures(n: number): void {
+    if (!Number.isInteger(n) || n < 0) throw new ArgumentError('n', `must be a non-negative integer, got ${n}`);
+    injectSlabFailures(this.mem, n);
   }
 
   /** Fault injection: the allocator keeps `pages` pages back (0 ends it). */
@@ -228,3 +261,4 @@ refuseAfterClose(Vm, (v: Vm) => v.sb);
 refuseAfterClose(GuestMemfd, (g: GuestMemfd) => g.sb);
 refuseAfterClose(Vcpu, (c: Vcpu) => c.vm.sb);
 refuseAfterClose(HostMapping, (m: HostMapping) => m.sb);
+refuseAfterClose(GupPin, (p: GupPin) => p.sb);

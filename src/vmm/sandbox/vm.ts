@@ -9,6 +9,8 @@ import { kvmSetMemoryAttributes, kvmSetMemoryRegion } from '../../kvm/kvm_main.j
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../kvm/memslots.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../../kvm/sev.js';
+import { guestAccessIsPrivate } from '../../kvm/private_mem.js';
+import { kvmTaskWork } from '../../kvm/task_work.js';
 import { KvmVcpu } from '../../kvm/vcpu.js';
 import { type VmTypeName } from '../../kvm/vm.js';
 import { Errno, errnoName } from '../../shm/errno.js';
@@ -39,7 +41,12 @@ export interface LaunchUpdateArgs {
   gpa: number | string;
   len?: number | string;
   type?: keyof typeof SNP_PAGE_TYPE_NAMES;
-  data?: Uint8Array;
+  /**
+   * The source bytes (zero-padded to len); null is a NULL uaddr: no source at all, which 7.4
+   * with gmem_in_place_conversion takes to measure the pages' own contents in place, and every
+   * other kernel refuses (EIO, populate EINVAL; before 7.0 EFAULT).
+   */
+  data?: Uint8Array | null;
   sourcePages?: number;
   sourceOffset?: number;
 }
@@ -168,6 +175,7 @@ export class Vm implements VmPort {
     const gpa = int(a.gpa, 'gpa');
     // Without len, the data rounded up to whole pages (at least one page).
     const len = a.len === undefined ? Math.max(1, Math.ceil((a.data?.length ?? 0) / PAGE_SIZE)) * PAGE_SIZE : int(a.len, 'len');
+    const noSource = a.data === null;
     const typeName = a.type ?? 'normal';
     if (!(typeName in SNP_PAGE_TYPE_NAMES))
       throw new ArgumentError('type', `must be one of ${Object.keys(SNP_PAGE_TYPE_NAMES).join(', ')}`);
@@ -177,9 +185,10 @@ export class Vm implements VmPort {
     const offset = a.sourceOffset === undefined ? 0 : int(a.sourceOffset, 'sourceOffset');
     if (offset >= PAGE_SIZE) throw new ArgumentError('sourceOffset', `must be below the page size (${PAGE_SIZE}), got ${offset}`);
     const data = new Uint8Array(Math.min(pages, mapped) * PAGE_SIZE);
-    if (a.data !== undefined) data.set(a.data.subarray(0, data.length));
+    if (a.data) data.set(a.data.subarray(0, data.length));
     if (gpa % PAGE_SIZE !== 0) throw new KvmError('KVM_SEV_SNP_LAUNCH_UPDATE', -Errno.EINVAL, 'gpa must be page aligned');
-    const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, { data, pageOffset: offset });
+    const src = noSource ? null : { data, pageOffset: offset };
+    const r = snpLaunchUpdate(this.sb.k, this.sb.psp, this.id, gpa / PAGE_SIZE, len, type, src);
     if (r.ret < 0) {
       throw new KvmError(
         'KVM_SEV_SNP_LAUNCH_UPDATE',
@@ -244,7 +253,11 @@ export class Vm implements VmPort {
     return k.g.inodes.peek(k.g.files.inode(m.gmemFile), gfn - m.baseGfn + m.gmemPgoff);
   }
 
+  /** What a vCPU's access to gpa is by default: private where KVM says the gfn is (VMs with private memory only). */
   isPrivate(gpa: number): boolean {
-    return this.sb.k.attrs.isPrivate(this.id, Math.floor(gpa / PAGE_SIZE));
+    const k = this.sb.k;
+    const priv = guestAccessIsPrivate(k, this.id, Math.floor(gpa / PAGE_SIZE));
+    kvmTaskWork(k);
+    return priv;
   }
 }

@@ -4,7 +4,7 @@
 import { TraceKind } from '../../shm/trace.js';
 import { hex, type Outcome, outcomeOfError } from '../../vcpu-workers/outcome.js';
 import { bytesOfHex } from '../../vcpu-workers/ops.js';
-import { GuestMemfd, type HostMapping, type Sandbox, type Vm } from '../sandbox/sandbox.js';
+import { type GupPin, GuestMemfd, type HostMapping, type Sandbox, type Vm } from '../sandbox/sandbox.js';
 import { Errno } from '../../shm/errno.js';
 import { PAGE_SIZE } from '../../shm/limits.js';
 import type { IoctlStep } from './schema.js';
@@ -32,6 +32,9 @@ export const IOCTL_STEPS = [
   'munmap',
   'host_read',
   'host_write',
+  'set_memory_attributes2',
+  'gup_pin',
+  'unpin',
 ] as const;
 export const IOCTL_TRACE_BASE = 16;
 
@@ -40,6 +43,8 @@ export class IoctlExecutor {
   readonly fds = new Map<string, GuestMemfd>();
   /** Mappings by name; a name outlives its munmap (an access there is then SIGSEGV). */
   readonly maps = new Map<string, HostMapping>();
+  /** Pins by name; a name outlives its unpin (a second unpin is then EINVAL). */
+  readonly pins = new Map<string, GupPin>();
 
   constructor(readonly sb: Sandbox) {}
 
@@ -123,7 +128,8 @@ export class IoctlExecutor {
           gpa: st.gpa,
           len: st.len,
           type: (st.type ?? 'normal') as 'normal',
-          ...(st.data !== undefined ? { data: bytesOfHex(st.data) } : {}),
+          // No data: a NULL uaddr.
+          data: st.data !== undefined ? bytesOfHex(st.data) : null,
           ...(st.source_pages !== undefined ? { sourcePages: st.source_pages } : {}),
           ...(st.source_offset !== undefined ? { sourceOffset: st.source_offset } : {}),
         });
@@ -149,8 +155,34 @@ export class IoctlExecutor {
           value: f === null ? { present: false } : { present: true, ...f, contents: hex(this.sb.hostPage(f.pfn).subarray(0, 16)) },
         };
       }
+      case 'set_memory_attributes2':
+      case 'gup_pin':
+      case 'unpin':
+        return this.runConversion(st);
       default:
         return this.runHostMm(st);
+    }
+  }
+
+  /** 7.4's in-place conversion on the guest_memfd, and the device pins that can hold it back. */
+  private runConversion(st: Extract<IoctlStep, { op: 'set_memory_attributes2' | 'gup_pin' | 'unpin' }>): Outcome {
+    switch (st.op) {
+      case 'set_memory_attributes2': {
+        const g = this.gmemOrErrno(st.fd);
+        if (!(g instanceof GuestMemfd)) return g;
+        // A refusal's error_offset is the outcome's value (outcomeOfError).
+        g.setMemoryAttributes2Sync({ offset: st.offset, size: st.size, attributes: st.attributes, flags: st.flags ?? 0 });
+        return { result: 'ok' };
+      }
+      case 'gup_pin':
+        this.pins.set(st.as, this.mapping(st.map).pinSync(st.offset));
+        return { result: 'ok' };
+      case 'unpin': {
+        const p = this.pins.get(st.pin);
+        if (p === undefined) throw new Error(`no pin named '${st.pin}'`);
+        p.unpinSync();
+        return { result: 'ok' };
+      }
     }
   }
 

@@ -194,7 +194,7 @@ export class ModelChecker {
       sandbox: {
         ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
         ...(s.policy !== undefined ? { policy: s.policy } : {}),
-        ...(s.patches !== undefined ? { patches: s.patches } : {}),
+        ...(s.module_params !== undefined ? { moduleParams: s.module_params } : {}),
         ...(s.patches !== undefined ? { patches: s.patches } : {}),
         memory: s.memory ?? '4MiB',
         gpaSpace: '16MiB',

@@ -70,6 +70,7 @@ export async function runScenario(s: Scenario, onStep?: (r: StepReport) => void,
     sandbox: {
       ...(s.kernel !== undefined ? { kernel: s.kernel } : {}),
       ...(s.policy !== undefined ? { policy: s.policy } : {}),
+      ...(s.module_params !== undefined ? { moduleParams: s.module_params } : {}),
       ...(s.patches !== undefined ? { patches: s.patches } : {}),
       memory: s.memory ?? '64MiB',
       watchdogMs: s.watchdog_ms ?? 5000,

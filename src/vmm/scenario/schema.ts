@@ -53,6 +53,17 @@ export const MAX_SCENARIO_VCPUS = LIMITS.MAX_THREADS - 3;
 
 const name = z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a name of letters, digits, "_" or "-"');
 const fdRef = z.union([name, z.number().int()]);
+/**
+ * A __u64 field of a uAPI struct: a size as above, or a hex string of up to 16 digits for the
+ * values a JSON number cannot hold exactly (e.g. an offset that overflows with its size).
+ */
+const u64 = z.union([
+  z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{1,16}$/)
+    .transform((v) => BigInt(v)),
+  size,
+]);
 const hexData = z.string().regex(/^(0x)?([0-9a-fA-F]{2})*$/, 'must be hex bytes, e.g. "deadbeef"');
 
 /** 'hang': the watchdog ended a wait that never finished (the run stops there). */
@@ -115,6 +126,15 @@ const leafSteps = [
     flags: z.number().int().optional(),
   }),
   z.strictObject({
+    op: z.literal('set_memory_attributes2'),
+    fd: fdRef,
+    offset: u64,
+    size: u64,
+    attributes: z.union([z.enum(['private', 'shared']), u64]),
+    flags: u64.optional(),
+    ...base,
+  }),
+  z.strictObject({
     op: z.literal('fallocate'),
     fd: fdRef,
     mode: z.union([z.array(z.enum(Object.keys(FALLOC_MODE_NAMES) as [FallocModeName, ...FallocModeName[]])), z.number().int()]),
@@ -136,6 +156,8 @@ const leafSteps = [
   z.strictObject({ op: z.literal('munmap'), map: name, ...base }),
   z.strictObject({ op: z.literal('host_read'), map: name, offset: size, len: hostReadLen, ...base }),
   z.strictObject({ op: z.literal('host_write'), map: name, offset: size, data: hexData, ...base }),
+  z.strictObject({ op: z.literal('gup_pin'), map: name, offset: size, as: name, ...base }),
+  z.strictObject({ op: z.literal('unpin'), pin: name, ...base }),
   z.strictObject({ op: z.literal('snp_launch_start'), ...vmStep }),
   z.strictObject({
     op: z.literal('snp_launch_update'),
@@ -143,6 +165,7 @@ const leafSteps = [
     gpa: size,
     len: size,
     type: z.enum(Object.keys(SNP_PAGE_TYPE_NAMES) as [string, ...string[]]).optional(),
+    /** The source bytes; without them uaddr is NULL (7.4 with gmem_in_place_conversion: populate in place). */
     data: hexData.optional(),
     /** Source pages mapped (default: all of len); a page past them faults (EFAULT). */
     source_pages: z
@@ -196,6 +219,8 @@ export const scenarioSchema = z.strictObject({
     .max(2 ** 32 - 1)
     .optional(),
   watchdog_ms: z.number().int().min(0).max(600_000).optional(),
+  /** kvm.ko's module parameters at load (a kernel without one ignores it). */
+  module_params: z.strictObject({ gmem_in_place_conversion: z.boolean().optional() }).optional(),
   vms: z
     .array(z.strictObject({ name, type: z.enum(VM_TYPES), vcpus: z.number().int().min(0).max(LIMITS.MAX_VCPUS_PER_VM).default(1) }))
     .min(1)
@@ -230,7 +255,10 @@ export type IoctlStep = Extract<
       | 'mmap'
       | 'munmap'
       | 'host_read'
-      | 'host_write';
+      | 'host_write'
+      | 'set_memory_attributes2'
+      | 'gup_pin'
+      | 'unpin';
   }
 >;
 
@@ -277,6 +305,7 @@ function checkNames(s: Scenario): void {
     problems.push(`vms: ${vcpus} vCPUs in all; at most ${MAX_SCENARIO_VCPUS} (one thread each, beside the controller, VMM and firmware)`);
   const fds = new Set<string>();
   const maps = new Set<string>();
+  const pins = new Set<string>();
   const visit = (st: Step, path: string): void => {
     if ('vm' in st && typeof st.vm === 'string' && !vms.has(st.vm)) problems.push(`${path}.vm: no VM named '${st.vm}' in vms`);
     if ('vcpu' in st && typeof st.vm === 'string' && vms.has(st.vm) && st.vcpu >= vms.get(st.vm)!.vcpus) {
@@ -292,9 +321,10 @@ function checkNames(s: Scenario): void {
       if (typeof v === 'string' && !fds.has(v)) problems.push(`${path}.${f}: no guest_memfd named '${v}' was created by an earlier step`);
     }
     if ('map' in st && !maps.has(st.map)) problems.push(`${path}.map: no mapping named '${st.map}' was made by an earlier mmap`);
+    if ('pin' in st && !pins.has(st.pin)) problems.push(`${path}.pin: no pin named '${st.pin}' was made by an earlier gup_pin`);
     if ('as' in st) {
-      if (fds.has(st.as) || maps.has(st.as)) problems.push(`${path}.as: '${st.as}' is already used`);
-      (st.op === 'mmap' ? maps : fds).add(st.as);
+      if (fds.has(st.as) || maps.has(st.as) || pins.has(st.as)) problems.push(`${path}.as: '${st.as}' is already used`);
+      (st.op === 'mmap' ? maps : st.op === 'gup_pin' ? pins : fds).add(st.as);
     }
     if (st.op === 'parallel') st.steps.forEach((c, j) => visit(c, `${path}.steps.${j}`));
   };
