@@ -131,11 +131,15 @@ async function runVersion(rt: Runtime, kernel: ConversionKernel, o: ConversionOp
   await rt.call(v, () => v.api.init(rt.descriptor, v.tid));
   const held = o.holdPin === undefined ? -1 : await rt.call(v, () => v.api.conversionHoldPin(l, o.holdPin!));
   const before = rt.stats();
+  // An interrupt stops both loops at their next turn; the row covers what ran.
+  const stop = (): void => rt.requestStop();
+  o.signal?.addEventListener('abort', stop, { once: true });
   const durationMs = o.conversions ? 600_000 : o.durationMs;
   const [guest, vmm] = await Promise.all([
     rt.call(rt.vmm, () => rt.vmm.api.conversionGuest({ chunk: o.chunk, durationMs, maxAttempts: o.conversions ?? 0 })),
     rt.call(v, () => v.api.conversionVmm(l, { durationMs, seed: o.seed, pinMs: o.pinMs, faults: o.faults ?? true, held })),
   ]);
+  o.signal?.removeEventListener('abort', stop);
   if (held >= 0) vmm.pins++;
   return { guest, vmm, before, after: rt.stats() };
 }

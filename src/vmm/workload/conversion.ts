@@ -163,7 +163,7 @@ export class GuestSide {
   }
 }
 
-/** The conversion ioctl of the kernel run: 0 or -errno. */
+/** kvm_vm_ioctl_set_mem_attributes (7.0) or kvm_gmem_ioctl's KVM_SET_MEMORY_ATTRIBUTES2 (7.4): 0 or -errno. */
 function convertChunk(sb: Sandbox, l: ConversionLayout, first: number, n: number, toPrivate: boolean): number {
   const attrs = toPrivate ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
   if (!l.inPlace) return kvmSetMemoryAttributes(sb.k, l.vm, first * PAGE_SIZE, n * PAGE_SIZE, attrs, 0);
@@ -217,7 +217,7 @@ export function runGuestConversions(s: GuestSide, cfg: GuestConvertConfig): Gues
   try {
     for (let i = 0; ; i++) {
       if (cfg.maxAttempts > 0 ? res.attempts >= cfg.maxAttempts : performance.now() >= deadline) break;
-      if (sb.k.sync.aborted()) break;
+      if (sb.k.sync.aborted() || rc.stopRequested()) break;
       convertOnce(s, (i % chunks) * cfg.chunk, cfg.chunk);
     }
   } finally {
@@ -275,7 +275,7 @@ export function holdPin(sb: Sandbox, l: ConversionLayout, p: number): number {
   return l.map < 0 ? -Errno.EFAULT : gmemPinUserPage(sb.k.g, l.map, p * PAGE_SIZE);
 }
 
-/** pin_user_pages of page p through the mapping: the pin, or -1 (counted) when the page is private. */
+/** pin_user_pages_fast (FOLL_PIN | FOLL_LONGTERM) of page p through the mapping: the pin, or -1 (counted) when the page is private. */
 function pinPage(sb: Sandbox, map: number, p: number, res: VmmPinResult): number {
   const pin = gmemPinUserPage(sb.k.g, map, p * PAGE_SIZE);
   if (pin < 0) res.pinFailures++;
