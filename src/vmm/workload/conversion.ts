@@ -171,20 +171,22 @@ function convertChunk(sb: Sandbox, l: ConversionLayout, first: number, n: number
   return sb.withGmemFd(l.fd, (f) => (f < 0 ? f : gmemIoctlSetAttributes2(sb.k.g, f, a).r));
 }
 
+function traceStart(sb: Sandbox): number {
+  return sb.k.tracer.on ? sb.k.tracer.now() : 0;
+}
+/** The ioctl in the trace, named as a scenario step is. */
+function traceIoctl(sb: Sandbox, op: (typeof IOCTL_STEPS)[number], t0: number): void {
+  if (sb.k.tracer.on) sb.k.tracer.record(TraceKind.IOCTL, IOCTL_TRACE_BASE + IOCTL_STEPS.indexOf(op), t0);
+}
+
 /** One conversion of chunk [first, first + n) the other way, as the guest asks for it. */
 function convertOnce(s: GuestSide, first: number, n: number): void {
   const { sb, l, res } = s;
   const toPrivate = s.priv[first] === 0;
   if (!toPrivate) s.pvalidate(first, n, false);
-  const tracer = sb.k.tracer;
-  const t0 = tracer.on ? tracer.now() : 0;
+  const t0 = traceStart(sb);
   const r = convertChunk(sb, l, first, n, toPrivate);
-  if (tracer.on)
-    tracer.record(
-      TraceKind.IOCTL,
-      IOCTL_TRACE_BASE + IOCTL_STEPS.indexOf(l.inPlace ? 'set_memory_attributes2' : 'set_memory_attributes'),
-      t0,
-    );
+  traceIoctl(sb, l.inPlace ? 'set_memory_attributes2' : 'set_memory_attributes', t0);
   res.attempts++;
   if (r < 0) {
     if (r === -Errno.EAGAIN) res.eagain++;
@@ -194,7 +196,11 @@ function convertOnce(s: GuestSide, first: number, n: number): void {
     return;
   }
   // 7.0: the VMM discards the private backing it no longer uses.
-  if (!l.inPlace && !toPrivate && punchFd(sb, l.fd, first, n) === 0) res.punches++;
+  if (!l.inPlace && !toPrivate) {
+    const t1 = traceStart(sb);
+    if (punchFd(sb, l.fd, first, n) === 0) res.punches++;
+    traceIoctl(sb, 'fallocate', t1);
+  }
   res.conversions++;
   if (toPrivate) res.toPrivate++;
   else res.toShared++;
