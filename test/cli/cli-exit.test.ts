@@ -276,6 +276,7 @@ describe.concurrent('output paths are checked before any work starts', () => {
     ['replay', '--trace', (d) => ['replay', join(d, 'schedule.json'), '--trace', join(d, 'afile/t.json')]],
     ['experiment multi-vm', '--trace', (d) => ['experiment', 'multi-vm', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
     ['experiment policies', '--report', (d) => ['experiment', 'policies', '--duration', '5', '--report', join(d, 'afile/r.html')]],
+    ['experiment conversion', '--trace', (d) => ['experiment', 'conversion', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
     ['sweep', '--trace', (d) => ['sweep', '--param', 'duration=5', '--trace', join(d, 'afile/t.json')]],
     ['merge', '--out', (d) => ['merge', join(d, 'in.jsonl'), '--out', join(d, 'afile/m.jsonl')]],
   ];
