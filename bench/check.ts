@@ -45,6 +45,7 @@ export const QUICK_ROWS: Record<string, string[]> = {
     'host.fault.cold',
     'fault.refault.snp',
     'fault.refault.snp.7.0',
+    ...['4KiB', '2MiB'].flatMap((size) => ['7.0', '7.4'].flatMap((v) => ['private', 'shared'].map((way) => `convert.${size}.${way}.${v}`))),
   ],
   prefault: ['zero-fill.16MiB', 'prefault.16MiB.sw', 'prefault.16MiB.snp'],
   throughput: [

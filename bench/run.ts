@@ -13,6 +13,7 @@ import os from 'node:os';
 import { Progress } from '../src/cli/progress.js';
 import { quickRowProblems } from './check.js';
 import { runColdFault, runPrefault } from './fault.js';
+import { runConvert } from './convert.js';
 import type { Ctx } from './measure.js';
 import { runMicro } from './micro.js';
 import { runRoundtrip } from './roundtrip.js';
@@ -25,7 +26,8 @@ const GROUPS: Record<string, (ctx: Ctx) => Promise<Row[]>> = {
   micro: runMicro,
   roundtrip: runRoundtrip,
   zerofill: runZeroFill,
-  fault: runColdFault,
+  // The conversion rows after the cold faults, in the same run: their baselines include fault.cold.snp.7.0.
+  fault: async (ctx) => [...(await runColdFault(ctx)), ...(await runConvert(ctx))],
   prefault: runPrefault,
   throughput: runThroughput,
   policy: runPolicies,

@@ -47,5 +47,12 @@ export {
   type PoliciesOptions,
   type PolicyRow,
 } from './vmm/experiments/experiments.js';
+export {
+  conversionExperiment,
+  CONVERSION_KERNELS,
+  type ConversionKernel,
+  type ConversionOptions,
+  type ConversionRow,
+} from './vmm/experiments/conversion.js';
 export { BUG_NAMES, type BugName, plantedBugPoints } from './gmem/bugs.js';
 export { POINTS_MODES, type PointsMode } from './shm/points.js';

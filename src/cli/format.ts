@@ -1,6 +1,8 @@
 // Human-readable reports for the terminal.
 
 import type { MultiVmResult, PolicyRow } from '../vmm/experiments/experiments.js';
+import type { ConversionRow } from '../vmm/experiments/conversion.js';
+import { CONVERSION_COLUMNS, conversionCells } from '../vmm/report/conversion.js';
 import type { ScenarioReport } from '../vmm/scenario/runner.js';
 import type { StressReport } from '../vmm/stress/stress.js';
 
@@ -170,4 +172,10 @@ export function formatPolicies(rows: PolicyRow[]): string {
       r.violations,
     ]),
   );
+}
+
+export function formatConversion(rows: ConversionRow[]): string {
+  const out = [table(CONVERSION_COLUMNS, rows.map(conversionCells)), ''];
+  for (const r of rows) out.push(`${r.kernel}: ${r.sentence}`, '');
+  return out.join('\n').trimEnd();
 }

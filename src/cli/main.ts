@@ -20,6 +20,7 @@ import { exploreCommand, replayCommand } from './explore.js';
 import { modelCheckCommand, replayIfScenario } from './model-check.js';
 import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
+import { registerConversion } from './conversion.js';
 import { printCatalogue } from './catalogue.js';
 import { CATALOGUE } from '../vmm/explore/catalogue.js';
 import { type KernelSet, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
@@ -467,6 +468,7 @@ experiment
     }),
   );
 
+registerConversion(experiment, { commandLine, sayWritten, perKernel });
 registerSweep(program);
 
 for (const c of [...program.commands, ...experiment.commands]) c.addHelpText('after', EXIT_HELP);

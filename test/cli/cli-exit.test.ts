@@ -152,6 +152,31 @@ describe('exit status per command', () => {
     expectUsage(kernel, /argument '6.12' is invalid. Allowed choices are 6.10, b85524314a, 6.11, 6.18, 6.19, 7.0, 7.4, upstream, all/);
   });
 
+  it('experiment conversion: exact counts as JSON, the report and the traces written; 2 for a bad option', async () => {
+    const dir = tempDir();
+    const quiet = ['experiment', 'conversion', '--conversions', '16', '--pages', '4', '--pin-ms', '0', '--no-faults', '--hold-pin', '0'];
+    const [r, text, chunks, pin, kernel] = await Promise.all([
+      cli([...quiet, '--json', '--report', join(dir, 'c.html'), '--trace', join(dir, 't.json')]),
+      cli([...quiet, '--kernel', '7.4']),
+      cli(['experiment', 'conversion', '--pages', '10', '--chunk', '4']),
+      cli(['experiment', 'conversion', '--pin-ms', 'x']),
+      cli(['experiment', 'conversion', '--kernel', '6.11']),
+    ]);
+    expect(r.status).toBe(0);
+    const rows = JSON.parse(r.stdout) as Array<{ kernel: string; eagain: number; conversions: number; bytesCopied: number }>;
+    expect(rows.map(({ kernel, eagain, conversions, bytesCopied }) => [kernel, eagain, conversions, bytesCopied])).toEqual([
+      ['7.0', 0, 16, 16 * 4096],
+      ['7.4', 4, 12, 0],
+    ]);
+    for (const f of ['c.html', 't.7.0.json', 't.7.4.json']) expect(existsSync(join(dir, f))).toBe(true);
+    expect(text.stdout).toMatch(/^kernel +conversion +attempts +conversions\/s +EAGAIN/);
+    expect(text.stdout).toMatch(/^7\.4 +in place \(ATTRIBUTES2\) +16 +[\d,]+ +4 +25\.00% +0 +0 /m);
+    expect(text.status).toBe(0);
+    expectUsage(chunks, /^gmem-sandbox experiment conversion: --pages: must be a whole number of chunks \(4 pages\), got 10$/m);
+    expectUsage(pin, /--pin-ms: must be a number, got 'x'/);
+    expectUsage(kernel, /argument '6.11' is invalid. Allowed choices are 7.0, 7.4, all/);
+  });
+
   it('experiment multi-vm: --kernel and --policy that disagree are refused naming both, as stress does', async () => {
     const [one, all, stress] = await Promise.all([
       cli(['experiment', 'multi-vm', '--kernel', '6.18', '--policy', 'prepare-on-fault']),
@@ -251,6 +276,7 @@ describe.concurrent('output paths are checked before any work starts', () => {
     ['replay', '--trace', (d) => ['replay', join(d, 'schedule.json'), '--trace', join(d, 'afile/t.json')]],
     ['experiment multi-vm', '--trace', (d) => ['experiment', 'multi-vm', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
     ['experiment policies', '--report', (d) => ['experiment', 'policies', '--duration', '5', '--report', join(d, 'afile/r.html')]],
+    ['experiment conversion', '--trace', (d) => ['experiment', 'conversion', '--duration', '5', '--trace', join(d, 'afile/t.json')]],
     ['sweep', '--trace', (d) => ['sweep', '--param', 'duration=5', '--trace', join(d, 'afile/t.json')]],
     ['merge', '--out', (d) => ['merge', join(d, 'in.jsonl'), '--out', join(d, 'afile/m.jsonl')]],
   ];

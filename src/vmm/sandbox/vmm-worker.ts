@@ -27,6 +27,18 @@ import { type VmmOp, zeroOps } from '../workload/mix.js';
 import { type Violation, assertionViolation } from '../../checker/violations.js';
 import { SyncAbortError } from '../../shm/sync/sync.js';
 import { type VmmOpsConfig, type VmmOpsResult, runVmmOps } from '../workload/vmm-ops.js';
+import {
+  type ConversionLayout,
+  type GuestConvertConfig,
+  type GuestConvertResult,
+  type GuestSide,
+  type VmmPinConfig,
+  type VmmPinResult,
+  holdPin,
+  runGuestConversions,
+  runVmmPins,
+  setupConversion,
+} from '../workload/conversion.js';
 
 class VmmWorker {
   private sb: Sandbox | null = null;
@@ -35,6 +47,8 @@ class VmmWorker {
   private stressFds: GuestMemfd[] = [];
   /** vCPU slots setupStress claimed for pre-fault handles (every VMM thread's), released at closeAll. */
   private prefaultSlots: number[] = [];
+  /** The conversion experiment's guest, on this thread. */
+  private guest: GuestSide | null = null;
 
   init(descriptor: SandboxDescriptor, tid: number, opts: { mode?: SyncMode; platform?: PlatformKind } = {}): void {
     this.sb = Sandbox.attach(descriptor, tid, opts);
@@ -86,6 +100,22 @@ class VmmWorker {
     const t = this.target;
     if (t === null) throw new Error('runOps before setupStress');
     return asActor(this.s.k.sync, () => runVmmOps(this.s, new RunControl(this.s.mem), t, cfg), false, onlineChecker(this.s.k));
+  }
+
+  /** The conversion experiment's guest: its VM, guest_memfd and vCPU (workload/conversion.ts). */
+  conversionSetup(pages: number, inPlace: boolean): ConversionLayout {
+    this.guest = setupConversion(this.s, pages, inPlace);
+    return this.guest.l;
+  }
+  conversionGuest(cfg: GuestConvertConfig): GuestConvertResult {
+    if (this.guest === null) throw new Error('conversionGuest before conversionSetup');
+    return runGuestConversions(this.guest, cfg);
+  }
+  conversionHoldPin(l: ConversionLayout, page: number): number {
+    return holdPin(this.s, l, page);
+  }
+  conversionVmm(l: ConversionLayout, cfg: VmmPinConfig): VmmPinResult {
+    return runVmmPins(this.s, l, cfg);
   }
 
   /** The explorer's schedules, this thread leading (explore/round.ts): one record per schedule run. */

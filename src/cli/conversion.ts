@@ -1,0 +1,136 @@
+// `gmem-sandbox experiment conversion`: 7.0's per-VM conversions against 7.4's in-place ones.
+
+import { type Command, Option } from 'commander';
+import { checkOutputs } from '../vmm/io/outputs.js';
+import {
+  CONVERSION_KERNELS,
+  type ConversionKernel,
+  type ConversionOptions,
+  MAX_CONVERSION_CHUNK,
+  MAX_CONVERSION_PAGES,
+  checkConversionOptions,
+  conversionExperiment,
+} from '../vmm/experiments/conversion.js';
+import { reportFromConversion } from '../vmm/report/conversion.js';
+import { writeReport } from '../vmm/report/html.js';
+import { ArgumentError } from '../vmm/sandbox/errors.js';
+import { EXIT, action } from './exit.js';
+import { formatConversion } from './format.js';
+import { Progress } from './progress.js';
+
+/** What the command borrows from main.ts: the command line, where outputs went, per-kernel trace names. */
+export interface ExperimentHelpers {
+  commandLine(): string;
+  sayWritten(cmd: string, since: number, outputs: Array<[string, string | undefined]>): void;
+  perKernel(file: string | undefined): ((k: string) => string | undefined) | undefined;
+}
+
+/** The library's field names as the command line spells them. */
+const FLAGS: Record<string, string> = {
+  kernel: '--kernel',
+  pages: '--pages',
+  chunk: '--chunk',
+  conversions: '--conversions',
+  pinMs: '--pin-ms',
+  holdPin: '--hold-pin',
+  seed: '--seed',
+};
+
+interface Opts {
+  kernel: ConversionKernel | 'all';
+  duration: string;
+  conversions: string;
+  pages: string;
+  chunk: string;
+  pinMs: string;
+  holdPin?: string;
+  faults: boolean;
+  seed: string;
+  json?: boolean;
+  trace?: string;
+  report?: string;
+}
+
+/** The options as the library takes them, checked: a bad one is an ArgumentError naming its flag. */
+function optionsOf(o: Opts): ConversionOptions {
+  const seconds = Number(o.duration);
+  if (!Number.isFinite(seconds) || seconds < 0.01 || seconds > 600)
+    throw new ArgumentError('--duration', `must be a number of seconds from 0.01 to 600, got '${o.duration}'`);
+  for (const [flag, raw] of [
+    ['--conversions', o.conversions],
+    ['--pages', o.pages],
+    ['--chunk', o.chunk],
+    ['--pin-ms', o.pinMs],
+    ['--seed', o.seed],
+    ['--hold-pin', o.holdPin],
+  ] as Array<[string, string | undefined]>)
+    if (raw !== undefined && (raw.trim() === '' || !Number.isFinite(Number(raw))))
+      throw new ArgumentError(flag, `must be a number, got '${raw}'`);
+  const opts: ConversionOptions = {
+    kernel: o.kernel,
+    durationMs: Math.round(seconds * 1000),
+    conversions: Number(o.conversions),
+    pages: Number(o.pages),
+    chunk: Number(o.chunk),
+    pinMs: Number(o.pinMs),
+    faults: o.faults,
+    seed: Number(o.seed),
+    ...(o.holdPin !== undefined ? { holdPin: Number(o.holdPin) } : {}),
+  };
+  try {
+    checkConversionOptions(opts);
+  } catch (e) {
+    if (e instanceof ArgumentError) throw new ArgumentError(FLAGS[e.field] ?? e.field, e.rule);
+    throw e;
+  }
+  return opts;
+}
+
+export function registerConversion(experiment: Command, h: ExperimentHelpers): void {
+  experiment
+    .command('conversion')
+    .description(
+      'a guest converts memory shared <=> private while the VMM faults and pins pages: 7.0 (per-VM attributes, PUNCH_HOLE after) against 7.4 (in place)',
+    )
+    .addOption(
+      new Option('--kernel <version>', 'kernel version, or all (the default)').choices([...CONVERSION_KERNELS, 'all']).default('all'),
+    )
+    .option('--duration <seconds>', 'run length per kernel version', '1')
+    .option('--conversions <n>', 'stop after this many conversion attempts per version instead (0: by --duration)', '0')
+    .option('--pages <n>', `guest memory in pages, a whole number of chunks (at most ${MAX_CONVERSION_PAGES})`, '64')
+    .option('--chunk <pages>', `pages one conversion covers (1: 4 KiB, ${MAX_CONVERSION_CHUNK}: 2 MiB)`, '1')
+    .option('--pin-ms <ms>', 'how long the VMM holds each GUP pin (0: no pins)', '1')
+    .option('--hold-pin <page>', 'a page the VMM pins before the guest starts and holds to the end')
+    .option('--no-faults', 'the VMM does not fault pages into its mapping')
+    .option('--seed <n>', 'seed of the VMM thread', '1')
+    .option('--json', 'print results as JSON')
+    .option('--trace <file.json>', 'write a Chrome trace per kernel version (FILE.<kernel>.json)')
+    .option('--report <file.html>', 'write a self-contained HTML report')
+    .action(
+      action('experiment conversion', async (it, o: Opts) => {
+        const opts = optionsOf(o);
+        const kernels = checkConversionOptions(opts);
+        const trace = h.perKernel(o.trace);
+        const out = (flag: string, path: string | undefined) => (path === undefined ? undefined : { flag, path, kind: 'file' as const });
+        checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
+        const since = Date.now();
+        const progress = new Progress(false);
+        const rows = await conversionExperiment({
+          ...opts,
+          ...(trace ? { trace } : {}),
+          signal: it.signal,
+          onProgress: (f, what) => progress.update(f, what),
+        });
+        progress.done();
+        const interrupted = it.signal.aborted || rows.some((r) => r.interrupted);
+        if (o.report) writeReport(o.report, reportFromConversion(rows, h.commandLine(), opts.seed));
+        if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        else process.stdout.write(`${formatConversion(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
+        h.sayWritten('experiment conversion', since, [
+          ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
+          ['report', o.report],
+        ]);
+        return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
+      }),
+    );
+}
