@@ -11,6 +11,7 @@ import { INVARIANTS, type Invariant, type Violation } from './violations.js';
 import { auditFolios, auditFreeLists, auditInodeLocks } from './audit/memory.js';
 import { auditBindings, auditKasan } from './audit/objects.js';
 import { auditHostPtes } from './audit/host.js';
+import { auditLaunch } from './audit/launch.js';
 import { auditVms } from './audit/sptes.js';
 import { Views, emptyCounts, recorder } from './audit/views.js';
 
@@ -39,6 +40,7 @@ export function auditQuiescent(mem: Mem): AuditReport {
       by: 'auditor',
       detail: `the host wrote ${stats.hostRmpFaults} guest-assigned page(s) (RMP faults)${firstFault(mem)}`,
     });
+  auditLaunch(mem, stats, add);
   // The VMM's own checks of what it read through a guest_memfd mapping (workload/ops/host.ts).
   if (stats.hostStaleReads > 0)
     add({

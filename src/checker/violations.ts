@@ -3,7 +3,8 @@
 /**
  * lockOrder: lockdep saw two lock classes taken in both orders (shm/sync/lockdep.ts), deadlocked
  * or not. assertion: the model's own check fired inside an actor (a refcount underflow, a
- * lockdep_assert_held, a WARN): what the kernel would oops or warn on.
+ * lockdep_assert_held, a WARN): what the kernel would oops or warn on. launchState: a vCPU
+ * changed while LAUNCH_FINISH synced its VMSA into what the firmware measures.
  */
 export const INVARIANTS = [
   'staleData',
@@ -15,6 +16,7 @@ export const INVARIANTS = [
   'liveness',
   'lockOrder',
   'assertion',
+  'launchState',
 ] as const;
 export type Invariant = (typeof INVARIANTS)[number];
 

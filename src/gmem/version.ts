@@ -158,6 +158,30 @@ export interface KernelVersion {
    * it, KVM accepts a LAUNCH_UPDATE after LAUNCH_FINISH and only the firmware refuses it.
    */
   readonly snpLaunchStateTracked: boolean;
+  /**
+   * snp_launch_update_vmsa (LAUNCH_FINISH) answers EBUSY while a vCPU is being created
+   * (kvm_is_vcpu_creation_in_progress, 624bf3440d72, 7.1; in 6.18.y, 6.19.y and 7.0.y, not in the
+   * releases modelled here). Before, it synced the VMSAs of
+   * the vCPUs online and skipped one between created_vcpus++ and online_vcpus++.
+   */
+  readonly launchFinishRefusesVcpuCreation: boolean;
+  /**
+   * snp_launch_update_vmsa holds every vCPU's mutex while it syncs their VMSAs (kvm_lock_all_vcpus,
+   * cb923ee6a80f, CVE-2026-31591, 7.1; in 6.18.y, 6.19.y and 7.0.y). Before, a KVM_RUN or KVM_SET_REGS of a vCPU ran
+   * while its state was copied into the save area the firmware measures.
+   */
+  readonly launchFinishLocksVcpus: boolean;
+  /**
+   * kvm_vm_ioctl_create_vcpu holds kvm->lock from created_vcpus++ to online_vcpus++ (6418b715d5a2,
+   * 7.3): no LAUNCH_FINISH can see a vCPU half created. Before, kvm_arch_vcpu_create ran unlocked.
+   */
+  readonly createVcpuUnderKvmLock: boolean;
+  /**
+   * sev_es_sync_vmsa refuses a vCPU whose state is already protected (EINVAL, 9b9f7962e3e8, 7.1).
+   * Before, a second LAUNCH_FINISH copied the registers into a VMSA the firmware owns: an RMP
+   * fault in the host (the 2026-01 report behind the snp-launch-state patch).
+   */
+  readonly syncVmsaRejectsProtected: boolean;
 }
 
 /**
@@ -195,6 +219,10 @@ const V610: KernelVersion = {
   bindStoreErrorChecked: false,
   bindOnCommit: false,
   snpLaunchStateTracked: false,
+  launchFinishRefusesVcpuCreation: false,
+  launchFinishLocksVcpus: false,
+  createVcpuUnderKvmLock: false,
+  syncVmsaRejectsProtected: false,
 };
 const SEED: KernelVersion = { ...V610, name: 'b85524314a', prepare: Policy.ON_FAULT, prefaultNeedsLaunch: true };
 const V611: KernelVersion = {
@@ -246,6 +274,10 @@ const V74: KernelVersion = {
   unbindDyingFileLocked: true,
   bindStoreErrorChecked: true,
   bindOnCommit: true,
+  launchFinishRefusesVcpuCreation: true,
+  launchFinishLocksVcpus: true,
+  createVcpuUnderKvmLock: true,
+  syncVmsaRejectsProtected: true,
 };
 
 export const VERSIONS: Readonly<Record<KernelVersionName, KernelVersion>> = {

@@ -14,6 +14,7 @@ import { Memslots } from './memslots.js';
 import type { SnpPlatform } from './psp.js';
 import { Sptes } from './spte.js';
 import { VcpuTable } from './vcpu.js';
+import { VcpuStates } from './vcpu_state.js';
 import { Vms } from './vm.js';
 
 /** What kvm.ts plugs in: the arch hooks (sev.ts) and the MMU's invalidation (mmu.ts). */
@@ -29,6 +30,7 @@ export class KvmCtx implements GmemKvmOps {
   readonly attrs: MemAttributes;
   readonly sptes: Sptes;
   readonly vcpus: VcpuTable;
+  readonly vcpuStates: VcpuStates;
   readonly stats: Float64Array;
   readonly latency: Float64Array;
   readonly tracer: Tracer;
@@ -48,6 +50,7 @@ export class KvmCtx implements GmemKvmOps {
     this.attrs = new MemAttributes(mem, sync);
     this.sptes = new Sptes(mem, sync);
     this.vcpus = new VcpuTable(mem);
+    this.vcpuStates = new VcpuStates(mem, sync);
     this.stats = threadStats(mem, sync.tid);
     this.latency = threadLatency(mem, sync.tid);
     this.tracer = new Tracer(mem, sync.tid);

@@ -5,12 +5,15 @@ import { hostCopy } from '../gmem/filemap.js';
 import { gmemPopulate } from '../gmem/populate.js';
 import { Errno } from '../shm/errno.js';
 import { PAGE_SIZE, isPageAligned } from '../shm/limits.js';
+import { P } from '../shm/points.js';
 import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import type { KvmCtx } from './ctx.js';
 import { withMutex } from './locking.js';
 import { KVM_MEM_GUEST_MEMFD } from './memslots.js';
 import { kvmMemIsPrivate } from './private_mem.js';
+import { kvmIsVcpuCreationInProgress } from './kvm_vcpu_ioctl.js';
+import { LaunchReport } from './vcpu_state.js';
 import { kvmTaskWork } from './task_work.js';
 import { NO_HANDLE, Site } from '../shm/slab.js';
 import { SevRet, SnpPageType, type SnpPlatform } from './psp.js';
@@ -237,9 +240,64 @@ function snpLaunchFinishLocked(k: KvmCtx, psp: SnpPlatform, vm: number): number 
   k.sync.assertHeld(k.vms.kvmLockWord(vm));
   if (!k.vms.isSnp(vm)) return -Errno.ENOTTY;
   if (k.vms.snpPhase(vm) === SnpPhase.NONE || launchFinished(k, vm)) return -Errno.EINVAL;
+  const r = snpLaunchUpdateVmsa(k, vm);
+  if (r < 0) return r;
   const fw = psp.launchFinish(k.vms.asid(vm));
   if (fw !== SevRet.SUCCESS) return -Errno.EIO;
   k.vms.setSnpPhase(vm, SnpPhase.FINISHED);
   k.vms.setPreFaultAllowed(vm);
+  return 0;
+}
+
+// snp_launch_update_vmsa: every vCPU online gets its registers synced into its VMSA, which the
+// firmware then takes (rmp_make_private and SNP_LAUNCH_UPDATE of type VMSA: not modelled, no pfn
+// backs a VMSA here) and guest_state_protected is set.
+function snpLaunchUpdateVmsa(k: KvmCtx, vm: number): number {
+  const v = k.version;
+  if (v.launchFinishRefusesVcpuCreation && kvmIsVcpuCreationInProgress(k, vm)) return -Errno.EBUSY;
+  const ids: number[] = [];
+  for (let id = 0; id < k.vms.createdVcpus(vm); id++) if (k.vcpuStates.online(vm, id)) ids.push(id);
+  if (!v.launchFinishLocksVcpus) return syncVmsas(k, vm, ids);
+  // kvm_lock_all_vcpus (cb923ee6a80f): no vCPU ioctl runs while its state is synced.
+  for (const id of ids) k.sync.mutexLock(k.vcpuStates.mutexWord(vm, id), LockClass.VCPU_MUTEX);
+  try {
+    return syncVmsas(k, vm, ids);
+  } finally {
+    for (const id of ids.reverse()) k.sync.mutexUnlock(k.vcpuStates.mutexWord(vm, id));
+  }
+}
+
+function syncVmsas(k: KvmCtx, vm: number, ids: readonly number[]): number {
+  const s = k.vcpuStates;
+  for (const id of ids) {
+    const r = sevEsSyncVmsa(k, vm, id);
+    if (r < 0) return r;
+    s.setProtected(vm, id);
+    s.setSyncing(vm, id, false);
+  }
+  // kvm_for_each_vcpu walks vcpu_array: a vCPU between created_vcpus++ and online_vcpus++ is
+  // not there and stays unmeasured, as one created after LAUNCH_FINISH would: harmless, so only
+  // counted (624bf3440d72 refuses the LAUNCH_FINISH, as hardening).
+  for (let id = 0; id < k.vms.createdVcpus(vm); id++) {
+    if (s.online(vm, id)) continue;
+    k.stats[C.vcpusSkippedByLaunchFinish]++;
+  }
+  return 0;
+}
+
+// sev_es_sync_vmsa: the vCPU's registers into its save area.
+function sevEsSyncVmsa(k: KvmCtx, vm: number, id: number): number {
+  // lockdep_assert_held(&vcpu->mutex), added with the locking (cb923ee6a80f).
+  if (k.version.launchFinishLocksVcpus) k.sync.assertHeld(k.vcpuStates.mutexWord(vm, id));
+  // 9b9f7962e3e8 (7.1) refuses a vCPU already launched; before, a second LAUNCH_FINISH copies
+  // into a VMSA the firmware owns (the RMP fault of the January 2026 report).
+  if (k.vcpuStates.protectedState(vm, id)) {
+    if (k.version.syncVmsaRejectsProtected) return -Errno.EINVAL;
+    k.stats[C.vmsaResyncs]++;
+    k.vcpuStates.report(LaunchReport.RESYNC, vm, id);
+  }
+  k.vcpuStates.setSyncing(vm, id, true);
+  k.sync.point(P['sync_vmsa.before_copy']);
+  k.vcpuStates.syncVmsa(vm, id);
   return 0;
 }

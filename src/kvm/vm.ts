@@ -31,6 +31,8 @@ const V_NR_VCPUS = 11;
 const V_KVM_LOCK = 12;
 /** Bumped when the VM is destroyed, so a stale VM id is told apart from a reused one. */
 const V_GEN = 13;
+/** kvm->online_vcpus: vCPUs in vcpu_array (V_NR_VCPUS is kvm->created_vcpus). */
+const V_ONLINE_VCPUS = 14;
 const V_MMU_LOCK = 16;
 
 /** mmu_invalidate_range_start/end while no range is set (INVALID_GPA). */
@@ -144,6 +146,19 @@ export class Vms {
   setSnpPhase(vm: number, phase: number): void {
     this.writing(vm);
     Atomics.store(this.w, this.at(vm) + V_SNP_PHASE, phase);
+  }
+  /** kvm->created_vcpus */
+  createdVcpus(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_NR_VCPUS);
+  }
+  /** atomic_read(&kvm->online_vcpus) */
+  onlineVcpus(vm: number): number {
+    return Atomics.load(this.w, this.at(vm) + V_ONLINE_VCPUS);
+  }
+  /** atomic_inc(&kvm->online_vcpus) */
+  incOnlineVcpus(vm: number): void {
+    this.writing(vm);
+    Atomics.add(this.w, this.at(vm) + V_ONLINE_VCPUS, 1);
   }
   addVcpu(vm: number): number {
     this.writing(vm);

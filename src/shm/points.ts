@@ -27,6 +27,8 @@ export const POINTS = [
   'populate.after_pin_source',
   'host_fault.before_pte',
   'host_access.before_copy',
+  'create_vcpu.unlocked',
+  'sync_vmsa.before_copy',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -69,6 +69,13 @@ export const COUNTER_NAMES = [
   /** Host reads through a mapping that saw bytes nobody wrote at that index (stale data), or lost the VMM's own write. */
   'hostStaleReads',
   'hostLostWrites',
+  /**
+   * vCPU ioctls that changed a vCPU while LAUNCH_FINISH synced its VMSA; VMSAs synced again after
+   * the firmware took them; vCPUs a LAUNCH_FINISH skipped half created (harmless, counted).
+   */
+  'vmsaSyncRaces',
+  'vmsaResyncs',
+  'vcpusSkippedByLaunchFinish',
   'faultNs',
   'guestExitsHandled',
   'violation.staleData',

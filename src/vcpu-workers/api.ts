@@ -4,6 +4,7 @@
 
 import { asActor, openKernel, type PlatformKind, type SyncMode } from '../firmware/open.js';
 import type { KernelVersionName } from '../gmem/version.js';
+import { kvmVmIoctlCreateVcpu } from '../kvm/kvm_vcpu_ioctl.js';
 import { KvmVcpu } from '../kvm/vcpu.js';
 import { type SharedBuffers, mapBuffers } from '../shm/layout.js';
 import { followRounds } from '../shm/bell.js';
@@ -45,7 +46,7 @@ export class VcpuWorker {
       mode: init.mode ?? 'free',
       platform: init.platform ?? 'mailbox',
     });
-    const id = init.created?.id ?? k.vms.addVcpu(init.vm);
+    const id = init.created?.id ?? kvmVmIoctlCreateVcpu(k, init.vm);
     const slot = init.created?.slot ?? k.vcpus.claim(init.vm);
     if (id < 0 || slot < 0) throw new Error(`vm ${init.vm}: no vCPU slot left`);
     this.cpu = new GuestCpu(k, new KvmVcpu(init.vm, id, slot, k.vcpus, k.mem, k.sync));

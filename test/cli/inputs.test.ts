@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
 import { ScheduleError, parseSchedule } from '../../src/vmm/explore/schedule-file.js';
 import { resolveStressOptions } from '../../src/vmm/stress/stress.js';
+import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { STACK, cli, root, tempDir } from '../helpers/cli-helpers.js';
 
 const base = { policy: 'prepare-on-fault', memory: '4MiB', vms: [{ name: 'a', type: 'snp', vcpus: 1 }] };
@@ -117,7 +118,7 @@ describe('saved schedules', () => {
     expect(err?.problems).toEqual([
       'version: Invalid input: expected 1',
       'config.workload.vcpus: Too big: expected number to be <=8',
-      "config.workload.ops: unknown operation 'melt'; known: punch, fallocate, convert, prefault, populate, memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal, mmap, touch, munmap, launch",
+      `config.workload.ops: unknown operation 'melt'; known: ${VMM_OPS.join(', ')}`,
       'seed: Too small: expected number to be >=0',
       'choices.1: Invalid input: expected number, received string',
     ]);

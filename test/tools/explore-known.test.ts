@@ -57,7 +57,9 @@ describe('explore sets known bugs aside', () => {
     expect(found.status, found.stderr).toBe(0);
     const f = JSON.parse(found.stdout);
     expect(f).toMatchObject({ kernel: null, patches: [] });
-    expect(f.results[0]).toMatchObject({ found: true, expected: 'found', seed: 118, schedules: 118 });
+    expect(f.results[0]).toMatchObject({ found: true, expected: 'found', seed: 25, schedules: 25 });
+    // On the way, a second LAUNCH_FINISH of that workload: another known bug, set aside.
+    expect(f.results[0].known.map((k: { id: string; firstSeed: number }) => [k.id, k.firstSeed])).toEqual([['snp-launch-finish-twice', 4]]);
     expect(f.results[0].violation).toBe(
       'rmpAgreement: RMP entry of pfn 96 is hypervisor-owned: snp_page_reclaim made it shared after the firmware refused its LAUNCH_UPDATE',
     );
@@ -71,11 +73,15 @@ describe('explore sets known bugs aside', () => {
     expect(p.results[0]).toMatchObject({ found: false, expected: 'not found', schedules: 300, known: [] });
   });
 
-  it('the default workload on upstream meets the late LAUNCH_UPDATE (first at seed 269) and sets it aside as known', async () => {
+  it('the default workload on upstream meets the late LAUNCH_UPDATE and the two LAUNCH_FINISH bugs of 7.0, and sets each aside as known', async () => {
     const r = await cli(['explore', '--kernel', 'upstream', '--schedules', '400', '--json', '--out', tempDir()]);
     expect(r.status, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout).results[0];
     expect(res).toMatchObject({ found: false, schedules: 400 });
-    expect(res.known).toEqual([{ id: 'late-launch-update-prefault', fixedBy: null, schedules: expect.any(Number), firstSeed: 269 }]);
+    expect(res.known.map((k: { id: string; firstSeed: number }) => [k.id, k.firstSeed])).toEqual([
+      ['snp-launch-finish-twice', 98],
+      ['late-launch-update-prefault', 239],
+      ['snp-launch-finish-unlocked-vcpus', 376],
+    ]);
   });
 });

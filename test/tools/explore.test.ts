@@ -7,7 +7,7 @@
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { BUGS, BUG_NAMES, type BugName, plantedBugPoints } from '../../src/gmem/bugs.js';
-import { KERNEL_VERSIONS, UPSTREAM } from '../../src/gmem/version.js';
+import { KERNEL_VERSIONS, type KernelVersionName, UPSTREAM } from '../../src/gmem/version.js';
 import { CATALOGUE, knownBug } from '../../src/vmm/explore/catalogue.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
@@ -312,10 +312,13 @@ describe('each version survives 200 schedules of page operations (its prepare lo
 
 describe('historical bugs, found by running the version that had them', () => {
   /** Schedules until the first violation (0: none), that schedule, and its details. */
-  async function hunt(e: Explorer, n: number) {
+  async function hunt(e: Explorer, n: number, kernel: KernelVersionName, id: string) {
     let found: { seed: number; r: ScheduleResult | null; details: string[] } = { seed: 0, r: null, details: [] };
     await eachSchedule(e, 1, n, (r) => {
       if (r.outcome === 'violation' || r.outcome === 'deadlock') {
+        // Another known bug of that kernel on the way is set aside, as explore does.
+        const known = knownBug(kernel, r.violations);
+        if (known !== null && known.id !== id) return;
         found = { seed: r.seed, r, details: r.violations.map((v) => v.detail) };
         return true;
       }
@@ -330,18 +333,20 @@ describe('historical bugs, found by running the version that had them', () => {
     async (_id, bug) => {
       const workload = workloadFor(null, bug.workload);
       const kernel = bug.buggy[bug.buggy.length - 1];
-      const buggy = await hunt(explorer({ kernel, workload }), 300);
+      const buggy = await hunt(explorer({ kernel, workload }), 300, kernel, bug.id);
       expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
       // The bug's own report is there; the first may be another it makes in that interleaving.
       expect([bug.invariant, ...(bug.alsoReports ?? []).map((a) => a.invariant)]).toContain(buggy.r!.violations[0].invariant);
       expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
       expect(knownBug(kernel, buggy.r!.violations)?.id).toBe(bug.id);
       if (bug.fixedByPatch !== undefined) {
-        const patched = await hunt(explorer({ kernel, patches: [bug.fixedByPatch], workload }), 300);
+        const patched = await hunt(explorer({ kernel, patches: [bug.fixedByPatch], workload }), 300, kernel, bug.id);
         expect(patched.seed, `clean with --patch ${bug.fixedByPatch}`).toBe(0);
       }
       if (bug.fixed.length === 0) return;
-      expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150)).seed, 'clean on the fixed version').toBe(0);
+      expect((await hunt(explorer({ kernel: bug.fixed[0], workload }), 150, bug.fixed[0], bug.id)).seed, 'clean on the fixed version').toBe(
+        0,
+      );
     },
     90_000,
   );
@@ -349,7 +354,7 @@ describe('historical bugs, found by running the version that had them', () => {
   it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
     const bug = CATALOGUE.find((b) => b.id === 'prefault-memslot-deadlock')!;
     const e = explorer({ kernel: '6.11', workload: workloadFor(null, bug.workload) });
-    const found = await hunt(e, 300);
+    const found = await hunt(e, 300, '6.11', bug.id);
     expect(found.r!.outcome).toBe('deadlock');
     // One VMM thread holds slots_lock in synchronize_srcu (the other, if it wants the lock, waits
     // on it), while a vCPU's pre-fault spins on the INVALID slot inside its read section.
@@ -363,12 +368,13 @@ describe('historical bugs, found by running the version that had them', () => {
     expect(again.violations).toEqual(found.r!.violations);
   }, 60_000);
 
-  it('upstream survives 150 schedules of the default workload, which reaches every operation, link, a launching VM and a default VM on GMEM_ONLY memslots', async () => {
+  it('upstream breaks nothing but its known bugs in 150 schedules of the default workload, which reaches every operation, link, a launching VM and a default VM on GMEM_ONLY memslots', async () => {
     const e = explorer({ kernel: 'upstream' });
     const ops = Object.fromEntries(VMM_OPS.map((o) => [o, 0]));
     const shapes = { one: 0, linked: 0, launchingBeside: 0, gmemOnly: 0 };
     await eachSchedule(e, 1, 150, (r) => {
-      if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
+      if (r.violations.length > 0 && knownBug(UPSTREAM, r.violations) === null)
+        expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
       for (const o of VMM_OPS) ops[o] += r.ops[o];
       if (r.shape.launchingBeside) shapes.launchingBeside++;
       else if (r.shape.vms > 1) shapes.linked++;

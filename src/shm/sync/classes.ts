@@ -32,6 +32,8 @@ export const LockClass = {
    * nests outside the folio lock; it is last here only so that no other class's number moved.
    */
   MMAP: 10,
+  /** vcpu->mutex: every vCPU ioctl holds it; kvm_lock_all_vcpus takes them all under kvm->lock. */
+  VCPU_MUTEX: 11,
 } as const;
 export type LockClass = (typeof LockClass)[keyof typeof LockClass];
 
@@ -60,6 +62,7 @@ export const LOCK_CLASSES: readonly ClassInfo[] = [
   { name: 'pcp->lock', stat: LockStat.ALLOCATOR, lockdep: true },
   { name: 'zone->lock', stat: LockStat.ALLOCATOR, lockdep: true },
   { name: 'mm->mmap_lock', stat: LockStat.OTHER, lockdep: true },
+  { name: 'vcpu->mutex', stat: LockStat.OTHER, lockdep: true },
 ];
 
 /** How many classes there are: lockdep's class graph is sized by it. */

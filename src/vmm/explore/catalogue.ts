@@ -98,9 +98,11 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0', '7.4'],
     fixed: [],
     invariant: 'liveness',
-    // Whoever waits for the invalidate lock holds the folio lock another actor waits for.
+    // Whoever waits for the invalidate lock holds the folio lock another actor waits for, in
+    // either order in the report (no lookahead: JS does not backtrack into one, so it would
+    // try only the last invalidate_lock waiter).
     detail:
-      /(?=.*(?:: |; )([^;:]+?) waits on invalidate_lock \(rwsem\) of guest_memfd inode)(?=.*waits on folio lock of pfn \d+ \(held by \1\))/,
+      /(?:: |; )([^;:]+?) waits on invalidate_lock \(rwsem\) of guest_memfd inode.*waits on folio lock of pfn \d+ \(held by \1\)|waits on folio lock of pfn \d+ \(held by ([^;]+?)\)(?:;.*)?; \2 waits on invalidate_lock \(rwsem\) of guest_memfd inode/,
     how: "memory_failure locks the folio and calls kvm_gmem_error_folio, which waits for filemap_invalidate_lock_shared; a PUNCH_HOLE holds the invalidate lock and waits in truncate_inode_pages_range's folio_lock for that folio. Lockdep cannot see it (PG_locked has no lockdep map); no report or fix was found upstream",
     workload: { vmType: 'sw-protected', ops: 'fallocate=1,hwpoison=2,punch=2', vmmOps: 6, vmmThreads: 2, multiVmShare: 0, pages: 2 },
   },
@@ -119,6 +121,31 @@ export const CATALOGUE: readonly HistoricalBug[] = [
     alsoReports: [{ invariant: 'rmpAgreement', detail: /snp_page_reclaim made it shared after the firmware refused its LAUNCH_UPDATE/ }],
     how: "snp_launch_update checks only that the launch started, so a LAUNCH_UPDATE after LAUNCH_FINISH (pre_fault_allowed set) runs; kvm_gmem_populate unlocks the folio before sev_gmem_post_populate makes it private, and a pre-fault of the same gfn (kvm_gmem_get_pfn takes no invalidate lock) finds it not up to date: it clears the page the populate made guest-owned (an RMP #PF), or it maps it private, and when the firmware refuses the late LAUNCH_UPDATE, snp_page_reclaim makes it shared under the new SPTE. No merged fix; Jethro Beekman's posted patch refuses the LAUNCH_UPDATE (--patch snp-launch-state)",
     workload: { multiVmShare: 1 },
+  },
+  {
+    id: 'snp-launch-finish-unlocked-vcpus',
+    title: "LAUNCH_FINISH syncs each vCPU's VMSA without holding its vcpu->mutex: a KVM_RUN changes the vCPU while its state is copied",
+    introducedBy: 'ad27ce155566 (KVM_SEV_SNP_LAUNCH_FINISH, 6.11)',
+    fixedBy: 'cb923ee6a80f (7.1, CVE-2026-31591: kvm_lock_all_vcpus around the sync)',
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'],
+    fixed: ['7.4'],
+    invariant: 'launchState',
+    detail: /changed a vCPU while LAUNCH_FINISH synced its VMSA/,
+    how: "snp_launch_update_vmsa walks the online vCPUs and runs sev_es_sync_vmsa on each under kvm->lock only; a vCPU thread's KVM_RUN holds just vcpu->mutex, so it changes the vCPU's state between the copy into the VMSA and guest_state_protected: the measured save area is not the vCPU's state, and the vCPU runs while its VMSA changes hands",
+    workload: { multiVmShare: 1, ops: 'populate=1,vcpu=8', vmmOps: 9, vmmThreads: 3, pages: 2 },
+  },
+  {
+    id: 'snp-launch-finish-twice',
+    title: 'a second LAUNCH_FINISH syncs the VMSAs again, writing pages the firmware already owns',
+    introducedBy: 'ad27ce155566 (KVM_SEV_SNP_LAUNCH_FINISH, 6.11)',
+    fixedBy: '9b9f7962e3e8 (7.1: sev_es_sync_vmsa refuses a vCPU already launched)',
+    buggy: ['6.10', 'b85524314a', '6.11', '6.18', '6.19', '7.0'],
+    fixed: ['7.4'],
+    fixedByPatch: 'snp-launch-state',
+    invariant: 'hostIsolation',
+    detail: /VMSA\(s\) synced again after the firmware took them/,
+    how: "snp_launch_finish keeps no launch state: a second LAUNCH_FINISH runs snp_launch_update_vmsa again, and sev_es_sync_vmsa copies the registers into each VMSA, a page LAUNCH_UPDATE made the guest's (an RMP #PF in the host; Jethro Beekman's January 2026 report). The firmware refuses the LAUNCH_FINISH only after",
+    workload: { multiVmShare: 1, ops: 'populate=2,punch=1', vmmOps: 6 },
   },
   {
     id: 'punch-hole-leftover',

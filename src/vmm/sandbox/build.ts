@@ -15,6 +15,7 @@ import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setGmemAttr
 import { declareFiles } from '../../gmem/file.js';
 import { declareHostRmpFault } from '../../gmem/filemap.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
+import { declareVcpuStates } from '../../kvm/vcpu_state.js';
 import { HOST_PATTERN, declareFolios, Folios } from '../../gmem/folio.js';
 import { declareInodes } from '../../gmem/inode.js';
 import { declareHostMappings } from '../../gmem/vma.js';
@@ -223,6 +224,7 @@ function allocateSandbox(o: SandboxOptions): SandboxDescriptor {
   declareGmemAttributes(lb, limits.filemapPages);
   declareLruAdd(lb, limits.maxThreads);
   declareGupPins(lb);
+  declareVcpuStates(lb, limits.maxVms);
   const buffers = allocateBuffers(lb.build(), limits);
   const moduleParams = resolveModuleParams(o.moduleParams, kernel);
   const mem = mapBuffers(buffers);

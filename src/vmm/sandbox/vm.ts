@@ -8,6 +8,7 @@ import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmSetMemoryRegion } from '../../kvm/kvm_main.js';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../kvm/memslots.js';
 import { SNP_PAGE_TYPE_NAMES } from '../../kvm/psp.js';
+import { kvmVmIoctlCreateVcpu } from '../../kvm/kvm_vcpu_ioctl.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from '../../kvm/sev.js';
 import { guestAccessIsPrivate } from '../../kvm/private_mem.js';
 import { kvmTaskWork } from '../../kvm/task_work.js';
@@ -218,7 +219,7 @@ export class Vm implements VmPort {
     return this.createVcpuSync();
   }
   createVcpuSync(): Vcpu {
-    const id = this.sb.k.vms.addVcpu(this.id);
+    const id = kvmVmIoctlCreateVcpu(this.sb.k, this.id);
     if (id < 0) throw new SandboxLimitError('vcpus', 'too many vCPUs for this VM');
     const slot = this.sb.k.vcpus.claim(this.id);
     if (slot < 0) throw new SandboxLimitError('vcpus', 'too many vCPUs in the sandbox');

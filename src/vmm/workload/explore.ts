@@ -56,7 +56,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1,vcpu=2',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,

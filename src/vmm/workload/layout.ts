@@ -3,6 +3,7 @@
 // Built once on the VMM thread that leads (buildStressLayout); every other VMM thread of the
 // process attaches to it (attachStressTarget) and shares its fds.
 
+import { kvmVmIoctlCreateVcpu } from '../../kvm/kvm_vcpu_ioctl.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { KvmVcpu } from '../../kvm/vcpu.js';
 import type { VmTypeName } from '../../kvm/vm.js';
@@ -146,7 +147,7 @@ export function randomLayout(pages: number, seed: number): LayoutRegion[] {
 
 /** A vCPU of `vm` created by the VMM (KVM_CREATE_VCPU) and given a slot. */
 function createVcpu(sb: Sandbox, vm: number, what: string): CreatedVcpu {
-  const id = sb.k.vms.addVcpu(vm);
+  const id = kvmVmIoctlCreateVcpu(sb.k, vm);
   const slot = sb.k.vcpus.claim(vm);
   if (id < 0 || slot < 0) throw new Error(`vm ${vm}: no vCPU slot left${what}`);
   return { vm, id, slot };

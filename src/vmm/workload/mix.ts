@@ -19,7 +19,8 @@ import { ArgumentError } from '../sandbox/errors.js';
  * the VMM may map: GUEST_MEMFD_FLAG_MMAP): map a file range with MAP_SHARED, read or write a page
  * through a mapping (a SIGBUS is an outcome), unmap one this thread made; launch: the launching
  * VM booted from several threads (each LAUNCH_UPDATEs its share of the image, the first one ends
- * the launch and pre-faults the range), drawn as each VMM thread's first op beside a launching VM.
+ * the launch and pre-faults the range), drawn as each VMM thread's first op beside a launching VM;
+ * vcpu: the launching VM's vCPU threads (KVM_CREATE_VCPU, or KVM_RUN of one) before its launch ends.
  */
 export const VMM_OPS = [
   'punch',
@@ -40,6 +41,7 @@ export const VMM_OPS = [
   'touch',
   'munmap',
   'launch',
+  'vcpu',
 ] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 

@@ -117,12 +117,12 @@ const HOST_OPS: readonly VmmOp[] = ['mmap', 'touch', 'munmap'];
 
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
 function opWeights(t: StressTarget, mix: VmmOpsConfig['mix']): number[] {
-  // populate and launch need a launching VM, close a VM of its own, the host ops files made with MMAP,
+  // populate, launch and vcpu need a launching VM, close a VM of its own, the host ops files made with MMAP,
   // convert private memory (INIT_SHARED files are made on VMs without: default VMs).
   const mappable = (t.gmemFlags & GUEST_MEMFD_FLAG_MMAP) !== 0;
   const privateMem = (t.gmemFlags & GUEST_MEMFD_FLAG_INIT_SHARED) === 0;
   const runnable = (o: VmmOp): boolean =>
-    ((o !== 'populate' && o !== 'launch') || t.populateVm >= 0) &&
+    ((o !== 'populate' && o !== 'launch' && o !== 'vcpu') || t.populateVm >= 0) &&
     (o !== 'close' || !t.linked) &&
     (o !== 'convert' || privateMem) &&
     (mappable || !HOST_OPS.includes(o));

@@ -6,7 +6,7 @@ import { fallocate, hwpoison, oom, punch } from './file.js';
 import { mmap, munmap, touch } from './host.js';
 import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
 import type { OpHandler } from './op.js';
-import { convert, fwfail, launch, populate, prefault, signal } from './vm.js';
+import { convert, fwfail, launch, populate, prefault, signal, vcpu } from './vm.js';
 
 export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   punch,
@@ -27,4 +27,5 @@ export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   touch,
   munmap,
   launch,
+  vcpu,
 };

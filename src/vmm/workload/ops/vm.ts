@@ -1,9 +1,10 @@
 // The VMM's ops on a VM's gfns and threads: attribute conversion, KVM_PRE_FAULT_MEMORY,
-// SNP_LAUNCH_UPDATE into a launching VM, a firmware command made to fail, and a signal.
+// SNP_LAUNCH_UPDATE into a launching VM, its vCPU threads, a firmware command made to fail, and a signal.
 
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../../kvm/attributes.js';
 import { kvmSetMemoryAttributes, kvmVcpuPreFaultMemory } from '../../../kvm/kvm_main.js';
 import { SnpPageType } from '../../../kvm/psp.js';
+import { RunExit, kvmVcpuIoctlRun, kvmVmIoctlCreateVcpu } from '../../../kvm/kvm_vcpu_ioctl.js';
 import { snpLaunchFinish, snpLaunchUpdate } from '../../../kvm/sev.js';
 import { PAGE_SIZE } from '../../../shm/limits.js';
 import { LAUNCH_BYTE } from '../../../vcpu-workers/guest-workload.js';
@@ -55,11 +56,13 @@ export const populate: OpHandler = {
     const data = new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE);
     const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, { data, pageOffset: 0 });
     let e = r.ret < 0 ? r.populateErr || r.ret : 0;
-    // One time in four the launch ends here and the VMM pre-faults what it populated, as a VMM
-    // boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
+    // One time in four the launch ends here (again, perhaps) and the VMM pre-faults what it
+    // populated, as a VMM boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
     // populate left unmeasured, but marked up to date, shows).
     if (rng.below(4) === 0) {
-      e ||= snpLaunchFinish(k, k.psp, t.populateVm);
+      // Whatever its LAUNCH_UPDATE answered: a VMM may end a launch twice, and KVM must cope.
+      const f = snpLaunchFinish(k, k.psp, t.populateVm);
+      e ||= f;
       const v = t.prefaultVcpus[t.vms.indexOf(t.populateVm)];
       if (v !== undefined) e ||= kvmVcpuPreFaultMemory(k, v, { gpa: gfn * PAGE_SIZE, size: len * PAGE_SIZE, flags: 0 });
     }
@@ -124,6 +127,38 @@ export const signal: OpHandler = {
   run({ sb, rng, signalTids }) {
     if (signalTids.length === 0) return null;
     sb.raiseSignal(signalTids[rng.below(signalTids.length)]);
+    return 0;
+  },
+};
+
+/** How many vCPUs the 'vcpu' op lets the launching VM have (its pre-fault handles included). */
+export const LAUNCH_VCPUS_MAX = 4;
+/** How many KVM_RUNs a 'vcpu' op's thread makes while its vCPU cannot enter. */
+const VCPU_RUN_TRIES = 8;
+
+/**
+ * The launching VM's vCPU threads, started before its launch ended: KVM_CREATE_VCPU one time in
+ * three (while fewer than LAUNCH_VCPUS_MAX), else KVM_RUN of one, again and again while it cannot
+ * enter (until LAUNCH_FINISH made its VMSA the guest's). Both race LAUNCH_FINISH's sync of the VMSAs.
+ */
+export const vcpu: OpHandler = {
+  range: 'gfn',
+  run({ sb, t, rng }) {
+    if (t.populateVm < 0) return null;
+    const k = sb.k;
+    const vm = t.populateVm;
+    const created = k.vms.createdVcpus(vm);
+    if (created < LAUNCH_VCPUS_MAX && rng.below(3) === 0) {
+      const id = kvmVmIoctlCreateVcpu(k, vm);
+      return id < 0 ? id : 0;
+    }
+    // The vCPU fds this VMM has: those whose KVM_CREATE_VCPU returned.
+    const fds: number[] = [];
+    for (let id = 0; id < created; id++) if (k.vcpuStates.online(vm, id)) fds.push(id);
+    if (fds.length === 0) return null;
+    // A vCPU thread loops on KVM_RUN while its entry fails.
+    const id = fds[rng.below(fds.length)];
+    for (let i = 0; i < VCPU_RUN_TRIES && kvmVcpuIoctlRun(k, vm, id) === RunExit.FAIL_ENTRY; i++);
     return 0;
   },
 };
