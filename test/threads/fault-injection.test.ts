@@ -214,6 +214,7 @@ describe('a vCPU thread that dies during a stress run', () => {
       dataLost: 0,
       lockOrder: 0,
       assertion: 0,
+      launchState: 0,
     });
     for (const v of a.violations)
       expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);

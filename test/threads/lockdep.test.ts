@@ -72,6 +72,7 @@ describe('lockdep on worker threads', () => {
       liveness: 0,
       lockOrder: 1,
       assertion: 0,
+      launchState: 0,
     });
     const [v] = r.audit.violations;
     expect(v.invariant).toBe('lockOrder');

@@ -12,6 +12,7 @@ import { UPSTREAM } from '../../src/gmem/version.js';
 import type { PointsMode } from '../../src/shm/points.js';
 import { type ExploreConfig, Explorer, type ScheduleFile, type ScheduleResult, workloadFor } from '../../src/vmm/explore/explorer.js';
 import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
+import { knownBug } from '../../src/vmm/explore/catalogue.js';
 
 const BUG = 'uptodate-after-folio-unlock';
 const SEEDS = 200;
@@ -76,7 +77,11 @@ describe("a race with no lock operation in its window: found with points 'shared
   it(`'locks' runs the same ${SEEDS} seeds without it: the window holds none of its points`, async () => {
     const rs = await runAll(explorer(config(BUG, 'locks')), SEEDS);
     expect(rs).toHaveLength(SEEDS);
-    expect(rs.filter((r) => r.violations.some((v) => v.invariant === 'hostIsolation'))).toEqual([]);
+    // Upstream's own known bugs (a second LAUNCH_FINISH's RMP faults) are not this one.
+    const planted = rs.filter(
+      (r) => r.violations.some((v) => v.invariant === 'hostIsolation') && knownBug(UPSTREAM, r.violations) === null,
+    );
+    expect(planted.map((r) => r.seed)).toEqual([]);
   });
 
   it("the 'shared' schedule replays exactly from its saved file, which names the mode", async () => {
@@ -106,10 +111,12 @@ describe("points 'shared' on upstream without a planted bug", () => {
   it('runs 100 schedules clean, with more steps than the same seeds under locks', async () => {
     const sharedRuns = await runAll(explorer(config(null, 'shared')), 100);
     const locksRuns = await runAll(explorer(config(null)), 100);
-    // No false alarm: the kernel allows every interleaving of its writes (a deadlock, if any, is
-    // the catalogued memory-failure one, which both modes can meet).
+    // No false alarm: the kernel allows every interleaving of its writes, and what fails is one of
+    // upstream's catalogued bugs (the memory-failure deadlock, the LAUNCH_FINISH ones).
     for (const r of sharedRuns)
-      expect(r.outcome === 'ok' || r.outcome === 'deadlock', `seed ${r.seed}: ${JSON.stringify(r.violations[0])}`).toBe(true);
+      expect(r.outcome === 'ok' || knownBug(UPSTREAM, r.violations) !== null, `seed ${r.seed}: ${JSON.stringify(r.violations[0])}`).toBe(
+        true,
+      );
     const steps = (rs: ScheduleResult[]) => rs.reduce((n, r) => n + r.steps, 0);
     expect(steps(sharedRuns)).toBeGreaterThan(steps(locksRuns));
   });

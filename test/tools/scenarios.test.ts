@@ -83,6 +83,7 @@ describe('every example scenario', () => {
         liveness: 0,
         lockOrder: 0,
         assertion: 0,
+        launchState: 0,
       });
       expect(r.ok).toBe(true);
     });
