@@ -6,6 +6,7 @@
 
 import { join } from 'node:path';
 import { type BugName, plantedBugPoints } from '../gmem/bugs.js';
+import type { ModuleParams } from '../gmem/params.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -48,6 +49,8 @@ export interface ExploreCliOptions {
   policy?: PolicyName;
   /** Posted patches on top of the kernel (--patch). */
   patch?: string[];
+  /** kvm.ko's module parameters (--module-param NAME=VALUE, modprobe syntax), already parsed. */
+  moduleParams?: ModuleParams;
   bug?: string;
   /** A historical bug of the catalogue: its workload, on its (last) buggy version unless --kernel says. */
   catalogue?: string;
@@ -164,6 +167,7 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
     ...(kernel !== undefined ? { kernel } : {}),
     ...(o.policy !== undefined ? { policy: o.policy } : {}),
     ...(patches.length > 0 ? { patches } : {}),
+    ...(o.moduleParams !== undefined && Object.keys(o.moduleParams).length > 0 ? { moduleParams: o.moduleParams } : {}),
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,

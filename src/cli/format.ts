@@ -30,6 +30,9 @@ export function stressCommand(r: StressReport): string {
     // The kernel, not its policy alias: 6.18 and upstream share 6.11's prepare policy.
     `--kernel ${c.kernel}`,
     ...c.patches.map((p) => `--patch ${p}`),
+    ...Object.entries(c.moduleParams)
+      .filter(([, v]) => v)
+      .map(([n]) => `--module-param ${n}=1`),
     `--vm-type ${c.vmType}`,
     `--vms ${c.vms}`,
     `--vcpus ${c.vcpus}`,

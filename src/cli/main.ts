@@ -9,6 +9,8 @@ import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
+import { MODULE_PARAM_NAMES } from '../gmem/params.js';
+import { parseModuleParamArgs } from '../vmm/sandbox/build.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
 import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore/explorer.js';
@@ -52,6 +54,22 @@ const patchOption = (what: string) =>
   new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([
     ...PATCH_NAMES,
   ]);
+
+/** --module-param NAME=VALUE (repeatable): kvm.ko's parameters, in modprobe's syntax, checked as each is parsed. */
+function moduleParamArg(v: string, prev: string[] | undefined): string[] {
+  const all = [...(prev ?? []), v];
+  try {
+    parseModuleParamArgs(all);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return all;
+}
+const moduleParamOption = () =>
+  new Option(
+    '--module-param <name=value>',
+    `a kvm.ko module parameter as modprobe takes it (repeatable; known: ${MODULE_PARAM_NAMES.join(', ')}; a kernel without it ignores it, as kvm.ko does)`,
+  ).argParser(moduleParamArg);
 
 /** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
 function mixArg(v: string): string {
@@ -133,6 +151,7 @@ program
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(patchOption(''))
+  .addOption(moduleParamOption())
   .addOption(
     new Option('--vm-type <type>', 'VM type (default: no private memory, GMEM_ONLY memslots the VMM maps; 6.18 on)')
       .choices(['snp', 'sw-protected', 'default'])
@@ -168,6 +187,7 @@ program
         ...(o.kernel ? { kernel: o.kernel } : {}),
         ...(o.policy ? { policy: o.policy } : {}),
         ...(o.patch ? { patches: o.patch } : {}),
+        ...(o.moduleParam ? { moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : {}),
         vmType: o.vmType,
         ...(o.ops !== undefined ? { ops: o.ops } : {}),
         opRate: o.opRate,
@@ -271,6 +291,7 @@ program
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(patchOption('; with --catalogue, a patch that fixes the bug makes "not found" the expected result'))
+  .addOption(moduleParamOption())
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .addOption(
     new Option(
@@ -329,7 +350,9 @@ program
   )
   .action(
     action('explore', (it, file: string | undefined, o) =>
-      file !== undefined ? modelCheckCommand(file, o) : exploreCommand(o, it.signal),
+      file !== undefined
+        ? modelCheckCommand(file, o)
+        : exploreCommand(o.moduleParam ? { ...o, moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : o, it.signal),
     ),
   );
 
