@@ -11,6 +11,7 @@ import { INVARIANTS, type Invariant, type Violation } from './violations.js';
 import { auditFolios, auditFreeLists, auditInodeLocks } from './audit/memory.js';
 import { auditBindings, auditKasan } from './audit/objects.js';
 import { auditHostPtes } from './audit/host.js';
+import { auditPins } from './audit/pins.js';
 import { auditVms } from './audit/sptes.js';
 import { Views, emptyCounts, recorder } from './audit/views.js';
 
@@ -29,6 +30,7 @@ export function auditQuiescent(mem: Mem): AuditReport {
   auditBindings(v, add);
   const tally = auditVms(v, add);
   auditHostPtes(v, add);
+  auditPins(v, add);
   auditFolios(v, add);
   auditFreeLists(v, add);
   auditInodeLocks(v, add);
@@ -51,6 +53,19 @@ export function auditQuiescent(mem: Mem): AuditReport {
       invariant: 'dataLost',
       by: 'auditor',
       detail: `${stats.hostLostWrites} host read(s) through a guest_memfd mapping lost the VMM's own write, with no discard since`,
+    });
+  // 7.4's conversion and PUNCH_HOLE, as the checker's counts in the kernel and the VMM saw them.
+  if (stats.conversionsRefusedLruOnly > 0)
+    add({
+      invariant: 'liveness',
+      by: 'auditor',
+      detail: `${stats.conversionsRefusedLruOnly} KVM_SET_MEMORY_ATTRIBUTES2 refusal(s) (EAGAIN) of a folio whose only references beyond the page cache's were the per-CPU LRU batches' (kvm_gmem_has_outstanding_references drains them first: lru_add_drain_all)`,
+    });
+  if (stats.attributesLostOnPunch > 0)
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `${stats.attributesLostOnPunch} PUNCH_HOLE(s) changed the memory attributes of their range (kvm_gmem_punch_hole frees folios, the attributes stay: 1ae5be958ff7)`,
     });
   if (stats.staleTlbAccesses > 0)
     add({

@@ -9,8 +9,8 @@ import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
-import { MODULE_PARAM_NAMES } from '../gmem/params.js';
 import { parseModuleParamArgs } from '../vmm/sandbox/build.js';
+import { moduleParamOption } from './module-params.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
 import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore/explorer.js';
@@ -54,22 +54,6 @@ const patchOption = (what: string) =>
   new Option('--patch <name...>', `apply a posted patch on top of the kernel version${what} (see \`gmem-sandbox catalogue\`)`).choices([
     ...PATCH_NAMES,
   ]);
-
-/** --module-param NAME=VALUE (repeatable): kvm.ko's parameters, in modprobe's syntax, checked as each is parsed. */
-function moduleParamArg(v: string, prev: string[] | undefined): string[] {
-  const all = [...(prev ?? []), v];
-  try {
-    parseModuleParamArgs(all);
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  return all;
-}
-const moduleParamOption = () =>
-  new Option(
-    '--module-param <name=value>',
-    `a kvm.ko module parameter as modprobe takes it (repeatable; known: ${MODULE_PARAM_NAMES.join(', ')}; a kernel without it ignores it, as kvm.ko does)`,
-  ).argParser(moduleParamArg);
 
 /** A VMM op mix ("punch=3,convert=1"), checked at parse time. */
 function mixArg(v: string): string {

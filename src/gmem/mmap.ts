@@ -247,6 +247,9 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
 // invalidate lock (shared), and drops the lock before the folio is mapped. -EACCES if private.
 function grabSharedFolio(g: GmemCtx, ino: number, index: number): number {
   if (!g.version.gmemAttributes) return gmemInitShared(g, ino) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
+  // The planted bug: the attribute is read under RCU only, and nothing rechecks it.
+  if (g.bugs & Bug['host-fault-skips-invalidate-lock'])
+    return gmemIsSharedMem(g, ino, index) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downRead(lock, LockClass.INVALIDATE);
   try {

@@ -27,6 +27,7 @@ export const POINTS = [
   'populate.after_pin_source',
   'host_fault.before_pte',
   'host_access.before_copy',
+  'set_attributes.after_ref_check',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -56,7 +56,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1,convert2=2,pin=2',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
@@ -75,6 +75,11 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   // Host mappings exist on a default VM's GMEM_ONLY memslots only (6.18 on): every schedule runs one.
   'truncate-skips-host-unmap': { gmemOnlyShare: 1, ops: 'punch=2,touch=3', vmmOps: 4 },
   'host-fault-skips-clear': { gmemOnlyShare: 1, ops: 'touch=1', vmmOps: 2 },
+  // In-place conversion (7.4 with gmem_in_place_conversion=1): conversions racing pins and host faults.
+  'convert-checks-refs-before-unmap': { ops: 'convert2=2,pin=2,touch=1', vmmOps: 6, multiVmShare: 0 },
+  'convert-skips-lru-drain': { ops: 'convert2=2,touch=1', vmmOps: 4, multiVmShare: 0 },
+  'convert-wrong-expected-refcount': { ops: 'convert2=2,pin=1,touch=2', vmmOps: 6, multiVmShare: 0 },
+  'host-fault-skips-invalidate-lock': { ops: 'convert2=2,touch=2', vmmOps: 6, multiVmShare: 0 },
 };
 
 export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {
