@@ -26,6 +26,7 @@ import { type VmmOp, parseMix, zeroOps } from '../workload/mix.js';
 import { NO_COVERAGE, type ScheduleCoverage } from './coverage.js';
 
 export {
+  BUG_KERNELS,
   BUG_WORKLOADS,
   DEFAULT_WORKLOAD,
   type ExploreWorkload,
