@@ -117,7 +117,7 @@ describe('saved schedules', () => {
     expect(err?.problems).toEqual([
       'version: Invalid input: expected 1',
       'config.workload.vcpus: Too big: expected number to be <=8',
-      "config.workload.ops: unknown operation 'melt'; known: punch, fallocate, convert, prefault, populate, memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal, mmap, touch, munmap, launch",
+      "config.workload.ops: unknown operation 'melt'; known: punch, fallocate, convert, prefault, populate, memslot, memflags, plainslot, badbind, close, hwpoison, fwfail, oom, signal, mmap, touch, munmap, launch, convert2, pin",
       'seed: Too small: expected number to be >=0',
       'choices.1: Invalid input: expected number, received string',
     ]);
