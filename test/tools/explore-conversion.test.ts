@@ -12,6 +12,8 @@ import { BUG_KERNELS, type ExploreConfig, Explorer, workloadFor } from '../../sr
 import { COVERAGE_EVENTS } from '../../src/vmm/explore/coverage.js';
 import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
 import { parseModuleParamArgs } from '../../src/vmm/sandbox/build.js';
+import { runStress } from '../../src/vmm/stress/stress.js';
+import { INVARIANTS } from '../../src/checker/violations.js';
 
 const IN_PLACE = { gmem_in_place_conversion: true };
 
@@ -124,6 +126,18 @@ describe('in-place conversion on 7.4 (gmem_in_place_conversion=1)', () => {
     expect(() =>
       parseSchedule({ ...JSON.parse(JSON.stringify(file)), config: { ...file.config, moduleParams: { gmem_in_place: true } } }),
     ).toThrow(/config\.moduleParams: Unrecognized key: "gmem_in_place"/);
+  }, 60_000);
+});
+
+describe('stress on 7.4 with gmem_in_place_conversion=1', () => {
+  it('free-running threads convert in place, pin, fault from the host and punch: 0 violations', async () => {
+    const r = await runStress({ kernel: '7.4', moduleParams: IN_PLACE, durationMs: 1500, seed: 5, auditEveryMs: 500, memory: '16MiB' });
+    expect(r.crashes).toEqual([]);
+    expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
+    expect(r.config.moduleParams).toEqual(IN_PLACE);
+    for (const op of ['convert2', 'pin', 'touch', 'punch'] as const) expect(r.vmmOps[op], op).toBeGreaterThan(0);
+    for (const c of ['conversions', 'lruDrains', 'gupPins', 'hostFaults'] as const) expect(r.counters[c], c).toBeGreaterThan(0);
+    expect(r.vmmOps.convert).toBe(0);
   }, 60_000);
 });
 
