@@ -13,6 +13,7 @@ import { COVERAGE_EVENTS } from '../../src/vmm/explore/coverage.js';
 import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
 import { parseModuleParamArgs } from '../../src/vmm/sandbox/build.js';
 import { runStress } from '../../src/vmm/stress/stress.js';
+import { lockdepDependencies } from '../../src/shm/sync/lockdep.js';
 import { INVARIANTS } from '../../src/checker/violations.js';
 
 const IN_PLACE = { gmem_in_place_conversion: true };
@@ -109,6 +110,22 @@ describe('in-place conversion on 7.4 (gmem_in_place_conversion=1)', () => {
     },
     60_000,
   );
+
+  it('lockdep sees mmap_lock -> invalidate lock -> mmu_lock from host faults and conversions, never the reverse', async () => {
+    const e = explorer('host-fault-skips-invalidate-lock');
+    e.cfg = { ...e.cfg, bug: null };
+    const r = await e.runSchedule(1);
+    expect([r.outcome, r.ops.convert2, r.ops.touch]).toEqual(['ok', 4, 2]);
+    const deps = lockdepDependencies(e.mem()).map((d) => `${d.from} -> ${d.to}`);
+    expect(deps).toContain('mm->mmap_lock -> mapping->invalidate_lock');
+    expect(deps).toContain('mapping->invalidate_lock -> kvm->mmu_lock');
+    for (const reverse of [
+      'mapping->invalidate_lock -> mm->mmap_lock',
+      'kvm->mmu_lock -> mapping->invalidate_lock',
+      'kvm->mmu_lock -> mm->mmap_lock',
+    ])
+      expect(deps).not.toContain(reverse);
+  }, 60_000);
 
   it('a saved schedule keeps the module parameter, and replays from its choices', async () => {
     const e = explorer('convert-skips-lru-drain');
