@@ -88,7 +88,10 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
  * The kernel and module parameters a planted bug's code needs, where upstream's defaults do not
  * reach it: explore hunts it there unless --kernel (or --module-param) says otherwise.
  */
-const IN_PLACE: { kernel: KernelVersionName; moduleParams: ModuleParams } = { kernel: '7.4', moduleParams: { gmem_in_place_conversion: true } };
+const IN_PLACE: { kernel: KernelVersionName; moduleParams: ModuleParams } = {
+  kernel: '7.4',
+  moduleParams: { gmem_in_place_conversion: true },
+};
 export const BUG_KERNELS: Partial<Record<BugName, { kernel: KernelVersionName; moduleParams: ModuleParams }>> = {
   'convert-checks-refs-before-unmap': IN_PLACE,
   'convert-skips-lru-drain': IN_PLACE,
