@@ -5,7 +5,10 @@
 // invariant that names it; a saved schedule keeps the module parameter and replays; and
 // --module-param is checked before anything runs.
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { STACK, cli, tempDir } from '../helpers/cli-helpers.js';
 import type { BugName } from '../../src/gmem/bugs.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { BUG_KERNELS, type ExploreConfig, Explorer, workloadFor } from '../../src/vmm/explore/explorer.js';
@@ -159,6 +162,22 @@ describe('stress on 7.4 with gmem_in_place_conversion=1', () => {
 });
 
 describe('--module-param (modprobe syntax)', () => {
+  it('explore and stress refuse a bad one with exit 2, naming the field and rule, before anything runs', async () => {
+    const out = join(tempDir(), 'schedules');
+    const [explore, stress] = await Promise.all([
+      cli(['explore', '--kernel', '7.4', '--module-param', 'gmem_in_place_conversion=yes', '--out', out]),
+      cli(['stress', '--kernel', '7.4', '--module-param', 'in_place=1', '--duration', '0.2']),
+    ]);
+    expect(explore.stderr).toMatch(/--module-param gmem_in_place_conversion: must be a bool \(1, 0, y, n, on, off\), got 'yes'/);
+    expect(stress.stderr).toMatch(/--module-param: unknown kvm parameter 'in_place' in 'in_place=1'; known: gmem_in_place_conversion/);
+    for (const r of [explore, stress]) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).not.toMatch(STACK);
+      expect(r.stdout).toBe('');
+    }
+    expect(existsSync(out)).toBe(false);
+  }, 60_000);
+
   it('takes NAME=VALUE with kstrtobool words, and a bare NAME as 1', () => {
     expect(parseModuleParamArgs(['gmem_in_place_conversion=1'])).toEqual({ gmem_in_place_conversion: true });
     expect(parseModuleParamArgs(['gmem_in_place_conversion=N'])).toEqual({ gmem_in_place_conversion: false });
