@@ -61,6 +61,12 @@ export function auditQuiescent(mem: Mem): AuditReport {
       by: 'auditor',
       detail: `${stats.conversionsRefusedLruOnly} KVM_SET_MEMORY_ATTRIBUTES2 refusal(s) (EAGAIN) of a folio whose only references beyond the page cache's were the per-CPU LRU batches' (kvm_gmem_has_outstanding_references drains them first: lru_add_drain_all)`,
     });
+  if (stats.hostPrivateAccesses > 0)
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `${stats.hostPrivateAccesses} host access(es) through a guest_memfd mapping moved the bytes of a page private in its inode's attributes (kvm_gmem_fault_user_mapping, and the conversion's unmap_mapping_pages and TLB shootdown, keep the host off it)`,
+    });
   if (stats.attributesLostOnPunch > 0)
     add({
       invariant: 'hostIsolation',

@@ -79,6 +79,8 @@ export const COUNTER_NAMES = [
   /** Host reads through a mapping that saw bytes nobody wrote at that index (stale data), or lost the VMM's own write. */
   'hostStaleReads',
   'hostLostWrites',
+  /** A checker's count (7.4): host accesses that moved the bytes of a page its file holds at a private index. */
+  'hostPrivateAccesses',
   'faultNs',
   'guestExitsHandled',
   'violation.staleData',
