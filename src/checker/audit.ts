@@ -12,6 +12,7 @@ import { auditFolios, auditFreeLists, auditInodeLocks } from './audit/memory.js'
 import { auditBindings, auditKasan } from './audit/objects.js';
 import { auditHostPtes } from './audit/host.js';
 import { auditLaunch } from './audit/launch.js';
+import { auditPins } from './audit/pins.js';
 import { auditVms } from './audit/sptes.js';
 import { Views, emptyCounts, recorder } from './audit/views.js';
 
@@ -30,6 +31,7 @@ export function auditQuiescent(mem: Mem): AuditReport {
   auditBindings(v, add);
   const tally = auditVms(v, add);
   auditHostPtes(v, add);
+  auditPins(v, add);
   auditFolios(v, add);
   auditFreeLists(v, add);
   auditInodeLocks(v, add);
@@ -53,6 +55,25 @@ export function auditQuiescent(mem: Mem): AuditReport {
       invariant: 'dataLost',
       by: 'auditor',
       detail: `${stats.hostLostWrites} host read(s) through a guest_memfd mapping lost the VMM's own write, with no discard since`,
+    });
+  // 7.4's conversion and PUNCH_HOLE, as the checker's counts in the kernel and the VMM saw them.
+  if (stats.conversionsRefusedLruOnly > 0)
+    add({
+      invariant: 'liveness',
+      by: 'auditor',
+      detail: `${stats.conversionsRefusedLruOnly} KVM_SET_MEMORY_ATTRIBUTES2 refusal(s) (EAGAIN) of a folio whose only references beyond the page cache's were the per-CPU LRU batches' (kvm_gmem_has_outstanding_references drains them first: lru_add_drain_all)`,
+    });
+  if (stats.hostPrivateAccesses > 0)
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `${stats.hostPrivateAccesses} host access(es) through a guest_memfd mapping moved the bytes of a page private in its inode's attributes (kvm_gmem_fault_user_mapping, and the conversion's unmap_mapping_pages and TLB shootdown, keep the host off it)`,
+    });
+  if (stats.attributesLostOnPunch > 0)
+    add({
+      invariant: 'hostIsolation',
+      by: 'auditor',
+      detail: `${stats.attributesLostOnPunch} PUNCH_HOLE(s) changed the memory attributes of their range (kvm_gmem_punch_hole frees folios, the attributes stay: 1ae5be958ff7)`,
     });
   if (stats.staleTlbAccesses > 0)
     add({

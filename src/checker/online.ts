@@ -4,7 +4,10 @@
 // caught where it opens. Owns the 'online_audit' region: the first reports of a run.
 
 import { Rmp } from '../firmware/rmp.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../gmem/attributes.js';
 import { Folios, PG_FREE, PG_UPTODATE } from '../gmem/folio.js';
+import { GupPins } from '../gmem/gup.js';
+import { gmemAttributesKept } from '../gmem/params.js';
 import { Inodes } from '../gmem/inode.js';
 import { HostMappings } from '../gmem/vma.js';
 import type { KvmCtx } from '../kvm/ctx.js';
@@ -13,6 +16,7 @@ import { Vms } from '../kvm/vm.js';
 import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { takeLockdepReports } from '../shm/sync/lockdep.js';
 import type { Violation } from './violations.js';
+import { pinnedPrivate, pinnedPrivateDetail } from './audit/pins.js';
 
 const REGION = 'online_audit';
 const H_COUNT = 0;
@@ -27,6 +31,9 @@ const PTE_MAPS_FREE = 3;
 const PTE_MAPS_TRUNCATED = 4;
 const PTE_MAPS_ASSIGNED = 5;
 const PTE_MAPS_UNCLEARED = 6;
+/** 7.4: a host PTE maps an index private in its inode's attributes; a pinned page is private. */
+const PTE_MAPS_PRIVATE = 7;
+const PIN_ON_PRIVATE = 8;
 
 export function declareOnlineAudit(lb: LayoutBuilder): void {
   lb.add(REGION, HEADER + KEEP * REP, 'checker/online.ts');
@@ -43,6 +50,10 @@ export function onlineChecker(k: KvmCtx): () => void {
   const vms = new Vms(mem);
   const vmas = new HostMappings(mem);
   const inodes = new Inodes(mem);
+  const gmemAttrs = new GmemAttributes(mem, inodes);
+  const attrsKept = gmemAttributesKept(mem);
+  const pins = new GupPins(mem);
+  const pinViews = { mem, folios, inodes, gmemAttrs };
   const tid = k.sync.tid;
   const report = (kind: number, vm: number, gfn: number, pfn: number): void => {
     const n = Atomics.add(w, base + H_COUNT, 1);
@@ -61,6 +72,7 @@ export function onlineChecker(k: KvmCtx): () => void {
     else if (inodes.peek(ino, index) !== pfn) kind = PTE_MAPS_TRUNCATED;
     else if (rmp.assigned(pfn)) kind = PTE_MAPS_ASSIGNED;
     else if (!folios.test(pfn, PG_UPTODATE)) kind = PTE_MAPS_UNCLEARED;
+    else if (attrsKept && gmemAttrs.get(ino, index) & KVM_MEMORY_ATTRIBUTE_PRIVATE) kind = PTE_MAPS_PRIVATE;
     if (kind !== 0) report(kind, ino, index, pfn);
     return kind !== 0;
   };
@@ -80,7 +92,10 @@ export function onlineChecker(k: KvmCtx): () => void {
       if (folios.test(pfn, PG_FREE)) return report(FREE_PFN_ASSIGNED, -1, -1, pfn);
     }
     // 6.18's host mappings: nothing to scan unless the VMM mapped a guest_memfd.
-    vmas.scanPtes(visitPte);
+    if (vmas.scanPtes(visitPte)) return;
+    if (!attrsKept) return;
+    const p = pinnedPrivate(pinViews, pins);
+    if (p !== null) report(PIN_ON_PRIVATE, p.ino, p.index, p.pfn);
   };
 }
 
@@ -131,6 +146,15 @@ function describeReport(kind: number, vm: number, gfn: number, pfn: number, by: 
       return { invariant: 'useAfterFree', by, pfn, detail: `${at} ${pte} maps pfn ${pfn}, which is on the free list` };
     case PTE_MAPS_TRUNCATED:
       return { invariant: 'useAfterFree', by, pfn, detail: `${at} ${pte} maps pfn ${pfn}, which the file no longer holds there` };
+    case PTE_MAPS_PRIVATE:
+      return {
+        invariant: 'hostIsolation',
+        by,
+        pfn,
+        detail: `${at} ${pte} maps pfn ${pfn}, private in the inode's attributes (kvm_gmem_fault_user_mapping checks them under the invalidate lock)`,
+      };
+    case PIN_ON_PRIVATE:
+      return { invariant: 'hostIsolation', by, pfn, detail: `${at} ${pinnedPrivateDetail({ pfn, ino: vm, index: gfn })}` };
     case PTE_MAPS_ASSIGNED:
       return { invariant: 'hostIsolation', by, pfn, detail: `${at} ${pte} maps pfn ${pfn}, which the RMP assigns to a guest` };
     default:

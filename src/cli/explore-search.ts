@@ -6,6 +6,7 @@
 
 import { join } from 'node:path';
 import { type BugName, plantedBugPoints } from '../gmem/bugs.js';
+import type { ModuleParams } from '../gmem/params.js';
 import type { PolicyName } from '../gmem/policy.js';
 import {
   DEFAULT_KERNEL,
@@ -21,6 +22,7 @@ import type { StrategyName } from '../shm/sched/layout.js';
 import { DEFAULT_POINTS, type PointsMode } from '../shm/points.js';
 import { type HistoricalBug, hasBug, historicalBug, knownBug, knownFindings } from '../vmm/explore/catalogue.js';
 import {
+  BUG_KERNELS,
   type ExploreConfig,
   Explorer,
   type ScheduleFile,
@@ -48,6 +50,8 @@ export interface ExploreCliOptions {
   policy?: PolicyName;
   /** Posted patches on top of the kernel (--patch). */
   patch?: string[];
+  /** kvm.ko's module parameters (--module-param NAME=VALUE, modprobe syntax), already parsed. */
+  moduleParams?: ModuleParams;
   bug?: string;
   /** A historical bug of the catalogue: its workload, on its (last) buggy version unless --kernel says. */
   catalogue?: string;
@@ -106,11 +110,17 @@ export interface BugSearch {
   coverage?: CoverageReport;
 }
 
-/** The kernel a search runs: --kernel, else --policy's, else upstream for a planted bug, else a catalogued bug's buggy version. */
+/** The kernel a search runs: --kernel, else --policy's, else a planted bug's own (upstream for most), else a catalogued bug's buggy version. */
 export function kernelFor(o: ExploreCliOptions, bug: BugName | null, hist: HistoricalBug | undefined): KernelVersionName | undefined {
   if (o.kernel !== undefined || o.policy !== undefined) return o.kernel === undefined ? undefined : resolveKernelChoice(o.kernel);
   if (hist !== undefined) return hist.buggy[hist.buggy.length - 1];
-  return bug !== null ? UPSTREAM : undefined;
+  return bug !== null ? (BUG_KERNELS[bug]?.kernel ?? UPSTREAM) : undefined;
+}
+
+/** The module parameters a search runs with (saved only when some are given): --module-param, else a planted bug's own. */
+function moduleParamsFor(o: ExploreCliOptions, bug: BugName | null): { moduleParams?: ModuleParams } {
+  const p = o.moduleParams ?? (bug !== null ? BUG_KERNELS[bug]?.moduleParams : undefined);
+  return p !== undefined && Object.keys(p).length > 0 ? { moduleParams: p } : {};
 }
 
 /** The points mode a search runs: --points, else a planted bug's own, else the default. */
@@ -164,6 +174,7 @@ function searchPlan(bug: BugName | null, o: ExploreCliOptions): SearchPlan {
     ...(kernel !== undefined ? { kernel } : {}),
     ...(o.policy !== undefined ? { policy: o.policy } : {}),
     ...(patches.length > 0 ? { patches } : {}),
+    ...moduleParamsFor(o, bug),
     bug,
     strategy: o.strategy as StrategyName,
     depth: o.depth,

@@ -33,7 +33,7 @@ export async function exploreCommand(
   if (o.json) {
     const kernel = o.kernel ?? o.policy ?? null;
     process.stdout.write(
-      `${JSON.stringify({ explore: 1, kernel, patches: o.patch ?? [], strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
+      `${JSON.stringify({ explore: 1, kernel, patches: o.patch ?? [], moduleParams: o.moduleParams ?? {}, strategy: o.strategy, depth: o.depth, points: o.points ?? null, seed: o.seed, schedules: o.schedules, catalogue: o.catalogue ?? null, shard: o.shard ?? { k: 0, n: 1 }, interrupted, results }, null, 2)}\n`,
     );
   } else {
     for (const r of results) {

@@ -32,6 +32,9 @@ export function stressCommand(r: StressReport): string {
     // The kernel, not its policy alias: 6.18 and upstream share 6.11's prepare policy.
     `--kernel ${c.kernel}`,
     ...c.patches.map((p) => `--patch ${p}`),
+    ...Object.entries(c.moduleParams)
+      .filter(([, v]) => v)
+      .map(([n]) => `--module-param ${n}=1`),
     `--vm-type ${c.vmType}`,
     `--vms ${c.vms}`,
     `--vcpus ${c.vcpus}`,
@@ -56,7 +59,12 @@ export function formatStress(r: StressReport): string {
   out.push(`  same workload again: ${stressCommand(r)}`);
   out.push('  (threads run freely, so a rerun repeats the workload, not the interleaving: `explore` replays exactly)');
   out.push(
-    `  kernel ${c.kernel}${c.patches.map((p) => ` + ${p}`).join('')} (policy ${c.policy}), ${c.vmType} x${c.vms}, ${c.vcpus} vCPU(s) per VM, memory ${bytes(c.memory)}, guest memory ${bytes(c.guestMemory)}, ${(c.durationMs / 1000).toFixed(1)} s, ops ${c.ops} at ${c.opRate}/s`,
+    `  kernel ${c.kernel}${c.patches.map((p) => ` + ${p}`).join('')}${Object.entries(c.moduleParams)
+      .filter(([, v]) => v)
+      .map(([n]) => ` ${n}=1`)
+      .join(
+        '',
+      )} (policy ${c.policy}), ${c.vmType} x${c.vms}, ${c.vcpus} vCPU(s) per VM, memory ${bytes(c.memory)}, guest memory ${bytes(c.guestMemory)}, ${(c.durationMs / 1000).toFixed(1)} s, ops ${c.ops} at ${c.opRate}/s`,
   );
   out.push('', 'kernel paths');
   out.push(rows(Object.entries(r.counters)));

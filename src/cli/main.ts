@@ -9,6 +9,8 @@ import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
+import { parseModuleParamArgs } from '../vmm/sandbox/build.js';
+import { moduleParamOption } from './module-params.js';
 import { runScenario } from '../vmm/scenario/runner.js';
 import { runStress } from '../vmm/stress/stress.js';
 import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore/explorer.js';
@@ -134,6 +136,7 @@ program
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(patchOption(''))
+  .addOption(moduleParamOption())
   .addOption(
     new Option('--vm-type <type>', 'VM type (default: no private memory, GMEM_ONLY memslots the VMM maps; 6.18 on)')
       .choices(['snp', 'sw-protected', 'default'])
@@ -169,6 +172,7 @@ program
         ...(o.kernel ? { kernel: o.kernel } : {}),
         ...(o.policy ? { policy: o.policy } : {}),
         ...(o.patch ? { patches: o.patch } : {}),
+        ...(o.moduleParam ? { moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : {}),
         vmType: o.vmType,
         ...(o.ops !== undefined ? { ops: o.ops } : {}),
         opRate: o.opRate,
@@ -272,6 +276,7 @@ program
   )
   .addOption(new Option('--policy <policy>', 'prepare policy: an alias for the kernel version it was modelled on').choices([...POLICIES]))
   .addOption(patchOption('; with --catalogue, a patch that fixes the bug makes "not found" the expected result'))
+  .addOption(moduleParamOption())
   .addOption(new Option('--bug <name>', 'planted bug to enable, or "all" to search for each in turn').choices([...BUG_NAMES, 'all']))
   .addOption(
     new Option(
@@ -330,7 +335,9 @@ program
   )
   .action(
     action('explore', (it, file: string | undefined, o) =>
-      file !== undefined ? modelCheckCommand(file, o) : exploreCommand(o, it.signal),
+      file !== undefined
+        ? modelCheckCommand(file, o)
+        : exploreCommand(o.moduleParam ? { ...o, moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : o, it.signal),
     ),
   );
 

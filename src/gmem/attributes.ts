@@ -20,14 +20,17 @@ export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
 
 const REGION = 'gmem_attributes';
 
-/** One word per filemap slot: an inode's indices sit at its filemap offsets. */
+/** One word per filemap slot: an inode's indices sit at its filemap offsets; then the writes' count. */
 export function declareGmemAttributes(lb: LayoutBuilder, filemapPages: number): void {
-  lb.add(REGION, filemapPages, 'gmem/attributes.ts');
+  lb.add(REGION, filemapPages + 1, 'gmem/attributes.ts');
 }
 
 export class GmemAttributes {
   readonly base: number;
   private readonly w: Int32Array;
+
+  /** A checker's word, not the kernel's: odd while a store is in progress, bumped around each. */
+  private readonly seqWord: number;
 
   constructor(
     mem: Mem,
@@ -37,6 +40,12 @@ export class GmemAttributes {
   ) {
     this.base = regionBase(mem, REGION);
     this.w = mem.w;
+    this.seqWord = this.base + mem.limits.filemapPages;
+  }
+
+  /** The stores' sequence count (odd: one in progress), for a checker that reads attributes around an op. */
+  seq(): number {
+    return Atomics.load(this.w, this.seqWord);
   }
 
   private word(ino: number, index: number): number {
@@ -50,7 +59,9 @@ export class GmemAttributes {
   set(ino: number, start: number, end: number, attrs: number): void {
     // One object per inode: the range is stored at once (mas_store_prealloc).
     this.wp.sharedWrite(this.base, this.word(ino, 0));
+    Atomics.add(this.w, this.seqWord, 1);
     for (let i = start; i < end; i++) Atomics.store(this.w, this.word(ino, i), attrs);
+    Atomics.add(this.w, this.seqWord, 1);
   }
 }
 

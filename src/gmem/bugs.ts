@@ -71,6 +71,26 @@ export const BUGS = {
     // writes are scheduling points can stop a fault inside it.
     points: 'shared' as PointsMode,
   },
+  'convert-checks-refs-before-unmap': {
+    bit: 1 << 13,
+    race: true,
+    what: "KVM_SET_MEMORY_ATTRIBUTES2 to private counts the folios' references before unmap_mapping_pages (each host PTE's as expected), so a pin taken through a PTE in between survives the conversion",
+  },
+  'convert-skips-lru-drain': {
+    bit: 1 << 14,
+    race: false,
+    what: 'kvm_gmem_has_outstanding_references answers EAGAIN without lru_add_drain_all, so a folio only the per-CPU LRU batch holds is refused',
+  },
+  'convert-wrong-expected-refcount': {
+    bit: 1 << 15,
+    race: true,
+    what: "the conversion to private expects one folio reference too many (the LRU batch's, as if always there), so a host fault's reference in flight passes and the fault maps a page gone private",
+  },
+  'host-fault-skips-invalidate-lock': {
+    bit: 1 << 16,
+    race: true,
+    what: "kvm_gmem_fault_user_mapping reads the index's attribute without the invalidate lock, so a conversion to private runs between its check and its mapping",
+  },
 } as const;
 export type BugName = keyof typeof BUGS;
 

@@ -9,6 +9,7 @@ import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import { pfnOf } from '../shm/frames.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, gmemRangeHasAttributes } from './attributes.js';
+import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { shouldFailSlab } from './failslab.js';
 import { folioPut, lruAddDrainAll } from './filemap.js';
@@ -77,8 +78,7 @@ function setAttributesLocked(g: GmemCtx, ino: number, start: number, n: number, 
       return -Errno.ENOMEM;
     }
     if (toPrivate) {
-      unmapMappingPages(g, ino, start, end);
-      const bad = outstandingReference(g, ino, start, end);
+      const bad = unmapAndCheckReferences(g, ino, start, end);
       if (bad >= 0) {
         err.index = Math.max(start, bad);
         g.stats[C.conversionsRefused]++;
@@ -98,6 +98,21 @@ function setAttributesLocked(g: GmemCtx, ino: number, start: number, n: number, 
   } finally {
     g.sync.upWrite(lock);
   }
+}
+
+// The to-private half of __kvm_gmem_set_attributes before its point of no return: the host's
+// mappings go (unmap_mapping_pages), then kvm_gmem_has_outstanding_references. The first index
+// refused, or -1.
+function unmapAndCheckReferences(g: GmemCtx, ino: number, start: number, end: number): number {
+  // The planted bug: the references are counted first, each host PTE's taken as expected.
+  if (g.bugs & Bug['convert-checks-refs-before-unmap']) {
+    const bad = outstandingReference(g, ino, start, end);
+    g.sync.point(P['set_attributes.after_ref_check']);
+    if (bad < 0) unmapMappingPages(g, ino, start, end);
+    return bad;
+  }
+  unmapMappingPages(g, ino, start, end);
+  return outstandingReference(g, ino, start, end);
 }
 
 // unmap_mapping_pages(mapping, start, nr_pages, false): the host PTEs of the range in every
@@ -123,19 +138,34 @@ function outstandingReference(g: GmemCtx, ino: number, start: number, end: numbe
       // Stable under the invalidate lock (no truncation can run); a reused pfn would be a model bug.
       if (g.folios.inode(pfn) !== ino || g.folios.index(pfn) !== index)
         throw new Error(`pfn ${pfn} left index ${index} under the invalidate lock`);
-      if (g.folios.pincount(pfn) > 0 || g.vmas.mapped(pfn, ino, index)) return index;
-      // The page cache's reference and the batch's (ours).
-      if (g.folios.refcount(pfn) === 2) continue;
-      if (!drained) {
+      if (g.folios.pincount(pfn) > 0) return index;
+      const mapped = g.vmas.mapCount(pfn, ino, index);
+      // The planted bug (refs before unmap) takes the PTEs' references as expected.
+      if (mapped > 0 && (g.bugs & Bug['convert-checks-refs-before-unmap']) === 0) return index;
+      // The page cache's reference and filemap_get_folios' (ours); the planted bug expects the LRU batch's too.
+      const expected = 2 + mapped + (g.bugs & Bug['convert-wrong-expected-refcount'] ? 1 : 0);
+      if (g.folios.refcount(pfn) <= expected) continue;
+      // The planted bug: no drain, the batch's reference is taken for an outstanding one.
+      if (!drained && (g.bugs & Bug['convert-skips-lru-drain']) === 0) {
         lruAddDrainAll(g);
         drained = true;
       }
-      if (g.folios.refcount(pfn) !== 2) return index;
+      const r = g.folios.refcount(pfn);
+      if (r <= expected) continue;
+      noteRefusal(g, pfn, r, expected);
+      return index;
     } finally {
       folioPut(g, pfn);
     }
   }
   return -1;
+}
+
+// Not the kernel's: the checker's note of a refusal whose only references beyond the expected
+// were the per-CPU LRU batches' (lru_add_drain_all had emptied them: no kernel refuses such a
+// folio). The batches are read after the count `r`, so a batch drained meanwhile is not mistaken.
+function noteRefusal(g: GmemCtx, pfn: number, r: number, expected: number): void {
+  if (r - g.lru.refsOf(pfn) <= expected) g.stats[C.conversionsRefusedLruOnly]++;
 }
 
 // kvm_gmem_make_shared: kvm_arch_gmem_make_shared for each allocated folio of the range (holes

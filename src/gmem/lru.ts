@@ -56,6 +56,14 @@ export class LruBatches {
     return this.threads;
   }
 
+  /** References the batches hold on `pfn` now (plain reads: a checker's, not the kernel's). */
+  refsOf(pfn: number): number {
+    let n = 0;
+    for (let t = 0; t < this.threads; t++)
+      for (let k = 0; k < LRU_BATCH; k++) if (Atomics.load(this.w, this.slotWord(t, k)) === pfn + 1) n++;
+    return n;
+  }
+
   /** References the batches hold per pfn (for the auditor at a quiescent point). */
   refCounts(nrPfns: number): Uint16Array {
     const out = new Uint16Array(nrPfns);

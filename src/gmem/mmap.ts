@@ -10,7 +10,7 @@ import { PAGE_SIZE, SandboxLimitError } from '../shm/limits.js';
 import { C } from '../shm/stats.js';
 import { LockClass } from '../shm/sync/classes.js';
 import { P } from '../shm/points.js';
-import { gmemIsSharedMem } from './attributes.js';
+import { gmemIsPrivateMem, gmemIsSharedMem } from './attributes.js';
 import { Bug } from './bugs.js';
 import type { GmemCtx } from './ctx.js';
 import { filemapGrabFolio, folioPut, folioUnlock, hostFill } from './filemap.js';
@@ -128,6 +128,7 @@ function hostAccessPages(g: GmemCtx, map: number, offset: number, buf: Uint8Arra
       // still moves the bytes of the page it walked to, as a user access finishes on the old
       // translation before the zap's TLB shootdown.
       g.sync.point(P['host_access.before_copy']);
+      if (g.version.gmemAttributes) notePrivateAccess(g, pfn);
       r = copyPage(g, pfn, off, buf, done, n, write);
       folioPut(g, pfn);
     } finally {
@@ -138,6 +139,19 @@ function hostAccessPages(g: GmemCtx, map: number, offset: number, buf: Uint8Arra
     if (progress) progress.done = done;
   }
   return 0;
+}
+
+/**
+ * Not the kernel's: the checker's count of a host access to a page the file holds at a private
+ * index (7.4). No kernel makes one: a conversion to private unmaps the PTEs and waits for the
+ * accesses in flight (the TLB shootdown) before it stores the attribute, and the fault refuses a
+ * private index under the invalidate lock. A page truncated meanwhile is no longer the file's.
+ */
+function notePrivateAccess(g: GmemCtx, pfn: number): void {
+  const ino = g.folios.inode(pfn);
+  const index = g.folios.index(pfn);
+  if (ino < 0 || g.inodes.peek(ino, index) !== pfn || !gmemIsPrivateMem(g, ino, index)) return;
+  g.stats[C.hostPrivateAccesses]++;
 }
 
 /**
@@ -247,6 +261,9 @@ function gmemFaultUserMapping(g: GmemCtx, map: number, m: HostMappingInfo, k: nu
 // invalidate lock (shared), and drops the lock before the folio is mapped. -EACCES if private.
 function grabSharedFolio(g: GmemCtx, ino: number, index: number): number {
   if (!g.version.gmemAttributes) return gmemInitShared(g, ino) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
+  // The planted bug: the attribute is read under RCU only, and nothing rechecks it.
+  if (g.bugs & Bug['host-fault-skips-invalidate-lock'])
+    return gmemIsSharedMem(g, ino, index) ? filemapGrabFolio(g, ino, index) : -Errno.EACCES;
   const lock = g.inodes.invalidateLockWord(ino);
   g.sync.downRead(lock, LockClass.INVALIDATE);
   try {

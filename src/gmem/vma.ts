@@ -226,6 +226,21 @@ export class HostMappings {
     return false;
   }
 
+  /** folio_mapcount for the folio `pfn` at `index` of inode `ino`: how many PTEs map it. */
+  mapCount(pfn: number, ino: number, index: number): number {
+    if (Atomics.load(this.w, this.base + H_LIVE) === 0) return 0;
+    let n = 0;
+    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
+      if (this.slab.state(id) === SlabState.FREE) continue;
+      const b = this.slab.at(id);
+      if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
+      const k = index - Atomics.load(this.w, b + M_PGOFF);
+      if (k < 0 || k >= Atomics.load(this.w, b + M_PTES)) continue;
+      if (Atomics.load(this.w, this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k) === pfn + 1) n++;
+    }
+    return n;
+  }
+
   /** Present PTEs per pfn over every mapping (each one a folio reference), for the auditor at a quiescent point. */
   mapCounts(nrPfns: number): Uint16Array {
     const out = new Uint16Array(nrPfns);

@@ -29,6 +29,7 @@ export const POINTS = [
   'host_access.before_copy',
   'create_vcpu.unlocked',
   'sync_vmsa.before_copy',
+  'set_attributes.after_ref_check',
 ] as const;
 export type PointName = (typeof POINTS)[number];
 

@@ -48,6 +48,16 @@ export const COUNTER_NAMES = [
   'conversionsRefused',
   /** lru_add_drain_all calls (7.4's conversion, once per call at most). */
   'lruDrains',
+  /**
+   * A checker's count, not the kernel's: EAGAIN answers whose folio, when refused, had no
+   * reference beyond the page cache's, the check's own and the per-CPU LRU batches' (7.4).
+   */
+  'conversionsRefusedLruOnly',
+  /** GUP pins taken (pin_user_pages through a guest_memfd mapping) and released. */
+  'gupPins',
+  'gupUnpins',
+  /** A checker's count: PUNCH_HOLEs after which an index's attribute differed, with no attribute store in between. */
+  'attributesLostOnPunch',
   'populatedPages',
   'preFaultedPages',
   'guestReads',
@@ -76,6 +86,8 @@ export const COUNTER_NAMES = [
   'vmsaSyncRaces',
   'vmsaResyncs',
   'vcpusSkippedByLaunchFinish',
+  /** A checker's count (7.4): host accesses that moved the bytes of a page its file holds at a private index. */
+  'hostPrivateAccesses',
   'faultNs',
   'guestExitsHandled',
   'violation.staleData',

@@ -4,6 +4,7 @@
 // host bytes, another page's bytes, or loses its own write reports it.
 
 import { kvmVcpuPreFaultMemory } from '../kvm/kvm_main.js';
+import { kvmMemIsPrivate } from '../kvm/private_mem.js';
 import { errnoName } from '../shm/errno.js';
 import { PAGE_SIZE } from '../shm/limits.js';
 import { Prng } from '../shm/prng.js';
@@ -196,7 +197,9 @@ class GuestWorkload {
     const gpa = gfn * PAGE_SIZE;
     const owner = i % cfg.writers === cfg.writerIndex;
     const write = owner && this.rng.next() < cfg.writeRatio;
-    const priv = this.k.attrs.isPrivate(vm, gfn);
+    // What the guest believes the gfn is: the VM's attribute, or with gmem_in_place_conversion
+    // guest_memfd's (the VMM converts in the file, 7.4).
+    const priv = kvmMemIsPrivate(this.k, vm, gfn);
     const e0 = rc.epoch(vm, gfn);
     let code: number;
     if (write) {

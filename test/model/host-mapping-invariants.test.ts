@@ -69,6 +69,7 @@ async function setup(bugs: BugName[] = [], kernel: KernelVersionName = '6.18') {
     starved: false,
     maps: [],
     hostWrites: new Map(),
+    pins: [],
   };
   const online = onlineChecker(sb.k);
   /** The online checker at a scheduling point now, and what it reported. */

@@ -10,7 +10,7 @@ import { BUGS, BUG_NAMES, type BugName, plantedBugPoints } from '../../src/gmem/
 import { KERNEL_VERSIONS, type KernelVersionName, UPSTREAM } from '../../src/gmem/version.js';
 import { CATALOGUE, knownBug } from '../../src/vmm/explore/catalogue.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
-import { type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
+import { BUG_KERNELS, type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../../src/vmm/explore/pool.js';
 import { Bell } from '../../src/shm/bell.js';
 import { INVARIANTS, type Violation } from '../../src/checker/violations.js';
@@ -29,9 +29,12 @@ afterAll(async () => {
  */
 function config(over: Partial<ExploreConfig> = {}): ExploreConfig {
   const bug = over.bug ?? null;
-  const kernel = over.policy === undefined ? { kernel: over.kernel ?? UPSTREAM } : {};
+  // A planted bug of 7.4's in-place conversion needs its kernel and module parameter (BUG_KERNELS).
+  const own = bug !== null ? BUG_KERNELS[bug] : undefined;
+  const kernel = over.policy === undefined ? { kernel: over.kernel ?? own?.kernel ?? UPSTREAM } : {};
+  const params = own !== undefined && over.kernel === undefined ? { moduleParams: own.moduleParams } : {};
   const points = bug !== null && plantedBugPoints(bug) !== 'locks' ? { points: plantedBugPoints(bug) } : {};
-  return { ...kernel, bug, strategy: 'random', depth: 3, maxSteps: 20_000, ...points, workload: workloadFor(bug), ...over };
+  return { ...kernel, ...params, bug, strategy: 'random', depth: 3, maxSteps: 20_000, ...points, workload: workloadFor(bug), ...over };
 }
 
 /**
@@ -44,7 +47,8 @@ const shared = new Map<string, Explorer>();
 function explorer(over: Partial<ExploreConfig> = {}): Explorer {
   const cfg = config(over);
   const w = cfg.workload;
-  const key = [cfg.kernel, cfg.policy, (cfg.patches ?? []).join('+'), w.vms, w.vcpus, w.pages, w.populateFirstVm].join('/');
+  const params = JSON.stringify(cfg.moduleParams ?? {});
+  const key = [cfg.kernel, cfg.policy, (cfg.patches ?? []).join('+'), params, w.vms, w.vcpus, w.pages, w.populateFirstVm].join('/');
   let e = shared.get(key);
   if (e === undefined) {
     e = ownExplorer(over);
@@ -382,7 +386,9 @@ describe('historical bugs, found by running the version that had them', () => {
       else if (r.shape.gmemOnly) shapes.gmemOnly++;
       else shapes.one++;
     });
-    for (const o of VMM_OPS) expect(ops[o], o).toBeGreaterThan(0);
+    // In-place conversion's ops need 7.4 with gmem_in_place_conversion (explore-conversion.test.ts).
+    const inPlace = ['convert2', 'pin'];
+    for (const o of VMM_OPS) expect(ops[o], o)[inPlace.includes(o) ? 'toBe' : 'toBeGreaterThan'](0);
     expect(shapes.linked).toBeGreaterThan(5);
     expect(shapes.launchingBeside).toBeGreaterThan(5);
     expect(shapes.gmemOnly).toBeGreaterThan(20);

@@ -101,7 +101,9 @@ describe('stress: --vm-type default runs the host ops from 6.18', () => {
 
   it('6.11: the default mix names the host ops, an SNP layout cannot map its files, so none runs; --vm-type default is refused', async () => {
     const r = await runStress({ kernel: '6.11', durationMs: 800, seed: 11, auditEveryMs: 0, memory: '16MiB' });
-    expect(r.config.ops).toMatch(/mmap=1,touch=4,munmap=1$/);
+    expect(r.config.ops).toMatch(/mmap=1,touch=4,munmap=1,convert2=2,pin=2$/);
+    // In-place conversion's ops need 7.4 with gmem_in_place_conversion: never drawn here.
+    expect([r.vmmOps.convert2, r.vmmOps.pin]).toEqual([0, 0]);
     expect(r.ok).toBe(true);
     expect([r.vmmOps.mmap, r.vmmOps.touch, r.vmmOps.munmap, r.counters.hostAccesses, r.counters.hostFaults]).toEqual([0, 0, 0, 0, 0]);
     expect(r.vmmOps.punch).toBeGreaterThan(0);

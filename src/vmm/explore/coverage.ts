@@ -24,6 +24,10 @@ export const COVERAGE_EVENTS = [
   'hostFaults',
   'hostPtesZapped',
   'hostSigbus',
+  // 7.4's in-place conversion: a refusal (EAGAIN, error_offset), the one LRU drain, a GUP pin.
+  'conversionsRefused',
+  'lruDrains',
+  'gupPins',
 ] as const satisfies readonly CounterName[];
 
 /** What one schedule reached: indices into POINTS, VMM_OPS pairs, COVERAGE_EVENTS. */

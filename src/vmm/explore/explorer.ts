@@ -5,6 +5,7 @@
 // fewer context switches.
 
 import { BUGS, type BugName, bugMask } from '../../gmem/bugs.js';
+import type { ModuleParams } from '../../gmem/params.js';
 import type { PolicyName } from '../../gmem/policy.js';
 import { type KernelChoice, type PatchName, patchNames } from '../../gmem/version.js';
 import { Bell } from '../../shm/bell.js';
@@ -25,6 +26,7 @@ import { type VmmOp, parseMix, zeroOps } from '../workload/mix.js';
 import { NO_COVERAGE, type ScheduleCoverage } from './coverage.js';
 
 export {
+  BUG_KERNELS,
   BUG_WORKLOADS,
   DEFAULT_WORKLOAD,
   type ExploreWorkload,
@@ -45,6 +47,8 @@ export interface ExploreConfig {
   policy?: PolicyName;
   /** Posted patches applied on top of the kernel (gmem/version.ts KERNEL_PATCHES). */
   patches?: PatchName[];
+  /** kvm.ko's module parameters (`modprobe kvm NAME=...`; absent: every one at its default). */
+  moduleParams?: ModuleParams;
   bug: BugName | null;
   strategy: StrategyName;
   depth: number;
@@ -129,6 +133,7 @@ export class Explorer {
         ...(this.cfg.kernel !== undefined ? { kernel: this.cfg.kernel } : {}),
         ...(this.cfg.policy !== undefined ? { policy: this.cfg.policy } : {}),
         ...(this.cfg.patches !== undefined ? { patches: this.cfg.patches } : {}),
+        ...(this.cfg.moduleParams !== undefined ? { moduleParams: this.cfg.moduleParams } : {}),
         memory: '1MiB',
         gpaSpace: '256KiB',
         userMemory: Math.max(256 << 10, (w.vms + 1) * w.pages * 4096),

@@ -23,6 +23,8 @@ export const exploreResultSchema = z.looseObject({
   kernel: z.string().nullable(),
   // Absent in results written before patches existed: none.
   patches: z.array(z.string()).default([]),
+  // Absent in results written before explore took module parameters: none.
+  moduleParams: z.record(z.string(), z.boolean()).default({}),
   strategy: z.string(),
   depth: z.number().int(),
   // Null: each search ran its own (a planted bug's); absent in results written before the mode existed.
@@ -74,6 +76,7 @@ export function mergeExploreResults(
     JSON.stringify([
       p.kernel,
       p.patches,
+      p.moduleParams,
       p.strategy,
       p.depth,
       p.points,
@@ -86,7 +89,7 @@ export function mergeExploreResults(
   parts.forEach((p, i) => {
     if (same(p) !== same(first))
       throw new InputError(
-        `${files[i]}: a shard of another search than ${files[0]} (kernel, patches, strategy, depth, points, seed, schedules, catalogue, shard count and bugs must agree)`,
+        `${files[i]}: a shard of another search than ${files[0]} (kernel, patches, module parameters, strategy, depth, points, seed, schedules, catalogue, shard count and bugs must agree)`,
       );
   });
   const seen = new Map<number, string>();

@@ -57,6 +57,8 @@ export const scheduleSchema = z
         .array(z.enum(PATCH_NAMES))
         .refine((ps) => new Set(ps).size === ps.length, 'names a patch twice')
         .optional(),
+      // Absent in schedules saved before explore took module parameters: every one at its default.
+      moduleParams: z.strictObject({ gmem_in_place_conversion: z.boolean().optional() }).optional(),
       bug: z.enum(BUG_NAMES as [string, ...string[]]).nullable(),
       strategy: z.enum(['random', 'pct', 'replay']),
       depth: int(1, L.depth),

@@ -5,7 +5,15 @@
 
 import { POLICY_NAMES_BY_ID, type PolicyName } from '../../gmem/policy.js';
 import { type KernelChoice, VERSIONS } from '../../gmem/version.js';
-import { MAX_BUFFER_BYTES, type SandboxOptions, resolveKernel, resolveLimits, resolvePatches } from '../sandbox/build.js';
+import {
+  MAX_BUFFER_BYTES,
+  type SandboxOptions,
+  resolveKernel,
+  resolveLimits,
+  resolveModuleParams,
+  resolvePatches,
+} from '../sandbox/build.js';
+import type { ModuleParams } from '../../gmem/params.js';
 import type { VmTypeName } from '../../kvm/vm.js';
 import { LIMITS, PAGE_SIZE } from '../../shm/limits.js';
 import { LOCK_STAT_NAMES, type StatsSnapshot, sumLatency } from '../../shm/stats.js';
@@ -27,6 +35,8 @@ export interface StressOptions {
   policy?: PolicyName;
   /** Posted patches applied on top of the kernel version (gmem/version.ts KERNEL_PATCHES). */
   patches?: readonly string[];
+  /** kvm.ko's module parameters (`modprobe kvm NAME=...`), as the kernel version has them. */
+  moduleParams?: ModuleParams;
   vmType?: VmTypeName;
   vcpus?: number;
   vms?: number;
@@ -116,6 +126,9 @@ const REPORTED_COUNTERS = [
   'fallocates',
   'punchHoles',
   'conversions',
+  'conversionsRefused',
+  'lruDrains',
+  'gupPins',
   'preFaultedPages',
   'sptesInstalled',
   'sptesZapped',
@@ -141,6 +154,7 @@ export function resolveStressOptions(o: StressOptions): StressConfig {
     kernel,
     policy: POLICY_NAMES_BY_ID[VERSIONS[kernel].prepare],
     patches: resolvePatches(o.patches),
+    moduleParams: resolveModuleParams(o.moduleParams, kernel),
     vmType: o.vmType ?? 'snp',
     vcpus: o.vcpus ?? 2,
     vms: o.vms ?? 1,
@@ -257,6 +271,7 @@ function stressSandbox(cfg: StressConfig, pages: number): SandboxOptions {
   return {
     kernel: cfg.kernel,
     patches: cfg.patches,
+    moduleParams: cfg.moduleParams,
     memory: cfg.memory,
     userMemory: Math.max(16 << 20, pages * PAGE_SIZE * (cfg.vms + launching(cfg))),
     watchdogMs: cfg.watchdogMs,

@@ -5,6 +5,7 @@
 // (explore/round.ts) only run what this file describes.
 
 import type { BugName } from '../../gmem/bugs.js';
+import type { ModuleParams } from '../../gmem/params.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
 import { type KernelVersionName, VERSIONS } from '../../gmem/version.js';
 import type { VmTypeName } from '../../kvm/vm.js';
@@ -56,7 +57,7 @@ export const DEFAULT_WORKLOAD: ExploreWorkload = {
   vcpus: 2,
   accesses: 8,
   writeRatio: 0.5,
-  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1,vcpu=2',
+  ops: 'punch=3,convert=1,fallocate=1,prefault=1,populate=1,memslot=1,memflags=1,plainslot=1,badbind=1,close=1,hwpoison=1,fwfail=1,oom=1,signal=1,mmap=1,touch=6,munmap=1,vcpu=2,convert2=2,pin=2',
   vmmOps: 4,
   populateFirstVm: false,
   prefaultRatio: 0.15,
@@ -75,6 +76,27 @@ export const BUG_WORKLOADS: Partial<Record<BugName, Partial<ExploreWorkload>>> =
   // Host mappings exist on a default VM's GMEM_ONLY memslots only (6.18 on): every schedule runs one.
   'truncate-skips-host-unmap': { gmemOnlyShare: 1, ops: 'punch=2,touch=3', vmmOps: 4 },
   'host-fault-skips-clear': { gmemOnlyShare: 1, ops: 'touch=1', vmmOps: 2 },
+  // In-place conversion (7.4 with gmem_in_place_conversion=1): conversions racing pins and host faults.
+  // Its window is a pin between the reference check and the unmap: three threads on two pages.
+  'convert-checks-refs-before-unmap': { ops: 'convert2=2,pin=3,touch=2', vmmOps: 12, vmmThreads: 3, pages: 2, multiVmShare: 0 },
+  'convert-skips-lru-drain': { ops: 'convert2=2,touch=1', vmmOps: 4, multiVmShare: 0 },
+  'convert-wrong-expected-refcount': { ops: 'convert2=2,pin=3,touch=2', vmmOps: 12, vmmThreads: 3, pages: 2, multiVmShare: 0 },
+  'host-fault-skips-invalidate-lock': { ops: 'convert2=2,touch=2', vmmOps: 6, multiVmShare: 0 },
+};
+
+/**
+ * The kernel and module parameters a planted bug's code needs, where upstream's defaults do not
+ * reach it: explore hunts it there unless --kernel (or --module-param) says otherwise.
+ */
+const IN_PLACE: { kernel: KernelVersionName; moduleParams: ModuleParams } = {
+  kernel: '7.4',
+  moduleParams: { gmem_in_place_conversion: true },
+};
+export const BUG_KERNELS: Partial<Record<BugName, { kernel: KernelVersionName; moduleParams: ModuleParams }>> = {
+  'convert-checks-refs-before-unmap': IN_PLACE,
+  'convert-skips-lru-drain': IN_PLACE,
+  'convert-wrong-expected-refcount': IN_PLACE,
+  'host-fault-skips-invalidate-lock': IN_PLACE,
 };
 
 export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> = {}): ExploreWorkload {

@@ -4,6 +4,7 @@
 // process attaches to it (attachStressTarget) and shares its fds.
 
 import { kvmVmIoctlCreateVcpu } from '../../kvm/kvm_vcpu_ioctl.js';
+import { GUEST_MEMFD_FLAG_MMAP } from '../../gmem/flags.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../kvm/attributes.js';
 import { KvmVcpu } from '../../kvm/vcpu.js';
 import type { VmTypeName } from '../../kvm/vm.js';
@@ -156,7 +157,9 @@ function createVcpu(sb: Sandbox, vm: number, what: string): CreatedVcpu {
 /** Attributes, launch state and one pre-fault handle per VMM thread, for a VM whose memslots exist. */
 function finishVm(sb: Sandbox, cfg: StressSetup, gfnStart: number, vm: Vm, launching: boolean, out: StressLayout): void {
   const priv = Math.floor(cfg.pages * cfg.privateShare);
-  if (priv > 0)
+  // With gmem_in_place_conversion the files say what is private (inPlaceShared): the VM's
+  // attributes take no PRIVATE (537ec2b15fdd).
+  if (priv > 0 && !sb.k.g.inPlace)
     vm.setMemoryAttributesSync({ address: gfnStart * PAGE_SIZE, size: priv * PAGE_SIZE, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
   if (vm.type === 'snp') {
     vm.snpLaunchStartSync();
@@ -207,7 +210,9 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     cfg.layoutSeed !== undefined && cfg.vms === 1 && cfg.pages > 1
       ? randomLayout(cfg.pages, cfg.layoutSeed)
       : [{ slot: 0, gfn: 0, npages: cfg.pages, pgoff: 0, userPage: 0, file: 0, size: cfg.pages }];
-  const files = openLayoutFiles(vms[0], regions, cfg.gmemFlags ?? 0);
+  const inPlace = inPlaceLayout(sb, cfg);
+  const gmemFlags = (cfg.gmemFlags ?? 0) | (inPlace ? GUEST_MEMFD_FLAG_MMAP : 0);
+  const files = openLayoutFiles(vms[0], regions, gmemFlags);
   const gfnStart = regions[0].gfn;
   const threads = cfg.vmmThreads ?? 1;
   const shared: SharedStressTarget = {
@@ -216,7 +221,7 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     vms: [],
     populateVm: cfg.populateFirstVm ? vms[0].id : -1,
     linked: cfg.vms > 1,
-    gmemFlags: cfg.gmemFlags ?? 0,
+    gmemFlags,
     hostMaps: [],
     prefault: Array.from({ length: threads }, () => []),
   };
@@ -251,7 +256,8 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     }
     finishVm(sb, cfg, gfnStart, vm, i === 0 && cfg.populateFirstVm === true, out);
   });
-  if (cfg.hostMap === true) shared.hostMaps = mapLayoutFiles(files, shared.regions);
+  if (inPlace) inPlaceShared(cfg, gfnStart, shared.regions, files);
+  if (cfg.hostMap === true || inPlace) shared.hostMaps = mapLayoutFiles(files, shared.regions);
   const all = [...vms];
   if (cfg.launchingBeside) all.push(addLaunchingVm(sb, cfg, gfnStart, out));
   shared.vms = all.map((v) => v.id);
@@ -263,6 +269,30 @@ export function buildStressLayout(sb: Sandbox, cfg: StressSetup): StressLayout {
     vms.filter((vm) => vm.id !== shared.populateVm),
   );
   return out;
+}
+
+/**
+ * Whether the layout's files convert in place (7.4 with gmem_in_place_conversion, on a VM with
+ * private memory): they are made with GUEST_MEMFD_FLAG_MMAP, private by default, and the VMM maps
+ * them whole, so that conversions, pins and host faults meet on the same folios.
+ */
+function inPlaceLayout(sb: Sandbox, cfg: StressSetup): boolean {
+  return sb.k.g.inPlace && cfg.vmType !== 'default' && (cfg.gmemFlags ?? 0) === 0;
+}
+
+/** At most this share of an in-place layout starts private: the host's pins and touches need shared pages to reach. */
+const IN_PLACE_PRIVATE_SHARE = 0.5;
+
+/** The gfns past the private share made shared in the files (KVM_SET_MEMORY_ATTRIBUTES2), as finishVm would in the VM's attributes. */
+function inPlaceShared(cfg: StressSetup, gfnStart: number, regions: readonly StressRegion[], files: ReadonlyMap<number, GuestMemfd>): void {
+  const from = gfnStart + Math.floor(cfg.pages * Math.min(cfg.privateShare, IN_PLACE_PRIVATE_SHARE));
+  for (const r of regions) {
+    const a = Math.max(from, r.gfn);
+    const b = r.gfn + r.npages;
+    if (a >= b) continue;
+    const gmem = [...files.values()].find((f) => f.fd === r.fd)!;
+    gmem.setMemoryAttributes2Sync({ offset: (r.pgoff + a - r.gfn) * PAGE_SIZE, size: (b - a) * PAGE_SIZE, attributes: 'shared' });
+  }
 }
 
 /**

@@ -20,7 +20,10 @@ import { ArgumentError } from '../sandbox/errors.js';
  * through a mapping (a SIGBUS is an outcome), unmap one this thread made; launch: the launching
  * VM booted from several threads (each LAUNCH_UPDATEs its share of the image, the first one ends
  * the launch and pre-faults the range), drawn as each VMM thread's first op beside a launching VM;
- * vcpu: the launching VM's vCPU threads (KVM_CREATE_VCPU, or KVM_RUN of one) before its launch ends.
+ * vcpu: the launching VM's vCPU threads (KVM_CREATE_VCPU, or KVM_RUN of one) before its launch ends;
+ * convert2, pin (7.4 with gmem_in_place_conversion on, where the layout's files are mapped and
+ * convert in place): KVM_SET_MEMORY_ATTRIBUTES2 on a file range, to private or to shared; a GUP
+ * pin through the VMM's mapping, or the release of one this thread holds.
  */
 export const VMM_OPS = [
   'punch',
@@ -42,6 +45,8 @@ export const VMM_OPS = [
   'munmap',
   'launch',
   'vcpu',
+  'convert2',
+  'pin',
 ] as const;
 export type VmmOp = (typeof VMM_OPS)[number];
 

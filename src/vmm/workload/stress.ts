@@ -25,7 +25,7 @@ export interface StressWorkload {
 
 /** A stress run's workload when its options leave it out. */
 export const STRESS_WORKLOAD_DEFAULTS = {
-  ops: 'punch=3,fallocate=1,convert=2,prefault=1,mmap=1,touch=4,munmap=1',
+  ops: 'punch=3,fallocate=1,convert=2,prefault=1,mmap=1,touch=4,munmap=1,convert2=2,pin=2',
   opRate: 2000,
   pattern: 'random',
   writeRatio: 0.3,

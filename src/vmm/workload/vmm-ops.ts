@@ -16,6 +16,7 @@ import type { Sandbox } from '../sandbox/sandbox.js';
 import type { StressTarget } from './layout.js';
 import { VMM_OPS, type VmmOp, zeroOps } from './mix.js';
 import type { OpContext, OpHandler, OpRange } from './ops/op.js';
+import { unpinAll } from './ops/inplace.js';
 import { VMM_OP_HANDLERS } from './ops/table.js';
 
 export interface VmmOpsConfig {
@@ -55,8 +56,9 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
     starved: false,
     maps: [],
     hostWrites: new Map(),
+    pins: [],
   };
-  const weights = opWeights(t, cfg.mix);
+  const weights = opWeights(t, cfg.mix, k.g.inPlace);
   const cov = new Coverage(sb.mem);
   const total = weights.reduce((a, b) => a + b, 0);
   const res: VmmOpsResult = { ops: zeroOps(), errors: {}, elapsedMs: 0 };
@@ -95,6 +97,7 @@ export function runVmmOps(sb: Sandbox, rc: RunControl, t: StressTarget, cfg: Vmm
     }
   } finally {
     endStarvation(c);
+    unpinAll(c);
   }
   res.elapsedMs = performance.now() - t0;
   return res;
@@ -115,17 +118,22 @@ function idle(sync: Sandbox['k']['sync'], rc: RunControl, deadline: number): voi
 /** The ops on host mappings (6.18): drawn only where the layout's files may be mapped. */
 const HOST_OPS: readonly VmmOp[] = ['mmap', 'touch', 'munmap'];
 
+/** The ops of in-place conversion (7.4 with gmem_in_place_conversion on): drawn only there. */
+const IN_PLACE_OPS: readonly VmmOp[] = ['convert2', 'pin'];
+
 /** Each op's weight in VMM_OPS order: an op the layout cannot run is not drawn. */
-function opWeights(t: StressTarget, mix: VmmOpsConfig['mix']): number[] {
+function opWeights(t: StressTarget, mix: VmmOpsConfig['mix'], inPlace: boolean): number[] {
   // populate, launch and vcpu need a launching VM, close a VM of its own, the host ops files made with MMAP,
-  // convert private memory (INIT_SHARED files are made on VMs without: default VMs).
+  // convert private memory (INIT_SHARED files are made on VMs without: default VMs) in the VM's
+  // attributes, which gmem_in_place_conversion turns off (convert2 converts in the file instead).
   const mappable = (t.gmemFlags & GUEST_MEMFD_FLAG_MMAP) !== 0;
   const privateMem = (t.gmemFlags & GUEST_MEMFD_FLAG_INIT_SHARED) === 0;
   const runnable = (o: VmmOp): boolean =>
     ((o !== 'populate' && o !== 'launch' && o !== 'vcpu') || t.populateVm >= 0) &&
     (o !== 'close' || !t.linked) &&
-    (o !== 'convert' || privateMem) &&
-    (mappable || !HOST_OPS.includes(o));
+    (o !== 'convert' || (privateMem && !inPlace)) &&
+    (mappable || !HOST_OPS.includes(o)) &&
+    ((inPlace && privateMem && mappable) || !IN_PLACE_OPS.includes(o));
   // Beside a launching VM, populate is the op that VM is there for: drawn four times as often.
   return VMM_OPS.map((o) => (runnable(o) ? Math.max(0, mix[o] ?? 0) * (o === 'populate' ? 4 : 1) : 0));
 }

@@ -4,6 +4,7 @@
 import { gmemErrorFolio } from '../../../gmem/guest_memfd.js';
 import type { RunControl } from '../../../vcpu-workers/runctl.js';
 import type { StressTarget } from '../layout.js';
+import { punchKeepsAttributes } from './inplace.js';
 import { type OpHandler, allocateFd, punchFd } from './op.js';
 
 /** fallocate(PUNCH_HOLE): the discard a VMM makes of memory it gives back (kvm_gmem_punch_hole). */
@@ -13,7 +14,8 @@ export const punch: OpHandler = {
     // Epochs move before and after a discard, like a seqcount: a write whose epoch falls in
     // the window may be lost legitimately, and the guest will not call it data loss.
     bumpMapped(rc, t, fd, index, len);
-    const r = punchFd(sb, fd, index, len);
+    // 7.4 keeps attributes per index: the punch is checked to leave them alone.
+    const r = sb.k.g.version.gmemAttributes ? punchKeepsAttributes(sb, fd, index, len) : punchFd(sb, fd, index, len);
     bumpMapped(rc, t, fd, index, len);
     return r;
   },

@@ -24,6 +24,8 @@ export interface OpContext {
   maps: HostMap[];
   /** What this thread last wrote through a mapping, per file page (ops/host.ts): the tag's generation and the discard epoch then. */
   hostWrites: Map<number, { gen: number; epoch: number }>;
+  /** The GUP pins this thread's 'pin' ops hold (gup.ts handles), released by a later 'pin' or at the end. */
+  pins: number[];
 }
 
 /**

@@ -4,6 +4,7 @@
 import type { VmmOp } from '../mix.js';
 import { fallocate, hwpoison, oom, punch } from './file.js';
 import { mmap, munmap, touch } from './host.js';
+import { convert2, pin } from './inplace.js';
 import { badbind, close, memflags, memslot, plainslot } from './memslot.js';
 import type { OpHandler } from './op.js';
 import { convert, fwfail, launch, populate, prefault, signal, vcpu } from './vm.js';
@@ -28,4 +29,6 @@ export const VMM_OP_HANDLERS: Record<VmmOp, OpHandler> = {
   munmap,
   launch,
   vcpu,
+  convert2,
+  pin,
 };

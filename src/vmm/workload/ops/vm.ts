@@ -53,8 +53,11 @@ export const populate: OpHandler = {
     if (t.populateVm < 0) return null;
     const k = sb.k;
     // A range, so that a page populated earlier answers EEXIST and the rest are not done.
-    const data = new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE);
-    const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, { data, pageOffset: 0 });
+    // With gmem_in_place_conversion (7.4, edcc3f42981e) one time in two with no source: the
+    // pages are measured in place, as the VMM wrote them into the file.
+    const inPlace = k.g.inPlace && k.version.launchUpdateInPlace && rng.below(2) === 0;
+    const src = inPlace ? null : { data: new Uint8Array(len * PAGE_SIZE).fill(LAUNCH_BYTE), pageOffset: 0 };
+    const r = snpLaunchUpdate(k, k.psp, t.populateVm, gfn, len * PAGE_SIZE, SnpPageType.NORMAL, src);
     let e = r.ret < 0 ? r.populateErr || r.ret : 0;
     // One time in four the launch ends here (again, perhaps) and the VMM pre-faults what it
     // populated, as a VMM boots its guest: the auditor then holds those SPTEs to the RMP (a page a failed
