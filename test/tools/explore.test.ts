@@ -1,93 +1,24 @@
 // Controlled schedules (vmm/explore): the same seed gives the same interleaving, a failing schedule
 // replays from its choices and shrinks, batches equal single runs, hung and dead workers are
-// reported; every planted bug is found; each kernel version runs its page operations clean; the
-// historical bugs of the catalogue are found on their buggy version and not on the fixed one (the
-// pre-fault deadlock fixed by 3ccbf6f47098, the dying-file unbind by ae431059e75d, the flags toggle
-// by 9935df5333aa); and a zap's TLB flush waits for a vCPU in guest mode (kvm_flush_remote_tlbs).
+// reported; every planted bug is found; and a zap's TLB flush waits for a vCPU in guest mode
+// (kvm_flush_remote_tlbs). Versions and the historical catalogue: explore-versions.test.ts.
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUGS, BUG_NAMES, type BugName, plantedBugPoints } from '../../src/gmem/bugs.js';
-import { KERNEL_VERSIONS, type KernelVersionName, UPSTREAM } from '../../src/gmem/version.js';
-import { CATALOGUE, knownBug } from '../../src/vmm/explore/catalogue.js';
-import { VMM_OPS } from '../../src/vmm/workload/mix.js';
-import { BUG_KERNELS, type ExploreConfig, Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
+import { BUGS, BUG_NAMES, type BugName } from '../../src/gmem/bugs.js';
+import { Explorer, type ScheduleResult, switchesIn, workloadFor } from '../../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../../src/vmm/explore/pool.js';
 import { Bell } from '../../src/shm/bell.js';
 import { INVARIANTS, type Violation } from '../../src/checker/violations.js';
 import { sumStats } from '../../src/shm/stats.js';
-import type { RuntimeOptions, VcpuActor } from '../../src/vmm/sandbox/runtime.js';
+import type { VcpuActor } from '../../src/vmm/sandbox/runtime.js';
 import { TEST_VCPU_WORKER, testHooks } from '../helpers/runtime-helpers.js';
+import { closeExplorers, config, eachSchedule, explorer, ownExplorer } from '../helpers/explore-helpers.js';
 
-const explorers: Explorer[] = [];
-afterAll(async () => {
-  await Promise.all(explorers.map((e) => e.close()));
-});
-
-/**
- * The configuration on upstream (no known bug; a planted bug's own version and points mode)
- * unless told otherwise: what it finds is planted.
- */
-function config(over: Partial<ExploreConfig> = {}): ExploreConfig {
-  const bug = over.bug ?? null;
-  // A planted bug of 7.4's in-place conversion needs its kernel and module parameter (BUG_KERNELS).
-  const own = bug !== null ? BUG_KERNELS[bug] : undefined;
-  const kernel = over.policy === undefined ? { kernel: over.kernel ?? own?.kernel ?? UPSTREAM } : {};
-  const params = own !== undefined && over.kernel === undefined ? { moduleParams: own.moduleParams } : {};
-  const points = bug !== null && plantedBugPoints(bug) !== 'locks' ? { points: plantedBugPoints(bug) } : {};
-  return { ...kernel, ...params, bug, strategy: 'random', depth: 3, maxSteps: 20_000, ...points, workload: workloadFor(bug), ...over };
-}
-
-/**
- * Explorers shared by the tests, one per sandbox they need: the kernel, and the workload's VMs,
- * vCPUs and pages, which the sandbox and its workers are built for. A sandbox's start costs more
- * than its schedules, and every schedule starts from a reset sandbox (see the batch test below),
- * so a shared explorer runs each test's configuration as one of its own would.
- */
-const shared = new Map<string, Explorer>();
-function explorer(over: Partial<ExploreConfig> = {}): Explorer {
-  const cfg = config(over);
-  const w = cfg.workload;
-  const params = JSON.stringify(cfg.moduleParams ?? {});
-  const key = [cfg.kernel, cfg.policy, (cfg.patches ?? []).join('+'), params, w.vms, w.vcpus, w.pages, w.populateFirstVm].join('/');
-  let e = shared.get(key);
-  if (e === undefined) {
-    e = ownExplorer(over);
-    shared.set(key, e);
-  }
-  e.cfg = { ...cfg, workload: { ...w } };
-  return e;
-}
-
-/** An explorer of its own: for a test that compares two, or breaks one (a hung or dead worker). */
-function ownExplorer(over: Partial<ExploreConfig> = {}, runtime: Pick<RuntimeOptions, 'vcpuWorker'> = {}): Explorer {
-  const e = new Explorer(config(over), runtime);
-  explorers.push(e);
-  return e;
-}
+afterAll(closeExplorers);
 
 /** Own explorers a test left usable, for a later test that needs one of its own (hooked: on the test vCPU worker). */
 const spares: Explorer[] = [];
 const hooked: Explorer[] = [];
-
-/**
- * Runs seeds from..to in batches of 16, as the CLI does (a batch ends at its first failing
- * schedule); `each` sees every result in seed order and returns true to stop.
- */
-async function eachSchedule(
-  e: Explorer,
-  from: number,
-  to: number,
-  each: (r: ScheduleResult) => boolean | void,
-  forced?: number[],
-): Promise<void> {
-  for (let s = from; s <= to; s += 16) {
-    const rs = await e.runSchedules(
-      Array.from({ length: Math.min(16, to - s + 1) }, (_, i) => s + i),
-      forced,
-    );
-    for (const r of rs) if (each(r) === true) return;
-  }
-}
 
 describe('controlled schedules', () => {
   it('the same seed gives the same interleaving, trace and outcome', async () => {
@@ -296,125 +227,6 @@ describe('planted bugs are each found within 1,000 schedules', () => {
 });
 
 /** The VMM ops that touch no object lifetime: each version's prepare logic alone. */
-const PAGE_OPS = 'punch=3,convert=1,fallocate=1,prefault=1';
-
-describe('each version survives 200 schedules of page operations (its prepare logic is clean)', () => {
-  it.each([...KERNEL_VERSIONS])(
-    '%s',
-    async (kernel) => {
-      const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
-      const outcomes: Record<string, number> = {};
-      await eachSchedule(e, 1, 200, (r) => {
-        outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
-        if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
-      });
-      expect(outcomes.ok).toBe(200);
-    },
-    120_000,
-  );
-});
-
-describe('historical bugs, found by running the version that had them', () => {
-  /** Schedules until the first violation (0: none), that schedule, and its details. */
-  async function hunt(e: Explorer, n: number, kernel: KernelVersionName, id: string) {
-    let found: { seed: number; r: ScheduleResult | null; details: string[] } = { seed: 0, r: null, details: [] };
-    await eachSchedule(e, 1, n, (r) => {
-      if (r.outcome === 'violation' || r.outcome === 'deadlock') {
-        // Another known bug of that kernel on the way is set aside, as explore does.
-        const known = knownBug(kernel, r.violations);
-        if (known !== null && known.id !== id) return;
-        found = { seed: r.seed, r, details: r.violations.map((v) => v.detail) };
-        return true;
-      }
-      expect(r.outcome, `seed ${r.seed}`).toBe('ok');
-    });
-    return found;
-  }
-
-  const explorable = CATALOGUE.filter((b) => b.workload !== undefined);
-  it.each(explorable.map((b) => [b.id, b] as const))(
-    '%s: its buggy version finds it, its fixed version (if any) and its fixing patch (if any) run the seeds up to it clean',
-    async (_id, bug) => {
-      const workload = workloadFor(null, bug.workload);
-      const kernel = bug.buggy[bug.buggy.length - 1];
-      const buggy = await hunt(explorer({ kernel, workload }), 300, kernel, bug.id);
-      expect(buggy.seed, 'found on the buggy version').toBeGreaterThan(0);
-      // The bug's own report is there; the first may be another it makes in that interleaving.
-      expect([bug.invariant, ...(bug.alsoReports ?? []).map((a) => a.invariant)]).toContain(buggy.r!.violations[0].invariant);
-      expect(buggy.details).toContainEqual(expect.stringMatching(bug.detail));
-      expect(knownBug(kernel, buggy.r!.violations)?.id).toBe(bug.id);
-      // The fix runs the seeds the buggy version needed (at least 40), the failing one included.
-      const same = Math.max(40, buggy.seed);
-      if (bug.fixedByPatch !== undefined) {
-        const patched = await hunt(explorer({ kernel, patches: [bug.fixedByPatch], workload }), same, kernel, bug.id);
-        expect(patched.seed, `clean with --patch ${bug.fixedByPatch}`).toBe(0);
-      }
-      if (bug.fixed.length === 0) return;
-      const fixed = await hunt(explorer({ kernel: bug.fixed[0], workload }), same, bug.fixed[0], bug.id);
-      expect(fixed.seed, 'clean on the fixed version').toBe(0);
-    },
-    90_000,
-  );
-
-  it('the pre-fault deadlock report names every blocked actor, what it waits on and who holds it, and the schedule replays exactly', async () => {
-    const bug = CATALOGUE.find((b) => b.id === 'prefault-memslot-deadlock')!;
-    const e = explorer({ kernel: '6.11', workload: workloadFor(null, bug.workload) });
-    const found = await hunt(e, 300, '6.11', bug.id);
-    expect(found.r!.outcome).toBe('deadlock');
-    // One VMM thread holds slots_lock in synchronize_srcu (the other, if it wants the lock, waits
-    // on it), while a vCPU's pre-fault spins on the INVALID slot inside its read section.
-    expect(found.details[0]).toMatch(/^deadlock: no actor can run: /);
-    expect(found.details[0]).toMatch(
-      /vmm( 2)? waits on synchronize_srcu\(kvm->srcu of vm 0\): the read section of thread \d+ \(held by vcpu \d \(vm 0\)\)/,
-    );
-    expect(found.details[0]).toMatch(/vcpu \d \(vm 0\) waits on the memslot generation of vm 0/);
-    const again = await e.runSchedule(found.seed, found.r!.choices);
-    expect(again.outcome).toBe('deadlock');
-    expect(again.violations).toEqual(found.r!.violations);
-  }, 60_000);
-
-  it('upstream breaks nothing but its known bugs in 150 schedules of the default workload, which reaches every operation, link, a launching VM and a default VM on GMEM_ONLY memslots', async () => {
-    const e = explorer({ kernel: 'upstream' });
-    const ops = Object.fromEntries(VMM_OPS.map((o) => [o, 0]));
-    const shapes = { one: 0, linked: 0, launchingBeside: 0, gmemOnly: 0 };
-    await eachSchedule(e, 1, 150, (r) => {
-      if (r.violations.length > 0 && knownBug(UPSTREAM, r.violations) === null)
-        expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
-      for (const o of VMM_OPS) ops[o] += r.ops[o];
-      if (r.shape.launchingBeside) shapes.launchingBeside++;
-      else if (r.shape.vms > 1) shapes.linked++;
-      else if (r.shape.gmemOnly) shapes.gmemOnly++;
-      else shapes.one++;
-    });
-    // In-place conversion's ops need 7.4 with gmem_in_place_conversion (explore-conversion.test.ts).
-    const inPlace = ['convert2', 'pin'];
-    for (const o of VMM_OPS) expect(ops[o], o)[inPlace.includes(o) ? 'toBe' : 'toBeGreaterThan'](0);
-    expect(shapes.linked).toBeGreaterThan(5);
-    expect(shapes.launchingBeside).toBeGreaterThan(5);
-    expect(shapes.gmemOnly).toBeGreaterThan(20);
-    expect(shapes.one + shapes.gmemOnly).toBeGreaterThan(100);
-  }, 60_000);
-
-  it('two VMM threads overlap their ioctls: one waits on a lock the other holds (6.11, memslot updates)', async () => {
-    const e = explorer({
-      kernel: '6.11',
-      workload: workloadFor(null, { vmType: 'sw-protected', ops: 'memslot=1', vmmOps: 2, prefaultRatio: 0.3, multiVmShare: 0 }),
-    });
-    let both: Violation | null = null;
-    await eachSchedule(
-      e,
-      1,
-      300,
-      (r) =>
-        (both =
-          r.violations.find((v) =>
-            /vmm waits on slots_lock of vm 0 \(held by vmm 2\)|vmm 2 waits on slots_lock of vm 0 \(held by vmm\)/.test(v.detail),
-          ) ?? null) !== null,
-    );
-    expect(both).not.toBeNull();
-  }, 60_000);
-});
-
 describe('invariants checked while a schedule runs', () => {
   it('a SPTE mapping a freed page is caught at the scheduling point where the window opens (punch-frees-before-zap)', async () => {
     const e = explorer({ bug: 'punch-frees-before-zap' });
