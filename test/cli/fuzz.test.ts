@@ -11,7 +11,7 @@ import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { STACK, bin, tempDir } from '../helpers/cli-helpers.js';
 import { example, mutate, mutation, schedule } from '../helpers/fuzz-helpers.js';
 
-const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 5);
+const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 4);
 const MIX_RUNS = Number(process.env.FUZZ_MIX_RUNS ?? 2);
 
 /** Options per command, each with values that are right, wrong or at the edge (all short to run). */

@@ -16,17 +16,17 @@ afterAll(closeExplorers);
 
 const PAGE_OPS = 'punch=3,convert=1,fallocate=1,prefault=1';
 
-describe('each version survives 200 schedules of page operations (its prepare logic is clean)', () => {
+describe('each version survives 120 schedules of page operations (its prepare logic is clean)', () => {
   it.each([...KERNEL_VERSIONS])(
     '%s',
     async (kernel) => {
       const e = explorer({ kernel, workload: workloadFor(null, { ops: PAGE_OPS, vmmOps: 3 }) });
       const outcomes: Record<string, number> = {};
-      await eachSchedule(e, 1, 200, (r) => {
+      await eachSchedule(e, 1, 120, (r) => {
         outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
         if (r.violations.length > 0) expect.fail(`seed ${r.seed}: ${JSON.stringify(r.violations[0])}`);
       });
-      expect(outcomes.ok).toBe(200);
+      expect(outcomes.ok).toBe(120);
     },
     120_000,
   );
