@@ -151,7 +151,7 @@ describe('in-place conversion on 7.4 (gmem_in_place_conversion=1)', () => {
 
 describe('stress on 7.4 with gmem_in_place_conversion=1', () => {
   it('free-running threads convert in place, pin, fault from the host and punch: 0 violations', async () => {
-    const r = await runStress({ kernel: '7.4', moduleParams: IN_PLACE, durationMs: 1500, seed: 5, auditEveryMs: 500, memory: '16MiB' });
+    const r = await runStress({ kernel: '7.4', moduleParams: IN_PLACE, durationMs: 800, seed: 5, auditEveryMs: 500, memory: '16MiB' });
     expect(r.crashes).toEqual([]);
     expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
     expect(r.config.moduleParams).toEqual(IN_PLACE);

@@ -87,7 +87,7 @@ describe('stress: --vm-type default runs the host ops from 6.18', () => {
   it.each(['6.18', '7.0', '7.4'] as const)(
     '%s: the VMM maps and touches while it punches the mapped pages; 0 violations',
     async (kernel) => {
-      const r = await runStress({ kernel, vmType: 'default', durationMs: 1500, seed: 11, auditEveryMs: 500, memory: '16MiB' });
+      const r = await runStress({ kernel, vmType: 'default', durationMs: 800, seed: 11, auditEveryMs: 500, memory: '16MiB' });
       expect(r.crashes).toEqual([]);
       expect(r.violations, JSON.stringify(r.violationDetails)).toEqual(Object.fromEntries(INVARIANTS.map((i) => [i, 0])));
       expect(r.ok).toBe(true);

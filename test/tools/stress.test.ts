@@ -37,14 +37,14 @@ describe('stress runs end with 0 violations', () => {
   ];
   for (const { policy, vmType } of runs) {
     it(`${vmType}, ${policy}`, async () => {
-      const r = await runStress({ policy, vmType, durationMs: 1500, seed: 7, vcpus: 2, auditEveryMs: 500, memory: '16MiB' });
+      const r = await runStress({ policy, vmType, durationMs: 800, seed: 7, vcpus: 2, auditEveryMs: 500, memory: '16MiB' });
       expectClean(r, vmType, 7);
     });
   }
 
   it('with no VMM op to draw (an empty mix, or all weights 0) the VMM idles and the quiescent audits still run', async () => {
     for (const ops of ['', 'punch=0,convert=0']) {
-      const r = await runStress({ ops, durationMs: 1200, seed: 3, vcpus: 2, auditEveryMs: 400, memory: '16MiB' });
+      const r = await runStress({ ops, durationMs: 600, seed: 3, vcpus: 2, auditEveryMs: 400, memory: '16MiB' });
       expect(r.ok, ops).toBe(true);
       expect(r.crashes, ops).toEqual([]);
       expect(
