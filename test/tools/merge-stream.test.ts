@@ -1,5 +1,5 @@
-// merge streams: a million lines, generated here, merge within a bounded heap (the child runs with
-// a 64 MB old space, and its input is five times that), with no recursion or spread limits; a file
+// merge streams: half a million lines, generated here, merge within a bounded heap (the child runs with
+// a 32 MB old space, and its input is five times that), with no recursion or spread limits; a file
 // that is not a sweep's is refused naming file:line, and empty input is a failure. The tool's own
 // logic: no kernel function is modelled here.
 
@@ -9,18 +9,18 @@ import { describe, expect, it } from 'vitest';
 import { INVARIANTS } from '../../src/checker/violations.js';
 import { STACK, cli, tempDir } from '../helpers/cli-helpers.js';
 
-const N = 1_000_000;
+const N = 500_000;
 const zeros = Object.fromEntries(INVARIANTS.map((i) => [i, 0]));
 
 const VIOLATIONS = JSON.stringify(zeros);
 
-/** One sweep line; job `i` of a plan of N, two parameter combinations (a template: a million of them). */
+/** One sweep line; job `i` of a plan of N, two parameter combinations (a template: half a million of them). */
 function line(i: number, over: { ok?: boolean; crashes?: number; error?: string } = {}): string {
   const tail = over.error !== undefined ? `,"error":${JSON.stringify(over.error)}` : '';
   return `{"plan":"p1m","total":${N},"index":${i},"seed":${i >> 1},"params":{"vcpus":${1 + (i & 1)}},"ok":${over.ok ?? true},"faultsPerSecond":${100 + (i % 7)},"violations":${VIOLATIONS},"findings":{"punchHoleLeftovers":0,"crossVmPrepare":0},"counters":{},"elapsedMs":1,"crashes":${over.crashes ?? 0}${tail}}`;
 }
 
-describe('merge of a million lines', () => {
+describe('merge of half a million lines', () => {
   it('streams them in bounded memory, de-duplicates, sorts and summarises', async () => {
     const dir = tempDir();
     // Two halves, given in the wrong order; job 7 missing, job 12 twice (ok, then failing).
@@ -42,10 +42,10 @@ describe('merge of a million lines', () => {
       closeSync(fd);
     }
     const inputBytes = files.reduce((n, f) => n + statSync(f).size, 0);
-    expect(inputBytes).toBeGreaterThan(4 * 64 * 2 ** 20);
+    expect(inputBytes).toBeGreaterThan(4 * 32 * 2 ** 20);
     const out = join(dir, 'merged.jsonl');
     const r = await cli(['merge', ...files, '--json', '--out', out], {
-      nodeArgs: ['--max-old-space-size=64', '--stack-size=200'],
+      nodeArgs: ['--max-old-space-size=32', '--stack-size=200'],
       timeoutMs: 120_000,
     });
     expect(r.stderr).not.toMatch(STACK);
