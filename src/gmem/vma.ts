@@ -169,16 +169,22 @@ export class HostMappings {
     if (Atomics.load(this.w, this.base + H_LIVE) === 0) return 0;
     this.writing(WHOLE_REGION);
     let n = 0;
+    this.eachPteOf(ino, index, (word) => {
+      if (Atomics.compareExchange(this.w, word, pfn + 1, 0) === pfn + 1) n++;
+    });
+    return n;
+  }
+
+  /** Calls `fn` with the PTE word of every live mapping that covers `index` of inode `ino`. */
+  private eachPteOf(ino: number, index: number, fn: (word: number) => void): void {
     for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
       if (this.slab.state(id) === SlabState.FREE) continue;
       const b = this.slab.at(id);
       if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
       const k = index - Atomics.load(this.w, b + M_PGOFF);
       if (k < 0 || k >= Atomics.load(this.w, b + M_PTES)) continue;
-      const word = this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k;
-      if (Atomics.compareExchange(this.w, word, pfn + 1, 0) === pfn + 1) n++;
+      fn(this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k);
     }
-    return n;
   }
 
   /** The word counting host accesses in flight (see H_INFLIGHT), and its waiters'. */
@@ -230,14 +236,9 @@ export class HostMappings {
   mapCount(pfn: number, ino: number, index: number): number {
     if (Atomics.load(this.w, this.base + H_LIVE) === 0) return 0;
     let n = 0;
-    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
-      if (this.slab.state(id) === SlabState.FREE) continue;
-      const b = this.slab.at(id);
-      if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
-      const k = index - Atomics.load(this.w, b + M_PGOFF);
-      if (k < 0 || k >= Atomics.load(this.w, b + M_PTES)) continue;
-      if (Atomics.load(this.w, this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k) === pfn + 1) n++;
-    }
+    this.eachPteOf(ino, index, (word) => {
+      if (Atomics.load(this.w, word) === pfn + 1) n++;
+    });
     return n;
   }
 

@@ -6,11 +6,15 @@
 export const GMEM_ONLY_GPA = '1MiB';
 
 /** A scenario's header and first steps (without a mapping); append the steps of the test. */
-export function gmemOnlyScenario(steps: object[]): { kernel: string; memory: string; vms: object[]; steps: object[] } {
+export function gmemOnlyScenario(
+  steps: object[],
+  over: { kernel?: string; vmType?: string; module_params?: object } = {},
+): Record<string, unknown> {
   return {
-    kernel: '6.18',
+    kernel: over.kernel ?? '6.18',
+    ...(over.module_params !== undefined ? { module_params: over.module_params } : {}),
     memory: '4MiB',
-    vms: [{ name: 'a', type: 'default', vcpus: 1 }],
+    vms: [{ name: 'a', type: over.vmType ?? 'default', vcpus: 1 }],
     steps: [
       { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '8KiB', flags: ['mmap', 'init_shared'], expect: 'ok' },
       {

@@ -9,44 +9,33 @@
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../../src/vmm/scenario/runner.js';
 import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { gmemOnlyScenario } from '../helpers/gmem-only.js';
 
 const POINT = 'set_attributes.after_invalidate_begin';
 
-const scenario = parseScenario({
-  kernel: '7.4',
-  module_params: { gmem_in_place_conversion: true },
-  memory: '4MiB',
-  vms: [{ name: 'a', type: 'sw-protected', vcpus: 1 }],
-  steps: [
-    { op: 'create_guest_memfd', vm: 'a', as: 'g', size: '8KiB', flags: ['mmap', 'init_shared'], expect: 'ok' },
-    {
-      op: 'set_user_memory_region2',
-      vm: 'a',
-      slot: 1,
-      flags: ['guest_memfd'],
-      guest_phys_addr: '1MiB',
-      memory_size: '8KiB',
-      guest_memfd: 'g',
-      expect: 'ok',
-    },
-    { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '8KiB', expect: 'ok' },
-    { op: 'host_write', map: 'm', offset: 0, data: 'aa', expect: 'ok' },
-    // A shared SPTE for the page: the conversion must zap it.
-    { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, private: false, expect: 'ok', expect_value: 'aa' },
-    { op: 'pause', point: POINT, actor: 'vmm' },
-    { op: 'set_memory_attributes2', fd: 'g', offset: 0, size: '4KiB', attributes: 'private', expect: 'ok' },
-    { op: 'await_held', point: POINT, expect: 'ok' },
-    // In flight while the conversion holds the invalidate lock: it cannot map the page shared.
-    { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, private: false, expect: 'memory_fault' },
-    { op: 'resume', point: POINT, expect: 'ok', expect_value: { was_held: true } },
-    { op: 'settle', expect: 'ok' },
-    // The contents stayed in place; the host has lost the page, the other one is still shared.
-    { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, expect: 'ok', expect_value: 'aa' },
-    { op: 'host_read', map: 'm', offset: 0, len: 1, expect: 'SIGBUS' },
-    { op: 'host_write', map: 'm', offset: '4KiB', data: 'bb', expect: 'ok' },
-    { op: 'stats', expect: 'ok', expect_value: { conversions: 1, conversionsRefused: 0 } },
-  ],
-});
+const scenario = parseScenario(
+  gmemOnlyScenario(
+    [
+      { op: 'mmap', fd: 'g', as: 'm', offset: 0, size: '8KiB', expect: 'ok' },
+      { op: 'host_write', map: 'm', offset: 0, data: 'aa', expect: 'ok' },
+      // A shared SPTE for the page: the conversion must zap it.
+      { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, private: false, expect: 'ok', expect_value: 'aa' },
+      { op: 'pause', point: POINT, actor: 'vmm' },
+      { op: 'set_memory_attributes2', fd: 'g', offset: 0, size: '4KiB', attributes: 'private', expect: 'ok' },
+      { op: 'await_held', point: POINT, expect: 'ok' },
+      // In flight while the conversion holds the invalidate lock: it cannot map the page shared.
+      { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, private: false, expect: 'memory_fault' },
+      { op: 'resume', point: POINT, expect: 'ok', expect_value: { was_held: true } },
+      { op: 'settle', expect: 'ok' },
+      // The contents stayed in place; the host has lost the page, the other one is still shared.
+      { op: 'guest_read', vm: 'a', vcpu: 0, gpa: '1MiB', len: 1, expect: 'ok', expect_value: 'aa' },
+      { op: 'host_read', map: 'm', offset: 0, len: 1, expect: 'SIGBUS' },
+      { op: 'host_write', map: 'm', offset: '4KiB', data: 'bb', expect: 'ok' },
+      { op: 'stats', expect: 'ok', expect_value: { conversions: 1, conversionsRefused: 0 } },
+    ],
+    { kernel: '7.4', vmType: 'sw-protected', module_params: { gmem_in_place_conversion: true } },
+  ),
+);
 
 describe('a conversion to private against a vCPU shared fault (worker threads)', () => {
   it('the fault waits for the conversion, then exits with KVM_EXIT_MEMORY_FAULT; no shared SPTE survives', async () => {
