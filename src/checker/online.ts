@@ -4,9 +4,9 @@
 // caught where it opens. Owns the 'online_audit' region: the first reports of a run.
 
 import { Rmp } from '../firmware/rmp.js';
-import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../gmem/attributes.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../gmem/attributes_table.js';
 import { Folios, PG_FREE, PG_UPTODATE } from '../gmem/folio.js';
-import { GupPins } from '../gmem/gup.js';
+import { GupPins } from '../gmem/pin_table.js';
 import { gmemAttributesKept } from '../gmem/params.js';
 import { Inodes } from '../gmem/inode.js';
 import { HostMappings } from '../gmem/vma.js';

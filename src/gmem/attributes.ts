@@ -3,67 +3,17 @@
 // (KVM_MEMORY_ATTRIBUTE_PRIVATE). The kernel keeps them in a maple tree whose external lock is
 // the inode's invalidate lock; writers hold it for write, readers hold it or read under RCU and
 // recheck mmu_invalidate_seq. The model keeps one word per index, at the inode's filemap offsets.
-// Owns the 'gmem_attributes' region.
+// The table itself is attributes_table.ts's; here, the kernel's functions over it.
 // Functions return 0 / a value, or -errno, as the kernel does; nothing here throws for a user error.
 
 import { Errno } from '../shm/errno.js';
-import { LayoutBuilder, type Mem, regionBase } from '../shm/layout.js';
 import { LockClass } from '../shm/sync/classes.js';
-import { NO_WRITE_POINTS, type WritePoints } from '../shm/sync/sync.js';
 import type { GmemCtx } from './ctx.js';
 import { shouldFailSlab } from './failslab.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes_table.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED } from './flags.js';
-import type { Inodes } from './inode.js';
 
-/** KVM_MEMORY_ATTRIBUTE_PRIVATE (include/uapi/linux/kvm.h). */
-export const KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3;
-
-const REGION = 'gmem_attributes';
-
-/** One word per filemap slot: an inode's indices sit at its filemap offsets; then the writes' count. */
-export function declareGmemAttributes(lb: LayoutBuilder, filemapPages: number): void {
-  lb.add(REGION, filemapPages + 1, 'gmem/attributes.ts');
-}
-
-export class GmemAttributes {
-  readonly base: number;
-  private readonly w: Int32Array;
-
-  /** A checker's word, not the kernel's: odd while a store is in progress, bumped around each. */
-  private readonly seqWord: number;
-
-  constructor(
-    mem: Mem,
-    private readonly inodes: Inodes,
-    /** The point before each write (the kernel's view passes its Sync; readers need none). */
-    private readonly wp: WritePoints = NO_WRITE_POINTS,
-  ) {
-    this.base = regionBase(mem, REGION);
-    this.w = mem.w;
-    this.seqWord = this.base + mem.limits.filemapPages;
-  }
-
-  /** The stores' sequence count (odd: one in progress), for a checker that reads attributes around an op. */
-  seq(): number {
-    return Atomics.load(this.w, this.seqWord);
-  }
-
-  private word(ino: number, index: number): number {
-    return this.base + this.inodes.filemapOffset(ino) + index;
-  }
-  /** The attributes of `index` (mtree_load; RCU, no lock: the caller rechecks or holds the lock). */
-  get(ino: number, index: number): number {
-    return Atomics.load(this.w, this.word(ino, index));
-  }
-  /** mas_store_prealloc over [start, end): the caller holds the invalidate lock for write. */
-  set(ino: number, start: number, end: number, attrs: number): void {
-    // One object per inode: the range is stored at once (mas_store_prealloc).
-    this.wp.sharedWrite(this.base, this.word(ino, 0));
-    Atomics.add(this.w, this.seqWord, 1);
-    for (let i = start; i < end; i++) Atomics.store(this.w, this.word(ino, i), attrs);
-    Atomics.add(this.w, this.seqWord, 1);
-  }
-}
+export { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './attributes_table.js';
 
 // kvm_gmem_get_default_attributes
 function defaultAttributes(g: GmemCtx, ino: number): number {

@@ -3,8 +3,8 @@
 import type { Mem } from '../shm/layout.js';
 import type { Sync } from '../shm/sync/sync.js';
 import { PfnAllocator } from './allocator.js';
-import { GmemAttributes } from './attributes.js';
-import { GupPins } from './gup.js';
+import { GmemAttributes } from './attributes_table.js';
+import { GupPins } from './pin_table.js';
 import { readBugs } from './bugs.js';
 import type { ArchGmemHooks, GmemKvmOps } from './arch.js';
 import { Files } from './file.js';

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE, Sandbox } from '../../src/index.js';
 import { auditQuiescent } from '../../src/checker/audit.js';
-import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../src/gmem/attributes.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../src/gmem/attributes_table.js';
 import { Inodes } from '../../src/gmem/inode.js';
 
 const MMAP = 1;

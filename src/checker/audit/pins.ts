@@ -5,9 +5,9 @@
 // through a PTE before the conversion; after it, the fault refuses the private index. So a pin
 // that survives a conversion to private of its page is one that no kernel can leave.
 
-import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes_table.js';
 import type { Folios } from '../../gmem/folio.js';
-import { GupPins } from '../../gmem/gup.js';
+import { GupPins } from '../../gmem/pin_table.js';
 import type { Inodes } from '../../gmem/inode.js';
 import type { Mem } from '../../shm/layout.js';
 import type { Add, Views } from './views.js';

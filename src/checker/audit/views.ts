@@ -2,7 +2,7 @@
 
 import { Rmp } from '../../firmware/rmp.js';
 import { PfnAllocator } from '../../gmem/allocator.js';
-import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes.js';
+import { GmemAttributes, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../gmem/attributes_table.js';
 import { LruBatches } from '../../gmem/lru.js';
 import { gmemAttributesKept, readModuleParams } from '../../gmem/params.js';
 import { Files } from '../../gmem/file.js';

@@ -6,10 +6,10 @@ import { declareFirmwareMailbox } from '../../firmware/mailbox.js';
 import { declareRmp } from '../../firmware/rmp.js';
 import { declareSnpGuests } from '../../firmware/snp.js';
 import { declareAllocator, PfnAllocator } from '../../gmem/allocator.js';
-import { declareGmemAttributes } from '../../gmem/attributes.js';
+import { declareGmemAttributes } from '../../gmem/attributes_table.js';
 import { declareBugs } from '../../gmem/bugs.js';
 import { declareFailslab } from '../../gmem/failslab.js';
-import { declareGupPins } from '../../gmem/gup.js';
+import { declareGupPins } from '../../gmem/pin_table.js';
 import { declareLruAdd } from '../../gmem/lru.js';
 import {
   MODULE_PARAM_NAMES,
