@@ -192,8 +192,8 @@ export const MUTANTS = [
     kind: 'range',
     file: 'src/gmem/guest_memfd.ts',
     what: "kvm_gmem_bind's overlap check misses a binding that starts at the last index",
-    find: `    if (g.files.anyBound(file, start, start + npages)) return -Errno.EINVAL;`,
-    replace: `    if (g.files.anyBound(file, start, start + npages - 1)) return -Errno.EINVAL;`,
+    find: `    if (g.files.anyBound(file, start, start + npages)) return`,
+    replace: `    if (g.files.anyBound(file, start, start + npages - 1)) return`,
   },
   {
     id: 'bind-size-off-by-one',
@@ -208,7 +208,7 @@ export const MUTANTS = [
     kind: 'invalidate',
     file: 'src/gmem/guest_memfd.ts',
     what: "kvm_gmem_release detaches the memslots but does not zap the file's mappings",
-    find: `  invalidateBegin(g, per);
+    find: `  invalidateBegin(g, per, allGfnsFilter(g, ino));
   invalidateEnd(g, per);
   const left = withTableLock(g, () => {`,
     replace: `  const left = withTableLock(g, () => {`,
@@ -218,10 +218,10 @@ export const MUTANTS = [
     kind: 'refcount',
     file: 'src/gmem/guest_memfd.ts',
     what: 'kvm_gmem_unbind drops its file reference twice',
-    find: `  g.sync.upWrite(lock);
+    find: `  unbindLocked(g, vm, slot, file);
   gmemFput(g, file);
 }`,
-    replace: `  g.sync.upWrite(lock);
+    replace: `  unbindLocked(g, vm, slot, file);
   gmemFput(g, file);
   gmemFput(g, file);
 }`,
@@ -232,7 +232,7 @@ export const MUTANTS = [
     file: 'src/gmem/guest_memfd.ts',
     what: 'memory failure poisons the folio but leaves its mappings in place',
     find: `  const per = boundRanges(g, ino, index, index + 1);
-  invalidateBegin(g, per);
+  invalidateBegin(g, per, allGfnsFilter(g, ino));
   invalidateEnd(g, per);
   g.sync.upRead(lock);`,
     replace: `  g.sync.upRead(lock);`,
@@ -515,10 +515,12 @@ export const MUTANTS = [
     kind: 'condition',
     file: 'src/kvm/sev.ts',
     what: 'sev_gmem_invalidate returns early for an assigned page instead of a shared one',
-    find: `    if (!this.psp.rmpAssigned(pfn)) return;
+    find: `    this.k.stats[C.archInvalidateCalls]++;
+    if (!this.psp.rmpAssigned(pfn)) return;
     this.k.stats[C.rmpUpdates]++;
     this.psp.rmpMakeShared(pfn);`,
-    replace: `    if (this.psp.rmpAssigned(pfn)) return;
+    replace: `    this.k.stats[C.archInvalidateCalls]++;
+    if (this.psp.rmpAssigned(pfn)) return;
     this.k.stats[C.rmpUpdates]++;
     this.psp.rmpMakeShared(pfn);`,
   },
@@ -537,7 +539,7 @@ export const MUTANTS = [
     file: 'src/kvm/sev.ts',
     what: 'a failed LAUNCH_UPDATE leaves its page guest-owned (no snp_page_reclaim)',
     find: `      fw.error = ret;
-      psp.rmpMakeShared(pfn);`,
+      psp.rmpMakeShared(pfn, true);`,
     replace: `      fw.error = ret;`,
   },
   // ---- src/firmware ----

@@ -181,14 +181,11 @@ export function gmemUnbind(g: GmemCtx, vm: number, slot: number, fileWord: numbe
     g.kvm.detachSlot(vm, slot, Site['kvm_gmem_unbind: slot']);
     return;
   }
-  const lock = g.inodes.invalidateLockWord(g.files.inode(file));
-  g.sync.downWrite(lock, LockClass.INVALIDATE);
-  g.files.removeBinding(file, slot);
-  g.kvm.detachSlot(vm, slot, Site['kvm_gmem_unbind: slot']);
-  g.sync.upWrite(lock);
+  unbindLocked(g, vm, slot, file);
   gmemFput(g, file);
 }
 
+// The binding's removal under filemap_invalidate_lock, as __kvm_gmem_unbind does it.
 function unbindLocked(g: GmemCtx, vm: number, slot: number, file: number): void {
   const lock = g.inodes.invalidateLockWord(g.files.inode(file));
   g.sync.downWrite(lock, LockClass.INVALIDATE);
