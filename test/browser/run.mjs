@@ -329,7 +329,7 @@ try {
     );
   }
 
-  // The experiment reports, five kernel versions each, in a 1280 px wide window; full-page
+  // The experiment reports, every kernel version each, in a 1280 px wide window; full-page
   // screenshots to look at (kept with --keep).
   const wide = await context.newPage();
   wide.setDefaultTimeout(TIMEOUT_MS);
