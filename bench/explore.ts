@@ -6,6 +6,7 @@
 import { UPSTREAM } from '../src/gmem/version.js';
 import { DEFAULT_WORKLOAD, type ExploreConfig, Explorer } from '../src/vmm/explore/explorer.js';
 import { ExplorePool } from '../src/vmm/explore/pool.js';
+import { knownBug } from '../src/vmm/explore/catalogue.js';
 import type { Ctx } from './measure.js';
 import type { Row } from './table.js';
 
@@ -20,7 +21,10 @@ interface Tally {
   s: number;
 }
 
-/** Runs batches of `batch` seeds from `seed` on `ex` for `budgetMs`; every schedule must end clean. */
+/**
+ * Runs batches of `batch` seeds from `seed` on `ex` for `budgetMs`; every schedule must end clean
+ * or with a known bug of the kernel (upstream's LAUNCH_FINISH bugs, set aside as explore does).
+ */
 async function timed(ex: Explorer, seed: number, batch: number, budgetMs: number): Promise<Tally> {
   const t: Tally = { n: 0, steps: 0, switches: 0, s: 0 };
   const t0 = performance.now();
@@ -28,7 +32,8 @@ async function timed(ex: Explorer, seed: number, batch: number, budgetMs: number
     const rs = await ex.runSchedules(Array.from({ length: batch }, (_, i) => seed + i));
     seed += batch;
     for (const r of rs) {
-      if (r.outcome !== 'ok') throw new Error(`explore bench: schedule ${r.seed} ended ${r.outcome}: ${JSON.stringify(r.violations[0])}`);
+      if (r.outcome !== 'ok' && knownBug(UPSTREAM, r.violations) === null)
+        throw new Error(`explore bench: schedule ${r.seed} ended ${r.outcome}: ${JSON.stringify(r.violations[0])}`);
       t.n++;
       t.steps += r.steps;
       t.switches += r.switches;
