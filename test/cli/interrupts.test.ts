@@ -41,7 +41,7 @@ describe.concurrent('interrupts of a running stress', () => {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     it(`${sig} stops stress within 1 s: partial result marked interrupted, exit 130, no worker left`, async ({ expect }) => {
       const seed = marker();
-      const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--seed', seed]);
+      const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--vcpus', '1', '--seed', seed]);
       await r.waitFor(/faults [1-9]/);
       const sent = r.kill(sig);
       const e = await r.exited;
@@ -57,7 +57,7 @@ describe.concurrent('interrupts of a running stress', () => {
   }
 
   it('stress --json marks the partial report interrupted', async ({ expect }) => {
-    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--json']);
+    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--vcpus', '1', '--json']);
     await r.waitFor(/faults [1-9]/);
     r.kill('SIGINT');
     const e = await r.exited;
@@ -74,7 +74,7 @@ describe.concurrent('interrupts of a running stress', () => {
     writeFileSync(join(dir, 'package.json'), '{"name": "npx-probe", "private": true}');
     mkdirSync(join(dir, 'node_modules/.bin'), { recursive: true });
     symlinkSync(bin, join(dir, 'node_modules/.bin/gmem-sandbox'));
-    return start('npx', ['--no-install', 'gmem-sandbox', 'stress', '--duration', '60', '--seed', seed], { cwd: dir });
+    return start('npx', ['--no-install', 'gmem-sandbox', 'stress', '--duration', '60', '--vcpus', '1', '--seed', seed], { cwd: dir });
   };
 
   it('SIGTERM to npx stops the run it started (npx exits; the run sees its launcher gone)', async ({ expect, onTestFinished }) => {
@@ -109,7 +109,7 @@ describe.concurrent('interrupts of a running stress', () => {
 
   it('GNU timeout (a signal to the process and its group, so two at once) ends with the partial result', async ({ expect }) => {
     const seed = marker();
-    const r = start('timeout', ['3', process.execPath, bin, 'stress', '--duration', '30', '--seed', seed]);
+    const r = start('timeout', ['3', process.execPath, bin, 'stress', '--duration', '30', '--vcpus', '1', '--seed', seed]);
     const e = await r.exited;
     // timeout's own status when it had to signal; the run printed its result before exiting.
     expect(e.status).toBe(124);
@@ -123,7 +123,7 @@ describe.concurrent('interrupts of a running stress', () => {
 
   it('two signals within a moment count as one; a later one ends the process at once', async ({ expect }) => {
     const seed = marker();
-    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--seed', seed]);
+    const r = start(process.execPath, [bin, 'stress', '--duration', '60', '--vcpus', '1', '--seed', seed]);
     await r.waitFor(/faults [1-9]/);
     r.kill('SIGINT');
     r.kill('SIGTERM');

