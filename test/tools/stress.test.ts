@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { PolicyName } from '../../src/gmem/policy.js';
 import { INVARIANTS } from '../../src/checker/violations.js';
-import { type StressReport, runStress } from '../../src/vmm/stress/stress.js';
+import { type StressReport, resolveStressOptions, runStress, traceRingFor } from '../../src/vmm/stress/stress.js';
 import { tempDir } from '../helpers/cli-helpers.js';
 
 const zero = Object.fromEntries(INVARIANTS.map((i) => [i, 0]));
@@ -55,14 +55,22 @@ describe('stress runs end with 0 violations', () => {
     }
   });
 
-  it('snp, prepare-on-fault-own-vm: the default run, 5 s and traced, drops no trace event', async () => {
+  it('snp, prepare-on-fault-own-vm: the default configuration traced drops no event, and the 5 s ring holds its busiest thread', async () => {
     const file = `${tempDir()}/t.json`;
-    const r = await runStress({ durationMs: 5000, seed: 7, trace: file });
-    expect(r.config).toMatchObject({ policy: 'prepare-on-fault-own-vm', vmType: 'snp', durationMs: 5000 });
+    // The default run's configuration, 2 s of it: the ring is sized per second of the run.
+    const r = await runStress({ durationMs: 2000, seed: 7, trace: file });
+    expect(r.config).toMatchObject({ policy: 'prepare-on-fault-own-vm', vmType: 'snp', durationMs: 2000 });
+    expect(resolveStressOptions({}).durationMs).toBe(5000);
     expectClean(r, 'snp', 7);
     const t = JSON.parse(readFileSync(file, 'utf8'));
     expect(t.metadata).toEqual({ droppedEvents: 0, droppedByThread: {} });
-    expect(t.traceEvents.filter((e: { name: string }) => e.name === 'fault').length).toBeGreaterThan(1000);
+    const events: Array<{ name: string; tid: number; ph: string }> = t.traceEvents;
+    expect(events.filter((e) => e.name === 'fault').length).toBeGreaterThan(1000);
+    // The busiest thread's events at this rate for the default 5 s fit the ring the default run gets.
+    const perTid = new Map<number, number>();
+    for (const e of events) if (e.ph !== 'M') perTid.set(e.tid, (perTid.get(e.tid) ?? 0) + 1);
+    const busiest = Math.max(...perTid.values());
+    expect(busiest * (5000 / 2000)).toBeLessThan(traceRingFor({ durationMs: 5000 }));
   });
 });
 
