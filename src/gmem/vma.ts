@@ -220,16 +220,7 @@ export class HostMappings {
 
   /** folio_mapped for the folio `pfn` at `index` of inode `ino`: whether any PTE maps it. */
   mapped(pfn: number, ino: number, index: number): boolean {
-    if (Atomics.load(this.w, this.base + H_LIVE) === 0) return false;
-    for (let id = 0; id < LIMITS.MAX_HOST_MAPPINGS; id++) {
-      if (this.slab.state(id) === SlabState.FREE) continue;
-      const b = this.slab.at(id);
-      if (Atomics.load(this.w, b + M_INODE) !== ino) continue;
-      const k = index - Atomics.load(this.w, b + M_PGOFF);
-      if (k < 0 || k >= Atomics.load(this.w, b + M_PTES)) continue;
-      if (Atomics.load(this.w, this.pool + Atomics.load(this.w, b + M_PTE_BASE) + k) === pfn + 1) return true;
-    }
-    return false;
+    return this.mapCount(pfn, ino, index) > 0;
   }
 
   /** folio_mapcount for the folio `pfn` at `index` of inode `ino`: how many PTEs map it. */
