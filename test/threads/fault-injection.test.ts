@@ -193,6 +193,8 @@ describe('a vCPU thread that dies during a stress run', () => {
    * The crash aborts every wait (Runtime.watch), so a survivor may unwind out of an operation with
    * a lock still held: the auditor's 'balance' checks then report those locks. Every check on the
    * data itself must still pass: the guests' online checks and the auditor's other invariants.
+   * A thread killed outright may die between taking a pfn off a free list and installing it, which
+   * no kernel task does; 'balance' then reports that pfn as lost to the allocator.
    */
   function expectNoDataViolations(rt: Runtime): void {
     const s = rt.stats();
@@ -217,7 +219,7 @@ describe('a vCPU thread that dies during a stress run', () => {
       launchState: 0,
     });
     for (const v of a.violations)
-      expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress/);
+      expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress|lost to the allocator/);
   }
 
   /** Every other call ends by itself (finishes, or rejects with the abort) within 5 s of `t0`. */
