@@ -11,7 +11,7 @@ import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { STACK, bin, tempDir } from '../helpers/cli-helpers.js';
 import { example, mutate, mutation, schedule } from '../helpers/fuzz-helpers.js';
 
-const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 4);
+const CLI_RUNS = Number(process.env.FUZZ_CLI_RUNS ?? 8);
 const MIX_RUNS = Number(process.env.FUZZ_MIX_RUNS ?? 2);
 
 /** Options per command, each with values that are right, wrong or at the edge (all short to run). */
@@ -56,6 +56,13 @@ const OPTS: Record<string, Array<[string, string[]]>> = {
   merge: [['--json', []]],
   run: [['--json', []]],
   replay: [['--json', []]],
+};
+
+/** The option that bounds each command's run, and a brief value for it. */
+const SHORT: Record<string, [string, string]> = {
+  stress: ['--duration', '0.2'],
+  explore: ['--schedules', '3'],
+  'experiment multi-vm': ['--duration', '0.1'],
 };
 
 /** Options of a command line: a few of the command's options with one value each, or junk. */
@@ -120,6 +127,10 @@ describe('fuzz: command lines', () => {
           writeFileSync(file, ms.length % 2 === 0 ? '' : `${JSON.stringify(mutate({ plan: 'p', total: 1, index: 0, seed: 0 }, ms))}\n`);
         if (['run', 'replay', 'merge'].includes(command)) args.splice(command.split(' ').length, 0, file);
         if (command === 'explore') args.push('--out', dir);
+        // A command line that leaves the run's length at its default runs briefly: the defaults
+        // (100 schedules, 5 s) are parsed the same way, and their runs have tests of their own.
+        const [flag, value] = SHORT[command] ?? [];
+        if (flag && !args.includes(flag)) args.push(flag, value);
         const mark = `${process.pid}-${n}`;
         const r = await run(args, dir, mark);
         const what = `gmem-sandbox ${args.join(' ')}\n--- stderr:\n${r.stderr}`;
