@@ -33,7 +33,8 @@ export { AbortReason, LockTimeoutError, SyncAbortError } from './shm/sync/sync.j
 // The threaded runtime and the runs built on it (what the CLI commands call).
 export { Runtime, type RuntimeOptions, WorkerCrashError, type CrashReport } from './vmm/sandbox/runtime.js';
 export { runStress, type StressOptions, type StressReport } from './vmm/stress/stress.js';
-export { parseScenario, ScenarioError, type Scenario } from './vmm/scenario/schema.js';
+export { parseScenario, type Scenario } from './vmm/scenario/schema.js';
+export { ScenarioError } from './vmm/io/problems.js';
 export { runScenario, type ScenarioReport } from './vmm/scenario/runner.js';
 export { Explorer, type ExploreConfig, type ScheduleResult, workloadFor } from './vmm/explore/explorer.js';
 export { ExplorePool, type PoolSearch } from './vmm/explore/pool.js';
@@ -47,12 +48,7 @@ export {
   type PoliciesOptions,
   type PolicyRow,
 } from './vmm/experiments/experiments.js';
-export {
-  conversionExperiment,
-  CONVERSION_KERNELS,
-  type ConversionKernel,
-  type ConversionOptions,
-  type ConversionRow,
-} from './vmm/experiments/conversion.js';
+export { conversionExperiment, type ConversionRow } from './vmm/experiments/conversion.js';
+export { CONVERSION_KERNELS, type ConversionKernel, type ConversionOptions } from './vmm/experiments/conversion-options.js';
 export { BUG_NAMES, type BugName, plantedBugPoints } from './gmem/bugs.js';
 export { POINTS_MODES, type PointsMode } from './shm/points.js';

@@ -9,21 +9,11 @@ import {
   MAX_CONVERSION_CHUNK,
   MAX_CONVERSION_PAGES,
   checkConversionOptions,
-  conversionExperiment,
-} from '../vmm/experiments/conversion.js';
-import { reportFromConversion } from '../vmm/report/conversion.js';
-import { writeReport } from '../vmm/report/html.js';
+} from '../vmm/experiments/conversion-options.js';
 import { ArgumentError } from '../vmm/sandbox/errors.js';
+import { commandLine, perKernel, sayWritten } from './args.js';
 import { EXIT, action } from './exit.js';
-import { formatConversion } from './format.js';
 import { Progress } from './progress.js';
-
-/** What the command borrows from main.ts: the command line, where outputs went, per-kernel trace names. */
-export interface ExperimentHelpers {
-  commandLine(): string;
-  sayWritten(cmd: string, since: number, outputs: Array<[string, string | undefined]>): void;
-  perKernel(file: string | undefined): ((k: string) => string | undefined) | undefined;
-}
 
 /** The library's field names as the command line spells them. */
 const FLAGS: Record<string, string> = {
@@ -86,7 +76,7 @@ function optionsOf(o: Opts): ConversionOptions {
   return opts;
 }
 
-export function registerConversion(experiment: Command, h: ExperimentHelpers): void {
+export function registerConversion(experiment: Command): void {
   experiment
     .command('conversion')
     .description(
@@ -110,7 +100,13 @@ export function registerConversion(experiment: Command, h: ExperimentHelpers): v
       action('experiment conversion', async (it, o: Opts) => {
         const opts = optionsOf(o);
         const kernels = checkConversionOptions(opts);
-        const trace = h.perKernel(o.trace);
+        const [{ conversionExperiment }, { writeReport }, { reportFromConversion }, { formatConversion }] = await Promise.all([
+          import('../vmm/experiments/conversion.js'),
+          import('../vmm/report/html.js'),
+          import('../vmm/report/conversion.js'),
+          import('./format.js'),
+        ]);
+        const trace = perKernel(o.trace);
         const out = (flag: string, path: string | undefined) => (path === undefined ? undefined : { flag, path, kind: 'file' as const });
         checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
         const since = Date.now();
@@ -123,10 +119,10 @@ export function registerConversion(experiment: Command, h: ExperimentHelpers): v
         });
         progress.done();
         const interrupted = it.signal.aborted || rows.some((r) => r.interrupted);
-        if (o.report) writeReport(o.report, reportFromConversion(rows, h.commandLine(), opts.seed));
+        if (o.report) writeReport(o.report, reportFromConversion(rows, commandLine(), opts.seed));
         if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
         else process.stdout.write(`${formatConversion(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-        h.sayWritten('experiment conversion', since, [
+        sayWritten('experiment conversion', since, [
           ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
           ['report', o.report],
         ]);

@@ -6,9 +6,7 @@ import { CommanderError, InvalidArgumentError } from 'commander';
 import { SandboxLimitError } from '../shm/limits.js';
 import { ArgumentError } from '../vmm/sandbox/errors.js';
 import { InputError } from '../vmm/io/outputs.js';
-import { ScheduleError } from '../vmm/explore/schedule-file.js';
-import { ScenarioError } from '../vmm/scenario/schema.js';
-import { SweepError } from '../vmm/sweep/params.js';
+import { ScenarioError, ScheduleError, SweepError } from '../vmm/io/problems.js';
 import { type Interrupt, interruptible } from './interrupt.js';
 
 export const EXIT = { PASS: 0, FAIL: 1, USAGE: 2, INTERRUPTED: 130 } as const;

@@ -4,8 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { InputError } from '../vmm/io/outputs.js';
 import { type ScheduleFile } from '../vmm/explore/explorer.js';
-import { ScheduleError, parseSchedule } from '../vmm/explore/schedule-file.js';
-import { type Scenario, ScenarioError, parseScenario } from '../vmm/scenario/schema.js';
+import { parseSchedule } from '../vmm/explore/schedule-file.js';
+import { ScenarioError, ScheduleError } from '../vmm/io/problems.js';
+import { type Scenario, parseScenario } from '../vmm/scenario/schema.js';
 
 /** A JSON file's contents; an unreadable file or bad JSON is an InputError naming the file. */
 export function readJsonFile(file: string): unknown {

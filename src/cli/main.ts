@@ -1,46 +1,27 @@
 // The gmem-sandbox command line.
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BUG_NAMES } from '../gmem/bugs.js';
-import { POLICIES, type PolicyName } from '../gmem/policy.js';
-import { KERNEL_CHOICES, type KernelVersionName, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
+import { POLICIES } from '../gmem/policy.js';
+import { KERNEL_CHOICES, PATCH_NAMES, UPSTREAM } from '../gmem/version.js';
 import { DEFAULT_POINTS, POINTS_MODES } from '../shm/points.js';
 import { checkOutputs } from '../vmm/io/outputs.js';
-import { parseModuleParamArgs } from '../vmm/sandbox/build.js';
-import { moduleParamOption } from './module-params.js';
-import { runScenario } from '../vmm/scenario/runner.js';
-import { runStress } from '../vmm/stress/stress.js';
-import { DEFAULT_WORKLOAD, MAX_VMM_THREADS } from '../vmm/explore/explorer.js';
-import { MAX_EXPLORE_JOBS } from '../vmm/explore/pool.js';
+import { moduleParamOption, parseModuleParamArgs } from './module-params.js';
+import { DEFAULT_WORKLOAD, MAX_EXPLORE_JOBS, MAX_VMM_THREADS } from '../vmm/workload/explore.js';
 import { parseMix } from '../vmm/workload/mix.js';
 import { PATTERNS } from '../vcpu-workers/guest-workload.js';
 import { parseShard } from '../vmm/io/shard.js';
-import { exploreCommand, replayCommand } from './explore.js';
-import { modelCheckCommand, replayIfScenario } from './model-check.js';
-import { formatMultiVm, formatPolicies, formatScenario, formatStress } from './format.js';
 import { registerSweep } from './sweep.js';
-import { registerConversion } from './conversion.js';
-import { printCatalogue } from './catalogue.js';
+import { registerExperiments } from './experiment.js';
+import { commandLine, intArg, numArg, out, sayWritten } from './args.js';
 import { CATALOGUE } from '../vmm/explore/catalogue.js';
-import { type KernelSet, experimentKernels, multiVmExperiment, policiesExperiment } from '../vmm/experiments/experiments.js';
-import { reportFromMultiVm, reportFromPolicies, reportFromScenario, reportFromStress } from '../vmm/report/build.js';
-import { writeReport } from '../vmm/report/html.js';
 import { Progress } from './progress.js';
 import { EXIT, EXIT_HELP, action, commanderExit } from './exit.js';
-import { readScenarioFile } from './inputs.js';
 import { STRESS_WORKLOAD_DEFAULTS } from '../vmm/workload/stress.js';
 
-function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got '${v}'`);
-    return n;
-  };
-}
 /** --shard K/N, 0-based. */
 function shardArg(v: string): { k: number; n: number } {
   try {
@@ -66,22 +47,6 @@ function mixArg(v: string): string {
   return v;
 }
 
-function numArg(name: string, min: number, max = Infinity) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max)
-      throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}, got '${v}'`);
-    return n;
-  };
-}
-
-/** The command line as typed, for reports (so a run can be rerun from its report). */
-function commandLine(): string {
-  return ['gmem-sandbox', ...process.argv.slice(2)]
-    .map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`))
-    .join(' ');
-}
-
 const program = new Command();
 program
   .name('gmem-sandbox')
@@ -90,17 +55,6 @@ program
   .showHelpAfterError('(add --help for usage)')
   // Commander's own errors then reach one place, which gives them the usage status 2.
   .exitOverride();
-
-/**
- * Says on stderr where each output went (stdout stays the result's, --json included): a file
- * whose write failed was already reported as not written.
- */
-function sayWritten(cmd: string, since: number, outputs: Array<[string, string | undefined]>): void {
-  for (const [what, path] of outputs) {
-    if (path === undefined || !existsSync(path) || statSync(path).mtimeMs < since) continue;
-    process.stderr.write(`gmem-sandbox ${cmd}: wrote the ${what} to ${path}\n`);
-  }
-}
 
 /** This package's version, from its package.json (found from the built or the source tree). */
 function packageVersion(): string {
@@ -113,10 +67,6 @@ function packageVersion(): string {
   }
   return 'unknown';
 }
-
-/** An output option, for the check made before any work starts. */
-const out = (flag: string, path: string | undefined, kind: 'file' | 'dir' = 'file') =>
-  path === undefined ? undefined : { flag, path, kind };
 
 program
   .command('stress')
@@ -158,6 +108,14 @@ program
   .addOption(new Option('--bug <name...>', 'enable planted bugs (the run should then fail)').choices([...BUG_NAMES]))
   .action(
     action('stress', async (it, o) => {
+      // Each command loads its own machinery when it runs, so that --help, a bad option or another
+      // command does not pay for it (a CLI start is most of a short run).
+      const [{ runStress }, { writeReport }, { reportFromStress }, { formatStress }] = await Promise.all([
+        import('../vmm/stress/stress.js'),
+        import('../vmm/report/html.js'),
+        import('../vmm/report/build.js'),
+        import('./format.js'),
+      ]);
       checkOutputs([out('--trace', o.trace), out('--report', o.report)]);
       const since = Date.now();
       const progress = new Progress(false);
@@ -214,6 +172,13 @@ program
   .addOption(patchOption(", instead of the scenario's own `patches`"))
   .action(
     action('run', async (it, file: string, o) => {
+      const [{ readScenarioFile }, { runScenario }, { writeReport }, { reportFromScenario }, { formatScenario }] = await Promise.all([
+        import('./inputs.js'),
+        import('../vmm/scenario/runner.js'),
+        import('../vmm/report/html.js'),
+        import('../vmm/report/build.js'),
+        import('./format.js'),
+      ]);
       const read = readScenarioFile(file);
       const kerneled = o.kernel ? { ...read, kernel: o.kernel, policy: undefined } : read;
       const scenario = o.patch ? { ...kerneled, patches: o.patch } : kerneled;
@@ -334,10 +299,13 @@ program
     10_000,
   )
   .action(
-    action('explore', (it, file: string | undefined, o) =>
+    action('explore', async (it, file: string | undefined, o) =>
       file !== undefined
-        ? modelCheckCommand(file, o)
-        : exploreCommand(o.moduleParam ? { ...o, moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : o, it.signal),
+        ? (await import('./model-check.js')).modelCheckCommand(file, o)
+        : (await import('./explore.js')).exploreCommand(
+            o.moduleParam ? { ...o, moduleParams: parseModuleParamArgs(o.moduleParam as string[]) } : o,
+            it.signal,
+          ),
     ),
   );
 
@@ -347,7 +315,12 @@ program
   .argument('<file>', 'schedule file written by explore')
   .option('--trace <out.json>', 'write Chrome trace event JSON (Perfetto, chrome://tracing)')
   .option('--json', 'print the result as JSON')
-  .action(action('replay', async (it, file: string, o) => (await replayIfScenario(file, o)) ?? (await replayCommand(file, o, it.signal))));
+  .action(
+    action('replay', async (it, file: string, o) => {
+      const [{ replayIfScenario }, { replayCommand }] = await Promise.all([import('./model-check.js'), import('./explore.js')]);
+      return (await replayIfScenario(file, o)) ?? (await replayCommand(file, o, it.signal));
+    }),
+  );
 
 program
   .command('catalogue')
@@ -357,129 +330,24 @@ program
   .option('--json', 'print the catalogue as JSON')
   .action(
     action('catalogue', async (_it, o) => {
-      printCatalogue(o.json === true);
+      (await import('./catalogue.js')).printCatalogue(o.json === true);
       return EXIT.PASS;
     }),
   );
 
-const experiment = program.command('experiment').description('one-command experiments with readable results');
-
-/** FILE.json -> FILE.<kernel>.json: one trace per kernel version run. */
-function perKernel(file: string | undefined): ((k: string) => string | undefined) | undefined {
-  return file === undefined ? undefined : (k) => file.replace(/(\.[^./]+)?$/, `.${k}$1`);
-}
-
-/** --kernel V|all and its alias --policy P|all: the versions to run, in order (all by default). */
-function kernelsArg(o: { kernel?: KernelSet; policy?: PolicyName | 'all' }): KernelVersionName[] {
-  const policies = o.policy === undefined ? undefined : o.policy === 'all' ? [...POLICIES] : [o.policy];
-  return experimentKernels({ kernel: o.kernel, policies }, 'policy');
-}
-
-experiment
-  .command('multi-vm')
-  .description(
-    'N SNP VMs bound to one guest_memfd (link), each faulting the same pages: who gets each page, and what it costs, per kernel version',
-  )
-  .option('--vms <n>', 'VMs bound to the one inode', intArg('--vms', 2, 8), 2)
-  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_CHOICES, 'all']))
-  .addOption(
-    new Option('--policy <policy>', 'prepare policy, or all: an alias for the kernel versions they were modelled on').choices([
-      ...POLICIES,
-      'all',
-    ]),
-  )
-  .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 1)
-  .option('--pages <n>', 'pages every VM maps', intArg('--pages', 1, 1 << 16), 256)
-  .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
-  .option('--json', 'print results as JSON')
-  .option('--trace <file.json>', 'write a Chrome trace per kernel version (FILE.<kernel>.json)')
-  .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(
-    action('experiment multi-vm', async (it, o) => {
-      const kernels = kernelsArg(o);
-      const trace = perKernel(o.trace);
-      checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-      const since = Date.now();
-      const progress = new Progress(false);
-      const results = await multiVmExperiment({
-        vms: o.vms,
-        kernel: kernels,
-        durationMs: Math.round(o.duration * 1000),
-        seed: o.seed,
-        pages: o.pages,
-        ...(trace ? { trace } : {}),
-        signal: it.signal,
-        onProgress: (f, what) => progress.update(f, what),
-      });
-      progress.done();
-      const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
-      if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
-      if (o.json)
-        process.stdout.write(
-          `${JSON.stringify(
-            results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })),
-            null,
-            2,
-          )}\n`,
-        );
-      else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-      sayWritten('experiment multi-vm', since, [
-        ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
-        ['report', o.report],
-      ]);
-      return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
-    }),
-  );
-
-experiment
-  .command('policies')
-  .description('one workload on each kernel version (and so each prepare policy), side by side')
-  .addOption(new Option('--kernel <version>', 'modelled kernel version, or all (the default)').choices([...KERNEL_CHOICES, 'all']))
-  .option('--duration <seconds>', 'run length per kernel version', numArg('--duration', 0.1, 600), 2)
-  .option('--seed <n>', 'seed', intArg('--seed', 0, 2 ** 32 - 1), 1)
-  .option('--json', 'print results as JSON')
-  .option('--trace <file.json>', 'write a Chrome trace per kernel version (FILE.<kernel>.json)')
-  .option('--report <file.html>', 'write a self-contained HTML report')
-  .action(
-    action('experiment policies', async (it, o) => {
-      const kernels = kernelsArg(o);
-      const trace = perKernel(o.trace);
-      checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-      const since = Date.now();
-      const progress = new Progress(false);
-      const rows = await policiesExperiment({
-        kernel: kernels,
-        durationMs: Math.round(o.duration * 1000),
-        seed: o.seed,
-        ...(trace ? { trace } : {}),
-        signal: it.signal,
-        onProgress: (f, what) => progress.update(f, what),
-      });
-      progress.done();
-      const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
-      if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
-      if (o.json)
-        process.stdout.write(
-          `${JSON.stringify(
-            rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })),
-            null,
-            2,
-          )}\n`,
-        );
-      else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-      sayWritten('experiment policies', since, [
-        ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
-        ['report', o.report],
-      ]);
-      return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
-    }),
-  );
-
-registerConversion(experiment, { commandLine, sayWritten, perKernel });
+const experiment = registerExperiments(program);
 registerSweep(program);
 
 for (const c of [...program.commands, ...experiment.commands]) c.addHelpText('after', EXIT_HELP);
 program.addHelpText('after', EXIT_HELP);
+
+// A reader that stops early (`gmem-sandbox catalogue | head`) closes the pipe: end quietly, as
+// the shell's tools do, instead of with an unhandled EPIPE.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(process.exitCode ?? EXIT.PASS);
+  });
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CommanderError) {

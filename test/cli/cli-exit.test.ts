@@ -2,11 +2,12 @@
 // or input error (nothing ran), and every output path checked before any work starts. The CLI's own
 // contract: no kernel function is modelled here.
 
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError, checkOutputs, outputProblem } from '../../src/vmm/io/outputs.js';
-import { type CliResult, STACK, cli, root, start, tempDir } from '../helpers/cli-helpers.js';
+import { type CliResult, STACK, bin, cli, root, start, tempDir } from '../helpers/cli-helpers.js';
 
 const example = join(root, 'examples/private-fault-snp.json');
 /** A schedule explore saved (prepare-skips-clear, found at seed 1), kept with the tests. */
@@ -260,6 +261,21 @@ describe('exit status per command', () => {
       expect(r.status).toBe(0);
     }
     expectUsage(bad, /unknown command 'frobnicate'/);
+  });
+
+  it('a reader that closes the pipe early (| head -1): exit 0, no EPIPE stack trace', async () => {
+    const r = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      // 800 kB of planned jobs: more than a pipe holds, so the CLI is still writing when it closes.
+      const child = spawn(process.execPath, [bin, 'sweep', '--dry-run', '--seeds', '0..20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+      // One chunk read, then the pipe closed while the CLI still has lines to write.
+      child.stdout.once('data', () => child.stdout.destroy());
+      child.on('close', (status) => resolve({ status, stderr }));
+    });
+    expect(r.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(r.stderr).not.toMatch(STACK);
+    expect(r.status).toBe(0);
   });
 });
 

@@ -5,8 +5,9 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
-import { ScheduleError, parseSchedule } from '../../src/vmm/explore/schedule-file.js';
+import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { ScenarioError, ScheduleError } from '../../src/vmm/io/problems.js';
+import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
 import { resolveStressOptions } from '../../src/vmm/stress/stress.js';
 import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { STACK, cli, root, tempDir } from '../helpers/cli-helpers.js';

@@ -219,7 +219,9 @@ describe('a vCPU thread that dies during a stress run', () => {
       launchState: 0,
     });
     for (const v of a.violations)
-      expect(v.detail).toMatch(/held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress|lost to the allocator/);
+      expect(v.detail).toMatch(
+        /held at a quiescent point|refcount \d+ at a quiescent point|mmu_invalidate_in_progress|lost to the allocator/,
+      );
   }
 
   /** Every other call ends by itself (finishes, or rejects with the abort) within 5 s of `t0`. */

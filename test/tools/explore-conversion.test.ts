@@ -14,7 +14,7 @@ import { VMM_OPS } from '../../src/vmm/workload/mix.js';
 import { BUG_KERNELS, type ExploreConfig, Explorer, workloadFor } from '../../src/vmm/explore/explorer.js';
 import { COVERAGE_EVENTS } from '../../src/vmm/explore/coverage.js';
 import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
-import { parseModuleParamArgs } from '../../src/vmm/sandbox/build.js';
+import { parseModuleParamArgs } from '../../src/cli/module-params.js';
 import { runStress } from '../../src/vmm/stress/stress.js';
 import { lockdepDependencies } from '../../src/shm/sync/lockdep.js';
 import { INVARIANTS } from '../../src/checker/violations.js';

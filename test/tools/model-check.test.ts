@@ -11,7 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BugName } from '../../src/gmem/bugs.js';
 import { type McSchedule, ModelChecker, checkModelCheckable, countPreemptions } from '../../src/vmm/scenario/model-check.js';
 import { checkerFor, scheduleFile } from '../../src/vmm/scenario/saved.js';
-import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
+import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { ScenarioError } from '../../src/vmm/io/problems.js';
 import { gmemOnlyScenario } from '../helpers/gmem-only.js';
 
 const root = join(import.meta.dirname, '../..');

@@ -4,8 +4,9 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
-import { ScheduleError, parseSchedule } from '../../src/vmm/explore/schedule-file.js';
+import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { ScenarioError, ScheduleError } from '../../src/vmm/io/problems.js';
+import { parseSchedule } from '../../src/vmm/explore/schedule-file.js';
 import { PROBLEM, example, mutate, mutation, schedule } from '../helpers/fuzz-helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);

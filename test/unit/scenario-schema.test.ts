@@ -4,7 +4,8 @@
 // exit reasons (include/uapi/linux/kvm.h: KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, ...).
 
 import { describe, expect, it } from 'vitest';
-import { ScenarioError, parseScenario } from '../../src/vmm/scenario/schema.js';
+import { parseScenario } from '../../src/vmm/scenario/schema.js';
+import { ScenarioError } from '../../src/vmm/io/problems.js';
 
 describe('scenario validation', () => {
   /** A valid scenario whose third step each case replaces. */

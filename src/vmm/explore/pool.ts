@@ -5,10 +5,8 @@
 // seed before it ran clean.
 
 import type { RuntimeOptions } from '../sandbox/runtime.js';
+import { MAX_EXPLORE_JOBS } from '../workload/explore.js';
 import { type ExploreConfig, Explorer, ScheduleHangError, type ScheduleResult, fails } from './explorer.js';
-
-/** The most explorers one search runs at once. */
-export const MAX_EXPLORE_JOBS = 16;
 
 export interface PoolSearch {
   /** The first schedule in seed order that ended the search, and the explorer that ran it (for shrinking and replay). */

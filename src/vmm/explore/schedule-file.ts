@@ -11,7 +11,7 @@ import { INVARIANTS } from '../../checker/violations.js';
 import { POINTS_MODES } from '../../shm/points.js';
 import { MAX_VMM_THREADS, type ScheduleFile } from './explorer.js';
 import { parseMix } from '../workload/mix.js';
-import { problemList } from '../io/problems.js';
+import { ScheduleError } from '../io/problems.js';
 
 /** Bounds of a controlled workload: the explorer's sandbox has 64 guest pages per VM. */
 export const SCHEDULE_LIMITS = { vms: 4, vcpus: 8, pages: 64, accesses: 100_000, vmmOps: 100_000, maxSteps: 1_000_000, depth: 17 } as const;
@@ -96,13 +96,6 @@ export const scheduleSchema = z
         message: `has ${s.choices.length} choices, more than maxSteps (${s.config.maxSteps})`,
       });
   });
-
-export class ScheduleError extends Error {
-  constructor(readonly problems: string[]) {
-    super(problemList('not a valid schedule file', problems));
-    this.name = 'ScheduleError';
-  }
-}
 
 /** Validates a parsed schedule file; throws a ScheduleError listing every problem as "path: rule". */
 export function parseSchedule(raw: unknown): ScheduleFile {

@@ -11,14 +11,7 @@ import { declareBugs } from '../../gmem/bugs.js';
 import { declareFailslab } from '../../gmem/failslab.js';
 import { declareGupPins } from '../../gmem/pin_table.js';
 import { declareLruAdd } from '../../gmem/lru.js';
-import {
-  MODULE_PARAM_NAMES,
-  type ModuleParamName,
-  type ModuleParams,
-  declareModuleParams,
-  setGmemAttributesKept,
-  setModuleParams,
-} from '../../gmem/params.js';
+import { MODULE_PARAM_NAMES, type ModuleParams, declareModuleParams, setGmemAttributesKept, setModuleParams } from '../../gmem/params.js';
 import { declareFiles } from '../../gmem/file.js';
 import { declareHostRmpFault } from '../../gmem/filemap.js';
 import { declareFdTable } from '../../kvm/fdtable.js';
@@ -250,30 +243,6 @@ export function resolveModuleParams(p: ModuleParams | undefined, kernel: KernelV
   }
   // ee1168fb7313 (7.4) adds the parameter; an older kvm.ko ignores it ("unknown parameter ignored").
   if (VERSIONS[kernel].inPlaceConversionParam) out.gmem_in_place_conversion = p?.gmem_in_place_conversion ?? false;
-  return out;
-}
-
-/** modprobe's words for a bool parameter (kstrtobool): 1/y/Y/on and 0/n/N/off. */
-const BOOL_WORDS: Readonly<Record<string, boolean>> = { '1': true, y: true, Y: true, on: true, '0': false, n: false, N: false, off: false };
-
-/**
- * `--module-param NAME=VALUE` words as `modprobe kvm NAME=VALUE` takes them (a bare NAME sets a
- * bool parameter): checked, each naming its field and rule; a parameter given twice is refused.
- */
-export function parseModuleParamArgs(args: readonly string[]): ModuleParams {
-  const out: ModuleParams = {};
-  for (const arg of args) {
-    const eq = arg.indexOf('=');
-    const name = eq < 0 ? arg : arg.slice(0, eq);
-    const word = eq < 0 ? '1' : arg.slice(eq + 1);
-    if (!(MODULE_PARAM_NAMES as readonly string[]).includes(name))
-      throw new ArgumentError('--module-param', `unknown kvm parameter '${name}' in '${arg}'; known: ${MODULE_PARAM_NAMES.join(', ')}`);
-    const n = name as ModuleParamName;
-    if (out[n] !== undefined) throw new ArgumentError('--module-param', `'${name}' is given twice`);
-    const v = BOOL_WORDS[word];
-    if (v === undefined) throw new ArgumentError(`--module-param ${name}`, `must be a bool (1, 0, y, n, on, off), got '${word}'`);
-    out[n] = v;
-  }
   return out;
 }
 

@@ -23,7 +23,8 @@ import { takeLockOrderReports, takeOnlineReports } from '../../checker/online.js
 import { resetSandboxMemory } from '../sandbox/build.js';
 import { Runtime, type VcpuActor } from '../sandbox/runtime.js';
 import { matchesPartial, toGuestOp } from './runner.js';
-import { type IoctlStep, type LeafStep, type Scenario, ScenarioError, type Step } from './schema.js';
+import { type IoctlStep, type LeafStep, type Scenario, type Step } from './schema.js';
+import { ScenarioError } from '../io/problems.js';
 
 const GUEST = new Set(['guest_read', 'guest_write', 'pvalidate', 'pre_fault_memory']);
 /** Steps the scripted runner uses to force one interleaving; a model checker explores them all instead. */

@@ -14,7 +14,7 @@ import { LIMITS } from '../../shm/limits.js';
 import { POINTS } from '../../shm/points.js';
 import { EXIT_NAMES } from '../../vcpu-workers/guest.js';
 import { parseSize } from '../sandbox/units.js';
-import { problemList } from '../io/problems.js';
+import { ScenarioError } from '../io/problems.js';
 
 /** A size or address: a number, a hex string ("0x1000") or a size ("4KiB", "2MiB"). */
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -261,13 +261,6 @@ export type IoctlStep = Extract<
       | 'unpin';
   }
 >;
-
-export class ScenarioError extends Error {
-  constructor(readonly problems: string[]) {
-    super(problemList('invalid scenario', problems));
-    this.name = 'ScenarioError';
-  }
-}
 
 /** Validates raw JSON; throws a ScenarioError listing every problem as "path: rule". */
 export function parseScenario(raw: unknown): Scenario {

@@ -7,7 +7,8 @@
 import { z } from 'zod';
 import { INVARIANTS } from '../../checker/violations.js';
 import type { SweepLine } from './line.js';
-import { type SweepParams, SweepError, formatParams, rerunCommand } from './params.js';
+import { type SweepParams, formatParams, rerunCommand } from './params.js';
+import { SweepError } from '../io/problems.js';
 
 const count = z.number().int().nonnegative();
 const lineSchema = z.strictObject({

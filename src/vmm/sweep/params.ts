@@ -6,13 +6,10 @@ import { KERNEL_CHOICES, KERNEL_VERSIONS } from '../../gmem/version.js';
 import { PATTERNS } from '../../vcpu-workers/guest-workload.js';
 import { parseSize } from '../sandbox/units.js';
 import { parseMix } from '../workload/mix.js';
+import { SweepError } from '../io/problems.js';
 
-export class SweepError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SweepError';
-  }
-}
+/** A single quote inside a single-quoted shell word: end the word, an escaped quote, reopen. */
+const SHELL_QUOTE = "'\\''";
 
 /** What every sweep job runs with unless a parameter says otherwise (shorter than `stress`). */
 export const SWEEP_DEFAULTS = { durationMs: 1000, auditEveryMs: 500 } as const;
@@ -236,7 +233,7 @@ export function formatParams(p: SweepParams): string {
 /** The `gmem-sandbox stress` command that reruns one job on its own. */
 export function rerunCommand(params: SweepParams, seed: number): string {
   const o = { ...SWEEP_DEFAULTS, ...params } as SweepParams;
-  const q = (s: string) => (/^[\w.,=:/+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  const q = (s: string) => (/^[\w.,=:/+-]+$/.test(s) ? s : `'${s.replaceAll("'", SHELL_QUOTE)}'`);
   const parts = ['gmem-sandbox', 'stress', '--seed', String(seed)];
   for (const n of PARAM_ORDER) {
     const v = o[n];

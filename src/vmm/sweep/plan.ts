@@ -16,13 +16,13 @@ import {
   PARAM_ORDER,
   type ParsedParam,
   SWEEP_DEFAULTS,
-  SweepError,
   type SweepParamName,
   type SweepParams,
   formatParams,
   parseParam,
   parseSeeds,
 } from './params.js';
+import { SweepError } from '../io/problems.js';
 
 export interface SweepJob {
   index: number;

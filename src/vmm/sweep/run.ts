@@ -3,7 +3,7 @@
 import { Piscina } from 'piscina';
 import { workerFile } from '../sandbox/runtime.js';
 import { type SweepLine, type SweepTask, failedLine } from './line.js';
-import { SweepError } from './params.js';
+import { SweepError } from '../io/problems.js';
 import type { SweepPlan } from './plan.js';
 
 export interface RunSweepOptions {

@@ -106,6 +106,9 @@ export function workloadFor(bug: BugName | null, over: Partial<ExploreWorkload> 
 /** The most VMM threads a controlled workload runs. */
 export const MAX_VMM_THREADS = 4;
 
+/** The most explorers one search runs at once (explore --jobs), each with its own sandbox. */
+export const MAX_EXPLORE_JOBS = 16;
+
 export interface ScheduleShape {
   /** Running VMs (with populateFirstVm, VM 0 of them launches instead), bound to one inode by link when several. */
   vms: number;
