@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/helpers/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -16,5 +17,7 @@ export default defineConfig({
     maxConcurrency: 2,
     // TMPDIR for every test process and child: checked empty and removed at the end.
     globalSetup: ['test/helpers/global-tmp.ts'],
+    // Longest files first, on a clean clone too (test/helpers/sequencer.ts).
+    sequence: { sequencer: LongestFirst },
   },
 });
