@@ -84,6 +84,8 @@ describe('lockdep on worker threads', () => {
     expect(v.detail).toMatch(
       /opposite order was taken before:\nthread \d+ took kvm->lock of vm 0 \(kvm->lock, mutex\) while holding slots_lock of vm 0 \(kvm->slots_lock, mutex\), at:\n(.*\n)*\s+at kvmSetMemoryRegion/,
     );
+    // Each site names the TypeScript file of its frame, through the worker bundle's source map.
+    expect(v.detail).toMatch(/at snpLaunchUpdateLocked \(src\/kvm\/sev\.ts:\d+:\d+\)/);
     expect(r.ok).toBe(false);
   });
 

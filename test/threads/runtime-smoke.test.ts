@@ -2,8 +2,12 @@
 // the SNP launch commands through the firmware mailbox; one private fault runs the arch prepare
 // (sev_gmem_prepare) once, and the page reads zeros after PVALIDATE.
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Runtime } from '../../src/vmm/sandbox/runtime.js';
+import { Runtime, workerFile } from '../../src/vmm/sandbox/runtime.js';
+import { WORKER_BUNDLES, WORKER_MODULES_ENV } from '../../src/vmm/sandbox/worker-entries.js';
+import { root } from '../helpers/cli-helpers.js';
 
 let rt: Runtime | null = null;
 afterEach(async () => {
@@ -38,5 +42,22 @@ describe('runtime', () => {
     expect(await c.api.exec({ op: 'pvalidate', gpa: 0 })).toEqual({ result: 'ok', value: 0 });
     expect(await c.api.exec({ op: 'guest_read', gpa: 0, len: 4 })).toEqual({ result: 'ok', value: '00000000' });
     expect(rt.stats().archPrepareCalls).toBe(1);
+  });
+});
+
+describe('worker entries', () => {
+  it('run as the bundles npm run build makes, or as the modules tsc wrote with GMEM_WORKER_MODULES=1', () => {
+    expect(workerFile('vcpu-workers/worker.js')).toBe(join(root, 'dist/workers/vcpu.js'));
+    expect(workerFile('vmm/sandbox/vmm-worker.js')).toBe(join(root, 'dist/workers/vmm.js'));
+    expect(workerFile('firmware/worker.js')).toBe(join(root, 'dist/workers/firmware.js'));
+    // A worker without a bundle (a sweep job) runs its module.
+    expect(workerFile('vmm/sweep/worker.js')).toBe(join(root, 'dist/src/vmm/sweep/worker.js'));
+    for (const f of Object.values(WORKER_BUNDLES)) expect(existsSync(join(root, 'dist', f))).toBe(true);
+    process.env[WORKER_MODULES_ENV] = '1';
+    try {
+      expect(workerFile('vcpu-workers/worker.js')).toBe(join(root, 'dist/src/vcpu-workers/worker.js'));
+    } finally {
+      delete process.env[WORKER_MODULES_ENV];
+    }
   });
 });

@@ -2,6 +2,7 @@
 // shared memory, drives them over comlink, turns a crash, an exit or a hang into a report, and
 // tears everything down without hanging the process. The controller never blocks on a lock.
 
+import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import type { FirmwareWorkerApi } from '../../firmware/worker.js';
@@ -24,14 +25,26 @@ import { RunControl } from '../../vcpu-workers/runctl.js';
 import type { VcpuWorkerApi } from '../../vcpu-workers/api.js';
 import { type SandboxDescriptor, type SandboxOptions, buildSandboxMemoryAsync } from './build.js';
 import type { VmmWorkerApi } from './vmm-worker.js';
+import { WORKER_BUNDLES, WORKER_MODULES_ENV } from './worker-entries.js';
 
 export const TID_VMM = 1;
 export const TID_FIRMWARE = 2;
 export const TID_FIRST_VCPU = 3;
 
-/** Where a worker's compiled entry lives: workers always run the built JavaScript in dist/. */
+/**
+ * Where a worker's compiled entry lives: workers always run the built JavaScript in dist/, as
+ * one bundled file where `npm run build` made one (worker-entries.ts).
+ */
 export function workerFile(rel: string): string {
-  return distFile(`src/${rel}`);
+  return entryFile(`src/${rel}`);
+}
+
+/** A worker entry under dist/ (`src/...` or `test/workers/...`), or its bundle. */
+function entryFile(rel: string): string {
+  const bundle = WORKER_BUNDLES[rel];
+  if (bundle === undefined || process.env[WORKER_MODULES_ENV] === '1') return distFile(rel);
+  const file = distFile(bundle);
+  return existsSync(file) ? file : distFile(rel);
 }
 
 /** A built file, by its path under dist/ (`src/...`, or `test/workers/...` for a test's worker). */
@@ -161,7 +174,7 @@ export class Runtime {
   /** Starts one vCPU worker for VM `vm`. */
   async addVcpu(vmName: string, vm: number, index: number): Promise<VcpuActor> {
     const tid = this.nextTid++;
-    const entry = distFile(this.opts.vcpuWorker ?? 'src/vcpu-workers/worker.js');
+    const entry = entryFile(this.opts.vcpuWorker ?? 'src/vcpu-workers/worker.js');
     const a = spawn<VcpuWorkerApi>(entry, `vcpu ${index} of vm ${vmName}`, tid) as VcpuActor;
     a.vm = vm;
     a.vmName = vmName;
@@ -319,7 +332,9 @@ function delay(ms: number): Promise<void> {
 }
 
 function spawn<T>(file: string, name: string, tid: number): Actor<T> {
-  const worker = new Worker(file, { name });
+  // A bundle's stack traces go back through its source map to the TypeScript each frame came from.
+  const bundled = file.startsWith(distFile('workers/'));
+  const worker = new Worker(file, { name, ...(bundled ? { execArgv: [...process.execArgv, '--enable-source-maps'] } : {}) });
   let fail: (e: Error) => void = () => undefined;
   const dead = new Promise<never>((_, reject) => {
     fail = reject;
