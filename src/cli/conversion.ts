@@ -1,7 +1,6 @@
 // `gmem-sandbox experiment conversion`: 7.0's per-VM conversions against 7.4's in-place ones.
 
 import { type Command, Option } from 'commander';
-import { checkOutputs } from '../vmm/io/outputs.js';
 import {
   CONVERSION_KERNELS,
   type ConversionKernel,
@@ -11,9 +10,8 @@ import {
   checkConversionOptions,
 } from '../vmm/experiments/conversion-options.js';
 import { ArgumentError } from '../vmm/sandbox/errors.js';
-import { commandLine, perKernel, sayWritten } from './args.js';
-import { EXIT, action } from './exit.js';
-import { Progress } from './progress.js';
+import { action } from './exit.js';
+import { runPerKernel } from './per-kernel.js';
 
 /** The library's field names as the command line spells them. */
 const FLAGS: Record<string, string> = {
@@ -100,33 +98,23 @@ export function registerConversion(experiment: Command): void {
       action('experiment conversion', async (it, o: Opts) => {
         const opts = optionsOf(o);
         const kernels = checkConversionOptions(opts);
-        const [{ conversionExperiment }, { writeReport }, { reportFromConversion }, { formatConversion }] = await Promise.all([
+        const [{ conversionExperiment }, { reportFromConversion }, { formatConversion }] = await Promise.all([
           import('../vmm/experiments/conversion.js'),
-          import('../vmm/report/html.js'),
           import('../vmm/report/conversion.js'),
           import('./format.js'),
         ]);
-        const trace = perKernel(o.trace);
-        const out = (flag: string, path: string | undefined) => (path === undefined ? undefined : { flag, path, kind: 'file' as const });
-        checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-        const since = Date.now();
-        const progress = new Progress(false);
-        const rows = await conversionExperiment({
-          ...opts,
-          ...(trace ? { trace } : {}),
+        return runPerKernel({
+          command: 'experiment conversion',
+          kernels,
+          o,
           signal: it.signal,
-          onProgress: (f, what) => progress.update(f, what),
+          run: (trace, onProgress) => conversionExperiment({ ...opts, ...(trace ? { trace } : {}), signal: it.signal, onProgress }),
+          interrupted: (r) => r.interrupted,
+          report: (rows, command) => reportFromConversion(rows, command, opts.seed),
+          json: (rows) => rows,
+          text: formatConversion,
+          ok: (r) => r.crashes.length === 0,
         });
-        progress.done();
-        const interrupted = it.signal.aborted || rows.some((r) => r.interrupted);
-        if (o.report) writeReport(o.report, reportFromConversion(rows, commandLine(), opts.seed));
-        if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-        else process.stdout.write(`${formatConversion(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-        sayWritten('experiment conversion', since, [
-          ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
-          ['report', o.report],
-        ]);
-        return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
       }),
     );
 }

@@ -5,11 +5,10 @@ import { type Command, Option } from 'commander';
 import { POLICIES, type PolicyName } from '../gmem/policy.js';
 import { KERNEL_CHOICES, type KernelVersionName } from '../gmem/version.js';
 import type { KernelSet } from '../vmm/experiments/experiments.js';
-import { checkOutputs } from '../vmm/io/outputs.js';
-import { commandLine, intArg, numArg, out, perKernel, sayWritten } from './args.js';
+import { intArg, numArg } from './args.js';
 import { registerConversion } from './conversion.js';
-import { EXIT, action } from './exit.js';
-import { Progress } from './progress.js';
+import { action } from './exit.js';
+import { runPerKernel } from './per-kernel.js';
 
 /** --kernel V|all and its alias --policy P|all: the versions to run, in order (all by default). */
 async function kernelsArg(o: { kernel?: KernelSet; policy?: PolicyName | 'all' }): Promise<KernelVersionName[]> {
@@ -48,44 +47,34 @@ function registerMultiVm(experiment: Command): void {
     .option('--report <file.html>', 'write a self-contained HTML report')
     .action(
       action('experiment multi-vm', async (it, o) => {
-        const [{ multiVmExperiment }, { writeReport }, { reportFromMultiVm }, { formatMultiVm }] = await Promise.all([
+        const [{ multiVmExperiment }, { reportFromMultiVm }, { formatMultiVm }] = await Promise.all([
           import('../vmm/experiments/experiments.js'),
-          import('../vmm/report/html.js'),
           import('../vmm/report/build.js'),
           import('./format.js'),
         ]);
         const kernels = await kernelsArg(o);
-        const trace = perKernel(o.trace);
-        checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-        const since = Date.now();
-        const progress = new Progress(false);
-        const results = await multiVmExperiment({
-          vms: o.vms,
-          kernel: kernels,
-          durationMs: Math.round(o.duration * 1000),
-          seed: o.seed,
-          pages: o.pages,
-          ...(trace ? { trace } : {}),
+        return runPerKernel({
+          command: 'experiment multi-vm',
+          kernels,
+          o,
           signal: it.signal,
-          onProgress: (f, what) => progress.update(f, what),
+          run: (trace, onProgress) =>
+            multiVmExperiment({
+              vms: o.vms,
+              kernel: kernels,
+              durationMs: Math.round(o.duration * 1000),
+              seed: o.seed,
+              pages: o.pages,
+              ...(trace ? { trace } : {}),
+              signal: it.signal,
+              onProgress,
+            }),
+          interrupted: (r) => r.run.interrupted,
+          report: reportFromMultiVm,
+          json: (rows) => rows.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })),
+          text: formatMultiVm,
+          ok: (r) => r.run.crashes.length === 0,
         });
-        progress.done();
-        const interrupted = it.signal.aborted || results.some((r) => r.run.interrupted);
-        if (o.report) writeReport(o.report, reportFromMultiVm(results, commandLine()));
-        if (o.json)
-          process.stdout.write(
-            `${JSON.stringify(
-              results.map(({ run, ...r }) => ({ ...r, ok: run.ok, violations: run.violations, interrupted: run.interrupted })),
-              null,
-              2,
-            )}\n`,
-          );
-        else process.stdout.write(`${formatMultiVm(results)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-        sayWritten('experiment multi-vm', since, [
-          ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
-          ['report', o.report],
-        ]);
-        return interrupted ? EXIT.INTERRUPTED : results.every((r) => r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
       }),
     );
 }
@@ -102,42 +91,32 @@ function registerPolicies(experiment: Command): void {
     .option('--report <file.html>', 'write a self-contained HTML report')
     .action(
       action('experiment policies', async (it, o) => {
-        const [{ policiesExperiment }, { writeReport }, { reportFromPolicies }, { formatPolicies }] = await Promise.all([
+        const [{ policiesExperiment }, { reportFromPolicies }, { formatPolicies }] = await Promise.all([
           import('../vmm/experiments/experiments.js'),
-          import('../vmm/report/html.js'),
           import('../vmm/report/build.js'),
           import('./format.js'),
         ]);
         const kernels = await kernelsArg(o);
-        const trace = perKernel(o.trace);
-        checkOutputs([...kernels.map((k) => out('--trace', trace?.(k))), out('--report', o.report)]);
-        const since = Date.now();
-        const progress = new Progress(false);
-        const rows = await policiesExperiment({
-          kernel: kernels,
-          durationMs: Math.round(o.duration * 1000),
-          seed: o.seed,
-          ...(trace ? { trace } : {}),
+        return runPerKernel({
+          command: 'experiment policies',
+          kernels,
+          o,
           signal: it.signal,
-          onProgress: (f, what) => progress.update(f, what),
+          run: (trace, onProgress) =>
+            policiesExperiment({
+              kernel: kernels,
+              durationMs: Math.round(o.duration * 1000),
+              seed: o.seed,
+              ...(trace ? { trace } : {}),
+              signal: it.signal,
+              onProgress,
+            }),
+          interrupted: (r) => r.run.interrupted,
+          report: reportFromPolicies,
+          json: (rows) => rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })),
+          text: formatPolicies,
+          ok: (r) => r.violations === 0 && r.run.crashes.length === 0,
         });
-        progress.done();
-        const interrupted = it.signal.aborted || rows.some((r) => r.run.interrupted);
-        if (o.report) writeReport(o.report, reportFromPolicies(rows, commandLine()));
-        if (o.json)
-          process.stdout.write(
-            `${JSON.stringify(
-              rows.map(({ run, ...r }) => ({ ...r, interrupted: run.interrupted })),
-              null,
-              2,
-            )}\n`,
-          );
-        else process.stdout.write(`${formatPolicies(rows)}${interrupted ? '\nINTERRUPTED: only the kernel versions above ran' : ''}\n`);
-        sayWritten('experiment policies', since, [
-          ...kernels.map((k): [string, string | undefined] => [`trace of ${k}`, trace?.(k)]),
-          ['report', o.report],
-        ]);
-        return interrupted ? EXIT.INTERRUPTED : rows.every((r) => r.violations === 0 && r.run.crashes.length === 0) ? EXIT.PASS : EXIT.FAIL;
       }),
     );
 }
