@@ -128,7 +128,7 @@ describe('fuzz: command lines', () => {
         if (['run', 'replay', 'merge'].includes(command)) args.splice(command.split(' ').length, 0, file);
         if (command === 'explore') args.push('--out', dir);
         // A command line that leaves the run's length at its default runs briefly: the defaults
-        // (100 schedules, 5 s) are parsed the same way, and their runs have tests of their own.
+        // (1000 schedules, 5 s) are parsed the same way, and their runs have tests of their own.
         const [flag, value] = SHORT[command] ?? [];
         if (flag && !args.includes(flag)) args.push(flag, value);
         const mark = `${process.pid}-${n}`;
